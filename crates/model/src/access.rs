@@ -1,0 +1,152 @@
+//! Docker-token access scopes (`repository:<name>:<actions>`, `registry:catalog:*`) and the access a token grants.
+
+use crate::names::RepositoryName;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Pull,
+    Push,
+    Delete,
+    MetadataRead,
+    MetadataWrite,
+}
+
+impl Action {
+    pub const ALL: [Action; 5] = [Action::Pull, Action::Push, Action::Delete, Action::MetadataRead, Action::MetadataWrite];
+
+    /// Accepts the Docker spellings and ACR's camelCase twins (`metadataRead`), as the az CLI sends both.
+    pub fn parse_list(s: &str) -> BTreeSet<Action> {
+        let mut out = BTreeSet::new();
+        for a in s.split(',') {
+            match a.trim() {
+                "pull" => {
+                    out.insert(Action::Pull);
+                }
+                "push" => {
+                    out.insert(Action::Push);
+                }
+                "delete" => {
+                    out.insert(Action::Delete);
+                }
+                "metadata_read" | "metadataRead" => {
+                    out.insert(Action::MetadataRead);
+                }
+                "metadata_write" | "metadataWrite" => {
+                    out.insert(Action::MetadataWrite);
+                }
+                "*" => out.extend(Action::ALL),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Push => "push",
+            Action::Delete => "delete",
+            Action::MetadataRead => "metadata_read",
+            Action::MetadataWrite => "metadata_write",
+        }
+    }
+}
+
+/// What a scope names.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", content = "name", rename_all = "snake_case")]
+pub enum ResourceScope {
+    Repository(RepositoryName),
+    Catalog,
+}
+
+/// One requested scope: a resource and the actions asked for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeRequest {
+    pub resource: ResourceScope,
+    pub actions: BTreeSet<Action>,
+}
+
+impl ScopeRequest {
+    /// Parses `repository:<name>:<actions>` or `registry:catalog:*`. The name may itself hold ':' only in
+    /// the host part Docker never sends here, so the last ':' splits name and actions.
+    pub fn parse(s: &str) -> Option<ScopeRequest> {
+        let (kind, rest) = s.split_once(':')?;
+        let (name, actions) = rest.rsplit_once(':')?;
+        let resource = match kind {
+            "repository" | "artifact-repository" => ResourceScope::Repository(name.parse().ok()?),
+            "registry" if name == "catalog" => ResourceScope::Catalog,
+            _ => return None,
+        };
+        Some(ScopeRequest { resource, actions: Action::parse_list(actions) })
+    }
+
+    pub fn to_scope_string(&self) -> String {
+        let actions: Vec<&str> = self.actions.iter().map(|a| a.as_str()).collect();
+        match &self.resource {
+            ResourceScope::Repository(r) => format!("repository:{}:{}", r, actions.join(",")),
+            ResourceScope::Catalog => "registry:catalog:*".to_string(),
+        }
+    }
+}
+
+/// The access a token carries, as in the Docker token spec's `access` claim.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    pub grants: Vec<AccessGrant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessGrant {
+    #[serde(flatten)]
+    pub resource: ResourceScope,
+    pub actions: BTreeSet<Action>,
+}
+
+impl Access {
+    pub fn allows(&self, resource: &ResourceScope, action: Action) -> bool {
+        self.grants.iter().any(|g| &g.resource == resource && g.actions.contains(&action))
+    }
+
+    pub fn allows_repo(&self, repo: &RepositoryName, action: Action) -> bool {
+        self.allows(&ResourceScope::Repository(repo.clone()), action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_scopes() {
+        let s = ScopeRequest::parse("repository:library/alpine:pull,push").unwrap();
+        assert_eq!(s.actions, BTreeSet::from([Action::Pull, Action::Push]));
+        assert_eq!(s.to_scope_string(), "repository:library/alpine:pull,push");
+        let c = ScopeRequest::parse("registry:catalog:*").unwrap();
+        assert_eq!(c.resource, ResourceScope::Catalog);
+        assert_eq!(ScopeRequest::parse("repository:a:*").unwrap().actions.len(), 5);
+        assert!(ScopeRequest::parse("repository:a:metadataRead").unwrap().actions.contains(&Action::MetadataRead));
+        assert!(ScopeRequest::parse("repository:UPPER:pull").is_none());
+        assert!(ScopeRequest::parse("nonsense").is_none());
+    }
+
+    #[test]
+    fn access_checks_exact_resource() {
+        let repo: RepositoryName = "a/b".parse().unwrap();
+        let access = Access {
+            grants: vec![AccessGrant {
+                resource: ResourceScope::Repository(repo.clone()),
+                actions: BTreeSet::from([Action::Pull]),
+            }],
+        };
+        assert!(access.allows_repo(&repo, Action::Pull));
+        assert!(!access.allows_repo(&repo, Action::Push));
+        assert!(!access.allows_repo(&"a".parse().unwrap(), Action::Pull));
+        let json = serde_json::to_string(&access).unwrap();
+        assert!(json.contains(r#""type":"repository","name":"a/b""#), "{json}");
+        assert_eq!(serde_json::from_str::<Access>(&json).unwrap(), access);
+    }
+}

@@ -1,0 +1,43 @@
+//! Audit events, shaped after ACR's `ContainerRegistryRepositoryEvents` and `ContainerRegistryLoginEvents`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Category {
+    ContainerRegistryRepositoryEvents,
+    ContainerRegistryLoginEvents,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::ContainerRegistryRepositoryEvents => "ContainerRegistryRepositoryEvents",
+            Category::ContainerRegistryLoginEvents => "ContainerRegistryLoginEvents",
+        }
+    }
+}
+
+/// One audit record. Field names follow ACR's log columns so that queries written for Log Analytics read the same.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AuditEvent {
+    pub time_generated: String,
+    pub category: String,
+    pub operation_name: String,
+    pub registry: String,
+    pub login_server: String,
+    pub repository: Option<String>,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    pub media_type: Option<String>,
+    pub size: Option<i64>,
+    pub identity: Option<String>,
+    pub caller_ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub duration_ms: Option<i64>,
+    /// `Success`, `Failure` or `Denied`.
+    pub result_type: String,
+    /// The HTTP status as a string, plus a reason for denials, as ACR writes it.
+    pub result_description: String,
+    pub correlation_id: Option<String>,
+}

@@ -1,0 +1,180 @@
+//! The egress gate: every way artifact bytes can leave a registry is a variant of [`Egress`], and [`decide`] is
+//! the one place that says whether it may. A new egress path is a new variant, and the exhaustive `match` below
+//! (and in every caller that audits it) makes the compiler point at each place that must handle it.
+
+use crate::access::{Access, Action};
+use crate::digest::Digest;
+use crate::names::{Reference, RepositoryName};
+use crate::registry::Registry;
+use std::fmt;
+use std::net::IpAddr;
+
+/// Where a request came from, classified once at the edge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub client_ip: IpAddr,
+    /// The listener the request arrived on (`main` for the default listener).
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Egress<'a> {
+    /// A blob's bytes served to a client.
+    PullBlob { repository: &'a RepositoryName, digest: &'a Digest },
+    /// A manifest served to a client (by tag or digest).
+    PullManifest { repository: &'a RepositoryName, reference: &'a Reference },
+    /// A blob linked from one repository into another (`POST ?mount=&from=`). `source_registry` is the registry
+    /// the `from` repository is looked up in, which is always the one the request is routed to; it is kept in the
+    /// variant so that the rule against cross-registry mounts is stated here and not assumed by callers.
+    Mount { source_registry: &'a Registry, from: &'a RepositoryName, to: &'a RepositoryName },
+}
+
+impl Egress<'_> {
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Egress::PullBlob { .. } => "Pull",
+            Egress::PullManifest { .. } => "Pull",
+            Egress::Mount { .. } => "Mount",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The caller's token does not carry the action on that repository: the client should fetch a new token.
+    MissingPermission { repository: RepositoryName, action: Action },
+    /// Bytes of one registry may never be linked into another.
+    CrossRegistry,
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DenyReason::MissingPermission { repository, action } => {
+                write!(f, "the caller lacks '{}' on repository '{}'", action.as_str(), repository)
+            }
+            DenyReason::CrossRegistry => f.write_str("content cannot move between registries by mount"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny(DenyReason),
+}
+
+impl Decision {
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow)
+    }
+}
+
+fn may_read(registry: &Registry, access: &Access, repo: &RepositoryName) -> Decision {
+    if registry.anonymous_pull_enabled || access.allows_repo(repo, Action::Pull) {
+        Decision::Allow
+    } else {
+        Decision::Deny(DenyReason::MissingPermission { repository: repo.clone(), action: Action::Pull })
+    }
+}
+
+/// Decides one egress from `registry` (the registry the request is routed to), for a caller holding `access`,
+/// arriving from `origin`. The origin carries no rule yet; network rules join it with the network issue.
+pub fn decide(registry: &Registry, _origin: &Origin, access: &Access, egress: &Egress) -> Decision {
+    match egress {
+        Egress::PullBlob { repository, .. } | Egress::PullManifest { repository, .. } => {
+            may_read(registry, access, repository)
+        }
+        Egress::Mount { source_registry, from, to } => {
+            if source_registry.id != registry.id {
+                return Decision::Deny(DenyReason::CrossRegistry);
+            }
+            match may_read(registry, access, from) {
+                Decision::Allow if access.allows_repo(to, Action::Push) => Decision::Allow,
+                Decision::Allow => {
+                    Decision::Deny(DenyReason::MissingPermission { repository: (*to).clone(), action: Action::Push })
+                }
+                deny => deny,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::{AccessGrant, ResourceScope};
+    use crate::registry::Sku;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn registry(id: &str, anonymous: bool) -> Registry {
+        Registry {
+            id: id.into(),
+            name: "default".into(),
+            login_server: "127.0.0.1:5000".into(),
+            sku: Sku::Premium,
+            anonymous_pull_enabled: anonymous,
+            export_enabled: true,
+        }
+    }
+
+    fn origin() -> Origin {
+        Origin { client_ip: "127.0.0.1".parse().unwrap(), listener: "main".into() }
+    }
+
+    fn grant(repo: &str, actions: &[Action]) -> AccessGrant {
+        AccessGrant {
+            resource: ResourceScope::Repository(repo.parse().unwrap()),
+            actions: actions.iter().copied().collect::<BTreeSet<_>>(),
+        }
+    }
+
+    #[test]
+    fn pull_needs_pull_or_anonymous() {
+        let repo: RepositoryName = "a".parse().unwrap();
+        let digest = Digest::sha256_of(b"x");
+        let e = Egress::PullBlob { repository: &repo, digest: &digest };
+        let none = Access::default();
+        assert!(!decide(&registry("r1", false), &origin(), &none, &e).is_allowed());
+        assert!(decide(&registry("r1", true), &origin(), &none, &e).is_allowed());
+        let pull = Access { grants: vec![grant("a", &[Action::Pull])] };
+        assert!(decide(&registry("r1", false), &origin(), &pull, &e).is_allowed());
+        let push_only = Access { grants: vec![grant("a", &[Action::Push])] };
+        assert!(!decide(&registry("r1", false), &origin(), &push_only, &e).is_allowed());
+    }
+
+    #[test]
+    fn mount_stays_inside_one_registry() {
+        let (from, to): (RepositoryName, RepositoryName) = ("src".parse().unwrap(), "dst".parse().unwrap());
+        let access = Access { grants: vec![grant("src", &[Action::Pull]), grant("dst", &[Action::Push])] };
+        let here = registry("r1", false);
+        let other = registry("r2", false);
+        let same = Egress::Mount { source_registry: &here, from: &from, to: &to };
+        assert_eq!(decide(&here, &origin(), &access, &same), Decision::Allow);
+        let cross = Egress::Mount { source_registry: &other, from: &from, to: &to };
+        assert_eq!(decide(&here, &origin(), &access, &cross), Decision::Deny(DenyReason::CrossRegistry));
+        let no_pull = Access { grants: vec![grant("dst", &[Action::Push])] };
+        assert!(!decide(&here, &origin(), &no_pull, &same).is_allowed());
+    }
+
+    proptest! {
+        /// Whatever the access, a mount from another registry is never allowed, and a pull is allowed exactly
+        /// when the caller holds pull on that repository or the registry allows anonymous pull.
+        #[test]
+        fn gate_properties(pull in any::<bool>(), push in any::<bool>(), anonymous in any::<bool>(), same in any::<bool>()) {
+            let mut actions = vec![];
+            if pull { actions.push(Action::Pull) }
+            if push { actions.push(Action::Push) }
+            let access = Access { grants: vec![grant("src", &actions), grant("dst", &actions)] };
+            let here = registry("r1", anonymous);
+            let source = if same { here.clone() } else { registry("r2", anonymous) };
+            let (from, to): (RepositoryName, RepositoryName) = ("src".parse().unwrap(), "dst".parse().unwrap());
+            let mount = decide(&here, &origin(), &access, &Egress::Mount { source_registry: &source, from: &from, to: &to });
+            prop_assert_eq!(mount.is_allowed(), same && (pull || anonymous) && push);
+            let d = Digest::sha256_of(b"");
+            let pull_decision = decide(&here, &origin(), &access, &Egress::PullBlob { repository: &from, digest: &d });
+            prop_assert_eq!(pull_decision.is_allowed(), pull || anonymous);
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Moat's pure domain: the grammar of names and digests, manifests, registries, access scopes and the egress
+//! gate. Nothing here does I/O or is async, so every rule can be tested exhaustively.
+
+pub mod access;
+pub mod audit;
+pub mod digest;
+pub mod egress;
+pub mod manifest;
+pub mod names;
+pub mod registry;
+
+pub use access::{Access, Action, ResourceScope};
+pub use digest::{Digest, DigestError};
+pub use egress::{decide, Decision, DenyReason, Egress, Origin};
+pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest};
+pub use names::{NameError, Reference, RegistryName, RepositoryName, Tag};
+pub use registry::{Registry, Sku};
