@@ -1,1 +1,12 @@
+//! Storage: the metadata store (registries, repositories, links, manifests, tags, upload sessions, audit) and
+//! the content-addressed blob store. Both keep their word: what they acknowledge is on disk.
 
+pub mod blobs;
+pub mod error;
+pub mod meta;
+mod migrate;
+pub mod time_fmt;
+
+pub use blobs::{BlobStore, LocalBlobStore, UploadWriter};
+pub use error::StoreError;
+pub use meta::MetadataStore;

@@ -1,0 +1,201 @@
+//! The content-addressed blob store. A blob's bytes are written once, into an upload object, hashed on the way,
+//! and made durable (fsync of file and directory) before the upload is renamed to its digest. The `BlobStore`
+//! trait is what Azure Blob and S3 back-ends implement; `LocalBlobStore` is the embedded default.
+
+use moat_model::Digest;
+use sha2::{Digest as _, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub trait BlobStore: Send + Sync + 'static {
+    /// Creates the empty object behind a new upload session, durably.
+    fn create_upload(&self, id: &str) -> io::Result<()>;
+    /// Opens an upload to append after its first `committed` bytes (those acknowledged so far; anything after
+    /// them is the remains of a chunk that was never acknowledged, and is cut off). `state` is the hasher kept
+    /// from earlier chunks in this process; without it (after a restart) the bytes so far are hashed again, once.
+    fn open_upload(&self, id: &str, committed: u64, state: Option<(Sha256, u64)>) -> io::Result<UploadWriter>;
+    /// Makes the upload the blob `digest`: durable, then atomically visible under its name.
+    fn commit_upload(&self, id: &str, digest: &Digest) -> io::Result<()>;
+    fn remove_upload(&self, id: &str) -> io::Result<()>;
+    /// Ids of every upload object present, for sweeping those no session owns.
+    fn list_uploads(&self) -> io::Result<Vec<String>>;
+    /// A reader over `[start, start+len)` of a blob.
+    fn open_blob(&self, digest: &Digest, start: u64, len: u64) -> io::Result<Box<dyn Read + Send>>;
+    fn blob_exists(&self, digest: &Digest) -> bool;
+    fn remove_blob(&self, digest: &Digest) -> io::Result<()>;
+}
+
+/// Appends to an upload, hashing each byte once on its way to the file.
+pub struct UploadWriter {
+    file: File,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl UploadWriter {
+    pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.hasher.update(chunk);
+        self.file.write_all(chunk)?;
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// fsyncs the bytes written so far: called before any 202/201 that acknowledges them.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// The digest of everything written, and the hasher state to continue with.
+    pub fn finish(self) -> (Digest, Sha256, u64) {
+        let digest = Digest::from_sha256_bytes(&self.hasher.clone().finalize());
+        (digest, self.hasher, self.size)
+    }
+}
+
+pub struct LocalBlobStore {
+    root: PathBuf,
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl LocalBlobStore {
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<LocalBlobStore> {
+        let root = root.into();
+        fs::create_dir_all(root.join("blobs/sha256"))?;
+        fs::create_dir_all(root.join("uploads"))?;
+        sync_dir(&root)?;
+        Ok(LocalBlobStore { root })
+    }
+
+    fn upload_path(&self, id: &str) -> PathBuf {
+        // Ids are server-generated UUIDs; refuse anything else so a crafted id cannot name another path.
+        debug_assert!(id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
+        self.root.join("uploads").join(id)
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root.join("blobs/sha256").join(&hex[..2]).join(hex)
+    }
+}
+
+impl BlobStore for LocalBlobStore {
+    fn create_upload(&self, id: &str) -> io::Result<()> {
+        File::create(self.upload_path(id))?;
+        sync_dir(&self.root.join("uploads"))
+    }
+
+    fn open_upload(&self, id: &str, committed: u64, state: Option<(Sha256, u64)>) -> io::Result<UploadWriter> {
+        let path = self.upload_path(id);
+        let mut file = OpenOptions::new().read(true).append(true).open(&path)?;
+        if file.metadata()?.len() != committed {
+            file.set_len(committed)?;
+        }
+        let (hasher, size) = match state {
+            Some((h, size)) if size == committed => (h, size),
+            _ => {
+                // Rehash what is on disk: only after a restart, or if a writer died mid-chunk.
+                let mut h = Sha256::new();
+                file.seek(SeekFrom::Start(0))?;
+                let mut buf = vec![0u8; 1 << 20];
+                let mut reader = (&file).take(committed);
+                loop {
+                    let n = reader.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                (h, committed)
+            }
+        };
+        Ok(UploadWriter { file, hasher, size })
+    }
+
+    fn commit_upload(&self, id: &str, digest: &Digest) -> io::Result<()> {
+        let from = self.upload_path(id);
+        let to = self.blob_path(digest);
+        if to.exists() {
+            // Same digest, same bytes: the stored copy wins and the upload is dropped.
+            return fs::remove_file(from);
+        }
+        File::open(&from)?.sync_all()?;
+        let dir = to.parent().expect("blob path has a parent");
+        if !dir.exists() {
+            fs::create_dir_all(dir)?;
+            sync_dir(dir.parent().expect("shard has a parent"))?;
+        }
+        fs::rename(&from, &to)?;
+        sync_dir(dir)
+    }
+
+    fn remove_upload(&self, id: &str) -> io::Result<()> {
+        match fs::remove_file(self.upload_path(id)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
+    fn list_uploads(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.root.join("uploads"))? {
+            out.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(out)
+    }
+
+    fn open_blob(&self, digest: &Digest, start: u64, len: u64) -> io::Result<Box<dyn Read + Send>> {
+        let mut f = File::open(self.blob_path(digest))?;
+        f.seek(SeekFrom::Start(start))?;
+        Ok(Box::new(f.take(len)))
+    }
+
+    fn blob_exists(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).exists()
+    }
+
+    fn remove_blob(&self, digest: &Digest) -> io::Result<()> {
+        match fs::remove_file(self.blob_path(digest)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_resumes_with_and_without_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::open(dir.path()).unwrap();
+        let id = "0123-abcd";
+        store.create_upload(id).unwrap();
+        let mut w = store.open_upload(id, 0, None).unwrap();
+        w.write(b"hello ").unwrap();
+        w.sync().unwrap();
+        let (_, state, size) = w.finish();
+        // A chunk that was never acknowledged is cut off when the upload is opened at its committed size.
+        store.open_upload(id, size, None).unwrap().write(b"garbage").unwrap();
+        // Continue once with the kept hasher, once as after a restart: both give the same digest.
+        let mut kept = store.open_upload(id, size, Some((state, size))).unwrap();
+        kept.write(b"world").unwrap();
+        let (d1, _, _) = kept.finish();
+        let (d2, _, _) = store.open_upload(id, 11, None).unwrap().finish();
+        assert_eq!(d1, Digest::sha256_of(b"hello world"));
+        assert_eq!(d1, d2);
+        store.commit_upload(id, &d1).unwrap();
+        let mut s = String::new();
+        store.open_blob(&d1, 6, 5).unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "world");
+        assert!(store.list_uploads().unwrap().is_empty());
+    }
+}

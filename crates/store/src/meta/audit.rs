@@ -1,0 +1,99 @@
+use super::MetadataStore;
+use crate::error::Result;
+use moat_model::audit::AuditEvent;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+/// What `moat audit` asks for. Times are in the stored form (see `time_fmt`).
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub registry: Option<String>,
+    pub repository: Option<String>,
+    pub operation: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<i64>,
+}
+
+const INSERT: &str = "INSERT INTO audit_events(time_generated, category, operation_name, registry, login_server,
+    repository, tag, digest, media_type, size, identity, caller_ip_address, user_agent, duration_ms, result_type,
+    result_description, correlation_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+
+/// Writes an event on `conn`, which is the transaction of the change it records where there is one.
+pub(crate) async fn insert_event(conn: &mut SqliteConnection, e: &AuditEvent) -> Result<()> {
+    sqlx::query(INSERT)
+        .bind(&e.time_generated)
+        .bind(&e.category)
+        .bind(&e.operation_name)
+        .bind(&e.registry)
+        .bind(&e.login_server)
+        .bind(&e.repository)
+        .bind(&e.tag)
+        .bind(&e.digest)
+        .bind(&e.media_type)
+        .bind(e.size)
+        .bind(&e.identity)
+        .bind(&e.caller_ip_address)
+        .bind(&e.user_agent)
+        .bind(e.duration_ms)
+        .bind(&e.result_type)
+        .bind(&e.result_description)
+        .bind(&e.correlation_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn from_row(r: SqliteRow) -> AuditEvent {
+    AuditEvent {
+        time_generated: r.get("time_generated"),
+        category: r.get("category"),
+        operation_name: r.get("operation_name"),
+        registry: r.get("registry"),
+        login_server: r.get("login_server"),
+        repository: r.get("repository"),
+        tag: r.get("tag"),
+        digest: r.get("digest"),
+        media_type: r.get("media_type"),
+        size: r.get("size"),
+        identity: r.get("identity"),
+        caller_ip_address: r.get("caller_ip_address"),
+        user_agent: r.get("user_agent"),
+        duration_ms: r.get("duration_ms"),
+        result_type: r.get("result_type"),
+        result_description: r.get("result_description"),
+        correlation_id: r.get("correlation_id"),
+    }
+}
+
+impl MetadataStore {
+    /// Records an event that has no state change of its own (a pull, a login, a denial).
+    pub async fn record(&self, event: &AuditEvent) -> Result<()> {
+        let mut conn = self.writer.acquire().await?;
+        insert_event(&mut conn, event).await
+    }
+
+    pub async fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        let mut sql = String::from("SELECT * FROM audit_events WHERE 1=1");
+        let mut binds: Vec<&str> = Vec::new();
+        for (col, op, v) in [
+            ("registry", "=", &f.registry),
+            ("repository", "=", &f.repository),
+            ("operation_name", "=", &f.operation),
+            ("time_generated", ">=", &f.since),
+            ("time_generated", "<", &f.until),
+        ] {
+            if let Some(v) = v {
+                sql.push_str(&format!(" AND {col} {op} ?"));
+                binds.push(v);
+            }
+        }
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q.bind(f.limit.unwrap_or(-1)).fetch_all(&self.reader).await?;
+        Ok(rows.into_iter().map(from_row).collect())
+    }
+}

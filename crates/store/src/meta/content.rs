@@ -1,0 +1,331 @@
+//! Blob links, manifests, tags, referrers and the catalog. Every change checks what it depends on and writes,
+//! with its audit event, in one transaction.
+
+use super::audit::insert_event;
+use super::MetadataStore;
+use crate::error::{Result, StoreError};
+use moat_model::audit::AuditEvent;
+use moat_model::{Digest, Reference, RepositoryName, Tag};
+use sqlx::SqliteConnection;
+
+/// A manifest about to be stored.
+#[derive(Clone, Debug)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    pub annotations: Option<String>,
+    pub body: Vec<u8>,
+    pub required_blobs: Vec<Digest>,
+    pub required_manifests: Vec<Digest>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoredManifest {
+    pub digest: String,
+    pub media_type: String,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReferrerRow {
+    pub digest: String,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub size: i64,
+    pub annotations: Option<String>,
+}
+
+async fn ensure_repository(conn: &mut SqliteConnection, registry_id: &str, repo: &RepositoryName) -> Result<()> {
+    sqlx::query("INSERT OR IGNORE INTO repositories(registry_id, name, created_at) VALUES (?, ?, ?)")
+        .bind(registry_id)
+        .bind(repo.as_str())
+        .bind(crate::time_fmt::now())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn is_linked(conn: &mut SqliteConnection, registry_id: &str, repo: &str, digest: &str) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT b.size FROM blob_links l JOIN blobs b ON b.digest = l.digest
+         WHERE l.registry_id = ? AND l.repository = ? AND l.digest = ?",
+    )
+    .bind(registry_id)
+    .bind(repo)
+    .bind(digest)
+    .fetch_optional(conn)
+    .await?)
+}
+
+async fn link(conn: &mut SqliteConnection, registry_id: &str, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+    ensure_repository(&mut *conn, registry_id, repo).await?;
+    sqlx::query("INSERT OR IGNORE INTO blob_links(registry_id, repository, digest, created_at) VALUES (?, ?, ?, ?)")
+        .bind(registry_id)
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .bind(crate::time_fmt::now())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+impl MetadataStore {
+    /// The size of `digest` if it is linked in this repository: the only way a blob is visible.
+    pub async fn linked_blob_size(&self, registry_id: &str, repo: &RepositoryName, digest: &Digest) -> Result<Option<i64>> {
+        let mut conn = self.reader.acquire().await?;
+        is_linked(&mut conn, registry_id, repo.as_str(), digest.as_str()).await
+    }
+
+    /// Records a finished upload: the blob row (once per store), its link into the repository, the end of the
+    /// upload session and the audit event, all in one commit. The bytes are already durable when this runs.
+    pub async fn commit_blob(
+        &self,
+        registry_id: &str,
+        repo: &RepositoryName,
+        digest: &Digest,
+        size: u64,
+        upload_id: &str,
+        event: &AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("INSERT OR IGNORE INTO blobs(digest, size, created_at) VALUES (?, ?, ?)")
+            .bind(digest.as_str())
+            .bind(size as i64)
+            .bind(crate::time_fmt::now())
+            .execute(&mut *tx)
+            .await?;
+        link(&mut tx, registry_id, repo, digest).await?;
+        sqlx::query("DELETE FROM uploads WHERE id = ?").bind(upload_id).execute(&mut *tx).await?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Links a blob that `from` holds into `to`, in one transaction with the check that `from` holds it.
+    /// Returns the size, or `None` when `from` does not hold it (the caller then starts a normal upload).
+    pub async fn mount_blob(
+        &self,
+        registry_id: &str,
+        from: &RepositoryName,
+        to: &RepositoryName,
+        digest: &Digest,
+        event: &AuditEvent,
+    ) -> Result<Option<i64>> {
+        let mut tx = self.writer.begin().await?;
+        let Some(size) = is_linked(&mut tx, registry_id, from.as_str(), digest.as_str()).await? else {
+            return Ok(None);
+        };
+        link(&mut tx, registry_id, to, digest).await?;
+        let mut event = event.clone();
+        event.size = Some(size);
+        insert_event(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(Some(size))
+    }
+
+    /// Removes a blob's link from a repository. The stored bytes stay until garbage collection finds no link.
+    pub async fn unlink_blob(&self, registry_id: &str, repo: &RepositoryName, digest: &Digest, event: &AuditEvent) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let r = sqlx::query("DELETE FROM blob_links WHERE registry_id = ? AND repository = ? AND digest = ?")
+            .bind(registry_id)
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Stores a manifest (and tags it) after checking, in the same transaction, that the repository holds every
+    /// blob and child manifest it references.
+    pub async fn put_manifest(
+        &self,
+        registry_id: &str,
+        repo: &RepositoryName,
+        m: &ManifestRecord,
+        tag: Option<&Tag>,
+        event: &AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        for d in &m.required_blobs {
+            if is_linked(&mut tx, registry_id, repo.as_str(), d.as_str()).await?.is_none() {
+                return Err(StoreError::ManifestBlobUnknown(d.clone()));
+            }
+        }
+        for d in &m.required_manifests {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?")
+                    .bind(registry_id)
+                    .bind(repo.as_str())
+                    .bind(d.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if found.is_none() {
+                return Err(StoreError::ManifestBlobUnknown(d.clone()));
+            }
+        }
+        ensure_repository(&mut tx, registry_id, repo).await?;
+        let now = crate::time_fmt::now();
+        sqlx::query(
+            "INSERT OR IGNORE INTO manifests(registry_id, repository, digest, media_type, artifact_type, subject,
+             annotations, size, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(registry_id)
+        .bind(repo.as_str())
+        .bind(m.digest.as_str())
+        .bind(&m.media_type)
+        .bind(&m.artifact_type)
+        .bind(m.subject.as_ref().map(|d| d.as_str()))
+        .bind(&m.annotations)
+        .bind(m.body.len() as i64)
+        .bind(&m.body)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(tag) = tag {
+            sqlx::query(
+                "INSERT INTO tags(registry_id, repository, tag, digest, updated_at) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT(registry_id, repository, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(registry_id)
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .bind(m.digest.as_str())
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn manifest(&self, registry_id: &str, repo: &RepositoryName, reference: &Reference) -> Result<Option<StoredManifest>> {
+        let row: Option<(String, String, Vec<u8>)> = match reference {
+            Reference::Digest(d) => {
+                sqlx::query_as("SELECT digest, media_type, body FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?")
+                    .bind(registry_id)
+                    .bind(repo.as_str())
+                    .bind(d.as_str())
+                    .fetch_optional(&self.reader)
+                    .await?
+            }
+            Reference::Tag(t) => {
+                sqlx::query_as(
+                    "SELECT m.digest, m.media_type, m.body FROM tags t JOIN manifests m
+                     ON m.registry_id = t.registry_id AND m.repository = t.repository AND m.digest = t.digest
+                     WHERE t.registry_id = ? AND t.repository = ? AND t.tag = ?",
+                )
+                .bind(registry_id)
+                .bind(repo.as_str())
+                .bind(t.as_str())
+                .fetch_optional(&self.reader)
+                .await?
+            }
+        };
+        Ok(row.map(|(digest, media_type, body)| StoredManifest { digest, media_type, body }))
+    }
+
+    /// Deletes a manifest and every tag that points at it.
+    pub async fn delete_manifest(&self, registry_id: &str, repo: &RepositoryName, digest: &Digest, event: &AuditEvent) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM tags WHERE registry_id = ? AND repository = ? AND digest = ?")
+            .bind(registry_id)
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let r = sqlx::query("DELETE FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?")
+            .bind(registry_id)
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn delete_tag(&self, registry_id: &str, repo: &RepositoryName, tag: &Tag, event: &AuditEvent) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let r = sqlx::query("DELETE FROM tags WHERE registry_id = ? AND repository = ? AND tag = ?")
+            .bind(registry_id)
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn repository_exists(&self, registry_id: &str, repo: &RepositoryName) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM repositories WHERE registry_id = ? AND name = ?")
+            .bind(registry_id)
+            .bind(repo.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// Tags in lexical order after `last`, at most `n` (all when `None`).
+    pub async fn list_tags(&self, registry_id: &str, repo: &RepositoryName, n: Option<i64>, last: Option<&str>) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT tag FROM tags WHERE registry_id = ? AND repository = ? AND tag > ? ORDER BY tag LIMIT ?",
+        )
+        .bind(registry_id)
+        .bind(repo.as_str())
+        .bind(last.unwrap_or(""))
+        .bind(n.unwrap_or(-1))
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Repositories of one registry that hold at least one manifest, in lexical order after `last`.
+    pub async fn list_repositories(&self, registry_id: &str, n: Option<i64>, last: Option<&str>) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT r.name FROM repositories r WHERE r.registry_id = ? AND r.name > ?
+             AND EXISTS (SELECT 1 FROM manifests m WHERE m.registry_id = r.registry_id AND m.repository = r.name)
+             ORDER BY r.name LIMIT ?",
+        )
+        .bind(registry_id)
+        .bind(last.unwrap_or(""))
+        .bind(n.unwrap_or(-1))
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    pub async fn referrers(&self, registry_id: &str, repo: &RepositoryName, subject: &Digest) -> Result<Vec<ReferrerRow>> {
+        let rows: Vec<(String, String, Option<String>, i64, Option<String>)> = sqlx::query_as(
+            "SELECT digest, media_type, artifact_type, size, annotations FROM manifests
+             WHERE registry_id = ? AND repository = ? AND subject = ? ORDER BY created_at, digest",
+        )
+        .bind(registry_id)
+        .bind(repo.as_str())
+        .bind(subject.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(digest, media_type, artifact_type, size, annotations)| ReferrerRow {
+                digest,
+                media_type,
+                artifact_type,
+                size,
+                annotations,
+            })
+            .collect())
+    }
+}

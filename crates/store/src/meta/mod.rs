@@ -1,0 +1,89 @@
+//! The metadata store. SQLite in WAL mode with `synchronous=FULL`, so a committed transaction is on disk.
+//! Writes go through one connection: SQLite admits one writer at a time anyway, and queueing in the pool
+//! instead of in `SQLITE_BUSY` retries keeps every check-and-write inside one transaction without deadlocks.
+
+mod audit;
+mod content;
+mod registries;
+mod uploads;
+
+pub use audit::AuditFilter;
+pub use content::{ManifestRecord, ReferrerRow, StoredManifest};
+pub use uploads::UploadRow;
+
+use crate::error::Result;
+use crate::migrate::migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct MetadataStore {
+    /// The single writer connection (see the module comment).
+    writer: SqlitePool,
+    /// Readers run in parallel with the writer thanks to WAL.
+    reader: SqlitePool,
+}
+
+impl MetadataStore {
+    /// Opens (creating if needed) the database at a `sqlite://` URL and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<MetadataStore> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        migrator().run(&writer).await?;
+        let reader = SqlitePoolOptions::new().max_connections(8).connect_with(options.read_only(true)).await?;
+        Ok(MetadataStore { writer, reader })
+    }
+
+    pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = ?").bind(key).fetch_optional(&self.reader).await?)
+    }
+
+    /// Sets `key` only if it has no value yet, and returns the value that holds afterwards: first start
+    /// generates secrets this way without racing a second process.
+    pub async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("INSERT OR IGNORE INTO settings(key, value) VALUES (?, ?)").bind(key).bind(value).execute(&mut *tx).await?;
+        let v: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?").bind(key).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(v)
+    }
+
+    pub async fn identity_password_hash(&self, name: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT password_hash FROM identities WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    /// Creates the identity if absent; returns whether it was created.
+    pub async fn create_identity(&self, name: &str, password_hash: &str) -> Result<bool> {
+        let r = sqlx::query("INSERT OR IGNORE INTO identities(name, password_hash, created_at) VALUES (?, ?, ?)")
+            .bind(name)
+            .bind(password_hash)
+            .bind(crate::time_fmt::now())
+            .execute(&self.writer)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn set_identity_password(&self, name: &str, password_hash: &str) -> Result<()> {
+        sqlx::query("UPDATE identities SET password_hash = ? WHERE name = ?")
+            .bind(password_hash)
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// How many distinct blobs the store holds (tests check that a mount copies nothing).
+    pub async fn blob_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM blobs").fetch_one(&self.reader).await?)
+    }
+}
