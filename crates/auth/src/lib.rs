@@ -1,1 +1,7 @@
+//! Identities and tokens: argon2 password hashes, and the short-lived signed JWTs the token endpoint issues
+//! and the data plane checks on every request.
 
+pub mod password;
+pub mod token;
+
+pub use token::{Claims, TokenError, TokenIssuer};

@@ -1,0 +1,113 @@
+//! Registry access tokens: JWTs in the shape ACR issues (`iss`, `aud` = login server, `rid`, `access`), signed
+//! with a server secret. Only this server verifies them, so a symmetric key is enough and keeps checks cheap.
+
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use moat_model::access::{Access, AccessGrant};
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const ISSUER: &str = "moat";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub jti: String,
+    pub sub: String,
+    pub iss: String,
+    pub aud: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    pub version: String,
+    /// The registry's id: a token for one registry is useless on another, even one re-created with its name.
+    pub rid: String,
+    pub grant_type: String,
+    #[serde(default)]
+    pub access: Vec<AccessGrant>,
+}
+
+impl Claims {
+    pub fn access(&self) -> Access {
+        Access { grants: self.access.clone() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is invalid or expired: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+}
+
+#[derive(Clone)]
+pub struct TokenIssuer {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl TokenIssuer {
+    pub fn new(secret: &[u8]) -> TokenIssuer {
+        TokenIssuer { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret) }
+    }
+
+    /// Issues an access token for `subject` on the registry (`registry_id`, `login_server`).
+    pub fn issue(&self, subject: &str, login_server: &str, registry_id: &str, access: Access, ttl_secs: u64) -> String {
+        let iat = now();
+        let claims = Claims {
+            jti: uuid::Uuid::new_v4().to_string(),
+            sub: subject.to_string(),
+            iss: ISSUER.to_string(),
+            aud: login_server.to_string(),
+            iat,
+            nbf: iat.saturating_sub(5),
+            exp: iat + ttl_secs,
+            version: "1.0".into(),
+            rid: registry_id.to_string(),
+            grant_type: "access_token".into(),
+            access: access.grants,
+        };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail")
+    }
+
+    /// Verifies signature, expiry, issuer and that the token was issued for this registry.
+    pub fn verify(&self, token: &str, login_server: &str, registry_id: &str) -> Result<Claims, TokenError> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_audience(&[login_server]);
+        v.set_issuer(&[ISSUER]);
+        v.leeway = 5;
+        let claims = decode::<Claims>(token, &self.decoding, &v)?.claims;
+        if claims.rid != registry_id {
+            return Err(TokenError::Invalid(jsonwebtoken::errors::ErrorKind::InvalidAudience.into()));
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_model::access::ResourceScope;
+    use moat_model::Action;
+
+    #[test]
+    fn issue_verify_and_refuse_others() {
+        let issuer = TokenIssuer::new(b"secret-secret-secret-secret-1234");
+        let access = Access {
+            grants: vec![AccessGrant {
+                resource: ResourceScope::Repository("a/b".parse().unwrap()),
+                actions: [Action::Pull].into(),
+            }],
+        };
+        let t = issuer.issue("admin", "reg.example", "rid1", access.clone(), 300);
+        let c = issuer.verify(&t, "reg.example", "rid1").unwrap();
+        assert_eq!(c.access(), access);
+        assert!(issuer.verify(&t, "other.example", "rid1").is_err(), "wrong audience");
+        assert!(issuer.verify(&t, "reg.example", "rid2").is_err(), "wrong registry id");
+        assert!(TokenIssuer::new(b"another-secret-another-secret-00").verify(&t, "reg.example", "rid1").is_err());
+        let mut tampered = t.clone();
+        tampered.insert(tampered.len() - 3, 'x');
+        assert!(issuer.verify(&tampered, "reg.example", "rid1").is_err());
+    }
+}
