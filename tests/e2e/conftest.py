@@ -1,0 +1,632 @@
+"""End-to-end harness: runs the real `moat` binary (MOAT_BIN) on a free 127.0.0.1 port with a temp data dir.
+
+Fixtures:
+  moat        -- an HTTPS server (its own CA at <data dir>/tls/ca.pem), function-scoped
+  moat_http   -- the same with --insecure-http
+  moat_factory-- make more servers (custom env / flags); all are torn down at the end of the test
+
+Each server object (`MoatServer`) has: base_url, login_server, data_dir, admin_password, ca_path, https,
+restart(), kill9(), start(), stop(), client(), audit(), moat() (runs a `moat` sub-command on its data dir).
+
+Helpers: make_oci_layout() builds an OCI image layout in Python; get_token() fetches a bearer token; Client wraps
+requests with per-scope tokens and the usual push/pull steps.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+import requests
+import urllib3
+
+urllib3.disable_warnings()
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+ALL_MANIFEST_TYPES = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST,
+                                "application/vnd.docker.distribution.manifest.list.v2+json"])
+
+SUBPROCESS_TIMEOUT = 180
+
+
+def moat_bin() -> str:
+    b = os.environ.get("MOAT_BIN")
+    if not b:
+        target = os.environ.get("CARGO_TARGET_DIR") or str(REPO_ROOT / "target")
+        b = os.path.join(target, "release", "moat")
+    if not os.path.isabs(b):
+        b = str(REPO_ROOT / b)
+    return b
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, timeout=SUBPROCESS_TIMEOUT, check=True, env=None, input=None, cwd=None):
+    """Runs a command with a timeout, captures output, and fails with both streams shown."""
+    full_env = None
+    if env is not None:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, input=input, cwd=cwd)
+    if check and p.returncode != 0:
+        raise AssertionError(f"command failed ({p.returncode}): {' '.join(map(str, cmd))}\n"
+                             f"--- stdout\n{p.stdout[-4000:]}\n--- stderr\n{p.stderr[-4000:]}")
+    return p
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"required tool '{name}' is not installed (scripts/test installs it)"
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ OCI layouts
+
+def make_layer(files: dict[str, bytes]) -> tuple[bytes, bytes]:
+    """Returns (gzipped tar, uncompressed tar) of `files`, deterministic (mtime=0, uid/gid 0)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in sorted(files.items()):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            ti.mtime = 0
+            ti.mode = 0o644
+            ti.uid = ti.gid = 0
+            ti.uname = ti.gname = "root"
+            tf.addfile(ti, io.BytesIO(data))
+    tar = raw.getvalue()
+    return gzip.compress(tar, compresslevel=6, mtime=0), tar
+
+
+class Image:
+    """A built image: blobs by digest, the config and manifest bytes."""
+
+    def __init__(self, layers, config_bytes, manifest_bytes, media_type=OCI_MANIFEST):
+        self.layers = layers  # list of (digest, gz bytes)
+        self.config_bytes = config_bytes
+        self.config_digest = sha256(config_bytes)
+        self.manifest_bytes = manifest_bytes
+        self.manifest_digest = sha256(manifest_bytes)
+        self.media_type = media_type
+
+    @property
+    def blobs(self) -> dict[str, bytes]:
+        d = {dg: b for dg, b in self.layers}
+        d[self.config_digest] = self.config_bytes
+        return d
+
+    @property
+    def layer_digests(self) -> list[str]:
+        return [d for d, _ in self.layers]
+
+
+def build_image(n_layers: int = 2, seed: str | None = None, layer_size: int = 1024,
+                docker: bool = False, extra_config: dict | None = None) -> Image:
+    """Builds an image with `n_layers` gzip layers of random-ish content (distinct per seed)."""
+    seed = seed or secrets.token_hex(8)
+    layers, diff_ids = [], []
+    for i in range(n_layers):
+        content = hashlib.sha256(f"{seed}/{i}".encode()).digest() * (layer_size // 32 + 1)
+        content = content[:layer_size] + os.urandom(16)
+        gz, tar = make_layer({f"layer{i}/file-{seed}.txt": content})
+        layers.append((sha256(gz), gz))
+        diff_ids.append(sha256(tar))
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/layer0/file.txt"], "Labels": {"moat.test.seed": seed}},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created_by": f"moat e2e layer {i}"} for i in range(n_layers)],
+    }
+    if extra_config:
+        config.update(extra_config)
+    config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
+    mt = DOCKER_MANIFEST if docker else OCI_MANIFEST
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": mt,
+        "config": {"mediaType": DOCKER_CONFIG if docker else OCI_CONFIG,
+                   "digest": sha256(config_bytes), "size": len(config_bytes)},
+        "layers": [{"mediaType": DOCKER_LAYER if docker else OCI_LAYER_GZIP, "digest": d, "size": len(b)}
+                   for d, b in layers],
+    }
+    manifest_bytes = json.dumps(manifest, indent=2).encode()
+    return Image(layers, config_bytes, manifest_bytes, mt)
+
+
+def write_oci_layout(path, image: Image, tag: str = "latest") -> Path:
+    """Writes `image` as an OCI image layout at `path` (skopeo: oci:<path>:<tag>)."""
+    path = Path(path)
+    blobs = path / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    for dg, data in list(image.blobs.items()) + [(image.manifest_digest, image.manifest_bytes)]:
+        (blobs / dg.split(":", 1)[1]).write_bytes(data)
+    (path / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    index = {
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": image.media_type,
+            "digest": image.manifest_digest,
+            "size": len(image.manifest_bytes),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    }
+    (path / "index.json").write_text(json.dumps(index))
+    return path
+
+
+def make_oci_layout(path, n_layers: int = 2, tag: str = "latest", **kw) -> Image:
+    img = build_image(n_layers=n_layers, **kw)
+    write_oci_layout(path, img, tag)
+    return img
+
+
+def read_oci_layout_manifest(path, tag: str | None = None) -> tuple[str, bytes]:
+    """Returns (digest, bytes) of the manifest tagged `tag` (or the only one) in an OCI layout."""
+    path = Path(path)
+    index = json.loads((path / "index.json").read_text())
+    descs = index["manifests"]
+    if tag is not None:
+        descs = [d for d in descs if d.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
+    assert len(descs) == 1, index
+    dg = descs[0]["digest"]
+    data = (path / "blobs" / "sha256" / dg.split(":", 1)[1]).read_bytes()
+    assert sha256(data) == dg
+    return dg, data
+
+
+# ------------------------------------------------------------------------------------------------ auth + client
+
+def get_token(base_url: str, service: str, scopes, user: str = "admin", password: str | None = None,
+              host: str | None = None, verify=True) -> str:
+    """GET /oauth2/token?service=..&scope=.. with basic auth; returns the token (checks both fields)."""
+    if isinstance(scopes, str):
+        scopes = [scopes]
+    headers = {"Host": host} if host else {}
+    params = [("service", service)] + [("scope", s) for s in scopes]
+    auth = (user, password) if password is not None else None
+    r = requests.get(base_url + "/oauth2/token", params=params, auth=auth, headers=headers, verify=verify,
+                     timeout=30)
+    assert r.status_code == 200, f"token request failed: {r.status_code} {r.text[:500]}"
+    body = r.json()
+    assert body.get("access_token") and body.get("token"), body
+    assert body["access_token"] == body["token"], "access_token and token must carry the same token"
+    return body["token"]
+
+
+def repo_scope(repo: str, actions: str = "pull,push,delete") -> str:
+    return f"repository:{repo}:{actions}"
+
+
+class Client:
+    """Raw OCI Distribution client with explicit bearer tokens (fetched per set of scopes and cached)."""
+
+    def __init__(self, server: "MoatServer", host: str | None = None, user: str = "admin",
+                 password: str | None = None):
+        self.server = server
+        self.host = host  # Host header override (another registry's login server)
+        self.service = host or server.login_server
+        self.user = user
+        self.password = server.admin_password if password is None else password
+        self.session = requests.Session()
+        self.session.verify = server.verify
+        self._tokens: dict[tuple, str] = {}
+
+    @property
+    def base(self) -> str:
+        return self.server.base_url
+
+    def reset(self):
+        self._tokens.clear()
+        self.session = requests.Session()
+        self.session.verify = self.server.verify
+
+    def token(self, *scopes: str) -> str:
+        key = tuple(sorted(scopes))
+        if key not in self._tokens:
+            self._tokens[key] = get_token(self.base, self.service, list(scopes), self.user, self.password,
+                                          host=self.host, verify=self.server.verify)
+        return self._tokens[key]
+
+    def headers_for(self, scopes, extra=None) -> dict:
+        h = {}
+        if self.host:
+            h["Host"] = self.host
+        if scopes:
+            h["Authorization"] = "Bearer " + self.token(*scopes)
+        if extra:
+            h.update(extra)
+        return h
+
+    def url(self, path: str) -> str:
+        if path.startswith("http://") or path.startswith("https://"):
+            return path
+        return urllib.parse.urljoin(self.base + "/", path)
+
+    def request(self, method: str, path: str, repo: str | None = None, scopes=None, auth: bool = True,
+                headers=None, **kw) -> requests.Response:
+        if scopes is None:
+            scopes = [repo_scope(repo)] if (repo and auth) else []
+        if not auth:
+            scopes = []
+        kw.setdefault("timeout", 60)
+        kw.setdefault("allow_redirects", False)
+        return self.session.request(method, self.url(path), headers=self.headers_for(scopes, headers), **kw)
+
+    # -- blobs
+    def start_upload(self, repo: str, **kw) -> requests.Response:
+        return self.request("POST", f"/v2/{repo}/blobs/uploads/", repo=repo, **kw)
+
+    def push_blob(self, repo: str, data: bytes, digest: str | None = None) -> str:
+        digest = digest or sha256(data)
+        r = self.start_upload(repo)
+        assert r.status_code == 202, f"POST upload: {r.status_code} {r.text[:300]}"
+        loc = r.headers["Location"]
+        sep = "&" if "?" in loc else "?"
+        r = self.request("PUT", f"{loc}{sep}digest={digest}", repo=repo, data=data,
+                         headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 201, f"PUT upload: {r.status_code} {r.text[:300]}"
+        assert r.headers.get("Docker-Content-Digest") in (None, digest)
+        return digest
+
+    def head_blob(self, repo: str, digest: str, **kw) -> requests.Response:
+        return self.request("HEAD", f"/v2/{repo}/blobs/{digest}", repo=repo, **kw)
+
+    def get_blob(self, repo: str, digest: str, **kw) -> requests.Response:
+        return self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo, allow_redirects=True, **kw)
+
+    # -- manifests
+    def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str = OCI_MANIFEST,
+                     **kw) -> requests.Response:
+        return self.request("PUT", f"/v2/{repo}/manifests/{ref}", repo=repo, data=body,
+                            headers={"Content-Type": media_type}, **kw)
+
+    def get_manifest(self, repo: str, ref: str, accept: str = ALL_MANIFEST_TYPES, method="GET",
+                     **kw) -> requests.Response:
+        return self.request(method, f"/v2/{repo}/manifests/{ref}", repo=repo, headers={"Accept": accept}, **kw)
+
+    def push_image(self, repo: str, image: Image, tag: str | None = None) -> requests.Response:
+        for dg, data in image.blobs.items():
+            self.push_blob(repo, data, dg)
+        r = self.put_manifest(repo, tag or image.manifest_digest, image.manifest_bytes, image.media_type)
+        assert r.status_code == 201, f"PUT manifest: {r.status_code} {r.text[:500]}"
+        return r
+
+    def tags(self, repo: str) -> list[str]:
+        r = self.request("GET", f"/v2/{repo}/tags/list", repo=repo)
+        assert r.status_code == 200, f"{r.status_code} {r.text[:300]}"
+        return r.json().get("tags") or []
+
+
+def assert_oci_error(r: requests.Response, codes, statuses=None):
+    """Asserts `r` is an OCI error response: status in `statuses`, JSON {"errors":[{"code","message"}]}, and
+    the first error's code in `codes`."""
+    if isinstance(codes, str):
+        codes = {codes}
+    if isinstance(statuses, int):
+        statuses = {statuses}
+    desc = f"{r.request.method} {r.request.url} -> {r.status_code} {r.headers.get('Content-Type')} {r.text[:400]!r}"
+    assert r.status_code < 500, "server error: " + desc
+    if statuses is not None:
+        assert r.status_code in statuses, f"expected status {sorted(statuses)}: " + desc
+    if r.request.method == "HEAD":
+        return
+    try:
+        body = r.json()
+    except ValueError:
+        raise AssertionError("error body is not JSON: " + desc)
+    assert isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"], \
+        "error body must be {\"errors\":[...]}: " + desc
+    for e in body["errors"]:
+        assert isinstance(e.get("code"), str) and isinstance(e.get("message"), str), \
+            "each error needs string code and message: " + desc
+    got = [e["code"] for e in body["errors"]]
+    assert set(got) & set(codes), f"expected code in {sorted(codes)}, got {got}: " + desc
+
+
+def parse_challenge(value: str) -> tuple[str, dict]:
+    """Parses `Bearer realm="..",service="..",scope=".."` into (scheme, params)."""
+    scheme, _, rest = value.strip().partition(" ")
+    params = {}
+    i = 0
+    while i < len(rest):
+        while i < len(rest) and rest[i] in " ,":
+            i += 1
+        j = rest.find("=", i)
+        if j < 0:
+            break
+        key = rest[i:j].strip()
+        i = j + 1
+        if i < len(rest) and rest[i] == '"':
+            k = i + 1
+            val = []
+            while k < len(rest) and rest[k] != '"':
+                if rest[k] == "\\" and k + 1 < len(rest):
+                    k += 1
+                val.append(rest[k])
+                k += 1
+            params[key] = "".join(val)
+            i = k + 1
+        else:
+            k = rest.find(",", i)
+            k = len(rest) if k < 0 else k
+            params[key] = rest[i:k].strip()
+            i = k
+    return scheme, params
+
+
+# ------------------------------------------------------------------------------------------------ the server
+
+class MoatServer:
+    def __init__(self, workdir: Path, https: bool = True, admin_password: str | None = "generate",
+                 extra_args=None, env=None, port: int | None = None):
+        self.workdir = Path(workdir)
+        self.data_dir = self.workdir / "data"
+        self.https = https
+        self.port = port or free_port()
+        self.extra_args = list(extra_args or [])
+        self.env = dict(env or {})
+        if admin_password == "generate":
+            admin_password = "pw-" + secrets.token_urlsafe(18)
+        self._env_password = admin_password  # None: let the server generate one
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / "moat.log"
+        self._log = None
+        self.starts = 0
+
+    # -- addresses
+    @property
+    def login_server(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.https else "http"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.login_server}"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.data_dir / "tls" / "ca.pem"
+
+    @property
+    def verify(self):
+        return str(self.ca_path) if self.https else True
+
+    @property
+    def admin_password(self) -> str:
+        if self._env_password is not None:
+            return self._env_password
+        p = self.data_dir / "admin-password"
+        assert p.exists(), f"{p} does not exist"
+        return p.read_text().strip()
+
+    # -- lifecycle
+    def command(self) -> list[str]:
+        cmd = [moat_bin(), "serve", "--data-dir", str(self.data_dir), "--listen", self.login_server]
+        if not self.https:
+            cmd.append("--insecure-http")
+        return cmd + self.extra_args
+
+    def process_env(self) -> dict:
+        env = dict(os.environ)
+        for k in ("MOAT_DATA_DIR", "MOAT_LISTEN", "MOAT_ADMIN_PASSWORD", "MOAT_DOMAIN"):
+            env.pop(k, None)
+        if self._env_password is not None:
+            env["MOAT_ADMIN_PASSWORD"] = self._env_password
+        env.setdefault("RUST_LOG", "info")
+        env.update(self.env)
+        return env
+
+    def start(self, timeout: float = 30.0):
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        b = moat_bin()
+        assert os.path.exists(b), f"moat binary not found at {b} (set MOAT_BIN or run cargo build --release)"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self._log.write(f"\n===== start #{self.starts} {' '.join(self.command())}\n".encode())
+        self._log.flush()
+        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=self.process_env(), start_new_session=True)
+        self.starts += 1
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"moat exited with {self.proc.returncode} during startup:\n{self.log_tail()}")
+            if self.https and not self.ca_path.exists():
+                time.sleep(0.05)
+                continue
+            try:
+                r = requests.get(self.base_url + "/v2/", verify=self.verify, timeout=2)
+                if r.status_code in (200, 401):
+                    return
+                last = f"status {r.status_code}"
+            except requests.RequestException as e:
+                last = repr(e)
+            time.sleep(0.05)
+        raise AssertionError(f"moat not ready on {self.base_url} after {timeout}s ({last}):\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def _close_log(self):
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def stop(self, timeout: float = 15.0):
+        """Graceful stop: SIGTERM, wait, then SIGKILL."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._close_log()
+
+    def kill9(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._close_log()
+
+    def restart(self, timeout: float = 30.0):
+        self.stop()
+        return self.start(timeout)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # -- helpers
+    def client(self, **kw) -> Client:
+        return Client(self, **kw)
+
+    def token(self, *scopes: str, host: str | None = None) -> str:
+        return get_token(self.base_url, host or self.login_server, list(scopes), "admin", self.admin_password,
+                         host=host, verify=self.verify)
+
+    def moat(self, *args, check=True, timeout=60, env=None) -> subprocess.CompletedProcess:
+        """Runs `moat <args> --data-dir <data dir>`."""
+        e = {"MOAT_DATA_DIR": "", "MOAT_LISTEN": "", "MOAT_DOMAIN": ""}
+        base_env = {k: v for k, v in os.environ.items() if k not in e}
+        base_env.update(env or {})
+        p = subprocess.run([moat_bin(), *args, "--data-dir", str(self.data_dir)], capture_output=True, text=True,
+                           timeout=timeout, env=base_env)
+        if check and p.returncode != 0:
+            raise AssertionError(f"moat {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def audit(self, **filters) -> list[dict]:
+        """`moat audit --output json` with filters (registry=, repository=, operation=, since=, until=)."""
+        args = ["audit", "--output", "json"]
+        for k, v in filters.items():
+            if v is not None:
+                args += [f"--{k.replace('_', '-')}", str(v)]
+        p = self.moat(*args)
+        return parse_json_lines(p.stdout)
+
+    def create_registry(self, name: str, *extra) -> str:
+        """`moat registry create NAME --listen <ours>`; returns the login server it reports/implies."""
+        self.moat("registry", "create", name, "--listen", self.login_server, *extra)
+        return f"{name}.localhost:{self.port}"
+
+    def close(self):
+        try:
+            self.stop()
+        finally:
+            self._close_log()
+
+
+def parse_json_lines(out: str) -> list[dict]:
+    out = out.strip()
+    if not out:
+        return []
+    if out.startswith("["):
+        return json.loads(out)
+    events = []
+    for line in out.splitlines():
+        line = line.strip()
+        if line:
+            events.append(json.loads(line))
+    return events
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+@pytest.fixture
+def moat_factory(tmp_path_factory):
+    servers: list[MoatServer] = []
+
+    def make(https: bool = True, start: bool = True, **kw) -> MoatServer:
+        wd = tmp_path_factory.mktemp("moat")
+        s = MoatServer(wd, https=https, **kw)
+        servers.append(s)
+        if start:
+            s.start()
+        return s
+
+    yield make
+    for s in servers:
+        s.close()
+    # Keep the logs of failed runs visible in the pytest output.
+    for s in servers:
+        if s.log_path.exists() and os.environ.get("MOAT_E2E_SHOW_LOGS"):
+            print(f"--- {s.log_path}\n{s.log_tail(200)}")
+
+
+@pytest.fixture
+def moat(moat_factory) -> MoatServer:
+    """A running HTTPS Moat with its own CA."""
+    return moat_factory(https=True)
+
+
+@pytest.fixture
+def moat_http(moat_factory) -> MoatServer:
+    """A running plain-HTTP Moat (--insecure-http)."""
+    return moat_factory(https=False)
+
+
+@pytest.fixture
+def certs_dir(moat, tmp_path) -> Path:
+    """A containers-style cert dir holding the server's CA as ca.crt."""
+    d = tmp_path / "certs"
+    d.mkdir()
+    shutil.copy(moat.ca_path, d / "ca.crt")
+    return d
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        for name in ("moat", "moat_http"):
+            s = item.funcargs.get(name) if hasattr(item, "funcargs") else None
+            if isinstance(s, MoatServer):
+                rep.sections.append((f"{name} log tail", s.log_tail(40)))
