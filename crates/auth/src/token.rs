@@ -27,7 +27,7 @@ pub struct Claims {
 
 impl Claims {
     pub fn access(&self) -> Access {
-        Access { grants: self.access.clone() }
+        Access { all: false, grants: self.access.clone() }
     }
 }
 
@@ -54,6 +54,15 @@ impl TokenIssuer {
 
     /// Issues an access token for `subject` on the registry (`registry_id`, `login_server`).
     pub fn issue(&self, subject: &str, login_server: &str, registry_id: &str, access: Access, ttl_secs: u64) -> String {
+        self.sign(subject, login_server, registry_id, "access_token", access, ttl_secs)
+    }
+
+    /// Issues a token of another grant type (a refresh token carries no access of its own).
+    pub fn issue_with_grant(&self, subject: &str, login_server: &str, registry_id: &str, grant: &str, ttl_secs: u64) -> String {
+        self.sign(subject, login_server, registry_id, grant, Access::default(), ttl_secs)
+    }
+
+    fn sign(&self, subject: &str, login_server: &str, registry_id: &str, grant: &str, access: Access, ttl_secs: u64) -> String {
         let iat = now();
         let claims = Claims {
             jti: uuid::Uuid::new_v4().to_string(),
@@ -65,7 +74,7 @@ impl TokenIssuer {
             exp: iat + ttl_secs,
             version: "1.0".into(),
             rid: registry_id.to_string(),
-            grant_type: "access_token".into(),
+            grant_type: grant.into(),
             access: access.grants,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail")
@@ -83,6 +92,15 @@ impl TokenIssuer {
         }
         Ok(claims)
     }
+
+    /// Verifies an access token: a refresh token presented as a bearer token grants nothing.
+    pub fn verify_access(&self, token: &str, login_server: &str, registry_id: &str) -> Result<Claims, TokenError> {
+        let claims = self.verify(token, login_server, registry_id)?;
+        if claims.grant_type != "access_token" {
+            return Err(TokenError::Invalid(jsonwebtoken::errors::ErrorKind::InvalidAudience.into()));
+        }
+        Ok(claims)
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +113,7 @@ mod tests {
     fn issue_verify_and_refuse_others() {
         let issuer = TokenIssuer::new(b"secret-secret-secret-secret-1234");
         let access = Access {
+            all: false,
             grants: vec![AccessGrant {
                 resource: ResourceScope::Repository("a/b".parse().unwrap()),
                 actions: [Action::Pull].into(),

@@ -1,1 +1,202 @@
-fn main(){}
+//! The `moat` binary: the registry server (`moat serve`) and its operator commands.
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use moat_model::{RegistryName, Sku};
+use moat_server::config::login_server_for;
+use moat_server::ServeConfig;
+use moat_store::meta::AuditFilter;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "moat", version, about = "A self-hosted OCI registry that keeps images inside the network they belong to")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the server keeps its state and how it is reached: shared by `serve` and the offline commands.
+#[derive(Args, Clone)]
+struct Common {
+    /// Directory for the database, blobs, TLS material and the admin password.
+    #[arg(long, env = "MOAT_DATA_DIR", default_value = "./moat-data", global = true)]
+    data_dir: PathBuf,
+    /// Address and port of the main listener; the `default` registry's login server.
+    #[arg(long, env = "MOAT_LISTEN", default_value = "127.0.0.1:5000", global = true)]
+    listen: SocketAddr,
+    /// Domain under which registries other than `default` are served (`<name>.<domain>`).
+    #[arg(long, env = "MOAT_DOMAIN", default_value = "localhost", global = true)]
+    domain: String,
+    /// Metadata database URL (`sqlite://…`); defaults to `<data dir>/moat.db`.
+    #[arg(long, env = "MOAT_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// Serve plain HTTP instead of HTTPS.
+    #[arg(long, env = "MOAT_INSECURE_HTTP", global = true)]
+    insecure_http: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry server.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// PEM certificate chain to serve instead of the local CA's leaves.
+        #[arg(long, env = "MOAT_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, env = "MOAT_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Upload sessions idle longer than this many seconds are removed with their partial bytes.
+        #[arg(long, env = "MOAT_UPLOAD_TTL_SECS", default_value_t = 24 * 3600)]
+        upload_ttl_secs: u64,
+    },
+    /// Manage the registries this server hosts (works on the data directory directly).
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+    /// Print the audit trail.
+    Audit {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        registry: Option<String>,
+        #[arg(long)]
+        repository: Option<String>,
+        /// Operation name, e.g. Push, Pull, Delete, Untag, Mount, Login.
+        #[arg(long)]
+        operation: Option<String>,
+        /// Only events at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        limit: Option<i64>,
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Create a registry served at `<name>.<domain>[:port]`.
+    Create {
+        name: String,
+        #[arg(long, default_value = "Premium")]
+        sku: String,
+        /// Let callers without credentials pull.
+        #[arg(long)]
+        anonymous_pull: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List registries.
+    List {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Json,
+    Table,
+}
+
+fn config(common: &Common) -> ServeConfig {
+    ServeConfig {
+        data_dir: common.data_dir.clone(),
+        listen: common.listen,
+        insecure_http: common.insecure_http,
+        tls_cert: None,
+        tls_key: None,
+        domain: common.domain.clone(),
+        database_url: common.database_url.clone(),
+        upload_ttl: Duration::from_secs(24 * 3600),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { common, tls_cert, tls_key, upload_ttl_secs } => {
+            let mut c = config(&common);
+            c.tls_cert = tls_cert;
+            c.tls_key = tls_key;
+            c.upload_ttl = Duration::from_secs(upload_ttl_secs.max(1));
+            moat_server::serve(c).await
+        }
+        Command::Registry { command: RegistryCommand::Create { name, sku, anonymous_pull, common } } => {
+            let name: RegistryName = name.parse()?;
+            let sku = Sku::parse(&sku).with_context(|| format!("unknown SKU '{sku}': use Basic, Standard or Premium"))?;
+            let c = config(&common);
+            let meta = moat_server::listener::open_store(&c).await?;
+            moat_server::listener::bootstrap(&c, &meta).await?;
+            let login_server = login_server_for(name.as_str(), &c.domain, c.listen.port(), c.insecure_http);
+            let r = meta.create_registry(name.as_str(), &login_server, sku, false).await?;
+            if anonymous_pull {
+                meta.set_anonymous_pull(&r.name, true).await?;
+            }
+            println!("{}", serde_json::json!({"name": r.name, "loginServer": r.login_server, "sku": r.sku.as_str(), "id": r.id}));
+            Ok(())
+        }
+        Command::Registry { command: RegistryCommand::List { common, output } } => {
+            let meta = moat_server::listener::open_store(&config(&common)).await?;
+            for r in meta.list_registries().await? {
+                match output {
+                    Output::Json => println!("{}", serde_json::to_string(&r)?),
+                    Output::Table => println!("{:<20} {:<40} {}", r.name, r.login_server, r.sku.as_str()),
+                }
+            }
+            Ok(())
+        }
+        Command::Audit { common, registry, repository, operation, since, until, limit, output } => {
+            let parse_time = |s: Option<String>| -> anyhow::Result<Option<String>> {
+                s.map(|s| moat_store::time_fmt::parse_user(&s).with_context(|| format!("'{s}' is not an RFC 3339 time, e.g. 2026-11-25T08:00:00Z")))
+                    .transpose()
+            };
+            let filter = AuditFilter { registry, repository, operation, since: parse_time(since)?, until: parse_time(until)?, limit };
+            let c = config(&common);
+            if !c.data_dir.exists() {
+                bail!("no data directory at {}: pass --data-dir", c.data_dir.display());
+            }
+            let meta = moat_server::listener::open_store(&c).await?;
+            let events = meta.audit_events(&filter).await?;
+            if output == Output::Table {
+                println!("{:<27} {:<8} {:<9} {:<24} {:<12} {:<15} {:<8} {}", "TIME", "RESULT", "OPERATION", "REPOSITORY", "IDENTITY", "CALLER IP", "STATUS", "DIGEST/TAG");
+            }
+            for e in events {
+                match output {
+                    Output::Json => println!("{}", serde_json::to_string(&e)?),
+                    Output::Table => println!(
+                        "{:<27} {:<8} {:<9} {:<24} {:<12} {:<15} {:<8} {}",
+                        e.time_generated,
+                        e.result_type,
+                        e.operation_name,
+                        e.repository.as_deref().unwrap_or("-"),
+                        e.identity.as_deref().unwrap_or("-"),
+                        e.caller_ip_address.as_deref().unwrap_or("-"),
+                        e.result_description,
+                        e.tag.as_deref().or(e.digest.as_deref()).unwrap_or("-"),
+                    ),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MOAT_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli))
+}

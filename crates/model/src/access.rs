@@ -96,6 +96,9 @@ impl ScopeRequest {
 /// The access a token carries, as in the Docker token spec's `access` claim.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Access {
+    /// Every action on every repository of the registry (the admin identity signing in with its password).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
     pub grants: Vec<AccessGrant>,
 }
 
@@ -108,7 +111,7 @@ pub struct AccessGrant {
 
 impl Access {
     pub fn allows(&self, resource: &ResourceScope, action: Action) -> bool {
-        self.grants.iter().any(|g| &g.resource == resource && g.actions.contains(&action))
+        self.all || self.grants.iter().any(|g| &g.resource == resource && g.actions.contains(&action))
     }
 
     pub fn allows_repo(&self, repo: &RepositoryName, action: Action) -> bool {
@@ -137,6 +140,7 @@ mod tests {
     fn access_checks_exact_resource() {
         let repo: RepositoryName = "a/b".parse().unwrap();
         let access = Access {
+            all: false,
             grants: vec![AccessGrant {
                 resource: ResourceScope::Repository(repo.clone()),
                 actions: BTreeSet::from([Action::Pull]),

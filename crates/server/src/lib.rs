@@ -1,1 +1,15 @@
+//! HTTP: the OCI Distribution API on `/v2`, the Docker token service on `/oauth2`, TLS with a local CA,
+//! routing by `Host`, and the classification of every request's origin and principal at the edge.
 
+pub mod audit_log;
+pub mod config;
+pub mod context;
+pub mod listener;
+pub mod oci;
+pub mod registries;
+pub mod state;
+pub mod tls;
+pub mod token;
+
+pub use config::ServeConfig;
+pub use listener::serve;

@@ -73,6 +73,16 @@ impl MetadataStore {
         insert_event(&mut conn, event).await
     }
 
+    /// Records many change-less events in one commit.
+    pub async fn record_batch(&self, events: &[AuditEvent]) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        for e in events {
+            insert_event(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
         let mut sql = String::from("SELECT * FROM audit_events WHERE 1=1");
         let mut binds: Vec<&str> = Vec::new();

@@ -63,6 +63,15 @@ impl MetadataStore {
         Ok(sqlx::query(&q).fetch_all(&self.reader).await?.into_iter().map(from_row).collect())
     }
 
+    pub async fn set_login_server(&self, name: &str, login_server: &str) -> Result<()> {
+        sqlx::query("UPDATE registries SET login_server = ? WHERE name = ?")
+            .bind(login_server)
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_anonymous_pull(&self, name: &str, enabled: bool) -> Result<()> {
         let r = sqlx::query("UPDATE registries SET anonymous_pull_enabled = ? WHERE name = ?")
             .bind(enabled)

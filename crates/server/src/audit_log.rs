@@ -1,0 +1,64 @@
+//! Audit events that record no state change (pulls, logins, denials) go through a queue that a background task
+//! writes in batches: one fsync'd commit for many events, so that a pull costs no synchronous disk write.
+//! Events that record a change are written by the store in the change's own transaction instead.
+
+use moat_model::audit::AuditEvent;
+use moat_store::MetadataStore;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+enum Msg {
+    Event(Box<AuditEvent>),
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl AuditLog {
+    pub fn start(meta: MetadataStore) -> AuditLog {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        tokio::spawn(async move {
+            let mut batch: Vec<AuditEvent> = Vec::new();
+            let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+            while let Some(first) = rx.recv().await {
+                let mut next = Some(first);
+                // Gather what is already queued, then write it in one transaction.
+                while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
+                    match msg {
+                        Msg::Event(e) => batch.push(*e),
+                        Msg::Flush(w) => waiters.push(w),
+                    }
+                    if batch.len() >= 512 {
+                        break;
+                    }
+                }
+                if !batch.is_empty() {
+                    if let Err(e) = meta.record_batch(&batch).await {
+                        tracing::error!("audit batch of {} events not written: {e}", batch.len());
+                    }
+                    batch.clear();
+                }
+                for w in waiters.drain(..) {
+                    let _ = w.send(());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        AuditLog { tx }
+    }
+
+    pub fn record(&self, event: AuditEvent) {
+        let _ = self.tx.send(Msg::Event(Box::new(event)));
+    }
+
+    /// Waits until every event queued before this call is committed (used at shutdown).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

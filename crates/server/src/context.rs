@@ -1,0 +1,259 @@
+//! The edge: each request is classified once into the registry it is for, its [`Origin`] and its [`Principal`].
+//! Handlers receive a [`RequestCtx`] and never read raw addresses or credentials themselves.
+
+use crate::oci::error::{Code, OciError, OciResult};
+use crate::state::AppState;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use base64::Engine;
+use moat_model::audit::{AuditEvent, Category};
+use moat_model::{decide, Access, Action, Decision, DenyReason, Egress, Origin, Registry, RepositoryName};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Put into each request's extensions by the accept loop.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub listener: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Principal {
+    /// `None` for anonymous callers.
+    pub identity: Option<String>,
+    pub access: Access,
+    /// Whether the caller presented credentials at all (decides `error="insufficient_scope"` in challenges).
+    pub presented: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct RequestCtx {
+    pub registry: Registry,
+    pub origin: Origin,
+    pub principal: Principal,
+    pub user_agent: Option<String>,
+    pub correlation_id: String,
+    pub started: Instant,
+    /// `https` or `http`, for the token realm.
+    pub scheme: &'static str,
+}
+
+/// Remembers `(user, sha256(password))` pairs that argon2 already verified, for a short while.
+#[derive(Clone, Default)]
+pub struct CredentialCache(Arc<Mutex<HashMap<[u8; 32], (String, Instant)>>>);
+
+impl CredentialCache {
+    fn key(user: &str, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(user.as_bytes());
+        h.update([0]);
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+}
+
+pub fn host_of(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default()
+}
+
+/// Decodes `Authorization: Basic` into user and password.
+pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let b64 = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (u, p) = s.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
+}
+
+/// Checks a username and password against the identities table (argon2), with the short-lived cache.
+pub async fn verify_password(state: &AppState, user: &str, password: &str) -> OciResult<bool> {
+    let key = CredentialCache::key(user, password);
+    if let Some((u, at)) = state.credential_cache.0.lock().expect("lock").get(&key) {
+        if u == user && at.elapsed().as_secs() < 60 {
+            return Ok(true);
+        }
+    }
+    let Some(hash) = state.meta.identity_password_hash(user).await? else { return Ok(false) };
+    let (password_owned, hash_owned) = (password.to_string(), hash);
+    let ok = tokio::task::spawn_blocking(move || moat_auth::password::verify(&password_owned, &hash_owned))
+        .await
+        .unwrap_or(false);
+    if ok {
+        state.credential_cache.0.lock().expect("lock").insert(key, (user.to_string(), Instant::now()));
+    }
+    Ok(ok)
+}
+
+impl RequestCtx {
+    /// Classifies a request: registry by Host, origin from the connection, principal from the credentials.
+    pub async fn classify(state: &AppState, parts: &Parts) -> OciResult<RequestCtx> {
+        let mut ctx = Self::classify_unauthenticated(state, parts).await?;
+        if let Some(token) = bearer_token(&parts.headers) {
+            ctx.principal.presented = true;
+            match state.tokens.verify_access(token, &ctx.registry.login_server, &ctx.registry.id) {
+                Ok(claims) => {
+                    ctx.principal.access = claims.access();
+                    ctx.principal.identity = Some(claims.sub);
+                }
+                Err(e) => {
+                    let mut err = ctx.challenge(None, Some("invalid_token"));
+                    err.message = format!("{e}: fetch a new token from the realm and retry");
+                    ctx.audit_denied(state, "Authenticate", None, "401", &e.to_string());
+                    return Err(err);
+                }
+            }
+        } else if let Some((user, password)) = basic_credentials(&parts.headers) {
+            ctx.principal.presented = true;
+            if !verify_password(state, &user, &password).await? {
+                ctx.audit_denied(state, "Authenticate", None, "401", "invalid username or password");
+                let mut err = ctx.challenge(None, None);
+                err.message = "invalid username or password".into();
+                return Err(err);
+            }
+            ctx.principal.identity = Some(user);
+            ctx.principal.access = Access { all: true, grants: vec![] };
+        }
+        Ok(ctx)
+    }
+
+    /// The registry and origin, without looking at credentials (the token endpoint reads its own).
+    pub async fn classify_unauthenticated(state: &AppState, parts: &Parts) -> OciResult<RequestCtx> {
+        let host = host_of(&parts.headers, &parts.uri);
+        let registry = state
+            .registries
+            .for_host(&host)
+            .await?
+            .ok_or_else(|| OciError::new(Code::NameUnknown, format!("no registry is served at '{host}'")))?;
+        let conn = parts.extensions.get::<ConnInfo>().cloned();
+        let origin = Origin {
+            client_ip: conn.as_ref().map(|c| c.peer.ip()).unwrap_or([127, 0, 0, 1].into()),
+            listener: conn.map(|c| c.listener).unwrap_or_else(|| "main".into()),
+        };
+        Ok(RequestCtx {
+            registry,
+            origin,
+            principal: Principal { identity: None, access: Access::default(), presented: false },
+            user_agent: parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
+            correlation_id: parts
+                .headers
+                .get("x-ms-correlation-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            started: Instant::now(),
+            scheme: if state.config.insecure_http { "http" } else { "https" },
+        })
+    }
+
+    pub fn realm(&self) -> String {
+        format!("{}://{}/oauth2/token", self.scheme, self.registry.login_server)
+    }
+
+    /// A 401 with the Docker token challenge. `scope` is the scope the client must ask for.
+    pub fn challenge(&self, scope: Option<&str>, error: Option<&str>) -> OciError {
+        let mut c = format!(r#"Bearer realm="{}",service="{}""#, self.realm(), self.registry.login_server);
+        if let Some(s) = scope {
+            c.push_str(&format!(r#",scope="{s}""#));
+        }
+        if let Some(e) = error {
+            c.push_str(&format!(r#",error="{e}""#));
+        }
+        let mut err = OciError::new(
+            Code::Unauthorized,
+            "authentication required, visit https://aka.ms/acr/authorization for more information.",
+        );
+        err.challenge = Some(c);
+        err
+    }
+
+    fn repo_challenge(&self, repo: &RepositoryName, action: Action) -> OciError {
+        let actions = match action {
+            Action::Push => "pull,push",
+            Action::Delete => "delete",
+            _ => "pull",
+        };
+        let scope = format!("repository:{repo}:{actions}");
+        let mut err = self.challenge(Some(&scope), self.principal.presented.then_some("insufficient_scope"));
+        err.detail = serde_json::json!([{"Type": "repository", "Name": repo.as_str(), "Action": action.as_str()}]);
+        err
+    }
+
+    /// For actions that write or delete (not egress): the caller's token must carry the action.
+    pub fn require(&self, state: &AppState, repo: &RepositoryName, action: Action) -> OciResult<()> {
+        if self.principal.access.allows_repo(repo, action) {
+            return Ok(());
+        }
+        if self.principal.presented {
+            self.audit_denied(state, action.as_str(), Some(repo), "401", "insufficient scope");
+        }
+        Err(self.repo_challenge(repo, action))
+    }
+
+    /// Asks the egress gate. A denial is audited and answered: a missing permission with a challenge (so
+    /// the client can fetch a token with the right scope), anything else with `DENIED`.
+    pub fn gate(&self, state: &AppState, egress: &Egress) -> OciResult<()> {
+        match decide(&self.registry, &self.origin, &self.principal.access, egress) {
+            Decision::Allow => Ok(()),
+            Decision::Deny(reason) => {
+                let repo = match egress {
+                    Egress::PullBlob { repository, .. } | Egress::PullManifest { repository, .. } => *repository,
+                    Egress::Mount { to, .. } => *to,
+                };
+                match &reason {
+                    DenyReason::MissingPermission { repository, action } => {
+                        if self.principal.presented {
+                            self.audit_denied(state, egress.operation(), Some(repo), "401", &reason.to_string());
+                        }
+                        Err(self.repo_challenge(repository, *action))
+                    }
+                    DenyReason::CrossRegistry => {
+                        self.audit_denied(state, egress.operation(), Some(repo), "403", &reason.to_string());
+                        Err(OciError::new(Code::Denied, reason.to_string()))
+                    }
+                }
+            }
+        }
+    }
+
+    /// A repository event for this request, to be completed by the caller.
+    pub fn event(&self, operation: &str, repo: Option<&RepositoryName>, status: u16) -> AuditEvent {
+        AuditEvent {
+            time_generated: moat_store::time_fmt::now(),
+            category: Category::ContainerRegistryRepositoryEvents.as_str().into(),
+            operation_name: operation.into(),
+            registry: self.registry.name.clone(),
+            login_server: self.registry.login_server.clone(),
+            repository: repo.map(|r| r.to_string()),
+            identity: self.principal.identity.clone(),
+            caller_ip_address: Some(self.origin.client_ip.to_string()),
+            user_agent: self.user_agent.clone(),
+            duration_ms: Some(self.started.elapsed().as_millis() as i64),
+            result_type: if status < 400 { "Success" } else { "Failure" }.into(),
+            result_description: status.to_string(),
+            correlation_id: Some(self.correlation_id.clone()),
+            ..Default::default()
+        }
+    }
+
+    pub fn audit_denied(&self, state: &AppState, operation: &str, repo: Option<&RepositoryName>, status: &str, why: &str) {
+        let mut e = self.event(operation, repo, 403);
+        e.result_type = "Denied".into();
+        e.result_description = format!("{status}: {why}");
+        state.audit.record(e);
+    }
+}

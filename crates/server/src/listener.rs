@@ -1,0 +1,185 @@
+//! `moat serve`: open the stores, bootstrap on first start, and run the accept loop until a signal, then
+//! finish in-flight requests (their durability work included) and flush the audit queue before exiting.
+
+use crate::audit_log::AuditLog;
+use crate::config::ServeConfig;
+use crate::context::{ConnInfo, CredentialCache};
+use crate::oci::error::{Code, OciError};
+use crate::registries::RegistryDirectory;
+use crate::state::AppState;
+use crate::{oci, tls, token};
+use anyhow::Context;
+use axum::body::Body;
+use axum::response::IntoResponse;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use moat_auth::TokenIssuer;
+use moat_model::Sku;
+use moat_store::{LocalBlobStore, MetadataStore};
+use rand::RngCore;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower::Service;
+
+/// Opens the metadata store under the data directory (used by the CLI's offline commands too).
+pub async fn open_store(config: &ServeConfig) -> anyhow::Result<MetadataStore> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    MetadataStore::open(&config.database_url()).await.context("opening the metadata store")
+}
+
+/// First-start work, idempotent: the admin identity, the token secret and the `default` registry.
+pub async fn bootstrap(config: &ServeConfig, meta: &MetadataStore) -> anyhow::Result<()> {
+    let from_env = std::env::var("MOAT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    match (meta.identity_password_hash("admin").await?, from_env) {
+        (None, env) => {
+            let generated = env.is_none();
+            let password = env.unwrap_or_else(moat_auth::password::generate);
+            meta.create_identity("admin", &moat_auth::password::hash(&password)).await?;
+            if generated {
+                let path = config.data_dir.join("admin-password");
+                let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+                writeln!(f, "{password}")?;
+                f.sync_all()?;
+                eprintln!("moat: created the admin user; its password (shown once, also in {}):\n  {password}", path.display());
+            }
+        }
+        // An operator who sets the variable means it: the stored hash follows it.
+        (Some(hash), Some(env)) if !moat_auth::password::verify(&env, &hash) => {
+            meta.set_identity_password("admin", &moat_auth::password::hash(&env)).await?;
+        }
+        _ => {}
+    }
+    let login_server = config.listen.to_string();
+    match meta.default_registry().await? {
+        None => {
+            meta.create_registry("default", &login_server, Sku::Premium, true).await?;
+        }
+        Some(r) if r.login_server != login_server => meta.set_login_server("default", &login_server).await?,
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+async fn token_secret(meta: &MetadataStore) -> anyhow::Result<Vec<u8>> {
+    let mut raw = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(meta.init_setting("token_secret", &hex).await?.into_bytes())
+}
+
+async fn not_found() -> axum::response::Response {
+    OciError::new(Code::NameUnknown, "no such endpoint").with_status(axum::http::StatusCode::NOT_FOUND).into_response()
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new().merge(oci::router()).merge(token::router()).fallback(not_found).with_state(state)
+}
+
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let meta = open_store(&config).await?;
+    bootstrap(&config, &meta).await?;
+    let blobs = LocalBlobStore::open(config.data_dir.join("storage")).context("opening the blob store")?;
+    let tokens = TokenIssuer::new(&token_secret(&meta).await?);
+    let tls = if config.insecure_http {
+        None
+    } else if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        Some(tls::operator_config(cert, key)?)
+    } else {
+        let ca = tls::LocalCa::load_or_create(&config.data_dir.join("tls"))?;
+        eprintln!(
+            "moat: TLS from the local CA {}: trust it with `--cert-dir` (skopeo, podman), /etc/docker/certs.d/<host>/ca.crt (docker) or REQUESTS_CA_BUNDLE (Azure clients)",
+            ca.cert_path.display()
+        );
+        let names = vec![config.listen.ip().to_string(), "localhost".to_string()];
+        Some(tls::local_ca_config(ca, &names)?)
+    };
+    let state = AppState {
+        config: Arc::new(config.clone()),
+        registries: RegistryDirectory::new(meta.clone()),
+        audit: AuditLog::start(meta.clone()),
+        meta,
+        blobs: Arc::new(blobs),
+        tokens,
+        uploads: Default::default(),
+        credential_cache: CredentialCache::default(),
+    };
+    let removed = oci::uploads::sweep(&state, true).await?;
+    if removed > 0 {
+        tracing::info!("removed {removed} abandoned upload(s)");
+    }
+    let sweeper = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60).min(sweeper.config.upload_ttl)).await;
+            if let Err(e) = oci::uploads::sweep(&sweeper, false).await {
+                tracing::warn!("upload sweep failed: {e}");
+            }
+        }
+    });
+
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("moat listening on {scheme}://{}", config.listen);
+    let router = app(state.clone());
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => { tracing::warn!("accept failed: {e}"); continue; }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo { peer, listener: "main".into() };
+        let router = router.clone();
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(info.clone());
+            let mut router = router.clone();
+            async move { router.call(req.map(Body::new)).await }
+        });
+        let builder = auto::Builder::new(TokioExecutor::new());
+        match &acceptor {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
+                        return;
+                    };
+                    let conn = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                });
+                drop(builder);
+            }
+        }
+    }
+    eprintln!("moat: shutting down, finishing in-flight requests");
+    let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
+    state.audit.flush().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,139 @@
+//! Blob `HEAD`/`GET` (with `Range`) and `DELETE`. A blob is visible only where it is linked.
+
+use super::error::{Code, OciError, OciResult};
+use super::empty;
+use crate::context::RequestCtx;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use moat_model::{Action, Digest, Egress, RepositoryName};
+use std::io::Read;
+
+pub fn parse_digest(s: &str) -> OciResult<Digest> {
+    s.parse().map_err(|e: moat_model::DigestError| OciError::new(Code::DigestInvalid, e.to_string()))
+}
+
+/// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n` against a blob of `size` bytes into `[start, end]`.
+fn parse_range(v: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = v.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.saturating_sub(n), size - 1)
+        }
+        (a, "") => (a.parse().ok()?, size - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(size - 1)),
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+/// Streams `[start, start+len)` of a blob from a blocking reader, 1 MiB at a time, with bounded buffering.
+pub fn blob_body(state: &AppState, digest: &Digest, start: u64, len: u64) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let blobs = state.blobs.clone();
+    let digest = digest.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = match blobs.open_blob(&digest, start, len) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        loop {
+            let mut buf = BytesMut::zeroed(1 << 20);
+            match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
+pub async fn get(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    digest: &str,
+    headers: &HeaderMap,
+    with_body: bool,
+) -> OciResult<Response> {
+    let digest = parse_digest(digest)?;
+    ctx.gate(state, &Egress::PullBlob { repository: repo, digest: &digest })?;
+    let size = state.meta.linked_blob_size(&ctx.registry.id, repo, &digest).await?.ok_or_else(OciError::blob_unknown)? as u64;
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, end) = match range {
+        Some(r) => match parse_range(r, size) {
+            Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e),
+            None => {
+                return Err(OciError::new(Code::RangeInvalid, format!("range '{r}' is not satisfiable for {size} bytes"))
+                    .with_header(header::CONTENT_RANGE, format!("bytes */{size}")))
+            }
+        },
+        None => (StatusCode::OK, 0, size.saturating_sub(1)),
+    };
+    let len = if size == 0 { 0 } else { end - start + 1 };
+    let body = if with_body && len > 0 { blob_body(state, &digest, start, len) } else { Body::empty() };
+    let mut resp = Response::builder()
+        .status(status)
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header("docker-content-digest", digest.as_str())
+        .header(header::ETAG, format!("\"{digest}\""))
+        .header(header::ACCEPT_RANGES, "bytes");
+    if status == StatusCode::PARTIAL_CONTENT {
+        resp = resp.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
+    }
+    if with_body {
+        let mut e = ctx.event("Pull", Some(repo), status.as_u16());
+        e.digest = Some(digest.to_string());
+        e.size = Some(len as i64);
+        e.media_type = Some("application/octet-stream".into());
+        state.audit.record(e);
+    }
+    resp.body(body).map_err(OciError::internal)
+}
+
+pub async fn delete(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, digest: &str) -> OciResult<Response> {
+    let digest = parse_digest(digest)?;
+    ctx.require(state, repo, Action::Delete)?;
+    let mut e = ctx.event("Delete", Some(repo), 202);
+    e.digest = Some(digest.to_string());
+    if !state.meta.unlink_blob(&ctx.registry.id, repo, &digest, &e).await? {
+        return Err(OciError::blob_unknown());
+    }
+    Ok(empty(StatusCode::ACCEPTED))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("bytes=0-1,3-4", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+}

@@ -1,0 +1,160 @@
+//! The one place where failures become the OCI Distribution spec's error JSON.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use moat_store::StoreError;
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    Unauthorized,
+    Denied,
+    Unsupported,
+    TooManyRequests,
+    RangeInvalid,
+}
+
+impl Code {
+    fn as_str(self) -> &'static str {
+        match self {
+            Code::BlobUnknown => "BLOB_UNKNOWN",
+            Code::BlobUploadInvalid | Code::RangeInvalid => "BLOB_UPLOAD_INVALID",
+            Code::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            Code::DigestInvalid => "DIGEST_INVALID",
+            Code::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            Code::ManifestInvalid => "MANIFEST_INVALID",
+            Code::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Code::NameInvalid => "NAME_INVALID",
+            Code::NameUnknown => "NAME_UNKNOWN",
+            Code::SizeInvalid => "SIZE_INVALID",
+            Code::Unauthorized => "UNAUTHORIZED",
+            Code::Denied => "DENIED",
+            Code::Unsupported => "UNSUPPORTED",
+            Code::TooManyRequests => "TOOMANYREQUESTS",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Code::BlobUnknown | Code::BlobUploadUnknown | Code::ManifestUnknown | Code::NameUnknown => {
+                StatusCode::NOT_FOUND
+            }
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Denied => StatusCode::FORBIDDEN,
+            Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Code::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct OciError {
+    pub code: Code,
+    pub message: String,
+    pub detail: serde_json::Value,
+    pub status: Option<StatusCode>,
+    /// `WWW-Authenticate` for 401s.
+    pub challenge: Option<String>,
+    /// Extra headers a client needs to recover (e.g. `Range` and `Location` on a 416).
+    pub headers: Vec<(header::HeaderName, String)>,
+}
+
+impl OciError {
+    pub fn new(code: Code, message: impl Into<String>) -> OciError {
+        OciError { code, message: message.into(), detail: serde_json::Value::Null, status: None, challenge: None, headers: vec![] }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> OciError {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> OciError {
+        self.detail = detail;
+        self
+    }
+
+    pub fn with_header(mut self, name: header::HeaderName, value: impl Into<String>) -> OciError {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or(self.code.status())
+    }
+
+    pub fn internal(what: impl std::fmt::Display) -> OciError {
+        tracing::error!("internal error: {what}");
+        OciError::new(Code::Unsupported, format!("internal error: {what}"))
+            .with_status(StatusCode::SERVICE_UNAVAILABLE)
+            .with_header(header::RETRY_AFTER, "1")
+    }
+
+    pub fn blob_unknown() -> OciError {
+        OciError::new(Code::BlobUnknown, "blob unknown to registry")
+    }
+
+    pub fn manifest_unknown() -> OciError {
+        OciError::new(Code::ManifestUnknown, "manifest unknown")
+    }
+
+    pub fn upload_unknown() -> OciError {
+        OciError::new(Code::BlobUploadUnknown, "blob upload unknown to registry")
+    }
+}
+
+impl From<StoreError> for OciError {
+    fn from(e: StoreError) -> OciError {
+        match e {
+            StoreError::ManifestBlobUnknown(d) => {
+                OciError::new(Code::ManifestBlobUnknown, format!("manifest references {d}, which this repository does not hold: push it first"))
+                    .with_detail(json!({"digest": d.as_str()}))
+            }
+            StoreError::UploadUnknown => OciError::upload_unknown(),
+            StoreError::DigestMismatch { expected, actual } => {
+                OciError::new(Code::DigestInvalid, format!("provided digest {expected} does not match content digest {actual}"))
+            }
+            StoreError::NotFound => OciError::new(Code::NameUnknown, "not found"),
+            other => OciError::internal(other),
+        }
+    }
+}
+
+impl From<std::io::Error> for OciError {
+    fn from(e: std::io::Error) -> OciError {
+        OciError::internal(e)
+    }
+}
+
+impl IntoResponse for OciError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = json!({"errors": [{"code": self.code.as_str(), "message": self.message, "detail": self.detail}]});
+        let mut resp = (status, axum::Json(body)).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        if let Some(c) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            h.insert(header::WWW_AUTHENTICATE, c);
+        }
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
+        resp
+    }
+}
+
+pub type OciResult<T> = Result<T, OciError>;

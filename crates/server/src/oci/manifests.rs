@@ -1,0 +1,169 @@
+//! Manifests: `HEAD`/`GET`/`PUT`/`DELETE` by tag or digest, with `Accept` negotiation and `OCI-Subject`.
+
+use super::empty;
+use super::error::{Code, OciError, OciResult};
+use crate::context::RequestCtx;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use http_body_util::BodyExt;
+use moat_model::manifest::MAX_MANIFEST_BYTES;
+use moat_model::{Action, Digest, Egress, ParsedManifest, Reference, RepositoryName};
+use moat_store::meta::ManifestRecord;
+
+fn parse_reference(s: &str) -> OciResult<Reference> {
+    s.parse().map_err(|e: moat_model::NameError| {
+        if s.contains(':') {
+            OciError::new(Code::DigestInvalid, e.to_string())
+        } else {
+            OciError::new(Code::ManifestInvalid, e.to_string()).with_detail(serde_json::json!({"tag": s}))
+        }
+    })
+}
+
+/// Whether an `Accept` header admits `media_type`. No header (or `*/*`) admits anything.
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    let values: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.split(';').next().unwrap_or("").trim())
+        .filter(|t| !t.is_empty())
+        .collect();
+    values.is_empty() || values.iter().any(|t| *t == media_type || *t == "*/*" || *t == "application/*")
+}
+
+pub async fn get(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    reference: &str,
+    headers: &HeaderMap,
+    with_body: bool,
+) -> OciResult<Response> {
+    let reference = parse_reference(reference)?;
+    ctx.gate(state, &Egress::PullManifest { repository: repo, reference: &reference })?;
+    let m = state.meta.manifest(&ctx.registry.id, repo, &reference).await?.ok_or_else(OciError::manifest_unknown)?;
+    if !accepts(headers, &m.media_type) {
+        return Err(OciError::new(
+            Code::ManifestUnknown,
+            format!("the manifest is {} and the request's Accept header does not admit it", m.media_type),
+        ));
+    }
+    if with_body {
+        let mut e = ctx.event("Pull", Some(repo), 200);
+        e.digest = Some(m.digest.clone());
+        e.media_type = Some(m.media_type.clone());
+        e.size = Some(m.body.len() as i64);
+        if let Reference::Tag(t) = &reference {
+            e.tag = Some(t.to_string());
+        }
+        state.audit.record(e);
+    }
+    let len = m.body.len();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, &m.media_type)
+        .header(header::CONTENT_LENGTH, len)
+        .header("docker-content-digest", &m.digest)
+        .header(header::ETAG, format!("\"{}\"", m.digest))
+        .body(if with_body { Body::from(m.body) } else { Body::empty() })
+        .map_err(OciError::internal)
+}
+
+pub async fn put(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    reference: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> OciResult<Response> {
+    let reference = parse_reference(reference)?;
+    ctx.require(state, repo, Action::Push)?;
+    let too_large = || {
+        OciError::new(Code::SizeInvalid, format!("manifest is over the {MAX_MANIFEST_BYTES} byte limit"))
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n > MAX_MANIFEST_BYTES)
+    {
+        return Err(too_large());
+    }
+    let bytes = http_body_util::Limited::new(body, MAX_MANIFEST_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                too_large()
+            } else {
+                OciError::new(Code::ManifestInvalid, format!("request body ended early: {e}"))
+            }
+        })?
+        .to_bytes();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
+        .unwrap_or_default();
+    let parsed = ParsedManifest::parse(&bytes, &content_type)
+        .map_err(|e| OciError::new(Code::ManifestInvalid, format!("{e}: fix the manifest and push it again")))?;
+    let digest = Digest::sha256_of(&bytes);
+    let tag = match &reference {
+        Reference::Digest(d) if d != &digest => {
+            return Err(OciError::new(Code::DigestInvalid, format!("manifest digest is {digest}, not {d}")));
+        }
+        Reference::Digest(_) => None,
+        Reference::Tag(t) => Some(t.clone()),
+    };
+    let record = ManifestRecord {
+        digest: digest.clone(),
+        media_type: parsed.media_type.clone(),
+        artifact_type: parsed.effective_artifact_type(),
+        subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
+        annotations: parsed.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default()),
+        body: bytes.to_vec(),
+        required_blobs: parsed.required_blobs().cloned().collect(),
+        required_manifests: parsed.required_manifests().cloned().collect(),
+    };
+    let mut e = ctx.event("Push", Some(repo), 201);
+    e.digest = Some(digest.to_string());
+    e.tag = tag.as_ref().map(|t| t.to_string());
+    e.media_type = Some(parsed.media_type.clone());
+    e.size = Some(bytes.len() as i64);
+    state.meta.put_manifest(&ctx.registry.id, repo, &record, tag.as_ref(), &e).await?;
+    let mut resp = Response::builder()
+        .status(StatusCode::CREATED)
+        .header(header::LOCATION, format!("/v2/{repo}/manifests/{digest}"))
+        .header(header::CONTENT_LENGTH, 0)
+        .header("docker-content-digest", digest.as_str());
+    if let Some(subject) = &parsed.subject {
+        resp = resp.header("oci-subject", subject.digest.as_str());
+    }
+    resp.body(Body::empty()).map_err(OciError::internal)
+}
+
+pub async fn delete(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, reference: &str) -> OciResult<Response> {
+    let reference = parse_reference(reference)?;
+    ctx.require(state, repo, Action::Delete)?;
+    let deleted = match &reference {
+        Reference::Digest(d) => {
+            let mut e = ctx.event("Delete", Some(repo), 202);
+            e.digest = Some(d.to_string());
+            state.meta.delete_manifest(&ctx.registry.id, repo, d, &e).await?
+        }
+        Reference::Tag(t) => {
+            let mut e = ctx.event("Untag", Some(repo), 202);
+            e.tag = Some(t.to_string());
+            state.meta.delete_tag(&ctx.registry.id, repo, t, &e).await?
+        }
+    };
+    if !deleted {
+        return Err(OciError::manifest_unknown());
+    }
+    Ok(empty(StatusCode::ACCEPTED))
+}

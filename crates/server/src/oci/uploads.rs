@@ -1,0 +1,382 @@
+//! Blob uploads: monolithic (`POST ?digest=`), `POST` + `PUT`, chunked `PATCH` with in-order checks, status,
+//! cancel, and cross-repository mount. Bytes stream through one hasher into the upload object; a `202` or `201`
+//! is sent only once the bytes and the session or blob row are durable.
+
+use super::blobs::parse_digest;
+use super::error::{Code, OciError, OciResult};
+use super::{empty, query_param};
+use crate::context::RequestCtx;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use moat_model::{Action, Digest, Egress, RepositoryName};
+use moat_store::meta::UploadRow;
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+type HashState = Option<(Sha256, u64)>;
+
+/// One lock per open session, holding the hasher state of the bytes acknowledged so far. Two requests on one
+/// session never interleave, and the common path (chunks in one process) never rereads what it wrote.
+#[derive(Clone, Default)]
+pub struct UploadLocks(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<HashState>>>>>);
+
+impl UploadLocks {
+    fn get(&self, id: &str) -> Arc<tokio::sync::Mutex<HashState>> {
+        self.0.lock().expect("lock").entry(id.to_string()).or_default().clone()
+    }
+
+    fn forget(&self, id: &str) {
+        self.0.lock().expect("lock").remove(id);
+    }
+}
+
+fn location(repo: &RepositoryName, id: &str) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+fn range_header(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+fn accepted(repo: &RepositoryName, id: &str, size: u64) -> OciResult<Response> {
+    Response::builder()
+        .status(StatusCode::ACCEPTED)
+        .header(header::LOCATION, location(repo, id))
+        .header(header::RANGE, range_header(size))
+        .header(header::CONTENT_LENGTH, 0)
+        .header("docker-upload-uuid", id)
+        .header("oci-chunk-min-length", 0)
+        .body(Body::empty())
+        .map_err(OciError::internal)
+}
+
+fn created(repo: &RepositoryName, digest: &Digest) -> OciResult<Response> {
+    Response::builder()
+        .status(StatusCode::CREATED)
+        .header(header::LOCATION, format!("/v2/{repo}/blobs/{digest}"))
+        .header(header::CONTENT_LENGTH, 0)
+        .header("docker-content-digest", digest.as_str())
+        .body(Body::empty())
+        .map_err(OciError::internal)
+}
+
+fn content_length(headers: &HeaderMap) -> OciResult<Option<u64>> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| OciError::new(Code::SizeInvalid, "Content-Length is not a number")),
+    }
+}
+
+async fn new_session(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName) -> OciResult<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let blobs = state.blobs.clone();
+    let id2 = id.clone();
+    tokio::task::spawn_blocking(move || blobs.create_upload(&id2)).await.map_err(OciError::internal)??;
+    state.meta.create_upload(&id, &ctx.registry.id, repo).await?;
+    Ok(id)
+}
+
+/// Finds a session by id, in this registry and repository only.
+async fn session(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, id: &str) -> OciResult<UploadRow> {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(OciError::upload_unknown());
+    }
+    match state.meta.upload(id).await? {
+        Some(row) if row.registry_id == ctx.registry.id && row.repository == repo.as_str() => Ok(row),
+        _ => Err(OciError::upload_unknown()),
+    }
+}
+
+/// Appends a request body to an upload after its `committed` bytes. Returns the digest of the whole upload so
+/// far and its size. With `sync`, the bytes are fsync'd before returning (for a 202 that acknowledges them).
+async fn append(
+    state: &AppState,
+    id: &str,
+    committed: u64,
+    prior: HashState,
+    body: Body,
+    sync: bool,
+) -> OciResult<(Digest, Sha256, u64)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let blobs = state.blobs.clone();
+    let id2 = id.to_string();
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(Digest, Sha256, u64)> {
+        let mut w = blobs.open_upload(&id2, committed, prior)?;
+        while let Some(chunk) = rx.blocking_recv() {
+            w.write(&chunk)?;
+        }
+        if sync {
+            w.sync()?;
+        }
+        Ok(w.finish())
+    });
+    let mut stream = body.into_data_stream();
+    let mut body_error = None;
+    while let Some(frame) = stream.next().await {
+        match frame {
+            Ok(bytes) => {
+                if tx.send(bytes).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                body_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer.await.map_err(OciError::internal)?.map_err(OciError::internal)?;
+    if let Some(e) = body_error {
+        // Nothing is acknowledged: the session keeps its committed size, and the next writer cuts these bytes off.
+        return Err(OciError::new(Code::BlobUploadInvalid, format!("request body ended early: {e}")));
+    }
+    Ok(written)
+}
+
+/// Ends a session as the blob `expected`: checks the digest, makes the bytes durable under their name, then
+/// commits the blob row, its link and the audit event together.
+async fn commit(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    id: &str,
+    expected: &Digest,
+    actual: Digest,
+    size: u64,
+) -> OciResult<Response> {
+    if &actual != expected {
+        discard(state, id).await?;
+        return Err(OciError::new(
+            Code::DigestInvalid,
+            format!("provided digest {expected} does not match the uploaded content ({actual}); the upload was discarded, push again"),
+        ));
+    }
+    let blobs = state.blobs.clone();
+    let (id2, d2) = (id.to_string(), expected.clone());
+    tokio::task::spawn_blocking(move || blobs.commit_upload(&id2, &d2)).await.map_err(OciError::internal)??;
+    let mut e = ctx.event("Push", Some(repo), 201);
+    e.digest = Some(expected.to_string());
+    e.size = Some(size as i64);
+    e.media_type = Some("application/octet-stream".into());
+    state.meta.commit_blob(&ctx.registry.id, repo, expected, size, id, &e).await?;
+    state.uploads.forget(id);
+    created(repo, expected)
+}
+
+async fn discard(state: &AppState, id: &str) -> OciResult<()> {
+    state.meta.delete_upload(id).await?;
+    let blobs = state.blobs.clone();
+    let id2 = id.to_string();
+    tokio::task::spawn_blocking(move || blobs.remove_upload(&id2)).await.map_err(OciError::internal)??;
+    state.uploads.forget(id);
+    Ok(())
+}
+
+/// `POST /v2/<name>/blobs/uploads/` with `?digest=` (monolithic), `?mount=&from=` (mount) or nothing.
+pub async fn start(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    query: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> OciResult<Response> {
+    ctx.require(state, repo, Action::Push)?;
+    if let Some(mount) = query_param(query, "mount") {
+        let digest = parse_digest(&mount)?;
+        if let Some(from) = query_param(query, "from").and_then(|f| f.parse::<RepositoryName>().ok()) {
+            let egress = Egress::Mount { source_registry: &ctx.registry, from: &from, to: repo };
+            // A refused or impossible mount is not an error: the spec has the client upload instead.
+            if ctx.gate(state, &egress).is_ok() {
+                let mut e = ctx.event("Mount", Some(repo), 201);
+                e.digest = Some(digest.to_string());
+                if state.meta.mount_blob(&ctx.registry.id, &from, repo, &digest, &e).await?.is_some() {
+                    return created(repo, &digest);
+                }
+            }
+        }
+        let id = new_session(state, ctx, repo).await?;
+        return accepted(repo, &id, 0);
+    }
+    if let Some(d) = query_param(query, "digest") {
+        let expected = parse_digest(&d)?;
+        let declared = content_length(headers)?;
+        let id = new_session(state, ctx, repo).await?;
+        let lock = state.uploads.get(&id);
+        let _guard = lock.lock().await;
+        let (actual, _, size) = match append(state, &id, 0, None, body, false).await {
+            Ok(w) => w,
+            Err(e) => {
+                discard(state, &id).await?;
+                return Err(e);
+            }
+        };
+        if declared.is_some_and(|n| n != size) {
+            discard(state, &id).await?;
+            return Err(OciError::new(Code::SizeInvalid, "body length does not match Content-Length"));
+        }
+        return commit(state, ctx, repo, &id, &expected, actual, size).await;
+    }
+    let id = new_session(state, ctx, repo).await?;
+    accepted(repo, &id, 0)
+}
+
+pub async fn status(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, id: &str) -> OciResult<Response> {
+    ctx.require(state, repo, Action::Push)?;
+    let row = session(state, ctx, repo, id).await?;
+    let mut resp = accepted(repo, id, row.committed_size as u64)?;
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}
+
+/// Parses `Content-Range: <start>-<end>` (inclusive; some clients prefix `bytes `).
+fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+    let v = v.trim().trim_start_matches("bytes").trim_start_matches('=').trim();
+    let v = v.split('/').next()?;
+    let (a, b) = v.split_once('-')?;
+    let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b).then_some((a, b))
+}
+
+pub async fn patch(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> OciResult<Response> {
+    ctx.require(state, repo, Action::Push)?;
+    session(state, ctx, repo, id).await?;
+    let lock = state.uploads.get(id);
+    let mut guard = lock.lock().await;
+    // Re-read under the lock: another request may have advanced the session while we waited.
+    let row = session(state, ctx, repo, id).await?;
+    let committed = row.committed_size as u64;
+    let out_of_order = |msg: String| {
+        OciError::new(Code::RangeInvalid, msg)
+            .with_header(header::LOCATION, location(repo, id))
+            .with_header(header::RANGE, range_header(committed))
+            .with_header("docker-upload-uuid".parse().expect("header name"), id.to_string())
+    };
+    let range = headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
+    let expected_len = match range {
+        Some(r) => {
+            let (start, end) = parse_content_range(r).ok_or_else(|| out_of_order(format!("malformed Content-Range '{r}'")))?;
+            if start != committed {
+                return Err(out_of_order(format!(
+                    "chunk starts at {start} but the upload has {committed} bytes: send the chunk starting at {committed}"
+                )));
+            }
+            Some(end - start + 1)
+        }
+        None => None,
+    };
+    let declared = content_length(headers)?;
+    if let (Some(want), Some(n)) = (expected_len, declared) {
+        if want != n {
+            return Err(OciError::new(Code::SizeInvalid, format!("Content-Range covers {want} bytes but Content-Length is {n}")));
+        }
+    }
+    let (_, hasher, size) = append(state, id, committed, guard.take(), body, true).await?;
+    if let Some(want) = expected_len.or(declared) {
+        if size - committed != want {
+            return Err(OciError::new(Code::SizeInvalid, format!("expected {want} bytes, received {}", size - committed)));
+        }
+    }
+    state.meta.set_upload_size(id, size).await?;
+    *guard = Some((hasher, size));
+    accepted(repo, id, size)
+}
+
+pub async fn finish(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    id: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> OciResult<Response> {
+    ctx.require(state, repo, Action::Push)?;
+    session(state, ctx, repo, id).await?;
+    let expected = parse_digest(
+        &query_param(query, "digest").ok_or_else(|| OciError::new(Code::DigestInvalid, "the digest query parameter is required"))?,
+    )?;
+    let lock = state.uploads.get(id);
+    let mut guard = lock.lock().await;
+    let row = session(state, ctx, repo, id).await?;
+    let committed = row.committed_size as u64;
+    if let Some(r) = headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) {
+        if parse_content_range(r).map(|(s, _)| s) != Some(committed) {
+            return Err(OciError::new(Code::RangeInvalid, format!("final chunk must start at {committed}"))
+                .with_header(header::RANGE, range_header(committed)));
+        }
+    }
+    let declared = content_length(headers)?;
+    let (actual, _, size) = append(state, id, committed, guard.take(), body, false).await?;
+    if declared.is_some_and(|n| n != size - committed) {
+        return Err(OciError::new(Code::SizeInvalid, "body length does not match Content-Length"));
+    }
+    commit(state, ctx, repo, id, &expected, actual, size).await
+}
+
+pub async fn cancel(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, id: &str) -> OciResult<Response> {
+    ctx.require(state, repo, Action::Push)?;
+    session(state, ctx, repo, id).await?;
+    let lock = state.uploads.get(id);
+    let _guard = lock.lock().await;
+    discard(state, id).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// Removes sessions idle for longer than the configured time. At startup (`orphans`), also removes upload
+/// objects no session owns: the remains of a crash between creating an object and its row. That second sweep
+/// runs only before the server accepts requests, when no session can be half-created.
+pub async fn sweep(state: &AppState, orphans: bool) -> Result<usize, moat_store::StoreError> {
+    let cutoff = time::OffsetDateTime::now_utc() - state.config.upload_ttl;
+    let mut removed = 0;
+    for id in state.meta.stale_uploads(&moat_store::time_fmt::format(cutoff)).await? {
+        let lock = state.uploads.get(&id);
+        let Ok(_busy) = lock.try_lock() else { continue };
+        state.meta.delete_upload(&id).await?;
+        state.blobs.remove_upload(&id)?;
+        state.uploads.forget(&id);
+        removed += 1;
+    }
+    if orphans {
+        let live: std::collections::HashSet<String> = state.meta.upload_ids().await?.into_iter().collect();
+        for id in state.blobs.list_uploads()? {
+            if !live.contains(&id) {
+                state.blobs.remove_upload(&id)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_content_range;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("0-99"), Some((0, 99)));
+        assert_eq!(parse_content_range("bytes=100-199"), Some((100, 199)));
+        assert_eq!(parse_content_range("bytes 0-9/10"), Some((0, 9)));
+        assert_eq!(parse_content_range("9-0"), None);
+        assert_eq!(parse_content_range("x"), None);
+    }
+}

@@ -1,0 +1,23 @@
+use crate::audit_log::AuditLog;
+use crate::config::ServeConfig;
+use crate::oci::uploads::UploadLocks;
+use crate::registries::RegistryDirectory;
+use moat_auth::TokenIssuer;
+use moat_store::{BlobStore, MetadataStore};
+use std::sync::Arc;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServeConfig>,
+    pub meta: MetadataStore,
+    pub blobs: Arc<dyn BlobStore>,
+    pub tokens: TokenIssuer,
+    pub registries: RegistryDirectory,
+    /// Per-session locks and in-process hasher state of open uploads.
+    pub uploads: UploadLocks,
+    /// Audit events that record no state change (pulls, logins, denials) are written in batches.
+    pub audit: AuditLog,
+    /// Verified basic credentials, so that a client sending Basic on every request does not pay argon2 each time.
+    pub credential_cache: crate::context::CredentialCache,
+}
