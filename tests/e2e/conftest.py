@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import requests.adapters
 import urllib3
 
 urllib3.disable_warnings()
@@ -208,16 +209,40 @@ def read_oci_layout_manifest(path, tag: str | None = None) -> tuple[str, bytes]:
 
 # ------------------------------------------------------------------------------------------------ auth + client
 
+class SNIAdapter(requests.adapters.HTTPAdapter):
+    """Connects to 127.0.0.1 but sends `server_hostname` as TLS SNI and checks the certificate against it, the
+    way a client that resolved NAME.localhost to 127.0.0.1 would."""
+
+    def __init__(self, server_hostname: str):
+        self._sni = server_hostname
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["server_hostname"] = self._sni
+        kwargs["assert_hostname"] = self._sni
+        return super().init_poolmanager(*args, **kwargs)
+
+
+def make_session(base_url: str, host: str | None = None, verify=True) -> requests.Session:
+    """A requests session; with `host` (NAME.localhost:PORT) over HTTPS it sends that name as SNI."""
+    s = requests.Session()
+    s.verify = verify
+    if host and base_url.startswith("https://"):
+        s.mount(base_url + "/", SNIAdapter(host.rsplit(":", 1)[0]))
+    return s
+
+
 def get_token(base_url: str, service: str, scopes, user: str = "admin", password: str | None = None,
-              host: str | None = None, verify=True) -> str:
+              host: str | None = None, verify=True, session: requests.Session | None = None) -> str:
     """GET /oauth2/token?service=..&scope=.. with basic auth; returns the token (checks both fields)."""
     if isinstance(scopes, str):
         scopes = [scopes]
     headers = {"Host": host} if host else {}
     params = [("service", service)] + [("scope", s) for s in scopes]
     auth = (user, password) if password is not None else None
-    r = requests.get(base_url + "/oauth2/token", params=params, auth=auth, headers=headers, verify=verify,
-                     timeout=30)
+    session = session or make_session(base_url, host, verify)
+    r = session.get(base_url + "/oauth2/token", params=params, auth=auth, headers=headers, verify=verify,
+                    timeout=30)
     assert r.status_code == 200, f"token request failed: {r.status_code} {r.text[:500]}"
     body = r.json()
     assert body.get("access_token") and body.get("token"), body
@@ -239,8 +264,7 @@ class Client:
         self.service = host or server.login_server
         self.user = user
         self.password = server.admin_password if password is None else password
-        self.session = requests.Session()
-        self.session.verify = server.verify
+        self.session = make_session(server.base_url, host, server.verify)
         self._tokens: dict[tuple, str] = {}
 
     @property
@@ -249,14 +273,13 @@ class Client:
 
     def reset(self):
         self._tokens.clear()
-        self.session = requests.Session()
-        self.session.verify = self.server.verify
+        self.session = make_session(self.server.base_url, self.host, self.server.verify)
 
     def token(self, *scopes: str) -> str:
         key = tuple(sorted(scopes))
         if key not in self._tokens:
             self._tokens[key] = get_token(self.base, self.service, list(scopes), self.user, self.password,
-                                          host=self.host, verify=self.server.verify)
+                                          host=self.host, verify=self.server.verify, session=self.session)
         return self._tokens[key]
 
     def headers_for(self, scopes, extra=None) -> dict:
