@@ -143,15 +143,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if anonymous_pull {
                 meta.set_anonymous_pull(&r.name, true).await?;
             }
-            println!("{}", serde_json::json!({"name": r.name, "loginServer": r.login_server, "sku": r.sku.as_str(), "id": r.id}));
+            emit(format_args!("{}", serde_json::json!({"name": r.name, "loginServer": r.login_server, "sku": r.sku.as_str(), "id": r.id})));
             Ok(())
         }
         Command::Registry { command: RegistryCommand::List { common, output } } => {
             let meta = moat_server::listener::open_store(&config(&common)).await?;
             for r in meta.list_registries().await? {
                 match output {
-                    Output::Json => println!("{}", serde_json::to_string(&r)?),
-                    Output::Table => println!("{:<20} {:<40} {}", r.name, r.login_server, r.sku.as_str()),
+                    Output::Json => emit(format_args!("{}", serde_json::to_string(&r)?)),
+                    Output::Table => emit(format_args!("{:<20} {:<40} {}", r.name, r.login_server, r.sku.as_str())),
                 }
             }
             Ok(())
@@ -169,12 +169,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let meta = moat_server::listener::open_store(&c).await?;
             let events = meta.audit_events(&filter).await?;
             if output == Output::Table {
-                println!("{:<27} {:<8} {:<9} {:<24} {:<12} {:<15} {:<8} {}", "TIME", "RESULT", "OPERATION", "REPOSITORY", "IDENTITY", "CALLER IP", "STATUS", "DIGEST/TAG");
+                emit(format_args!("{:<27} {:<8} {:<9} {:<24} {:<12} {:<15} {:<8} {}", "TIME", "RESULT", "OPERATION", "REPOSITORY", "IDENTITY", "CALLER IP", "STATUS", "DIGEST/TAG"));
             }
             for e in events {
                 match output {
-                    Output::Json => println!("{}", serde_json::to_string(&e)?),
-                    Output::Table => println!(
+                    Output::Json => emit(format_args!("{}", serde_json::to_string(&e)?)),
+                    Output::Table => emit(format_args!(
                         "{:<27} {:<8} {:<9} {:<24} {:<12} {:<15} {:<8} {}",
                         e.time_generated,
                         e.result_type,
@@ -184,10 +184,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         e.caller_ip_address.as_deref().unwrap_or("-"),
                         e.result_description,
                         e.tag.as_deref().or(e.digest.as_deref()).unwrap_or("-"),
-                    ),
+                    )),
                 }
             }
             Ok(())
+        }
+    }
+}
+
+/// Prints a line, ending quietly when the reader has gone (`moat audit | head`).
+fn emit(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|_| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
         }
     }
 }
