@@ -106,6 +106,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         tokens,
         uploads: Default::default(),
         credential_cache: CredentialCache::default(),
+        manifest_cache: Default::default(),
     };
     let removed = oci::uploads::sweep(&state, true).await?;
     if removed > 0 {

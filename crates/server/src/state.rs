@@ -20,4 +20,6 @@ pub struct AppState {
     pub audit: AuditLog,
     /// Verified basic credentials, so that a client sending Basic on every request does not pay argon2 each time.
     pub credential_cache: crate::context::CredentialCache,
+    /// Manifests by tag, the hottest read of a registry.
+    pub manifest_cache: crate::oci::manifest_cache::ManifestCache,
 }

@@ -9,8 +9,9 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 pub trait BlobStore: Send + Sync + 'static {
-    /// Creates the empty object behind a new upload session, durably.
-    fn create_upload(&self, id: &str) -> io::Result<()>;
+    /// Creates the empty object behind a new upload. `durable` when a session row will point at it (a
+    /// resumable upload); a monolithic upload needs no durable name until its commit renames it.
+    fn create_upload(&self, id: &str, durable: bool) -> io::Result<()>;
     /// Opens an upload to append after its first `committed` bytes (those acknowledged so far; anything after
     /// them is the remains of a chunk that was never acknowledged, and is cut off). `state` is the hasher kept
     /// from earlier chunks in this process; without it (after a restart) the bytes so far are hashed again, once.
@@ -87,9 +88,12 @@ impl LocalBlobStore {
 }
 
 impl BlobStore for LocalBlobStore {
-    fn create_upload(&self, id: &str) -> io::Result<()> {
+    fn create_upload(&self, id: &str, durable: bool) -> io::Result<()> {
         File::create(self.upload_path(id))?;
-        sync_dir(&self.root.join("uploads"))
+        if durable {
+            sync_dir(&self.root.join("uploads"))?;
+        }
+        Ok(())
     }
 
     fn open_upload(&self, id: &str, committed: u64, state: Option<(Sha256, u64)>) -> io::Result<UploadWriter> {
@@ -178,7 +182,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalBlobStore::open(dir.path()).unwrap();
         let id = "0123-abcd";
-        store.create_upload(id).unwrap();
+        store.create_upload(id, true).unwrap();
         let mut w = store.open_upload(id, 0, None).unwrap();
         w.write(b"hello ").unwrap();
         w.sync().unwrap();

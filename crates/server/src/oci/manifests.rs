@@ -45,7 +45,7 @@ pub async fn get(
 ) -> OciResult<Response> {
     let reference = parse_reference(reference)?;
     ctx.gate(state, &Egress::PullManifest { repository: repo, reference: &reference })?;
-    let m = state.meta.manifest(&ctx.registry.id, repo, &reference).await?.ok_or_else(OciError::manifest_unknown)?;
+    let m = state.manifest_cache.get(&state.meta, &ctx.registry.id, repo, &reference).await?.ok_or_else(OciError::manifest_unknown)?;
     if !accepts(headers, &m.media_type) {
         return Err(OciError::new(
             Code::ManifestUnknown,
@@ -69,7 +69,7 @@ pub async fn get(
         .header(header::CONTENT_LENGTH, len)
         .header("docker-content-digest", &m.digest)
         .header(header::ETAG, format!("\"{}\"", m.digest))
-        .body(if with_body { Body::from(m.body) } else { Body::empty() })
+        .body(if with_body { Body::from(m.body.clone()) } else { Body::empty() })
         .map_err(OciError::internal)
 }
 
@@ -135,7 +135,9 @@ pub async fn put(
     e.tag = tag.as_ref().map(|t| t.to_string());
     e.media_type = Some(parsed.media_type.clone());
     e.size = Some(bytes.len() as i64);
-    state.meta.put_manifest(&ctx.registry.id, repo, &record, tag.as_ref(), &e).await?;
+    let stored = state.meta.put_manifest(&ctx.registry.id, repo, &record, tag.as_ref(), &e).await;
+    state.manifest_cache.invalidate();
+    stored?;
     let mut resp = Response::builder()
         .status(StatusCode::CREATED)
         .header(header::LOCATION, format!("/v2/{repo}/manifests/{digest}"))
@@ -162,6 +164,7 @@ pub async fn delete(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, r
             state.meta.delete_tag(&ctx.registry.id, repo, t, &e).await?
         }
     };
+    state.manifest_cache.invalidate();
     if !deleted {
         return Err(OciError::manifest_unknown());
     }

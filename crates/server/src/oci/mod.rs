@@ -5,6 +5,7 @@
 pub mod blobs;
 pub mod catalog;
 pub mod error;
+pub mod manifest_cache;
 pub mod manifests;
 pub mod referrers;
 pub mod tags;

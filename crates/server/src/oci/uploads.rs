@@ -81,7 +81,7 @@ async fn new_session(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName) 
     let id = uuid::Uuid::new_v4().to_string();
     let blobs = state.blobs.clone();
     let id2 = id.clone();
-    tokio::task::spawn_blocking(move || blobs.create_upload(&id2)).await.map_err(OciError::internal)??;
+    tokio::task::spawn_blocking(move || blobs.create_upload(&id2, true)).await.map_err(OciError::internal)??;
     state.meta.create_upload(&id, &ctx.registry.id, repo).await?;
     Ok(id)
 }
@@ -97,25 +97,39 @@ async fn session(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, id: 
     }
 }
 
+/// How `append` treats the upload object.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A new monolithic upload: create the object first, no fsync (the commit makes it durable).
+    Create,
+    /// A chunk that a 202 will acknowledge: fsync before returning.
+    Chunk,
+    /// The final chunk of a session: the commit makes it durable.
+    Last,
+}
+
 /// Appends a request body to an upload after its `committed` bytes. Returns the digest of the whole upload so
-/// far and its size. With `sync`, the bytes are fsync'd before returning (for a 202 that acknowledges them).
+/// far and its size.
 async fn append(
     state: &AppState,
     id: &str,
     committed: u64,
     prior: HashState,
     body: Body,
-    sync: bool,
+    mode: Mode,
 ) -> OciResult<(Digest, Sha256, u64)> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let blobs = state.blobs.clone();
     let id2 = id.to_string();
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(Digest, Sha256, u64)> {
+        if mode == Mode::Create {
+            blobs.create_upload(&id2, false)?;
+        }
         let mut w = blobs.open_upload(&id2, committed, prior)?;
         while let Some(chunk) = rx.blocking_recv() {
             w.write(&chunk)?;
         }
-        if sync {
+        if mode == Mode::Chunk {
             w.sync()?;
         }
         Ok(w.finish())
@@ -176,6 +190,11 @@ async fn commit(
 
 async fn discard(state: &AppState, id: &str) -> OciResult<()> {
     state.meta.delete_upload(id).await?;
+    discard_object(state, id).await
+}
+
+/// Removes an upload object that has no session row (a monolithic upload that failed).
+async fn discard_object(state: &AppState, id: &str) -> OciResult<()> {
     let blobs = state.blobs.clone();
     let id2 = id.to_string();
     tokio::task::spawn_blocking(move || blobs.remove_upload(&id2)).await.map_err(OciError::internal)??;
@@ -212,18 +231,18 @@ pub async fn start(
     if let Some(d) = query_param(query, "digest") {
         let expected = parse_digest(&d)?;
         let declared = content_length(headers)?;
-        let id = new_session(state, ctx, repo).await?;
-        let lock = state.uploads.get(&id);
-        let _guard = lock.lock().await;
-        let (actual, _, size) = match append(state, &id, 0, None, body, false).await {
+        // A monolithic upload needs no session row: it is never resumed, and a crash leaves only an object
+        // that the startup sweep removes.
+        let id = uuid::Uuid::new_v4().to_string();
+        let (actual, _, size) = match append(state, &id, 0, None, body, Mode::Create).await {
             Ok(w) => w,
             Err(e) => {
-                discard(state, &id).await?;
+                discard_object(state, &id).await?;
                 return Err(e);
             }
         };
         if declared.is_some_and(|n| n != size) {
-            discard(state, &id).await?;
+            discard_object(state, &id).await?;
             return Err(OciError::new(Code::SizeInvalid, "body length does not match Content-Length"));
         }
         return commit(state, ctx, repo, &id, &expected, actual, size).await;
@@ -289,7 +308,7 @@ pub async fn patch(
             return Err(OciError::new(Code::SizeInvalid, format!("Content-Range covers {want} bytes but Content-Length is {n}")));
         }
     }
-    let (_, hasher, size) = append(state, id, committed, guard.take(), body, true).await?;
+    let (_, hasher, size) = append(state, id, committed, guard.take(), body, Mode::Chunk).await?;
     if let Some(want) = expected_len.or(declared) {
         if size - committed != want {
             return Err(OciError::new(Code::SizeInvalid, format!("expected {want} bytes, received {}", size - committed)));
@@ -325,7 +344,7 @@ pub async fn finish(
         }
     }
     let declared = content_length(headers)?;
-    let (actual, _, size) = append(state, id, committed, guard.take(), body, false).await?;
+    let (actual, _, size) = append(state, id, committed, guard.take(), body, Mode::Last).await?;
     if declared.is_some_and(|n| n != size - committed) {
         return Err(OciError::new(Code::SizeInvalid, "body length does not match Content-Length"));
     }

@@ -25,7 +25,7 @@ pub struct ManifestRecord {
 pub struct StoredManifest {
     pub digest: String,
     pub media_type: String,
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
 }
 
 #[derive(Clone, Debug)]
@@ -59,7 +59,7 @@ async fn is_linked(conn: &mut SqliteConnection, registry_id: &str, repo: &str, d
     .await?)
 }
 
-async fn link(conn: &mut SqliteConnection, registry_id: &str, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+pub(crate) async fn link(conn: &mut SqliteConnection, registry_id: &str, repo: &RepositoryName, digest: &Digest) -> Result<()> {
     ensure_repository(&mut *conn, registry_id, repo).await?;
     sqlx::query("INSERT OR IGNORE INTO blob_links(registry_id, repository, digest, created_at) VALUES (?, ?, ?, ?)")
         .bind(registry_id)
@@ -89,18 +89,18 @@ impl MetadataStore {
         upload_id: &str,
         event: &AuditEvent,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query("INSERT OR IGNORE INTO blobs(digest, size, created_at) VALUES (?, ?, ?)")
-            .bind(digest.as_str())
-            .bind(size as i64)
-            .bind(crate::time_fmt::now())
-            .execute(&mut *tx)
-            .await?;
-        link(&mut tx, registry_id, repo, digest).await?;
-        sqlx::query("DELETE FROM uploads WHERE id = ?").bind(upload_id).execute(&mut *tx).await?;
-        insert_event(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(())
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let pending = super::group_commit::PendingBlob {
+            registry_id: registry_id.to_string(),
+            repo: repo.clone(),
+            digest: digest.clone(),
+            size,
+            upload_id: upload_id.to_string(),
+            event: event.clone(),
+            done,
+        };
+        self.blob_commits.send(pending).map_err(|_| StoreError::Invalid("the metadata store is shutting down".into()))?;
+        wait.await.map_err(|_| StoreError::Invalid("the metadata store is shutting down".into()))?
     }
 
     /// Links a blob that `from` holds into `to`, in one transaction with the check that `from` holds it.
@@ -229,7 +229,7 @@ impl MetadataStore {
                 .await?
             }
         };
-        Ok(row.map(|(digest, media_type, body)| StoredManifest { digest, media_type, body }))
+        Ok(row.map(|(digest, media_type, body)| StoredManifest { digest, media_type, body: body.into() }))
     }
 
     /// Deletes a manifest and every tag that points at it.

@@ -4,6 +4,7 @@
 
 mod audit;
 mod content;
+mod group_commit;
 mod registries;
 mod uploads;
 
@@ -24,6 +25,8 @@ pub struct MetadataStore {
     writer: SqlitePool,
     /// Readers run in parallel with the writer thanks to WAL.
     reader: SqlitePool,
+    /// Finished uploads waiting for the next group commit.
+    blob_commits: tokio::sync::mpsc::UnboundedSender<group_commit::PendingBlob>,
 }
 
 impl MetadataStore {
@@ -38,7 +41,8 @@ impl MetadataStore {
         let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         migrator().run(&writer).await?;
         let reader = SqlitePoolOptions::new().max_connections(8).connect_with(options.read_only(true)).await?;
-        Ok(MetadataStore { writer, reader })
+        let blob_commits = group_commit::start(writer.clone());
+        Ok(MetadataStore { writer, reader, blob_commits })
     }
 
     pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
