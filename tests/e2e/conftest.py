@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -22,10 +23,12 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tarfile
 import tempfile
 import time
+import types
 import urllib.parse
 from pathlib import Path
 
@@ -226,6 +229,7 @@ class SNIAdapter(requests.adapters.HTTPAdapter):
 def make_session(base_url: str, host: str | None = None, verify=True) -> requests.Session:
     """A requests session; with `host` (NAME.localhost:PORT) over HTTPS it sends that name as SNI."""
     s = requests.Session()
+    s.trust_env = False  # no proxies, and REQUESTS_CA_BUNDLE must not override our CA
     s.verify = verify
     if host and base_url.startswith("https://"):
         s.mount(base_url + "/", SNIAdapter(host.rsplit(":", 1)[0]))
@@ -352,6 +356,46 @@ class Client:
         return r.json().get("tags") or []
 
 
+class RawResponse:
+    """Enough of requests.Response for assert_oci_error, from an http.client response."""
+
+    def __init__(self, method, url, resp):
+        self.status_code = resp.status
+        self.headers = requests.structures.CaseInsensitiveDict(resp.getheaders())
+        self.content = resp.read()
+        self.text = self.content.decode("utf-8", "replace")
+        self.request = types.SimpleNamespace(method=method, url=url)
+
+    def json(self):
+        return json.loads(self.content)
+
+
+def raw_request(server, method: str, path: str, headers: dict, body: bytes, host: str | None = None,
+                timeout: float = 60) -> RawResponse:
+    """Sends a request with http.client and reads the answer even when the server answers (and closes) before
+    the whole body is sent, as servers do for a body they refuse by its Content-Length."""
+    if server.https:
+        ctx = ssl.create_default_context(cafile=str(server.ca_path))
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=ctx, timeout=timeout)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", host or server.login_server)
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        try:
+            for off in range(0, len(body), 64 * 1024):
+                conn.send(body[off:off + 64 * 1024])
+        except (OSError, ssl.SSLError):
+            pass  # the server answered early; its answer is waiting to be read
+        return RawResponse(method, server.base_url + path, conn.getresponse())
+    finally:
+        conn.close()
+
+
 def assert_oci_error(r: requests.Response, codes, statuses=None):
     """Asserts `r` is an OCI error response: status in `statuses`, JSON {"errors":[{"code","message"}]}, and
     the first error's code in `codes`."""
@@ -465,9 +509,7 @@ class MoatServer:
         return cmd + self.extra_args
 
     def process_env(self) -> dict:
-        env = dict(os.environ)
-        for k in ("MOAT_DATA_DIR", "MOAT_LISTEN", "MOAT_ADMIN_PASSWORD", "MOAT_DOMAIN"):
-            env.pop(k, None)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MOAT_")}
         if self._env_password is not None:
             env["MOAT_ADMIN_PASSWORD"] = self._env_password
         env.setdefault("RUST_LOG", "info")
@@ -556,8 +598,7 @@ class MoatServer:
 
     def moat(self, *args, check=True, timeout=60, env=None) -> subprocess.CompletedProcess:
         """Runs `moat <args> --data-dir <data dir>`."""
-        e = {"MOAT_DATA_DIR": "", "MOAT_LISTEN": "", "MOAT_DOMAIN": ""}
-        base_env = {k: v for k, v in os.environ.items() if k not in e}
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("MOAT_")}
         base_env.update(env or {})
         p = subprocess.run([moat_bin(), *args, "--data-dir", str(self.data_dir)], capture_output=True, text=True,
                            timeout=timeout, env=base_env)

@@ -6,8 +6,8 @@ import uuid
 import pytest
 import requests
 
-from conftest import (OCI_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP, assert_oci_error, build_image, parse_challenge,
-                      repo_scope, sha256)
+from conftest import (OCI_MANIFEST, assert_oci_error, build_image, parse_challenge, raw_request, repo_scope,
+                      sha256)
 
 REPO = "errors/repo"
 
@@ -178,7 +178,8 @@ def case_size_manifest_too_big(c, s):
         c.push_blob(REPO, data, dg)
     m = json.loads(img.manifest_bytes)
     m["annotations"] = {"pad": "x" * (4 * 1024 * 1024 + 10)}
-    return c.put_manifest(REPO, "huge", json.dumps(m).encode())
+    return raw_request(s, "PUT", f"/v2/{REPO}/manifests/huge", {
+        "Authorization": "Bearer " + c.token(repo_scope(REPO)), "Content-Type": OCI_MANIFEST}, json.dumps(m).encode())
 
 
 def case_unauthorized_no_token(c, s):

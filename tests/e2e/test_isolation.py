@@ -77,8 +77,11 @@ def test_blob_invisible_from_other_registry(server_with_second_registry):
     assert_oci_error(o.get_manifest("iso/shared-name", "t"), "MANIFEST_UNKNOWN", 404)
     # even once that repository exists there
     o.push_blob("iso/shared-name", b"other registry content")
+    o.push_image("iso/shared-name", build_image(1), "own")
     assert o.head_blob("iso/shared-name", dg).status_code == 404
     assert_oci_error(o.get_blob("iso/shared-name", dg), "BLOB_UNKNOWN", 404)
+    assert_oci_error(o.get_manifest("iso/shared-name", "t"), "MANIFEST_UNKNOWN", 404)
+    assert o.tags("iso/shared-name") == ["own"]
     # catalogs are separate
     r = o.request("GET", "/v2/_catalog", scopes=["registry:catalog:*"])
     assert r.status_code == 200

@@ -22,11 +22,14 @@ def oras_cli() -> str:
     return exe
 
 
-def oras_py_client(moat):
+def oras_py_client(moat, repo):
     import oras.client
     c = oras.client.OrasClient(hostname=moat.login_server, insecure=not moat.https,
                                tls_verify=str(moat.ca_path) if moat.https else False)
     c.auth.set_basic_auth("admin", moat.admin_password)
+    # oras-py keeps one token per client and only refreshes it on 403, while registries (Distribution, ACR,
+    # Moat) answer 401 insufficient_scope when a token lacks an action. Hand it a token for the whole job.
+    c.auth.set_token_auth(moat.token(f"repository:{repo}:pull,push"))
     return c
 
 
@@ -49,7 +52,7 @@ def test_oras_py_push_pull_and_referrers(moat, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "artifact.bin").write_bytes(os.urandom(100_000))
     (tmp_path / "README.txt").write_text("hello from moat e2e\n")
-    oc = oras_py_client(moat)
+    oc = oras_py_client(moat, "oras/art")
     target = f"{moat.login_server}/oras/art:1"
     r = oc.push(target=target, files=["artifact.bin:application/octet-stream", "README.txt"],
                 manifest_annotations={"k": "v"})

@@ -1,5 +1,7 @@
 """podman pull/push against Moat: HTTPS with --cert-dir, and plain HTTP with --tls-verify=false."""
 import json
+import shutil
+import tempfile
 
 import pytest
 
@@ -11,7 +13,8 @@ def podman(tmp_path):
     """podman with private storage (vfs) under the test's temp dir, so the host's image store is untouched."""
     exe = require_tool("podman")
     root = tmp_path / "podman"
-    base = [exe, "--root", str(root / "root"), "--runroot", str(root / "run"), "--storage-driver", "vfs",
+    runroot = tempfile.mkdtemp(prefix="mp-", dir="/tmp")  # podman wants a runroot under 50 characters
+    base = [exe, "--root", str(root / "root"), "--runroot", runroot, "--storage-driver", "vfs",
             "--events-backend", "file", "--tmpdir", str(root / "tmp")]
     (root / "tmp").mkdir(parents=True)
 
@@ -20,6 +23,7 @@ def podman(tmp_path):
 
     yield call
     call("rmi", "-a", "-f", check=False, timeout=60)
+    shutil.rmtree(runroot, ignore_errors=True)
 
 
 def _seed(server, repo, tag, tmp_path, skopeo_args):
