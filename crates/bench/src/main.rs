@@ -1,1 +1,1218 @@
-fn main() {}
+//! `moat-bench`: the same workloads against Moat and against CNCF Distribution (Debian's `docker-registry`),
+//! both started here on loopback with fresh data directories, plus this machine's physical limits (single-core
+//! SHA-256 and fsync'd disk writes). Prints a table and JSON lines; kills every server it started, also on error.
+//!
+//! `cargo run --release -p moat-bench -- [--quick]` or `scripts/bench [--quick]`.
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::RngCore;
+use sha2::{Digest as _, Sha256};
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+const MIB: f64 = 1024.0 * 1024.0;
+const FRAME: usize = 1 << 20;
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// No single server workload may take longer than this: the bench always stops by itself.
+const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sizes
+
+struct Sizes {
+    quick: bool,
+    /// The large blob (workload 1); the RSS push (workload 4) streams it `RSS_REPEAT` times.
+    large: usize,
+    small_count: usize,
+    small_size: usize,
+    concurrency: usize,
+    manifest_secs: f64,
+    pull_repeats: usize,
+    disk_bytes: u64,
+}
+
+const RSS_REPEAT: u64 = 4;
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Sizes {
+                quick,
+                large: 64 << 20,
+                small_count: 200,
+                small_size: 4096,
+                concurrency: 16,
+                manifest_secs: 1.0,
+                pull_repeats: 1,
+                disk_bytes: 256 << 20,
+            }
+        } else {
+            Sizes {
+                quick,
+                large: 1 << 30,
+                small_count: 1000,
+                small_size: 4096,
+                concurrency: 16,
+                manifest_secs: 5.0,
+                pull_repeats: 3,
+                disk_bytes: 1 << 30,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Request bodies: nothing, one buffer, or a buffer streamed cyclically up to a length (zero-copy slices).
+
+enum BenchBody {
+    Full(Option<Bytes>),
+    Repeat { data: Bytes, pos: usize, remaining: u64 },
+}
+
+impl BenchBody {
+    fn empty() -> Self {
+        BenchBody::Full(None)
+    }
+    fn full(b: Bytes) -> Self {
+        BenchBody::Full(if b.is_empty() { None } else { Some(b) })
+    }
+    fn repeat(data: Bytes, len: u64) -> Self {
+        BenchBody::Repeat { data, pos: 0, remaining: len }
+    }
+    fn len(&self) -> u64 {
+        match self {
+            BenchBody::Full(b) => b.as_ref().map_or(0, |b| b.len() as u64),
+            BenchBody::Repeat { remaining, .. } => *remaining,
+        }
+    }
+}
+
+impl Body for BenchBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            BenchBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            BenchBody::Repeat { data, pos, remaining } => {
+                if *remaining == 0 {
+                    return Poll::Ready(None);
+                }
+                let n = FRAME.min(data.len() - *pos).min(*remaining as usize);
+                let s = data.slice(*pos..*pos + n);
+                *pos = (*pos + n) % data.len();
+                *remaining -= n as u64;
+                Poll::Ready(Some(Ok(Frame::data(s))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Servers: child processes killed (and their directories removed) on drop.
+
+struct Server {
+    name: &'static str,
+    child: Child,
+    dir: PathBuf,
+    log: PathBuf,
+    port: u16,
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Waits until the port accepts connections (and, for TLS, the CA file exists).
+    async fn wait_ready(&mut self, file: Option<PathBuf>) -> Result<()> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited during startup ({status}); log:\n{}", self.name, self.log_tail());
+            }
+            let port_ok = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).await.is_ok();
+            if port_ok && file.as_ref().map_or(true, |f| f.exists()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not listen on 127.0.0.1:{} within {:?}; log:\n{}", self.name, self.port, STARTUP_TIMEOUT, self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+/// Spawns with the log file as stdout/stderr; the child is killed if this process dies first.
+fn spawn(mut cmd: Command, log: &Path) -> Result<Child> {
+    let out = std::fs::File::create(log)?;
+    cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn().with_context(|| format!("spawning {:?}", cmd.get_program()))
+}
+
+struct Env {
+    /// All temporary directories (server data, the disk test file) live under here.
+    base: PathBuf,
+    moat_bin: PathBuf,
+    dist_bin: PathBuf,
+    counter: AtomicUsize,
+}
+
+impl Env {
+    fn fresh_dir(&self, what: &str) -> Result<PathBuf> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let d = self.base.join(format!("{what}-{n}"));
+        std::fs::create_dir_all(&d)?;
+        Ok(d)
+    }
+
+    async fn start_moat(&self, tls: bool) -> Result<Server> {
+        let dir = self.fresh_dir(if tls { "moat-tls" } else { "moat" })?;
+        let data = dir.join("data");
+        let port = free_port()?;
+        let mut cmd = Command::new(&self.moat_bin);
+        cmd.arg("serve").arg("--data-dir").arg(&data).arg("--listen").arg(format!("127.0.0.1:{port}"));
+        if !tls {
+            cmd.arg("--insecure-http");
+        }
+        cmd.env("MOAT_ADMIN_PASSWORD", "bench");
+        for v in ["MOAT_DATA_DIR", "MOAT_LISTEN", "MOAT_DOMAIN", "MOAT_DATABASE_URL", "MOAT_INSECURE_HTTP", "MOAT_TLS_CERT", "MOAT_TLS_KEY"] {
+            cmd.env_remove(v);
+        }
+        let log = dir.join("server.log");
+        let child = spawn(cmd, &log)?;
+        let mut s = Server { name: "moat", child, dir, log, port };
+        s.wait_ready(tls.then(|| data.join("tls").join("ca.pem"))).await?;
+        Ok(s)
+    }
+
+    async fn start_distribution(&self) -> Result<Server> {
+        let dir = self.fresh_dir("distribution")?;
+        let port = free_port()?;
+        let config = dir.join("config.yml");
+        // Debian's stock config minus auth and the public listener: filesystem storage, deletes enabled and the
+        // in-memory blob descriptor cache; warn-level logs without the access log.
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("reg").display()
+            ),
+        )?;
+        let mut cmd = Command::new(&self.dist_bin);
+        cmd.arg("serve").arg(&config);
+        let log = dir.join("server.log");
+        let child = spawn(cmd, &log)?;
+        let mut s = Server { name: "distribution", child, dir, log, port };
+        s.wait_ready(None).await?;
+        Ok(s)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Registry clients: a pooled keep-alive HTTP/1.1 client, or one TLS connection (sequential requests).
+
+type PlainClient = Client<HttpConnector, BenchBody>;
+
+enum Transport {
+    Pool(PlainClient),
+    Tls(tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<BenchBody>>),
+}
+
+struct Reg {
+    /// `http://127.0.0.1:<port>` or `https://…`
+    base: String,
+    host: String,
+    transport: Transport,
+    /// `Some` for Moat: the admin credentials for the token service.
+    moat: bool,
+}
+
+fn plain_client() -> PlainClient {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).pool_idle_timeout(Duration::from_secs(60)).build(conn)
+}
+
+async fn tls_sender(port: u16, ca: &Path) -> Result<hyper::client::conn::http1::SendRequest<BenchBody>> {
+    let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c?)?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::from(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let tls = connector.connect(name, tcp).await.context("TLS handshake with Moat's local CA as the only root")?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// A failed expectation, quoted precisely: request, status, body.
+async fn unexpected(method: &Method, url: &str, resp: Response<Incoming>, wanted: &str) -> anyhow::Error {
+    let status = resp.status();
+    let body = match resp.into_body().collect().await {
+        Ok(b) => {
+            let b = b.to_bytes();
+            let s = String::from_utf8_lossy(&b[..b.len().min(2048)]).into_owned();
+            s
+        }
+        Err(e) => format!("<body unreadable: {e}>"),
+    };
+    anyhow!("{method} {url} -> {status} (wanted {wanted}); body: {body}")
+}
+
+impl Reg {
+    fn plain(server: &Server) -> Reg {
+        Reg {
+            base: format!("http://127.0.0.1:{}", server.port),
+            host: format!("127.0.0.1:{}", server.port),
+            transport: Transport::Pool(plain_client()),
+            moat: server.name == "moat",
+        }
+    }
+
+    async fn tls(server: &Server, ca: &Path) -> Result<Reg> {
+        Ok(Reg {
+            base: format!("https://127.0.0.1:{}", server.port),
+            host: format!("127.0.0.1:{}", server.port),
+            transport: Transport::Tls(tokio::sync::Mutex::new(tls_sender(server.port, ca).await?)),
+            moat: true,
+        })
+    }
+
+    fn url(&self, path_or_url: &str) -> String {
+        if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
+            path_or_url.to_string()
+        } else {
+            format!("{}{}", self.base, path_or_url)
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path_or_url: &str,
+        auth: Option<&HeaderValue>,
+        headers: &[(HeaderName, &str)],
+        body: BenchBody,
+    ) -> Result<Response<Incoming>> {
+        let url = self.url(path_or_url);
+        let len = body.len();
+        let mut b = Request::builder().method(method.clone());
+        let uri: Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
+        match &self.transport {
+            Transport::Pool(_) => b = b.uri(uri),
+            Transport::Tls(_) => {
+                let pq = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+                b = b.uri(pq).header(hyper::header::HOST, &self.host);
+            }
+        }
+        if let Some(a) = auth {
+            b = b.header(hyper::header::AUTHORIZATION, a.clone());
+        }
+        for (k, v) in headers {
+            b = b.header(k, *v);
+        }
+        if method == Method::POST || method == Method::PUT || method == Method::PATCH {
+            b = b.header(hyper::header::CONTENT_LENGTH, len);
+        }
+        let req = b.body(body)?;
+        let resp = match &self.transport {
+            Transport::Pool(c) => c.request(req).await.map_err(|e| anyhow!("{method} {url}: {e:?}"))?,
+            Transport::Tls(s) => {
+                let mut s = s.lock().await;
+                s.ready().await.map_err(|e| anyhow!("{method} {url}: connection: {e}"))?;
+                s.send_request(req).await.map_err(|e| anyhow!("{method} {url}: {e:?}"))?
+            }
+        };
+        Ok(resp)
+    }
+
+    /// Sends and checks the status; the response body is read and dropped. Returns the headers.
+    async fn expect(
+        &self,
+        method: Method,
+        path_or_url: &str,
+        auth: Option<&HeaderValue>,
+        headers: &[(HeaderName, &str)],
+        body: BenchBody,
+        wanted: StatusCode,
+    ) -> Result<HeaderMap> {
+        let url = self.url(path_or_url);
+        let resp = self.send(method.clone(), &url, auth, headers, body).await?;
+        if resp.status() != wanted {
+            return Err(unexpected(&method, &url, resp, wanted.as_str()).await);
+        }
+        let (parts, body) = resp.into_parts();
+        body.collect().await.map_err(|e| anyhow!("{method} {url}: reading the body: {e}"))?;
+        Ok(parts.headers)
+    }
+
+    /// The `Authorization` value for a repository: a bearer token from Moat's token service, nothing for
+    /// Distribution (which runs without auth).
+    async fn authorize(&self, repo: &str) -> Result<Option<HeaderValue>> {
+        if !self.moat {
+            return Ok(None);
+        }
+        use base64::Engine as _;
+        let basic = HeaderValue::from_str(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("admin:bench")))?;
+        let path = format!("/oauth2/token?service={}&scope=repository:{repo}:pull,push", self.host);
+        let url = self.url(&path);
+        let resp = self.send(Method::GET, &path, Some(&basic), &[], BenchBody::empty()).await?;
+        if resp.status() != StatusCode::OK {
+            return Err(unexpected(&Method::GET, &url, resp, "200").await);
+        }
+        let body = resp.into_body().collect().await?.to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).with_context(|| format!("GET {url}: not JSON"))?;
+        let token = v
+            .get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| anyhow!("GET {url}: no token in {}", String::from_utf8_lossy(&body)))?;
+        Ok(Some(HeaderValue::from_str(&format!("Bearer {token}"))?))
+    }
+
+    /// Monolithic upload of one streamed body: `POST /blobs/uploads/`, then `PUT <location>?digest=`.
+    async fn push_post_put(&self, repo: &str, auth: Option<&HeaderValue>, body: BenchBody, digest: &str) -> Result<()> {
+        let h = self
+            .expect(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), auth, &[], BenchBody::empty(), StatusCode::ACCEPTED)
+            .await?;
+        let loc = location(&h)?;
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        self.expect(
+            Method::PUT,
+            &format!("{loc}{sep}digest={digest}"),
+            auth,
+            &[(hyper::header::CONTENT_TYPE, "application/octet-stream")],
+            body,
+            StatusCode::CREATED,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A small blob: `POST ?digest=` with the body; if the server answers 202 (no monolithic POST), `PUT` it.
+    async fn push_small(&self, repo: &str, auth: Option<&HeaderValue>, data: &Bytes, digest: &str) -> Result<()> {
+        let path = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
+        let url = self.url(&path);
+        let ct = [(hyper::header::CONTENT_TYPE, "application/octet-stream")];
+        let resp = self.send(Method::POST, &path, auth, &ct, BenchBody::full(data.clone())).await?;
+        match resp.status() {
+            StatusCode::CREATED => {
+                resp.into_body().collect().await?;
+                Ok(())
+            }
+            StatusCode::ACCEPTED => {
+                let (parts, body) = resp.into_parts();
+                body.collect().await?;
+                let loc = location(&parts.headers)?;
+                let sep = if loc.contains('?') { '&' } else { '?' };
+                self.expect(Method::PUT, &format!("{loc}{sep}digest={digest}"), auth, &ct, BenchBody::full(data.clone()), StatusCode::CREATED)
+                    .await?;
+                Ok(())
+            }
+            _ => Err(unexpected(&Method::POST, &url, resp, "201 or 202").await),
+        }
+    }
+
+    /// `GET` a blob, discarding the bytes; returns how many arrived. Follows one redirect.
+    async fn pull(&self, repo: &str, auth: Option<&HeaderValue>, digest: &str) -> Result<u64> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let mut url = self.url(&path);
+        let mut resp = self.send(Method::GET, &url, auth, &[], BenchBody::empty()).await?;
+        if resp.status().is_redirection() {
+            let loc = location(resp.headers())?;
+            resp.into_body().collect().await?;
+            url = self.url(&loc);
+            resp = self.send(Method::GET, &url, None, &[], BenchBody::empty()).await?;
+        }
+        if resp.status() != StatusCode::OK {
+            return Err(unexpected(&Method::GET, &url, resp, "200").await);
+        }
+        let mut body = resp.into_body();
+        let mut n = 0u64;
+        while let Some(f) = body.frame().await {
+            let f = f.map_err(|e| anyhow!("GET {url}: body after {n} bytes: {e}"))?;
+            if let Some(d) = f.data_ref() {
+                n += d.len() as u64;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn location(h: &HeaderMap) -> Result<String> {
+    h.get(hyper::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no Location header in {h:?}"))
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+fn mib_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / MIB / d.as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Data prepared once (not timed)
+
+struct Data {
+    /// Random bytes of the large blob; the RSS push streams it `RSS_REPEAT` times.
+    large: Bytes,
+    large_digest: String,
+    rss_digest: String,
+    small: Vec<(Bytes, String)>,
+}
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    use rand::SeedableRng;
+    let mut v = vec![0u8; n];
+    // Two generators in parallel (2 cores), each on one half.
+    let (a, b) = v.split_at_mut(n / 2);
+    std::thread::scope(|s| {
+        s.spawn(|| rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(a));
+        s.spawn(|| rand::rngs::StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15).fill_bytes(b));
+    });
+    v
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Workloads. Each returns figures for one server; `Server`s are dropped (killed) when a workload ends.
+
+#[derive(Default, Clone, Copy)]
+struct LargeFig {
+    push: f64,
+    pull: f64,
+}
+
+async fn large_blob(reg: &Reg, d: &Data, sizes: &Sizes, repo: &str) -> Result<LargeFig> {
+    let auth = reg.authorize(repo).await?;
+    let t = Instant::now();
+    reg.push_post_put(repo, auth.as_ref(), BenchBody::repeat(d.large.clone(), d.large.len() as u64), &d.large_digest).await?;
+    let push = mib_s(d.large.len() as u64, t.elapsed());
+    let mut pull: f64 = 0.0;
+    for _ in 0..sizes.pull_repeats {
+        let t = Instant::now();
+        let n = reg.pull(repo, auth.as_ref(), &d.large_digest).await?;
+        let el = t.elapsed();
+        if n != d.large.len() as u64 {
+            bail!("GET /v2/{repo}/blobs/{}: {n} bytes, wanted {}", d.large_digest, d.large.len());
+        }
+        pull = pull.max(mib_s(n, el));
+    }
+    Ok(LargeFig { push, pull })
+}
+
+#[derive(Default, Clone, Copy)]
+struct SmallFig {
+    push: f64,
+    pull: f64,
+}
+
+async fn small_blobs(reg: Arc<Reg>, d: Arc<Data>, sizes: &Sizes) -> Result<SmallFig> {
+    let repo = "bench/small";
+    let auth = reg.authorize(repo).await?;
+    let n = d.small.len();
+    let run = |pull: bool| {
+        let next = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..sizes.concurrency)
+            .map(|_| {
+                let (reg, d, next, auth) = (reg.clone(), d.clone(), next.clone(), auth.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= d.small.len() {
+                            return Ok::<_, anyhow::Error>(());
+                        }
+                        let (bytes, digest) = &d.small[i];
+                        if pull {
+                            let got = reg.pull(repo, auth.as_ref(), digest).await?;
+                            if got != bytes.len() as u64 {
+                                bail!("GET /v2/{repo}/blobs/{digest}: {got} bytes, wanted {}", bytes.len());
+                            }
+                        } else {
+                            reg.push_small(repo, auth.as_ref(), bytes, digest).await?;
+                        }
+                    }
+                })
+            })
+            .collect();
+        async move {
+            let t = Instant::now();
+            for task in tasks {
+                task.await??;
+            }
+            Ok::<_, anyhow::Error>(n as f64 / t.elapsed().as_secs_f64())
+        }
+    };
+    let push = run(false).await?;
+    let pull = run(true).await?;
+    Ok(SmallFig { push, pull })
+}
+
+async fn manifest_get(reg: Arc<Reg>, sizes: &Sizes) -> Result<f64> {
+    let repo = "bench/manifest";
+    let auth = reg.authorize(repo).await?;
+    let layer = Bytes::from(random_bytes(4096, 7));
+    let layer_digest = sha256_hex(&layer);
+    let config = Bytes::from(format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
+    ));
+    let config_digest = sha256_hex(&config);
+    reg.push_small(repo, auth.as_ref(), &config, &config_digest).await?;
+    reg.push_small(repo, auth.as_ref(), &layer, &layer_digest).await?;
+    let manifest = Bytes::from(format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    ));
+    let manifest_digest = sha256_hex(&manifest);
+    let path = format!("/v2/{repo}/manifests/latest");
+    reg.expect(Method::PUT, &path, auth.as_ref(), &[(hyper::header::CONTENT_TYPE, OCI_MANIFEST)], BenchBody::full(manifest.clone()), StatusCode::CREATED)
+        .await?;
+    // One checked GET: the digest and the bytes come back.
+    let url = reg.url(&path);
+    let resp = reg.send(Method::GET, &path, auth.as_ref(), &[(hyper::header::ACCEPT, OCI_MANIFEST)], BenchBody::empty()).await?;
+    if resp.status() != StatusCode::OK {
+        return Err(unexpected(&Method::GET, &url, resp, "200").await);
+    }
+    let dcd = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if body != manifest || dcd != manifest_digest {
+        bail!("GET {url}: got {} bytes with Docker-Content-Digest '{dcd}', wanted the {} bytes pushed ({manifest_digest})", body.len(), manifest.len());
+    }
+    let hammer = |secs: f64| {
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let count = Arc::new(AtomicU64::new(0));
+        let tasks: Vec<_> = (0..sizes.concurrency)
+            .map(|_| {
+                let (reg, auth, count, want) = (reg.clone(), auth.clone(), count.clone(), manifest.len());
+                tokio::spawn(async move {
+                    let url = reg.url(&format!("/v2/{repo}/manifests/latest"));
+                    while Instant::now() < deadline {
+                        let resp = reg.send(Method::GET, &url, auth.as_ref(), &[(hyper::header::ACCEPT, OCI_MANIFEST)], BenchBody::empty()).await?;
+                        if resp.status() != StatusCode::OK {
+                            return Err(unexpected(&Method::GET, &url, resp, "200").await);
+                        }
+                        let b = resp.into_body().collect().await?.to_bytes();
+                        if b.len() != want {
+                            bail!("GET {url}: {} bytes, wanted {want}", b.len());
+                        }
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        async move {
+            let t = Instant::now();
+            for task in tasks {
+                task.await??;
+            }
+            Ok::<_, anyhow::Error>(count.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64())
+        }
+    };
+    hammer((sizes.manifest_secs / 5.0).max(0.3)).await?; // warm-up, not counted
+    hammer(sizes.manifest_secs).await
+}
+
+#[derive(Default, Clone, Copy)]
+struct RssFig {
+    hwm_mib: f64,
+    sampled_peak_mib: f64,
+    push: f64,
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn rss_push(reg: &Reg, pid: u32, d: &Data) -> Result<RssFig> {
+    let repo = "bench/rss";
+    let auth = reg.authorize(repo).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(k) = proc_status_kib(pid, "VmRSS:") {
+                    peak = peak.max(k);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let total = d.large.len() as u64 * RSS_REPEAT;
+    let t = Instant::now();
+    let r = reg.push_post_put(repo, auth.as_ref(), BenchBody::repeat(d.large.clone(), total), &d.rss_digest).await;
+    let el = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let sampled = sampler.join().map_err(|_| anyhow!("sampler panicked"))?;
+    r?;
+    let hwm = proc_status_kib(pid, "VmHWM:").ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))?;
+    Ok(RssFig { hwm_mib: hwm as f64 / 1024.0, sampled_peak_mib: sampled as f64 / 1024.0, push: mib_s(total, el) })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Physical limits
+
+fn sha_throughput(data: &[u8]) -> (f64, String) {
+    let t = Instant::now();
+    let digest = Sha256::digest(data);
+    (mib_s(data.len() as u64, t.elapsed()), format!("sha256:{}", hex::encode(digest)))
+}
+
+fn disk_throughput(dir: &Path, data: &[u8], total: u64) -> Result<f64> {
+    let path = dir.join("disk-test.bin");
+    let t = Instant::now();
+    let mut f = std::fs::File::create(&path)?;
+    let mut written = 0u64;
+    let mut pos = 0usize;
+    while written < total {
+        let n = FRAME.min(data.len() - pos).min((total - written) as usize);
+        f.write_all(&data[pos..pos + n])?;
+        pos = (pos + n) % data.len();
+        written += n as u64;
+    }
+    f.sync_all()?;
+    let el = t.elapsed();
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(mib_s(total, el))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Report
+
+struct Row {
+    metric: &'static str,
+    label: &'static str,
+    unit: &'static str,
+    moat: Option<f64>,
+    dist: Option<f64>,
+    target: String,
+    pass: Option<bool>,
+}
+
+fn fmt_num(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v >= 100.0 => format!("{v:.0}"),
+        Some(v) if v >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.2}"),
+    }
+}
+
+fn json_num(v: Option<f64>) -> serde_json::Value {
+    v.map_or(serde_json::Value::Null, |v| serde_json::json!((v * 100.0).round() / 100.0))
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+fn moat_bin(root: &Path) -> PathBuf {
+    if let Some(b) = std::env::var_os("MOAT_BIN") {
+        let p = PathBuf::from(b);
+        return if p.is_absolute() { p } else { root.join(p) };
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
+    let target = if target.is_absolute() { target } else { root.join(target) };
+    target.join("release").join("moat")
+}
+
+/// One result per (workload, server); an error is kept and reported, and the bench goes on.
+fn note<T>(errors: &mut Vec<String>, what: &str, r: Result<Result<T>, tokio::time::error::Elapsed>) -> Option<T> {
+    match r {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            eprintln!("  ERROR {what}: {e:#}");
+            errors.push(format!("{what}: {e:#}"));
+            None
+        }
+        Err(_) => {
+            eprintln!("  ERROR {what}: timed out after {WORKLOAD_TIMEOUT:?}");
+            errors.push(format!("{what}: timed out after {WORKLOAD_TIMEOUT:?}"));
+            None
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("usage: moat-bench [--quick]\n  env: MOAT_BIN (default target/release/moat), DISTRIBUTION_BIN (default /usr/bin/docker-registry), BENCH_TMPDIR");
+        return Ok(());
+    }
+    if let Some(a) = args.iter().find(|a| *a != "--quick") {
+        bail!("unknown argument {a} (usage: moat-bench [--quick])");
+    }
+    let sizes = Sizes::new(args.iter().any(|a| a == "--quick"));
+    let root = repo_root();
+    let env = Env {
+        base: {
+            let tmp = std::env::var_os("BENCH_TMPDIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+            let b = tmp.join(format!("moat-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&b)?;
+            b
+        },
+        moat_bin: moat_bin(&root),
+        dist_bin: std::env::var_os("DISTRIBUTION_BIN").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/docker-registry".into()),
+        counter: AtomicUsize::new(0),
+    };
+    struct RemoveOnDrop(PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveOnDrop(env.base.clone());
+    for (what, p) in [("moat", &env.moat_bin), ("distribution", &env.dist_bin)] {
+        if !p.exists() {
+            bail!("{what} binary not found at {} (build Moat with `cargo build --release -p moat`, or set MOAT_BIN / DISTRIBUTION_BIN)", p.display());
+        }
+    }
+    let moat_age = std::fs::metadata(&env.moat_bin).and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok());
+    eprintln!(
+        "moat-bench{}: moat = {} (built {} ago), distribution = {}, temp = {}",
+        if sizes.quick { " --quick" } else { "" },
+        env.moat_bin.display(),
+        moat_age.map_or("?".into(), |a| format!("{}s", a.as_secs())),
+        env.dist_bin.display(),
+        env.base.display()
+    );
+
+    // Data and physical limits (generation is not timed; the SHA-256 timing also yields the large digest).
+    eprintln!("preparing {} MiB of random data…", sizes.large >> 20);
+    let large = Bytes::from(random_bytes(sizes.large, 1));
+    let (sha_mibs, large_digest) = {
+        let l = large.clone();
+        tokio::task::spawn_blocking(move || sha_throughput(&l)).await?
+    };
+    let rss_digest = {
+        let l = large.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut h = Sha256::new();
+            for _ in 0..RSS_REPEAT {
+                h.update(&l);
+            }
+            format!("sha256:{}", hex::encode(h.finalize()))
+        })
+        .await?
+    };
+    let small_src = random_bytes(sizes.small_count * sizes.small_size, 2);
+    let small = small_src
+        .chunks(sizes.small_size)
+        .map(|c| {
+            let b = Bytes::copy_from_slice(c);
+            let d = sha256_hex(&b);
+            (b, d)
+        })
+        .collect();
+    let data = Arc::new(Data { large, large_digest, rss_digest, small });
+    eprintln!("physical limits: SHA-256 {sha_mibs:.0} MiB/s; measuring fsync'd disk writes ({} MiB)…", sizes.disk_bytes >> 20);
+    let disk_mibs = {
+        let (dir, l, n) = (env.base.clone(), data.large.clone(), sizes.disk_bytes);
+        tokio::task::spawn_blocking(move || -> Result<f64> {
+            let mut best: f64 = 0.0;
+            for _ in 0..2 {
+                best = best.max(disk_throughput(&dir, &l, n)?);
+            }
+            Ok(best)
+        })
+        .await??
+    };
+    let limit = sha_mibs.min(disk_mibs);
+    eprintln!("physical limits: disk {disk_mibs:.0} MiB/s; push limit {limit:.0} MiB/s");
+
+    let mut errors = Vec::new();
+    let t = WORKLOAD_TIMEOUT;
+    let mut large_fig: [Option<LargeFig>; 2] = [None, None];
+    let mut small_fig: [Option<SmallFig>; 2] = [None, None];
+    let mut manifest_fig: [Option<f64>; 2] = [None, None];
+    let mut rss_fig: [Option<RssFig>; 2] = [None, None];
+    let names = ["moat", "distribution"];
+
+    async fn start(env: &Env, i: usize) -> Result<Server> {
+        if i == 0 {
+            env.start_moat(false).await
+        } else {
+            env.start_distribution().await
+        }
+    }
+
+    for (i, name) in names.iter().enumerate() {
+        eprintln!("[{name}] 1. large blob: push {} MiB, pull ×{}", sizes.large >> 20, sizes.pull_repeats);
+        large_fig[i] = note(
+            &mut errors,
+            &format!("{name}: large blob"),
+            tokio::time::timeout(t, async {
+                let s = start(&env, i).await?;
+                large_blob(&Reg::plain(&s), &data, &sizes, "bench/large").await
+            })
+            .await,
+        );
+        if let Some(f) = large_fig[i] {
+            eprintln!("  push {:.0} MiB/s, pull {:.0} MiB/s", f.push, f.pull);
+        }
+    }
+    eprintln!("[moat https] 1b. large blob over TLS: push {} MiB, pull ×{}", sizes.large >> 20, sizes.pull_repeats);
+    let tls_fig: Option<LargeFig> = note(
+        &mut errors,
+        "moat https: large blob",
+        tokio::time::timeout(t, async {
+            let s = env.start_moat(true).await?;
+            let ca = s.dir.join("data").join("tls").join("ca.pem");
+            large_blob(&Reg::tls(&s, &ca).await?, &data, &sizes, "bench/large").await
+        })
+        .await,
+    );
+    if let Some(f) = tls_fig {
+        eprintln!("  push {:.0} MiB/s, pull {:.0} MiB/s", f.push, f.pull);
+    }
+    for (i, name) in names.iter().enumerate() {
+        eprintln!("[{name}] 2. {} blobs of {} KiB, {} clients", sizes.small_count, sizes.small_size >> 10, sizes.concurrency);
+        small_fig[i] = note(
+            &mut errors,
+            &format!("{name}: small blobs"),
+            tokio::time::timeout(t, async {
+                let s = start(&env, i).await?;
+                small_blobs(Arc::new(Reg::plain(&s)), data.clone(), &sizes).await
+            })
+            .await,
+        );
+        if let Some(f) = small_fig[i] {
+            eprintln!("  push {:.0} blobs/s, pull {:.0} blobs/s", f.push, f.pull);
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        eprintln!("[{name}] 3. manifest GET by tag, {} clients, {} s", sizes.concurrency, sizes.manifest_secs);
+        manifest_fig[i] = note(
+            &mut errors,
+            &format!("{name}: manifest GET"),
+            tokio::time::timeout(t, async {
+                let s = start(&env, i).await?;
+                manifest_get(Arc::new(Reg::plain(&s)), &sizes).await
+            })
+            .await,
+        );
+        if let Some(f) = manifest_fig[i] {
+            eprintln!("  {f:.0} requests/s");
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        eprintln!("[{name}] 4. server RSS during a {} MiB push", (sizes.large as u64 * RSS_REPEAT) >> 20);
+        rss_fig[i] = note(
+            &mut errors,
+            &format!("{name}: RSS push"),
+            tokio::time::timeout(t, async {
+                let s = start(&env, i).await?;
+                rss_push(&Reg::plain(&s), s.pid(), &data).await
+            })
+            .await,
+        );
+        if let Some(f) = rss_fig[i] {
+            eprintln!("  VmHWM {:.1} MiB, sampled VmRSS peak {:.1} MiB, push {:.0} MiB/s", f.hwm_mib, f.sampled_peak_mib, f.push);
+        }
+    }
+
+    // Report
+    let ge = |m: Option<f64>, d: Option<f64>, k: f64| match (m, d) {
+        (Some(m), Some(d)) if d > 0.0 => Some(m >= k * d),
+        _ => None,
+    };
+    let lg = |i: usize| large_fig[i];
+    let moat_push = lg(0).map(|f| f.push);
+    let dist_push = lg(1).map(|f| f.push);
+    let pct_of_limit = moat_push.map(|p| 100.0 * p / limit);
+    let moat_hwm = rss_fig[0].map(|f| f.hwm_mib);
+    let rows = vec![
+        Row {
+            metric: "large_push",
+            label: "1 large blob push",
+            unit: "MiB/s",
+            moat: moat_push,
+            dist: dist_push,
+            target: ">= 3x dist".into(),
+            pass: ge(moat_push, dist_push, 3.0),
+        },
+        Row {
+            metric: "large_push_pct_physical",
+            label: "1 push % of phys. limit",
+            unit: "%",
+            moat: pct_of_limit,
+            dist: dist_push.map(|p| 100.0 * p / limit),
+            target: ">= 50% (moat)".into(),
+            pass: pct_of_limit.map(|p| p >= 50.0),
+        },
+        Row {
+            metric: "large_pull",
+            label: "1 large blob pull (HTTP)",
+            unit: "MiB/s",
+            moat: lg(0).map(|f| f.pull),
+            dist: lg(1).map(|f| f.pull),
+            target: ">= 1x dist".into(),
+            pass: ge(lg(0).map(|f| f.pull), lg(1).map(|f| f.pull), 1.0),
+        },
+        Row {
+            metric: "large_push_https",
+            label: "1 large push, moat HTTPS",
+            unit: "MiB/s",
+            moat: tls_fig.map(|f| f.push),
+            dist: None,
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "large_pull_https",
+            label: "1 large pull, moat HTTPS",
+            unit: "MiB/s",
+            moat: tls_fig.map(|f| f.pull),
+            dist: None,
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "small_push",
+            label: "2 4 KiB blob push (16 cl.)",
+            unit: "blobs/s",
+            moat: small_fig[0].map(|f| f.push),
+            dist: small_fig[1].map(|f| f.push),
+            target: ">= 4x dist".into(),
+            pass: ge(small_fig[0].map(|f| f.push), small_fig[1].map(|f| f.push), 4.0),
+        },
+        Row {
+            metric: "small_pull",
+            label: "2 4 KiB blob pull (16 cl.)",
+            unit: "blobs/s",
+            moat: small_fig[0].map(|f| f.pull),
+            dist: small_fig[1].map(|f| f.pull),
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "manifest_get",
+            label: "3 manifest GET by tag (16 cl.)",
+            unit: "req/s",
+            moat: manifest_fig[0],
+            dist: manifest_fig[1],
+            target: ">= 10x dist".into(),
+            pass: ge(manifest_fig[0], manifest_fig[1], 10.0),
+        },
+        Row {
+            metric: "rss_push_hwm",
+            label: "4 server VmHWM, big push",
+            unit: "MiB",
+            moat: moat_hwm,
+            dist: rss_fig[1].map(|f| f.hwm_mib),
+            target: "< 100 MiB (moat)".into(),
+            pass: moat_hwm.map(|m| m < 100.0),
+        },
+        Row {
+            metric: "rss_push_sampled_peak",
+            label: "4 server VmRSS peak (sampled)",
+            unit: "MiB",
+            moat: rss_fig[0].map(|f| f.sampled_peak_mib),
+            dist: rss_fig[1].map(|f| f.sampled_peak_mib),
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "rss_push_throughput",
+            label: "4 big push throughput",
+            unit: "MiB/s",
+            moat: rss_fig[0].map(|f| f.push),
+            dist: rss_fig[1].map(|f| f.push),
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "physical_sha256",
+            label: "5 SHA-256, one core",
+            unit: "MiB/s",
+            moat: Some(sha_mibs),
+            dist: None,
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "physical_disk_fsync",
+            label: "5 disk write + fsync",
+            unit: "MiB/s",
+            moat: Some(disk_mibs),
+            dist: None,
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "physical_push_limit",
+            label: "5 push physical limit",
+            unit: "MiB/s",
+            moat: Some(limit),
+            dist: None,
+            target: "-".into(),
+            pass: None,
+        },
+    ];
+
+    let mut out = String::new();
+    let git = Command::new("git").arg("-C").arg(&root).args(["rev-parse", "--short", "HEAD"]).output().ok();
+    let commit = git.filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    out.push_str(&format!(
+        "\nMoat vs Distribution ({}; commit {commit}; {cores} cores, {cpu}; large blob {} MiB, {} small blobs of {} KiB, manifest run {} s, RSS push {} MiB)\n",
+        if sizes.quick { "quick" } else { "full" },
+        sizes.large >> 20,
+        sizes.small_count,
+        sizes.small_size >> 10,
+        sizes.manifest_secs,
+        (sizes.large as u64 * RSS_REPEAT) >> 20
+    ));
+    out.push_str(&format!("{:<32} {:>7} {:>10} {:>12} {:>8}  {:<17} {}\n", "workload", "unit", "moat", "distribution", "ratio", "target", "result"));
+    out.push_str(&format!("{}\n", "-".repeat(100)));
+    for r in &rows {
+        let ratio = match (r.moat, r.dist) {
+            (Some(m), Some(d)) if d > 0.0 => Some(m / d),
+            _ => None,
+        };
+        let result = match r.pass {
+            Some(true) => "PASS",
+            Some(false) => "MISS",
+            None if r.target != "-" => "n/a",
+            None => "",
+        };
+        out.push_str(&format!(
+            "{:<32} {:>7} {:>10} {:>12} {:>8}  {:<17} {}\n",
+            r.label,
+            r.unit,
+            fmt_num(r.moat),
+            fmt_num(r.dist),
+            ratio.map_or("-".into(), |x| format!("{x:.2}x")),
+            r.target,
+            result
+        ));
+    }
+    if !errors.is_empty() {
+        out.push_str("\nerrors:\n");
+        for e in &errors {
+            out.push_str(&format!("  {e}\n"));
+        }
+    }
+    out.push('\n');
+    out.push_str(
+        &serde_json::json!({
+            "bench": "moat-vs-distribution",
+            "mode": if sizes.quick { "quick" } else { "full" },
+            "commit": commit,
+            "cores": cores,
+            "cpu": cpu,
+            "large_blob_mib": sizes.large >> 20,
+            "small_blobs": sizes.small_count,
+            "small_blob_kib": sizes.small_size >> 10,
+            "concurrency": sizes.concurrency,
+            "manifest_secs": sizes.manifest_secs,
+            "rss_push_mib": (sizes.large as u64 * RSS_REPEAT) >> 20,
+            "distribution": "docker-registry (Debian), filesystem storage, blobdescriptor cache inmemory, log warn, no auth",
+            "errors": errors,
+        })
+        .to_string(),
+    );
+    out.push('\n');
+    for r in &rows {
+        let ratio = match (r.moat, r.dist) {
+            (Some(m), Some(d)) if d > 0.0 => Some(m / d),
+            _ => None,
+        };
+        out.push_str(
+            &serde_json::json!({
+                "metric": r.metric,
+                "unit": r.unit,
+                "moat": json_num(r.moat),
+                "distribution": json_num(r.dist),
+                "ratio": json_num(ratio),
+                "target": r.target,
+                "result": r.pass.map(|p| if p { "PASS" } else { "MISS" }),
+            })
+            .to_string(),
+        );
+        out.push('\n');
+    }
+    print!("{out}");
+    std::io::stdout().flush()?;
+    if !errors.is_empty() {
+        std::process::exit(2);
+    }
+    Ok(())
+}

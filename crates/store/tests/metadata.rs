@@ -1,0 +1,102 @@
+//! The metadata store's rules, on a real SQLite file: visibility through links, manifests refused when they
+//! reference what the repository does not hold, and audit events written only with the change they record.
+
+use moat_model::audit::AuditEvent;
+use moat_model::{Digest, Reference, RepositoryName, Sku};
+use moat_store::meta::{AuditFilter, ManifestRecord};
+use moat_store::MetadataStore;
+
+fn event(op: &str) -> AuditEvent {
+    AuditEvent {
+        time_generated: moat_store::time_fmt::now(),
+        category: "ContainerRegistryRepositoryEvents".into(),
+        operation_name: op.into(),
+        registry: "default".into(),
+        login_server: "x".into(),
+        result_type: "Success".into(),
+        result_description: "201".into(),
+        ..Default::default()
+    }
+}
+
+async fn store() -> (tempfile::TempDir, MetadataStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    (dir, MetadataStore::open(&url).await.unwrap())
+}
+
+fn repo(s: &str) -> RepositoryName {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn blobs_are_visible_only_where_linked() {
+    let (_d, meta) = store().await;
+    let r1 = meta.create_registry("regone", "one", Sku::Premium, true).await.unwrap();
+    let r2 = meta.create_registry("regtwo", "two", Sku::Premium, false).await.unwrap();
+    let d = Digest::sha256_of(b"layer");
+    meta.commit_blob(&r1.id, &repo("a"), &d, 5, "u1", &event("Push")).await.unwrap();
+    assert_eq!(meta.linked_blob_size(&r1.id, &repo("a"), &d).await.unwrap(), Some(5));
+    assert_eq!(meta.linked_blob_size(&r1.id, &repo("b"), &d).await.unwrap(), None);
+    assert_eq!(meta.linked_blob_size(&r2.id, &repo("a"), &d).await.unwrap(), None);
+    // A mount from a repository that does not hold the blob links nothing.
+    assert_eq!(meta.mount_blob(&r1.id, &repo("b"), &repo("c"), &d, &event("Mount")).await.unwrap(), None);
+    assert_eq!(meta.mount_blob(&r1.id, &repo("a"), &repo("c"), &d, &event("Mount")).await.unwrap(), Some(5));
+    assert_eq!(meta.linked_blob_size(&r1.id, &repo("c"), &d).await.unwrap(), Some(5));
+    assert_eq!(meta.blob_count().await.unwrap(), 1, "stored once");
+}
+
+#[tokio::test]
+async fn manifest_needs_its_blobs_and_failed_push_leaves_no_trace() {
+    let (_d, meta) = store().await;
+    let r = meta.create_registry("regone", "one", Sku::Premium, true).await.unwrap();
+    let layer = Digest::sha256_of(b"layer");
+    let body = b"{}".to_vec();
+    let m = ManifestRecord {
+        digest: Digest::sha256_of(&body),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        artifact_type: None,
+        subject: None,
+        annotations: None,
+        body,
+        required_blobs: vec![layer.clone()],
+        required_manifests: vec![],
+    };
+    let tag: moat_model::Tag = "v1".parse().unwrap();
+    let err = meta.put_manifest(&r.id, &repo("a"), &m, Some(&tag), &event("Push")).await.unwrap_err();
+    assert!(matches!(err, moat_store::StoreError::ManifestBlobUnknown(d) if d == layer));
+    assert!(meta.manifest(&r.id, &repo("a"), &Reference::Tag(tag.clone())).await.unwrap().is_none());
+    let pushes = meta.audit_events(&AuditFilter { operation: Some("Push".into()), ..Default::default() }).await.unwrap();
+    assert!(pushes.is_empty(), "no audit event for a change that did not happen");
+
+    meta.commit_blob(&r.id, &repo("a"), &layer, 5, "u1", &event("Push")).await.unwrap();
+    meta.put_manifest(&r.id, &repo("a"), &m, Some(&tag), &event("Push")).await.unwrap();
+    let got = meta.manifest(&r.id, &repo("a"), &Reference::Tag(tag)).await.unwrap().unwrap();
+    assert_eq!(got.digest, m.digest.as_str());
+    assert_eq!(meta.list_tags(&r.id, &repo("a"), None, None).await.unwrap(), vec!["v1"]);
+    assert_eq!(meta.list_repositories(&r.id, None, None).await.unwrap(), vec!["a"]);
+    let pushes = meta.audit_events(&AuditFilter { operation: Some("Push".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(pushes.len(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_blob_commits_all_land() {
+    let (_d, meta) = store().await;
+    let r = meta.create_registry("regone", "one", Sku::Premium, true).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (meta, rid) = (meta.clone(), r.id.clone());
+        tasks.push(tokio::spawn(async move {
+            let d = Digest::sha256_of(format!("blob {i}").as_bytes());
+            meta.commit_blob(&rid, &repo("a"), &d, 7, &format!("u{i}"), &event("Push")).await.unwrap();
+            d
+        }));
+    }
+    for t in tasks {
+        let d = t.await.unwrap();
+        assert!(meta.linked_blob_size(&r.id, &repo("a"), &d).await.unwrap().is_some());
+    }
+    assert_eq!(meta.blob_count().await.unwrap(), 64);
+    let events = meta.audit_events(&AuditFilter::default()).await.unwrap();
+    assert_eq!(events.len(), 64);
+}
