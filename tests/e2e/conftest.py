@@ -457,12 +457,13 @@ def parse_challenge(value: str) -> tuple[str, dict]:
 
 class MoatServer:
     def __init__(self, workdir: Path, https: bool = True, admin_password: str | None = "generate",
-                 extra_args=None, env=None, port: int | None = None):
+                 extra_args=None, env=None, port: int | None = None, tls_ca: str | None = None):
         self.workdir = Path(workdir)
         self.data_dir = self.workdir / "data"
         self.https = https
         self.port = port or free_port()
         self.extra_args = list(extra_args or [])
+        self.tls_ca = tls_ca  # trust this instead of <data dir>/tls/ca.pem (with --tls-cert)
         self.env = dict(env or {})
         if admin_password == "generate":
             admin_password = "pw-" + secrets.token_urlsafe(18)
@@ -491,7 +492,9 @@ class MoatServer:
 
     @property
     def verify(self):
-        return str(self.ca_path) if self.https else True
+        if not self.https:
+            return True
+        return str(self.tls_ca or self.ca_path)
 
     @property
     def admin_password(self) -> str:
@@ -536,7 +539,7 @@ class MoatServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"moat exited with {self.proc.returncode} during startup:\n{self.log_tail()}")
-            if self.https and not self.ca_path.exists():
+            if self.https and not self.tls_ca and not self.ca_path.exists():
                 time.sleep(0.05)
                 continue
             try:
