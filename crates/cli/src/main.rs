@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use moat_model::{RegistryName, Sku};
+use moat_model::{RegistryName, RegistrySettings, Sku};
 use moat_server::config::login_server_for;
 use moat_server::ServeConfig;
 use moat_store::meta::AuditFilter;
@@ -29,6 +29,9 @@ struct Common {
     /// Domain under which registries other than `default` are served (`<name>.<domain>`).
     #[arg(long, env = "MOAT_DOMAIN", default_value = "localhost", global = true)]
     domain: String,
+    /// Region reported as registries' location (the second label of data endpoint names).
+    #[arg(long, env = "MOAT_REGION", default_value = "local", global = true)]
+    region: String,
     /// Metadata database URL (`sqlite://…`); defaults to `<data dir>/moat.db`.
     #[arg(long, env = "MOAT_DATABASE_URL", global = true)]
     database_url: Option<String>,
@@ -118,6 +121,7 @@ fn config(common: &Common) -> ServeConfig {
         tls_cert: None,
         tls_key: None,
         domain: common.domain.clone(),
+        region: common.region.clone(),
         database_url: common.database_url.clone(),
         upload_ttl: Duration::from_secs(24 * 3600),
     }
@@ -139,11 +143,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let meta = moat_server::listener::open_store(&c).await?;
             moat_server::listener::bootstrap(&c, &meta).await?;
             let login_server = login_server_for(name.as_str(), &c.domain, c.listen.port(), c.insecure_http);
-            let r = meta.create_registry(name.as_str(), &login_server, sku, false).await?;
-            if anonymous_pull {
-                meta.set_anonymous_pull(&r.name, true).await?;
-            }
-            emit(format_args!("{}", serde_json::json!({"name": r.name, "loginServer": r.login_server, "sku": r.sku.as_str(), "id": r.id})));
+            let mut settings = RegistrySettings::new(sku, &c.region);
+            settings.anonymous_pull_enabled = anonymous_pull;
+            moat_model::policy::validate_change(name.as_str(), None, &settings, &Default::default())?;
+            let r = meta
+                .create_registry(name.as_str(), &login_server, moat_server::listener::DEFAULT_RESOURCE_GROUP, &settings, false)
+                .await?;
+            emit(format_args!("{}", serde_json::json!({"name": r.name, "loginServer": r.login_server, "sku": r.settings.sku.as_str(), "id": r.id})));
             Ok(())
         }
         Command::Registry { command: RegistryCommand::List { common, output } } => {
@@ -151,7 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for r in meta.list_registries().await? {
                 match output {
                     Output::Json => emit(format_args!("{}", serde_json::to_string(&r)?)),
-                    Output::Table => emit(format_args!("{:<20} {:<40} {}", r.name, r.login_server, r.sku.as_str())),
+                    Output::Table => emit(format_args!("{:<20} {:<40} {}", r.name, r.login_server, r.settings.sku.as_str())),
                 }
             }
             Ok(())

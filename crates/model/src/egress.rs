@@ -71,7 +71,7 @@ impl Decision {
 }
 
 fn may_read(registry: &Registry, access: &Access, repo: &RepositoryName) -> Decision {
-    if registry.anonymous_pull_enabled || access.allows_repo(repo, Action::Pull) {
+    if registry.anonymous_pull_enabled() || access.allows_repo(repo, Action::Pull) {
         Decision::Allow
     } else {
         Decision::Deny(DenyReason::MissingPermission { repository: repo.clone(), action: Action::Pull })
@@ -104,18 +104,20 @@ pub fn decide(registry: &Registry, _origin: &Origin, access: &Access, egress: &E
 mod tests {
     use super::*;
     use crate::access::{AccessGrant, ResourceScope};
-    use crate::registry::Sku;
+    use crate::registry::{RegistrySettings, Sku};
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
     fn registry(id: &str, anonymous: bool) -> Registry {
+        let mut settings = RegistrySettings::new(Sku::Premium, "local");
+        settings.anonymous_pull_enabled = anonymous;
         Registry {
             id: id.into(),
             name: "default".into(),
             login_server: "127.0.0.1:5000".into(),
-            sku: Sku::Premium,
-            anonymous_pull_enabled: anonymous,
-            export_enabled: true,
+            resource_group: "moat".into(),
+            created_at: String::new(),
+            settings,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod digest;
 pub mod egress;
 pub mod manifest;
 pub mod names;
+pub mod policy;
 pub mod registry;
 
 pub use access::{Access, Action, ResourceScope};
@@ -14,4 +15,5 @@ pub use digest::{Digest, DigestError};
 pub use egress::{decide, Decision, DenyReason, Egress, Origin};
 pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, RegistryName, RepositoryName, Tag};
-pub use registry::{Registry, Sku};
+pub use policy::{PolicyError, PolicyFacts};
+pub use registry::{Registry, RegistrySettings, Sku};

@@ -1,6 +1,7 @@
-//! A registry as the policy sees it: its identity, SKU and the settings that decide what may leave it.
+//! A registry and its settings: what ARM shows as the registry's properties and what the policy reads.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Sku {
@@ -28,6 +29,133 @@ impl Sku {
     }
 }
 
+/// `enabled`/`disabled`, as ACR's policies spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyStatus {
+    Enabled,
+    Disabled,
+}
+
+impl PolicyStatus {
+    pub fn is_enabled(self) -> bool {
+        self == PolicyStatus::Enabled
+    }
+
+    pub fn from_bool(enabled: bool) -> PolicyStatus {
+        if enabled {
+            PolicyStatus::Enabled
+        } else {
+            PolicyStatus::Disabled
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyStatus::Enabled => "enabled",
+            PolicyStatus::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DefaultAction {
+    Allow,
+    Deny,
+}
+
+/// One `networkRuleSet.ipRules` entry. The value is kept as given (an IPv4 address or CIDR); the network
+/// issue parses it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpRule {
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRuleSet {
+    pub default_action: DefaultAction,
+    pub ip_rules: Vec<IpRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPolicy {
+    pub days: i64,
+    pub status: PolicyStatus,
+    pub last_updated_time: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftDeletePolicy {
+    pub retention_days: i64,
+    pub status: PolicyStatus,
+    pub last_updated_time: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policies {
+    pub export: PolicyStatus,
+    pub quarantine: PolicyStatus,
+    /// Notary trust policy status (its `type` is always `Notary`).
+    pub trust: PolicyStatus,
+    pub retention: RetentionPolicy,
+    pub soft_delete: SoftDeletePolicy,
+    pub azure_ad_authentication_as_arm: PolicyStatus,
+}
+
+impl Default for Policies {
+    /// ACR's defaults: exports enabled, everything optional off, ARM-audience tokens accepted.
+    fn default() -> Policies {
+        Policies {
+            export: PolicyStatus::Enabled,
+            quarantine: PolicyStatus::Disabled,
+            trust: PolicyStatus::Disabled,
+            retention: RetentionPolicy { days: 7, status: PolicyStatus::Disabled, last_updated_time: None },
+            soft_delete: SoftDeletePolicy { retention_days: 7, status: PolicyStatus::Disabled, last_updated_time: None },
+            azure_ad_authentication_as_arm: PolicyStatus::Enabled,
+        }
+    }
+}
+
+/// Everything about a registry that its owner can change. Stored whole; the policy compares two of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrySettings {
+    pub sku: Sku,
+    pub location: String,
+    pub tags: BTreeMap<String, String>,
+    pub admin_user_enabled: bool,
+    pub public_network_access: bool,
+    pub network_rule_set: NetworkRuleSet,
+    /// `networkRuleBypassOptions: AzureServices` — the server's own trusted operations pass the network rules.
+    pub bypass_trusted_services: bool,
+    pub data_endpoint_enabled: bool,
+    pub zone_redundancy: bool,
+    pub anonymous_pull_enabled: bool,
+    pub policies: Policies,
+}
+
+impl RegistrySettings {
+    /// ACR's defaults for a new registry of `sku`.
+    pub fn new(sku: Sku, location: &str) -> RegistrySettings {
+        RegistrySettings {
+            sku,
+            location: location.to_string(),
+            tags: BTreeMap::new(),
+            admin_user_enabled: false,
+            public_network_access: true,
+            network_rule_set: NetworkRuleSet { default_action: DefaultAction::Allow, ip_rules: vec![] },
+            bypass_trusted_services: true,
+            data_endpoint_enabled: false,
+            zone_redundancy: false,
+            anonymous_pull_enabled: false,
+            policies: Policies::default(),
+        }
+    }
+
+    pub fn exports_enabled(&self) -> bool {
+        self.policies.export.is_enabled()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
     /// Stable id (32 hex), carried in tokens as ACR's `rid` so a token cannot be replayed on a re-created registry.
@@ -35,9 +163,14 @@ pub struct Registry {
     pub name: String,
     /// The Host this registry answers on; tokens are issued for it as their audience.
     pub login_server: String,
-    pub sku: Sku,
-    /// Lets callers without credentials pull (ACR's `anonymousPullEnabled`).
-    pub anonymous_pull_enabled: bool,
-    /// ACR's `policies.exportPolicy.status == enabled`.
-    pub export_enabled: bool,
+    /// The ARM resource group the registry lives in.
+    pub resource_group: String,
+    pub created_at: String,
+    pub settings: RegistrySettings,
+}
+
+impl Registry {
+    pub fn anonymous_pull_enabled(&self) -> bool {
+        self.settings.anonymous_pull_enabled
+    }
 }

@@ -14,6 +14,8 @@ pub struct ServeConfig {
     pub tls_key: Option<PathBuf>,
     /// Registries other than `default` are served at `<name>.<domain>[:port]`.
     pub domain: String,
+    /// The region registries report as their location, and the second label of their data endpoints.
+    pub region: String,
     pub database_url: Option<String>,
     /// Upload sessions untouched for this long are removed with their partial bytes.
     pub upload_ttl: Duration,

@@ -15,7 +15,10 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use moat_auth::TokenIssuer;
-use moat_model::Sku;
+use moat_model::{RegistrySettings, Sku};
+
+/// The resource group of the registries made by the server itself or by `moat registry create`.
+pub const DEFAULT_RESOURCE_GROUP: &str = "moat";
 use moat_store::{LocalBlobStore, MetadataStore};
 use rand::RngCore;
 use std::io::Write;
@@ -56,7 +59,8 @@ pub async fn bootstrap(config: &ServeConfig, meta: &MetadataStore) -> anyhow::Re
     let login_server = config.listen.to_string();
     match meta.default_registry().await? {
         None => {
-            meta.create_registry("default", &login_server, Sku::Premium, true).await?;
+            let settings = RegistrySettings::new(Sku::Premium, &config.region);
+            meta.create_registry("default", &login_server, DEFAULT_RESOURCE_GROUP, &settings, true).await?;
         }
         Some(r) if r.login_server != login_server => meta.set_login_server("default", &login_server).await?,
         Some(_) => {}

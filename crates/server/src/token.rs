@@ -103,7 +103,7 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
             let actions = match (&identity, &s.resource) {
                 // The admin identity may do everything on its registries.
                 (Some(_), _) => s.actions.clone(),
-                (None, ResourceScope::Repository(_)) if ctx.registry.anonymous_pull_enabled => {
+                (None, ResourceScope::Repository(_)) if ctx.registry.anonymous_pull_enabled() => {
                     s.actions.iter().copied().filter(|a| matches!(a, Action::Pull | Action::MetadataRead)).collect()
                 }
                 (None, _) => Default::default(),

@@ -1,15 +1,13 @@
--- Registries hosted by this server. `properties` holds the ARM-facing settings that later issues add, as JSON,
--- while the columns here are those the data plane reads on every request.
+-- Registries hosted by this server. `settings` is the model's RegistrySettings as JSON: it is read and written
+-- whole, inside the transaction that checks the export-policy rules.
 CREATE TABLE registries (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     login_server TEXT NOT NULL UNIQUE,
-    sku TEXT NOT NULL,
-    anonymous_pull_enabled INTEGER NOT NULL DEFAULT 0,
-    export_enabled INTEGER NOT NULL DEFAULT 1,
+    resource_group TEXT NOT NULL,
     is_default INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
-    properties TEXT NOT NULL DEFAULT '{}'
+    settings TEXT NOT NULL
 );
 
 CREATE TABLE identities (

@@ -2,7 +2,7 @@
 //! reference what the repository does not hold, and audit events written only with the change they record.
 
 use moat_model::audit::AuditEvent;
-use moat_model::{Digest, Reference, RepositoryName, Sku};
+use moat_model::{Digest, Reference, RegistrySettings, RepositoryName, Sku};
 use moat_store::meta::{AuditFilter, ManifestRecord};
 use moat_store::MetadataStore;
 
@@ -32,8 +32,8 @@ fn repo(s: &str) -> RepositoryName {
 #[tokio::test]
 async fn blobs_are_visible_only_where_linked() {
     let (_d, meta) = store().await;
-    let r1 = meta.create_registry("regone", "one", Sku::Premium, true).await.unwrap();
-    let r2 = meta.create_registry("regtwo", "two", Sku::Premium, false).await.unwrap();
+    let r1 = meta.create_registry("regone", "one", "rg", &RegistrySettings::new(Sku::Premium, "local"), true).await.unwrap();
+    let r2 = meta.create_registry("regtwo", "two", "rg", &RegistrySettings::new(Sku::Premium, "local"), false).await.unwrap();
     let d = Digest::sha256_of(b"layer");
     meta.commit_blob(&r1.id, &repo("a"), &d, 5, "u1", &event("Push")).await.unwrap();
     assert_eq!(meta.linked_blob_size(&r1.id, &repo("a"), &d).await.unwrap(), Some(5));
@@ -49,7 +49,7 @@ async fn blobs_are_visible_only_where_linked() {
 #[tokio::test]
 async fn manifest_needs_its_blobs_and_failed_push_leaves_no_trace() {
     let (_d, meta) = store().await;
-    let r = meta.create_registry("regone", "one", Sku::Premium, true).await.unwrap();
+    let r = meta.create_registry("regone", "one", "rg", &RegistrySettings::new(Sku::Premium, "local"), true).await.unwrap();
     let layer = Digest::sha256_of(b"layer");
     let body = b"{}".to_vec();
     let m = ManifestRecord {
@@ -82,7 +82,7 @@ async fn manifest_needs_its_blobs_and_failed_push_leaves_no_trace() {
 #[tokio::test]
 async fn concurrent_blob_commits_all_land() {
     let (_d, meta) = store().await;
-    let r = meta.create_registry("regone", "one", Sku::Premium, true).await.unwrap();
+    let r = meta.create_registry("regone", "one", "rg", &RegistrySettings::new(Sku::Premium, "local"), true).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..64 {
         let (meta, rid) = (meta.clone(), r.id.clone());

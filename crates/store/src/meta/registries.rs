@@ -1,35 +1,49 @@
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
-use moat_model::{Registry, Sku};
+use moat_model::{Registry, RegistrySettings};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-const COLUMNS: &str = "id, name, login_server, sku, anonymous_pull_enabled, export_enabled";
+const COLUMNS: &str = "id, name, login_server, resource_group, created_at, settings";
 
-fn from_row(row: SqliteRow) -> Registry {
-    let sku: String = row.get(3);
-    Registry {
+fn from_row(row: SqliteRow) -> Result<Registry> {
+    let settings: String = row.get(5);
+    Ok(Registry {
         id: row.get(0),
         name: row.get(1),
         login_server: row.get(2),
-        sku: Sku::parse(&sku).unwrap_or(Sku::Premium),
-        anonymous_pull_enabled: row.get(4),
-        export_enabled: row.get(5),
-    }
+        resource_group: row.get(3),
+        created_at: row.get(4),
+        settings: serde_json::from_str(&settings).map_err(|e| StoreError::Invalid(format!("stored registry settings: {e}")))?,
+    })
+}
+
+pub(crate) fn settings_json(s: &RegistrySettings) -> String {
+    serde_json::to_string(s).expect("settings serialize")
 }
 
 impl MetadataStore {
-    pub async fn create_registry(&self, name: &str, login_server: &str, sku: Sku, is_default: bool) -> Result<Registry> {
+    pub async fn create_registry(
+        &self,
+        name: &str,
+        login_server: &str,
+        resource_group: &str,
+        settings: &RegistrySettings,
+        is_default: bool,
+    ) -> Result<Registry> {
         let id = uuid::Uuid::new_v4().simple().to_string();
+        let created_at = crate::time_fmt::now();
         let r = sqlx::query(
-            "INSERT INTO registries(id, name, login_server, sku, is_default, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO registries(id, name, login_server, resource_group, is_default, created_at, settings)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(name)
         .bind(login_server)
-        .bind(sku.as_str())
+        .bind(resource_group)
         .bind(is_default)
-        .bind(crate::time_fmt::now())
+        .bind(&created_at)
+        .bind(settings_json(settings))
         .execute(&self.writer)
         .await;
         match r {
@@ -42,25 +56,25 @@ impl MetadataStore {
             id,
             name: name.into(),
             login_server: login_server.into(),
-            sku,
-            anonymous_pull_enabled: false,
-            export_enabled: true,
+            resource_group: resource_group.into(),
+            created_at,
+            settings: settings.clone(),
         })
     }
 
     pub async fn registry_by_name(&self, name: &str) -> Result<Option<Registry>> {
         let q = format!("SELECT {COLUMNS} FROM registries WHERE name = ?");
-        Ok(sqlx::query(&q).bind(name).fetch_optional(&self.reader).await?.map(from_row))
+        sqlx::query(&q).bind(name).fetch_optional(&self.reader).await?.map(from_row).transpose()
     }
 
     pub async fn default_registry(&self) -> Result<Option<Registry>> {
         let q = format!("SELECT {COLUMNS} FROM registries WHERE is_default = 1");
-        Ok(sqlx::query(&q).fetch_optional(&self.reader).await?.map(from_row))
+        sqlx::query(&q).fetch_optional(&self.reader).await?.map(from_row).transpose()
     }
 
     pub async fn list_registries(&self) -> Result<Vec<Registry>> {
         let q = format!("SELECT {COLUMNS} FROM registries ORDER BY name");
-        Ok(sqlx::query(&q).fetch_all(&self.reader).await?.into_iter().map(from_row).collect())
+        sqlx::query(&q).fetch_all(&self.reader).await?.into_iter().map(from_row).collect()
     }
 
     pub async fn set_login_server(&self, name: &str, login_server: &str) -> Result<()> {
@@ -69,18 +83,6 @@ impl MetadataStore {
             .bind(name)
             .execute(&self.writer)
             .await?;
-        Ok(())
-    }
-
-    pub async fn set_anonymous_pull(&self, name: &str, enabled: bool) -> Result<()> {
-        let r = sqlx::query("UPDATE registries SET anonymous_pull_enabled = ? WHERE name = ?")
-            .bind(enabled)
-            .bind(name)
-            .execute(&self.writer)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
         Ok(())
     }
 }

@@ -1,0 +1,190 @@
+//! The rules that keep a registry's data-loss protection whole. A change is checked against the state it
+//! produces (so one request may both disable public access and exports), and the error names the rule and what
+//! to do next. The store calls [`validate_change`] inside the transaction that writes the change.
+
+use crate::registry::{RegistrySettings, Sku};
+
+/// Facts about a registry that live outside its settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyFacts {
+    pub export_pipelines: usize,
+    pub approved_private_endpoints: usize,
+    /// Whether the private-endpoint prerequisite is enforced (it is once private endpoints exist as listeners).
+    pub require_private_endpoint: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("Export policy can only be disabled on a Premium registry; registry '{name}' is {sku}. Update the SKU to Premium first (e.g. `moat acr update -n {name} --sku Premium`).")]
+    ExportRequiresPremium { name: String, sku: &'static str },
+    #[error("Export policy can only be disabled when public network access is disabled. Disable public network access on registry '{name}' first, or in the same request (e.g. `moat acr update -n {name} --public-network-enabled false --allow-exports false`).")]
+    ExportRequiresPublicAccessDisabled { name: String },
+    #[error("Export policy cannot be disabled on registry '{name}' while it has {count} export pipeline(s). Delete the export pipelines first.")]
+    ExportBlockedByPipelines { name: String, count: usize },
+    #[error("Export policy can only be disabled when registry '{name}' has at least one approved private endpoint connection. Create and approve a private endpoint first.")]
+    ExportRequiresPrivateEndpoint { name: String },
+    #[error("Enabling public network access is not supported because the registry '{name}' has exports disabled.")]
+    PublicAccessWhileExportsDisabled { name: String },
+    #[error("Changing the SKU of registry '{name}' to {sku} is not supported because the registry has exports disabled. Enable exports first.")]
+    SkuChangeWhileExportsDisabled { name: String, sku: &'static str },
+    #[error("The last approved private endpoint connection of registry '{name}' cannot be removed while exports are disabled. Enable exports first.")]
+    PrivateEndpointRequiredWhileExportsDisabled { name: String },
+    #[error("Export pipelines cannot be created on registry '{name}' because its exports are disabled.")]
+    ExportPipelineWhileExportsDisabled { name: String },
+    #[error("Anonymous pull is available only on Standard and Premium registries; registry '{name}' is Basic.")]
+    AnonymousPullRequiresStandard { name: String },
+}
+
+impl PolicyError {
+    /// ACR's error code where it is known (`BadRequest` for the export-policy conflicts).
+    pub fn code(&self) -> &'static str {
+        match self {
+            PolicyError::AnonymousPullRequiresStandard { .. } => "InvalidParameter",
+            _ => "BadRequest",
+        }
+    }
+
+    /// The property the error is about, as ARM's `target`.
+    pub fn target(&self) -> &'static str {
+        match self {
+            PolicyError::PublicAccessWhileExportsDisabled { .. } => "publicNetworkAccess",
+            PolicyError::SkuChangeWhileExportsDisabled { .. } => "sku",
+            PolicyError::AnonymousPullRequiresStandard { .. } => "anonymousPullEnabled",
+            PolicyError::PrivateEndpointRequiredWhileExportsDisabled { .. } => "privateEndpointConnections",
+            PolicyError::ExportPipelineWhileExportsDisabled { .. } => "exportPipelines",
+            _ => "policies.exportPolicy",
+        }
+    }
+}
+
+/// The invariant every committed state satisfies: exports disabled ⇒ Premium, public access disabled, no export
+/// pipelines and (when enforced) an approved private endpoint.
+pub fn holds(s: &RegistrySettings, facts: &PolicyFacts) -> bool {
+    s.exports_enabled()
+        || (s.sku == Sku::Premium
+            && !s.public_network_access
+            && facts.export_pipelines == 0
+            && (!facts.require_private_endpoint || facts.approved_private_endpoints > 0))
+}
+
+/// Checks a change from `before` (none for a new registry) to `after`. The error describes the change the
+/// caller attempted: re-opening a protected registry reads differently from protecting an open one.
+pub fn validate_change(
+    name: &str,
+    before: Option<&RegistrySettings>,
+    after: &RegistrySettings,
+    facts: &PolicyFacts,
+) -> Result<(), PolicyError> {
+    let name = name.to_string();
+    if after.anonymous_pull_enabled && after.sku == Sku::Basic {
+        return Err(PolicyError::AnonymousPullRequiresStandard { name });
+    }
+    if after.exports_enabled() {
+        return Ok(());
+    }
+    let was_protected = before.is_some_and(|b| !b.exports_enabled());
+    if after.sku != Sku::Premium {
+        return Err(if was_protected {
+            PolicyError::SkuChangeWhileExportsDisabled { name, sku: after.sku.as_str() }
+        } else {
+            PolicyError::ExportRequiresPremium { name, sku: after.sku.as_str() }
+        });
+    }
+    if after.public_network_access {
+        return Err(if was_protected {
+            PolicyError::PublicAccessWhileExportsDisabled { name }
+        } else {
+            PolicyError::ExportRequiresPublicAccessDisabled { name }
+        });
+    }
+    if facts.export_pipelines > 0 {
+        return Err(PolicyError::ExportBlockedByPipelines { name, count: facts.export_pipelines });
+    }
+    if facts.require_private_endpoint && facts.approved_private_endpoints == 0 {
+        return Err(PolicyError::ExportRequiresPrivateEndpoint { name });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::PolicyStatus;
+    use proptest::prelude::*;
+
+    fn open(sku: Sku) -> RegistrySettings {
+        RegistrySettings::new(sku, "westeurope")
+    }
+
+    #[test]
+    fn disabling_exports_needs_premium_and_private_network() {
+        let facts = PolicyFacts::default();
+        let mut s = open(Sku::Premium);
+        s.policies.export = PolicyStatus::Disabled;
+        assert!(matches!(
+            validate_change("reg", Some(&open(Sku::Premium)), &s, &facts),
+            Err(PolicyError::ExportRequiresPublicAccessDisabled { .. })
+        ));
+        s.public_network_access = false;
+        assert_eq!(validate_change("reg", Some(&open(Sku::Premium)), &s, &facts), Ok(()));
+        let mut std = s.clone();
+        std.sku = Sku::Standard;
+        assert!(matches!(validate_change("reg", None, &std, &facts), Err(PolicyError::ExportRequiresPremium { .. })));
+        let with_pipeline = PolicyFacts { export_pipelines: 1, ..facts };
+        assert!(matches!(validate_change("reg", None, &s, &with_pipeline), Err(PolicyError::ExportBlockedByPipelines { .. })));
+        let pe = PolicyFacts { require_private_endpoint: true, ..facts };
+        assert!(matches!(validate_change("reg", None, &s, &pe), Err(PolicyError::ExportRequiresPrivateEndpoint { .. })));
+        let pe_ok = PolicyFacts { require_private_endpoint: true, approved_private_endpoints: 1, ..facts };
+        assert_eq!(validate_change("reg", None, &s, &pe_ok), Ok(()));
+    }
+
+    #[test]
+    fn protected_registry_cannot_reopen() {
+        let facts = PolicyFacts::default();
+        let mut locked = open(Sku::Premium);
+        locked.public_network_access = false;
+        locked.policies.export = PolicyStatus::Disabled;
+        let mut reopen = locked.clone();
+        reopen.public_network_access = true;
+        let err = validate_change("myreg", Some(&locked), &reopen, &facts).unwrap_err();
+        assert_eq!(err.to_string(), "Enabling public network access is not supported because the registry 'myreg' has exports disabled.");
+        assert_eq!(err.code(), "BadRequest");
+        let mut downgrade = locked.clone();
+        downgrade.sku = Sku::Standard;
+        assert!(matches!(validate_change("myreg", Some(&locked), &downgrade, &facts), Err(PolicyError::SkuChangeWhileExportsDisabled { .. })));
+        // Enabling exports and public access in one request is allowed: the result holds the invariant.
+        let mut both = reopen.clone();
+        both.policies.export = PolicyStatus::Enabled;
+        assert_eq!(validate_change("myreg", Some(&locked), &both, &facts), Ok(()));
+    }
+
+    fn arb_settings() -> impl Strategy<Value = RegistrySettings> {
+        (0..3usize, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(sku, public, export, anon)| {
+            let mut s = open([Sku::Basic, Sku::Standard, Sku::Premium][sku]);
+            s.public_network_access = public;
+            s.policies.export = PolicyStatus::from_bool(export);
+            s.anonymous_pull_enabled = anon;
+            s
+        })
+    }
+
+    proptest! {
+        /// Random sequences of proposed states: the accepted ones always satisfy the invariant, and a state that
+        /// satisfies it (and the SKU rule for anonymous pull) is always accepted.
+        #[test]
+        fn accepted_states_hold_the_invariant(
+            steps in proptest::collection::vec((arb_settings(), 0..2usize, 0..3usize, any::<bool>()), 1..40)
+        ) {
+            let mut current = open(Sku::Premium);
+            for (proposed, pipelines, endpoints, require_pe) in steps {
+                let facts = PolicyFacts { export_pipelines: pipelines, approved_private_endpoints: endpoints, require_private_endpoint: require_pe };
+                let verdict = validate_change("reg", Some(&current), &proposed, &facts);
+                let anon_ok = !(proposed.anonymous_pull_enabled && proposed.sku == Sku::Basic);
+                prop_assert_eq!(verdict.is_ok(), holds(&proposed, &facts) && anon_ok);
+                if verdict.is_ok() {
+                    current = proposed;
+                }
+            }
+        }
+    }
+}
