@@ -1,5 +1,6 @@
 """OCI Distribution API behaviour over raw HTTP: pagination, manifests, ranges, uploads, deletes, mounts."""
 import json
+import os
 import re
 import urllib.parse
 
@@ -381,3 +382,93 @@ def test_blob_is_content_addressed_across_repos_but_linked_per_repo(moat):
     assert c.head_blob("api/one", dg).status_code == 404
     g = c.get_blob("api/two", dg)
     assert g.status_code == 200 and g.content == data
+
+
+def test_blob_put_answers_location_and_digest(moat):
+    c = moat.client()
+    repo = "api/putloc"
+    data = b"location check"
+    r = c.start_upload(repo)
+    assert r.status_code == 202
+    assert r.headers.get("Location")
+    loc = r.headers["Location"]
+    r = c.request("PUT", loc + ("&" if "?" in loc else "?") + f"digest={sha256(data)}", repo=repo, data=data)
+    assert r.status_code == 201
+    assert r.headers.get("Docker-Content-Digest") == sha256(data)
+    assert urllib.parse.urlparse(r.headers["Location"]).path == f"/v2/{repo}/blobs/{sha256(data)}"
+
+
+def test_chunked_transfer_encoding_patch_and_put(moat):
+    """Docker and containerd stream PATCH bodies with Transfer-Encoding: chunked and no Content-Length."""
+    c = moat.client()
+    repo = "api/te-chunked"
+    parts = [os.urandom(70_000) for _ in range(5)]
+    data = b"".join(parts)
+    r = c.start_upload(repo)
+    loc = r.headers["Location"]
+    r = c.request("PATCH", loc, repo=repo, data=iter(parts[:3]), headers={"Content-Type": "application/octet-stream"})
+    assert r.request.headers.get("Transfer-Encoding") == "chunked"
+    assert r.status_code == 202, f"{r.status_code} {r.text}"
+    assert r.headers["Range"] == f"0-{3 * 70_000 - 1}"
+    loc = r.headers["Location"]
+    r = c.request("PUT", loc + ("&" if "?" in loc else "?") + f"digest={sha256(data)}", repo=repo,
+                  data=iter(parts[3:]), headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, f"{r.status_code} {r.text}"
+    assert c.get_blob(repo, sha256(data)).content == data
+
+
+def test_tag_moves_to_new_manifest(moat):
+    c = moat.client()
+    repo = "api/tagmove"
+    a, b = build_image(1), build_image(1)
+    c.push_image(repo, a, "t")
+    assert c.get_manifest(repo, "t").content == a.manifest_bytes
+    c.push_image(repo, b, "t")
+    g = c.get_manifest(repo, "t")
+    assert g.content == b.manifest_bytes
+    assert g.headers["Docker-Content-Digest"] == b.manifest_digest
+    assert c.get_manifest(repo, a.manifest_digest).content == a.manifest_bytes
+    assert c.tags(repo) == ["t"]
+
+
+def test_pagination_with_last_not_present(moat):
+    c = moat.client()
+    repo = "api/lastmissing"
+    img = build_image(1)
+    c.push_image(repo, img, "a")
+    for t in ("c", "e", "g"):
+        c.put_manifest(repo, t, img.manifest_bytes)
+    r = c.request("GET", f"/v2/{repo}/tags/list?last=d", repo=repo)
+    assert r.json()["tags"] == ["e", "g"]
+    r = c.request("GET", f"/v2/{repo}/tags/list?n=1&last=b", repo=repo)
+    assert r.json()["tags"] == ["c"]
+    assert next_link(r)
+    for repo2 in ("lastm/a", "lastm/c", "lastm/e"):
+        c.push_image(repo2, img, "x")
+    r = c.request("GET", "/v2/_catalog?last=lastm/b", scopes=["registry:catalog:*"])
+    names = r.json()["repositories"]
+    assert "lastm/a" not in names and "lastm/c" in names and "lastm/e" in names
+    assert all(n > "lastm/b" for n in names)
+
+
+def test_mount_from_repo_whose_blob_was_deleted(moat):
+    c = moat.client()
+    data = b"deleted before mount"
+    dg = c.push_blob("api/gone-src", data)
+    c.push_blob("api/gone-src", b"keep the repository alive")
+    assert c.request("DELETE", f"/v2/api/gone-src/blobs/{dg}", repo="api/gone-src").status_code == 202
+    scopes = [repo_scope("api/gone-dst", "pull,push"), repo_scope("api/gone-src", "pull")]
+    r = c.request("POST", f"/v2/api/gone-dst/blobs/uploads/?mount={dg}&from=api/gone-src", scopes=scopes)
+    assert r.status_code == 202, f"mount of a blob deleted from the source: {r.status_code} {r.text}"
+    assert c.head_blob("api/gone-dst", dg).status_code == 404
+
+
+def test_invalid_tag_on_manifest_put(moat):
+    c = moat.client()
+    repo = "api/badtag"
+    img = build_image(1)
+    for dg, data in img.blobs.items():
+        c.push_blob(repo, data, dg)
+    for bad in ("-leading-dash", "x" * 129, ".dot"):
+        r = c.put_manifest(repo, bad, img.manifest_bytes)
+        assert_oci_error(r, {"TAG_INVALID", "MANIFEST_INVALID", "NAME_INVALID"}, 400)

@@ -130,3 +130,40 @@ def test_parallel_uploads_to_different_repos(moat):
         for other in blobs:
             if other != repo:
                 assert c.head_blob(other, done[repo]).status_code == 404
+
+
+def test_concurrent_patches_to_one_session(moat):
+    """Several clients PATCH the same offset of one upload session at once: exactly one wins, the others are
+    refused as out of order, and the upload stays consistent."""
+    repo = "conc/session"
+    c = moat.client()
+    tok_scope = f"repository:{repo}:pull,push,delete"
+    c.token(tok_scope)
+    r = c.start_upload(repo)
+    assert r.status_code == 202
+    loc = r.headers["Location"]
+    chunk = os.urandom(256 * 1024)
+    barrier = threading.Barrier(8)
+
+    def worker(i):
+        cl = moat.client()
+        cl.token(tok_scope)
+        barrier.wait(timeout=60)
+        return cl.request("PATCH", loc, repo=repo, data=chunk, headers={
+            "Content-Type": "application/octet-stream", "Content-Range": f"0-{len(chunk) - 1}"})
+
+    with ThreadPoolExecutor(8) as ex:
+        rs = list(ex.map(worker, range(8)))
+    statuses = sorted(r.status_code for r in rs)
+    assert all(s < 500 for s in statuses), statuses
+    assert statuses.count(202) == 1, f"exactly one PATCH at offset 0 may succeed: {statuses}"
+    for r in rs:
+        if r.status_code != 202:
+            assert r.status_code in (416, 409, 423, 400), statuses
+    s = c.request("GET", loc, repo=repo)
+    assert s.status_code == 204
+    assert s.headers["Range"] == f"0-{len(chunk) - 1}"
+    r = c.request("PUT", s.headers.get("Location", loc) + ("&" if "?" in loc else "?") + f"digest={sha256(chunk)}",
+                  repo=repo)
+    assert r.status_code == 201, f"{r.status_code} {r.text}"
+    assert c.get_blob(repo, sha256(chunk)).content == chunk

@@ -137,3 +137,21 @@ def test_registry_created_while_running(moat_http):
     assert c.head_blob("live/x", dg).status_code == 200
     assert s.client().head_blob("live/x", dg).status_code == 404
     assert tok
+
+
+def test_upload_session_not_usable_from_other_registry(server_with_second_registry):
+    s = server_with_second_registry
+    d = s.client()
+    o = other_client(s)
+    o.push_blob("iso/up", b"exists there")
+    r = d.start_upload("iso/up")
+    loc = r.headers["Location"]
+    r = o.request("PATCH", loc, repo="iso/up", data=b"intruder", headers={"Content-Type": "application/octet-stream"})
+    assert_oci_error(r, "BLOB_UPLOAD_UNKNOWN", 404)
+    r = o.request("GET", loc, repo="iso/up")
+    assert_oci_error(r, "BLOB_UPLOAD_UNKNOWN", 404)
+    # still usable where it was started
+    data = b"legit"
+    r = d.request("PUT", loc + ("&" if "?" in loc else "?") + f"digest={sha256(data)}", repo="iso/up", data=data)
+    assert r.status_code == 201, f"{r.status_code} {r.text}"
+    assert o.head_blob("iso/up", sha256(data)).status_code == 404
