@@ -213,3 +213,36 @@ def test_audit_trail_fields_and_filters(moat):
     # table output mentions the push
     out = moat.moat("audit", "--output", "table", "--repository", "audit/app").stdout
     assert "Push" in out and "audit/app" in out, out
+
+
+def _tree_size(path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def test_idle_uploads_expire_with_their_bytes(moat_factory):
+    s = moat_factory(https=False, extra_args=["--upload-ttl-secs", "2"])
+    c = s.client()
+    repo = "ttl/x"
+    r = c.start_upload(repo)
+    loc = r.headers["Location"]
+    before = _tree_size(s.data_dir)
+    r = c.request("PATCH", loc, repo=repo, data=os.urandom(8 * 1024 * 1024),
+                  headers={"Content-Type": "application/octet-stream", "Content-Range": f"0-{8 * 1024 * 1024 - 1}"})
+    assert r.status_code == 202
+    assert _tree_size(s.data_dir) >= before + 8 * 1024 * 1024 - 4096, "partial bytes should be on disk"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        st = c.request("GET", loc, repo=repo)
+        if st.status_code == 404:
+            break
+        time.sleep(0.5)
+    assert_oci_error(c.request("GET", loc, repo=repo), "BLOB_UPLOAD_UNKNOWN", 404)
+    time.sleep(0.5)
+    assert _tree_size(s.data_dir) < before + 1024 * 1024, "the expired upload's bytes must be removed"
