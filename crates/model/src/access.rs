@@ -114,6 +114,11 @@ impl Access {
         self.all || self.grants.iter().any(|g| &g.resource == resource && g.actions.contains(&action))
     }
 
+    /// Whether the token was issued for `resource` at all (even with no action granted on it).
+    pub fn mentions(&self, resource: &ResourceScope) -> bool {
+        self.all || self.grants.iter().any(|g| &g.resource == resource)
+    }
+
     pub fn allows_repo(&self, repo: &RepositoryName, action: Action) -> bool {
         self.allows(&ResourceScope::Repository(repo.clone()), action)
     }

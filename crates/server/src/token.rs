@@ -99,7 +99,7 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
     };
     let grants: Vec<AccessGrant> = scopes
         .into_iter()
-        .filter_map(|s| {
+        .map(|s| {
             let actions = match (&identity, &s.resource) {
                 // The admin identity may do everything on its registries.
                 (Some(_), _) => s.actions.clone(),
@@ -108,7 +108,9 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
                 }
                 (None, _) => Default::default(),
             };
-            (!actions.is_empty()).then_some(AccessGrant { resource: s.resource, actions })
+            // Refused actions are dropped, but the resource stays in the token with what remains (possibly
+            // nothing): the registry can then tell "asked and refused" from "never asked".
+            AccessGrant { resource: s.resource, actions }
         })
         .collect();
     let subject = identity.clone().unwrap_or_else(|| "acr_anon_pull".into());

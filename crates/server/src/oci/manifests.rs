@@ -12,6 +12,15 @@ use moat_model::manifest::MAX_MANIFEST_BYTES;
 use moat_model::{Action, Digest, Egress, ParsedManifest, Reference, RepositoryName};
 use moat_store::meta::ManifestRecord;
 
+/// A reference to read or delete: a name that cannot be a tag names nothing, so it is unknown (404), as in
+/// Distribution, whose routes never match it.
+fn parse_existing_reference(s: &str) -> OciResult<Reference> {
+    match parse_reference(s) {
+        Err(e) if e.code == Code::ManifestInvalid => Err(OciError::manifest_unknown()),
+        r => r,
+    }
+}
+
 fn parse_reference(s: &str) -> OciResult<Reference> {
     s.parse().map_err(|e: moat_model::NameError| {
         if s.contains(':') {
@@ -43,7 +52,7 @@ pub async fn get(
     headers: &HeaderMap,
     with_body: bool,
 ) -> OciResult<Response> {
-    let reference = parse_reference(reference)?;
+    let reference = parse_existing_reference(reference)?;
     ctx.gate(state, &Egress::PullManifest { repository: repo, reference: &reference })?;
     let m = state.manifest_cache.get(&state.meta, &ctx.registry.id, repo, &reference).await?.ok_or_else(OciError::manifest_unknown)?;
     if !accepts(headers, &m.media_type) {
@@ -150,7 +159,7 @@ pub async fn put(
 }
 
 pub async fn delete(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, reference: &str) -> OciResult<Response> {
-    let reference = parse_reference(reference)?;
+    let reference = parse_existing_reference(reference)?;
     ctx.require(state, repo, Action::Delete)?;
     let deleted = match &reference {
         Reference::Digest(d) => {

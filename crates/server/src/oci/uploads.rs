@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use moat_model::access::ResourceScope;
 use moat_model::{Action, Digest, Egress, RepositoryName};
 use moat_store::meta::UploadRow;
 use sha2::Sha256;
@@ -211,16 +212,27 @@ pub async fn start(
     headers: &HeaderMap,
     body: Body,
 ) -> OciResult<Response> {
+    let mount_from = query_param(query, "from").and_then(|f| f.parse::<RepositoryName>().ok());
+    if let (Some(_), Some(from)) = (query_param(query, "mount"), &mount_from) {
+        // A token that does not cover the source repository gets a challenge naming both repositories, as
+        // Distribution does, so the client comes back with a token that allows the mount. A token that asked for
+        // the source and was refused falls back to an upload below (asking again would loop).
+        let access = &ctx.principal.access;
+        if !access.allows_repo(repo, Action::Push) || !access.mentions(&ResourceScope::Repository(from.clone())) {
+            let scope = format!("repository:{repo}:pull,push repository:{from}:pull");
+            return Err(ctx.challenge(Some(&scope), ctx.principal.presented.then_some("insufficient_scope")));
+        }
+    }
     ctx.require(state, repo, Action::Push)?;
     if let Some(mount) = query_param(query, "mount") {
         let digest = parse_digest(&mount)?;
-        if let Some(from) = query_param(query, "from").and_then(|f| f.parse::<RepositoryName>().ok()) {
-            let egress = Egress::Mount { source_registry: &ctx.registry, from: &from, to: repo };
+        if let Some(from) = &mount_from {
+            let egress = Egress::Mount { source_registry: &ctx.registry, from, to: repo };
             // A refused or impossible mount is not an error: the spec has the client upload instead.
             if ctx.gate(state, &egress).is_ok() {
                 let mut e = ctx.event("Mount", Some(repo), 201);
                 e.digest = Some(digest.to_string());
-                if state.meta.mount_blob(&ctx.registry.id, &from, repo, &digest, &e).await?.is_some() {
+                if state.meta.mount_blob(&ctx.registry.id, from, repo, &digest, &e).await?.is_some() {
                     return created(repo, &digest);
                 }
             }
