@@ -1,6 +1,6 @@
 //! Content digests (`algorithm:encoded`), as the OCI image spec's descriptor grammar defines them.
 
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest as _, Sha256, Sha512};
 use std::fmt;
 use std::str::FromStr;
 
@@ -8,27 +8,67 @@ use std::str::FromStr;
 pub enum DigestError {
     #[error("digest is not of the form algorithm:hex")]
     Malformed,
-    #[error("digest algorithm '{0}' is not supported (use sha256)")]
+    #[error("digest algorithm '{0}' is not supported (use sha256 or sha512)")]
     UnsupportedAlgorithm(String),
     #[error("digest has {got} hex characters where {algorithm} needs {want}")]
     WrongLength { algorithm: &'static str, want: usize, got: usize },
 }
 
-/// A validated `sha256:<64 lowercase hex>` digest. Only sha256 is accepted for content we store: it is the
-/// algorithm every client uses, and accepting others would let two names exist for one blob.
+/// The registered algorithms of the OCI image spec. sha256 is what clients use; sha512 is optional in the
+/// spec and supported so that content addressed by it round-trips.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algorithm {
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Sha256 => 64,
+            Algorithm::Sha512 => 128,
+        }
+    }
+}
+
+/// A validated `<algorithm>:<lowercase hex>` digest.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest {
+    algorithm: Algorithm,
     // Kept as the full string so that formatting and database keys never allocate.
     text: String,
 }
 
 impl Digest {
     pub fn sha256_of(bytes: &[u8]) -> Digest {
-        Digest::from_sha256_bytes(&Sha256::digest(bytes))
+        Digest::from_bytes(Algorithm::Sha256, &Sha256::digest(bytes))
+    }
+
+    /// The digest of `bytes` by `algorithm`.
+    pub fn of(algorithm: Algorithm, bytes: &[u8]) -> Digest {
+        match algorithm {
+            Algorithm::Sha256 => Digest::sha256_of(bytes),
+            Algorithm::Sha512 => Digest::from_bytes(Algorithm::Sha512, &Sha512::digest(bytes)),
+        }
+    }
+
+    pub fn from_bytes(algorithm: Algorithm, raw: &[u8]) -> Digest {
+        Digest { algorithm, text: format!("{}:{}", algorithm.as_str(), hex::encode(raw)) }
     }
 
     pub fn from_sha256_bytes(raw: &[u8]) -> Digest {
-        Digest { text: format!("sha256:{}", hex::encode(raw)) }
+        Digest::from_bytes(Algorithm::Sha256, raw)
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
     }
 
     pub fn as_str(&self) -> &str {
@@ -37,7 +77,7 @@ impl Digest {
 
     /// The lowercase hex part, used as the blob's file name.
     pub fn hex(&self) -> &str {
-        &self.text[7..]
+        &self.text[self.algorithm.as_str().len() + 1..]
     }
 }
 
@@ -56,18 +96,19 @@ impl FromStr for Digest {
         if !alg_ok || !enc_ok {
             return Err(DigestError::Malformed);
         }
-        let want = match algorithm {
-            "sha256" => 64,
-            "sha512" => return Err(DigestError::UnsupportedAlgorithm(algorithm.into())),
+        let algorithm = match algorithm {
+            "sha256" => Algorithm::Sha256,
+            "sha512" => Algorithm::Sha512,
             other => return Err(DigestError::UnsupportedAlgorithm(other.into())),
         };
+        let want = algorithm.hex_len();
         if encoded.len() != want {
-            return Err(DigestError::WrongLength { algorithm: "sha256", want, got: encoded.len() });
+            return Err(DigestError::WrongLength { algorithm: algorithm.as_str(), want, got: encoded.len() });
         }
         if !encoded.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(DigestError::Malformed);
         }
-        Ok(Digest { text: s.to_string() })
+        Ok(Digest { algorithm, text: s.to_string() })
     }
 }
 
@@ -114,6 +155,11 @@ mod tests {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
         assert!(matches!("md5:abcd".parse::<Digest>(), Err(DigestError::UnsupportedAlgorithm(_))));
+        let d512 = Digest::of(Algorithm::Sha512, b"");
+        assert_eq!(d512.algorithm(), Algorithm::Sha512);
+        assert_eq!(d512.hex().len(), 128);
+        assert_eq!(d512.as_str().parse::<Digest>().unwrap(), d512);
+        assert!(format!("sha512:{}", "a".repeat(64)).parse::<Digest>().is_err());
         let upper = format!("sha256:{}", "A".repeat(64));
         assert!(upper.parse::<Digest>().is_err());
     }

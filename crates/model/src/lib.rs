@@ -11,7 +11,7 @@ pub mod policy;
 pub mod registry;
 
 pub use access::{Access, Action, ResourceScope};
-pub use digest::{Digest, DigestError};
+pub use digest::{Algorithm, Digest, DigestError};
 pub use egress::{decide, Decision, DenyReason, Egress, Origin};
 pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, RegistryName, RepositoryName, Tag};

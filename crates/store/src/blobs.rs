@@ -2,8 +2,8 @@
 //! and made durable (fsync of file and directory) before the upload is renamed to its digest. The `BlobStore`
 //! trait is what Azure Blob and S3 back-ends implement; `LocalBlobStore` is the embedded default.
 
-use moat_model::Digest;
-use sha2::{Digest as _, Sha256};
+use moat_model::{Algorithm, Digest};
+use sha2::{Digest as _, Sha256, Sha512};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -25,6 +25,8 @@ pub trait BlobStore: Send + Sync + 'static {
     fn open_blob(&self, digest: &Digest, start: u64, len: u64) -> io::Result<Box<dyn Read + Send>>;
     fn blob_exists(&self, digest: &Digest) -> bool;
     fn remove_blob(&self, digest: &Digest) -> io::Result<()>;
+    /// Digest of an upload's bytes by another algorithm than the sha256 computed while they streamed in.
+    fn digest_upload(&self, id: &str, algorithm: Algorithm) -> io::Result<Digest>;
 }
 
 /// Appends to an upload, hashing each byte once on its way to the file.
@@ -83,7 +85,7 @@ impl LocalBlobStore {
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
-        self.root.join("blobs/sha256").join(&hex[..2]).join(hex)
+        self.root.join("blobs").join(digest.algorithm().as_str()).join(&hex[..2]).join(hex)
     }
 }
 
@@ -133,8 +135,13 @@ impl BlobStore for LocalBlobStore {
         File::open(&from)?.sync_all()?;
         let dir = to.parent().expect("blob path has a parent");
         if !dir.exists() {
+            let algorithm_dir = dir.parent().expect("shard has a parent");
+            let new_algorithm = !algorithm_dir.exists();
             fs::create_dir_all(dir)?;
-            sync_dir(dir.parent().expect("shard has a parent"))?;
+            sync_dir(algorithm_dir)?;
+            if new_algorithm {
+                sync_dir(algorithm_dir.parent().expect("blobs dir"))?;
+            }
         }
         fs::rename(&from, &to)?;
         sync_dir(dir)
@@ -163,6 +170,23 @@ impl BlobStore for LocalBlobStore {
 
     fn blob_exists(&self, digest: &Digest) -> bool {
         self.blob_path(digest).exists()
+    }
+
+    fn digest_upload(&self, id: &str, algorithm: Algorithm) -> io::Result<Digest> {
+        let mut file = File::open(self.upload_path(id))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut h = Sha512::new();
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        match algorithm {
+            Algorithm::Sha512 => Ok(Digest::from_bytes(Algorithm::Sha512, &h.finalize())),
+            Algorithm::Sha256 => Err(io::Error::other("sha256 is computed while streaming")),
+        }
     }
 
     fn remove_blob(&self, digest: &Digest) -> io::Result<()> {

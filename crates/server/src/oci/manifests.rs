@@ -121,7 +121,11 @@ pub async fn put(
         .unwrap_or_default();
     let parsed = ParsedManifest::parse(&bytes, &content_type)
         .map_err(|e| OciError::new(Code::ManifestInvalid, format!("{e}: fix the manifest and push it again")))?;
-    let digest = Digest::sha256_of(&bytes);
+    let algorithm = match &reference {
+        Reference::Digest(d) => d.algorithm(),
+        Reference::Tag(_) => moat_model::Algorithm::Sha256,
+    };
+    let digest = Digest::of(algorithm, &bytes);
     let tag = match &reference {
         Reference::Digest(d) if d != &digest => {
             return Err(OciError::new(Code::DigestInvalid, format!("manifest digest is {digest}, not {d}")));
