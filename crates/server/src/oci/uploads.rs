@@ -128,12 +128,12 @@ async fn append(
         }
         let mut w = blobs.open_upload(&id2, committed, prior)?;
         while let Some(chunk) = rx.blocking_recv() {
-            w.write(&chunk)?;
+            w.write(chunk)?;
         }
         if mode == Mode::Chunk {
             w.sync()?;
         }
-        Ok(w.finish())
+        w.finish()
     });
     let mut stream = body.into_data_stream();
     let mut body_error = None;
