@@ -15,33 +15,56 @@ pub struct AuditFilter {
     pub limit: Option<i64>,
 }
 
-const INSERT: &str = "INSERT INTO audit_events(time_generated, category, operation_name, registry, login_server,
+const COLUMNS: &str = "INSERT INTO audit_events(time_generated, category, operation_name, registry, login_server,
     repository, tag, digest, media_type, size, identity, caller_ip_address, user_agent, duration_ms, result_type,
-    result_description, correlation_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    result_description, correlation_id) VALUES ";
+const ROW: &str = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+/// Rows per multi-row INSERT: one statement per many pulls keeps the batch writer's cost per event small.
+const ROWS_PER_STATEMENT: usize = 50;
 
-/// Writes an event on `conn`, which is the transaction of the change it records where there is one.
-pub(crate) async fn insert_event(conn: &mut SqliteConnection, e: &AuditEvent) -> Result<()> {
-    sqlx::query(INSERT)
-        .bind(&e.time_generated)
-        .bind(&e.category)
-        .bind(&e.operation_name)
-        .bind(&e.registry)
-        .bind(&e.login_server)
-        .bind(&e.repository)
-        .bind(&e.tag)
-        .bind(&e.digest)
-        .bind(&e.media_type)
-        .bind(e.size)
-        .bind(&e.identity)
-        .bind(&e.caller_ip_address)
-        .bind(&e.user_agent)
-        .bind(e.duration_ms)
-        .bind(&e.result_type)
-        .bind(&e.result_description)
-        .bind(&e.correlation_id)
-        .execute(conn)
-        .await?;
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(COLUMNS);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(ROW);
+    }
+    sql
+}
+
+/// Writes events on `conn`, which is the transaction of the change they record where there is one.
+async fn insert_events(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<()> {
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let sql = insert_sql(chunk.len());
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(&e.time_generated)
+                .bind(&e.category)
+                .bind(&e.operation_name)
+                .bind(&e.registry)
+                .bind(&e.login_server)
+                .bind(&e.repository)
+                .bind(&e.tag)
+                .bind(&e.digest)
+                .bind(&e.media_type)
+                .bind(e.size)
+                .bind(&e.identity)
+                .bind(&e.caller_ip_address)
+                .bind(&e.user_agent)
+                .bind(e.duration_ms)
+                .bind(&e.result_type)
+                .bind(&e.result_description)
+                .bind(&e.correlation_id);
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
+}
+
+pub(crate) async fn insert_event(conn: &mut SqliteConnection, e: &AuditEvent) -> Result<()> {
+    insert_events(conn, std::slice::from_ref(e)).await
 }
 
 fn from_row(r: SqliteRow) -> AuditEvent {
@@ -76,9 +99,7 @@ impl MetadataStore {
     /// Records many change-less events in one commit.
     pub async fn record_batch(&self, events: &[AuditEvent]) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        for e in events {
-            insert_event(&mut tx, e).await?;
-        }
+        insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
     }
