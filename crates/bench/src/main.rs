@@ -22,10 +22,12 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
+
+mod raw;
 
 const MIB: f64 = 1024.0 * 1024.0;
 const FRAME: usize = 1 << 20;
@@ -278,6 +280,7 @@ struct Reg {
     /// `http://127.0.0.1:<port>` or `https://…`
     base: String,
     host: String,
+    port: u16,
     transport: Transport,
     /// `Some` for Moat: the admin credentials for the token service.
     moat: bool,
@@ -331,6 +334,7 @@ impl Reg {
         Reg {
             base: format!("http://127.0.0.1:{}", server.port),
             host: format!("127.0.0.1:{}", server.port),
+            port: server.port,
             transport: Transport::Pool(plain_client()),
             moat: server.name == "moat",
         }
@@ -340,6 +344,7 @@ impl Reg {
         Ok(Reg {
             base: format!("https://127.0.0.1:{}", server.port),
             host: format!("127.0.0.1:{}", server.port),
+            port: server.port,
             transport: Transport::Tls(tokio::sync::Mutex::new(tls_sender(server.port, ca).await?)),
             moat: true,
         })
@@ -577,36 +582,99 @@ struct SmallFig {
     pull: f64,
 }
 
+/// `Authorization: …\r\n` for hand-written requests (empty for Distribution).
+fn auth_line(auth: Option<&HeaderValue>) -> Result<String> {
+    Ok(match auth {
+        Some(a) => format!("Authorization: {}\r\n", a.to_str()?),
+        None => String::new(),
+    })
+}
+
+/// Opens `n` raw keep-alive connections (before any timing starts).
+async fn raw_conns(reg: &Reg, n: usize) -> Result<Vec<raw::Conn>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(raw::Conn::connect(reg.port).await?);
+    }
+    Ok(v)
+}
+
+/// Reads a response head and checks its status; anything else fails, quoting the request and the body.
+async fn raw_expect(c: &mut raw::Conn, what: impl Fn(&raw::Conn) -> String, wanted: &[u16]) -> Result<raw::Head> {
+    let h = match c.read_head().await {
+        Ok(h) => h,
+        Err(e) => return Err(e.context(what(c))),
+    };
+    if !wanted.contains(&h.status) {
+        let body = c.body_text(&h).await;
+        bail!("{} -> {} (wanted {wanted:?}); body: {body}", what(c), h.status);
+    }
+    Ok(h)
+}
+
+/// Workload 2 over the raw client: each connection takes the next blob; a push is `POST ?digest=` with the body
+/// (plus `PUT <Location>&digest=` when the server answers 202), a pull a `GET` whose length is checked.
 async fn small_blobs(reg: Arc<Reg>, d: Arc<Data>, sizes: &Sizes) -> Result<SmallFig> {
     let repo = "bench/small";
-    let auth = reg.authorize(repo).await?;
+    let auth = Arc::new(auth_line(reg.authorize(repo).await?.as_ref())?);
     let n = d.small.len();
     let run = |pull: bool| {
-        let next = Arc::new(AtomicUsize::new(0));
-        let tasks: Vec<_> = (0..sizes.concurrency)
-            .map(|_| {
-                let (reg, d, next, auth) = (reg.clone(), d.clone(), next.clone(), auth.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= d.small.len() {
-                            return Ok::<_, anyhow::Error>(());
-                        }
-                        let (bytes, digest) = &d.small[i];
-                        if pull {
-                            let got = reg.pull(repo, auth.as_ref(), digest).await?;
-                            if got != bytes.len() as u64 {
-                                bail!("GET /v2/{repo}/blobs/{digest}: {got} bytes, wanted {}", bytes.len());
-                            }
-                        } else {
-                            reg.push_small(repo, auth.as_ref(), bytes, digest).await?;
-                        }
-                    }
-                })
-            })
-            .collect();
+        let (reg, d, auth) = (reg.clone(), d.clone(), auth.clone());
         async move {
+            let conns = raw_conns(&reg, sizes.concurrency).await?;
+            let next = Arc::new(AtomicUsize::new(0));
             let t = Instant::now();
+            let tasks: Vec<_> = conns
+                .into_iter()
+                .map(|mut c| {
+                    let (reg, d, next, auth) = (reg.clone(), d.clone(), next.clone(), auth.clone());
+                    tokio::spawn(async move {
+                        let host = reg.host.as_str();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= d.small.len() {
+                                return Ok::<_, anyhow::Error>(());
+                            }
+                            let (bytes, digest) = &d.small[i];
+                            c.out.clear();
+                            if pull {
+                                write!(c.out, "GET /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n")?;
+                                c.send_out().await?;
+                                let h = raw_expect(&mut c, |_| format!("GET /v2/{repo}/blobs/{digest}"), &[200]).await?;
+                                let got = c.skip_body(&h).await?;
+                                if got != bytes.len() as u64 {
+                                    bail!("GET /v2/{repo}/blobs/{digest}: {got} bytes, wanted {}", bytes.len());
+                                }
+                                continue;
+                            }
+                            write!(
+                                c.out,
+                                "POST /v2/{repo}/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                                bytes.len()
+                            )?;
+                            c.out.extend_from_slice(bytes);
+                            c.send_out().await?;
+                            let h = raw_expect(&mut c, |_| format!("POST /v2/{repo}/blobs/uploads/?digest={digest}"), &[201, 202]).await?;
+                            c.skip_body(&h).await?;
+                            if h.status == 202 {
+                                // No monolithic POST: PUT the bytes to the upload's Location.
+                                let path = raw::same_host_path(&c.location, host)?;
+                                let sep = if path.contains('?') { '&' } else { '?' };
+                                c.out.clear();
+                                write!(
+                                    c.out,
+                                    "PUT {path}{sep}digest={digest} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                                    bytes.len()
+                                )?;
+                                c.out.extend_from_slice(bytes);
+                                c.send_out().await?;
+                                let h = raw_expect(&mut c, |_| format!("PUT <the 202's Location>{sep}digest={digest}"), &[201]).await?;
+                                c.skip_body(&h).await?;
+                            }
+                        }
+                    })
+                })
+                .collect();
             for task in tasks {
                 task.await??;
             }
@@ -649,35 +717,46 @@ async fn manifest_get(reg: Arc<Reg>, sizes: &Sizes) -> Result<f64> {
     if body != manifest || dcd != manifest_digest {
         bail!("GET {url}: got {} bytes with Docker-Content-Digest '{dcd}', wanted the {} bytes pushed ({manifest_digest})", body.len(), manifest.len());
     }
+    // The hammer: `concurrency` raw keep-alive connections, each sending the same pre-serialized request as soon as
+    // the previous response has been read; only 200s with the pushed manifest's length count, anything else fails.
+    let request: Arc<[u8]> = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\n{}Accept: {OCI_MANIFEST}\r\n\r\n",
+        reg.host,
+        auth_line(auth.as_ref())?
+    )
+    .into_bytes()
+    .into();
+    let want = manifest.len() as u64;
     let hammer = |secs: f64| {
-        let deadline = Instant::now() + Duration::from_secs_f64(secs);
-        let count = Arc::new(AtomicU64::new(0));
-        let tasks: Vec<_> = (0..sizes.concurrency)
-            .map(|_| {
-                let (reg, auth, count, want) = (reg.clone(), auth.clone(), count.clone(), manifest.len());
-                tokio::spawn(async move {
-                    let url = reg.url(&format!("/v2/{repo}/manifests/latest"));
-                    while Instant::now() < deadline {
-                        let resp = reg.send(Method::GET, &url, auth.as_ref(), &[(hyper::header::ACCEPT, OCI_MANIFEST)], BenchBody::empty()).await?;
-                        if resp.status() != StatusCode::OK {
-                            return Err(unexpected(&Method::GET, &url, resp, "200").await);
-                        }
-                        let b = resp.into_body().collect().await?.to_bytes();
-                        if b.len() != want {
-                            bail!("GET {url}: {} bytes, wanted {want}", b.len());
-                        }
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
+        let (reg, request, path) = (reg.clone(), request.clone(), path.clone());
         async move {
+            let conns = raw_conns(&reg, sizes.concurrency).await?;
             let t = Instant::now();
+            let deadline = t + Duration::from_secs_f64(secs);
+            let tasks: Vec<_> = conns
+                .into_iter()
+                .map(|mut c| {
+                    let (request, path) = (request.clone(), path.clone());
+                    tokio::spawn(async move {
+                        let mut n = 0u64;
+                        while Instant::now() < deadline {
+                            c.send(&request).await?;
+                            let h = raw_expect(&mut c, |_| format!("GET {path}"), &[200]).await?;
+                            let got = c.skip_body(&h).await?;
+                            if got != want {
+                                bail!("GET {path}: {got} bytes, wanted {want}");
+                            }
+                            n += 1;
+                        }
+                        Ok::<_, anyhow::Error>(n)
+                    })
+                })
+                .collect();
+            let mut count = 0u64;
             for task in tasks {
-                task.await??;
+                count += task.await??;
             }
-            Ok::<_, anyhow::Error>(count.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64())
+            Ok::<_, anyhow::Error>(count as f64 / t.elapsed().as_secs_f64())
         }
     };
     hammer((sizes.manifest_secs / 5.0).max(0.3)).await?; // warm-up, not counted

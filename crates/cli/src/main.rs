@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use moat_model::rbac::{Role, RoleScope};
 use moat_model::{RegistryName, RegistrySettings, Sku};
 use moat_server::config::login_server_for;
 use moat_server::ServeConfig;
@@ -61,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Service principals for the management API (`az ad sp create-for-rbac`'s twin; works on the data directory).
+    Sp {
+        #[command(subcommand)]
+        command: SpCommand,
+    },
     /// Print the audit trail.
     Audit {
         #[command(flatten)]
@@ -82,6 +88,23 @@ enum Command {
         limit: Option<i64>,
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpCommand {
+    /// Create a service principal and print its credentials (shown once) as `az ad sp create-for-rbac` does.
+    Create {
+        #[arg(long, short)]
+        name: String,
+        /// Owner, Contributor, Reader, AcrPush, AcrPull or AcrDelete.
+        #[arg(long)]
+        role: Option<String>,
+        /// ARM scope of the role: the subscription (default), a resource group or a registry id.
+        #[arg(long, alias = "scopes")]
+        scope: Option<String>,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -150,6 +173,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .create_registry(name.as_str(), &login_server, moat_server::listener::DEFAULT_RESOURCE_GROUP, &settings, false)
                 .await?;
             emit(format_args!("{}", serde_json::json!({"name": r.name, "loginServer": r.login_server, "sku": r.settings.sku.as_str(), "id": r.id})));
+            Ok(())
+        }
+        Command::Sp { command: SpCommand::Create { name, role, scope, common } } => {
+            let c = config(&common);
+            let meta = moat_server::listener::open_store(&c).await?;
+            moat_server::listener::bootstrap(&c, &meta).await?;
+            let ids = moat_server::listener::cloud_ids(&meta).await?;
+            let role = role
+                .map(|r| Role::parse(&r).with_context(|| format!("unknown role '{r}': use Owner, Contributor, Reader, AcrPush, AcrPull or AcrDelete")))
+                .transpose()?;
+            let scope = match (&role, scope) {
+                (None, Some(_)) => bail!("--scope needs --role"),
+                (Some(_), Some(s)) => Some(
+                    RoleScope::parse(&s, &ids.subscription_id)
+                        .with_context(|| format!("'{s}' is not a scope of subscription {}: use /subscriptions/{0}[/resourceGroups/RG[/providers/Microsoft.ContainerRegistry/registries/NAME]]", ids.subscription_id))?,
+                ),
+                (Some(_), None) => Some(RoleScope::Subscription),
+                (None, None) => None,
+            };
+            let password = moat_auth::password::generate();
+            let sp = meta.create_service_principal(&name, &moat_auth::password::hash(&password)).await?;
+            if let (Some(role), Some(scope)) = (role, scope) {
+                meta.assign_role(&sp.app_id, role.as_str(), &scope.to_arm(&ids.subscription_id)).await?;
+            }
+            emit(format_args!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "appId": sp.app_id, "displayName": sp.display_name, "password": password, "tenant": ids.tenant_id,
+                }))?
+            ));
             Ok(())
         }
         Command::Registry { command: RegistryCommand::List { common, output } } => {

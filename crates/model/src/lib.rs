@@ -8,6 +8,7 @@ pub mod egress;
 pub mod manifest;
 pub mod names;
 pub mod policy;
+pub mod rbac;
 pub mod registry;
 
 pub use access::{Access, Action, ResourceScope};

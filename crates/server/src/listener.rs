@@ -68,6 +68,20 @@ pub async fn bootstrap(config: &ServeConfig, meta: &MetadataStore) -> anyhow::Re
     Ok(())
 }
 
+/// The server's Azure identity: one tenant and one subscription, generated at first start.
+#[derive(Clone, Debug)]
+pub struct CloudIds {
+    pub tenant_id: String,
+    pub subscription_id: String,
+}
+
+pub async fn cloud_ids(meta: &MetadataStore) -> anyhow::Result<CloudIds> {
+    Ok(CloudIds {
+        tenant_id: meta.init_setting("tenant_id", &uuid::Uuid::new_v4().to_string()).await?,
+        subscription_id: meta.init_setting("subscription_id", &uuid::Uuid::new_v4().to_string()).await?,
+    })
+}
+
 async fn token_secret(meta: &MetadataStore) -> anyhow::Result<Vec<u8>> {
     let mut raw = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut raw);

@@ -3,7 +3,10 @@
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use std::borrow::Cow;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "management", include_str!("../migrations/0002_management.sql")),
+];
 
 pub fn migrator() -> Migrator {
     let migrations: Vec<Migration> = MIGRATIONS

@@ -5,11 +5,13 @@
 mod audit;
 mod content;
 mod group_commit;
+mod management;
 mod registries;
 mod uploads;
 
 pub use audit::AuditFilter;
 pub use content::{ManifestRecord, ReferrerRow, StoredManifest};
+pub use management::{RoleAssignmentRow, ServicePrincipal, UpdateError};
 pub use uploads::UploadRow;
 
 use crate::error::Result;

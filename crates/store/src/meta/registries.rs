@@ -6,7 +6,7 @@ use sqlx::Row;
 
 const COLUMNS: &str = "id, name, login_server, resource_group, created_at, settings";
 
-fn from_row(row: SqliteRow) -> Result<Registry> {
+pub(crate) fn from_row(row: SqliteRow) -> Result<Registry> {
     let settings: String = row.get(5);
     Ok(Registry {
         id: row.get(0),

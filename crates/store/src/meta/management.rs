@@ -1,0 +1,270 @@
+//! The management plane's state: service principals and their role assignments, resource groups, registry
+//! admin credentials, and registry changes checked against the export policy in the transaction that writes them.
+
+use super::registries::settings_json;
+use super::MetadataStore;
+use crate::error::{Result, StoreError};
+use moat_model::policy::{PolicyError, PolicyFacts};
+use moat_model::{Registry, RegistrySettings};
+
+#[derive(Clone, Debug)]
+pub struct ServicePrincipal {
+    pub app_id: String,
+    pub display_name: String,
+    pub secret_hash: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct RoleAssignmentRow {
+    pub id: String,
+    pub principal_id: String,
+    pub role: String,
+    pub scope: String,
+}
+
+/// Why a registry change was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("registry not found")]
+    NotFound,
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The caller's own refusal (bad input found while merging the change).
+    #[error("{0}")]
+    Rejected(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for UpdateError {
+    fn from(e: sqlx::Error) -> UpdateError {
+        UpdateError::Store(e.into())
+    }
+}
+
+fn random_password() -> String {
+    // Two v4 UUIDs give 244 random bits; the simple form is URL- and shell-safe.
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+impl MetadataStore {
+    pub async fn create_service_principal(&self, display_name: &str, secret_hash: &str) -> Result<ServicePrincipal> {
+        let app_id = uuid::Uuid::new_v4().to_string();
+        let r = sqlx::query("INSERT INTO service_principals(app_id, display_name, secret_hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&app_id)
+            .bind(display_name)
+            .bind(secret_hash)
+            .bind(crate::time_fmt::now())
+            .execute(&self.writer)
+            .await;
+        match r {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("a service principal named '{display_name}' exists")))
+            }
+            r => r?,
+        };
+        Ok(ServicePrincipal { app_id, display_name: display_name.into(), secret_hash: secret_hash.into() })
+    }
+
+    pub async fn service_principal(&self, app_id: &str) -> Result<Option<ServicePrincipal>> {
+        let row: Option<(String, String, String)> =
+            sqlx::query_as("SELECT app_id, display_name, secret_hash FROM service_principals WHERE app_id = ?")
+                .bind(app_id)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(row.map(|(app_id, display_name, secret_hash)| ServicePrincipal { app_id, display_name, secret_hash }))
+    }
+
+    pub async fn assign_role(&self, principal_id: &str, role: &str, scope: &str) -> Result<()> {
+        sqlx::query("INSERT INTO role_assignments(id, principal_id, role, scope, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(principal_id)
+            .bind(role)
+            .bind(scope)
+            .bind(crate::time_fmt::now())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn role_assignments(&self, principal_id: &str) -> Result<Vec<RoleAssignmentRow>> {
+        let rows: Vec<(String, String, String, String)> =
+            sqlx::query_as("SELECT id, principal_id, role, scope FROM role_assignments WHERE principal_id = ?")
+                .bind(principal_id)
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows.into_iter().map(|(id, principal_id, role, scope)| RoleAssignmentRow { id, principal_id, role, scope }).collect())
+    }
+
+    /// Creates the resource group if it does not exist; returns its location.
+    pub async fn ensure_resource_group(&self, name: &str, location: &str) -> Result<String> {
+        sqlx::query("INSERT OR IGNORE INTO resource_groups(name, location, created_at) VALUES (?, ?, ?)")
+            .bind(name)
+            .bind(location)
+            .bind(crate::time_fmt::now())
+            .execute(&self.writer)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT location FROM resource_groups WHERE name = ?").bind(name).fetch_one(&self.writer).await?)
+    }
+
+    pub async fn resource_group(&self, name: &str) -> Result<Option<(String, String)>> {
+        Ok(sqlx::query_as("SELECT name, location FROM resource_groups WHERE name = ?").bind(name).fetch_optional(&self.reader).await?)
+    }
+
+    pub async fn resource_groups(&self) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as("SELECT name, location FROM resource_groups ORDER BY name").fetch_all(&self.reader).await?)
+    }
+
+    /// The admin user's passwords (`password`, `password2`), made on first use.
+    pub async fn admin_credentials(&self, registry_id: &str) -> Result<Vec<(String, String)>> {
+        let mut tx = self.writer.begin().await?;
+        for name in ["password", "password2"] {
+            sqlx::query("INSERT OR IGNORE INTO registry_credentials(registry_id, name, value) VALUES (?, ?, ?)")
+                .bind(registry_id)
+                .bind(name)
+                .bind(random_password())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let rows = sqlx::query_as("SELECT name, value FROM registry_credentials WHERE registry_id = ? ORDER BY name")
+            .bind(registry_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    pub async fn regenerate_admin_credential(&self, registry_id: &str, name: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO registry_credentials(registry_id, name, value) VALUES (?, ?, ?)
+             ON CONFLICT(registry_id, name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(registry_id)
+        .bind(name)
+        .bind(random_password())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Facts the export policy needs that live outside the registry's settings. Pipelines and private
+    /// endpoints arrive with later issues; until then there are none, and the private-endpoint rule is off.
+    async fn policy_facts(&self, _conn: &mut sqlx::SqliteConnection, _registry_id: &str) -> Result<PolicyFacts> {
+        Ok(PolicyFacts::default())
+    }
+
+    /// Creates a registry or replaces/changes an existing one, in one transaction: the current state is read,
+    /// `change` computes the new settings from it (`None` when the registry does not exist yet), the policy
+    /// checks the transition, and the result is written. Concurrent changes are serialized by the single writer
+    /// connection, so no two of them can both pass a check that only one may pass.
+    pub async fn upsert_registry<F>(
+        &self,
+        name: &str,
+        login_server: &str,
+        resource_group: &str,
+        change: F,
+    ) -> Result<(Registry, bool), UpdateError>
+    where
+        F: FnOnce(Option<&Registry>) -> Result<RegistrySettings, UpdateError>,
+    {
+        let mut tx = self.writer.begin().await?;
+        let current = load(&mut tx, name).await?;
+        if let Some(c) = &current {
+            if !c.resource_group.eq_ignore_ascii_case(resource_group) {
+                return Err(UpdateError::Rejected(format!(
+                    "registry '{name}' already exists in resource group '{}'; registry names are unique per server",
+                    c.resource_group
+                )));
+            }
+        }
+        let settings = change(current.as_ref())?;
+        let facts = match &current {
+            Some(c) => self.policy_facts(&mut tx, &c.id).await?,
+            None => PolicyFacts::default(),
+        };
+        moat_model::policy::validate_change(name, current.as_ref().map(|c| &c.settings), &settings, &facts)?;
+        let created = current.is_none();
+        let registry = match current {
+            Some(mut c) => {
+                sqlx::query("UPDATE registries SET settings = ? WHERE id = ?")
+                    .bind(settings_json(&settings))
+                    .bind(&c.id)
+                    .execute(&mut *tx)
+                    .await?;
+                c.settings = settings;
+                c
+            }
+            None => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                let created_at = crate::time_fmt::now();
+                let r = sqlx::query(
+                    "INSERT INTO registries(id, name, login_server, resource_group, is_default, created_at, settings)
+                     VALUES (?, ?, ?, ?, 0, ?, ?)",
+                )
+                .bind(&id)
+                .bind(name)
+                .bind(login_server)
+                .bind(resource_group)
+                .bind(&created_at)
+                .bind(settings_json(&settings))
+                .execute(&mut *tx)
+                .await;
+                if let Err(sqlx::Error::Database(e)) = &r {
+                    if e.is_unique_violation() {
+                        return Err(UpdateError::Rejected(format!("login server '{login_server}' is already in use")));
+                    }
+                }
+                r?;
+                sqlx::query("INSERT OR IGNORE INTO resource_groups(name, location, created_at) VALUES (?, ?, ?)")
+                    .bind(resource_group)
+                    .bind(&settings.location)
+                    .bind(&created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                Registry {
+                    id,
+                    name: name.into(),
+                    login_server: login_server.into(),
+                    resource_group: resource_group.into(),
+                    created_at,
+                    settings,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok((registry, created))
+    }
+
+    /// Deletes a registry with everything in it (its blob links, manifests, tags; stored bytes are left to GC).
+    pub async fn delete_registry(&self, name: &str) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let Some(id): Option<String> = sqlx::query_scalar("SELECT id FROM registries WHERE name = ? AND is_default = 0")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        for table in ["tags", "manifests", "blob_links", "repositories", "uploads"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE registry_id = ?")).bind(&id).execute(&mut *tx).await?;
+        }
+        sqlx::query("DELETE FROM registries WHERE id = ?").bind(&id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Total bytes of distinct blobs linked in a registry (listUsages' `Size`).
+    pub async fn registry_size(&self, registry_id: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(SUM(size), 0) FROM blobs WHERE digest IN (SELECT DISTINCT digest FROM blob_links WHERE registry_id = ?)",
+        )
+        .bind(registry_id)
+        .fetch_one(&self.reader)
+        .await?)
+    }
+}
+
+async fn load(conn: &mut sqlx::SqliteConnection, name: &str) -> Result<Option<Registry>> {
+    let q = "SELECT id, name, login_server, resource_group, created_at, settings FROM registries WHERE name = ?";
+    sqlx::query(q).bind(name).fetch_optional(conn).await?.map(super::registries::from_row).transpose()
+}
