@@ -268,5 +268,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli))
+    let result = tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli));
+    if let Err(e) = result {
+        // One line a person can act on; the chain of causes follows the colon.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
