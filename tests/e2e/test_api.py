@@ -1,4 +1,5 @@
 """OCI Distribution API behaviour over raw HTTP: pagination, manifests, ranges, uploads, deletes, mounts."""
+import hashlib
 import json
 import os
 import re
@@ -472,3 +473,23 @@ def test_invalid_tag_on_manifest_put(moat):
     for bad in ("-leading-dash", "x" * 129, ".dot"):
         r = c.put_manifest(repo, bad, img.manifest_bytes)
         assert_oci_error(r, {"TAG_INVALID", "MANIFEST_INVALID", "NAME_INVALID"}, 400)
+
+
+def test_sha512_blob(moat):
+    c = moat.client()
+    repo = "api/sha512"
+    data = b"sha512 content" * 10
+    dg = "sha512:" + hashlib.sha512(data).hexdigest()
+    r = c.start_upload(repo)
+    loc = r.headers["Location"]
+    r = c.request("PUT", loc + ("&" if "?" in loc else "?") + f"digest={dg}", repo=repo, data=data)
+    assert r.status_code == 201, f"{r.status_code} {r.text}"
+    assert r.headers.get("Docker-Content-Digest") == dg
+    g = c.get_blob(repo, dg)
+    assert g.status_code == 200 and g.content == data
+    # a wrong sha512 is refused
+    r = c.start_upload(repo)
+    loc = r.headers["Location"]
+    r = c.request("PUT", loc + ("&" if "?" in loc else "?") + "digest=sha512:" + hashlib.sha512(b"x").hexdigest(),
+                  repo=repo, data=data)
+    assert_oci_error(r, "DIGEST_INVALID", 400)

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from conftest import (DOCKER_MANIFEST, OCI_MANIFEST, build_image, read_oci_layout_manifest, require_tool, run,
-                      write_oci_layout)
+from conftest import (DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, build_image, read_oci_layout_manifest,
+                      require_tool, run, sha256, write_oci_layout)
 
 
 def skopeo(*args, timeout=180):
@@ -123,3 +123,49 @@ def test_skopeo_without_ca_refuses_tls(moat, tmp_path):
             check=False)
     assert p.returncode != 0
     assert "certificate" in (p.stderr + p.stdout).lower()
+
+
+def test_copy_multi_platform_index_all(moat, tls_args, tmp_path):
+    """An OCI image index with two platform images, copied with --all, round-trips byte for byte."""
+    amd, arm = build_image(2, seed="amd64"), build_image(1, seed="arm64", extra_config={"architecture": "arm64"})
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": amd.manifest_digest, "size": len(amd.manifest_bytes),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": OCI_MANIFEST, "digest": arm.manifest_digest, "size": len(arm.manifest_bytes),
+             "platform": {"architecture": "arm64", "os": "linux"}},
+        ],
+    }
+    index_bytes = json.dumps(index, indent=2).encode()
+    index_digest = sha256(index_bytes)
+    src = tmp_path / "multi"
+    blobs = src / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    for img in (amd, arm):
+        for dg, data in list(img.blobs.items()) + [(img.manifest_digest, img.manifest_bytes)]:
+            (blobs / dg.split(":", 1)[1]).write_bytes(data)
+    (blobs / index_digest.split(":", 1)[1]).write_bytes(index_bytes)
+    (src / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (src / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": OCI_INDEX, "digest": index_digest, "size": len(index_bytes),
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+
+    ref = f"docker://{moat.login_server}/skopeo/multi:1"
+    skopeo("copy", "--all", "--preserve-digests", *tls_args["dest"], f"oci:{src}:latest", ref)
+    c = moat.client()
+    g = c.get_manifest("skopeo/multi", "1")
+    assert g.status_code == 200
+    assert g.headers["Content-Type"] == OCI_INDEX
+    assert g.content == index_bytes
+    for img in (amd, arm):
+        assert c.get_manifest("skopeo/multi", img.manifest_digest).content == img.manifest_bytes
+
+    back = tmp_path / "back"
+    skopeo("copy", "--all", *tls_args["src"], ref, f"oci:{back}:latest")
+    dg, data = read_oci_layout_manifest(back, "latest")
+    assert dg == index_digest and data == index_bytes
+    # skopeo inspect picks the amd64 image from the index
+    p = skopeo("inspect", *tls_args["one"], "--override-arch", "amd64", ref)
+    assert json.loads(p.stdout)["Layers"] == amd.layer_digests
