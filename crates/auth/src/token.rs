@@ -31,6 +31,23 @@ impl Claims {
     }
 }
 
+/// A token from Moat's AAD-shaped token service, for the management plane and `/oauth2/exchange`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AadClaims {
+    pub iss: String,
+    /// The resource the token is for (the scope without `/.default`).
+    pub aud: String,
+    pub tid: String,
+    pub appid: String,
+    pub oid: String,
+    pub sub: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+}
+
+pub const AAD_ISSUER: &str = "moat-aad";
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("token is invalid or expired: {0}")]
@@ -93,6 +110,37 @@ impl TokenIssuer {
         Ok(claims)
     }
 
+    /// Issues an AAD-shaped access token for a service principal.
+    pub fn issue_aad(&self, tenant: &str, app_id: &str, audience: &str, ttl_secs: u64) -> (String, u64) {
+        let iat = now();
+        let claims = AadClaims {
+            iss: AAD_ISSUER.into(),
+            aud: audience.into(),
+            tid: tenant.into(),
+            appid: app_id.into(),
+            oid: app_id.into(),
+            sub: app_id.into(),
+            iat,
+            nbf: iat.saturating_sub(5),
+            exp: iat + ttl_secs,
+        };
+        (encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail"), ttl_secs)
+    }
+
+    /// Verifies an AAD-shaped token for one of `audiences` (compared without trailing slashes).
+    pub fn verify_aad(&self, token: &str, audiences: &[&str]) -> Result<AadClaims, TokenError> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.validate_aud = false;
+        v.set_issuer(&[AAD_ISSUER]);
+        v.leeway = 5;
+        let claims = decode::<AadClaims>(token, &self.decoding, &v)?.claims;
+        let norm = |s: &str| s.trim_end_matches('/').to_ascii_lowercase();
+        if !audiences.iter().any(|a| norm(a) == norm(&claims.aud)) {
+            return Err(TokenError::Invalid(jsonwebtoken::errors::ErrorKind::InvalidAudience.into()));
+        }
+        Ok(claims)
+    }
+
     /// Verifies an access token: a refresh token presented as a bearer token grants nothing.
     pub fn verify_access(&self, token: &str, login_server: &str, registry_id: &str) -> Result<Claims, TokenError> {
         let claims = self.verify(token, login_server, registry_id)?;
@@ -119,6 +167,10 @@ mod tests {
                 actions: [Action::Pull].into(),
             }],
         };
+        let (aad, _) = issuer.issue_aad("tenant", "app", "https://management.azure.com", 60);
+        assert_eq!(issuer.verify_aad(&aad, &["https://management.azure.com/"]).unwrap().appid, "app");
+        assert!(issuer.verify_aad(&aad, &["https://containerregistry.azure.net"]).is_err());
+        assert!(issuer.verify(&aad, "reg.example", "rid1").is_err(), "an AAD token is not a registry token");
         let t = issuer.issue("admin", "reg.example", "rid1", access.clone(), 300);
         let c = issuer.verify(&t, "reg.example", "rid1").unwrap();
         assert_eq!(c.access(), access);

@@ -1,6 +1,8 @@
 //! `moat-bench`: the same workloads against Moat and against CNCF Distribution (Debian's `docker-registry`),
 //! both started here on loopback with fresh data directories, plus this machine's physical limits (single-core
 //! SHA-256 and fsync'd disk writes). Prints a table and JSON lines; kills every server it started, also on error.
+//! The many-small-requests workloads (2 and 3) use a hand-written HTTP/1.1 client as light as wrk (`raw.rs`), so
+//! that on a 2-core machine the client does not take the CPU the server needs.
 //!
 //! `cargo run --release -p moat-bench -- [--quick]` or `scripts/bench [--quick]`.
 
@@ -267,7 +269,8 @@ impl Env {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Registry clients: a pooled keep-alive HTTP/1.1 client, or one TLS connection (sequential requests).
+// Registry clients: a pooled keep-alive HTTP/1.1 client, or one TLS connection (sequential requests). Workloads 2
+// and 3 hammer the server through `raw::Conn` instead (see below); these clients set up their data.
 
 type PlainClient = Client<HttpConnector, BenchBody>;
 

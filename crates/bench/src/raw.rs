@@ -275,3 +275,80 @@ pub fn same_host_path<'a>(location: &'a str, host: &str) -> Result<&'a str> {
         _ => bail!("Location {location:?} is not on {host}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that answers each request (read up to its blank line) with the next canned response, then closes.
+    async fn canned(responses: Vec<&'static [u8]>) -> u16 {
+        let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut responses = responses.into_iter();
+            'conns: loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = Vec::new();
+                loop {
+                    let mut b = [0u8; 1024];
+                    let n = s.read(&mut b).await.unwrap();
+                    if n == 0 {
+                        continue 'conns;
+                    }
+                    buf.extend_from_slice(&b[..n]);
+                    while let Some(p) = find(&buf, b"\r\n\r\n") {
+                        buf.drain(..p + 4);
+                        let Some(r) = responses.next() else { return };
+                        s.write_all(r).await.unwrap();
+                        if find(r, b"close").is_some() || find(r, b"Length").is_none() && find(r, b"chunked").is_none() {
+                            continue 'conns;
+                        }
+                    }
+                }
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn framing() {
+        let port = canned(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\ncontent-type: x\r\n\r\nhello",
+            b"HTTP/1.1 202 Accepted\r\nlocation: /v2/a/blobs/uploads/1?x=y\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: 1\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
+            b"HTTP/1.1 200 OK\r\n\r\nuntil close",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+        ])
+        .await;
+        let mut c = Conn::connect(port).await.unwrap();
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        c.send(req).await.unwrap();
+        let h = c.read_head().await.unwrap();
+        assert_eq!((h.status, c.skip_body(&h).await.unwrap()), (200, 5));
+        c.send(req).await.unwrap();
+        let h = c.read_head().await.unwrap();
+        assert_eq!((h.status, c.location.as_str()), (202, "/v2/a/blobs/uploads/1?x=y"));
+        assert_eq!(c.skip_body(&h).await.unwrap(), 0);
+        c.send(req).await.unwrap();
+        let h = c.read_head().await.unwrap();
+        assert_eq!((h.status, c.skip_body(&h).await.unwrap()), (200, 5));
+        c.send(req).await.unwrap();
+        let h = c.read_head().await.unwrap();
+        assert_eq!((h.status, c.body_text(&h).await.as_str()), (404, "not found"));
+        c.send(req).await.unwrap(); // reconnects
+        let h = c.read_head().await.unwrap();
+        assert_eq!((h.status, c.skip_body(&h).await.unwrap()), (200, 11));
+        c.send(req).await.unwrap(); // reconnects
+        let h = c.read_head().await.unwrap();
+        assert_eq!((h.status, c.skip_body(&h).await.unwrap()), (204, 0));
+    }
+
+    #[test]
+    fn locations() {
+        assert_eq!(same_host_path("/v2/x?a=b", "127.0.0.1:5").unwrap(), "/v2/x?a=b");
+        assert_eq!(same_host_path("http://127.0.0.1:5/v2/x", "127.0.0.1:5").unwrap(), "/v2/x");
+        assert!(same_host_path("http://127.0.0.1:55/v2/x", "127.0.0.1:5").is_err());
+        assert!(same_host_path("https://elsewhere/v2/x", "127.0.0.1:5").is_err());
+    }
+}

@@ -1,5 +1,8 @@
 //! The `moat` binary: the registry server (`moat serve`) and its operator commands.
 
+mod acr;
+mod login;
+
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use moat_model::rbac::{Role, RoleScope};
@@ -89,6 +92,10 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Sign in to a Moat server's management API with a service principal (`az login`'s twin).
+    Login(login::LoginArgs),
+    /// Manage registries through the management API, as `az acr` does (run `moat login` first).
+    Acr(acr::AcrArgs),
 }
 
 #[derive(Subcommand)]
@@ -152,6 +159,8 @@ fn config(common: &Common) -> ServeConfig {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Login(args) => tokio::task::spawn_blocking(move || login::run(args)).await?,
+        Command::Acr(args) => tokio::task::spawn_blocking(move || acr::run(args)).await?,
         Command::Serve { common, tls_cert, tls_key, upload_ttl_secs } => {
             let mut c = config(&common);
             c.tls_cert = tls_cert;

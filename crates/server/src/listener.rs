@@ -94,7 +94,7 @@ async fn not_found() -> axum::response::Response {
 }
 
 pub fn app(state: AppState) -> Router {
-    Router::new().merge(oci::router()).merge(token::router()).fallback(not_found).with_state(state)
+    Router::new().merge(oci::router()).merge(token::router()).merge(crate::arm::router()).fallback(not_found).with_state(state)
 }
 
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {

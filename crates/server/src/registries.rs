@@ -55,6 +55,11 @@ impl RegistryDirectory {
         Ok(self.lookup(host))
     }
 
+    /// Forces a reload on the next request: a registry changed over ARM is served at once.
+    pub fn invalidate(&self) {
+        self.cache.write().expect("lock").loaded = Instant::now() - MAX_AGE * 2;
+    }
+
     pub async fn by_name(&self, name: &str) -> Result<Option<Registry>, StoreError> {
         self.meta.registry_by_name(name).await
     }

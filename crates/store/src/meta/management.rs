@@ -157,32 +157,35 @@ impl MetadataStore {
     /// `change` computes the new settings from it (`None` when the registry does not exist yet), the policy
     /// checks the transition, and the result is written. Concurrent changes are serialized by the single writer
     /// connection, so no two of them can both pass a check that only one may pass.
-    pub async fn upsert_registry<F>(
+    pub async fn upsert_registry<F, E>(
         &self,
         name: &str,
         login_server: &str,
         resource_group: &str,
         change: F,
-    ) -> Result<(Registry, bool), UpdateError>
+    ) -> Result<(Registry, bool), E>
     where
-        F: FnOnce(Option<&Registry>) -> Result<RegistrySettings, UpdateError>,
+        F: FnOnce(Option<&Registry>) -> Result<RegistrySettings, E>,
+        E: From<UpdateError>,
     {
-        let mut tx = self.writer.begin().await?;
-        let current = load(&mut tx, name).await?;
+        let db = |e: sqlx::Error| E::from(UpdateError::from(e));
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let current = load(&mut tx, name).await.map_err(|e| E::from(UpdateError::Store(e)))?;
         if let Some(c) = &current {
             if !c.resource_group.eq_ignore_ascii_case(resource_group) {
-                return Err(UpdateError::Rejected(format!(
+                return Err(E::from(UpdateError::Rejected(format!(
                     "registry '{name}' already exists in resource group '{}'; registry names are unique per server",
                     c.resource_group
-                )));
+                ))));
             }
         }
         let settings = change(current.as_ref())?;
         let facts = match &current {
-            Some(c) => self.policy_facts(&mut tx, &c.id).await?,
+            Some(c) => self.policy_facts(&mut tx, &c.id).await.map_err(|e| E::from(UpdateError::Store(e)))?,
             None => PolicyFacts::default(),
         };
-        moat_model::policy::validate_change(name, current.as_ref().map(|c| &c.settings), &settings, &facts)?;
+        moat_model::policy::validate_change(name, current.as_ref().map(|c| &c.settings), &settings, &facts)
+            .map_err(|e| E::from(UpdateError::Policy(e)))?;
         let created = current.is_none();
         let registry = match current {
             Some(mut c) => {
@@ -190,7 +193,8 @@ impl MetadataStore {
                     .bind(settings_json(&settings))
                     .bind(&c.id)
                     .execute(&mut *tx)
-                    .await?;
+                    .await
+                    .map_err(db)?;
                 c.settings = settings;
                 c
             }
@@ -211,16 +215,17 @@ impl MetadataStore {
                 .await;
                 if let Err(sqlx::Error::Database(e)) = &r {
                     if e.is_unique_violation() {
-                        return Err(UpdateError::Rejected(format!("login server '{login_server}' is already in use")));
+                        return Err(E::from(UpdateError::Rejected(format!("login server '{login_server}' is already in use"))));
                     }
                 }
-                r?;
+                r.map_err(db)?;
                 sqlx::query("INSERT OR IGNORE INTO resource_groups(name, location, created_at) VALUES (?, ?, ?)")
                     .bind(resource_group)
                     .bind(&settings.location)
                     .bind(&created_at)
                     .execute(&mut *tx)
-                    .await?;
+                    .await
+                    .map_err(db)?;
                 Registry {
                     id,
                     name: name.into(),
@@ -231,7 +236,7 @@ impl MetadataStore {
                 }
             }
         };
-        tx.commit().await?;
+        tx.commit().await.map_err(db)?;
         Ok((registry, created))
     }
 

@@ -1,0 +1,159 @@
+//! The management plane: ACR's ARM API under `/subscriptions/…`, the AAD-shaped token service, and the
+//! cloud metadata `az cloud register` reads. ARM paths are case-insensitive in their fixed segments, so they are
+//! dispatched by hand after lower-casing those.
+
+pub mod api_version;
+pub mod error;
+pub mod identity;
+pub mod registries;
+pub mod registry_json;
+
+use crate::state::AppState;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use error::{ArmError, ArmResult};
+use http_body_util::BodyExt;
+use identity::ArmPrincipal;
+use serde_json::{json, Value};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/subscriptions", any(dispatch))
+        .route("/subscriptions/{*rest}", any(dispatch))
+        .route("/metadata/endpoints", get(metadata))
+        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(openid))
+        .route("/{tenant}/.well-known/openid-configuration", get(openid))
+        .route("/{tenant}/oauth2/v2.0/token", post(aad_token))
+}
+
+fn scheme(state: &AppState) -> &'static str {
+    if state.config.insecure_http {
+        "http"
+    } else {
+        "https"
+    }
+}
+
+async fn metadata(State(state): State<AppState>, req: Request) -> Response {
+    let base = identity::base_url(req.headers(), req.uri(), scheme(&state));
+    let port = state.config.listen.port();
+    let suffix = crate::config::login_server_for("x", &state.config.domain, port, state.config.insecure_http);
+    identity::cloud_metadata(&base, suffix.trim_start_matches("x."))
+}
+
+async fn openid(State(state): State<AppState>, axum::extract::Path(tenant): axum::extract::Path<String>, req: Request) -> Response {
+    identity::openid_configuration(&identity::base_url(req.headers(), req.uri(), scheme(&state)), &tenant)
+}
+
+async fn aad_token(State(state): State<AppState>, axum::extract::Path(tenant): axum::extract::Path<String>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return ArmError::bad_request("InvalidRequest", format!("unreadable body: {e}")).into_response(),
+    };
+    identity::token(&state, &tenant, &parts.headers, &String::from_utf8_lossy(&body)).await
+}
+
+/// What every management handler receives.
+pub struct ArmCtx {
+    pub subscription: String,
+    pub tenant: String,
+    pub principal: ArmPrincipal,
+    pub api_version: String,
+    pub base_url: String,
+    pub method: Method,
+}
+
+async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    match handle(&state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    crate::oci::query_param(query, key)
+}
+
+async fn read_json(body: axum::body::Body) -> ArmResult<Value> {
+    let bytes = http_body_util::Limited::new(body, 1024 * 1024)
+        .collect()
+        .await
+        .map_err(|e| ArmError::bad_request("InvalidRequestContent", format!("unreadable body: {e}")))?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ArmError::bad_request("InvalidRequestContent", format!("The request content is not valid JSON: {e}")))
+}
+
+async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().trim_end_matches('/').to_string();
+    let query = parts.uri.query().unwrap_or("").to_string();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let l: Vec<&str> = lower.iter().map(String::as_str).collect();
+    let ids = crate::listener::cloud_ids(&state.meta).await.map_err(ArmError::internal)?;
+    let registry_route = l.len() >= 5 && l[2] != "resources" && l.contains(&"microsoft.containerregistry");
+    let api_version = api_version::check(query_param(&query, "api-version").as_deref(), registry_route)?;
+
+    // `GET /subscriptions` needs only a valid token.
+    if l.len() == 1 {
+        let principal = identity::authenticate(state, &parts.headers, &ids.subscription_id).await?;
+        let value = if principal.can_read_subscription() { vec![subscription_json(&ids)] } else { vec![] };
+        return Ok(axum::Json(json!({ "value": value })).into_response());
+    }
+    if !l[1].eq_ignore_ascii_case(&ids.subscription_id) {
+        return Err(ArmError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "SubscriptionNotFound",
+            format!("The subscription '{}' could not be found. This server's subscription is {}.", segments[1], ids.subscription_id),
+        ));
+    }
+    let ctx = ArmCtx {
+        subscription: ids.subscription_id.clone(),
+        tenant: ids.tenant_id.clone(),
+        principal: identity::authenticate(state, &parts.headers, &ids.subscription_id).await?,
+        api_version,
+        base_url: identity::base_url(&parts.headers, &parts.uri, scheme(state)),
+        method: parts.method.clone(),
+    };
+    let m = parts.method.clone();
+    let body = if matches!(m, Method::PUT | Method::PATCH | Method::POST) { read_json(body).await? } else { json!({}) };
+    let no_route = || ArmError::new(axum::http::StatusCode::NOT_FOUND, "NotFound", format!("No route for {m} {path}"));
+    match (&m, &l[2..]) {
+        (&Method::GET, []) => Ok(axum::Json(subscription_json(&ids)).into_response()),
+        (&Method::GET, ["resources"]) => registries::generic_resources(state, &ctx, &query).await,
+        (&Method::GET, ["resourcegroups"]) => registries::list_resource_groups(state, &ctx).await,
+        (_, ["resourcegroups", _]) => registries::resource_group(state, &ctx, segments[3], &body).await,
+        (&Method::GET, ["providers", "microsoft.containerregistry", "registries"]) => registries::list(state, &ctx, None).await,
+        (&Method::POST, ["providers", "microsoft.containerregistry", "checknameavailability"]) => {
+            registries::check_name(state, &ctx, &body).await
+        }
+        (&Method::GET, ["resourcegroups", _, "providers", "microsoft.containerregistry", "registries"]) => {
+            registries::list(state, &ctx, Some(segments[3])).await
+        }
+        (_, ["resourcegroups", _, "providers", "microsoft.containerregistry", "registries", _, rest @ ..]) => {
+            let (rg, name) = (segments[3], segments[7]);
+            registries::dispatch(state, &ctx, rg, name, rest, &segments[8..], &body).await
+        }
+        _ => Err(no_route()),
+    }
+}
+
+fn subscription_json(ids: &crate::listener::CloudIds) -> Value {
+    json!({
+        "id": format!("/subscriptions/{}", ids.subscription_id),
+        "subscriptionId": ids.subscription_id,
+        "tenantId": ids.tenant_id,
+        "displayName": "Moat",
+        "state": "Enabled",
+        "managedByTenants": [],
+        "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01", "quotaId": "Moat", "spendingLimit": "Off"},
+        "authorizationSource": "RoleBased",
+    })
+}

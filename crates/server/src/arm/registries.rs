@@ -1,0 +1,299 @@
+//! Registry resources: create or replace (PUT), update (PATCH), read, delete, lists, credentials, usages, and
+//! the operation status resources the Azure pollers read. Every change runs through the store's transactional
+//! upsert, where the export policy is checked against the state it produces.
+
+use super::error::{ArmError, ArmResult};
+use super::registry_json::{self, registry_id, REGISTRY_TYPE};
+use super::ArmCtx;
+use crate::state::AppState;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use moat_model::{Registry, RegistryName, Sku};
+use serde_json::{json, Value};
+
+fn parse_name(name: &str) -> ArmResult<String> {
+    name.parse::<RegistryName>().map(|n| n.as_str().to_string()).map_err(|_| {
+        ArmError::bad_request(
+            "InvalidResourceName",
+            format!("Registry name '{name}' is invalid: use 5 to 50 letters and digits (ACR's naming rule)."),
+        )
+        .with_target("registryName")
+    })
+}
+
+fn json_of(state: &AppState, ctx: &ArmCtx, r: &Registry) -> Value {
+    registry_json::to_json(r, &ctx.subscription, &state.config.domain)
+}
+
+async fn find(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult<Registry> {
+    let not_found = || {
+        ArmError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!("The Resource 'Microsoft.ContainerRegistry/registries/{name}' under resource group '{rg}' was not found."),
+        )
+    };
+    let r = state.meta.registry_by_name(&name.to_ascii_lowercase()).await?.ok_or_else(not_found)?;
+    if !r.resource_group.eq_ignore_ascii_case(rg) {
+        return Err(not_found());
+    }
+    if !ctx.principal.can_read(&r.resource_group, &r.name) {
+        return Err(ctx.principal.denied("Microsoft.ContainerRegistry/registries/read", &registry_id(&ctx.subscription, rg, name)));
+    }
+    Ok(r)
+}
+
+fn require_write(ctx: &ArmCtx, r: &Registry, action: &str) -> ArmResult<()> {
+    if ctx.principal.can_write(&r.resource_group, &r.name) {
+        Ok(())
+    } else {
+        Err(ctx.principal.denied(action, &registry_id(&ctx.subscription, &r.resource_group, &r.name)))
+    }
+}
+
+/// The answer to a PUT or PATCH: done already, but shaped as ARM's async operation so that every Azure poller
+/// finishes on its first poll (`Azure-AsyncOperation` + `Retry-After: 1`, see reference/azure-clients.md §3.3).
+fn lro(state: &AppState, ctx: &ArmCtx, r: &Registry, status: StatusCode) -> Response {
+    let op = format!("registries-{}", uuid::Uuid::new_v4());
+    let url = format!(
+        "{}{}/operationStatuses/{op}?api-version={}",
+        ctx.base_url,
+        registry_id(&ctx.subscription, &r.resource_group, &r.name),
+        ctx.api_version
+    );
+    let mut resp = (status, axum::Json(json_of(state, ctx, r))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        resp.headers_mut().insert("azure-asyncoperation", v);
+    }
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+pub async fn dispatch(
+    state: &AppState,
+    ctx: &ArmCtx,
+    rg: &str,
+    name: &str,
+    rest: &[&str],
+    rest_original: &[&str],
+    body: &Value,
+) -> ArmResult<Response> {
+    let name = parse_name(name)?;
+    match (&ctx.method, rest) {
+        (&Method::GET, []) => Ok(axum::Json(json_of(state, ctx, &find(state, ctx, rg, &name).await?)).into_response()),
+        (&Method::PUT, []) => put(state, ctx, rg, &name, body).await,
+        (&Method::PATCH, []) => patch(state, ctx, rg, &name, body).await,
+        (&Method::DELETE, []) => delete(state, ctx, rg, &name).await,
+        (&Method::POST, ["listcredentials"]) => credentials(state, ctx, rg, &name, None).await,
+        (&Method::POST, ["regeneratecredential"]) => {
+            let which = body.get("name").and_then(Value::as_str).unwrap_or("");
+            if which != "password" && which != "password2" {
+                return Err(ArmError::invalid_property("name", "expected 'password' or 'password2'"));
+            }
+            credentials(state, ctx, rg, &name, Some(which)).await
+        }
+        (&Method::GET, ["listusages"]) => usages(state, ctx, rg, &name).await,
+        (&Method::GET, ["operationstatuses", _]) => {
+            let r = find(state, ctx, rg, &name).await?;
+            let op = rest_original[1];
+            let now = moat_store::time_fmt::now();
+            Ok(axum::Json(json!({
+                "id": format!("{}/operationStatuses/{op}", registry_id(&ctx.subscription, &r.resource_group, &r.name)),
+                "name": op, "status": "Succeeded", "startTime": now, "endTime": now,
+            }))
+            .into_response())
+        }
+        _ => Err(ArmError::new(StatusCode::NOT_FOUND, "NotFound", format!("No route for {} on registry '{name}'", ctx.method))),
+    }
+}
+
+async fn put(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str, body: &Value) -> ArmResult<Response> {
+    let now = moat_store::time_fmt::now();
+    let settings = registry_json::settings_from_put(body, &now, &state.config.region)?;
+    let existing = state.meta.registry_by_name(name).await?;
+    match &existing {
+        Some(r) if !ctx.principal.can_write(&r.resource_group, &r.name) => {
+            return Err(ctx.principal.denied("Microsoft.ContainerRegistry/registries/write", &registry_id(&ctx.subscription, rg, name)))
+        }
+        None if !ctx.principal.can_write_group(rg) => {
+            return Err(ctx.principal.denied("Microsoft.ContainerRegistry/registries/write", &registry_id(&ctx.subscription, rg, name)))
+        }
+        Some(r) if !r.settings.location.eq_ignore_ascii_case(&settings.location) => {
+            return Err(ArmError::bad_request("LocationNotAvailableForResourceType", "the location of a registry cannot be changed").with_target("location"))
+        }
+        _ => {}
+    }
+    let login_server = state.config.login_server_for(name);
+    let (r, created) = state
+        .meta
+        .upsert_registry::<_, ArmError>(name, &login_server, rg, |current| {
+            if let Some(c) = current {
+                if c.settings.zone_redundancy != settings.zone_redundancy {
+                    return Err(ArmError::bad_request("ZoneRedundancyCannotBeUpdated", "zoneRedundancy cannot be changed after creation").with_target("properties.zoneRedundancy"));
+                }
+            }
+            Ok(settings.clone())
+        })
+        .await?;
+    state.registries.invalidate();
+    Ok(lro(state, ctx, &r, if created { StatusCode::CREATED } else { StatusCode::OK }))
+}
+
+async fn patch(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str, body: &Value) -> ArmResult<Response> {
+    let current = find(state, ctx, rg, name).await?;
+    require_write(ctx, &current, "Microsoft.ContainerRegistry/registries/write")?;
+    let now = moat_store::time_fmt::now();
+    let (r, _) = state
+        .meta
+        .upsert_registry::<_, ArmError>(name, &current.login_server, rg, |current| {
+            let current = current.ok_or_else(|| ArmError::not_found("Microsoft.ContainerRegistry/registries", name))?;
+            let next = registry_json::settings_from_patch(body, &current.settings, &now)?;
+            if next.zone_redundancy != current.settings.zone_redundancy {
+                return Err(ArmError::bad_request("ZoneRedundancyCannotBeUpdated", "zoneRedundancy cannot be changed after creation").with_target("properties.zoneRedundancy"));
+            }
+            Ok(next)
+        })
+        .await?;
+    state.registries.invalidate();
+    Ok(lro(state, ctx, &r, StatusCode::OK))
+}
+
+async fn delete(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult<Response> {
+    let r = match find(state, ctx, rg, name).await {
+        Ok(r) => r,
+        Err(e) if e.status == StatusCode::NOT_FOUND => return Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(e) => return Err(e),
+    };
+    require_write(ctx, &r, "Microsoft.ContainerRegistry/registries/delete")?;
+    let default = state.meta.default_registry().await?;
+    if default.is_some_and(|d| d.id == r.id) {
+        return Err(ArmError::bad_request("CannotDeleteDefaultRegistry", "the server's default registry cannot be deleted"));
+    }
+    state.meta.delete_registry(&r.name).await?;
+    state.registries.invalidate();
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn credentials(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str, regenerate: Option<&str>) -> ArmResult<Response> {
+    let r = find(state, ctx, rg, name).await?;
+    require_write(ctx, &r, "Microsoft.ContainerRegistry/registries/listCredentials/action")?;
+    if !r.settings.admin_user_enabled {
+        return Err(ArmError::bad_request(
+            "AdminUserDisabled",
+            format!("The admin user of registry '{name}' is disabled. Enable it with `moat acr update -n {name} --admin-enabled true`."),
+        ));
+    }
+    if let Some(which) = regenerate {
+        state.meta.regenerate_admin_credential(&r.id, which).await?;
+    }
+    let passwords: Vec<Value> =
+        state.meta.admin_credentials(&r.id).await?.into_iter().map(|(name, value)| json!({"name": name, "value": value})).collect();
+    Ok(axum::Json(json!({"username": r.name, "passwords": passwords})).into_response())
+}
+
+async fn usages(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult<Response> {
+    let r = find(state, ctx, rg, name).await?;
+    let size = state.meta.registry_size(&r.id).await?;
+    // ACR's included storage and webhook limits per SKU.
+    let (storage, webhooks) = match r.settings.sku {
+        Sku::Basic => (10u64 << 30, 2),
+        Sku::Standard => (100u64 << 30, 10),
+        Sku::Premium => (500u64 << 30, 500),
+    };
+    let usage = |name: &str, limit: u64, current: i64, unit: &str| json!({"name": name, "limit": limit, "currentValue": current, "unit": unit});
+    Ok(axum::Json(json!({"value": [
+        usage("Size", storage, size, "Bytes"),
+        usage("Webhooks", webhooks, 0, "Count"),
+        usage("Geo-replications", if r.settings.sku == Sku::Premium { 50 } else { 0 }, 0, "Count"),
+        usage("IPRules", 200, r.settings.network_rule_set.ip_rules.len() as i64, "Count"),
+        usage("VNetRules", 100, 0, "Count"),
+        usage("PrivateEndpointConnections", 200, 0, "Count"),
+    ]}))
+    .into_response())
+}
+
+pub async fn list(state: &AppState, ctx: &ArmCtx, rg: Option<&str>) -> ArmResult<Response> {
+    let value: Vec<Value> = state
+        .meta
+        .list_registries()
+        .await?
+        .iter()
+        .filter(|r| rg.is_none_or(|g| r.resource_group.eq_ignore_ascii_case(g)))
+        .filter(|r| ctx.principal.can_read(&r.resource_group, &r.name))
+        .map(|r| json_of(state, ctx, r))
+        .collect();
+    Ok(axum::Json(json!({ "value": value })).into_response())
+}
+
+/// `GET /subscriptions/{sub}/resources?$filter=resourceType eq '…'`: how az finds a registry's resource group.
+pub async fn generic_resources(state: &AppState, ctx: &ArmCtx, query: &str) -> ArmResult<Response> {
+    let filter = super::query_param(query, "$filter").unwrap_or_default();
+    let wants_registries = match filter.split_once("resourceType eq '") {
+        Some((_, rest)) => rest.split('\'').next().is_some_and(|t| t.eq_ignore_ascii_case(REGISTRY_TYPE)),
+        None => true,
+    };
+    let mut value = Vec::new();
+    if wants_registries {
+        for r in state.meta.list_registries().await? {
+            if ctx.principal.can_read(&r.resource_group, &r.name) {
+                value.push(json!({
+                    "id": registry_id(&ctx.subscription, &r.resource_group, &r.name),
+                    "name": r.name, "type": REGISTRY_TYPE, "location": r.settings.location,
+                    "sku": {"name": r.settings.sku.as_str(), "tier": r.settings.sku.as_str()}, "tags": r.settings.tags,
+                }));
+            }
+        }
+    }
+    Ok(axum::Json(json!({ "value": value })).into_response())
+}
+
+fn group_json(ctx: &ArmCtx, name: &str, location: &str) -> Value {
+    json!({
+        "id": format!("/subscriptions/{}/resourceGroups/{name}", ctx.subscription),
+        "name": name, "type": "Microsoft.Resources/resourceGroups", "location": location,
+        "properties": {"provisioningState": "Succeeded"},
+    })
+}
+
+pub async fn list_resource_groups(state: &AppState, ctx: &ArmCtx) -> ArmResult<Response> {
+    let value: Vec<Value> = state.meta.resource_groups().await?.iter().map(|(n, l)| group_json(ctx, n, l)).collect();
+    Ok(axum::Json(json!({ "value": value })).into_response())
+}
+
+/// A minimal resource-group API: `GET`/`HEAD` read one, `PUT` creates one (`az group create`).
+pub async fn resource_group(state: &AppState, ctx: &ArmCtx, name: &str, body: &Value) -> ArmResult<Response> {
+    match ctx.method {
+        Method::PUT => {
+            if !ctx.principal.can_write_group(name) {
+                return Err(ctx.principal.denied("Microsoft.Resources/subscriptions/resourceGroups/write", &format!("/subscriptions/{}/resourceGroups/{name}", ctx.subscription)));
+            }
+            let location = body.get("location").and_then(Value::as_str).unwrap_or(&state.config.region).to_string();
+            let existed = state.meta.resource_group(name).await?.is_some();
+            let loc = state.meta.ensure_resource_group(name, &location).await?;
+            let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+            Ok((status, axum::Json(group_json(ctx, name, &loc))).into_response())
+        }
+        Method::GET | Method::HEAD => match state.meta.resource_group(name).await? {
+            Some((n, l)) => Ok(axum::Json(group_json(ctx, &n, &l)).into_response()),
+            None => Err(ArmError::new(StatusCode::NOT_FOUND, "ResourceGroupNotFound", format!("Resource group '{name}' could not be found."))),
+        },
+        _ => Err(ArmError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "resource groups support GET, HEAD and PUT")),
+    }
+}
+
+pub async fn check_name(state: &AppState, _ctx: &ArmCtx, body: &Value) -> ArmResult<Response> {
+    let name = body.get("name").and_then(Value::as_str).ok_or_else(|| ArmError::invalid_property("name", "required"))?;
+    if let Some(t) = body.get("type").and_then(Value::as_str) {
+        if !t.eq_ignore_ascii_case(REGISTRY_TYPE) {
+            return Err(ArmError::invalid_property("type", format!("expected '{REGISTRY_TYPE}'")));
+        }
+    }
+    let answer = match name.parse::<RegistryName>() {
+        Err(_) => json!({"nameAvailable": false, "reason": "Invalid", "message": format!("The registry name '{name}' is invalid: use 5 to 50 letters and digits.")}),
+        Ok(n) if state.meta.registry_by_name(n.as_str()).await?.is_some() => {
+            json!({"nameAvailable": false, "reason": "AlreadyExists", "message": format!("The registry {name} is already in use.")})
+        }
+        Ok(n) => json!({"nameAvailable": true, "availableLoginServerName": state.config.login_server_for(n.as_str())}),
+    };
+    Ok(axum::Json(answer).into_response())
+}

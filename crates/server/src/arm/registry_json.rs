@@ -1,0 +1,318 @@
+//! The Registry resource as ARM shows it, and the merge of a PUT or PATCH body into a registry's settings.
+//! Unknown properties and wrong enum values are refused with the property's path; read-only properties that a
+//! client echoes back from a GET are ignored, as ARM does.
+
+use super::error::{ArmError, ArmResult};
+use moat_model::registry::{DefaultAction, IpRule, PolicyStatus};
+use moat_model::{Registry, RegistrySettings, Sku};
+use serde_json::{json, Map, Value};
+
+pub const REGISTRY_TYPE: &str = "Microsoft.ContainerRegistry/registries";
+
+pub fn registry_id(sub: &str, rg: &str, name: &str) -> String {
+    format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{name}")
+}
+
+/// `<registry>.<region>.data.<domain>`: the region is the second label, where `az acr show-endpoints` reads it.
+pub fn data_endpoint_host(r: &Registry, domain: &str) -> String {
+    format!("{}.{}.data.{}", r.name, r.settings.location.to_ascii_lowercase(), domain)
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "Enabled"
+    } else {
+        "Disabled"
+    }
+}
+
+pub fn to_json(r: &Registry, sub: &str, domain: &str) -> Value {
+    let s = &r.settings;
+    let p = &s.policies;
+    let data_hosts: Vec<String> = if s.data_endpoint_enabled { vec![data_endpoint_host(r, domain)] } else { vec![] };
+    json!({
+        "id": registry_id(sub, &r.resource_group, &r.name),
+        "name": r.name,
+        "type": REGISTRY_TYPE,
+        "location": s.location,
+        "tags": s.tags,
+        "sku": {"name": s.sku.as_str(), "tier": s.sku.as_str()},
+        "properties": {
+            "loginServer": r.login_server,
+            "creationDate": r.created_at,
+            "provisioningState": "Succeeded",
+            "status": null,
+            "adminUserEnabled": s.admin_user_enabled,
+            "networkRuleSet": {
+                "defaultAction": match s.network_rule_set.default_action { DefaultAction::Allow => "Allow", DefaultAction::Deny => "Deny" },
+                "virtualNetworkRules": [],
+                "ipRules": s.network_rule_set.ip_rules.iter().map(|r| json!({"action": "Allow", "value": r.value})).collect::<Vec<_>>(),
+            },
+            "policies": {
+                "quarantinePolicy": {"status": p.quarantine.as_str()},
+                "trustPolicy": {"type": "Notary", "status": p.trust.as_str()},
+                "retentionPolicy": {"days": p.retention.days, "lastUpdatedTime": p.retention.last_updated_time, "status": p.retention.status.as_str()},
+                "exportPolicy": {"status": p.export.as_str()},
+                "azureADAuthenticationAsArmPolicy": {"status": p.azure_ad_authentication_as_arm.as_str()},
+                "softDeletePolicy": {"retentionDays": p.soft_delete.retention_days, "lastUpdatedTime": p.soft_delete.last_updated_time, "status": p.soft_delete.status.as_str()},
+            },
+            "encryption": {"status": "disabled"},
+            "dataEndpointEnabled": s.data_endpoint_enabled,
+            "dataEndpointHostNames": data_hosts,
+            "privateEndpointConnections": [],
+            "publicNetworkAccess": on_off(s.public_network_access),
+            "networkRuleBypassOptions": if s.bypass_trusted_services { "AzureServices" } else { "None" },
+            "networkRuleBypassAllowedForTasks": false,
+            "zoneRedundancy": on_off(s.zone_redundancy),
+            "anonymousPullEnabled": s.anonymous_pull_enabled,
+            "roleAssignmentMode": "LegacyRegistryPermissions",
+        }
+    })
+}
+
+fn object<'a>(v: &'a Value, path: &str) -> ArmResult<&'a Map<String, Value>> {
+    v.as_object().ok_or_else(|| ArmError::invalid_property(path, "expected an object"))
+}
+
+fn boolean(v: &Value, path: &str) -> ArmResult<bool> {
+    v.as_bool().ok_or_else(|| ArmError::invalid_property(path, "expected true or false"))
+}
+
+fn string<'a>(v: &'a Value, path: &str) -> ArmResult<&'a str> {
+    v.as_str().ok_or_else(|| ArmError::invalid_property(path, "expected a string"))
+}
+
+/// Enum values are case-insensitive on the way in, canonical on the way out (as ACR does).
+fn one_of<T: Copy>(v: &Value, path: &str, options: &[(&str, T)]) -> ArmResult<T> {
+    let s = string(v, path)?;
+    options.iter().find(|(name, _)| name.eq_ignore_ascii_case(s)).map(|(_, t)| *t).ok_or_else(|| {
+        let allowed: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        ArmError::invalid_property(path, format!("'{s}' is not one of {}", allowed.join(", ")))
+    })
+}
+
+fn enabled(v: &Value, path: &str) -> ArmResult<bool> {
+    one_of(v, path, &[("Enabled", true), ("Disabled", false)])
+}
+
+fn policy_status(v: &Value, path: &str) -> ArmResult<PolicyStatus> {
+    one_of(v, path, &[("enabled", PolicyStatus::Enabled), ("disabled", PolicyStatus::Disabled)])
+}
+
+fn unknown(path: &str, key: &str) -> ArmError {
+    ArmError::invalid_property(&format!("{path}.{key}"), "unknown property")
+}
+
+pub fn parse_sku(v: &Value) -> ArmResult<Sku> {
+    let o = object(v, "sku")?;
+    let mut sku = None;
+    for (k, v) in o {
+        match k.as_str() {
+            "name" => {
+                sku = Some(one_of(v, "sku.name", &[("Basic", Sku::Basic), ("Standard", Sku::Standard), ("Premium", Sku::Premium)]).map_err(
+                    |e| if string(v, "sku.name").is_ok_and(|s| s.eq_ignore_ascii_case("classic")) {
+                        ArmError::bad_request("InvalidSku", "Classic SKU is no longer supported. Please select a managed SKU.").with_target("sku.name")
+                    } else { e },
+                )?)
+            }
+            "tier" => {}
+            other => return Err(unknown("sku", other)),
+        }
+    }
+    sku.ok_or_else(|| ArmError::invalid_property("sku.name", "required"))
+}
+
+fn parse_tags(v: &Value, s: &mut RegistrySettings) -> ArmResult<()> {
+    if v.is_null() {
+        s.tags.clear();
+        return Ok(());
+    }
+    s.tags.clear();
+    for (k, v) in object(v, "tags")? {
+        s.tags.insert(k.clone(), string(v, &format!("tags.{k}"))?.to_string());
+    }
+    Ok(())
+}
+
+fn apply_policies(v: &Value, s: &mut RegistrySettings, now: &str) -> ArmResult<()> {
+    for (k, v) in object(v, "properties.policies")? {
+        let path = format!("properties.policies.{k}");
+        let o = object(v, &path)?;
+        for (field, value) in o {
+            let fpath = format!("{path}.{field}");
+            let p = &mut s.policies;
+            match (k.as_str(), field.as_str()) {
+                ("exportPolicy", "status") => p.export = policy_status(value, &fpath)?,
+                ("quarantinePolicy", "status") => p.quarantine = policy_status(value, &fpath)?,
+                ("trustPolicy", "status") => p.trust = policy_status(value, &fpath)?,
+                ("trustPolicy", "type") => {
+                    one_of(value, &fpath, &[("Notary", ())])?;
+                }
+                ("retentionPolicy", "status") => {
+                    p.retention.status = policy_status(value, &fpath)?;
+                    p.retention.last_updated_time = Some(now.to_string());
+                }
+                ("retentionPolicy", "days") => {
+                    p.retention.days = value.as_i64().filter(|d| (0..=365).contains(d)).ok_or_else(|| ArmError::invalid_property(&fpath, "expected 0 to 365"))?
+                }
+                ("softDeletePolicy", "status") => {
+                    p.soft_delete.status = policy_status(value, &fpath)?;
+                    p.soft_delete.last_updated_time = Some(now.to_string());
+                }
+                ("softDeletePolicy", "retentionDays") => {
+                    p.soft_delete.retention_days = value.as_i64().filter(|d| (1..=90).contains(d)).ok_or_else(|| ArmError::invalid_property(&fpath, "expected 1 to 90"))?
+                }
+                ("azureADAuthenticationAsArmPolicy", "status") => p.azure_ad_authentication_as_arm = policy_status(value, &fpath)?,
+                (_, "lastUpdatedTime") => {}
+                ("exportPolicy" | "quarantinePolicy" | "trustPolicy" | "retentionPolicy" | "softDeletePolicy" | "azureADAuthenticationAsArmPolicy", other) => {
+                    return Err(unknown(&path, other))
+                }
+                (other, _) => return Err(unknown("properties.policies", other)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_network_rule_set(v: &Value, s: &mut RegistrySettings) -> ArmResult<()> {
+    for (k, v) in object(v, "properties.networkRuleSet")? {
+        let path = format!("properties.networkRuleSet.{k}");
+        match k.as_str() {
+            "defaultAction" => {
+                s.network_rule_set.default_action = one_of(v, &path, &[("Allow", DefaultAction::Allow), ("Deny", DefaultAction::Deny)])?
+            }
+            "ipRules" => {
+                let rules = v.as_array().ok_or_else(|| ArmError::invalid_property(&path, "expected an array"))?;
+                let mut out = Vec::new();
+                for (i, rule) in rules.iter().enumerate() {
+                    let rpath = format!("{path}[{i}]");
+                    let o = object(rule, &rpath)?;
+                    let mut value = None;
+                    for (rk, rv) in o {
+                        match rk.as_str() {
+                            "action" => {
+                                one_of(rv, &format!("{rpath}.action"), &[("Allow", ())])?;
+                            }
+                            "value" | "iPAddressOrRange" => value = Some(string(rv, &format!("{rpath}.value"))?.to_string()),
+                            other => return Err(unknown(&rpath, other)),
+                        }
+                    }
+                    out.push(IpRule { value: value.ok_or_else(|| ArmError::invalid_property(&format!("{rpath}.value"), "required"))? });
+                }
+                s.network_rule_set.ip_rules = out;
+            }
+            "virtualNetworkRules" => {
+                if v.as_array().is_some_and(|a| !a.is_empty()) {
+                    return Err(ArmError::bad_request("NotSupported", "virtual network rules do not exist in Moat: use ipRules or private endpoints").with_target(path));
+                }
+            }
+            other => return Err(unknown("properties.networkRuleSet", other)),
+        }
+    }
+    Ok(())
+}
+
+/// Merges `properties` into `s`: only the keys present change (PATCH semantics; a PUT starts from defaults).
+fn apply_properties(v: &Value, s: &mut RegistrySettings, now: &str) -> ArmResult<()> {
+    for (k, v) in object(v, "properties")? {
+        let path = format!("properties.{k}");
+        match k.as_str() {
+            "adminUserEnabled" => s.admin_user_enabled = boolean(v, &path)?,
+            "publicNetworkAccess" => s.public_network_access = enabled(v, &path)?,
+            "networkRuleSet" => apply_network_rule_set(v, s)?,
+            "networkRuleBypassOptions" => s.bypass_trusted_services = one_of(v, &path, &[("AzureServices", true), ("None", false)])?,
+            "dataEndpointEnabled" => s.data_endpoint_enabled = boolean(v, &path)?,
+            "zoneRedundancy" => s.zone_redundancy = enabled(v, &path)?,
+            "anonymousPullEnabled" => s.anonymous_pull_enabled = boolean(v, &path)?,
+            "policies" => apply_policies(v, s, now)?,
+            "encryption" => {
+                if object(v, &path)?.get("status").and_then(Value::as_str).is_some_and(|st| st.eq_ignore_ascii_case("enabled")) {
+                    return Err(ArmError::bad_request("NotSupported", "customer-managed key encryption is not supported by Moat").with_target(path));
+                }
+            }
+            "networkRuleBypassAllowedForTasks" | "roleAssignmentMode" => {}
+            // Read-only: a client may echo them back from a GET.
+            "loginServer" | "creationDate" | "provisioningState" | "status" | "dataEndpointHostNames" | "privateEndpointConnections" => {}
+            other => return Err(unknown("properties", other)),
+        }
+    }
+    Ok(())
+}
+
+/// A PUT body: a full description; whatever it omits takes ACR's default (so a PUT without `policies`
+/// re-enables exports, as in ACR).
+pub fn settings_from_put(body: &Value, now: &str, default_location: &str) -> ArmResult<RegistrySettings> {
+    let o = object(body, "body")?;
+    let sku = parse_sku(o.get("sku").ok_or_else(|| ArmError::invalid_property("sku", "required"))?)?;
+    let location = match o.get("location") {
+        Some(l) => string(l, "location")?.to_string(),
+        None => default_location.to_string(),
+    };
+    let mut s = RegistrySettings::new(sku, &location);
+    for (k, v) in o {
+        match k.as_str() {
+            "sku" | "location" => {}
+            "tags" => parse_tags(v, &mut s)?,
+            "properties" => apply_properties(v, &mut s, now)?,
+            "identity" | "id" | "name" | "type" | "systemData" => {}
+            other => return Err(ArmError::invalid_property(other, "unknown property")),
+        }
+    }
+    Ok(s)
+}
+
+/// A PATCH body (`RegistryUpdateParameters`): merged into the current settings.
+pub fn settings_from_patch(body: &Value, current: &RegistrySettings, now: &str) -> ArmResult<RegistrySettings> {
+    let mut s = current.clone();
+    for (k, v) in object(body, "body")? {
+        match k.as_str() {
+            "sku" => s.sku = parse_sku(v)?,
+            "tags" => parse_tags(v, &mut s)?,
+            "properties" => apply_properties(v, &mut s, now)?,
+            "identity" => {}
+            "location" if string(v, "location")?.eq_ignore_ascii_case(&current.location) => {}
+            "location" => return Err(ArmError::bad_request("LocationNotAvailableForResourceType", "the location of a registry cannot be changed").with_target("location")),
+            other => return Err(ArmError::invalid_property(other, "unknown property")),
+        }
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_resets_and_patch_merges() {
+        let now = "2026-01-01T00:00:00Z";
+        let put = json!({"location": "westeurope", "sku": {"name": "premium"}, "properties": {"adminUserEnabled": true, "publicNetworkAccess": "disabled", "policies": {"exportPolicy": {"status": "Disabled"}}}});
+        let s = settings_from_put(&put, now, "local").unwrap();
+        assert_eq!(s.sku, Sku::Premium);
+        assert!(!s.public_network_access && !s.exports_enabled() && s.admin_user_enabled);
+        let patch = json!({"properties": {"networkRuleSet": {"defaultAction": "Deny", "ipRules": [{"action": "Allow", "value": "10.0.0.0/8"}]}}});
+        let merged = settings_from_patch(&patch, &s, now).unwrap();
+        assert!(!merged.exports_enabled(), "PATCH keeps what it does not name");
+        assert_eq!(merged.network_rule_set.ip_rules.len(), 1);
+        let again = settings_from_put(&json!({"location": "westeurope", "sku": {"name": "Premium"}}), now, "local").unwrap();
+        assert!(again.exports_enabled(), "PUT without policies resets the export policy");
+    }
+
+    #[test]
+    fn refuses_bad_input_with_the_path() {
+        let now = "x";
+        let base = RegistrySettings::new(Sku::Premium, "local");
+        let cases = [
+            (json!({"properties": {"nope": 1}}), "properties.nope"),
+            (json!({"properties": {"publicNetworkAccess": "Sometimes"}}), "properties.publicNetworkAccess"),
+            (json!({"properties": {"policies": {"exportPolicy": {"status": "off"}}}}), "properties.policies.exportPolicy.status"),
+            (json!({"sku": {"name": "Gold"}}), "sku.name"),
+            (json!({"properties": {"adminUserEnabled": "yes"}}), "properties.adminUserEnabled"),
+        ];
+        for (body, path) in cases {
+            let e = settings_from_patch(&body, &base, now).unwrap_err();
+            assert_eq!(e.target.as_deref(), Some(path), "{body}");
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        }
+        assert_eq!(parse_sku(&json!({"name": "Classic"})).unwrap_err().code, "InvalidSku");
+    }
+}
