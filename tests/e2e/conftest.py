@@ -697,3 +697,151 @@ def pytest_runtest_makereport(item, call):
             s = item.funcargs.get(name) if hasattr(item, "funcargs") else None
             if isinstance(s, MoatServer):
                 rep.sections.append((f"{name} log tail", s.log_tail(40)))
+
+
+# ------------------------------------------------------------------------------------------------ management plane
+# The ARM + AAD side (tests/e2e/test_arm_*.py): service principals from `moat sp create`, AAD client-credential
+# tokens, and a small ARM session over requests. The Azure clients themselves live in their own venvs
+# (.venv for azure-mgmt-containerregistry 15, .venv-sdk14 for 14, .venv-az for the az CLI; scripts/test makes them).
+
+ARM_SCOPE = "https://management.azure.com/.default"
+ARM_API_VERSION = "2025-11-01"
+REGISTRY_TYPE = "Microsoft.ContainerRegistry/registries"
+
+
+def sp_create(server: "MoatServer", name: str, role: str | None = "Owner", scope: str | None = None) -> dict:
+    """`moat sp create` on a (running) server's data dir; returns {"appId","displayName","password","tenant"}."""
+    args = ["sp", "create", "--name", name, "--listen", server.login_server]
+    if role:
+        args += ["--role", role]
+    if scope:
+        args += ["--scope", scope]
+    p = server.moat(*args)
+    sp = json.loads(p.stdout)
+    for k in ("appId", "displayName", "password", "tenant"):
+        assert sp.get(k), f"`moat sp create` output lacks {k}: {p.stdout!r}"
+    return sp
+
+
+def venv_python(name: str) -> str:
+    """The python of a repo-local venv (.venv-sdk14, ...); fails (does not skip) when it is missing."""
+    py = REPO_ROOT / name / "bin" / "python"
+    assert py.exists(), f"{py} is missing: run scripts/test, which creates {name}"
+    return str(py)
+
+
+def azure_env(server: "MoatServer", **extra) -> dict:
+    """Environment for a real Azure client talking to `server`: trust its CA (overriding any machine-wide
+    REQUESTS_CA_BUNDLE), no MSAL instance discovery, no telemetry, no proxy for loopback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOAT_")}
+    for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy",
+              "CURL_CA_BUNDLE", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID"):
+        env.pop(k, None)
+    env.update({
+        "REQUESTS_CA_BUNDLE": str(server.ca_path),
+        "AZURE_CORE_INSTANCE_DISCOVERY": "false",
+        "AZURE_CORE_COLLECT_TELEMETRY": "false",
+        "NO_PROXY": "127.0.0.1,localhost,.localhost",
+        "no_proxy": "127.0.0.1,localhost,.localhost",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def aad_token(server: "MoatServer", sp: dict, scope: str = ARM_SCOPE,
+              session: requests.Session | None = None) -> str:
+    """POST /{tenant}/oauth2/v2.0/token (client credentials) as MSAL sends it; returns the access token."""
+    session = session or make_session(server.base_url, verify=server.verify)
+    r = session.post(f"{server.base_url}/{sp['tenant']}/oauth2/v2.0/token",
+                     data={"client_id": sp["appId"], "grant_type": "client_credentials", "client_info": "1",
+                           "client_secret": sp["password"], "scope": scope}, timeout=30)
+    assert r.status_code == 200, f"AAD token: {r.status_code} {r.text[:500]}"
+    body = r.json()
+    assert body.get("access_token") and isinstance(body.get("expires_in"), int), body
+    return body["access_token"]
+
+
+class Arm:
+    """A requests session on the management API with one service principal's bearer token."""
+
+    def __init__(self, server: "MoatServer", sp: dict, api_version: str = ARM_API_VERSION):
+        self.server = server
+        self.sp = sp
+        self.api_version = api_version
+        self.session = make_session(server.base_url, verify=server.verify)
+        self.token = aad_token(server, sp, session=self.session)
+        self._sub = None
+
+    def clone(self) -> "Arm":
+        """Another session (own connection pool) with the same token: one per thread."""
+        c = object.__new__(Arm)
+        c.__dict__.update(self.__dict__)
+        c.session = make_session(self.server.base_url, verify=self.server.verify)
+        return c
+
+    def request(self, method: str, path: str, json_body=None, api_version: str | None = "default",
+                **kw) -> requests.Response:
+        params = dict(kw.pop("params", {}) or {})
+        if api_version == "default":
+            api_version = self.api_version
+        if api_version is not None:
+            params["api-version"] = api_version
+        kw.setdefault("timeout", 60)
+        return self.session.request(method, self.server.base_url + path, params=params, json=json_body,
+                                    headers={"Authorization": "Bearer " + self.token}, **kw)
+
+    @property
+    def subscription(self) -> str:
+        if self._sub is None:
+            r = self.request("GET", "/subscriptions", api_version="2022-12-01")
+            assert r.status_code == 200, f"GET /subscriptions: {r.status_code} {r.text[:500]}"
+            value = r.json()["value"]
+            assert len(value) == 1, value
+            self._sub = value[0]["subscriptionId"]
+        return self._sub
+
+    def registry_path(self, name: str, rg: str = "rg1") -> str:
+        return (f"/subscriptions/{self.subscription}/resourceGroups/{rg}/providers/"
+                f"Microsoft.ContainerRegistry/registries/{name}")
+
+    def put_registry(self, name: str, body: dict, rg: str = "rg1") -> requests.Response:
+        return self.request("PUT", self.registry_path(name, rg), body)
+
+    def patch_registry(self, name: str, body: dict, rg: str = "rg1") -> requests.Response:
+        return self.request("PATCH", self.registry_path(name, rg), body)
+
+    def get_registry(self, name: str, rg: str = "rg1") -> requests.Response:
+        return self.request("GET", self.registry_path(name, rg))
+
+
+def assert_arm_error(r: requests.Response, status: int, code: str, message: str | None = None,
+                     target: bool = False) -> dict:
+    """Asserts an ARM error envelope {"error":{"code","message"[,"target"]}} with `status` and `code`."""
+    desc = f"{r.request.method} {r.request.url} -> {r.status_code} {r.text[:600]!r}"
+    assert r.status_code == status, f"expected {status} {code}: " + desc
+    try:
+        body = r.json()
+    except ValueError:
+        raise AssertionError("ARM error body is not JSON: " + desc)
+    err = body.get("error") if isinstance(body, dict) else None
+    assert isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str), \
+        "not an ARM error envelope: " + desc
+    assert err["code"] == code, f"expected code {code}: " + desc
+    if message is not None:
+        assert err["message"] == message, f"expected message {message!r}: " + desc
+    if target:
+        assert isinstance(err.get("target"), str) and err["target"], "error target missing: " + desc
+    return err
+
+
+def export_invariant_violation(reg: dict) -> str | None:
+    """ACR's export rule on one registry JSON: exports disabled => Premium and public network access disabled.
+    Returns a description of the violation, or None."""
+    props = reg.get("properties") or {}
+    exports = ((props.get("policies") or {}).get("exportPolicy") or {}).get("status")
+    sku = (reg.get("sku") or {}).get("name")
+    public = props.get("publicNetworkAccess")
+    if exports == "disabled" and (sku != "Premium" or public != "Disabled"):
+        return f"exportPolicy=disabled with sku={sku} publicNetworkAccess={public}"
+    return None
