@@ -300,7 +300,8 @@ mod tests {
                         buf.drain(..p + 4);
                         let Some(r) = responses.next() else { return };
                         s.write_all(r).await.unwrap();
-                        if find(r, b"close").is_some() || find(r, b"Length").is_none() && find(r, b"chunked").is_none() {
+                        let lower = r.to_ascii_lowercase();
+                        if find(&lower, b"close").is_some() || find(&lower, b"length").is_none() && find(&lower, b"chunked").is_none() {
                             continue 'conns;
                         }
                     }
