@@ -14,7 +14,6 @@ import time
 import urllib.parse
 
 import pytest
-import requests
 
 from conftest import (REPO_ROOT, Arm, assert_arm_error, azure_env, make_session, sp_create,
                       venv_python)
@@ -220,7 +219,6 @@ def test_sdk15_admin_credentials(env, sdk):
     m = sdk.models
     c = env.client()
     name, rg = "sdkadmin15", "rg1"
-    port = env.server.port
     timed("create", c.registries.begin_create(rg, name, m.Registry(location="westeurope", sku=m.Sku(name="Basic"))))
 
     # Admin user disabled: no credentials.
