@@ -8,6 +8,7 @@ random PATCHes at one registry while another thread keeps reading it; every stat
 """
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -152,3 +153,141 @@ def test_export_policy_holds_under_racing_patches(moat):
     assert disables_ok > 0, f"no export disable ever succeeded, so the race was not exercised: {summary}"
     assert refusals > 0, f"nothing was ever refused, so the rule was not exercised: {summary}"
     assert gets["n"] > 0, "the reader never got the registry"
+
+
+def test_racing_creates_and_replacements(moat):
+    """Many threads create the same registries at once (PUT, implicitly creating their resource groups) and
+    replace them with PUTs that do and do not keep exports disabled. Exactly one creator per name gets 201,
+    nobody gets a 5xx or a conflict, and every state obeys the export rule."""
+    racing_puts(moat, sp_creates_beside=0)
+
+
+def test_sp_create_while_the_server_writes(moat):
+    """`moat sp create` works on the data directory of a running server (shared SQLite): while it runs, the
+    server's own writes (the racing PUTs above) must still succeed (no `database is locked` 5xx), and the new
+    service principals must be able to sign in."""
+    racing_puts(moat, sp_creates_beside=10)
+
+
+def racing_puts(moat, sp_creates_beside: int):
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import moat_bin
+
+    sp = sp_create(moat, "creator", "Owner")
+    arm = Arm(moat, sp)
+    _ = arm.subscription
+    names = [f"crace{i}" for i in range(4)]
+    groups = [f"rgrace{i}" for i in range(4)]
+    bodies = [
+        {"location": "westeurope", "sku": {"name": "Premium"}, "properties": {"adminUserEnabled": False}},
+        {"location": "westeurope", "sku": {"name": "Premium"},
+         "properties": {"publicNetworkAccess": "Disabled", "policies": {"exportPolicy": {"status": "disabled"}}}},
+        {"location": "westeurope", "sku": {"name": "Premium"}, "properties": {"publicNetworkAccess": "Disabled"}},
+        {"location": "westeurope", "sku": {"name": "Standard"}},
+        # never valid: exports disabled with public access on / on Standard
+        {"location": "westeurope", "sku": {"name": "Premium"},
+         "properties": {"policies": {"exportPolicy": {"status": "disabled"}}}},
+        {"location": "westeurope", "sku": {"name": "Standard"},
+         "properties": {"publicNetworkAccess": "Disabled", "policies": {"exportPolicy": {"status": "disabled"}}}},
+    ]
+    problems: list[str] = []
+    created: Counter = Counter()
+    lock = threading.Lock()
+
+    def one(job):
+        i, attempt = job
+        a = arm.clone()
+        rnd = random.Random(i * 1000 + attempt)
+        name, rg = names[i % len(names)], groups[i % len(groups)]
+        body = bodies[0] if attempt == 0 else rnd.choice(bodies)
+        try:
+            r = a.put_registry(name, body, rg=rg)
+        except Exception as e:  # noqa: BLE001
+            return f"PUT {name}: transport error {e!r}"
+        desc = f"PUT {rg}/{name} {body} -> {r.status_code} {r.text[:400]!r}"
+        if r.status_code in (200, 201):
+            if r.status_code == 201:
+                with lock:
+                    created[name] += 1
+            v = export_invariant_violation(r.json())
+            if v:
+                return "invariant broken: " + v + ": " + desc
+            exports = r.json()["properties"]["policies"]["exportPolicy"]["status"]
+            want = ((body.get("properties") or {}).get("policies") or {}).get("exportPolicy", {}).get("status",
+                                                                                                      "enabled")
+            if exports != want:
+                return f"the PUT's exportPolicy not applied (want {want}): {desc}"
+            return None
+        if r.status_code == 400:
+            err = (r.json() or {}).get("error") or {}
+            if err.get("code") != "BadRequest" or body not in bodies[4:]:
+                return "unexpected refusal: " + desc
+            return None
+        return "unexpected status: " + desc
+
+    def sp_creates():
+        out = []
+        for k in range(sp_creates_beside):
+            p = subprocess.run([moat_bin(), "sp", "create", "--name", f"racing-sp{k}", "--role", "Reader",
+                                "--data-dir", str(moat.data_dir), "--listen", moat.login_server],
+                               capture_output=True, text=True, timeout=60,
+                               env={k2: v for k2, v in __import__("os").environ.items() if not k2.startswith("MOAT_")})
+            if p.returncode != 0:
+                out.append(f"moat sp create while PUTs race: exit {p.returncode}: {p.stderr[-500:]}")
+            else:
+                out.append(json.loads(p.stdout))
+        return out
+
+    # 16 threads; each first creates (attempt 0), then keeps replacing, for at least 6 PUTs and for as long as
+    # the `moat sp create` runs last.
+    sp_done = threading.Event()
+
+    def worker(i):
+        found, attempt = [], 0
+        deadline = time.monotonic() + 120
+        while (attempt < 6 or not sp_done.is_set()) and time.monotonic() < deadline:
+            res = one((i, attempt))
+            if res and len(found) < 5:
+                found.append(res)
+            attempt += 1
+        return found
+
+    def sp_side():
+        try:
+            return sp_creates()
+        finally:
+            sp_done.set()
+
+    with ThreadPoolExecutor(max_workers=17) as ex:
+        spf = ex.submit(sp_side)
+        futures = [ex.submit(worker, i) for i in range(16)]
+        for f in futures:
+            problems.extend(f.result(timeout=300))
+        sps = spf.result(timeout=300)
+
+    for s in sps:
+        if isinstance(s, str):
+            problems.append(s)
+        else:
+            try:
+                Arm(moat, s).subscription
+            except AssertionError as e:
+                problems.append(f"SP made during the race cannot sign in: {e}")
+    for name in names:
+        if created[name] != 1:
+            problems.append(f"{name}: {created[name]} creators got 201 (want exactly 1)")
+    for name, rg in zip(names, groups):
+        r = arm.get_registry(name, rg=rg)
+        if r.status_code != 200:
+            problems.append(f"GET {rg}/{name} -> {r.status_code} {r.text[:300]}")
+        elif export_invariant_violation(r.json()):
+            problems.append(f"final {name}: {export_invariant_violation(r.json())}")
+    r = arm.request("GET", f"/subscriptions/{arm.subscription}/resourcegroups", api_version="2022-09-01")
+    assert r.status_code == 200, r.text
+    rgs = sorted(g["name"] for g in r.json()["value"])
+    for g in groups:
+        if rgs.count(g) != 1:
+            problems.append(f"resource group {g} listed {rgs.count(g)} times: {rgs}")
+    assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems[:40])
