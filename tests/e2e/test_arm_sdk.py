@@ -58,8 +58,10 @@ class Env:
 
     def __init__(self, server, sdk, monkeypatch):
         self.server, self.sdk = server, sdk
-        # The machine may set REQUESTS_CA_BUNDLE to the system bundle; trust Moat's CA in this test.
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_path))
+        # Trust comes from connection_verify= alone here (the machine may set REQUESTS_CA_BUNDLE to the system
+        # bundle; requests would prefer it for verify=True): arm_sdk_flow.py covers the REQUESTS_CA_BUNDLE way.
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
         self.ca = str(server.ca_path)
         self.base = server.base_url
         self.owner = sp_create(server, "sdk-owner", "Owner")
