@@ -27,7 +27,7 @@ pub struct Claims {
 
 impl Claims {
     pub fn access(&self) -> Access {
-        Access { all: false, grants: self.access.clone() }
+        Access { any_repository: Default::default(), grants: self.access.clone() }
     }
 }
 
@@ -161,7 +161,7 @@ mod tests {
     fn issue_verify_and_refuse_others() {
         let issuer = TokenIssuer::new(b"secret-secret-secret-secret-1234");
         let access = Access {
-            all: false,
+            any_repository: Default::default(),
             grants: vec![AccessGrant {
                 resource: ResourceScope::Repository("a/b".parse().unwrap()),
                 actions: [Action::Pull].into(),

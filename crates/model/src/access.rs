@@ -96,9 +96,10 @@ impl ScopeRequest {
 /// The access a token carries, as in the Docker token spec's `access` claim.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Access {
-    /// Every action on every repository of the registry (the admin identity signing in with its password).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub all: bool,
+    /// Actions allowed on every repository of the registry, and on the catalog when `Pull` is among them: what
+    /// an identity signing in with its password may do (the admin identity: everything).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub any_repository: BTreeSet<Action>,
     pub grants: Vec<AccessGrant>,
 }
 
@@ -110,13 +111,18 @@ pub struct AccessGrant {
 }
 
 impl Access {
+    /// Every action on every repository.
+    pub fn everything() -> Access {
+        Access { any_repository: Action::ALL.into_iter().collect(), grants: vec![] }
+    }
+
     pub fn allows(&self, resource: &ResourceScope, action: Action) -> bool {
-        self.all || self.grants.iter().any(|g| &g.resource == resource && g.actions.contains(&action))
+        self.any_repository.contains(&action) || self.grants.iter().any(|g| &g.resource == resource && g.actions.contains(&action))
     }
 
     /// Whether the token was issued for `resource` at all (even with no action granted on it).
     pub fn mentions(&self, resource: &ResourceScope) -> bool {
-        self.all || self.grants.iter().any(|g| &g.resource == resource)
+        !self.any_repository.is_empty() || self.grants.iter().any(|g| &g.resource == resource)
     }
 
     pub fn allows_repo(&self, repo: &RepositoryName, action: Action) -> bool {
@@ -145,7 +151,7 @@ mod tests {
     fn access_checks_exact_resource() {
         let repo: RepositoryName = "a/b".parse().unwrap();
         let access = Access {
-            all: false,
+            any_repository: Default::default(),
             grants: vec![AccessGrant {
                 resource: ResourceScope::Repository(repo.clone()),
                 actions: BTreeSet::from([Action::Pull]),

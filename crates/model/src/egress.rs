@@ -140,23 +140,23 @@ mod tests {
         let none = Access::default();
         assert!(!decide(&registry("r1", false), &origin(), &none, &e).is_allowed());
         assert!(decide(&registry("r1", true), &origin(), &none, &e).is_allowed());
-        let pull = Access { all: false, grants: vec![grant("a", &[Action::Pull])] };
+        let pull = Access { any_repository: Default::default(), grants: vec![grant("a", &[Action::Pull])] };
         assert!(decide(&registry("r1", false), &origin(), &pull, &e).is_allowed());
-        let push_only = Access { all: false, grants: vec![grant("a", &[Action::Push])] };
+        let push_only = Access { any_repository: Default::default(), grants: vec![grant("a", &[Action::Push])] };
         assert!(!decide(&registry("r1", false), &origin(), &push_only, &e).is_allowed());
     }
 
     #[test]
     fn mount_stays_inside_one_registry() {
         let (from, to): (RepositoryName, RepositoryName) = ("src".parse().unwrap(), "dst".parse().unwrap());
-        let access = Access { all: false, grants: vec![grant("src", &[Action::Pull]), grant("dst", &[Action::Push])] };
+        let access = Access { any_repository: Default::default(), grants: vec![grant("src", &[Action::Pull]), grant("dst", &[Action::Push])] };
         let here = registry("r1", false);
         let other = registry("r2", false);
         let same = Egress::Mount { source_registry: &here, from: &from, to: &to };
         assert_eq!(decide(&here, &origin(), &access, &same), Decision::Allow);
         let cross = Egress::Mount { source_registry: &other, from: &from, to: &to };
         assert_eq!(decide(&here, &origin(), &access, &cross), Decision::Deny(DenyReason::CrossRegistry));
-        let no_pull = Access { all: false, grants: vec![grant("dst", &[Action::Push])] };
+        let no_pull = Access { any_repository: Default::default(), grants: vec![grant("dst", &[Action::Push])] };
         assert!(!decide(&here, &origin(), &no_pull, &same).is_allowed());
     }
 
@@ -168,7 +168,7 @@ mod tests {
             let mut actions = vec![];
             if pull { actions.push(Action::Pull) }
             if push { actions.push(Action::Push) }
-            let access = Access { all: false, grants: vec![grant("src", &actions), grant("dst", &actions)] };
+            let access = Access { any_repository: Default::default(), grants: vec![grant("src", &actions), grant("dst", &actions)] };
             let here = registry("r1", anonymous);
             let source = if same { here.clone() } else { registry("r2", anonymous) };
             let (from, to): (RepositoryName, RepositoryName) = ("src".parse().unwrap(), "dst".parse().unwrap());

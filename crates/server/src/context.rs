@@ -1,6 +1,7 @@
 //! The edge: each request is classified once into the registry it is for, its [`Origin`] and its [`Principal`].
 //! Handlers receive a [`RequestCtx`] and never read raw addresses or credentials themselves.
 
+use crate::identities;
 use crate::oci::error::{Code, OciError, OciResult};
 use crate::state::AppState;
 use axum::http::request::Parts;
@@ -8,10 +9,7 @@ use axum::http::{header, HeaderMap};
 use base64::Engine;
 use moat_model::audit::{AuditEvent, Category};
 use moat_model::{decide, Access, Action, Decision, DenyReason, Egress, Origin, Registry, RepositoryName};
-use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Put into each request's extensions by the accept loop.
@@ -42,20 +40,6 @@ pub struct RequestCtx {
     pub scheme: &'static str,
 }
 
-/// Remembers `(user, sha256(password))` pairs that argon2 already verified, for a short while.
-#[derive(Clone, Default)]
-pub struct CredentialCache(Arc<Mutex<HashMap<[u8; 32], (String, Instant)>>>);
-
-impl CredentialCache {
-    fn key(user: &str, password: &str) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(user.as_bytes());
-        h.update([0]);
-        h.update(password.as_bytes());
-        h.finalize().into()
-    }
-}
-
 pub fn host_of(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
     headers
         .get(header::HOST)
@@ -80,25 +64,6 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
 }
 
-/// Checks a username and password against the identities table (argon2), with the short-lived cache.
-pub async fn verify_password(state: &AppState, user: &str, password: &str) -> OciResult<bool> {
-    let key = CredentialCache::key(user, password);
-    if let Some((u, at)) = state.credential_cache.0.lock().expect("lock").get(&key) {
-        if u == user && at.elapsed().as_secs() < 60 {
-            return Ok(true);
-        }
-    }
-    let Some(hash) = state.meta.identity_password_hash(user).await? else { return Ok(false) };
-    let (password_owned, hash_owned) = (password.to_string(), hash);
-    let ok = tokio::task::spawn_blocking(move || moat_auth::password::verify(&password_owned, &hash_owned))
-        .await
-        .unwrap_or(false);
-    if ok {
-        state.credential_cache.0.lock().expect("lock").insert(key, (user.to_string(), Instant::now()));
-    }
-    Ok(ok)
-}
-
 impl RequestCtx {
     /// Classifies a request: registry by Host, origin from the connection, principal from the credentials.
     pub async fn classify(state: &AppState, parts: &Parts) -> OciResult<RequestCtx> {
@@ -119,14 +84,15 @@ impl RequestCtx {
             }
         } else if let Some((user, password)) = basic_credentials(&parts.headers) {
             ctx.principal.presented = true;
-            if !verify_password(state, &user, &password).await? {
+            let Some(identity) = identities::authenticate(state, &ctx.registry, &user, &password).await? else {
                 ctx.audit_denied(state, "Authenticate", None, "401", "invalid username or password");
                 let mut err = ctx.challenge(None, None);
                 err.message = "invalid username or password".into();
                 return Err(err);
-            }
-            ctx.principal.identity = Some(user);
-            ctx.principal.access = Access { all: true, grants: vec![] };
+            };
+            let may = identities::permissions(state, &ctx.registry, &identity).await?;
+            ctx.principal.access = Access { any_repository: may, grants: vec![] };
+            ctx.principal.identity = Some(identity);
         }
         Ok(ctx)
     }

@@ -3,7 +3,8 @@
 
 use crate::audit_log::AuditLog;
 use crate::config::ServeConfig;
-use crate::context::{ConnInfo, CredentialCache};
+use crate::context::ConnInfo;
+use crate::identities::CredentialCache;
 use crate::oci::error::{Code, OciError};
 use crate::registries::RegistryDirectory;
 use crate::state::AppState;
@@ -161,6 +162,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let router = router.clone();
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(info.clone());
+            collapse_leading_slashes(&mut req);
             let mut router = router.clone();
             async move { router.call(req.map(Body::new)).await }
         });
@@ -193,6 +195,27 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
     state.audit.flush().await;
     Ok(())
+}
+
+/// az joins its resource-manager URL (which ends in '/') with paths that start with one, and asks for
+/// `//metadata/endpoints`: collapse repeated leading slashes before routing.
+fn collapse_leading_slashes<B>(req: &mut hyper::Request<B>) {
+    let path = req.uri().path();
+    if !path.starts_with("//") {
+        return;
+    }
+    let fixed = format!("/{}", path.trim_start_matches('/'));
+    let pq = match req.uri().query() {
+        Some(q) => format!("{fixed}?{q}"),
+        None => fixed,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = pq.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = hyper::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -19,7 +19,7 @@ pub struct AppState {
     /// Audit events that record no state change (pulls, logins, denials) are written in batches.
     pub audit: AuditLog,
     /// Verified basic credentials, so that a client sending Basic on every request does not pay argon2 each time.
-    pub credential_cache: crate::context::CredentialCache,
+    pub credential_cache: crate::identities::CredentialCache,
     /// Manifests by tag, the hottest read of a registry.
     pub manifest_cache: crate::oci::manifest_cache::ManifestCache,
 }

@@ -2,7 +2,8 @@
 //! `POST /oauth2/token` with the `password` and `refresh_token` grants. Requested actions the caller may not
 //! have are dropped, not refused, as the Docker token spec and ACR do.
 
-use crate::context::{basic_credentials, verify_password, RequestCtx};
+use crate::context::{basic_credentials, RequestCtx};
+use crate::identities;
 use crate::oci::error::{Code, OciError, OciResult};
 use crate::oci::percent_decode;
 use crate::state::AppState;
@@ -78,16 +79,16 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
     };
     // Who is asking: basic auth, the password grant, a refresh token we issued, or nobody.
     let identity: Option<String> = if let Some((user, password)) = basic_credentials(&parts.headers) {
-        if !verify_password(state, &user, &password).await? {
-            return Err(login_failure("invalid username or password"));
+        match identities::authenticate(state, &ctx.registry, &user, &password).await? {
+            Some(id) => Some(id),
+            None => return Err(login_failure("invalid username or password")),
         }
-        Some(user)
     } else if grant_type.as_deref() == Some("password") && get("username").is_some() {
         let (user, password) = (get("username").unwrap_or_default(), get("password").unwrap_or_default());
-        if !verify_password(state, &user, &password).await? {
-            return Err(login_failure("invalid username or password"));
+        match identities::authenticate(state, &ctx.registry, &user, &password).await? {
+            Some(id) => Some(id),
+            None => return Err(login_failure("invalid username or password")),
         }
-        Some(user)
     } else if grant_type.as_deref() == Some("refresh_token") {
         let rt = get("refresh_token").unwrap_or_default();
         match state.tokens.verify(&rt, &ctx.registry.login_server, &ctx.registry.id) {
@@ -97,16 +98,20 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
     } else {
         None
     };
+    let may = match &identity {
+        Some(id) => identities::permissions(state, &ctx.registry, id).await?,
+        None => Default::default(),
+    };
     let grants: Vec<AccessGrant> = scopes
         .into_iter()
         .map(|s| {
             let actions = match (&identity, &s.resource) {
-                // The admin identity may do everything on its registries.
-                (Some(_), _) => s.actions.clone(),
+                (Some(_), ResourceScope::Repository(_)) => s.actions.intersection(&may).copied().collect(),
+                (Some(_), ResourceScope::Catalog) if may.contains(&Action::Pull) => s.actions.clone(),
                 (None, ResourceScope::Repository(_)) if ctx.registry.anonymous_pull_enabled() => {
                     s.actions.iter().copied().filter(|a| matches!(a, Action::Pull | Action::MetadataRead)).collect()
                 }
-                (None, _) => Default::default(),
+                _ => Default::default(),
             };
             // Refused actions are dropped, but the resource stays in the token with what remains (possibly
             // nothing): the registry can then tell "asked and refused" from "never asked".
@@ -114,7 +119,7 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
         })
         .collect();
     let subject = identity.clone().unwrap_or_else(|| "acr_anon_pull".into());
-    let access = Access { all: false, grants };
+    let access = Access { any_repository: Default::default(), grants };
     let token = state.tokens.issue(&subject, &ctx.registry.login_server, &ctx.registry.id, access, ACCESS_TTL);
     let mut body = json!({
         "access_token": token, "token": token, "expires_in": ACCESS_TTL,
