@@ -291,3 +291,69 @@ def racing_puts(moat, sp_creates_beside: int):
         if rgs.count(g) != 1:
             problems.append(f"resource group {g} listed {rgs.count(g)} times: {rgs}")
     assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems[:40])
+
+
+def test_racing_delete_recreate_and_patch(moat):
+    """DELETE, PUT (re-create), PATCH and GET of one name at once: each answer is one ARM gives for a registry
+    that exists or does not (200/201/204/404, or the export rule's 400), never a 5xx, and every registry body
+    obeys the export rule."""
+    sp = sp_create(moat, "deleter", "Owner")
+    arm = Arm(moat, sp)
+    name = "delrace"
+    premium_locked = {"location": "westeurope", "sku": {"name": "Premium"},
+                      "properties": {"publicNetworkAccess": "Disabled",
+                                     "policies": {"exportPolicy": {"status": "disabled"}}}}
+    ops = {
+        "put_plain": ("PUT", {"location": "westeurope", "sku": {"name": "Premium"}}, {200, 201}),
+        "put_locked": ("PUT", premium_locked, {200, 201}),
+        "patch_disable": ("PATCH", OPS["disable_exports_and_public"], {200, 400, 404}),
+        "patch_public": ("PATCH", OPS["enable_public"], {200, 400, 404}),
+        "patch_standard": ("PATCH", OPS["downgrade_standard"], {200, 400, 404}),
+        "delete": ("DELETE", None, {200, 202, 204}),
+        "get": ("GET", None, {200, 404}),
+    }
+    problems: list[str] = []
+    seen: Counter = Counter()
+    lock = threading.Lock()
+
+    def worker(seed):
+        rnd = random.Random(seed)
+        a = arm.clone()
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            op = rnd.choice(list(ops))
+            method, body, allowed = ops[op]
+            try:
+                r = a.request(method, a.registry_path(name), body)
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"{op}: transport error {e!r}")
+                continue
+            desc = f"{op} {method} {body} -> {r.status_code} {r.text[:300]!r}"
+            with lock:
+                seen[(op, r.status_code)] += 1
+            if r.status_code not in allowed:
+                problems.append("unexpected status: " + desc)
+                continue
+            if r.status_code in (200, 201) and r.content and method != "DELETE":
+                v = export_invariant_violation(r.json())
+                if v:
+                    problems.append(f"invariant broken ({v}): {desc}")
+            if r.status_code in (400, 404):
+                err = (r.json() or {}).get("error") or {}
+                if not (isinstance(err.get("code"), str) and isinstance(err.get("message"), str)):
+                    problems.append("not an ARM error envelope: " + desc)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "threads did not finish (server hung?)"
+    summary = ", ".join(f"{op}/{st}={n}" for (op, st), n in sorted(seen.items()))
+    print("outcomes:", summary)
+    assert not problems, f"{len(problems)} problem(s) ({summary}):\n" + "\n".join(problems[:40])
+    assert seen[("delete", 200)] > 0 and seen[("put_plain", 201)] + seen[("put_locked", 201)] > 1, summary
+    # Afterwards the name still works: create, then read.
+    r = arm.put_registry(name, {"location": "westeurope", "sku": {"name": "Premium"}})
+    assert r.status_code in (200, 201), r.text
+    assert arm.get_registry(name).status_code == 200
