@@ -65,19 +65,19 @@ fn login(args: LoginArgs) -> anyhow::Result<()> {
         return Err(CliError::new(format!("--server '{server}' is not a URL: use e.g. {DEFAULT_SERVER}"), 2).into());
     }
     let ca = client::resolve_ca(args.ca_bundle.as_deref(), client::env_var, None);
-    let ca_abs = match &ca {
-        Some(p) => Some(std::fs::canonicalize(p).with_context(|| format!("cannot read the CA bundle {}: pass --ca-bundle <data dir>/tls/ca.pem", p.display()))?),
-        None => None,
+    let ca_abs = match ca.first() {
+        Some(p) => vec![std::fs::canonicalize(p).with_context(|| format!("cannot read the CA bundle {}: pass --ca-bundle <data dir>/tls/ca.pem", p.display()))?],
+        None => vec![],
     };
-    let agent = client::agent(ca_abs.as_deref())?;
+    let agent = client::agent(&ca_abs)?;
 
-    let endpoint = client::discover_token_endpoint(&agent, &server, &tenant, ca_abs.as_deref())?;
-    let (token, expires_in) = client::client_credentials(&agent, &endpoint, &app_id, &secret, &server, ca_abs.as_deref())?;
+    let endpoint = client::discover_token_endpoint(&agent, &server, &tenant, &ca_abs)?;
+    let (token, expires_in) = client::client_credentials(&agent, &endpoint, &app_id, &secret, &server, &ca_abs)?;
     let now = time::OffsetDateTime::now_utc();
 
     let url = format!("{server}/subscriptions?api-version={SUBSCRIPTIONS_API}");
     let req = agent.get(&url).set("Authorization", &format!("Bearer {token}")).set("Accept", "application/json").set("CommandName", "login");
-    let r = client::send(req, client::Body::Empty, &server, ca_abs.as_deref())?;
+    let r = client::send(req, client::Body::Empty, &server, &ca_abs)?;
     if !(200..300).contains(&r.status) {
         return Err(client::arm_error(&r).into());
     }
@@ -102,7 +102,7 @@ fn login(args: LoginArgs) -> anyhow::Result<()> {
         subscription_name: first.get("displayName").and_then(Value::as_str).map(str::to_string),
         access_token: token,
         expires_on: client::expires_on(now, expires_in),
-        ca_bundle: ca_abs.map(|p| p.to_string_lossy().into_owned()),
+        ca_bundle: ca_abs.first().map(|p| p.to_string_lossy().into_owned()),
     };
     client::save_credentials(&client::credentials_path()?, &creds)?;
 

@@ -20,35 +20,46 @@ const CA_HINT: &str = "pass --ca-bundle <data dir>/tls/ca.pem (the CA `moat serv
 // ---------------------------------------------------------------------------------------------------------------
 // Trust
 
-/// The CA bundle to trust: `--ca-bundle`, else `REQUESTS_CA_BUNDLE`, else `MOAT_CA_BUNDLE`, else the one recorded at
-/// login. `None` means the webpki roots.
-pub fn resolve_ca(flag: Option<&Path>, env: impl Fn(&str) -> Option<String>, cached: Option<&str>) -> Option<PathBuf> {
+/// The CA bundles to trust: `--ca-bundle`, else `REQUESTS_CA_BUNDLE`, else `MOAT_CA_BUNDLE`; plus the one recorded
+/// at login (so a system-wide REQUESTS_CA_BUNDLE does not hide it). Empty means the webpki roots.
+pub fn resolve_ca(flag: Option<&Path>, env: impl Fn(&str) -> Option<String>, cached: Option<&str>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
     if let Some(p) = flag {
-        return Some(p.to_path_buf());
+        out.push(p.to_path_buf());
+    } else if let Some(v) = ["REQUESTS_CA_BUNDLE", "MOAT_CA_BUNDLE"].iter().find_map(|k| env(k).filter(|v| !v.trim().is_empty())) {
+        out.push(PathBuf::from(v));
     }
-    for var in ["REQUESTS_CA_BUNDLE", "MOAT_CA_BUNDLE"] {
-        if let Some(v) = env(var).filter(|v| !v.trim().is_empty()) {
-            return Some(PathBuf::from(v));
+    if let Some(c) = cached.filter(|c| !c.is_empty()).map(PathBuf::from) {
+        if !out.contains(&c) {
+            out.push(c);
         }
     }
-    cached.filter(|c| !c.is_empty()).map(PathBuf::from)
+    out
+}
+
+fn show_paths(ca: &[PathBuf]) -> String {
+    ca.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 pub fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-fn tls_config(ca: &Path) -> anyhow::Result<rustls::ClientConfig> {
-    let pem = std::fs::read(ca).with_context(|| format!("cannot read the CA bundle {}: {CA_HINT}", ca.display()))?;
+fn tls_config(ca: &[PathBuf]) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    let mut n = 0;
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.with_context(|| format!("{} is not a PEM certificate bundle", ca.display()))?;
-        roots.add(cert).with_context(|| format!("a certificate in {} cannot be used as a trust root", ca.display()))?;
-        n += 1;
-    }
-    if n == 0 {
-        anyhow::bail!("no certificates in {}: {CA_HINT}", ca.display());
+    for path in ca {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read the CA bundle {}: {CA_HINT}", path.display()))?;
+        let mut n = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.with_context(|| format!("{} is not a PEM certificate bundle", path.display()))?;
+            // Bundles such as the system one hold a few certificates rustls cannot use; skip those.
+            if roots.add(cert).is_ok() {
+                n += 1;
+            }
+        }
+        if n == 0 {
+            anyhow::bail!("no usable certificates in {}: {CA_HINT}", path.display());
+        }
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -58,13 +69,13 @@ fn tls_config(ca: &Path) -> anyhow::Result<rustls::ClientConfig> {
     Ok(config)
 }
 
-/// An HTTP agent that trusts `ca` (or the webpki roots when it is `None`).
-pub fn agent(ca: Option<&Path>) -> anyhow::Result<ureq::Agent> {
+/// An HTTP agent that trusts the bundles in `ca` (or the webpki roots when it is empty).
+pub fn agent(ca: &[PathBuf]) -> anyhow::Result<ureq::Agent> {
     let mut b = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(10))
         .timeout(Duration::from_secs(300))
         .user_agent(concat!("moat-cli/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca) = ca {
+    if !ca.is_empty() {
         b = b.tls_config(Arc::new(tls_config(ca)?));
     }
     Ok(b.build())
@@ -111,7 +122,7 @@ pub enum Body<'a> {
 }
 
 /// Sends one request; every HTTP status is a `Resp`, only transport failures are errors.
-pub fn send(req: ureq::Request, body: Body, server: &str, ca: Option<&Path>) -> anyhow::Result<Resp> {
+pub fn send(req: ureq::Request, body: Body, server: &str, ca: &[PathBuf]) -> anyhow::Result<Resp> {
     let url = req.url().to_string();
     let result = match body {
         Body::Empty => req.call(),
@@ -125,7 +136,7 @@ pub fn send(req: ureq::Request, body: Body, server: &str, ca: Option<&Path>) -> 
     }
 }
 
-fn transport_error(t: &ureq::Transport, url: &str, server: &str, ca: Option<&Path>) -> CliError {
+fn transport_error(t: &ureq::Transport, url: &str, server: &str, ca: &[PathBuf]) -> CliError {
     let mut chain = t.to_string();
     let mut cert_problem = false;
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(t);
@@ -142,15 +153,17 @@ fn transport_error(t: &ureq::Transport, url: &str, server: &str, ca: Option<&Pat
     }
     cert_problem |= chain.contains("InvalidCertificate") || chain.contains("UnknownIssuer");
     let message = if cert_problem {
-        match ca {
-            Some(ca) => format!(
+        if ca.is_empty() {
+            format!("the TLS certificate of {server} is not trusted ({chain}): {CA_HINT}")
+        } else {
+            format!(
                 "the TLS certificate of {server} is not trusted by the CA bundle {} ({chain}). Pass the CA of this server: --ca-bundle <data dir>/tls/ca.pem, or set REQUESTS_CA_BUNDLE",
-                ca.display()
-            ),
-            None => format!("the TLS certificate of {server} is not trusted ({chain}): {CA_HINT}"),
+                show_paths(ca)
+            )
         }
     } else if matches!(t.kind(), ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns) {
-        format!("cannot connect to {url} ({chain}). Is `moat serve` running there? Pass --server or set MOAT_SERVER to its address")
+        let _ = url;
+        format!("cannot connect to {server} ({chain}). Is `moat serve` running there? For another server, pass --server URL (or set MOAT_SERVER) to `moat login`")
     } else {
         format!("request to {url} failed: {chain}")
     };
@@ -205,7 +218,7 @@ pub fn arm_error(r: &Resp) -> CliError {
 // AAD
 
 /// `GET {server}/{tenant}/v2.0/.well-known/openid-configuration` → `token_endpoint`.
-pub fn discover_token_endpoint(agent: &ureq::Agent, server: &str, tenant: &str, ca: Option<&Path>) -> anyhow::Result<String> {
+pub fn discover_token_endpoint(agent: &ureq::Agent, server: &str, tenant: &str, ca: &[PathBuf]) -> anyhow::Result<String> {
     let url = format!("{server}/{}/v2.0/.well-known/openid-configuration", encode(tenant));
     let r = send(agent.get(&url).set("Accept", "application/json"), Body::Empty, server, ca)?;
     if r.status != 200 {
@@ -236,7 +249,7 @@ pub fn client_credentials(
     app_id: &str,
     secret: &str,
     server: &str,
-    ca: Option<&Path>,
+    ca: &[PathBuf],
 ) -> anyhow::Result<(String, i64)> {
     let form = [("grant_type", "client_credentials"), ("client_id", app_id), ("client_secret", secret), ("scope", ARM_SCOPE)];
     let r = send(agent.post(token_endpoint).set("Accept", "application/json"), Body::Form(&form), server, ca)?;
@@ -356,7 +369,7 @@ pub struct Session {
     pub creds: Credentials,
     path: PathBuf,
     agent: ureq::Agent,
-    ca: Option<PathBuf>,
+    ca: Vec<PathBuf>,
     command_name: String,
 }
 
@@ -366,7 +379,7 @@ impl Session {
         let path = credentials_path()?;
         let creds = load_credentials(&path)?;
         let ca = resolve_ca(ca_flag, env_var, creds.ca_bundle.as_deref());
-        let agent = agent(ca.as_deref())?;
+        let agent = agent(&ca)?;
         Ok(Session { creds, path, agent, ca, command_name: command_name.to_string() })
     }
 
@@ -379,8 +392,8 @@ impl Session {
 
     fn renew(&mut self) -> anyhow::Result<()> {
         let c = &self.creds;
-        let endpoint = discover_token_endpoint(&self.agent, &c.server, &c.tenant, self.ca.as_deref())?;
-        let (token, expires_in) = client_credentials(&self.agent, &endpoint, &c.app_id, &c.secret, &c.server, self.ca.as_deref())?;
+        let endpoint = discover_token_endpoint(&self.agent, &c.server, &c.tenant, &self.ca)?;
+        let (token, expires_in) = client_credentials(&self.agent, &endpoint, &c.app_id, &c.secret, &c.server, &self.ca)?;
         self.creds.access_token = token;
         self.creds.expires_on = expires_on(time::OffsetDateTime::now_utc(), expires_in);
         save_credentials(&self.path, &self.creds)
@@ -423,7 +436,7 @@ impl Session {
                 }
                 None => Body::Empty,
             };
-            let r = send(req, b, &self.creds.server.clone(), self.ca.as_deref())?;
+            let r = send(req, b, &self.creds.server.clone(), &self.ca)?;
             if r.status == 401 && !fresh {
                 self.renew()?;
                 token = self.creds.access_token.clone();
@@ -692,12 +705,15 @@ mod tests {
             "MOAT_CA_BUNDLE" => Some("/moat.pem".to_string()),
             _ => None,
         };
-        assert_eq!(resolve_ca(Some(Path::new("/flag.pem")), env, Some("/c.pem")), Some(PathBuf::from("/flag.pem")));
-        assert_eq!(resolve_ca(None, env, Some("/c.pem")), Some(PathBuf::from("/req.pem")));
+        let v = |ps: &[&str]| ps.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(resolve_ca(Some(Path::new("/flag.pem")), env, Some("/c.pem")), v(&["/flag.pem", "/c.pem"]));
+        assert_eq!(resolve_ca(Some(Path::new("/flag.pem")), env, None), v(&["/flag.pem"]));
+        assert_eq!(resolve_ca(None, env, Some("/c.pem")), v(&["/req.pem", "/c.pem"]));
+        assert_eq!(resolve_ca(None, env, Some("/req.pem")), v(&["/req.pem"]));
         let only_moat = |k: &str| if k == "MOAT_CA_BUNDLE" { Some("/moat.pem".to_string()) } else { Some(String::new()) };
-        assert_eq!(resolve_ca(None, only_moat, None), Some(PathBuf::from("/moat.pem")));
-        assert_eq!(resolve_ca(None, |_| None, Some("/c.pem")), Some(PathBuf::from("/c.pem")));
-        assert_eq!(resolve_ca(None, |_| None, None), None);
+        assert_eq!(resolve_ca(None, only_moat, None), v(&["/moat.pem"]));
+        assert_eq!(resolve_ca(None, |_| None, Some("/c.pem")), v(&["/c.pem"]));
+        assert!(resolve_ca(None, |_| None, None).is_empty());
     }
 
     #[test]
