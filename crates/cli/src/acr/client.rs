@@ -162,7 +162,6 @@ fn transport_error(t: &ureq::Transport, url: &str, server: &str, ca: &[PathBuf])
             )
         }
     } else if matches!(t.kind(), ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns) {
-        let _ = url;
         format!("cannot connect to {server} ({chain}). Is `moat serve` running there? For another server, pass --server URL (or set MOAT_SERVER) to `moat login`")
     } else {
         format!("request to {url} failed: {chain}")

@@ -94,10 +94,13 @@ pub struct SettingsArgs {
 pub enum AcrCommand {
     /// Create a registry (PUT).
     Create {
+        /// Registry name (5-50 letters and digits).
         #[arg(long, short = 'n')]
         name: String,
+        /// Resource group (created when missing).
         #[arg(long = "resource-group", short = 'g')]
         resource_group: String,
+        /// Pricing tier.
         #[arg(long, value_name = "Basic|Standard|Premium", value_parser = commands::parse_sku)]
         sku: String,
         /// Location; defaults to `local`.
@@ -114,10 +117,13 @@ pub enum AcrCommand {
     },
     /// Update a registry (PATCH with only the given settings).
     Update {
+        /// Registry name (5-50 letters and digits).
         #[arg(long, short = 'n')]
         name: String,
+        /// Resource group; looked up from the name when omitted.
         #[arg(long = "resource-group", short = 'g')]
         resource_group: Option<String>,
+        /// Pricing tier.
         #[arg(long, value_name = "Basic|Standard|Premium", value_parser = commands::parse_sku)]
         sku: Option<String>,
         #[command(flatten)]
@@ -125,30 +131,37 @@ pub enum AcrCommand {
         /// Space-separated tags: key[=value]; `--tags` alone (or "") clears them.
         #[arg(long, num_args = 0.., value_name = "KEY=VALUE")]
         tags: Option<Vec<String>>,
+        /// Do not wait for the operation to finish.
         #[arg(long)]
         no_wait: bool,
     },
     /// Show a registry.
     Show {
+        /// Registry name (5-50 letters and digits).
         #[arg(long, short = 'n')]
         name: String,
+        /// Resource group; looked up from the name when omitted.
         #[arg(long = "resource-group", short = 'g')]
         resource_group: Option<String>,
     },
     /// Delete a registry.
     Delete {
+        /// Registry name (5-50 letters and digits).
         #[arg(long, short = 'n')]
         name: String,
+        /// Resource group; looked up from the name when omitted.
         #[arg(long = "resource-group", short = 'g')]
         resource_group: Option<String>,
         /// Do not prompt for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Do not wait for the operation to finish.
         #[arg(long)]
         no_wait: bool,
     },
     /// List the registries of the subscription or of one resource group.
     List {
+        /// Resource group; looked up from the name when omitted.
         #[arg(long = "resource-group", short = 'g')]
         resource_group: Option<String>,
     },
@@ -163,17 +176,22 @@ pub enum AcrCommand {
 pub enum CredentialCommand {
     /// Show the admin user's name and passwords.
     Show {
+        /// Registry name (5-50 letters and digits).
         #[arg(long, short = 'n')]
         name: String,
+        /// Resource group; looked up from the name when omitted.
         #[arg(long = "resource-group", short = 'g')]
         resource_group: Option<String>,
     },
     /// Regenerate one of the admin passwords.
     Renew {
+        /// Registry name (5-50 letters and digits).
         #[arg(long, short = 'n')]
         name: String,
+        /// Resource group; looked up from the name when omitted.
         #[arg(long = "resource-group", short = 'g')]
         resource_group: Option<String>,
+        /// Which password to regenerate.
         #[arg(long, value_parser = ["password", "password2"])]
         password_name: String,
     },
