@@ -97,7 +97,7 @@ pub enum AcrCommand {
         /// Registry name (5-50 letters and digits).
         #[arg(long, short = 'n')]
         name: String,
-        /// Resource group (created when missing).
+        /// Resource group.
         #[arg(long = "resource-group", short = 'g')]
         resource_group: String,
         /// Pricing tier.
