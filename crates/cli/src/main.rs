@@ -173,7 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let sku = Sku::parse(&sku).with_context(|| format!("unknown SKU '{sku}': use Basic, Standard or Premium"))?;
             let c = config(&common);
             let meta = moat_server::listener::open_store(&c).await?;
-            moat_server::listener::bootstrap(&c, &meta).await?;
+            moat_server::listener::bootstrap(&c, &meta, false).await?;
             let login_server = login_server_for(name.as_str(), &c.domain, c.listen.port(), c.insecure_http);
             let mut settings = RegistrySettings::new(sku, &c.region);
             settings.anonymous_pull_enabled = anonymous_pull;
@@ -187,7 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sp { command: SpCommand::Create { name, role, scope, common } } => {
             let c = config(&common);
             let meta = moat_server::listener::open_store(&c).await?;
-            moat_server::listener::bootstrap(&c, &meta).await?;
+            moat_server::listener::bootstrap(&c, &meta, false).await?;
             let ids = moat_server::listener::cloud_ids(&meta).await?;
             let role = role
                 .map(|r| Role::parse(&r).with_context(|| format!("unknown role '{r}': use Owner, Contributor, Reader, AcrPush, AcrPull or AcrDelete")))

@@ -2,7 +2,7 @@
 //! produces (so one request may both disable public access and exports), and the error names the rule and what
 //! to do next. The store calls [`validate_change`] inside the transaction that writes the change.
 
-use crate::registry::{RegistrySettings, Sku};
+use crate::registry::{DefaultAction, RegistrySettings, Sku};
 
 /// Facts about a registry that live outside its settings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,13 +33,15 @@ pub enum PolicyError {
     ExportPipelineWhileExportsDisabled { name: String },
     #[error("Anonymous pull is available only on Standard and Premium registries; registry '{name}' is Basic.")]
     AnonymousPullRequiresStandard { name: String },
+    #[error("Network rules and disabling public network access are available only on Premium registries; registry '{name}' is {sku}. Update the SKU to Premium first.")]
+    NetworkRulesRequirePremium { name: String, sku: &'static str },
 }
 
 impl PolicyError {
     /// ACR's error code where it is known (`BadRequest` for the export-policy conflicts).
     pub fn code(&self) -> &'static str {
         match self {
-            PolicyError::AnonymousPullRequiresStandard { .. } => "InvalidParameter",
+            PolicyError::AnonymousPullRequiresStandard { .. } | PolicyError::NetworkRulesRequirePremium { .. } => "InvalidParameter",
             _ => "BadRequest",
         }
     }
@@ -50,6 +52,7 @@ impl PolicyError {
             PolicyError::PublicAccessWhileExportsDisabled { .. } => "publicNetworkAccess",
             PolicyError::SkuChangeWhileExportsDisabled { .. } => "sku",
             PolicyError::AnonymousPullRequiresStandard { .. } => "anonymousPullEnabled",
+            PolicyError::NetworkRulesRequirePremium { .. } => "networkRuleSet",
             PolicyError::PrivateEndpointRequiredWhileExportsDisabled { .. } => "privateEndpointConnections",
             PolicyError::ExportPipelineWhileExportsDisabled { .. } => "exportPipelines",
             _ => "policies.exportPolicy",
@@ -80,7 +83,7 @@ pub fn validate_change(
         return Err(PolicyError::AnonymousPullRequiresStandard { name });
     }
     if after.exports_enabled() {
-        return Ok(());
+        return network_rules_allowed(&name, after);
     }
     let was_protected = before.is_some_and(|b| !b.exports_enabled());
     if after.sku != Sku::Premium {
@@ -102,6 +105,18 @@ pub fn validate_change(
     }
     if facts.require_private_endpoint && facts.approved_private_endpoints == 0 {
         return Err(PolicyError::ExportRequiresPrivateEndpoint { name });
+    }
+    network_rules_allowed(&name, after)
+}
+
+/// Whether the settings restrict the network, which only Premium registries can do (as in ACR).
+pub fn restricts_network(s: &RegistrySettings) -> bool {
+    !s.public_network_access || s.network_rule_set.default_action == DefaultAction::Deny || !s.network_rule_set.ip_rules.is_empty()
+}
+
+fn network_rules_allowed(name: &str, s: &RegistrySettings) -> Result<(), PolicyError> {
+    if s.sku != Sku::Premium && restricts_network(s) {
+        return Err(PolicyError::NetworkRulesRequirePremium { name: name.to_string(), sku: s.sku.as_str() });
     }
     Ok(())
 }
@@ -180,7 +195,8 @@ mod tests {
                 let facts = PolicyFacts { export_pipelines: pipelines, approved_private_endpoints: endpoints, require_private_endpoint: require_pe };
                 let verdict = validate_change("reg", Some(&current), &proposed, &facts);
                 let anon_ok = !(proposed.anonymous_pull_enabled && proposed.sku == Sku::Basic);
-                prop_assert_eq!(verdict.is_ok(), holds(&proposed, &facts) && anon_ok);
+                let net_ok = proposed.sku == Sku::Premium || !restricts_network(&proposed);
+                prop_assert_eq!(verdict.is_ok(), holds(&proposed, &facts) && anon_ok && net_ok);
                 if verdict.is_ok() {
                     current = proposed;
                 }

@@ -35,8 +35,10 @@ pub async fn open_store(config: &ServeConfig) -> anyhow::Result<MetadataStore> {
     MetadataStore::open(&config.database_url()).await.context("opening the metadata store")
 }
 
-/// First-start work, idempotent: the admin identity, the token secret and the `default` registry.
-pub async fn bootstrap(config: &ServeConfig, meta: &MetadataStore) -> anyhow::Result<()> {
+/// First-start work, idempotent: the admin identity, the token secret and the `default` registry. Only the
+/// server itself (`serving`) moves the default registry's login server to its listen address: an offline
+/// command run with other flags must not change what a running server answers.
+pub async fn bootstrap(config: &ServeConfig, meta: &MetadataStore, serving: bool) -> anyhow::Result<()> {
     let from_env = std::env::var("MOAT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     match (meta.identity_password_hash("admin").await?, from_env) {
         (None, env) => {
@@ -63,7 +65,7 @@ pub async fn bootstrap(config: &ServeConfig, meta: &MetadataStore) -> anyhow::Re
             let settings = RegistrySettings::new(Sku::Premium, &config.region);
             meta.create_registry("default", &login_server, DEFAULT_RESOURCE_GROUP, &settings, true).await?;
         }
-        Some(r) if r.login_server != login_server => meta.set_login_server("default", &login_server).await?,
+        Some(r) if serving && r.login_server != login_server => meta.set_login_server("default", &login_server).await?,
         Some(_) => {}
     }
     Ok(())
@@ -100,7 +102,7 @@ pub fn app(state: AppState) -> Router {
 
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let meta = open_store(&config).await?;
-    bootstrap(&config, &meta).await?;
+    bootstrap(&config, &meta, true).await?;
     let blobs = LocalBlobStore::open(config.data_dir.join("storage")).context("opening the blob store")?;
     let tokens = TokenIssuer::new(&token_secret(&meta).await?);
     let tls = if config.insecure_http {

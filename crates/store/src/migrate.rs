@@ -6,6 +6,7 @@ use std::borrow::Cow;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "management", include_str!("../migrations/0002_management.sql")),
+    (3, "inline_blobs", include_str!("../migrations/0003_inline_blobs.sql")),
 ];
 
 pub fn migrator() -> Migrator {

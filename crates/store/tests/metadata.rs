@@ -35,7 +35,7 @@ async fn blobs_are_visible_only_where_linked() {
     let r1 = meta.create_registry("regone", "one", "rg", &RegistrySettings::new(Sku::Premium, "local"), true).await.unwrap();
     let r2 = meta.create_registry("regtwo", "two", "rg", &RegistrySettings::new(Sku::Premium, "local"), false).await.unwrap();
     let d = Digest::sha256_of(b"layer");
-    meta.commit_blob(&r1.id, &repo("a"), &d, 5, "u1", &event("Push")).await.unwrap();
+    meta.commit_blob(&r1.id, &repo("a"), &d, 5, "u1", None, &event("Push")).await.unwrap();
     assert_eq!(meta.linked_blob_size(&r1.id, &repo("a"), &d).await.unwrap(), Some(5));
     assert_eq!(meta.linked_blob_size(&r1.id, &repo("b"), &d).await.unwrap(), None);
     assert_eq!(meta.linked_blob_size(&r2.id, &repo("a"), &d).await.unwrap(), None);
@@ -69,7 +69,7 @@ async fn manifest_needs_its_blobs_and_failed_push_leaves_no_trace() {
     let pushes = meta.audit_events(&AuditFilter { operation: Some("Push".into()), ..Default::default() }).await.unwrap();
     assert!(pushes.is_empty(), "no audit event for a change that did not happen");
 
-    meta.commit_blob(&r.id, &repo("a"), &layer, 5, "u1", &event("Push")).await.unwrap();
+    meta.commit_blob(&r.id, &repo("a"), &layer, 5, "u1", None, &event("Push")).await.unwrap();
     meta.put_manifest(&r.id, &repo("a"), &m, Some(&tag), &event("Push")).await.unwrap();
     let got = meta.manifest(&r.id, &repo("a"), &Reference::Tag(tag)).await.unwrap().unwrap();
     assert_eq!(got.digest, m.digest.as_str());
@@ -88,7 +88,7 @@ async fn concurrent_blob_commits_all_land() {
         let (meta, rid) = (meta.clone(), r.id.clone());
         tasks.push(tokio::spawn(async move {
             let d = Digest::sha256_of(format!("blob {i}").as_bytes());
-            meta.commit_blob(&rid, &repo("a"), &d, 7, &format!("u{i}"), &event("Push")).await.unwrap();
+            meta.commit_blob(&rid, &repo("a"), &d, 7, &format!("u{i}"), None, &event("Push")).await.unwrap();
             d
         }));
     }

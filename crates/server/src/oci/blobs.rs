@@ -89,7 +89,14 @@ pub async fn get(
         None => (StatusCode::OK, 0, size.saturating_sub(1)),
     };
     let len = if size == 0 { 0 } else { end - start + 1 };
-    let body = if with_body && len > 0 { blob_body(state, &digest, start, len) } else { Body::empty() };
+    let body = if with_body && len > 0 {
+        match state.meta.inline_blob(&digest).await? {
+            Some(data) if data.len() as u64 >= start + len => Body::from(data.slice(start as usize..(start + len) as usize)),
+            _ => blob_body(state, &digest, start, len),
+        }
+    } else {
+        Body::empty()
+    };
     let mut resp = Response::builder()
         .status(status)
         .header(header::CONTENT_LENGTH, len)

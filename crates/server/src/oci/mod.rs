@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use error::{Code, OciError, OciResult};
+use futures_util::StreamExt;
 use moat_model::RepositoryName;
 
 pub fn router() -> Router<AppState> {
@@ -92,7 +93,17 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
     let route = parse_route(&path).ok_or_else(|| {
         OciError::new(Code::NameUnknown, format!("no such endpoint: {path}")).with_status(StatusCode::NOT_FOUND)
     })?;
-    let ctx = RequestCtx::classify(state, &parts).await?;
+    let ctx = match RequestCtx::classify(state, &parts).await {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            // A client that sends a body before it reads the answer (docker's PATCH with stale credentials)
+            // should see this 401, not a reset connection.
+            if matches!(parts.method, Method::PATCH | Method::PUT | Method::POST) {
+                drain(body).await;
+            }
+            return Err(e);
+        }
+    };
     let query = parts.uri.query().unwrap_or("");
     let m = &parts.method;
     let unsupported = || {
@@ -205,6 +216,23 @@ pub fn pagination(query: &str) -> OciResult<(Option<i64>, Option<String>)> {
         })?),
     };
     Ok((n.map(|n| n.min(10_000)), query_param(query, "last").filter(|s| !s.is_empty())))
+}
+
+/// Reads and discards a refused request's body (bounded), so that a client still sending it gets the error
+/// response instead of a reset connection: HTTP/1.1 clients send the whole body before they read an answer.
+pub async fn drain(body: Body) {
+    const LIMIT: usize = 64 << 20;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 pub fn empty(status: StatusCode) -> Response {

@@ -191,7 +191,7 @@ async fn commit(
     e.digest = Some(expected.to_string());
     e.size = Some(size as i64);
     e.media_type = Some("application/octet-stream".into());
-    state.meta.commit_blob(&ctx.registry.id, repo, expected, size, id, &e).await?;
+    state.meta.commit_blob(&ctx.registry.id, repo, expected, size, id, None, &e).await?;
     state.uploads.forget(id);
     created(repo, expected)
 }
@@ -250,6 +250,9 @@ pub async fn start(
     if let Some(d) = query_param(query, "digest") {
         let expected = parse_digest(&d)?;
         let declared = content_length(headers)?;
+        if declared.is_some_and(|n| n <= INLINE_MAX) {
+            return small_blob(state, ctx, repo, &expected, declared.unwrap_or(0), body).await;
+        }
         // A monolithic upload needs no session row: it is never resumed, and a crash leaves only an object
         // that the startup sweep removes.
         let id = uuid::Uuid::new_v4().to_string();
@@ -268,6 +271,42 @@ pub async fn start(
     }
     let id = new_session(state, ctx, repo).await?;
     accepted(repo, &id, 0)
+}
+
+/// Blobs up to this size are kept in the metadata store (see `migrations/0003_inline_blobs.sql`).
+const INLINE_MAX: u64 = 64 * 1024;
+
+/// A small monolithic upload: read whole (bounded), checked, and made durable by the group commit alone.
+async fn small_blob(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    expected: &Digest,
+    declared: u64,
+    body: Body,
+) -> OciResult<Response> {
+    use http_body_util::BodyExt;
+    let bytes = http_body_util::Limited::new(body, INLINE_MAX as usize)
+        .collect()
+        .await
+        .map_err(|e| OciError::new(Code::BlobUploadInvalid, format!("request body ended early or exceeded its length: {e}")))?
+        .to_bytes();
+    if bytes.len() as u64 != declared {
+        return Err(OciError::new(Code::SizeInvalid, "body length does not match Content-Length"));
+    }
+    let actual = Digest::of(expected.algorithm(), &bytes);
+    if &actual != expected {
+        return Err(OciError::new(
+            Code::DigestInvalid,
+            format!("provided digest {expected} does not match the uploaded content ({actual}); push again"),
+        ));
+    }
+    let mut e = ctx.event("Push", Some(repo), 201);
+    e.digest = Some(expected.to_string());
+    e.size = Some(bytes.len() as i64);
+    e.media_type = Some("application/octet-stream".into());
+    state.meta.commit_blob(&ctx.registry.id, repo, expected, bytes.len() as u64, "", Some(bytes), &e).await?;
+    created(repo, expected)
 }
 
 pub async fn status(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, id: &str) -> OciResult<Response> {
@@ -308,25 +347,36 @@ pub async fn patch(
             .with_header(header::RANGE, range_header(committed))
             .with_header("docker-upload-uuid".parse().expect("header name"), id.to_string())
     };
-    let range = headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
-    let expected_len = match range {
-        Some(r) => {
-            let (start, end) = parse_content_range(r).ok_or_else(|| out_of_order(format!("malformed Content-Range '{r}'")))?;
-            if start != committed {
-                return Err(out_of_order(format!(
-                    "chunk starts at {start} but the upload has {committed} bytes: send the chunk starting at {committed}"
-                )));
+    let checked = (|| -> OciResult<Option<u64>> {
+        let range = headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
+        let expected_len = match range {
+            Some(r) => {
+                let (start, end) = parse_content_range(r).ok_or_else(|| out_of_order(format!("malformed Content-Range '{r}'")))?;
+                if start != committed {
+                    return Err(out_of_order(format!(
+                        "chunk starts at {start} but the upload has {committed} bytes: send the chunk starting at {committed}"
+                    )));
+                }
+                Some(end - start + 1)
             }
-            Some(end - start + 1)
+            None => None,
+        };
+        if let (Some(want), Some(n)) = (expected_len, content_length(headers)?) {
+            if want != n {
+                return Err(OciError::new(Code::SizeInvalid, format!("Content-Range covers {want} bytes but Content-Length is {n}")));
+            }
         }
-        None => None,
+        Ok(expected_len)
+    })();
+    let expected_len = match checked {
+        Ok(len) => len,
+        Err(e) => {
+            drop(guard);
+            super::drain(body).await;
+            return Err(e);
+        }
     };
     let declared = content_length(headers)?;
-    if let (Some(want), Some(n)) = (expected_len, declared) {
-        if want != n {
-            return Err(OciError::new(Code::SizeInvalid, format!("Content-Range covers {want} bytes but Content-Length is {n}")));
-        }
-    }
     let (_, hasher, size) = append(state, id, committed, guard.take(), body, Mode::Chunk).await?;
     if let Some(want) = expected_len.or(declared) {
         if size - committed != want {
@@ -358,6 +408,8 @@ pub async fn finish(
     let committed = row.committed_size as u64;
     if let Some(r) = headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) {
         if parse_content_range(r).map(|(s, _)| s) != Some(committed) {
+            drop(guard);
+            super::drain(body).await;
             return Err(OciError::new(Code::RangeInvalid, format!("final chunk must start at {committed}"))
                 .with_header(header::RANGE, range_header(committed)));
         }

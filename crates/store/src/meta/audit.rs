@@ -98,7 +98,7 @@ impl MetadataStore {
 
     /// Records many change-less events in one commit.
     pub async fn record_batch(&self, events: &[AuditEvent]) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())

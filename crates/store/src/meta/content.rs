@@ -87,6 +87,7 @@ impl MetadataStore {
         digest: &Digest,
         size: u64,
         upload_id: &str,
+        inline: Option<bytes::Bytes>,
         event: &AuditEvent,
     ) -> Result<()> {
         let (done, wait) = tokio::sync::oneshot::channel();
@@ -96,11 +97,19 @@ impl MetadataStore {
             digest: digest.clone(),
             size,
             upload_id: upload_id.to_string(),
+            inline,
             event: event.clone(),
             done,
         };
         self.blob_commits.send(pending).map_err(|_| StoreError::Invalid("the metadata store is shutting down".into()))?;
         wait.await.map_err(|_| StoreError::Invalid("the metadata store is shutting down".into()))?
+    }
+
+    /// The bytes of a blob stored in the database, if it is one.
+    pub async fn inline_blob(&self, digest: &Digest) -> Result<Option<bytes::Bytes>> {
+        let data: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT data FROM blob_data WHERE digest = ?").bind(digest.as_str()).fetch_optional(&self.reader).await?;
+        Ok(data.map(bytes::Bytes::from))
     }
 
     /// Links a blob that `from` holds into `to`, in one transaction with the check that `from` holds it.
@@ -113,7 +122,7 @@ impl MetadataStore {
         digest: &Digest,
         event: &AuditEvent,
     ) -> Result<Option<i64>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let Some(size) = is_linked(&mut tx, registry_id, from.as_str(), digest.as_str()).await? else {
             return Ok(None);
         };
@@ -127,7 +136,7 @@ impl MetadataStore {
 
     /// Removes a blob's link from a repository. The stored bytes stay until garbage collection finds no link.
     pub async fn unlink_blob(&self, registry_id: &str, repo: &RepositoryName, digest: &Digest, event: &AuditEvent) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query("DELETE FROM blob_links WHERE registry_id = ? AND repository = ? AND digest = ?")
             .bind(registry_id)
             .bind(repo.as_str())
@@ -152,7 +161,7 @@ impl MetadataStore {
         tag: Option<&Tag>,
         event: &AuditEvent,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for d in &m.required_blobs {
             if is_linked(&mut tx, registry_id, repo.as_str(), d.as_str()).await?.is_none() {
                 return Err(StoreError::ManifestBlobUnknown(d.clone()));
@@ -234,7 +243,7 @@ impl MetadataStore {
 
     /// Deletes a manifest and every tag that points at it.
     pub async fn delete_manifest(&self, registry_id: &str, repo: &RepositoryName, digest: &Digest, event: &AuditEvent) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM tags WHERE registry_id = ? AND repository = ? AND digest = ?")
             .bind(registry_id)
             .bind(repo.as_str())
@@ -256,7 +265,7 @@ impl MetadataStore {
     }
 
     pub async fn delete_tag(&self, registry_id: &str, repo: &RepositoryName, tag: &Tag, event: &AuditEvent) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query("DELETE FROM tags WHERE registry_id = ? AND repository = ? AND tag = ?")
             .bind(registry_id)
             .bind(repo.as_str())

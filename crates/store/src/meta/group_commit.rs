@@ -16,6 +16,8 @@ pub(crate) struct PendingBlob {
     pub digest: Digest,
     pub size: u64,
     pub upload_id: String,
+    /// The bytes of a small blob, stored in the database instead of a file.
+    pub inline: Option<bytes::Bytes>,
     pub event: AuditEvent,
     pub done: oneshot::Sender<Result<()>>,
 }
@@ -47,7 +49,7 @@ pub(crate) fn start(writer: SqlitePool) -> mpsc::UnboundedSender<PendingBlob> {
 }
 
 async fn write(writer: &SqlitePool, batch: &[PendingBlob]) -> Result<()> {
-    let mut tx = writer.begin().await?;
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let now = crate::time_fmt::now();
     for p in batch {
         sqlx::query("INSERT OR IGNORE INTO blobs(digest, size, created_at) VALUES (?, ?, ?)")
@@ -56,6 +58,13 @@ async fn write(writer: &SqlitePool, batch: &[PendingBlob]) -> Result<()> {
             .bind(&now)
             .execute(&mut *tx)
             .await?;
+        if let Some(data) = &p.inline {
+            sqlx::query("INSERT OR IGNORE INTO blob_data(digest, data) VALUES (?, ?)")
+                .bind(p.digest.as_str())
+                .bind(data.as_ref())
+                .execute(&mut *tx)
+                .await?;
+        }
         link(&mut tx, &p.registry_id, &p.repo, &p.digest).await?;
         sqlx::query("DELETE FROM uploads WHERE id = ?").bind(&p.upload_id).execute(&mut *tx).await?;
         insert_event(&mut tx, &p.event).await?;

@@ -117,7 +117,7 @@ impl MetadataStore {
 
     /// The admin user's passwords (`password`, `password2`), made on first use.
     pub async fn admin_credentials(&self, registry_id: &str) -> Result<Vec<(String, String)>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for name in ["password", "password2"] {
             sqlx::query("INSERT OR IGNORE INTO registry_credentials(registry_id, name, value) VALUES (?, ?, ?)")
                 .bind(registry_id)
@@ -169,7 +169,7 @@ impl MetadataStore {
         E: From<UpdateError>,
     {
         let db = |e: sqlx::Error| E::from(UpdateError::from(e));
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let current = load(&mut tx, name).await.map_err(|e| E::from(UpdateError::Store(e)))?;
         if let Some(c) = &current {
             if !c.resource_group.eq_ignore_ascii_case(resource_group) {
@@ -242,7 +242,7 @@ impl MetadataStore {
 
     /// Deletes a registry with everything in it (its blob links, manifests, tags; stored bytes are left to GC).
     pub async fn delete_registry(&self, name: &str) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let Some(id): Option<String> = sqlx::query_scalar("SELECT id FROM registries WHERE name = ? AND is_default = 0")
             .bind(name)
             .fetch_optional(&mut *tx)

@@ -54,7 +54,7 @@ impl MetadataStore {
     /// Sets `key` only if it has no value yet, and returns the value that holds afterwards: first start
     /// generates secrets this way without racing a second process.
     pub async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("INSERT OR IGNORE INTO settings(key, value) VALUES (?, ?)").bind(key).bind(value).execute(&mut *tx).await?;
         let v: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?").bind(key).fetch_one(&mut *tx).await?;
         tx.commit().await?;
