@@ -33,17 +33,14 @@ pub enum PolicyError {
     ExportPipelineWhileExportsDisabled { name: String },
     #[error("Anonymous pull is available only on Standard and Premium registries; registry '{name}' is Basic.")]
     AnonymousPullRequiresStandard { name: String },
-    #[error("Network rules and disabling public network access are available only on Premium registries; registry '{name}' is {sku}. Update the SKU to Premium first.")]
+    #[error("Network rules (a default action of Deny, IP rules) are available only on Premium registries; registry '{name}' is {sku}. Update the SKU to Premium first.")]
     NetworkRulesRequirePremium { name: String, sku: &'static str },
 }
 
 impl PolicyError {
-    /// ACR's error code where it is known (`BadRequest` for the export-policy conflicts).
+    /// ACR answers its policy conflicts with `BadRequest` (the one code its logs show for them).
     pub fn code(&self) -> &'static str {
-        match self {
-            PolicyError::AnonymousPullRequiresStandard { .. } | PolicyError::NetworkRulesRequirePremium { .. } => "InvalidParameter",
-            _ => "BadRequest",
-        }
+        "BadRequest"
     }
 
     /// The property the error is about, as ARM's `target`.
@@ -109,9 +106,9 @@ pub fn validate_change(
     network_rules_allowed(&name, after)
 }
 
-/// Whether the settings restrict the network, which only Premium registries can do (as in ACR).
+/// Whether the settings use network rules, which only Premium registries have (ACR's `networkRuleSet`).
 pub fn restricts_network(s: &RegistrySettings) -> bool {
-    !s.public_network_access || s.network_rule_set.default_action == DefaultAction::Deny || !s.network_rule_set.ip_rules.is_empty()
+    s.network_rule_set.default_action == DefaultAction::Deny || !s.network_rule_set.ip_rules.is_empty()
 }
 
 fn network_rules_allowed(name: &str, s: &RegistrySettings) -> Result<(), PolicyError> {
@@ -174,9 +171,12 @@ mod tests {
     }
 
     fn arb_settings() -> impl Strategy<Value = RegistrySettings> {
-        (0..3usize, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(sku, public, export, anon)| {
+        (0..3usize, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(sku, public, export, anon, deny)| {
             let mut s = open([Sku::Basic, Sku::Standard, Sku::Premium][sku]);
             s.public_network_access = public;
+            if deny {
+                s.network_rule_set.default_action = DefaultAction::Deny;
+            }
             s.policies.export = PolicyStatus::from_bool(export);
             s.anonymous_pull_enabled = anon;
             s
