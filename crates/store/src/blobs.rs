@@ -50,7 +50,7 @@ enum Hashing {
 /// Below this size, a thread costs more than it saves.
 const PARALLEL_HASH_AFTER: u64 = 4 << 20;
 /// Write-back is started every this many bytes, and the window before it waited for.
-const WRITEBACK_WINDOW: u64 = 32 << 20;
+const WRITEBACK_WINDOW: u64 = 8 << 20;
 
 impl UploadWriter {
     fn new(file: File, hasher: Sha256, size: u64) -> UploadWriter {
@@ -61,7 +61,7 @@ impl UploadWriter {
         if self.size >= PARALLEL_HASH_AFTER {
             if let Hashing::Inline(_) = self.hashing {
                 let Hashing::Inline(mut h) = std::mem::replace(&mut self.hashing, Hashing::Taken) else { unreachable!() };
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(64);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
                 let hasher = std::thread::spawn(move || {
                     for c in rx {
                         h.update(&c);
@@ -94,9 +94,9 @@ impl UploadWriter {
         // SAFETY: sync_file_range only reads the descriptor and offsets; failures are harmless hints.
         unsafe {
             libc::sync_file_range(fd, start, len, libc::SYNC_FILE_RANGE_WRITE);
-            if start >= WRITEBACK_WINDOW as i64 {
+            if start >= 4 * WRITEBACK_WINDOW as i64 {
                 // Wait for the previous window, so dirty pages (and the final fsync) stay bounded.
-                let prev = start - WRITEBACK_WINDOW as i64;
+                let prev = start - 4 * WRITEBACK_WINDOW as i64;
                 libc::sync_file_range(
                     fd,
                     prev,
