@@ -23,6 +23,8 @@ CLI_TIMEOUT = 90  # seconds per CLI call; each is a handful of local HTTPS reque
 
 ACR_TYPE = "Microsoft.ContainerRegistry/registries"
 TABLE_COLUMNS = ["NAME", "RESOURCE GROUP", "LOCATION", "SKU", "LOGIN SERVER", "CREATION DATE", "ADMIN ENABLED"]
+# The registry every server has (`127.0.0.1:PORT` itself), listed by ARM in resource group `moat`.
+BUILTIN = ["default"]
 SYSTEM_CA_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
 
 
@@ -187,7 +189,8 @@ def test_whole_flow(moat, cli):
     header = lines[0]
     for col in TABLE_COLUMNS:
         assert col in header, f"column {col!r} missing from the header {header!r}"
-    assert [h.index(c) for h in [header] for c in TABLE_COLUMNS] == sorted(header.index(c) for c in TABLE_COLUMNS)
+    starts = [header.index(c) for c in TABLE_COLUMNS]
+    assert starts == sorted(starts), f"columns out of order: {header!r}"
     assert set(lines[1].replace(" ", "")) == {"-"}, f"no dashed rule under the header:\n{table}"
     rows = [ln for ln in lines[2:] if ln.split() and ln.split()[0] == name]
     assert len(rows) == 1, table
@@ -208,7 +211,7 @@ def test_whole_flow(moat, cli):
 
     # The list in JSON is the registries themselves.
     listed = cli.json("acr", "list")
-    assert [r["name"] for r in listed] == [name], listed
+    assert sorted(r["name"] for r in listed) == sorted([name, *BUILTIN]), listed
     assert cli.json("acr", "list", "-g", "rg1")[0]["id"] == reg["id"]
 
     # -- admin user and its credentials
@@ -237,10 +240,12 @@ def test_whole_flow(moat, cli):
     p = cli("acr", "show", "-n", name, rc=None)
     assert_error(p, 3, f"The resource with name '{name}' and type '{ACR_TYPE}' could not be found in subscription",
                  subscription)
+    # With -g the GET itself answers 404, worded as ARM does.
     p = cli("acr", "show", "-n", name, "-g", "rg1", rc=None)
-    assert_error(p, 3, "could not be found")
+    assert_error(p, 3, "(ResourceNotFound)", f"'{ACR_TYPE}/{name}' under resource group 'rg1' was not found")
     assert name not in cli("acr", "list", "-o", "table").stdout
-    assert cli("acr", "list", "-o", "tsv").stdout == ""
+    assert [ln.split("\t")[0] for ln in cli("acr", "list", "-o", "tsv").stdout.splitlines()] == BUILTIN
+    assert cli("acr", "list", "-g", "rg1", "-o", "tsv").stdout == ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -267,7 +272,7 @@ def test_reader_cannot_update(moat, cli_factory):
 
     # A reader reads...
     assert reader_cli.json("acr", "show", "-n", name)["name"] == name
-    assert [r["name"] for r in reader_cli.json("acr", "list")] == [name]
+    assert sorted(r["name"] for r in reader_cli.json("acr", "list")) == sorted([name, *BUILTIN])
     # ...and is refused every write.
     p = reader_cli("acr", "update", "-n", name, "--public-network-enabled", "false", rc=None)
     assert_error(p, 1, "(AuthorizationFailed)", reader["appId"])
@@ -291,7 +296,7 @@ def test_bad_registry_name(moat, cli):
     assert_error(p, 1, "(InvalidResourceName)")
     p = cli("acr", "create", "-n", "bad-name", "-g", "rg1", "--sku", "Premium", rc=None)
     assert_error(p, 1, "(InvalidResourceName)")
-    assert cli.json("acr", "list") == []
+    assert [r["name"] for r in cli.json("acr", "list")] == BUILTIN
 
 
 def test_login_with_wrong_secret(moat, cli):
@@ -404,4 +409,35 @@ def test_create_protected_in_one_call(moat, cli):
     reg = json.loads(p.stdout)
     assert reg["properties"]["publicNetworkAccess"] == "Disabled" and export_status(reg) == "disabled", reg
     p = cli("acr", "create", "-n", reg_name(), "-g", "rg1", "--sku", "Basic", "--allow-exports", "false", rc=None)
+    assert_error(p, 1, "(BadRequest)", "Premium")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The other settings flags
+
+
+def test_other_settings_flags(moat, cli):
+    cli.login(sp_create(moat, "cli-owner", "Owner"))
+    name = reg_name()
+    reg = cli.json("acr", "create", "-n", name, "-g", "rg1", "--sku", "Premium", "-l", "westeurope",
+                   "--tags", "env=test", "team")
+    assert reg.get("tags") == {"env": "test", "team": ""}, reg
+
+    upd = cli.json("acr", "update", "-n", name, "--data-endpoint-enabled", "true")
+    assert upd["properties"]["dataEndpointEnabled"] is True, upd
+    upd = cli.json("acr", "update", "-n", name, "--default-action", "Deny")
+    assert upd["properties"]["networkRuleSet"]["defaultAction"] == "Deny", upd
+    assert upd["properties"]["publicNetworkAccess"] == "Enabled", upd
+    upd = cli.json("acr", "update", "-n", name, "--default-action", "allow", "--tags")
+    assert upd["properties"]["networkRuleSet"]["defaultAction"] == "Allow", upd
+    assert not upd.get("tags"), upd
+
+    # One registry shown as a table: the header, the rule, one row.
+    t = cli("acr", "show", "-n", name, "-o", "table").stdout.splitlines()
+    assert len(t) == 3 and t[0].startswith("NAME") and t[2].split()[:2] == [name, "rg1"], t
+
+    # Network rules are a Premium feature.
+    basic = reg_name()
+    cli.json("acr", "create", "-n", basic, "-g", "rg1", "--sku", "Basic")
+    p = cli("acr", "update", "-n", basic, "--default-action", "Deny", rc=None)
     assert_error(p, 1, "(BadRequest)", "Premium")
