@@ -151,7 +151,7 @@ fn transport_error(t: &ureq::Transport, url: &str, server: &str, ca: &[PathBuf])
         }
         src = e.source();
     }
-    cert_problem |= chain.contains("InvalidCertificate") || chain.contains("UnknownIssuer");
+    cert_problem |= ["InvalidCertificate", "UnknownIssuer", "invalid peer certificate", "BadSignature"].iter().any(|m| chain.contains(m));
     let message = if cert_problem {
         if ca.is_empty() {
             format!("the TLS certificate of {server} is not trusted ({chain}): {CA_HINT}")
