@@ -59,6 +59,9 @@ enum Command {
         /// Upload sessions idle longer than this many seconds are removed with their partial bytes.
         #[arg(long, env = "MOAT_UPLOAD_TTL_SECS", default_value_t = 24 * 3600)]
         upload_ttl_secs: u64,
+        /// A proxy (address or CIDR) whose X-Forwarded-For/Forwarded headers are believed; repeatable.
+        #[arg(long = "trusted-proxy", env = "MOAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+        trusted_proxies: Vec<ipnet::IpNet>,
     },
     /// Manage the registries this server hosts (works on the data directory directly).
     Registry {
@@ -154,6 +157,7 @@ fn config(common: &Common) -> ServeConfig {
         region: common.region.clone(),
         database_url: common.database_url.clone(),
         upload_ttl: Duration::from_secs(24 * 3600),
+        trusted_proxies: vec![],
     }
 }
 
@@ -161,8 +165,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Login(args) => tokio::task::spawn_blocking(move || login::run(args)).await?,
         Command::Acr(args) => tokio::task::spawn_blocking(move || acr::run(args)).await?,
-        Command::Serve { common, tls_cert, tls_key, upload_ttl_secs } => {
+        Command::Serve { common, tls_cert, tls_key, upload_ttl_secs, trusted_proxies } => {
             let mut c = config(&common);
+            c.trusted_proxies = trusted_proxies;
             c.tls_cert = tls_cert;
             c.tls_key = tls_key;
             c.upload_ttl = Duration::from_secs(upload_ttl_secs.max(1));
@@ -257,6 +262,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// An address or a CIDR range.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    if s.contains('/') {
+        s.parse().map_err(|_| format!("'{s}' is not a CIDR range (e.g. 10.0.0.0/8)"))
+    } else {
+        s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from).map_err(|_| format!("'{s}' is not an IP address"))
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::access::{Access, Action};
 use crate::digest::Digest;
 use crate::names::{Reference, RepositoryName};
+use crate::network::{decide_network, NetworkDecision, NetworkDenial};
 use crate::registry::Registry;
 use std::fmt;
 use std::net::IpAddr;
@@ -15,6 +16,16 @@ pub struct Origin {
     pub client_ip: IpAddr,
     /// The listener the request arrived on (`main` for the default listener).
     pub listener: String,
+    /// Set when the listener is a private endpoint.
+    pub private_endpoint: Option<PrivateEndpointOrigin>,
+}
+
+/// The private endpoint a request arrived through, and the state of its connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrivateEndpointOrigin {
+    pub name: String,
+    pub registry_id: String,
+    pub approved: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +56,8 @@ pub enum DenyReason {
     MissingPermission { repository: RepositoryName, action: Action },
     /// Bytes of one registry may never be linked into another.
     CrossRegistry,
+    /// The origin may not reach the registry at all.
+    Network(NetworkDenial),
 }
 
 impl fmt::Display for DenyReason {
@@ -54,6 +67,7 @@ impl fmt::Display for DenyReason {
                 write!(f, "the caller lacks '{}' on repository '{}'", action.as_str(), repository)
             }
             DenyReason::CrossRegistry => f.write_str("content cannot move between registries by mount"),
+            DenyReason::Network(n) => write!(f, "{n}"),
         }
     }
 }
@@ -79,8 +93,11 @@ fn may_read(registry: &Registry, access: &Access, repo: &RepositoryName) -> Deci
 }
 
 /// Decides one egress from `registry` (the registry the request is routed to), for a caller holding `access`,
-/// arriving from `origin`. The origin carries no rule yet; network rules join it with the network issue.
-pub fn decide(registry: &Registry, _origin: &Origin, access: &Access, egress: &Egress) -> Decision {
+/// arriving from `origin`: first whether the origin may reach the registry at all, then the variant's own rule.
+pub fn decide(registry: &Registry, origin: &Origin, access: &Access, egress: &Egress) -> Decision {
+    if let NetworkDecision::Denied(d) = decide_network(&registry.id, &registry.settings, origin) {
+        return Decision::Deny(DenyReason::Network(d));
+    }
     match egress {
         Egress::PullBlob { repository, .. } | Egress::PullManifest { repository, .. } => {
             may_read(registry, access, repository)
@@ -122,7 +139,7 @@ mod tests {
     }
 
     fn origin() -> Origin {
-        Origin { client_ip: "127.0.0.1".parse().unwrap(), listener: "main".into() }
+        Origin { client_ip: "127.0.0.1".parse().unwrap(), listener: "main".into(), private_endpoint: None }
     }
 
     fn grant(repo: &str, actions: &[Action]) -> AccessGrant {
@@ -158,6 +175,19 @@ mod tests {
         assert_eq!(decide(&here, &origin(), &access, &cross), Decision::Deny(DenyReason::CrossRegistry));
         let no_pull = Access { any_repository: Default::default(), grants: vec![grant("dst", &[Action::Push])] };
         assert!(!decide(&here, &origin(), &no_pull, &same).is_allowed());
+    }
+
+    #[test]
+    fn network_denial_comes_first() {
+        let repo: RepositoryName = "a".parse().unwrap();
+        let digest = Digest::sha256_of(b"x");
+        let mut reg = registry("r1", true);
+        reg.settings.public_network_access = false;
+        let e = Egress::PullBlob { repository: &repo, digest: &digest };
+        assert_eq!(
+            decide(&reg, &origin(), &Access::everything(), &e),
+            Decision::Deny(DenyReason::Network(NetworkDenial::PublicAccessDisabled))
+        );
     }
 
     proptest! {

@@ -7,13 +7,15 @@ pub mod digest;
 pub mod egress;
 pub mod manifest;
 pub mod names;
+pub mod network;
 pub mod policy;
 pub mod rbac;
 pub mod registry;
 
 pub use access::{Access, Action, ResourceScope};
 pub use digest::{Algorithm, Digest, DigestError};
-pub use egress::{decide, Decision, DenyReason, Egress, Origin};
+pub use egress::{decide, Decision, DenyReason, Egress, Origin, PrivateEndpointOrigin};
+pub use network::{decide_network, NetworkDecision, NetworkDenial};
 pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, RegistryName, RepositoryName, Tag};
 pub use policy::{PolicyError, PolicyFacts};

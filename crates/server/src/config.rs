@@ -19,6 +19,8 @@ pub struct ServeConfig {
     pub database_url: Option<String>,
     /// Upload sessions untouched for this long are removed with their partial bytes.
     pub upload_ttl: Duration,
+    /// Peers whose `X-Forwarded-For`/`Forwarded` headers are believed; everyone else's are ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl ServeConfig {

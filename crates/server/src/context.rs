@@ -8,8 +8,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use base64::Engine;
 use moat_model::audit::{AuditEvent, Category};
-use moat_model::{decide, Access, Action, Decision, DenyReason, Egress, Origin, Registry, RepositoryName};
-use std::net::SocketAddr;
+use moat_model::{decide, decide_network, Access, Action, Decision, DenyReason, Egress, NetworkDecision, Origin, Registry, RepositoryName};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// Put into each request's extensions by the accept loop.
@@ -38,6 +38,40 @@ pub struct RequestCtx {
     pub started: Instant,
     /// `https` or `http`, for the token realm.
     pub scheme: &'static str,
+}
+
+/// The client's address: the socket peer, unless that peer is a trusted proxy, in which case the nearest
+/// address its forwarding headers name that is not itself a trusted proxy. Untrusted peers' headers are ignored.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for v in headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()) {
+        hops.extend(v.split(',').filter_map(|h| h.trim().parse::<IpAddr>().ok()));
+    }
+    if hops.is_empty() {
+        for v in headers.get_all("forwarded").iter().filter_map(|v| v.to_str().ok()) {
+            for element in v.split(',') {
+                for pair in element.split(';') {
+                    if let Some(addr) = pair.trim().strip_prefix("for=").or_else(|| pair.trim().strip_prefix("For=")) {
+                        let addr = addr.trim_matches('"').trim_start_matches('[');
+                        let addr = addr.split(']').next().unwrap_or(addr);
+                        if let Ok(ip) = addr.parse::<IpAddr>() {
+                            hops.push(ip);
+                        } else if let Some((ip, _port)) = addr.rsplit_once(':') {
+                            if let Ok(ip) = ip.parse::<IpAddr>() {
+                                hops.push(ip);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // The rightmost hop that is not one of our proxies is the first address no trusted party vouches for.
+    hops.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer)
 }
 
 pub fn host_of(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
@@ -106,11 +140,13 @@ impl RequestCtx {
             .await?
             .ok_or_else(|| OciError::new(Code::NameUnknown, format!("no registry is served at '{host}'")))?;
         let conn = parts.extensions.get::<ConnInfo>().cloned();
+        let peer = conn.as_ref().map(|c| c.peer.ip()).unwrap_or([127, 0, 0, 1].into());
         let origin = Origin {
-            client_ip: conn.as_ref().map(|c| c.peer.ip()).unwrap_or([127, 0, 0, 1].into()),
+            client_ip: client_ip(peer, &parts.headers, &state.config.trusted_proxies),
             listener: conn.map(|c| c.listener).unwrap_or_else(|| "main".into()),
+            private_endpoint: None,
         };
-        Ok(RequestCtx {
+        let ctx = RequestCtx {
             registry,
             origin,
             principal: Principal { identity: None, access: Access::default(), presented: false },
@@ -123,7 +159,22 @@ impl RequestCtx {
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             started: Instant::now(),
             scheme: if state.config.insecure_http { "http" } else { "https" },
-        })
+        };
+        // The network comes before credentials: a refused origin learns nothing, not even whether its
+        // password was right.
+        if let NetworkDecision::Denied(why) = decide_network(&ctx.registry.id, &ctx.registry.settings, &ctx.origin) {
+            ctx.audit_denied(state, "Connect", None, "403", &why.to_string());
+            return Err(ctx.network_denied());
+        }
+        Ok(ctx)
+    }
+
+    /// ACR's answer to a refused origin, word for word: `az` and people recognise it.
+    pub fn network_denied(&self) -> OciError {
+        OciError::new(
+            Code::Denied,
+            format!("client with IP '{}' is not allowed access. Refer https://aka.ms/acr/firewall to grant access.", self.origin.client_ip),
+        )
     }
 
     pub fn realm(&self) -> String {
@@ -187,6 +238,10 @@ impl RequestCtx {
                         }
                         Err(self.repo_challenge(repository, *action))
                     }
+                    DenyReason::Network(_) => {
+                        self.audit_denied(state, egress.operation(), Some(repo), "403", &reason.to_string());
+                        Err(self.network_denied())
+                    }
                     DenyReason::CrossRegistry => {
                         self.audit_denied(state, egress.operation(), Some(repo), "403", &reason.to_string());
                         Err(OciError::new(Code::Denied, reason.to_string()))
@@ -221,5 +276,24 @@ impl RequestCtx {
         e.result_type = "Denied".into();
         e.result_description = format!("{status}: {why}");
         state.audit.record(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_ip;
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn forwarded_headers_are_believed_only_from_trusted_proxies() {
+        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.7".parse().unwrap());
+        assert_eq!(client_ip("10.0.0.1".parse().unwrap(), &h, &trusted).to_string(), "203.0.113.9");
+        assert_eq!(client_ip("198.51.100.1".parse().unwrap(), &h, &trusted).to_string(), "198.51.100.1", "untrusted peer");
+        let mut f = HeaderMap::new();
+        f.insert("forwarded", "for=\"[2001:db8::1]:4711\";proto=https, for=192.0.2.60".parse().unwrap());
+        assert_eq!(client_ip("10.0.0.1".parse().unwrap(), &f, &trusted).to_string(), "192.0.2.60");
+        assert_eq!(client_ip("10.0.0.1".parse().unwrap(), &HeaderMap::new(), &trusted).to_string(), "10.0.0.1");
     }
 }

@@ -199,7 +199,9 @@ fn apply_network_rule_set(v: &Value, s: &mut RegistrySettings) -> ArmResult<()> 
                     }
                     out.push(IpRule { value: value.ok_or_else(|| ArmError::invalid_property(&format!("{rpath}.value"), "required"))? });
                 }
-                s.network_rule_set.ip_rules = out;
+                let values: Vec<String> = out.iter().map(|r| r.value.trim().to_string()).collect();
+                moat_model::network::validate_ip_rules(&values).map_err(|e| ArmError::invalid_property(&path, e.to_string()))?;
+                s.network_rule_set.ip_rules = values.into_iter().map(|value| IpRule { value }).collect();
             }
             "virtualNetworkRules" => {
                 if v.as_array().is_some_and(|a| !a.is_empty()) {
@@ -314,5 +316,10 @@ mod tests {
             assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
         }
         assert_eq!(parse_sku(&json!({"name": "Classic"})).unwrap_err().code, "InvalidSku");
+        for rules in [json!([{"value": "10.0.0.0/33"}]), json!([{"value": "10.0.0.0/8"}, {"value": "10.1.0.0/16"}]), json!([{"value": "1.2.3.4"}, {"value": "1.2.3.4"}])] {
+            let body = json!({"properties": {"networkRuleSet": {"ipRules": rules}}});
+            let e = settings_from_patch(&body, &base, now).unwrap_err();
+            assert_eq!(e.target.as_deref(), Some("properties.networkRuleSet.ipRules"), "{body}");
+        }
     }
 }
