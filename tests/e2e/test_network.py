@@ -139,3 +139,25 @@ def test_bad_ip_rules_are_refused_and_nothing_changes(moat):
     r = arm.request("GET", default_registry(arm))
     assert r.json()["properties"]["networkRuleSet"] == {"defaultAction": "Allow", "ipRules": [], "virtualNetworkRules": []}
 
+
+
+def test_network_rule_commands(moat, tmp_path):
+    from test_moat_acr import Cli
+
+    digest = setup_blob(moat)
+    cli = Cli(moat, tmp_path / "cfg")
+    cli.login(sp_create(moat, "netcli", "Owner"))
+    cli("acr", "update", "-n", "default", "--default-action", "Deny")
+    assert_denied(pull_from("127.0.0.2", moat, digest), "127.0.0.2")
+    listing = cli.json("acr", "network-rule", "add", "-n", "default", "--ip-address", "127.0.0.2")
+    assert listing["ipRules"] == [{"action": "Allow", "value": "127.0.0.2"}]
+    assert pull_from("127.0.0.2", moat, digest).status_code == 200
+    assert_denied(pull_from("127.0.0.3", moat, digest), "127.0.0.3")
+    table = cli("acr", "network-rule", "list", "-n", "default", "-o", "table").stdout
+    assert "IP ADDRESS OR RANGE" in table and "127.0.0.2" in table
+    dup = cli("acr", "network-rule", "add", "-n", "default", "--ip-address", "127.0.0.2", rc=1)
+    assert "already exists" in dup.stderr
+    bad = cli("acr", "network-rule", "add", "-n", "default", "--ip-address", "127.0.0.0/33", rc=1)
+    assert "InvalidRequestContent" in bad.stderr
+    cli("acr", "network-rule", "remove", "-n", "default", "--ip-address", "127.0.0.2")
+    assert_denied(pull_from("127.0.0.2", moat, digest), "127.0.0.2")

@@ -2,7 +2,7 @@
 
 use super::client::{encode, Session, ACR_API, RESOURCES_API};
 use super::output::{credential_row, registry_row, render, resource_group_from_id, CREDENTIAL_COLUMNS, REGISTRY_COLUMNS};
-use super::{print, AcrArgs, AcrCommand, CliError, CredentialCommand, SettingsArgs};
+use super::{print, AcrArgs, AcrCommand, CliError, CredentialCommand, NetworkRuleCommand, SettingsArgs};
 use anyhow::Context;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, IsTerminal, Write};
@@ -181,6 +181,9 @@ fn command_name(c: &AcrCommand) -> &'static str {
         AcrCommand::List { .. } => "acr list",
         AcrCommand::Credential { command: CredentialCommand::Show { .. } } => "acr credential show",
         AcrCommand::Credential { command: CredentialCommand::Renew { .. } } => "acr credential renew",
+        AcrCommand::NetworkRule { command: NetworkRuleCommand::Add { .. } } => "acr network-rule add",
+        AcrCommand::NetworkRule { command: NetworkRuleCommand::Remove { .. } } => "acr network-rule remove",
+        AcrCommand::NetworkRule { command: NetworkRuleCommand::List { .. } } => "acr network-rule list",
     }
 }
 
@@ -273,8 +276,56 @@ pub fn run(args: AcrArgs) -> anyhow::Result<()> {
             let v = r.json().context("regenerateCredential did not answer JSON")?;
             print(&render(&v, out, &CREDENTIAL_COLUMNS, credential_row));
         }
+        AcrCommand::NetworkRule { command } => {
+            let (name, resource_group, change) = match command {
+                NetworkRuleCommand::Add { name, resource_group, ip_address } => (name, resource_group, Some((true, ip_address))),
+                NetworkRuleCommand::Remove { name, resource_group, ip_address } => (name, resource_group, Some((false, ip_address))),
+                NetworkRuleCommand::List { name, resource_group } => (name, resource_group, None),
+            };
+            let url = registry_url(&mut session, &name, resource_group)?;
+            let current = session.get_json(&url)?;
+            let rule_set = current["properties"]["networkRuleSet"].clone();
+            let result = match change {
+                None => rule_set,
+                Some((add, ip)) => {
+                    let body = network_rule_body(&rule_set, &ip, add)?;
+                    match session.put_or_patch("PATCH", &url, &body, false)? {
+                        Some(v) => v["properties"]["networkRuleSet"].clone(),
+                        None => Value::Null,
+                    }
+                }
+            };
+            let listing = json!({"ipRules": result["ipRules"], "virtualNetworkRules": result["virtualNetworkRules"]});
+            let text = match out {
+                super::OutputFormat::Json => render(&listing, out, &[], |_| vec![]),
+                _ => render(&listing["ipRules"], out, &["ACTION", "IP ADDRESS OR RANGE"], |r| {
+                    vec![r["action"].as_str().unwrap_or("Allow").to_string(), r["value"].as_str().unwrap_or("").to_string()]
+                }),
+            };
+            print(&text);
+        }
     }
     Ok(())
+}
+
+/// The PATCH body that adds or removes one IP rule, keeping the others and the default action (as az does).
+pub fn network_rule_body(rule_set: &Value, ip: &str, add: bool) -> anyhow::Result<Value> {
+    let mut rules: Vec<Value> = rule_set["ipRules"].as_array().cloned().unwrap_or_default();
+    let same = |r: &Value| r["value"].as_str().is_some_and(|v| v == ip || v == format!("{ip}/32") || format!("{v}/32") == ip);
+    if add {
+        if rules.iter().any(same) {
+            return Err(CliError::new(format!("the rule '{ip}' already exists"), 1).into());
+        }
+        rules.push(json!({"action": "Allow", "value": ip}));
+    } else {
+        let before = rules.len();
+        rules.retain(|r| !same(r));
+        if rules.len() == before {
+            return Err(CliError::new(format!("there is no rule '{ip}': see `moat acr network-rule list`"), 3).into());
+        }
+    }
+    let default_action = rule_set["defaultAction"].as_str().unwrap_or("Allow");
+    Ok(json!({"properties": {"networkRuleSet": {"defaultAction": default_action, "ipRules": rules}}}))
 }
 
 #[cfg(test)]
@@ -283,6 +334,18 @@ mod tests {
 
     fn settings() -> SettingsArgs {
         SettingsArgs::default()
+    }
+
+    #[test]
+    fn network_rule_bodies_keep_the_rest() {
+        let set = json!({"defaultAction": "Deny", "ipRules": [{"action": "Allow", "value": "10.0.0.0/8"}]});
+        let added = network_rule_body(&set, "192.0.2.1", true).unwrap();
+        assert_eq!(added["properties"]["networkRuleSet"]["ipRules"].as_array().unwrap().len(), 2);
+        assert_eq!(added["properties"]["networkRuleSet"]["defaultAction"], "Deny");
+        assert!(network_rule_body(&set, "10.0.0.0/8", true).is_err(), "duplicate");
+        let removed = network_rule_body(&set, "10.0.0.0/8", false).unwrap();
+        assert_eq!(removed["properties"]["networkRuleSet"]["ipRules"], json!([]));
+        assert!(network_rule_body(&set, "1.2.3.4", false).is_err(), "absent");
     }
 
     #[test]

@@ -170,6 +170,48 @@ pub enum AcrCommand {
         #[command(subcommand)]
         command: CredentialCommand,
     },
+    /// IP rules of the registry's firewall (they apply when the default action is Deny).
+    NetworkRule {
+        #[command(subcommand)]
+        command: NetworkRuleCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NetworkRuleCommand {
+    /// Allow an IPv4 address or CIDR range.
+    Add {
+        /// Registry name (5-50 letters and digits).
+        #[arg(long, short = 'n')]
+        name: String,
+        /// Resource group; looked up from the name when omitted.
+        #[arg(long = "resource-group", short = 'g')]
+        resource_group: Option<String>,
+        /// IPv4 address or CIDR range, e.g. 203.0.113.0/24.
+        #[arg(long)]
+        ip_address: String,
+    },
+    /// Remove an allowed address or range.
+    Remove {
+        /// Registry name (5-50 letters and digits).
+        #[arg(long, short = 'n')]
+        name: String,
+        /// Resource group; looked up from the name when omitted.
+        #[arg(long = "resource-group", short = 'g')]
+        resource_group: Option<String>,
+        /// IPv4 address or CIDR range to remove, as it was added.
+        #[arg(long)]
+        ip_address: String,
+    },
+    /// List the IP rules.
+    List {
+        /// Registry name (5-50 letters and digits).
+        #[arg(long, short = 'n')]
+        name: String,
+        /// Resource group; looked up from the name when omitted.
+        #[arg(long = "resource-group", short = 'g')]
+        resource_group: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
