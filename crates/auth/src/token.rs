@@ -27,7 +27,10 @@ pub struct Claims {
 
 impl Claims {
     pub fn access(&self) -> Access {
-        Access { any_repository: Default::default(), grants: self.access.clone() }
+        Access {
+            any_repository: Default::default(),
+            grants: self.access.clone(),
+        }
     }
 }
 
@@ -61,25 +64,67 @@ pub struct TokenIssuer {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl TokenIssuer {
     pub fn new(secret: &[u8]) -> TokenIssuer {
-        TokenIssuer { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret) }
+        TokenIssuer {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
     }
 
     /// Issues an access token for `subject` on the registry (`registry_id`, `login_server`).
-    pub fn issue(&self, subject: &str, login_server: &str, registry_id: &str, access: Access, ttl_secs: u64) -> String {
-        self.sign(subject, login_server, registry_id, "access_token", access, ttl_secs)
+    pub fn issue(
+        &self,
+        subject: &str,
+        login_server: &str,
+        registry_id: &str,
+        access: Access,
+        ttl_secs: u64,
+    ) -> String {
+        self.sign(
+            subject,
+            login_server,
+            registry_id,
+            "access_token",
+            access,
+            ttl_secs,
+        )
     }
 
     /// Issues a token of another grant type (a refresh token carries no access of its own).
-    pub fn issue_with_grant(&self, subject: &str, login_server: &str, registry_id: &str, grant: &str, ttl_secs: u64) -> String {
-        self.sign(subject, login_server, registry_id, grant, Access::default(), ttl_secs)
+    pub fn issue_with_grant(
+        &self,
+        subject: &str,
+        login_server: &str,
+        registry_id: &str,
+        grant: &str,
+        ttl_secs: u64,
+    ) -> String {
+        self.sign(
+            subject,
+            login_server,
+            registry_id,
+            grant,
+            Access::default(),
+            ttl_secs,
+        )
     }
 
-    fn sign(&self, subject: &str, login_server: &str, registry_id: &str, grant: &str, access: Access, ttl_secs: u64) -> String {
+    fn sign(
+        &self,
+        subject: &str,
+        login_server: &str,
+        registry_id: &str,
+        grant: &str,
+        access: Access,
+        ttl_secs: u64,
+    ) -> String {
         let iat = now();
         let claims = Claims {
             jti: uuid::Uuid::new_v4().to_string(),
@@ -94,24 +139,38 @@ impl TokenIssuer {
             grant_type: grant.into(),
             access: access.grants,
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail")
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing cannot fail")
     }
 
     /// Verifies signature, expiry, issuer and that the token was issued for this registry.
-    pub fn verify(&self, token: &str, login_server: &str, registry_id: &str) -> Result<Claims, TokenError> {
+    pub fn verify(
+        &self,
+        token: &str,
+        login_server: &str,
+        registry_id: &str,
+    ) -> Result<Claims, TokenError> {
         let mut v = Validation::new(Algorithm::HS256);
         v.set_audience(&[login_server]);
         v.set_issuer(&[ISSUER]);
         v.leeway = 5;
         let claims = decode::<Claims>(token, &self.decoding, &v)?.claims;
         if claims.rid != registry_id {
-            return Err(TokenError::Invalid(jsonwebtoken::errors::ErrorKind::InvalidAudience.into()));
+            return Err(TokenError::Invalid(
+                jsonwebtoken::errors::ErrorKind::InvalidAudience.into(),
+            ));
         }
         Ok(claims)
     }
 
     /// Issues an AAD-shaped access token for a service principal.
-    pub fn issue_aad(&self, tenant: &str, app_id: &str, audience: &str, ttl_secs: u64) -> (String, u64) {
+    pub fn issue_aad(
+        &self,
+        tenant: &str,
+        app_id: &str,
+        audience: &str,
+        ttl_secs: u64,
+    ) -> (String, u64) {
         let iat = now();
         let claims = AadClaims {
             iss: AAD_ISSUER.into(),
@@ -124,7 +183,11 @@ impl TokenIssuer {
             nbf: iat.saturating_sub(5),
             exp: iat + ttl_secs,
         };
-        (encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail"), ttl_secs)
+        (
+            encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+                .expect("HS256 signing cannot fail"),
+            ttl_secs,
+        )
     }
 
     /// Verifies an AAD-shaped token for one of `audiences` (compared without trailing slashes).
@@ -136,16 +199,25 @@ impl TokenIssuer {
         let claims = decode::<AadClaims>(token, &self.decoding, &v)?.claims;
         let norm = |s: &str| s.trim_end_matches('/').to_ascii_lowercase();
         if !audiences.iter().any(|a| norm(a) == norm(&claims.aud)) {
-            return Err(TokenError::Invalid(jsonwebtoken::errors::ErrorKind::InvalidAudience.into()));
+            return Err(TokenError::Invalid(
+                jsonwebtoken::errors::ErrorKind::InvalidAudience.into(),
+            ));
         }
         Ok(claims)
     }
 
     /// Verifies an access token: a refresh token presented as a bearer token grants nothing.
-    pub fn verify_access(&self, token: &str, login_server: &str, registry_id: &str) -> Result<Claims, TokenError> {
+    pub fn verify_access(
+        &self,
+        token: &str,
+        login_server: &str,
+        registry_id: &str,
+    ) -> Result<Claims, TokenError> {
         let claims = self.verify(token, login_server, registry_id)?;
         if claims.grant_type != "access_token" {
-            return Err(TokenError::Invalid(jsonwebtoken::errors::ErrorKind::InvalidAudience.into()));
+            return Err(TokenError::Invalid(
+                jsonwebtoken::errors::ErrorKind::InvalidAudience.into(),
+            ));
         }
         Ok(claims)
     }
@@ -168,15 +240,34 @@ mod tests {
             }],
         };
         let (aad, _) = issuer.issue_aad("tenant", "app", "https://management.azure.com", 60);
-        assert_eq!(issuer.verify_aad(&aad, &["https://management.azure.com/"]).unwrap().appid, "app");
-        assert!(issuer.verify_aad(&aad, &["https://containerregistry.azure.net"]).is_err());
-        assert!(issuer.verify(&aad, "reg.example", "rid1").is_err(), "an AAD token is not a registry token");
+        assert_eq!(
+            issuer
+                .verify_aad(&aad, &["https://management.azure.com/"])
+                .unwrap()
+                .appid,
+            "app"
+        );
+        assert!(issuer
+            .verify_aad(&aad, &["https://containerregistry.azure.net"])
+            .is_err());
+        assert!(
+            issuer.verify(&aad, "reg.example", "rid1").is_err(),
+            "an AAD token is not a registry token"
+        );
         let t = issuer.issue("admin", "reg.example", "rid1", access.clone(), 300);
         let c = issuer.verify(&t, "reg.example", "rid1").unwrap();
         assert_eq!(c.access(), access);
-        assert!(issuer.verify(&t, "other.example", "rid1").is_err(), "wrong audience");
-        assert!(issuer.verify(&t, "reg.example", "rid2").is_err(), "wrong registry id");
-        assert!(TokenIssuer::new(b"another-secret-another-secret-00").verify(&t, "reg.example", "rid1").is_err());
+        assert!(
+            issuer.verify(&t, "other.example", "rid1").is_err(),
+            "wrong audience"
+        );
+        assert!(
+            issuer.verify(&t, "reg.example", "rid2").is_err(),
+            "wrong registry id"
+        );
+        assert!(TokenIssuer::new(b"another-secret-another-secret-00")
+            .verify(&t, "reg.example", "rid1")
+            .is_err());
         let mut tampered = t.clone();
         tampered.insert(tampered.len() - 3, 'x');
         assert!(issuer.verify(&tampered, "reg.example", "rid1").is_err());

@@ -92,7 +92,11 @@ impl Sizes {
 
 enum BenchBody {
     Full(Option<Bytes>),
-    Repeat { data: Bytes, pos: usize, remaining: u64 },
+    Repeat {
+        data: Bytes,
+        pos: usize,
+        remaining: u64,
+    },
 }
 
 impl BenchBody {
@@ -103,7 +107,11 @@ impl BenchBody {
         BenchBody::Full(if b.is_empty() { None } else { Some(b) })
     }
     fn repeat(data: Bytes, len: u64) -> Self {
-        BenchBody::Repeat { data, pos: 0, remaining: len }
+        BenchBody::Repeat {
+            data,
+            pos: 0,
+            remaining: len,
+        }
     }
     fn len(&self) -> u64 {
         match self {
@@ -117,10 +125,17 @@ impl Body for BenchBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             BenchBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            BenchBody::Repeat { data, pos, remaining } => {
+            BenchBody::Repeat {
+                data,
+                pos,
+                remaining,
+            } => {
                 if *remaining == 0 {
                     return Poll::Ready(None);
                 }
@@ -169,14 +184,26 @@ impl Server {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("{} exited during startup ({status}); log:\n{}", self.name, self.log_tail());
+                bail!(
+                    "{} exited during startup ({status}); log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
-            let port_ok = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).await.is_ok();
-            if port_ok && file.as_ref().map_or(true, |f| f.exists()) {
+            let port_ok = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))
+                .await
+                .is_ok();
+            if port_ok && file.as_ref().is_none_or(|f| f.exists()) {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("{} did not listen on 127.0.0.1:{} within {:?}; log:\n{}", self.name, self.port, STARTUP_TIMEOUT, self.log_tail());
+                bail!(
+                    "{} did not listen on 127.0.0.1:{} within {:?}; log:\n{}",
+                    self.name,
+                    self.port,
+                    STARTUP_TIMEOUT,
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -192,13 +219,17 @@ impl Drop for Server {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
 }
 
 /// Spawns with the log file as stdout/stderr; the child is killed if this process dies first.
 fn spawn(mut cmd: Command, log: &Path) -> Result<Child> {
     let out = std::fs::File::create(log)?;
-    cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -206,7 +237,8 @@ fn spawn(mut cmd: Command, log: &Path) -> Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn().with_context(|| format!("spawning {:?}", cmd.get_program()))
+    cmd.spawn()
+        .with_context(|| format!("spawning {:?}", cmd.get_program()))
 }
 
 struct Env {
@@ -230,18 +262,37 @@ impl Env {
         let data = dir.join("data");
         let port = free_port()?;
         let mut cmd = Command::new(&self.moat_bin);
-        cmd.arg("serve").arg("--data-dir").arg(&data).arg("--listen").arg(format!("127.0.0.1:{port}"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"));
         if !tls {
             cmd.arg("--insecure-http");
         }
         cmd.env("MOAT_ADMIN_PASSWORD", "bench");
-        for v in ["MOAT_DATA_DIR", "MOAT_LISTEN", "MOAT_DOMAIN", "MOAT_DATABASE_URL", "MOAT_INSECURE_HTTP", "MOAT_TLS_CERT", "MOAT_TLS_KEY"] {
+        for v in [
+            "MOAT_DATA_DIR",
+            "MOAT_LISTEN",
+            "MOAT_DOMAIN",
+            "MOAT_DATABASE_URL",
+            "MOAT_INSECURE_HTTP",
+            "MOAT_TLS_CERT",
+            "MOAT_TLS_KEY",
+        ] {
             cmd.env_remove(v);
         }
         let log = dir.join("server.log");
         let child = spawn(cmd, &log)?;
-        let mut s = Server { name: "moat", child, dir, log, port };
-        s.wait_ready(tls.then(|| data.join("tls").join("ca.pem"))).await?;
+        let mut s = Server {
+            name: "moat",
+            child,
+            dir,
+            log,
+            port,
+        };
+        s.wait_ready(tls.then(|| data.join("tls").join("ca.pem")))
+            .await?;
         Ok(s)
     }
 
@@ -262,7 +313,13 @@ impl Env {
         cmd.arg("serve").arg(&config);
         let log = dir.join("server.log");
         let child = spawn(cmd, &log)?;
-        let mut s = Server { name: "distribution", child, dir, log, port };
+        let mut s = Server {
+            name: "distribution",
+            child,
+            dir,
+            log,
+            port,
+        };
         s.wait_ready(None).await?;
         Ok(s)
     }
@@ -275,7 +332,7 @@ impl Env {
 type PlainClient = Client<HttpConnector, BenchBody>;
 
 enum Transport {
-    Pool(PlainClient),
+    Pool(Box<PlainClient>),
     Tls(tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<BenchBody>>),
 }
 
@@ -292,25 +349,36 @@ struct Reg {
 fn plain_client() -> PlainClient {
     let mut conn = HttpConnector::new();
     conn.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).pool_idle_timeout(Duration::from_secs(60)).build(conn)
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(conn)
 }
 
-async fn tls_sender(port: u16, ca: &Path) -> Result<hyper::client::conn::http1::SendRequest<BenchBody>> {
+async fn tls_sender(
+    port: u16,
+    ca: &Path,
+) -> Result<hyper::client::conn::http1::SendRequest<BenchBody>> {
     let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(c?)?;
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
     tcp.set_nodelay(true)?;
     let name = rustls::pki_types::ServerName::from(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let tls = connector.connect(name, tcp).await.context("TLS handshake with Moat's local CA as the only root")?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .context("TLS handshake with Moat's local CA as the only root")?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -319,7 +387,12 @@ async fn tls_sender(port: u16, ca: &Path) -> Result<hyper::client::conn::http1::
 }
 
 /// A failed expectation, quoted precisely: request, status, body.
-async fn unexpected(method: &Method, url: &str, resp: Response<Incoming>, wanted: &str) -> anyhow::Error {
+async fn unexpected(
+    method: &Method,
+    url: &str,
+    resp: Response<Incoming>,
+    wanted: &str,
+) -> anyhow::Error {
     let status = resp.status();
     let body = match resp.into_body().collect().await {
         Ok(b) => {
@@ -338,7 +411,7 @@ impl Reg {
             base: format!("http://127.0.0.1:{}", server.port),
             host: format!("127.0.0.1:{}", server.port),
             port: server.port,
-            transport: Transport::Pool(plain_client()),
+            transport: Transport::Pool(Box::new(plain_client())),
             moat: server.name == "moat",
         }
     }
@@ -376,7 +449,10 @@ impl Reg {
         match &self.transport {
             Transport::Pool(_) => b = b.uri(uri),
             Transport::Tls(_) => {
-                let pq = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+                let pq = uri
+                    .path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "/".into());
                 b = b.uri(pq).header(hyper::header::HOST, &self.host);
             }
         }
@@ -391,11 +467,18 @@ impl Reg {
         }
         let req = b.body(body)?;
         let resp = match &self.transport {
-            Transport::Pool(c) => c.request(req).await.map_err(|e| anyhow!("{method} {url}: {e:?}"))?,
+            Transport::Pool(c) => c
+                .request(req)
+                .await
+                .map_err(|e| anyhow!("{method} {url}: {e:?}"))?,
             Transport::Tls(s) => {
                 let mut s = s.lock().await;
-                s.ready().await.map_err(|e| anyhow!("{method} {url}: connection: {e}"))?;
-                s.send_request(req).await.map_err(|e| anyhow!("{method} {url}: {e:?}"))?
+                s.ready()
+                    .await
+                    .map_err(|e| anyhow!("{method} {url}: connection: {e}"))?;
+                s.send_request(req)
+                    .await
+                    .map_err(|e| anyhow!("{method} {url}: {e:?}"))?
             }
         };
         Ok(resp)
@@ -417,7 +500,9 @@ impl Reg {
             return Err(unexpected(&method, &url, resp, wanted.as_str()).await);
         }
         let (parts, body) = resp.into_parts();
-        body.collect().await.map_err(|e| anyhow!("{method} {url}: reading the body: {e}"))?;
+        body.collect()
+            .await
+            .map_err(|e| anyhow!("{method} {url}: reading the body: {e}"))?;
         Ok(parts.headers)
     }
 
@@ -428,15 +513,24 @@ impl Reg {
             return Ok(None);
         }
         use base64::Engine as _;
-        let basic = HeaderValue::from_str(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("admin:bench")))?;
-        let path = format!("/oauth2/token?service={}&scope=repository:{repo}:pull,push", self.host);
+        let basic = HeaderValue::from_str(&format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("admin:bench")
+        ))?;
+        let path = format!(
+            "/oauth2/token?service={}&scope=repository:{repo}:pull,push",
+            self.host
+        );
         let url = self.url(&path);
-        let resp = self.send(Method::GET, &path, Some(&basic), &[], BenchBody::empty()).await?;
+        let resp = self
+            .send(Method::GET, &path, Some(&basic), &[], BenchBody::empty())
+            .await?;
         if resp.status() != StatusCode::OK {
             return Err(unexpected(&Method::GET, &url, resp, "200").await);
         }
         let body = resp.into_body().collect().await?.to_bytes();
-        let v: serde_json::Value = serde_json::from_slice(&body).with_context(|| format!("GET {url}: not JSON"))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).with_context(|| format!("GET {url}: not JSON"))?;
         let token = v
             .get("token")
             .or_else(|| v.get("access_token"))
@@ -446,9 +540,22 @@ impl Reg {
     }
 
     /// Monolithic upload of one streamed body: `POST /blobs/uploads/`, then `PUT <location>?digest=`.
-    async fn push_post_put(&self, repo: &str, auth: Option<&HeaderValue>, body: BenchBody, digest: &str) -> Result<()> {
+    async fn push_post_put(
+        &self,
+        repo: &str,
+        auth: Option<&HeaderValue>,
+        body: BenchBody,
+        digest: &str,
+    ) -> Result<()> {
         let h = self
-            .expect(Method::POST, &format!("/v2/{repo}/blobs/uploads/"), auth, &[], BenchBody::empty(), StatusCode::ACCEPTED)
+            .expect(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/"),
+                auth,
+                &[],
+                BenchBody::empty(),
+                StatusCode::ACCEPTED,
+            )
             .await?;
         let loc = location(&h)?;
         let sep = if loc.contains('?') { '&' } else { '?' };
@@ -465,11 +572,25 @@ impl Reg {
     }
 
     /// A small blob: `POST ?digest=` with the body; if the server answers 202 (no monolithic POST), `PUT` it.
-    async fn push_small(&self, repo: &str, auth: Option<&HeaderValue>, data: &Bytes, digest: &str) -> Result<()> {
+    async fn push_small(
+        &self,
+        repo: &str,
+        auth: Option<&HeaderValue>,
+        data: &Bytes,
+        digest: &str,
+    ) -> Result<()> {
         let path = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
         let url = self.url(&path);
         let ct = [(hyper::header::CONTENT_TYPE, "application/octet-stream")];
-        let resp = self.send(Method::POST, &path, auth, &ct, BenchBody::full(data.clone())).await?;
+        let resp = self
+            .send(
+                Method::POST,
+                &path,
+                auth,
+                &ct,
+                BenchBody::full(data.clone()),
+            )
+            .await?;
         match resp.status() {
             StatusCode::CREATED => {
                 resp.into_body().collect().await?;
@@ -480,8 +601,15 @@ impl Reg {
                 body.collect().await?;
                 let loc = location(&parts.headers)?;
                 let sep = if loc.contains('?') { '&' } else { '?' };
-                self.expect(Method::PUT, &format!("{loc}{sep}digest={digest}"), auth, &ct, BenchBody::full(data.clone()), StatusCode::CREATED)
-                    .await?;
+                self.expect(
+                    Method::PUT,
+                    &format!("{loc}{sep}digest={digest}"),
+                    auth,
+                    &ct,
+                    BenchBody::full(data.clone()),
+                    StatusCode::CREATED,
+                )
+                .await?;
                 Ok(())
             }
             _ => Err(unexpected(&Method::POST, &url, resp, "201 or 202").await),
@@ -492,12 +620,16 @@ impl Reg {
     async fn pull(&self, repo: &str, auth: Option<&HeaderValue>, digest: &str) -> Result<u64> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         let mut url = self.url(&path);
-        let mut resp = self.send(Method::GET, &url, auth, &[], BenchBody::empty()).await?;
+        let mut resp = self
+            .send(Method::GET, &url, auth, &[], BenchBody::empty())
+            .await?;
         if resp.status().is_redirection() {
             let loc = location(resp.headers())?;
             resp.into_body().collect().await?;
             url = self.url(&loc);
-            resp = self.send(Method::GET, &url, None, &[], BenchBody::empty()).await?;
+            resp = self
+                .send(Method::GET, &url, None, &[], BenchBody::empty())
+                .await?;
         }
         if resp.status() != StatusCode::OK {
             return Err(unexpected(&Method::GET, &url, resp, "200").await);
@@ -564,7 +696,13 @@ struct LargeFig {
 async fn large_blob(reg: &Reg, d: &Data, sizes: &Sizes, repo: &str) -> Result<LargeFig> {
     let auth = reg.authorize(repo).await?;
     let t = Instant::now();
-    reg.push_post_put(repo, auth.as_ref(), BenchBody::repeat(d.large.clone(), d.large.len() as u64), &d.large_digest).await?;
+    reg.push_post_put(
+        repo,
+        auth.as_ref(),
+        BenchBody::repeat(d.large.clone(), d.large.len() as u64),
+        &d.large_digest,
+    )
+    .await?;
     let push = mib_s(d.large.len() as u64, t.elapsed());
     let mut pull: f64 = 0.0;
     for _ in 0..sizes.pull_repeats {
@@ -572,7 +710,11 @@ async fn large_blob(reg: &Reg, d: &Data, sizes: &Sizes, repo: &str) -> Result<La
         let n = reg.pull(repo, auth.as_ref(), &d.large_digest).await?;
         let el = t.elapsed();
         if n != d.large.len() as u64 {
-            bail!("GET /v2/{repo}/blobs/{}: {n} bytes, wanted {}", d.large_digest, d.large.len());
+            bail!(
+                "GET /v2/{repo}/blobs/{}: {n} bytes, wanted {}",
+                d.large_digest,
+                d.large.len()
+            );
         }
         pull = pull.max(mib_s(n, el));
     }
@@ -603,14 +745,22 @@ async fn raw_conns(reg: &Reg, n: usize) -> Result<Vec<raw::Conn>> {
 }
 
 /// Reads a response head and checks its status; anything else fails, quoting the request and the body.
-async fn raw_expect(c: &mut raw::Conn, what: impl Fn(&raw::Conn) -> String, wanted: &[u16]) -> Result<raw::Head> {
+async fn raw_expect(
+    c: &mut raw::Conn,
+    what: impl Fn(&raw::Conn) -> String,
+    wanted: &[u16],
+) -> Result<raw::Head> {
     let h = match c.read_head().await {
         Ok(h) => h,
         Err(e) => return Err(e.context(what(c))),
     };
     if !wanted.contains(&h.status) {
         let body = c.body_text(&h).await;
-        bail!("{} -> {} (wanted {wanted:?}); body: {body}", what(c), h.status);
+        bail!(
+            "{} -> {} (wanted {wanted:?}); body: {body}",
+            what(c),
+            h.status
+        );
     }
     Ok(h)
 }
@@ -698,8 +848,10 @@ async fn manifest_get(reg: Arc<Reg>, sizes: &Sizes) -> Result<f64> {
         r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
     ));
     let config_digest = sha256_hex(&config);
-    reg.push_small(repo, auth.as_ref(), &config, &config_digest).await?;
-    reg.push_small(repo, auth.as_ref(), &layer, &layer_digest).await?;
+    reg.push_small(repo, auth.as_ref(), &config, &config_digest)
+        .await?;
+    reg.push_small(repo, auth.as_ref(), &layer, &layer_digest)
+        .await?;
     let manifest = Bytes::from(format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
         config.len(),
@@ -707,15 +859,35 @@ async fn manifest_get(reg: Arc<Reg>, sizes: &Sizes) -> Result<f64> {
     ));
     let manifest_digest = sha256_hex(&manifest);
     let path = format!("/v2/{repo}/manifests/latest");
-    reg.expect(Method::PUT, &path, auth.as_ref(), &[(hyper::header::CONTENT_TYPE, OCI_MANIFEST)], BenchBody::full(manifest.clone()), StatusCode::CREATED)
-        .await?;
+    reg.expect(
+        Method::PUT,
+        &path,
+        auth.as_ref(),
+        &[(hyper::header::CONTENT_TYPE, OCI_MANIFEST)],
+        BenchBody::full(manifest.clone()),
+        StatusCode::CREATED,
+    )
+    .await?;
     // One checked GET: the digest and the bytes come back.
     let url = reg.url(&path);
-    let resp = reg.send(Method::GET, &path, auth.as_ref(), &[(hyper::header::ACCEPT, OCI_MANIFEST)], BenchBody::empty()).await?;
+    let resp = reg
+        .send(
+            Method::GET,
+            &path,
+            auth.as_ref(),
+            &[(hyper::header::ACCEPT, OCI_MANIFEST)],
+            BenchBody::empty(),
+        )
+        .await?;
     if resp.status() != StatusCode::OK {
         return Err(unexpected(&Method::GET, &url, resp, "200").await);
     }
-    let dcd = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let dcd = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let body = resp.into_body().collect().await?.to_bytes();
     if body != manifest || dcd != manifest_digest {
         bail!("GET {url}: got {} bytes with Docker-Content-Digest '{dcd}', wanted the {} bytes pushed ({manifest_digest})", body.len(), manifest.len());
@@ -775,7 +947,12 @@ struct RssFig {
 
 fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 async fn rss_push(reg: &Reg, pid: u32, d: &Data) -> Result<RssFig> {
@@ -797,13 +974,25 @@ async fn rss_push(reg: &Reg, pid: u32, d: &Data) -> Result<RssFig> {
     };
     let total = d.large.len() as u64 * RSS_REPEAT;
     let t = Instant::now();
-    let r = reg.push_post_put(repo, auth.as_ref(), BenchBody::repeat(d.large.clone(), total), &d.rss_digest).await;
+    let r = reg
+        .push_post_put(
+            repo,
+            auth.as_ref(),
+            BenchBody::repeat(d.large.clone(), total),
+            &d.rss_digest,
+        )
+        .await;
     let el = t.elapsed();
     stop.store(true, Ordering::Relaxed);
     let sampled = sampler.join().map_err(|_| anyhow!("sampler panicked"))?;
     r?;
-    let hwm = proc_status_kib(pid, "VmHWM:").ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))?;
-    Ok(RssFig { hwm_mib: hwm as f64 / 1024.0, sampled_peak_mib: sampled as f64 / 1024.0, push: mib_s(total, el) })
+    let hwm =
+        proc_status_kib(pid, "VmHWM:").ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))?;
+    Ok(RssFig {
+        hwm_mib: hwm as f64 / 1024.0,
+        sampled_peak_mib: sampled as f64 / 1024.0,
+        push: mib_s(total, el),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -812,7 +1001,10 @@ async fn rss_push(reg: &Reg, pid: u32, d: &Data) -> Result<RssFig> {
 fn sha_throughput(data: &[u8]) -> (f64, String) {
     let t = Instant::now();
     let digest = Sha256::digest(data);
-    (mib_s(data.len() as u64, t.elapsed()), format!("sha256:{}", hex::encode(digest)))
+    (
+        mib_s(data.len() as u64, t.elapsed()),
+        format!("sha256:{}", hex::encode(digest)),
+    )
 }
 
 fn disk_throughput(dir: &Path, data: &[u8], total: u64) -> Result<f64> {
@@ -857,15 +1049,23 @@ fn fmt_num(v: Option<f64>) -> String {
 }
 
 fn json_num(v: Option<f64>) -> serde_json::Value {
-    v.map_or(serde_json::Value::Null, |v| serde_json::json!((v * 100.0).round() / 100.0))
+    v.map_or(serde_json::Value::Null, |v| {
+        serde_json::json!((v * 100.0).round() / 100.0)
+    })
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next().map(str::to_string)).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
 }
 
 fn moat_bin(root: &Path) -> PathBuf {
@@ -873,13 +1073,23 @@ fn moat_bin(root: &Path) -> PathBuf {
         let p = PathBuf::from(b);
         return if p.is_absolute() { p } else { root.join(p) };
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
-    let target = if target.is_absolute() { target } else { root.join(target) };
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let target = if target.is_absolute() {
+        target
+    } else {
+        root.join(target)
+    };
     target.join("release").join("moat")
 }
 
 /// One result per (workload, server); an error is kept and reported, and the bench goes on.
-fn note<T>(errors: &mut Vec<String>, what: &str, r: Result<Result<T>, tokio::time::error::Elapsed>) -> Option<T> {
+fn note<T>(
+    errors: &mut Vec<String>,
+    what: &str,
+    r: Result<Result<T>, tokio::time::error::Elapsed>,
+) -> Option<T> {
     match r {
         Ok(Ok(v)) => Some(v),
         Ok(Err(e)) => {
@@ -909,13 +1119,17 @@ async fn main() -> Result<()> {
     let root = repo_root();
     let env = Env {
         base: {
-            let tmp = std::env::var_os("BENCH_TMPDIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+            let tmp = std::env::var_os("BENCH_TMPDIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir);
             let b = tmp.join(format!("moat-bench-{}", std::process::id()));
             std::fs::create_dir_all(&b)?;
             b
         },
         moat_bin: moat_bin(&root),
-        dist_bin: std::env::var_os("DISTRIBUTION_BIN").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/docker-registry".into()),
+        dist_bin: std::env::var_os("DISTRIBUTION_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/usr/bin/docker-registry".into()),
         counter: AtomicUsize::new(0),
     };
     struct RemoveOnDrop(PathBuf);
@@ -931,10 +1145,13 @@ async fn main() -> Result<()> {
         }
     }
     let load_start = loadavg();
-    if load_start.parse::<f64>().map_or(false, |l| l > 0.5) {
+    if load_start.parse::<f64>().is_ok_and(|l| l > 0.5) {
         eprintln!("warning: load average {load_start} before the bench: other processes compete for the 2 cores, figures will be noisy");
     }
-    let moat_age = std::fs::metadata(&env.moat_bin).and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok());
+    let moat_age = std::fs::metadata(&env.moat_bin)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|m| m.elapsed().ok());
     eprintln!(
         "moat-bench{}: moat = {} (built {} ago), distribution = {}, temp = {}",
         if sizes.quick { " --quick" } else { "" },
@@ -971,8 +1188,16 @@ async fn main() -> Result<()> {
             (b, d)
         })
         .collect();
-    let data = Arc::new(Data { large, large_digest, rss_digest, small });
-    eprintln!("physical limits: SHA-256 {sha_mibs:.0} MiB/s; measuring fsync'd disk writes ({} MiB)…", sizes.disk_bytes >> 20);
+    let data = Arc::new(Data {
+        large,
+        large_digest,
+        rss_digest,
+        small,
+    });
+    eprintln!(
+        "physical limits: SHA-256 {sha_mibs:.0} MiB/s; measuring fsync'd disk writes ({} MiB)…",
+        sizes.disk_bytes >> 20
+    );
     let disk_mibs = {
         let (dir, l, n) = (env.base.clone(), data.large.clone(), sizes.disk_bytes);
         tokio::task::spawn_blocking(move || -> Result<f64> {
@@ -1004,7 +1229,11 @@ async fn main() -> Result<()> {
     }
 
     for (i, name) in names.iter().enumerate() {
-        eprintln!("[{name}] 1. large blob: push {} MiB, pull ×{}", sizes.large >> 20, sizes.pull_repeats);
+        eprintln!(
+            "[{name}] 1. large blob: push {} MiB, pull ×{}",
+            sizes.large >> 20,
+            sizes.pull_repeats
+        );
         large_fig[i] = note(
             &mut errors,
             &format!("{name}: large blob"),
@@ -1018,7 +1247,11 @@ async fn main() -> Result<()> {
             eprintln!("  push {:.0} MiB/s, pull {:.0} MiB/s", f.push, f.pull);
         }
     }
-    eprintln!("[moat https] 1b. large blob over TLS: push {} MiB, pull ×{}", sizes.large >> 20, sizes.pull_repeats);
+    eprintln!(
+        "[moat https] 1b. large blob over TLS: push {} MiB, pull ×{}",
+        sizes.large >> 20,
+        sizes.pull_repeats
+    );
     let tls_fig: Option<LargeFig> = note(
         &mut errors,
         "moat https: large blob",
@@ -1038,7 +1271,13 @@ async fn main() -> Result<()> {
     };
     for round in 1..=sizes.rounds {
         for (i, name) in names.iter().enumerate() {
-            eprintln!("[{name}] 2. {} blobs of {} KiB, {} clients (round {round}/{})", sizes.small_count, sizes.small_size >> 10, sizes.concurrency, sizes.rounds);
+            eprintln!(
+                "[{name}] 2. {} blobs of {} KiB, {} clients (round {round}/{})",
+                sizes.small_count,
+                sizes.small_size >> 10,
+                sizes.concurrency,
+                sizes.rounds
+            );
             let f = note(
                 &mut errors,
                 &format!("{name}: small blobs"),
@@ -1051,13 +1290,19 @@ async fn main() -> Result<()> {
             if let Some(f) = f {
                 eprintln!("  push {:.0} blobs/s, pull {:.0} blobs/s", f.push, f.pull);
                 let old = small_fig[i].unwrap_or_default();
-                small_fig[i] = Some(SmallFig { push: old.push.max(f.push), pull: old.pull.max(f.pull) });
+                small_fig[i] = Some(SmallFig {
+                    push: old.push.max(f.push),
+                    pull: old.pull.max(f.pull),
+                });
             }
         }
     }
     for round in 1..=sizes.rounds {
         for (i, name) in names.iter().enumerate() {
-            eprintln!("[{name}] 3. manifest GET by tag, {} clients, {} s (round {round}/{})", sizes.concurrency, sizes.manifest_secs, sizes.rounds);
+            eprintln!(
+                "[{name}] 3. manifest GET by tag, {} clients, {} s (round {round}/{})",
+                sizes.concurrency, sizes.manifest_secs, sizes.rounds
+            );
             let f = note(
                 &mut errors,
                 &format!("{name}: manifest GET"),
@@ -1074,7 +1319,10 @@ async fn main() -> Result<()> {
         }
     }
     for (i, name) in names.iter().enumerate() {
-        eprintln!("[{name}] 4. server RSS during a {} MiB push", (sizes.large as u64 * RSS_REPEAT) >> 20);
+        eprintln!(
+            "[{name}] 4. server RSS during a {} MiB push",
+            (sizes.large as u64 * RSS_REPEAT) >> 20
+        );
         rss_fig[i] = note(
             &mut errors,
             &format!("{name}: RSS push"),
@@ -1085,7 +1333,10 @@ async fn main() -> Result<()> {
             .await,
         );
         if let Some(f) = rss_fig[i] {
-            eprintln!("  VmHWM {:.1} MiB, sampled VmRSS peak {:.1} MiB, push {:.0} MiB/s", f.hwm_mib, f.sampled_peak_mib, f.push);
+            eprintln!(
+                "  VmHWM {:.1} MiB, sampled VmRSS peak {:.1} MiB, push {:.0} MiB/s",
+                f.hwm_mib, f.sampled_peak_mib, f.push
+            );
         }
     }
 
@@ -1152,7 +1403,11 @@ async fn main() -> Result<()> {
             moat: small_fig[0].map(|f| f.push),
             dist: small_fig[1].map(|f| f.push),
             target: ">= 4x dist".into(),
-            pass: ge(small_fig[0].map(|f| f.push), small_fig[1].map(|f| f.push), 4.0),
+            pass: ge(
+                small_fig[0].map(|f| f.push),
+                small_fig[1].map(|f| f.push),
+                4.0,
+            ),
         },
         Row {
             metric: "small_pull",
@@ -1229,13 +1484,28 @@ async fn main() -> Result<()> {
     ];
 
     let mut out = String::new();
-    let git = Command::new("git").arg("-C").arg(&root).args(["rev-parse", "--short", "HEAD"]).output().ok();
-    let commit = git.filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let git = Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok();
+    let commit = git
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     out.push_str(&format!(
         "\nMoat vs Distribution ({}; commit {commit}; {cores} cores, {cpu}; load avg {load_start} -> {}; large blob {} MiB (pull best of {}), {} small blobs of {} KiB and {} s manifest run (best of {} rounds), RSS push {} MiB)\n",
         if sizes.quick { "quick" } else { "full" },
@@ -1248,7 +1518,10 @@ async fn main() -> Result<()> {
         sizes.rounds,
         (sizes.large as u64 * RSS_REPEAT) >> 20
     ));
-    out.push_str(&format!("{:<32} {:>7} {:>10} {:>12} {:>8}  {:<17} {}\n", "workload", "unit", "moat", "distribution", "ratio", "target", "result"));
+    out.push_str(&format!(
+        "{:<32} {:>7} {:>10} {:>12} {:>8}  {:<17} {}\n",
+        "workload", "unit", "moat", "distribution", "ratio", "target", "result"
+    ));
     out.push_str(&format!("{}\n", "-".repeat(100)));
     for r in &rows {
         let ratio = match (r.moat, r.dist) {

@@ -58,7 +58,9 @@ impl Conn {
     }
 
     async fn open(&mut self) -> Result<()> {
-        let s = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).await.with_context(|| format!("connecting to 127.0.0.1:{}", self.port))?;
+        let s = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))
+            .await
+            .with_context(|| format!("connecting to 127.0.0.1:{}", self.port))?;
         s.set_nodelay(true)?;
         self.stream = Some(s);
         self.start = 0;
@@ -97,8 +99,14 @@ impl Conn {
             self.end -= self.start;
             self.start = 0;
         }
-        let s = self.stream.as_mut().context("reading from a closed connection")?;
-        let n = s.read(&mut self.buf[self.end..]).await.context("reading the response")?;
+        let s = self
+            .stream
+            .as_mut()
+            .context("reading from a closed connection")?;
+        let n = s
+            .read(&mut self.buf[self.end..])
+            .await
+            .context("reading the response")?;
         self.end += n;
         Ok(n)
     }
@@ -118,14 +126,21 @@ impl Conn {
             }
         };
         let head = &self.buf[self.start..head_end - 4];
-        let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let mut lines = head
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
         let status_line = lines.next().unwrap_or_default();
         let status = match status_line {
-            [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor, b' ', a, b, c, ..] if a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit() => {
+            [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor, b' ', a, b, c, ..]
+                if a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit() =>
+            {
                 let status = (a - b'0') as u16 * 100 + (b - b'0') as u16 * 10 + (c - b'0') as u16;
                 (status, *minor == b'0')
             }
-            _ => bail!("not an HTTP/1.x status line: {:?}", String::from_utf8_lossy(status_line)),
+            _ => bail!(
+                "not an HTTP/1.x status line: {:?}",
+                String::from_utf8_lossy(status_line)
+            ),
         };
         let (status, http10) = status;
         let mut close = http10;
@@ -133,14 +148,21 @@ impl Conn {
         let mut chunked = false;
         self.location.clear();
         for line in lines {
-            let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
             let name = &line[..colon];
             let value = line[colon + 1..].trim_ascii();
             if name.eq_ignore_ascii_case(b"content-length") {
-                let v = std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok());
-                length = Some(v.with_context(|| format!("bad Content-Length {:?}", String::from_utf8_lossy(value)))?);
+                let v = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok());
+                length = Some(v.with_context(|| {
+                    format!("bad Content-Length {:?}", String::from_utf8_lossy(value))
+                })?);
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case(b"chunked") || value.to_ascii_lowercase().ends_with(b"chunked");
+                chunked = value.eq_ignore_ascii_case(b"chunked")
+                    || value.to_ascii_lowercase().ends_with(b"chunked");
             } else if name.eq_ignore_ascii_case(b"connection") {
                 let v = value.to_ascii_lowercase();
                 if find(&v, b"close").is_some() {
@@ -163,7 +185,11 @@ impl Conn {
             BodyLen::UntilClose
         };
         self.start = head_end;
-        Ok(Head { status, body, close })
+        Ok(Head {
+            status,
+            body,
+            close,
+        })
     }
 
     /// Reads the body of `head` and discards it; returns its length.
@@ -191,7 +217,10 @@ impl Conn {
                 loop {
                     let have = self.end - self.start;
                     if let Some(q) = quote.as_deref_mut() {
-                        q.extend_from_slice(&self.buf[self.start..self.start + have.min(QUOTE.saturating_sub(q.len()))]);
+                        q.extend_from_slice(
+                            &self.buf
+                                [self.start..self.start + have.min(QUOTE.saturating_sub(q.len()))],
+                        );
                     }
                     n += have as u64;
                     self.start = self.end;
@@ -205,8 +234,12 @@ impl Conn {
                 loop {
                     let line = self.line().await?;
                     let hex = &line[..line.iter().position(|&b| b == b';').unwrap_or(line.len())];
-                    let size = std::str::from_utf8(hex.trim_ascii()).ok().and_then(|h| u64::from_str_radix(h, 16).ok());
-                    let size = size.with_context(|| format!("bad chunk size line {:?}", String::from_utf8_lossy(&line)))?;
+                    let size = std::str::from_utf8(hex.trim_ascii())
+                        .ok()
+                        .and_then(|h| u64::from_str_radix(h, 16).ok());
+                    let size = size.with_context(|| {
+                        format!("bad chunk size line {:?}", String::from_utf8_lossy(&line))
+                    })?;
                     if size == 0 {
                         while !self.line().await?.is_empty() {} // trailers
                         break n;
@@ -231,7 +264,9 @@ impl Conn {
         loop {
             let have = ((self.end - self.start) as u64).min(rem) as usize;
             if let Some(q) = quote.as_deref_mut() {
-                q.extend_from_slice(&self.buf[self.start..self.start + have.min(QUOTE.saturating_sub(q.len()))]);
+                q.extend_from_slice(
+                    &self.buf[self.start..self.start + have.min(QUOTE.saturating_sub(q.len()))],
+                );
             }
             self.start += have;
             rem -= have as u64;
@@ -240,7 +275,10 @@ impl Conn {
             }
             if self.fill().await? == 0 {
                 self.stream = None;
-                bail!("the server closed the connection after {} of {n} body bytes", n - rem);
+                bail!(
+                    "the server closed the connection after {} of {n} body bytes",
+                    n - rem
+                );
             }
         }
     }
@@ -270,7 +308,10 @@ pub fn same_host_path<'a>(location: &'a str, host: &str) -> Result<&'a str> {
     if location.starts_with('/') {
         return Ok(location);
     }
-    match location.strip_prefix("http://").and_then(|r| r.strip_prefix(host)) {
+    match location
+        .strip_prefix("http://")
+        .and_then(|r| r.strip_prefix(host))
+    {
         Some(p) if p.starts_with('/') => Ok(p),
         _ => bail!("Location {location:?} is not on {host}"),
     }
@@ -282,7 +323,9 @@ mod tests {
 
     /// A server that answers each request (read up to its blank line) with the next canned response, then closes.
     async fn canned(responses: Vec<&'static [u8]>) -> u16 {
-        let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
         let port = l.local_addr().unwrap().port();
         tokio::spawn(async move {
             let mut responses = responses.into_iter();
@@ -301,7 +344,10 @@ mod tests {
                         let Some(r) = responses.next() else { return };
                         s.write_all(r).await.unwrap();
                         let lower = r.to_ascii_lowercase();
-                        if find(&lower, b"close").is_some() || find(&lower, b"length").is_none() && find(&lower, b"chunked").is_none() {
+                        if find(&lower, b"close").is_some()
+                            || find(&lower, b"length").is_none()
+                                && find(&lower, b"chunked").is_none()
+                        {
                             continue 'conns;
                         }
                     }
@@ -329,14 +375,20 @@ mod tests {
         assert_eq!((h.status, c.skip_body(&h).await.unwrap()), (200, 5));
         c.send(req).await.unwrap();
         let h = c.read_head().await.unwrap();
-        assert_eq!((h.status, c.location.as_str()), (202, "/v2/a/blobs/uploads/1?x=y"));
+        assert_eq!(
+            (h.status, c.location.as_str()),
+            (202, "/v2/a/blobs/uploads/1?x=y")
+        );
         assert_eq!(c.skip_body(&h).await.unwrap(), 0);
         c.send(req).await.unwrap();
         let h = c.read_head().await.unwrap();
         assert_eq!((h.status, c.skip_body(&h).await.unwrap()), (200, 5));
         c.send(req).await.unwrap();
         let h = c.read_head().await.unwrap();
-        assert_eq!((h.status, c.body_text(&h).await.as_str()), (404, "not found"));
+        assert_eq!(
+            (h.status, c.body_text(&h).await.as_str()),
+            (404, "not found")
+        );
         c.send(req).await.unwrap(); // reconnects
         let h = c.read_head().await.unwrap();
         assert_eq!((h.status, c.skip_body(&h).await.unwrap()), (200, 11));
@@ -347,8 +399,14 @@ mod tests {
 
     #[test]
     fn locations() {
-        assert_eq!(same_host_path("/v2/x?a=b", "127.0.0.1:5").unwrap(), "/v2/x?a=b");
-        assert_eq!(same_host_path("http://127.0.0.1:5/v2/x", "127.0.0.1:5").unwrap(), "/v2/x");
+        assert_eq!(
+            same_host_path("/v2/x?a=b", "127.0.0.1:5").unwrap(),
+            "/v2/x?a=b"
+        );
+        assert_eq!(
+            same_host_path("http://127.0.0.1:5/v2/x", "127.0.0.1:5").unwrap(),
+            "/v2/x"
+        );
         assert!(same_host_path("http://127.0.0.1:55/v2/x", "127.0.0.1:5").is_err());
         assert!(same_host_path("https://elsewhere/v2/x", "127.0.0.1:5").is_err());
     }

@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "moat", version, about = "A self-hosted OCI registry that keeps images inside the network they belong to")]
+#[command(
+    name = "moat",
+    version,
+    about = "A self-hosted OCI registry that keeps images inside the network they belong to"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,10 +29,20 @@ struct Cli {
 #[derive(Args, Clone)]
 struct Common {
     /// Directory for the database, blobs, TLS material and the admin password.
-    #[arg(long, env = "MOAT_DATA_DIR", default_value = "./moat-data", global = true)]
+    #[arg(
+        long,
+        env = "MOAT_DATA_DIR",
+        default_value = "./moat-data",
+        global = true
+    )]
     data_dir: PathBuf,
     /// Address and port of the main listener; the `default` registry's login server.
-    #[arg(long, env = "MOAT_LISTEN", default_value = "127.0.0.1:5000", global = true)]
+    #[arg(
+        long,
+        env = "MOAT_LISTEN",
+        default_value = "127.0.0.1:5000",
+        global = true
+    )]
     listen: SocketAddr,
     /// Domain under which registries other than `default` are served (`<name>.<domain>`).
     #[arg(long, env = "MOAT_DOMAIN", default_value = "localhost", global = true)]
@@ -165,7 +179,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Login(args) => tokio::task::spawn_blocking(move || login::run(args)).await?,
         Command::Acr(args) => tokio::task::spawn_blocking(move || acr::run(args)).await?,
-        Command::Serve { common, tls_cert, tls_key, upload_ttl_secs, trusted_proxies } => {
+        Command::Serve {
+            common,
+            tls_cert,
+            tls_key,
+            upload_ttl_secs,
+            trusted_proxies,
+        } => {
             let mut c = config(&common);
             c.trusted_proxies = trusted_proxies;
             c.tls_cert = tls_cert;
@@ -173,23 +193,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c.upload_ttl = Duration::from_secs(upload_ttl_secs.max(1));
             moat_server::serve(c).await
         }
-        Command::Registry { command: RegistryCommand::Create { name, sku, anonymous_pull, common } } => {
+        Command::Registry {
+            command:
+                RegistryCommand::Create {
+                    name,
+                    sku,
+                    anonymous_pull,
+                    common,
+                },
+        } => {
             let name: RegistryName = name.parse()?;
-            let sku = Sku::parse(&sku).with_context(|| format!("unknown SKU '{sku}': use Basic, Standard or Premium"))?;
+            let sku = Sku::parse(&sku)
+                .with_context(|| format!("unknown SKU '{sku}': use Basic, Standard or Premium"))?;
             let c = config(&common);
             let meta = moat_server::listener::open_store(&c).await?;
             moat_server::listener::bootstrap(&c, &meta, false).await?;
-            let login_server = login_server_for(name.as_str(), &c.domain, c.listen.port(), c.insecure_http);
+            let login_server =
+                login_server_for(name.as_str(), &c.domain, c.listen.port(), c.insecure_http);
             let mut settings = RegistrySettings::new(sku, &c.region);
             settings.anonymous_pull_enabled = anonymous_pull;
-            moat_model::policy::validate_change(name.as_str(), None, &settings, &Default::default())?;
+            moat_model::policy::validate_change(
+                name.as_str(),
+                None,
+                &settings,
+                &Default::default(),
+            )?;
             let r = meta
-                .create_registry(name.as_str(), &login_server, moat_server::listener::DEFAULT_RESOURCE_GROUP, &settings, false)
+                .create_registry(
+                    name.as_str(),
+                    &login_server,
+                    moat_server::listener::DEFAULT_RESOURCE_GROUP,
+                    &settings,
+                    false,
+                )
                 .await?;
-            emit(format_args!("{}", serde_json::json!({"name": r.name, "loginServer": r.login_server, "sku": r.settings.sku.as_str(), "id": r.id})));
+            emit(format_args!(
+                "{}",
+                serde_json::json!({"name": r.name, "loginServer": r.login_server, "sku": r.settings.sku.as_str(), "id": r.id})
+            ));
             Ok(())
         }
-        Command::Sp { command: SpCommand::Create { name, role, scope, common } } => {
+        Command::Sp {
+            command:
+                SpCommand::Create {
+                    name,
+                    role,
+                    scope,
+                    common,
+                },
+        } => {
             let c = config(&common);
             let meta = moat_server::listener::open_store(&c).await?;
             moat_server::listener::bootstrap(&c, &meta, false).await?;
@@ -207,9 +259,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => None,
             };
             let password = moat_auth::password::generate();
-            let sp = meta.create_service_principal(&name, &moat_auth::password::hash(&password)).await?;
+            let sp = meta
+                .create_service_principal(&name, &moat_auth::password::hash(&password))
+                .await?;
             if let (Some(role), Some(scope)) = (role, scope) {
-                meta.assign_role(&sp.app_id, role.as_str(), &scope.to_arm(&ids.subscription_id)).await?;
+                meta.assign_role(
+                    &sp.app_id,
+                    role.as_str(),
+                    &scope.to_arm(&ids.subscription_id),
+                )
+                .await?;
             }
             emit(format_args!(
                 "{}",
@@ -219,30 +278,70 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ));
             Ok(())
         }
-        Command::Registry { command: RegistryCommand::List { common, output } } => {
+        Command::Registry {
+            command: RegistryCommand::List { common, output },
+        } => {
             let meta = moat_server::listener::open_store(&config(&common)).await?;
             for r in meta.list_registries().await? {
                 match output {
                     Output::Json => emit(format_args!("{}", serde_json::to_string(&r)?)),
-                    Output::Table => emit(format_args!("{:<20} {:<40} {}", r.name, r.login_server, r.settings.sku.as_str())),
+                    Output::Table => emit(format_args!(
+                        "{:<20} {:<40} {}",
+                        r.name,
+                        r.login_server,
+                        r.settings.sku.as_str()
+                    )),
                 }
             }
             Ok(())
         }
-        Command::Audit { common, registry, repository, operation, since, until, limit, output } => {
+        Command::Audit {
+            common,
+            registry,
+            repository,
+            operation,
+            since,
+            until,
+            limit,
+            output,
+        } => {
             let parse_time = |s: Option<String>| -> anyhow::Result<Option<String>> {
-                s.map(|s| moat_store::time_fmt::parse_user(&s).with_context(|| format!("'{s}' is not an RFC 3339 time, e.g. 2026-11-25T08:00:00Z")))
-                    .transpose()
+                s.map(|s| {
+                    moat_store::time_fmt::parse_user(&s).with_context(|| {
+                        format!("'{s}' is not an RFC 3339 time, e.g. 2026-11-25T08:00:00Z")
+                    })
+                })
+                .transpose()
             };
-            let filter = AuditFilter { registry, repository, operation, since: parse_time(since)?, until: parse_time(until)?, limit };
+            let filter = AuditFilter {
+                registry,
+                repository,
+                operation,
+                since: parse_time(since)?,
+                until: parse_time(until)?,
+                limit,
+            };
             let c = config(&common);
             if !c.data_dir.exists() {
-                bail!("no data directory at {}: pass --data-dir", c.data_dir.display());
+                bail!(
+                    "no data directory at {}: pass --data-dir",
+                    c.data_dir.display()
+                );
             }
             let meta = moat_server::listener::open_store(&c).await?;
             let events = meta.audit_events(&filter).await?;
             if output == Output::Table {
-                emit(format_args!("{:<27} {:<8} {:<9} {:<24} {:<12} {:<15} {:<8} {}", "TIME", "RESULT", "OPERATION", "REPOSITORY", "IDENTITY", "CALLER IP", "STATUS", "DIGEST/TAG"));
+                emit(format_args!(
+                    "{:<27} {:<8} {:<9} {:<24} {:<12} {:<15} {:<8} {}",
+                    "TIME",
+                    "RESULT",
+                    "OPERATION",
+                    "REPOSITORY",
+                    "IDENTITY",
+                    "CALLER IP",
+                    "STATUS",
+                    "DIGEST/TAG"
+                ));
             }
             for e in events {
                 match output {
@@ -269,9 +368,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
     let s = s.trim();
     if s.contains('/') {
-        s.parse().map_err(|_| format!("'{s}' is not a CIDR range (e.g. 10.0.0.0/8)"))
+        s.parse()
+            .map_err(|_| format!("'{s}' is not a CIDR range (e.g. 10.0.0.0/8)"))
     } else {
-        s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from).map_err(|_| format!("'{s}' is not an IP address"))
+        s.parse::<std::net::IpAddr>()
+            .map(ipnet::IpNet::from)
+            .map_err(|_| format!("'{s}' is not an IP address"))
     }
 }
 
@@ -288,11 +390,17 @@ fn emit(line: std::fmt::Arguments) {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MOAT_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MOAT_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli));
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli));
     if let Err(e) = result {
         // One line a person can act on; the chain of causes follows the colon.
         eprintln!("error: {e:#}");

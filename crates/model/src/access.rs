@@ -15,7 +15,13 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [Action::Pull, Action::Push, Action::Delete, Action::MetadataRead, Action::MetadataWrite];
+    pub const ALL: [Action; 5] = [
+        Action::Pull,
+        Action::Push,
+        Action::Delete,
+        Action::MetadataRead,
+        Action::MetadataWrite,
+    ];
 
     /// Accepts the Docker spellings and ACR's camelCase twins (`metadataRead`), as the az CLI sends both.
     pub fn parse_list(s: &str) -> BTreeSet<Action> {
@@ -81,7 +87,10 @@ impl ScopeRequest {
             "registry" if name == "catalog" => ResourceScope::Catalog,
             _ => return None,
         };
-        Some(ScopeRequest { resource, actions: Action::parse_list(actions) })
+        Some(ScopeRequest {
+            resource,
+            actions: Action::parse_list(actions),
+        })
     }
 
     pub fn to_scope_string(&self) -> String {
@@ -113,11 +122,18 @@ pub struct AccessGrant {
 impl Access {
     /// Every action on every repository.
     pub fn everything() -> Access {
-        Access { any_repository: Action::ALL.into_iter().collect(), grants: vec![] }
+        Access {
+            any_repository: Action::ALL.into_iter().collect(),
+            grants: vec![],
+        }
     }
 
     pub fn allows(&self, resource: &ResourceScope, action: Action) -> bool {
-        self.any_repository.contains(&action) || self.grants.iter().any(|g| &g.resource == resource && g.actions.contains(&action))
+        self.any_repository.contains(&action)
+            || self
+                .grants
+                .iter()
+                .any(|g| &g.resource == resource && g.actions.contains(&action))
     }
 
     /// Whether the token was issued for `resource` at all (even with no action granted on it).
@@ -141,8 +157,14 @@ mod tests {
         assert_eq!(s.to_scope_string(), "repository:library/alpine:pull,push");
         let c = ScopeRequest::parse("registry:catalog:*").unwrap();
         assert_eq!(c.resource, ResourceScope::Catalog);
-        assert_eq!(ScopeRequest::parse("repository:a:*").unwrap().actions.len(), 5);
-        assert!(ScopeRequest::parse("repository:a:metadataRead").unwrap().actions.contains(&Action::MetadataRead));
+        assert_eq!(
+            ScopeRequest::parse("repository:a:*").unwrap().actions.len(),
+            5
+        );
+        assert!(ScopeRequest::parse("repository:a:metadataRead")
+            .unwrap()
+            .actions
+            .contains(&Action::MetadataRead));
         assert!(ScopeRequest::parse("repository:UPPER:pull").is_none());
         assert!(ScopeRequest::parse("nonsense").is_none());
     }
@@ -161,7 +183,10 @@ mod tests {
         assert!(!access.allows_repo(&repo, Action::Push));
         assert!(!access.allows_repo(&"a".parse().unwrap(), Action::Pull));
         let json = serde_json::to_string(&access).unwrap();
-        assert!(json.contains(r#""type":"repository","name":"a/b""#), "{json}");
+        assert!(
+            json.contains(r#""type":"repository","name":"a/b""#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<Access>(&json).unwrap(), access);
     }
 }

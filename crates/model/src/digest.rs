@@ -11,7 +11,11 @@ pub enum DigestError {
     #[error("digest algorithm '{0}' is not supported (use sha256 or sha512)")]
     UnsupportedAlgorithm(String),
     #[error("digest has {got} hex characters where {algorithm} needs {want}")]
-    WrongLength { algorithm: &'static str, want: usize, got: usize },
+    WrongLength {
+        algorithm: &'static str,
+        want: usize,
+        got: usize,
+    },
 }
 
 /// The registered algorithms of the OCI image spec. sha256 is what clients use; sha512 is optional in the
@@ -60,7 +64,10 @@ impl Digest {
     }
 
     pub fn from_bytes(algorithm: Algorithm, raw: &[u8]) -> Digest {
-        Digest { algorithm, text: format!("{}:{}", algorithm.as_str(), hex::encode(raw)) }
+        Digest {
+            algorithm,
+            text: format!("{}:{}", algorithm.as_str(), hex::encode(raw)),
+        }
     }
 
     pub fn from_sha256_bytes(raw: &[u8]) -> Digest {
@@ -88,11 +95,15 @@ impl FromStr for Digest {
         let (algorithm, encoded) = s.split_once(':').ok_or(DigestError::Malformed)?;
         // Grammar: algorithm-component ([+._-] algorithm-component)*, [a-z0-9]+; encoded [a-zA-Z0-9=_-]+
         let alg_ok = !algorithm.is_empty()
-            && algorithm
-                .split(['+', '.', '_', '-'])
-                .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+            && algorithm.split(['+', '.', '_', '-']).all(|c| {
+                !c.is_empty()
+                    && c.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
         let enc_ok = !encoded.is_empty()
-            && encoded.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
+            && encoded
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
         if !alg_ok || !enc_ok {
             return Err(DigestError::Malformed);
         }
@@ -103,12 +114,22 @@ impl FromStr for Digest {
         };
         let want = algorithm.hex_len();
         if encoded.len() != want {
-            return Err(DigestError::WrongLength { algorithm: algorithm.as_str(), want, got: encoded.len() });
+            return Err(DigestError::WrongLength {
+                algorithm: algorithm.as_str(),
+                want,
+                got: encoded.len(),
+            });
         }
-        if !encoded.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !encoded
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestError::Malformed);
         }
-        Ok(Digest { algorithm, text: s.to_string() })
+        Ok(Digest {
+            algorithm,
+            text: s.to_string(),
+        })
     }
 }
 
@@ -145,21 +166,38 @@ mod tests {
     #[test]
     fn known_value() {
         let d = Digest::sha256_of(b"");
-        assert_eq!(d.as_str(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            d.as_str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
     }
 
     #[test]
     fn rejects_bad_forms() {
-        for bad in ["", "sha256", "sha256:", ":abc", "sha256:xyz", "SHA256:00", "sha256:E3B0", "sha256:abc"] {
+        for bad in [
+            "",
+            "sha256",
+            "sha256:",
+            ":abc",
+            "sha256:xyz",
+            "SHA256:00",
+            "sha256:E3B0",
+            "sha256:abc",
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
-        assert!(matches!("md5:abcd".parse::<Digest>(), Err(DigestError::UnsupportedAlgorithm(_))));
+        assert!(matches!(
+            "md5:abcd".parse::<Digest>(),
+            Err(DigestError::UnsupportedAlgorithm(_))
+        ));
         let d512 = Digest::of(Algorithm::Sha512, b"");
         assert_eq!(d512.algorithm(), Algorithm::Sha512);
         assert_eq!(d512.hex().len(), 128);
         assert_eq!(d512.as_str().parse::<Digest>().unwrap(), d512);
-        assert!(format!("sha512:{}", "a".repeat(64)).parse::<Digest>().is_err());
+        assert!(format!("sha512:{}", "a".repeat(64))
+            .parse::<Digest>()
+            .is_err());
         let upper = format!("sha256:{}", "A".repeat(64));
         assert!(upper.parse::<Digest>().is_err());
     }

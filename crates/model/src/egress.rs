@@ -31,13 +31,23 @@ pub struct PrivateEndpointOrigin {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Egress<'a> {
     /// A blob's bytes served to a client.
-    PullBlob { repository: &'a RepositoryName, digest: &'a Digest },
+    PullBlob {
+        repository: &'a RepositoryName,
+        digest: &'a Digest,
+    },
     /// A manifest served to a client (by tag or digest).
-    PullManifest { repository: &'a RepositoryName, reference: &'a Reference },
+    PullManifest {
+        repository: &'a RepositoryName,
+        reference: &'a Reference,
+    },
     /// A blob linked from one repository into another (`POST ?mount=&from=`). `source_registry` is the registry
     /// the `from` repository is looked up in, which is always the one the request is routed to; it is kept in the
     /// variant so that the rule against cross-registry mounts is stated here and not assumed by callers.
-    Mount { source_registry: &'a Registry, from: &'a RepositoryName, to: &'a RepositoryName },
+    Mount {
+        source_registry: &'a Registry,
+        from: &'a RepositoryName,
+        to: &'a RepositoryName,
+    },
 }
 
 impl Egress<'_> {
@@ -53,7 +63,10 @@ impl Egress<'_> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DenyReason {
     /// The caller's token does not carry the action on that repository: the client should fetch a new token.
-    MissingPermission { repository: RepositoryName, action: Action },
+    MissingPermission {
+        repository: RepositoryName,
+        action: Action,
+    },
     /// Bytes of one registry may never be linked into another.
     CrossRegistry,
     /// The origin may not reach the registry at all.
@@ -64,9 +77,16 @@ impl fmt::Display for DenyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DenyReason::MissingPermission { repository, action } => {
-                write!(f, "the caller lacks '{}' on repository '{}'", action.as_str(), repository)
+                write!(
+                    f,
+                    "the caller lacks '{}' on repository '{}'",
+                    action.as_str(),
+                    repository
+                )
             }
-            DenyReason::CrossRegistry => f.write_str("content cannot move between registries by mount"),
+            DenyReason::CrossRegistry => {
+                f.write_str("content cannot move between registries by mount")
+            }
             DenyReason::Network(n) => write!(f, "{n}"),
         }
     }
@@ -88,7 +108,10 @@ fn may_read(registry: &Registry, access: &Access, repo: &RepositoryName) -> Deci
     if registry.anonymous_pull_enabled() || access.allows_repo(repo, Action::Pull) {
         Decision::Allow
     } else {
-        Decision::Deny(DenyReason::MissingPermission { repository: repo.clone(), action: Action::Pull })
+        Decision::Deny(DenyReason::MissingPermission {
+            repository: repo.clone(),
+            action: Action::Pull,
+        })
     }
 }
 
@@ -102,15 +125,20 @@ pub fn decide(registry: &Registry, origin: &Origin, access: &Access, egress: &Eg
         Egress::PullBlob { repository, .. } | Egress::PullManifest { repository, .. } => {
             may_read(registry, access, repository)
         }
-        Egress::Mount { source_registry, from, to } => {
+        Egress::Mount {
+            source_registry,
+            from,
+            to,
+        } => {
             if source_registry.id != registry.id {
                 return Decision::Deny(DenyReason::CrossRegistry);
             }
             match may_read(registry, access, from) {
                 Decision::Allow if access.allows_repo(to, Action::Push) => Decision::Allow,
-                Decision::Allow => {
-                    Decision::Deny(DenyReason::MissingPermission { repository: (*to).clone(), action: Action::Push })
-                }
+                Decision::Allow => Decision::Deny(DenyReason::MissingPermission {
+                    repository: (*to).clone(),
+                    action: Action::Push,
+                }),
                 deny => deny,
             }
         }
@@ -139,7 +167,11 @@ mod tests {
     }
 
     fn origin() -> Origin {
-        Origin { client_ip: "127.0.0.1".parse().unwrap(), listener: "main".into(), private_endpoint: None }
+        Origin {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            listener: "main".into(),
+            private_endpoint: None,
+        }
     }
 
     fn grant(repo: &str, actions: &[Action]) -> AccessGrant {
@@ -153,27 +185,54 @@ mod tests {
     fn pull_needs_pull_or_anonymous() {
         let repo: RepositoryName = "a".parse().unwrap();
         let digest = Digest::sha256_of(b"x");
-        let e = Egress::PullBlob { repository: &repo, digest: &digest };
+        let e = Egress::PullBlob {
+            repository: &repo,
+            digest: &digest,
+        };
         let none = Access::default();
         assert!(!decide(&registry("r1", false), &origin(), &none, &e).is_allowed());
         assert!(decide(&registry("r1", true), &origin(), &none, &e).is_allowed());
-        let pull = Access { any_repository: Default::default(), grants: vec![grant("a", &[Action::Pull])] };
+        let pull = Access {
+            any_repository: Default::default(),
+            grants: vec![grant("a", &[Action::Pull])],
+        };
         assert!(decide(&registry("r1", false), &origin(), &pull, &e).is_allowed());
-        let push_only = Access { any_repository: Default::default(), grants: vec![grant("a", &[Action::Push])] };
+        let push_only = Access {
+            any_repository: Default::default(),
+            grants: vec![grant("a", &[Action::Push])],
+        };
         assert!(!decide(&registry("r1", false), &origin(), &push_only, &e).is_allowed());
     }
 
     #[test]
     fn mount_stays_inside_one_registry() {
-        let (from, to): (RepositoryName, RepositoryName) = ("src".parse().unwrap(), "dst".parse().unwrap());
-        let access = Access { any_repository: Default::default(), grants: vec![grant("src", &[Action::Pull]), grant("dst", &[Action::Push])] };
+        let (from, to): (RepositoryName, RepositoryName) =
+            ("src".parse().unwrap(), "dst".parse().unwrap());
+        let access = Access {
+            any_repository: Default::default(),
+            grants: vec![grant("src", &[Action::Pull]), grant("dst", &[Action::Push])],
+        };
         let here = registry("r1", false);
         let other = registry("r2", false);
-        let same = Egress::Mount { source_registry: &here, from: &from, to: &to };
+        let same = Egress::Mount {
+            source_registry: &here,
+            from: &from,
+            to: &to,
+        };
         assert_eq!(decide(&here, &origin(), &access, &same), Decision::Allow);
-        let cross = Egress::Mount { source_registry: &other, from: &from, to: &to };
-        assert_eq!(decide(&here, &origin(), &access, &cross), Decision::Deny(DenyReason::CrossRegistry));
-        let no_pull = Access { any_repository: Default::default(), grants: vec![grant("dst", &[Action::Push])] };
+        let cross = Egress::Mount {
+            source_registry: &other,
+            from: &from,
+            to: &to,
+        };
+        assert_eq!(
+            decide(&here, &origin(), &access, &cross),
+            Decision::Deny(DenyReason::CrossRegistry)
+        );
+        let no_pull = Access {
+            any_repository: Default::default(),
+            grants: vec![grant("dst", &[Action::Push])],
+        };
         assert!(!decide(&here, &origin(), &no_pull, &same).is_allowed());
     }
 
@@ -183,7 +242,10 @@ mod tests {
         let digest = Digest::sha256_of(b"x");
         let mut reg = registry("r1", true);
         reg.settings.public_network_access = false;
-        let e = Egress::PullBlob { repository: &repo, digest: &digest };
+        let e = Egress::PullBlob {
+            repository: &repo,
+            digest: &digest,
+        };
         assert_eq!(
             decide(&reg, &origin(), &Access::everything(), &e),
             Decision::Deny(DenyReason::Network(NetworkDenial::PublicAccessDisabled))

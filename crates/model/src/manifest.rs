@@ -77,7 +77,9 @@ pub struct ParsedManifest {
 }
 
 fn is_generic(content_type: &str) -> bool {
-    content_type.is_empty() || content_type == "application/json" || content_type == "application/octet-stream"
+    content_type.is_empty()
+        || content_type == "application/json"
+        || content_type == "application/octet-stream"
 }
 
 impl ParsedManifest {
@@ -86,7 +88,8 @@ impl ParsedManifest {
         if body.len() > MAX_MANIFEST_BYTES {
             return Err(ManifestError::TooLarge(body.len()));
         }
-        let raw: RawManifest = serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let raw: RawManifest =
+            serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
         if raw.schema_version != Some(2) {
             return Err(ManifestError::SchemaVersion);
         }
@@ -110,10 +113,14 @@ impl ParsedManifest {
             other => return Err(ManifestError::UnsupportedMediaType(other.to_string())),
         };
         if kind == ManifestKind::Image && raw.config.is_none() {
-            return Err(ManifestError::Json("an image manifest needs a config descriptor".into()));
+            return Err(ManifestError::Json(
+                "an image manifest needs a config descriptor".into(),
+            ));
         }
         if kind == ManifestKind::Index && raw.manifests.is_none() {
-            return Err(ManifestError::Json("an index needs a manifests array".into()));
+            return Err(ManifestError::Json(
+                "an index needs a manifests array".into(),
+            ));
         }
         Ok(ParsedManifest {
             kind,
@@ -130,7 +137,10 @@ impl ParsedManifest {
     /// Blobs the repository must hold for this manifest to be accepted. Non-distributable layers (those with
     /// `urls`) are fetched from elsewhere by design, so they are not required.
     pub fn required_blobs(&self) -> impl Iterator<Item = &Digest> {
-        self.config.iter().chain(self.layers.iter().filter(|l| l.urls.is_none())).map(|d| &d.digest)
+        self.config
+            .iter()
+            .chain(self.layers.iter().filter(|l| l.urls.is_none()))
+            .map(|d| &d.digest)
     }
 
     /// Child manifests the repository must hold (indexes only).
@@ -141,7 +151,10 @@ impl ParsedManifest {
     /// The artifact type a referrers listing shows: `artifactType`, else the config's media type.
     pub fn effective_artifact_type(&self) -> Option<String> {
         self.artifact_type.clone().or_else(|| {
-            self.config.as_ref().map(|c| c.media_type.clone()).filter(|_| self.kind == ManifestKind::Image)
+            self.config
+                .as_ref()
+                .map(|c| c.media_type.clone())
+                .filter(|_| self.kind == ManifestKind::Image)
         })
     }
 }
@@ -169,38 +182,61 @@ mod tests {
         );
         let m = ParsedManifest::parse(body.as_bytes(), OCI_MANIFEST).unwrap();
         assert_eq!(m.kind, ManifestKind::Image);
-        assert_eq!(m.required_blobs().count(), 2, "foreign layer is not required");
+        assert_eq!(
+            m.required_blobs().count(),
+            2,
+            "foreign layer is not required"
+        );
         assert_eq!(m.subject.unwrap().digest.as_str(), d('e'));
         assert_eq!(m.artifact_type.as_deref(), Some("application/x.sig"));
     }
 
     #[test]
     fn infers_kind_and_checks_mismatch() {
-        let idx = format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1}}]}}"#, d('a'));
+        let idx = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1}}]}}"#,
+            d('a')
+        );
         let m = ParsedManifest::parse(idx.as_bytes(), "").unwrap();
-        assert_eq!((m.kind, m.media_type.as_str()), (ManifestKind::Index, OCI_INDEX));
+        assert_eq!(
+            (m.kind, m.media_type.as_str()),
+            (ManifestKind::Index, OCI_INDEX)
+        );
         let docker = format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_LIST}","manifests":[]}}"#);
         assert!(matches!(
             ParsedManifest::parse(docker.as_bytes(), OCI_INDEX),
             Err(ManifestError::MediaTypeMismatch { .. })
         ));
-        assert_eq!(ParsedManifest::parse(docker.as_bytes(), DOCKER_LIST).unwrap().kind, ManifestKind::Index);
+        assert_eq!(
+            ParsedManifest::parse(docker.as_bytes(), DOCKER_LIST)
+                .unwrap()
+                .kind,
+            ManifestKind::Index
+        );
     }
 
     #[test]
     fn rejects_bad_manifests() {
-        assert!(matches!(ParsedManifest::parse(b"{", OCI_MANIFEST), Err(ManifestError::Json(_))));
+        assert!(matches!(
+            ParsedManifest::parse(b"{", OCI_MANIFEST),
+            Err(ManifestError::Json(_))
+        ));
         assert_eq!(
             ParsedManifest::parse(br#"{"schemaVersion":1}"#, OCI_MANIFEST).unwrap_err(),
             ManifestError::SchemaVersion
         );
-        assert!(ParsedManifest::parse(br#"{"schemaVersion":2,"layers":[]}"#, OCI_MANIFEST).is_err());
+        assert!(
+            ParsedManifest::parse(br#"{"schemaVersion":2,"layers":[]}"#, OCI_MANIFEST).is_err()
+        );
         assert!(matches!(
             ParsedManifest::parse(br#"{"schemaVersion":2,"config":{}}"#, "text/plain"),
             Err(ManifestError::Json(_)) | Err(ManifestError::UnsupportedMediaType(_))
         ));
         let big = vec![b' '; MAX_MANIFEST_BYTES + 1];
-        assert!(matches!(ParsedManifest::parse(&big, OCI_MANIFEST), Err(ManifestError::TooLarge(_))));
+        assert!(matches!(
+            ParsedManifest::parse(&big, OCI_MANIFEST),
+            Err(ManifestError::TooLarge(_))
+        ));
     }
 
     proptest! {

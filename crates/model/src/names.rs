@@ -9,7 +9,9 @@ use std::str::FromStr;
 pub enum NameError {
     #[error("invalid repository name '{0}': use lowercase path components of [a-z0-9] joined by '.', '_', '__' or '-', separated by '/'")]
     Repository(String),
-    #[error("invalid tag '{0}': a tag is 1 to 128 of [A-Za-z0-9_.-] and does not start with '.' or '-'")]
+    #[error(
+        "invalid tag '{0}': a tag is 1 to 128 of [A-Za-z0-9_.-] and does not start with '.' or '-'"
+    )]
     Tag(String),
     #[error("invalid reference '{0}': expected a tag or a digest")]
     Reference(String),
@@ -73,7 +75,8 @@ fn valid_path_component(c: &str) -> bool {
 impl FromStr for RepositoryName {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, NameError> {
-        if s.is_empty() || s.len() > MAX_REPOSITORY_NAME || !s.split('/').all(valid_path_component) {
+        if s.is_empty() || s.len() > MAX_REPOSITORY_NAME || !s.split('/').all(valid_path_component)
+        {
             return Err(NameError::Repository(s.to_string()));
         }
         Ok(RepositoryName(s.to_string()))
@@ -97,7 +100,9 @@ impl FromStr for Tag {
         let ok = !b.is_empty()
             && b.len() <= 128
             && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-            && b[1..].iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+            && b[1..]
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
         if ok {
             Ok(Tag(s.to_string()))
         } else {
@@ -117,9 +122,13 @@ impl FromStr for Reference {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, NameError> {
         if s.contains(':') {
-            s.parse().map(Reference::Digest).map_err(|_| NameError::Reference(s.to_string()))
+            s.parse()
+                .map(Reference::Digest)
+                .map_err(|_| NameError::Reference(s.to_string()))
         } else {
-            s.parse().map(Reference::Tag).map_err(|_| NameError::Reference(s.to_string()))
+            s.parse()
+                .map(Reference::Tag)
+                .map_err(|_| NameError::Reference(s.to_string()))
         }
     }
 }
@@ -194,7 +203,9 @@ mod tests {
         for good in ["a", "library/alpine", "a.b_c__d---e/f0", "x/y/z", "0abc"] {
             assert!(good.parse::<RepositoryName>().is_ok(), "{good}");
         }
-        for bad in ["", "A", "a//b", "/a", "a/", "a..b", "a___b", "-a", "a-", "a_", "a b", "a:b", "a/_b"] {
+        for bad in [
+            "", "A", "a//b", "/a", "a/", "a..b", "a___b", "-a", "a-", "a_", "a b", "a:b", "a/_b",
+        ] {
             assert!(bad.parse::<RepositoryName>().is_err(), "{bad}");
         }
         assert!("a".repeat(256).parse::<RepositoryName>().is_err());
@@ -212,7 +223,10 @@ mod tests {
 
     #[test]
     fn reference_chooses_by_colon() {
-        assert!(matches!("latest".parse::<Reference>(), Ok(Reference::Tag(_))));
+        assert!(matches!(
+            "latest".parse::<Reference>(),
+            Ok(Reference::Tag(_))
+        ));
         let d = format!("sha256:{}", "a".repeat(64));
         assert!(matches!(d.parse::<Reference>(), Ok(Reference::Digest(_))));
         assert!("sha256:zz".parse::<Reference>().is_err());

@@ -29,9 +29,12 @@ pub enum IpRuleError {
 pub fn parse_ip_rule(value: &str) -> Result<IpNet, IpRuleError> {
     let v = value.trim();
     let net: IpNet = if v.contains('/') {
-        v.parse().map_err(|_| IpRuleError::Malformed(value.into()))?
+        v.parse()
+            .map_err(|_| IpRuleError::Malformed(value.into()))?
     } else {
-        let ip: IpAddr = v.parse().map_err(|_| IpRuleError::Malformed(value.into()))?;
+        let ip: IpAddr = v
+            .parse()
+            .map_err(|_| IpRuleError::Malformed(value.into()))?;
         IpNet::from(ip)
     };
     if !matches!(net, IpNet::V4(_)) {
@@ -48,7 +51,10 @@ pub fn validate_ip_rules(values: &[String]) -> Result<Vec<IpNet>, IpRuleError> {
     if values.len() > MAX_IP_RULES {
         return Err(IpRuleError::TooMany);
     }
-    let nets = values.iter().map(|v| parse_ip_rule(v)).collect::<Result<Vec<_>, _>>()?;
+    let nets = values
+        .iter()
+        .map(|v| parse_ip_rule(v))
+        .collect::<Result<Vec<_>, _>>()?;
     for (i, a) in nets.iter().enumerate() {
         for (j, b) in nets.iter().enumerate().skip(i + 1) {
             if a == b {
@@ -76,8 +82,12 @@ impl fmt::Display for NetworkDenial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             NetworkDenial::PublicAccessDisabled => "public network access is disabled",
-            NetworkDenial::NotInIpRules => "the caller's IP matches no IP rule and the default action is Deny",
-            NetworkDenial::OtherRegistrysEndpoint => "the private endpoint is connected to another registry",
+            NetworkDenial::NotInIpRules => {
+                "the caller's IP matches no IP rule and the default action is Deny"
+            }
+            NetworkDenial::OtherRegistrysEndpoint => {
+                "the private endpoint is connected to another registry"
+            }
             NetworkDenial::EndpointNotApproved => "the private endpoint connection is not approved",
         })
     }
@@ -93,7 +103,11 @@ pub enum NetworkDecision {
 }
 
 /// Decides whether `origin` may reach a registry with `settings`, whose id is `registry_id`.
-pub fn decide_network(registry_id: &str, settings: &RegistrySettings, origin: &Origin) -> NetworkDecision {
+pub fn decide_network(
+    registry_id: &str,
+    settings: &RegistrySettings,
+    origin: &Origin,
+) -> NetworkDecision {
     if let Some(pe) = &origin.private_endpoint {
         return if pe.registry_id != registry_id {
             NetworkDecision::Denied(NetworkDenial::OtherRegistrysEndpoint)
@@ -110,7 +124,11 @@ pub fn decide_network(registry_id: &str, settings: &RegistrySettings, origin: &O
     if rules.default_action == DefaultAction::Allow {
         return NetworkDecision::Public;
     }
-    let allowed = rules.ip_rules.iter().filter_map(|r| parse_ip_rule(&r.value).ok()).any(|net| net.contains(&origin.client_ip));
+    let allowed = rules
+        .ip_rules
+        .iter()
+        .filter_map(|r| parse_ip_rule(&r.value).ok())
+        .any(|net| net.contains(&origin.client_ip));
     if allowed {
         NetworkDecision::Public
     } else {
@@ -125,38 +143,80 @@ mod tests {
     use crate::registry::{IpRule, Sku};
 
     fn origin(ip: &str) -> Origin {
-        Origin { client_ip: ip.parse().unwrap(), listener: "main".into(), private_endpoint: None }
+        Origin {
+            client_ip: ip.parse().unwrap(),
+            listener: "main".into(),
+            private_endpoint: None,
+        }
     }
 
     #[test]
     fn rules_parse_and_validate() {
-        assert_eq!(parse_ip_rule("10.0.0.1").unwrap().to_string(), "10.0.0.1/32");
-        assert!(matches!(parse_ip_rule("10.0.0.1/24"), Err(IpRuleError::HostBits(_, s)) if s == "10.0.0.0/24"));
+        assert_eq!(
+            parse_ip_rule("10.0.0.1").unwrap().to_string(),
+            "10.0.0.1/32"
+        );
+        assert!(
+            matches!(parse_ip_rule("10.0.0.1/24"), Err(IpRuleError::HostBits(_, s)) if s == "10.0.0.0/24")
+        );
         for bad in ["", "10.0.0", "10.0.0.0/33", "::1", "abc"] {
             assert!(parse_ip_rule(bad).is_err(), "{bad}");
         }
         let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(validate_ip_rules(&v(&["10.0.0.0/8", "192.168.1.0/24"])).is_ok());
-        assert!(matches!(validate_ip_rules(&v(&["10.0.0.0/8", "10.0.0.0/8"])), Err(IpRuleError::Duplicate(_))));
-        assert!(matches!(validate_ip_rules(&v(&["10.0.0.0/8", "10.1.0.0/16"])), Err(IpRuleError::Overlap(..))));
-        assert!(matches!(validate_ip_rules(&vec!["1.2.3.4".to_string(); 201]), Err(IpRuleError::TooMany)));
+        assert!(matches!(
+            validate_ip_rules(&v(&["10.0.0.0/8", "10.0.0.0/8"])),
+            Err(IpRuleError::Duplicate(_))
+        ));
+        assert!(matches!(
+            validate_ip_rules(&v(&["10.0.0.0/8", "10.1.0.0/16"])),
+            Err(IpRuleError::Overlap(..))
+        ));
+        assert!(matches!(
+            validate_ip_rules(&vec!["1.2.3.4".to_string(); 201]),
+            Err(IpRuleError::TooMany)
+        ));
     }
 
     #[test]
     fn decisions() {
         let mut s = RegistrySettings::new(Sku::Premium, "local");
-        assert_eq!(decide_network("r", &s, &origin("8.8.8.8")), NetworkDecision::Public);
+        assert_eq!(
+            decide_network("r", &s, &origin("8.8.8.8")),
+            NetworkDecision::Public
+        );
         s.network_rule_set.default_action = DefaultAction::Deny;
-        s.network_rule_set.ip_rules = vec![IpRule { value: "127.0.0.0/30".into() }];
-        assert_eq!(decide_network("r", &s, &origin("127.0.0.2")), NetworkDecision::Public);
-        assert_eq!(decide_network("r", &s, &origin("127.0.0.9")), NetworkDecision::Denied(NetworkDenial::NotInIpRules));
+        s.network_rule_set.ip_rules = vec![IpRule {
+            value: "127.0.0.0/30".into(),
+        }];
+        assert_eq!(
+            decide_network("r", &s, &origin("127.0.0.2")),
+            NetworkDecision::Public
+        );
+        assert_eq!(
+            decide_network("r", &s, &origin("127.0.0.9")),
+            NetworkDecision::Denied(NetworkDenial::NotInIpRules)
+        );
         s.public_network_access = false;
-        assert_eq!(decide_network("r", &s, &origin("127.0.0.2")), NetworkDecision::Denied(NetworkDenial::PublicAccessDisabled));
+        assert_eq!(
+            decide_network("r", &s, &origin("127.0.0.2")),
+            NetworkDecision::Denied(NetworkDenial::PublicAccessDisabled)
+        );
         let mut via = origin("10.1.1.1");
-        via.private_endpoint = Some(PrivateEndpointOrigin { name: "pe1".into(), registry_id: "r".into(), approved: true });
+        via.private_endpoint = Some(PrivateEndpointOrigin {
+            name: "pe1".into(),
+            registry_id: "r".into(),
+            approved: true,
+        });
         assert_eq!(decide_network("r", &s, &via), NetworkDecision::Private);
-        assert_eq!(decide_network("other", &s, &via), NetworkDecision::Denied(NetworkDenial::OtherRegistrysEndpoint));
+        assert_eq!(
+            decide_network("other", &s, &via),
+            NetworkDecision::Denied(NetworkDenial::OtherRegistrysEndpoint)
+        );
         via.private_endpoint.as_mut().unwrap().approved = false;
-        assert_eq!(decide_network("r", &s, &via), NetworkDecision::Denied(NetworkDenial::EndpointNotApproved));
+        assert_eq!(
+            decide_network("r", &s, &via),
+            NetworkDecision::Denied(NetworkDenial::EndpointNotApproved)
+        );
     }
 }

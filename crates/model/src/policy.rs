@@ -29,7 +29,9 @@ pub enum PolicyError {
     SkuChangeWhileExportsDisabled { name: String, sku: &'static str },
     #[error("The last approved private endpoint connection of registry '{name}' cannot be removed while exports are disabled. Enable exports first.")]
     PrivateEndpointRequiredWhileExportsDisabled { name: String },
-    #[error("Export pipelines cannot be created on registry '{name}' because its exports are disabled.")]
+    #[error(
+        "Export pipelines cannot be created on registry '{name}' because its exports are disabled."
+    )]
     ExportPipelineWhileExportsDisabled { name: String },
     #[error("Anonymous pull is available only on Standard and Premium registries; registry '{name}' is Basic.")]
     AnonymousPullRequiresStandard { name: String },
@@ -50,7 +52,9 @@ impl PolicyError {
             PolicyError::SkuChangeWhileExportsDisabled { .. } => "sku",
             PolicyError::AnonymousPullRequiresStandard { .. } => "anonymousPullEnabled",
             PolicyError::NetworkRulesRequirePremium { .. } => "networkRuleSet",
-            PolicyError::PrivateEndpointRequiredWhileExportsDisabled { .. } => "privateEndpointConnections",
+            PolicyError::PrivateEndpointRequiredWhileExportsDisabled { .. } => {
+                "privateEndpointConnections"
+            }
             PolicyError::ExportPipelineWhileExportsDisabled { .. } => "exportPipelines",
             _ => "policies.exportPolicy",
         }
@@ -85,9 +89,15 @@ pub fn validate_change(
     let was_protected = before.is_some_and(|b| !b.exports_enabled());
     if after.sku != Sku::Premium {
         return Err(if was_protected {
-            PolicyError::SkuChangeWhileExportsDisabled { name, sku: after.sku.as_str() }
+            PolicyError::SkuChangeWhileExportsDisabled {
+                name,
+                sku: after.sku.as_str(),
+            }
         } else {
-            PolicyError::ExportRequiresPremium { name, sku: after.sku.as_str() }
+            PolicyError::ExportRequiresPremium {
+                name,
+                sku: after.sku.as_str(),
+            }
         });
     }
     if after.public_network_access {
@@ -98,7 +108,10 @@ pub fn validate_change(
         });
     }
     if facts.export_pipelines > 0 {
-        return Err(PolicyError::ExportBlockedByPipelines { name, count: facts.export_pipelines });
+        return Err(PolicyError::ExportBlockedByPipelines {
+            name,
+            count: facts.export_pipelines,
+        });
     }
     if facts.require_private_endpoint && facts.approved_private_endpoints == 0 {
         return Err(PolicyError::ExportRequiresPrivateEndpoint { name });
@@ -108,12 +121,16 @@ pub fn validate_change(
 
 /// Whether the settings use network rules, which only Premium registries have (ACR's `networkRuleSet`).
 pub fn restricts_network(s: &RegistrySettings) -> bool {
-    s.network_rule_set.default_action == DefaultAction::Deny || !s.network_rule_set.ip_rules.is_empty()
+    s.network_rule_set.default_action == DefaultAction::Deny
+        || !s.network_rule_set.ip_rules.is_empty()
 }
 
 fn network_rules_allowed(name: &str, s: &RegistrySettings) -> Result<(), PolicyError> {
     if s.sku != Sku::Premium && restricts_network(s) {
-        return Err(PolicyError::NetworkRulesRequirePremium { name: name.to_string(), sku: s.sku.as_str() });
+        return Err(PolicyError::NetworkRulesRequirePremium {
+            name: name.to_string(),
+            sku: s.sku.as_str(),
+        });
     }
     Ok(())
 }
@@ -138,15 +155,37 @@ mod tests {
             Err(PolicyError::ExportRequiresPublicAccessDisabled { .. })
         ));
         s.public_network_access = false;
-        assert_eq!(validate_change("reg", Some(&open(Sku::Premium)), &s, &facts), Ok(()));
+        assert_eq!(
+            validate_change("reg", Some(&open(Sku::Premium)), &s, &facts),
+            Ok(())
+        );
         let mut std = s.clone();
         std.sku = Sku::Standard;
-        assert!(matches!(validate_change("reg", None, &std, &facts), Err(PolicyError::ExportRequiresPremium { .. })));
-        let with_pipeline = PolicyFacts { export_pipelines: 1, ..facts };
-        assert!(matches!(validate_change("reg", None, &s, &with_pipeline), Err(PolicyError::ExportBlockedByPipelines { .. })));
-        let pe = PolicyFacts { require_private_endpoint: true, ..facts };
-        assert!(matches!(validate_change("reg", None, &s, &pe), Err(PolicyError::ExportRequiresPrivateEndpoint { .. })));
-        let pe_ok = PolicyFacts { require_private_endpoint: true, approved_private_endpoints: 1, ..facts };
+        assert!(matches!(
+            validate_change("reg", None, &std, &facts),
+            Err(PolicyError::ExportRequiresPremium { .. })
+        ));
+        let with_pipeline = PolicyFacts {
+            export_pipelines: 1,
+            ..facts
+        };
+        assert!(matches!(
+            validate_change("reg", None, &s, &with_pipeline),
+            Err(PolicyError::ExportBlockedByPipelines { .. })
+        ));
+        let pe = PolicyFacts {
+            require_private_endpoint: true,
+            ..facts
+        };
+        assert!(matches!(
+            validate_change("reg", None, &s, &pe),
+            Err(PolicyError::ExportRequiresPrivateEndpoint { .. })
+        ));
+        let pe_ok = PolicyFacts {
+            require_private_endpoint: true,
+            approved_private_endpoints: 1,
+            ..facts
+        };
         assert_eq!(validate_change("reg", None, &s, &pe_ok), Ok(()));
     }
 
@@ -163,24 +202,37 @@ mod tests {
         assert_eq!(err.code(), "BadRequest");
         let mut downgrade = locked.clone();
         downgrade.sku = Sku::Standard;
-        assert!(matches!(validate_change("myreg", Some(&locked), &downgrade, &facts), Err(PolicyError::SkuChangeWhileExportsDisabled { .. })));
+        assert!(matches!(
+            validate_change("myreg", Some(&locked), &downgrade, &facts),
+            Err(PolicyError::SkuChangeWhileExportsDisabled { .. })
+        ));
         // Enabling exports and public access in one request is allowed: the result holds the invariant.
         let mut both = reopen.clone();
         both.policies.export = PolicyStatus::Enabled;
-        assert_eq!(validate_change("myreg", Some(&locked), &both, &facts), Ok(()));
+        assert_eq!(
+            validate_change("myreg", Some(&locked), &both, &facts),
+            Ok(())
+        );
     }
 
     fn arb_settings() -> impl Strategy<Value = RegistrySettings> {
-        (0..3usize, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(sku, public, export, anon, deny)| {
-            let mut s = open([Sku::Basic, Sku::Standard, Sku::Premium][sku]);
-            s.public_network_access = public;
-            if deny {
-                s.network_rule_set.default_action = DefaultAction::Deny;
-            }
-            s.policies.export = PolicyStatus::from_bool(export);
-            s.anonymous_pull_enabled = anon;
-            s
-        })
+        (
+            0..3usize,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(sku, public, export, anon, deny)| {
+                let mut s = open([Sku::Basic, Sku::Standard, Sku::Premium][sku]);
+                s.public_network_access = public;
+                if deny {
+                    s.network_rule_set.default_action = DefaultAction::Deny;
+                }
+                s.policies.export = PolicyStatus::from_bool(export);
+                s.anonymous_pull_enabled = anon;
+                s
+            })
     }
 
     proptest! {

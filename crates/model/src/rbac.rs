@@ -15,10 +15,19 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [Role::Owner, Role::Contributor, Role::Reader, Role::AcrPush, Role::AcrPull, Role::AcrDelete];
+    pub const ALL: [Role; 6] = [
+        Role::Owner,
+        Role::Contributor,
+        Role::Reader,
+        Role::AcrPush,
+        Role::AcrPull,
+        Role::AcrDelete,
+    ];
 
     pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str().eq_ignore_ascii_case(s))
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -47,7 +56,13 @@ impl Role {
         match self {
             Role::Owner | Role::Contributor => Action::ALL.into_iter().collect(),
             Role::Reader | Role::AcrPull => [Action::Pull, Action::MetadataRead].into(),
-            Role::AcrPush => [Action::Pull, Action::Push, Action::MetadataRead, Action::MetadataWrite].into(),
+            Role::AcrPush => [
+                Action::Pull,
+                Action::Push,
+                Action::MetadataRead,
+                Action::MetadataWrite,
+            ]
+            .into(),
             Role::AcrDelete => [Action::Delete].into(),
         }
     }
@@ -58,7 +73,10 @@ impl Role {
 pub enum RoleScope {
     Subscription,
     ResourceGroup(String),
-    Registry { resource_group: String, name: String },
+    Registry {
+        resource_group: String,
+        name: String,
+    },
 }
 
 impl RoleScope {
@@ -68,7 +86,9 @@ impl RoleScope {
         let parts: Vec<&str> = scope.trim_matches('/').split('/').collect();
         match parts.as_slice() {
             ["subscriptions", s] if s.eq_ignore_ascii_case(sub) => Some(RoleScope::Subscription),
-            ["subscriptions", s, rg_kw, rg] if s.eq_ignore_ascii_case(sub) && rg_kw.eq_ignore_ascii_case("resourceGroups") => {
+            ["subscriptions", s, rg_kw, rg]
+                if s.eq_ignore_ascii_case(sub) && rg_kw.eq_ignore_ascii_case("resourceGroups") =>
+            {
                 Some(RoleScope::ResourceGroup(rg.to_string()))
             }
             ["subscriptions", s, rg_kw, rg, p, ns, t, name]
@@ -78,7 +98,10 @@ impl RoleScope {
                     && ns.eq_ignore_ascii_case("Microsoft.ContainerRegistry")
                     && t.eq_ignore_ascii_case("registries") =>
             {
-                Some(RoleScope::Registry { resource_group: rg.to_string(), name: name.to_ascii_lowercase() })
+                Some(RoleScope::Registry {
+                    resource_group: rg.to_string(),
+                    name: name.to_ascii_lowercase(),
+                })
             }
             _ => None,
         }
@@ -88,7 +111,10 @@ impl RoleScope {
         match self {
             RoleScope::Subscription => format!("/subscriptions/{sub}"),
             RoleScope::ResourceGroup(rg) => format!("/subscriptions/{sub}/resourceGroups/{rg}"),
-            RoleScope::Registry { resource_group, name } => {
+            RoleScope::Registry {
+                resource_group,
+                name,
+            } => {
                 format!("/subscriptions/{sub}/resourceGroups/{resource_group}/providers/Microsoft.ContainerRegistry/registries/{name}")
             }
         }
@@ -99,7 +125,10 @@ impl RoleScope {
         match self {
             RoleScope::Subscription => true,
             RoleScope::ResourceGroup(rg) => rg.eq_ignore_ascii_case(resource_group),
-            RoleScope::Registry { resource_group: rg, name: n } => rg.eq_ignore_ascii_case(resource_group) && n.eq_ignore_ascii_case(name),
+            RoleScope::Registry {
+                resource_group: rg,
+                name: n,
+            } => rg.eq_ignore_ascii_case(resource_group) && n.eq_ignore_ascii_case(name),
         }
     }
 
@@ -131,8 +160,14 @@ mod tests {
         assert!(s.covers("RG1", "myreg"));
         assert!(!s.covers("rg2", "myreg"));
         assert!(!s.covers_group("rg1"));
-        assert!(RoleScope::parse(&format!("/subscriptions/{sub}"), sub).unwrap().covers("any", "thing"));
-        assert!(RoleScope::parse(&format!("/subscriptions/{sub}/resourceGroups/rg1"), sub).unwrap().covers_group("rg1"));
+        assert!(RoleScope::parse(&format!("/subscriptions/{sub}"), sub)
+            .unwrap()
+            .covers("any", "thing"));
+        assert!(
+            RoleScope::parse(&format!("/subscriptions/{sub}/resourceGroups/rg1"), sub)
+                .unwrap()
+                .covers_group("rg1")
+        );
         assert!(RoleScope::parse("/subscriptions/other", sub).is_none());
         assert_eq!(Role::parse("acrpull"), Some(Role::AcrPull));
         assert!(!Role::AcrPush.can_read_resources());

@@ -109,8 +109,16 @@ impl Default for Policies {
             export: PolicyStatus::Enabled,
             quarantine: PolicyStatus::Disabled,
             trust: PolicyStatus::Disabled,
-            retention: RetentionPolicy { days: 7, status: PolicyStatus::Disabled, last_updated_time: None },
-            soft_delete: SoftDeletePolicy { retention_days: 7, status: PolicyStatus::Disabled, last_updated_time: None },
+            retention: RetentionPolicy {
+                days: 7,
+                status: PolicyStatus::Disabled,
+                last_updated_time: None,
+            },
+            soft_delete: SoftDeletePolicy {
+                retention_days: 7,
+                status: PolicyStatus::Disabled,
+                last_updated_time: None,
+            },
             azure_ad_authentication_as_arm: PolicyStatus::Enabled,
         }
     }
@@ -142,7 +150,10 @@ impl RegistrySettings {
             tags: BTreeMap::new(),
             admin_user_enabled: false,
             public_network_access: true,
-            network_rule_set: NetworkRuleSet { default_action: DefaultAction::Allow, ip_rules: vec![] },
+            network_rule_set: NetworkRuleSet {
+                default_action: DefaultAction::Allow,
+                ip_rules: vec![],
+            },
             bypass_trusted_services: true,
             data_endpoint_enabled: false,
             zone_redundancy: false,

@@ -25,12 +25,19 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("moat.db").display()))
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("moat.db").display()))
     }
 
     /// The login server of a non-default registry: the port is kept unless it is the scheme's default.
     pub fn login_server_for(&self, registry: &str) -> String {
-        login_server_for(registry, &self.domain, self.listen.port(), self.insecure_http)
+        login_server_for(
+            registry,
+            &self.domain,
+            self.listen.port(),
+            self.insecure_http,
+        )
     }
 }
 

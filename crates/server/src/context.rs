@@ -8,7 +8,10 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use base64::Engine;
 use moat_model::audit::{AuditEvent, Category};
-use moat_model::{decide, decide_network, Access, Action, Decision, DenyReason, Egress, NetworkDecision, Origin, Registry, RepositoryName};
+use moat_model::{
+    decide, decide_network, Access, Action, Decision, DenyReason, Egress, NetworkDecision, Origin,
+    Registry, RepositoryName,
+};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -48,14 +51,26 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
         return peer;
     }
     let mut hops: Vec<IpAddr> = Vec::new();
-    for v in headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()) {
+    for v in headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
         hops.extend(v.split(',').filter_map(|h| h.trim().parse::<IpAddr>().ok()));
     }
     if hops.is_empty() {
-        for v in headers.get_all("forwarded").iter().filter_map(|v| v.to_str().ok()) {
+        for v in headers
+            .get_all("forwarded")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
             for element in v.split(',') {
                 for pair in element.split(';') {
-                    if let Some(addr) = pair.trim().strip_prefix("for=").or_else(|| pair.trim().strip_prefix("For=")) {
+                    if let Some(addr) = pair
+                        .trim()
+                        .strip_prefix("for=")
+                        .or_else(|| pair.trim().strip_prefix("For="))
+                    {
                         let addr = addr.trim_matches('"').trim_start_matches('[');
                         let addr = addr.split(']').next().unwrap_or(addr);
                         if let Ok(ip) = addr.parse::<IpAddr>() {
@@ -71,7 +86,10 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
         }
     }
     // The rightmost hop that is not one of our proxies is the first address no trusted party vouches for.
-    hops.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer)
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
 }
 
 pub fn host_of(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
@@ -86,8 +104,12 @@ pub fn host_of(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
 /// Decodes `Authorization: Basic` into user and password.
 pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let b64 = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let b64 = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
     let s = String::from_utf8(raw).ok()?;
     let (u, p) = s.split_once(':')?;
     Some((u.to_string(), p.to_string()))
@@ -95,7 +117,9 @@ pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(str::trim)
 }
 
 impl RequestCtx {
@@ -104,7 +128,10 @@ impl RequestCtx {
         let mut ctx = Self::classify_unauthenticated(state, parts).await?;
         if let Some(token) = bearer_token(&parts.headers) {
             ctx.principal.presented = true;
-            match state.tokens.verify_access(token, &ctx.registry.login_server, &ctx.registry.id) {
+            match state
+                .tokens
+                .verify_access(token, &ctx.registry.login_server, &ctx.registry.id)
+            {
                 Ok(claims) => {
                     ctx.principal.access = claims.access();
                     ctx.principal.identity = Some(claims.sub);
@@ -118,29 +145,47 @@ impl RequestCtx {
             }
         } else if let Some((user, password)) = basic_credentials(&parts.headers) {
             ctx.principal.presented = true;
-            let Some(identity) = identities::authenticate(state, &ctx.registry, &user, &password).await? else {
-                ctx.audit_denied(state, "Authenticate", None, "401", "invalid username or password");
+            let Some(identity) =
+                identities::authenticate(state, &ctx.registry, &user, &password).await?
+            else {
+                ctx.audit_denied(
+                    state,
+                    "Authenticate",
+                    None,
+                    "401",
+                    "invalid username or password",
+                );
                 let mut err = ctx.challenge(None, None);
                 err.message = "invalid username or password".into();
                 return Err(err);
             };
             let may = identities::permissions(state, &ctx.registry, &identity).await?;
-            ctx.principal.access = Access { any_repository: may, grants: vec![] };
+            ctx.principal.access = Access {
+                any_repository: may,
+                grants: vec![],
+            };
             ctx.principal.identity = Some(identity);
         }
         Ok(ctx)
     }
 
     /// The registry and origin, without looking at credentials (the token endpoint reads its own).
-    pub async fn classify_unauthenticated(state: &AppState, parts: &Parts) -> OciResult<RequestCtx> {
+    pub async fn classify_unauthenticated(
+        state: &AppState,
+        parts: &Parts,
+    ) -> OciResult<RequestCtx> {
         let host = host_of(&parts.headers, &parts.uri);
-        let registry = state
-            .registries
-            .for_host(&host)
-            .await?
-            .ok_or_else(|| OciError::new(Code::NameUnknown, format!("no registry is served at '{host}'")))?;
+        let registry = state.registries.for_host(&host).await?.ok_or_else(|| {
+            OciError::new(
+                Code::NameUnknown,
+                format!("no registry is served at '{host}'"),
+            )
+        })?;
         let conn = parts.extensions.get::<ConnInfo>().cloned();
-        let peer = conn.as_ref().map(|c| c.peer.ip()).unwrap_or([127, 0, 0, 1].into());
+        let peer = conn
+            .as_ref()
+            .map(|c| c.peer.ip())
+            .unwrap_or([127, 0, 0, 1].into());
         let origin = Origin {
             client_ip: client_ip(peer, &parts.headers, &state.config.trusted_proxies),
             listener: conn.map(|c| c.listener).unwrap_or_else(|| "main".into()),
@@ -149,8 +194,16 @@ impl RequestCtx {
         let ctx = RequestCtx {
             registry,
             origin,
-            principal: Principal { identity: None, access: Access::default(), presented: false },
-            user_agent: parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
+            principal: Principal {
+                identity: None,
+                access: Access::default(),
+                presented: false,
+            },
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
             correlation_id: parts
                 .headers
                 .get("x-ms-correlation-request-id")
@@ -158,11 +211,17 @@ impl RequestCtx {
                 .map(str::to_string)
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             started: Instant::now(),
-            scheme: if state.config.insecure_http { "http" } else { "https" },
+            scheme: if state.config.insecure_http {
+                "http"
+            } else {
+                "https"
+            },
         };
         // The network comes before credentials: a refused origin learns nothing, not even whether its
         // password was right.
-        if let NetworkDecision::Denied(why) = decide_network(&ctx.registry.id, &ctx.registry.settings, &ctx.origin) {
+        if let NetworkDecision::Denied(why) =
+            decide_network(&ctx.registry.id, &ctx.registry.settings, &ctx.origin)
+        {
             ctx.audit_denied(state, "Connect", None, "403", &why.to_string());
             return Err(ctx.network_denied());
         }
@@ -178,12 +237,19 @@ impl RequestCtx {
     }
 
     pub fn realm(&self) -> String {
-        format!("{}://{}/oauth2/token", self.scheme, self.registry.login_server)
+        format!(
+            "{}://{}/oauth2/token",
+            self.scheme, self.registry.login_server
+        )
     }
 
     /// A 401 with the Docker token challenge. `scope` is the scope the client must ask for.
     pub fn challenge(&self, scope: Option<&str>, error: Option<&str>) -> OciError {
-        let mut c = format!(r#"Bearer realm="{}",service="{}""#, self.realm(), self.registry.login_server);
+        let mut c = format!(
+            r#"Bearer realm="{}",service="{}""#,
+            self.realm(),
+            self.registry.login_server
+        );
         if let Some(s) = scope {
             c.push_str(&format!(r#",scope="{s}""#));
         }
@@ -205,18 +271,32 @@ impl RequestCtx {
             _ => "pull",
         };
         let scope = format!("repository:{repo}:{actions}");
-        let mut err = self.challenge(Some(&scope), self.principal.presented.then_some("insufficient_scope"));
+        let mut err = self.challenge(
+            Some(&scope),
+            self.principal.presented.then_some("insufficient_scope"),
+        );
         err.detail = serde_json::json!([{"Type": "repository", "Name": repo.as_str(), "Action": action.as_str()}]);
         err
     }
 
     /// For actions that write or delete (not egress): the caller's token must carry the action.
-    pub fn require(&self, state: &AppState, repo: &RepositoryName, action: Action) -> OciResult<()> {
+    pub fn require(
+        &self,
+        state: &AppState,
+        repo: &RepositoryName,
+        action: Action,
+    ) -> OciResult<()> {
         if self.principal.access.allows_repo(repo, action) {
             return Ok(());
         }
         if self.principal.presented {
-            self.audit_denied(state, action.as_str(), Some(repo), "401", "insufficient scope");
+            self.audit_denied(
+                state,
+                action.as_str(),
+                Some(repo),
+                "401",
+                "insufficient scope",
+            );
         }
         Err(self.repo_challenge(repo, action))
     }
@@ -228,22 +308,41 @@ impl RequestCtx {
             Decision::Allow => Ok(()),
             Decision::Deny(reason) => {
                 let repo = match egress {
-                    Egress::PullBlob { repository, .. } | Egress::PullManifest { repository, .. } => *repository,
+                    Egress::PullBlob { repository, .. }
+                    | Egress::PullManifest { repository, .. } => *repository,
                     Egress::Mount { to, .. } => *to,
                 };
                 match &reason {
                     DenyReason::MissingPermission { repository, action } => {
                         if self.principal.presented {
-                            self.audit_denied(state, egress.operation(), Some(repo), "401", &reason.to_string());
+                            self.audit_denied(
+                                state,
+                                egress.operation(),
+                                Some(repo),
+                                "401",
+                                &reason.to_string(),
+                            );
                         }
                         Err(self.repo_challenge(repository, *action))
                     }
                     DenyReason::Network(_) => {
-                        self.audit_denied(state, egress.operation(), Some(repo), "403", &reason.to_string());
+                        self.audit_denied(
+                            state,
+                            egress.operation(),
+                            Some(repo),
+                            "403",
+                            &reason.to_string(),
+                        );
                         Err(self.network_denied())
                     }
                     DenyReason::CrossRegistry => {
-                        self.audit_denied(state, egress.operation(), Some(repo), "403", &reason.to_string());
+                        self.audit_denied(
+                            state,
+                            egress.operation(),
+                            Some(repo),
+                            "403",
+                            &reason.to_string(),
+                        );
                         Err(OciError::new(Code::Denied, reason.to_string()))
                     }
                 }
@@ -271,7 +370,14 @@ impl RequestCtx {
         }
     }
 
-    pub fn audit_denied(&self, state: &AppState, operation: &str, repo: Option<&RepositoryName>, status: &str, why: &str) {
+    pub fn audit_denied(
+        &self,
+        state: &AppState,
+        operation: &str,
+        repo: Option<&RepositoryName>,
+        status: &str,
+        why: &str,
+    ) {
         let mut e = self.event(operation, repo, 403);
         e.result_type = "Denied".into();
         e.result_description = format!("{status}: {why}");
@@ -289,11 +395,29 @@ mod tests {
         let trusted = vec!["10.0.0.0/8".parse().unwrap()];
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.7".parse().unwrap());
-        assert_eq!(client_ip("10.0.0.1".parse().unwrap(), &h, &trusted).to_string(), "203.0.113.9");
-        assert_eq!(client_ip("198.51.100.1".parse().unwrap(), &h, &trusted).to_string(), "198.51.100.1", "untrusted peer");
+        assert_eq!(
+            client_ip("10.0.0.1".parse().unwrap(), &h, &trusted).to_string(),
+            "203.0.113.9"
+        );
+        assert_eq!(
+            client_ip("198.51.100.1".parse().unwrap(), &h, &trusted).to_string(),
+            "198.51.100.1",
+            "untrusted peer"
+        );
         let mut f = HeaderMap::new();
-        f.insert("forwarded", "for=\"[2001:db8::1]:4711\";proto=https, for=192.0.2.60".parse().unwrap());
-        assert_eq!(client_ip("10.0.0.1".parse().unwrap(), &f, &trusted).to_string(), "192.0.2.60");
-        assert_eq!(client_ip("10.0.0.1".parse().unwrap(), &HeaderMap::new(), &trusted).to_string(), "10.0.0.1");
+        f.insert(
+            "forwarded",
+            "for=\"[2001:db8::1]:4711\";proto=https, for=192.0.2.60"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            client_ip("10.0.0.1".parse().unwrap(), &f, &trusted).to_string(),
+            "192.0.2.60"
+        );
+        assert_eq!(
+            client_ip("10.0.0.1".parse().unwrap(), &HeaderMap::new(), &trusted).to_string(),
+            "10.0.0.1"
+        );
     }
 }

@@ -31,7 +31,11 @@ impl CredentialCache {
     }
 
     fn hit(&self, user: &str, password: &str) -> bool {
-        self.0.lock().expect("lock").get(&Self::key(user, password)).is_some_and(|at| at.elapsed() < CACHE_FOR)
+        self.0
+            .lock()
+            .expect("lock")
+            .get(&Self::key(user, password))
+            .is_some_and(|at| at.elapsed() < CACHE_FOR)
     }
 
     fn remember(&self, user: &str, password: &str) {
@@ -48,7 +52,9 @@ async fn argon2_matches(state: &AppState, user: &str, password: &str, hash: Stri
         return true;
     }
     let p = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || moat_auth::password::verify(&p, &hash)).await.unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || moat_auth::password::verify(&p, &hash))
+        .await
+        .unwrap_or(false);
     if ok {
         state.credential_cache.remember(user, password);
     }
@@ -61,36 +67,60 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Checks a username and password against the identities that may use `registry`. `None` when they match none.
-pub async fn authenticate(state: &AppState, registry: &Registry, user: &str, password: &str) -> OciResult<Option<String>> {
+pub async fn authenticate(
+    state: &AppState,
+    registry: &Registry,
+    user: &str,
+    password: &str,
+) -> OciResult<Option<String>> {
     if let Some(hash) = state.meta.identity_password_hash(user).await? {
-        return Ok(argon2_matches(state, user, password, hash).await.then(|| user.to_string()));
+        return Ok(argon2_matches(state, user, password, hash)
+            .await
+            .then(|| user.to_string()));
     }
     if user.eq_ignore_ascii_case(&registry.name) {
         if !registry.settings.admin_user_enabled {
             return Ok(None);
         }
         let creds = state.meta.admin_credentials(&registry.id).await?;
-        let ok = creds.iter().any(|(_, v)| constant_time_eq(v.as_bytes(), password.as_bytes()));
+        let ok = creds
+            .iter()
+            .any(|(_, v)| constant_time_eq(v.as_bytes(), password.as_bytes()));
         return Ok(ok.then(|| registry.name.clone()));
     }
     if let Some(sp) = state.meta.service_principal(user).await? {
-        return Ok(argon2_matches(state, user, password, sp.secret_hash).await.then(|| sp.app_id));
+        return Ok(argon2_matches(state, user, password, sp.secret_hash)
+            .await
+            .then_some(sp.app_id));
     }
     Ok(None)
 }
 
 /// What an authenticated identity may do on every repository of `registry`.
-pub async fn permissions(state: &AppState, registry: &Registry, identity: &str) -> OciResult<BTreeSet<Action>> {
+pub async fn permissions(
+    state: &AppState,
+    registry: &Registry,
+    identity: &str,
+) -> OciResult<BTreeSet<Action>> {
     if identity == ADMIN && state.meta.identity_password_hash(ADMIN).await?.is_some() {
         return Ok(Action::ALL.into_iter().collect());
     }
     if identity == registry.name {
-        return Ok(if registry.settings.admin_user_enabled { Action::ALL.into_iter().collect() } else { BTreeSet::new() });
+        return Ok(if registry.settings.admin_user_enabled {
+            Action::ALL.into_iter().collect()
+        } else {
+            BTreeSet::new()
+        });
     }
-    let ids = crate::listener::cloud_ids(&state.meta).await.map_err(crate::oci::error::OciError::internal)?;
+    let ids = crate::listener::cloud_ids(&state.meta)
+        .await
+        .map_err(crate::oci::error::OciError::internal)?;
     let mut may = BTreeSet::new();
     for row in state.meta.role_assignments(identity).await? {
-        let (Some(role), Some(scope)) = (Role::parse(&row.role), RoleScope::parse(&row.scope, &ids.subscription_id)) else {
+        let (Some(role), Some(scope)) = (
+            Role::parse(&row.role),
+            RoleScope::parse(&row.scope, &ids.subscription_id),
+        ) else {
             continue;
         };
         if scope.covers(&registry.resource_group, &registry.name) {

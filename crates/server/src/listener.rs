@@ -31,23 +31,38 @@ use tower::Service;
 
 /// Opens the metadata store under the data directory (used by the CLI's offline commands too).
 pub async fn open_store(config: &ServeConfig) -> anyhow::Result<MetadataStore> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    MetadataStore::open(&config.database_url()).await.context("opening the metadata store")
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    MetadataStore::open(&config.database_url())
+        .await
+        .context("opening the metadata store")
 }
 
 /// First-start work, idempotent: the admin identity, the token secret and the `default` registry. Only the
 /// server itself (`serving`) moves the default registry's login server to its listen address: an offline
 /// command run with other flags must not change what a running server answers.
-pub async fn bootstrap(config: &ServeConfig, meta: &MetadataStore, serving: bool) -> anyhow::Result<()> {
-    let from_env = std::env::var("MOAT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+pub async fn bootstrap(
+    config: &ServeConfig,
+    meta: &MetadataStore,
+    serving: bool,
+) -> anyhow::Result<()> {
+    let from_env = std::env::var("MOAT_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
     match (meta.identity_password_hash("admin").await?, from_env) {
         (None, env) => {
             let generated = env.is_none();
             let password = env.unwrap_or_else(moat_auth::password::generate);
-            meta.create_identity("admin", &moat_auth::password::hash(&password)).await?;
+            meta.create_identity("admin", &moat_auth::password::hash(&password))
+                .await?;
             if generated {
                 let path = config.data_dir.join("admin-password");
-                let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)?;
                 writeln!(f, "{password}")?;
                 f.sync_all()?;
                 eprintln!("moat: created the admin user; its password (shown once, also in {}):\n  {password}", path.display());
@@ -55,7 +70,8 @@ pub async fn bootstrap(config: &ServeConfig, meta: &MetadataStore, serving: bool
         }
         // An operator who sets the variable means it: the stored hash follows it.
         (Some(hash), Some(env)) if !moat_auth::password::verify(&env, &hash) => {
-            meta.set_identity_password("admin", &moat_auth::password::hash(&env)).await?;
+            meta.set_identity_password("admin", &moat_auth::password::hash(&env))
+                .await?;
         }
         _ => {}
     }
@@ -63,9 +79,18 @@ pub async fn bootstrap(config: &ServeConfig, meta: &MetadataStore, serving: bool
     match meta.default_registry().await? {
         None => {
             let settings = RegistrySettings::new(Sku::Premium, &config.region);
-            meta.create_registry("default", &login_server, DEFAULT_RESOURCE_GROUP, &settings, true).await?;
+            meta.create_registry(
+                "default",
+                &login_server,
+                DEFAULT_RESOURCE_GROUP,
+                &settings,
+                true,
+            )
+            .await?;
         }
-        Some(r) if serving && r.login_server != login_server => meta.set_login_server("default", &login_server).await?,
+        Some(r) if serving && r.login_server != login_server => {
+            meta.set_login_server("default", &login_server).await?
+        }
         Some(_) => {}
     }
     Ok(())
@@ -80,8 +105,12 @@ pub struct CloudIds {
 
 pub async fn cloud_ids(meta: &MetadataStore) -> anyhow::Result<CloudIds> {
     Ok(CloudIds {
-        tenant_id: meta.init_setting("tenant_id", &uuid::Uuid::new_v4().to_string()).await?,
-        subscription_id: meta.init_setting("subscription_id", &uuid::Uuid::new_v4().to_string()).await?,
+        tenant_id: meta
+            .init_setting("tenant_id", &uuid::Uuid::new_v4().to_string())
+            .await?,
+        subscription_id: meta
+            .init_setting("subscription_id", &uuid::Uuid::new_v4().to_string())
+            .await?,
     })
 }
 
@@ -93,17 +122,25 @@ async fn token_secret(meta: &MetadataStore) -> anyhow::Result<Vec<u8>> {
 }
 
 async fn not_found() -> axum::response::Response {
-    OciError::new(Code::NameUnknown, "no such endpoint").with_status(axum::http::StatusCode::NOT_FOUND).into_response()
+    OciError::new(Code::NameUnknown, "no such endpoint")
+        .with_status(axum::http::StatusCode::NOT_FOUND)
+        .into_response()
 }
 
 pub fn app(state: AppState) -> Router {
-    Router::new().merge(oci::router()).merge(token::router()).merge(crate::arm::router()).fallback(not_found).with_state(state)
+    Router::new()
+        .merge(oci::router())
+        .merge(token::router())
+        .merge(crate::arm::router())
+        .fallback(not_found)
+        .with_state(state)
 }
 
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let meta = open_store(&config).await?;
     bootstrap(&config, &meta, true).await?;
-    let blobs = LocalBlobStore::open(config.data_dir.join("storage")).context("opening the blob store")?;
+    let blobs =
+        LocalBlobStore::open(config.data_dir.join("storage")).context("opening the blob store")?;
     let tokens = TokenIssuer::new(&token_secret(&meta).await?);
     let tls = if config.insecure_http {
         None
@@ -143,7 +180,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     });
 
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("moat listening on {scheme}://{}", config.listen);
     let router = app(state.clone());
@@ -160,18 +199,24 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo { peer, listener: "main".into() };
+        let info = ConnInfo {
+            peer,
+            listener: "main".into(),
+        };
         let router = router.clone();
-        let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(info.clone());
-            collapse_leading_slashes(&mut req);
-            let mut router = router.clone();
-            async move { router.call(req.map(Body::new)).await }
-        });
+        let svc =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(info.clone());
+                collapse_leading_slashes(&mut req);
+                let mut router = router.clone();
+                async move { router.call(req.map(Body::new)).await }
+            });
         let builder = auto::Builder::new(TokioExecutor::new());
         match &acceptor {
             None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -181,7 +226,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
+                    let Ok(Ok(tls)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
+                    else {
                         return;
                     };
                     let conn = auto::Builder::new(TokioExecutor::new())
@@ -221,7 +269,8 @@ fn collapse_leading_slashes<B>(req: &mut hyper::Request<B>) {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},

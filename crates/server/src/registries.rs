@@ -25,14 +25,22 @@ impl RegistryDirectory {
     pub fn new(meta: MetadataStore) -> RegistryDirectory {
         RegistryDirectory {
             meta,
-            cache: Arc::new(RwLock::new(Snapshot { loaded: Instant::now() - MAX_AGE * 2, registries: vec![], default_id: None })),
+            cache: Arc::new(RwLock::new(Snapshot {
+                loaded: Instant::now() - MAX_AGE * 2,
+                registries: vec![],
+                default_id: None,
+            })),
         }
     }
 
     async fn reload(&self) -> Result<(), StoreError> {
         let registries = self.meta.list_registries().await?;
         let default_id = self.meta.default_registry().await?.map(|r| r.id);
-        *self.cache.write().expect("lock") = Snapshot { loaded: Instant::now(), registries, default_id };
+        *self.cache.write().expect("lock") = Snapshot {
+            loaded: Instant::now(),
+            registries,
+            default_id,
+        };
         Ok(())
     }
 
@@ -42,7 +50,11 @@ impl RegistryDirectory {
         snap.registries
             .iter()
             .find(|r| r.login_server == host)
-            .or_else(|| snap.registries.iter().find(|r| Some(&r.id) == snap.default_id.as_ref()))
+            .or_else(|| {
+                snap.registries
+                    .iter()
+                    .find(|r| Some(&r.id) == snap.default_id.as_ref())
+            })
             .cloned()
     }
 

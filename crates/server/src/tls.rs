@@ -1,7 +1,10 @@
 //! TLS: a local certificate authority made on first start, and a leaf certificate minted per served host name
 //! (SNI), so that every registry created later is covered at once. Or the operator's own certificate.
 
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
 use rustls::crypto::ring::default_provider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -17,7 +20,10 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("TLS file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("TLS configuration failed: {0}")]
@@ -27,7 +33,10 @@ pub enum TlsError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
-    move |source| TlsError::Io { path: path.to_path_buf(), source }
+    move |source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The local CA. Its certificate is written once (`ca.pem`); on later starts the same key and subject are used
@@ -45,15 +54,26 @@ fn ca_params() -> Result<CertificateParams, TlsError> {
     dn.push(DnType::OrganizationName, "Moat");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2049, 1, 1);
     Ok(params)
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err(path))?;
-    f.write_all(contents.as_bytes()).and_then(|_| f.sync_all()).map_err(io_err(path))
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(io_err(path))
 }
 
 impl LocalCa {
@@ -73,14 +93,21 @@ impl LocalCa {
         if !cert_path.exists() {
             fs::write(&cert_path, cert.pem()).map_err(io_err(&cert_path))?;
         }
-        Ok(LocalCa { key, cert, cert_path })
+        Ok(LocalCa {
+            key,
+            cert,
+            cert_path,
+        })
     }
 
     /// A leaf for `names` (DNS names or IP addresses), valid for a year, with the CA in its chain.
     pub fn mint(&self, names: &[String]) -> Result<CertifiedKey, TlsError> {
         let mut params = CertificateParams::new(names.to_vec())?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        dn.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         params.distinguished_name = dn;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let now = time::OffsetDateTime::now_utc();
@@ -90,7 +117,10 @@ impl LocalCa {
         let leaf = params.signed_by(&key, &self.cert, &self.key)?;
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let signing = default_provider().key_provider.load_private_key(der)?;
-        Ok(CertifiedKey::new(vec![leaf.der().clone(), self.cert.der().clone()], signing))
+        Ok(CertifiedKey::new(
+            vec![leaf.der().clone(), self.cert.der().clone()],
+            signing,
+        ))
     }
 }
 
@@ -117,7 +147,7 @@ impl ResolvesServerCert for SniResolver {
         if let Some(k) = minted.get(&name) {
             return Some(k.clone());
         }
-        match self.ca.mint(&[name.clone()]) {
+        match self.ca.mint(std::slice::from_ref(&name)) {
             Ok(k) => {
                 let k = Arc::new(k);
                 minted.insert(name, k.clone());
@@ -137,9 +167,16 @@ fn finish(mut config: ServerConfig) -> Arc<ServerConfig> {
 }
 
 /// TLS from the local CA, minting leaves per SNI name. `default_names` covers clients that send no SNI.
-pub fn local_ca_config(ca: LocalCa, default_names: &[String]) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn local_ca_config(
+    ca: LocalCa,
+    default_names: &[String],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let default = Arc::new(ca.mint(default_names)?);
-    let resolver = SniResolver { ca, default, minted: Mutex::new(HashMap::new()) };
+    let resolver = SniResolver {
+        ca,
+        default,
+        minted: Mutex::new(HashMap::new()),
+    };
     let config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
@@ -154,7 +191,10 @@ pub fn operator_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Tls
         .collect::<Result<_, _>>()
         .map_err(io_err(cert))?;
     if chain.is_empty() {
-        return Err(TlsError::Pem(format!("{}: no certificate found", cert.display())));
+        return Err(TlsError::Pem(format!(
+            "{}: no certificate found",
+            cert.display()
+        )));
     }
     let key_pem = fs::read(key).map_err(io_err(key))?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())

@@ -52,13 +52,22 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
         let bytes = http_body_util::Limited::new(body, 64 * 1024)
             .collect()
             .await
-            .map_err(|e| OciError::new(Code::Unsupported, format!("unreadable form: {e}")).with_status(axum::http::StatusCode::BAD_REQUEST))?
+            .map_err(|e| {
+                OciError::new(Code::Unsupported, format!("unreadable form: {e}"))
+                    .with_status(axum::http::StatusCode::BAD_REQUEST)
+            })?
             .to_bytes();
         params.extend(fields(&String::from_utf8_lossy(&bytes)));
     } else if parts.method != Method::GET {
-        return Err(OciError::new(Code::Unsupported, "use GET or POST").with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED));
+        return Err(OciError::new(Code::Unsupported, "use GET or POST")
+            .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED));
     }
-    let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     // Scopes may be repeated fields or space-separated values of one field.
     let scopes: Vec<ScopeRequest> = params
         .iter()
@@ -78,20 +87,27 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
         err
     };
     // Who is asking: basic auth, the password grant, a refresh token we issued, or nobody.
-    let identity: Option<String> = if let Some((user, password)) = basic_credentials(&parts.headers) {
+    let identity: Option<String> = if let Some((user, password)) = basic_credentials(&parts.headers)
+    {
         match identities::authenticate(state, &ctx.registry, &user, &password).await? {
             Some(id) => Some(id),
             None => return Err(login_failure("invalid username or password")),
         }
     } else if grant_type.as_deref() == Some("password") && get("username").is_some() {
-        let (user, password) = (get("username").unwrap_or_default(), get("password").unwrap_or_default());
+        let (user, password) = (
+            get("username").unwrap_or_default(),
+            get("password").unwrap_or_default(),
+        );
         match identities::authenticate(state, &ctx.registry, &user, &password).await? {
             Some(id) => Some(id),
             None => return Err(login_failure("invalid username or password")),
         }
     } else if grant_type.as_deref() == Some("refresh_token") {
         let rt = get("refresh_token").unwrap_or_default();
-        match state.tokens.verify(&rt, &ctx.registry.login_server, &ctx.registry.id) {
+        match state
+            .tokens
+            .verify(&rt, &ctx.registry.login_server, &ctx.registry.id)
+        {
             Ok(c) if c.grant_type == REFRESH_SCOPE_MARKER => Some(c.sub),
             _ => return Err(login_failure("invalid or expired refresh token")),
         }
@@ -106,28 +122,57 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
         .into_iter()
         .map(|s| {
             let actions = match (&identity, &s.resource) {
-                (Some(_), ResourceScope::Repository(_)) => s.actions.intersection(&may).copied().collect(),
-                (Some(_), ResourceScope::Catalog) if may.contains(&Action::Pull) => s.actions.clone(),
-                (None, ResourceScope::Repository(_)) if ctx.registry.anonymous_pull_enabled() => {
-                    s.actions.iter().copied().filter(|a| matches!(a, Action::Pull | Action::MetadataRead)).collect()
+                (Some(_), ResourceScope::Repository(_)) => {
+                    s.actions.intersection(&may).copied().collect()
                 }
+                (Some(_), ResourceScope::Catalog) if may.contains(&Action::Pull) => {
+                    s.actions.clone()
+                }
+                (None, ResourceScope::Repository(_)) if ctx.registry.anonymous_pull_enabled() => s
+                    .actions
+                    .iter()
+                    .copied()
+                    .filter(|a| matches!(a, Action::Pull | Action::MetadataRead))
+                    .collect(),
                 _ => Default::default(),
             };
             // Refused actions are dropped, but the resource stays in the token with what remains (possibly
             // nothing): the registry can then tell "asked and refused" from "never asked".
-            AccessGrant { resource: s.resource, actions }
+            AccessGrant {
+                resource: s.resource,
+                actions,
+            }
         })
         .collect();
     let subject = identity.clone().unwrap_or_else(|| "acr_anon_pull".into());
-    let access = Access { any_repository: Default::default(), grants };
-    let token = state.tokens.issue(&subject, &ctx.registry.login_server, &ctx.registry.id, access, ACCESS_TTL);
+    let access = Access {
+        any_repository: Default::default(),
+        grants,
+    };
+    let token = state.tokens.issue(
+        &subject,
+        &ctx.registry.login_server,
+        &ctx.registry.id,
+        access,
+        ACCESS_TTL,
+    );
     let mut body = json!({
         "access_token": token, "token": token, "expires_in": ACCESS_TTL,
         "issued_at": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
     });
-    let offline = get("offline_token").as_deref() == Some("true") || get("access_type").as_deref() == Some("offline");
-    if let (Some(id), true) = (&identity, offline || grant_type.as_deref() == Some("password")) {
-        body["refresh_token"] = json!(state.tokens.issue_with_grant(id, &ctx.registry.login_server, &ctx.registry.id, REFRESH_SCOPE_MARKER, REFRESH_TTL));
+    let offline = get("offline_token").as_deref() == Some("true")
+        || get("access_type").as_deref() == Some("offline");
+    if let (Some(id), true) = (
+        &identity,
+        offline || grant_type.as_deref() == Some("password"),
+    ) {
+        body["refresh_token"] = json!(state.tokens.issue_with_grant(
+            id,
+            &ctx.registry.login_server,
+            &ctx.registry.id,
+            REFRESH_SCOPE_MARKER,
+            REFRESH_TTL
+        ));
     }
     if identity.is_some() {
         let mut e = ctx.event("Login", None, 200);

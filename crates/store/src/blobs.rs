@@ -16,7 +16,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Opens an upload to append after its first `committed` bytes (those acknowledged so far; anything after
     /// them is the remains of a chunk that was never acknowledged, and is cut off). `state` is the hasher kept
     /// from earlier chunks in this process; without it (after a restart) the bytes so far are hashed again, once.
-    fn open_upload(&self, id: &str, committed: u64, state: Option<(Sha256, u64)>) -> io::Result<UploadWriter>;
+    fn open_upload(
+        &self,
+        id: &str,
+        committed: u64,
+        state: Option<(Sha256, u64)>,
+    ) -> io::Result<UploadWriter>;
     /// Makes the upload the blob `digest`: durable, then atomically visible under its name.
     fn commit_upload(&self, id: &str, digest: &Digest) -> io::Result<()>;
     fn remove_upload(&self, id: &str) -> io::Result<()>;
@@ -43,7 +48,10 @@ pub struct UploadWriter {
 
 enum Hashing {
     Inline(Sha256),
-    Parallel { chunks: std::sync::mpsc::SyncSender<Bytes>, hasher: std::thread::JoinHandle<Sha256> },
+    Parallel {
+        chunks: std::sync::mpsc::SyncSender<Bytes>,
+        hasher: std::thread::JoinHandle<Sha256>,
+    },
     Taken,
 }
 
@@ -54,13 +62,21 @@ const WRITEBACK_WINDOW: u64 = 8 << 20;
 
 impl UploadWriter {
     fn new(file: File, hasher: Sha256, size: u64) -> UploadWriter {
-        UploadWriter { file, hashing: Hashing::Inline(hasher), size, writeback_from: size }
+        UploadWriter {
+            file,
+            hashing: Hashing::Inline(hasher),
+            size,
+            writeback_from: size,
+        }
     }
 
     pub fn write(&mut self, chunk: Bytes) -> io::Result<()> {
         if self.size >= PARALLEL_HASH_AFTER {
             if let Hashing::Inline(_) = self.hashing {
-                let Hashing::Inline(mut h) = std::mem::replace(&mut self.hashing, Hashing::Taken) else { unreachable!() };
+                let Hashing::Inline(mut h) = std::mem::replace(&mut self.hashing, Hashing::Taken)
+                else {
+                    unreachable!()
+                };
                 let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
                 let hasher = std::thread::spawn(move || {
                     for c in rx {
@@ -74,7 +90,9 @@ impl UploadWriter {
         match &mut self.hashing {
             Hashing::Inline(h) => h.update(&chunk),
             Hashing::Parallel { chunks, .. } => {
-                chunks.send(chunk.clone()).map_err(|_| io::Error::other("hasher thread ended"))?;
+                chunks
+                    .send(chunk.clone())
+                    .map_err(|_| io::Error::other("hasher thread ended"))?;
             }
             Hashing::Taken => unreachable!("hasher is only taken while switching"),
         }
@@ -90,7 +108,10 @@ impl UploadWriter {
     fn start_writeback(&mut self) {
         use std::os::fd::AsRawFd;
         let fd = self.file.as_raw_fd();
-        let (start, len) = (self.writeback_from as i64, (self.size - self.writeback_from) as i64);
+        let (start, len) = (
+            self.writeback_from as i64,
+            (self.size - self.writeback_from) as i64,
+        );
         // SAFETY: sync_file_range only reads the descriptor and offsets; failures are harmless hints.
         unsafe {
             libc::sync_file_range(fd, start, len, libc::SYNC_FILE_RANGE_WRITE);
@@ -101,7 +122,9 @@ impl UploadWriter {
                     fd,
                     prev,
                     WRITEBACK_WINDOW as i64,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
                 );
             }
         }
@@ -126,7 +149,9 @@ impl UploadWriter {
             Hashing::Inline(h) => h,
             Hashing::Parallel { chunks, hasher } => {
                 drop(chunks);
-                hasher.join().map_err(|_| io::Error::other("hasher thread panicked"))?
+                hasher
+                    .join()
+                    .map_err(|_| io::Error::other("hasher thread panicked"))?
             }
             Hashing::Taken => unreachable!("finish consumes the writer"),
         };
@@ -160,7 +185,11 @@ impl LocalBlobStore {
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
-        self.root.join("blobs").join(digest.algorithm().as_str()).join(&hex[..2]).join(hex)
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
     }
 }
 
@@ -173,7 +202,12 @@ impl BlobStore for LocalBlobStore {
         Ok(())
     }
 
-    fn open_upload(&self, id: &str, committed: u64, state: Option<(Sha256, u64)>) -> io::Result<UploadWriter> {
+    fn open_upload(
+        &self,
+        id: &str,
+        committed: u64,
+        state: Option<(Sha256, u64)>,
+    ) -> io::Result<UploadWriter> {
         let path = self.upload_path(id);
         let mut file = OpenOptions::new().read(true).append(true).open(&path)?;
         if file.metadata()?.len() != committed {
@@ -287,7 +321,11 @@ mod tests {
         w.sync().unwrap();
         let (_, state, size) = w.finish().unwrap();
         // A chunk that was never acknowledged is cut off when the upload is opened at its committed size.
-        store.open_upload(id, size, None).unwrap().write(Bytes::from_static(b"garbage")).unwrap();
+        store
+            .open_upload(id, size, None)
+            .unwrap()
+            .write(Bytes::from_static(b"garbage"))
+            .unwrap();
         // Continue once with the kept hasher, once as after a restart: both give the same digest.
         let mut kept = store.open_upload(id, size, Some((state, size))).unwrap();
         kept.write(Bytes::from_static(b"world")).unwrap();
@@ -297,7 +335,11 @@ mod tests {
         assert_eq!(d1, d2);
         store.commit_upload(id, &d1).unwrap();
         let mut s = String::new();
-        store.open_blob(&d1, 6, 5).unwrap().read_to_string(&mut s).unwrap();
+        store
+            .open_blob(&d1, 6, 5)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
         assert_eq!(s, "world");
         assert!(store.list_uploads().unwrap().is_empty());
     }

@@ -5,14 +5,33 @@ use std::borrow::Cow;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
-    (2, "management", include_str!("../migrations/0002_management.sql")),
-    (3, "inline_blobs", include_str!("../migrations/0003_inline_blobs.sql")),
+    (
+        2,
+        "management",
+        include_str!("../migrations/0002_management.sql"),
+    ),
+    (
+        3,
+        "inline_blobs",
+        include_str!("../migrations/0003_inline_blobs.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {
     let migrations: Vec<Migration> = MIGRATIONS
         .iter()
-        .map(|(v, d, sql)| Migration::new(*v, Cow::Borrowed(d), MigrationType::Simple, Cow::Borrowed(sql), false))
+        .map(|(v, d, sql)| {
+            Migration::new(
+                *v,
+                Cow::Borrowed(d),
+                MigrationType::Simple,
+                Cow::Borrowed(sql),
+                false,
+            )
+        })
         .collect();
-    Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT }
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
 }

@@ -8,7 +8,9 @@ const FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
 pub fn format(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC).format(FORMAT).expect("fixed format always formats")
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .expect("fixed format always formats")
 }
 
 pub fn now() -> String {
@@ -17,5 +19,7 @@ pub fn now() -> String {
 
 /// Accepts RFC 3339 (any offset) and returns the stored form, for filters given by users.
 pub fn parse_user(s: &str) -> Option<String> {
-    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok().map(format)
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(format)
 }

@@ -3,7 +3,7 @@
 
 use moat_model::audit::AuditEvent;
 use moat_model::{Digest, Reference, RegistrySettings, RepositoryName, Sku};
-use moat_store::meta::{AuditFilter, ManifestRecord};
+use moat_store::meta::{AuditFilter, FinishedBlob, ManifestRecord};
 use moat_store::MetadataStore;
 
 fn event(op: &str) -> AuditEvent {
@@ -32,24 +32,85 @@ fn repo(s: &str) -> RepositoryName {
 #[tokio::test]
 async fn blobs_are_visible_only_where_linked() {
     let (_d, meta) = store().await;
-    let r1 = meta.create_registry("regone", "one", "rg", &RegistrySettings::new(Sku::Premium, "local"), true).await.unwrap();
-    let r2 = meta.create_registry("regtwo", "two", "rg", &RegistrySettings::new(Sku::Premium, "local"), false).await.unwrap();
+    let r1 = meta
+        .create_registry(
+            "regone",
+            "one",
+            "rg",
+            &RegistrySettings::new(Sku::Premium, "local"),
+            true,
+        )
+        .await
+        .unwrap();
+    let r2 = meta
+        .create_registry(
+            "regtwo",
+            "two",
+            "rg",
+            &RegistrySettings::new(Sku::Premium, "local"),
+            false,
+        )
+        .await
+        .unwrap();
     let d = Digest::sha256_of(b"layer");
-    meta.commit_blob(&r1.id, &repo("a"), &d, 5, "u1", None, &event("Push")).await.unwrap();
-    assert_eq!(meta.linked_blob_size(&r1.id, &repo("a"), &d).await.unwrap(), Some(5));
-    assert_eq!(meta.linked_blob_size(&r1.id, &repo("b"), &d).await.unwrap(), None);
-    assert_eq!(meta.linked_blob_size(&r2.id, &repo("a"), &d).await.unwrap(), None);
+    meta.commit_blob(
+        FinishedBlob {
+            registry_id: &r1.id,
+            repo: &repo("a"),
+            digest: &d,
+            size: 5,
+            upload_id: "u1",
+            inline: None,
+        },
+        &event("Push"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        meta.linked_blob_size(&r1.id, &repo("a"), &d).await.unwrap(),
+        Some(5)
+    );
+    assert_eq!(
+        meta.linked_blob_size(&r1.id, &repo("b"), &d).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        meta.linked_blob_size(&r2.id, &repo("a"), &d).await.unwrap(),
+        None
+    );
     // A mount from a repository that does not hold the blob links nothing.
-    assert_eq!(meta.mount_blob(&r1.id, &repo("b"), &repo("c"), &d, &event("Mount")).await.unwrap(), None);
-    assert_eq!(meta.mount_blob(&r1.id, &repo("a"), &repo("c"), &d, &event("Mount")).await.unwrap(), Some(5));
-    assert_eq!(meta.linked_blob_size(&r1.id, &repo("c"), &d).await.unwrap(), Some(5));
+    assert_eq!(
+        meta.mount_blob(&r1.id, &repo("b"), &repo("c"), &d, &event("Mount"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        meta.mount_blob(&r1.id, &repo("a"), &repo("c"), &d, &event("Mount"))
+            .await
+            .unwrap(),
+        Some(5)
+    );
+    assert_eq!(
+        meta.linked_blob_size(&r1.id, &repo("c"), &d).await.unwrap(),
+        Some(5)
+    );
     assert_eq!(meta.blob_count().await.unwrap(), 1, "stored once");
 }
 
 #[tokio::test]
 async fn manifest_needs_its_blobs_and_failed_push_leaves_no_trace() {
     let (_d, meta) = store().await;
-    let r = meta.create_registry("regone", "one", "rg", &RegistrySettings::new(Sku::Premium, "local"), true).await.unwrap();
+    let r = meta
+        .create_registry(
+            "regone",
+            "one",
+            "rg",
+            &RegistrySettings::new(Sku::Premium, "local"),
+            true,
+        )
+        .await
+        .unwrap();
     let layer = Digest::sha256_of(b"layer");
     let body = b"{}".to_vec();
     let m = ManifestRecord {
@@ -63,38 +124,105 @@ async fn manifest_needs_its_blobs_and_failed_push_leaves_no_trace() {
         required_manifests: vec![],
     };
     let tag: moat_model::Tag = "v1".parse().unwrap();
-    let err = meta.put_manifest(&r.id, &repo("a"), &m, Some(&tag), &event("Push")).await.unwrap_err();
+    let err = meta
+        .put_manifest(&r.id, &repo("a"), &m, Some(&tag), &event("Push"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, moat_store::StoreError::ManifestBlobUnknown(d) if d == layer));
-    assert!(meta.manifest(&r.id, &repo("a"), &Reference::Tag(tag.clone())).await.unwrap().is_none());
-    let pushes = meta.audit_events(&AuditFilter { operation: Some("Push".into()), ..Default::default() }).await.unwrap();
-    assert!(pushes.is_empty(), "no audit event for a change that did not happen");
+    assert!(meta
+        .manifest(&r.id, &repo("a"), &Reference::Tag(tag.clone()))
+        .await
+        .unwrap()
+        .is_none());
+    let pushes = meta
+        .audit_events(&AuditFilter {
+            operation: Some("Push".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        pushes.is_empty(),
+        "no audit event for a change that did not happen"
+    );
 
-    meta.commit_blob(&r.id, &repo("a"), &layer, 5, "u1", None, &event("Push")).await.unwrap();
-    meta.put_manifest(&r.id, &repo("a"), &m, Some(&tag), &event("Push")).await.unwrap();
-    let got = meta.manifest(&r.id, &repo("a"), &Reference::Tag(tag)).await.unwrap().unwrap();
+    meta.commit_blob(
+        FinishedBlob {
+            registry_id: &r.id,
+            repo: &repo("a"),
+            digest: &layer,
+            size: 5,
+            upload_id: "u1",
+            inline: None,
+        },
+        &event("Push"),
+    )
+    .await
+    .unwrap();
+    meta.put_manifest(&r.id, &repo("a"), &m, Some(&tag), &event("Push"))
+        .await
+        .unwrap();
+    let got = meta
+        .manifest(&r.id, &repo("a"), &Reference::Tag(tag))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.digest, m.digest.as_str());
-    assert_eq!(meta.list_tags(&r.id, &repo("a"), None, None).await.unwrap(), vec!["v1"]);
-    assert_eq!(meta.list_repositories(&r.id, None, None).await.unwrap(), vec!["a"]);
-    let pushes = meta.audit_events(&AuditFilter { operation: Some("Push".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(
+        meta.list_tags(&r.id, &repo("a"), None, None).await.unwrap(),
+        vec!["v1"]
+    );
+    assert_eq!(
+        meta.list_repositories(&r.id, None, None).await.unwrap(),
+        vec!["a"]
+    );
+    let pushes = meta
+        .audit_events(&AuditFilter {
+            operation: Some("Push".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(pushes.len(), 2);
 }
 
 #[tokio::test]
 async fn concurrent_blob_commits_all_land() {
     let (_d, meta) = store().await;
-    let r = meta.create_registry("regone", "one", "rg", &RegistrySettings::new(Sku::Premium, "local"), true).await.unwrap();
+    let r = meta
+        .create_registry(
+            "regone",
+            "one",
+            "rg",
+            &RegistrySettings::new(Sku::Premium, "local"),
+            true,
+        )
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..64 {
         let (meta, rid) = (meta.clone(), r.id.clone());
         tasks.push(tokio::spawn(async move {
             let d = Digest::sha256_of(format!("blob {i}").as_bytes());
-            meta.commit_blob(&rid, &repo("a"), &d, 7, &format!("u{i}"), None, &event("Push")).await.unwrap();
+            let blob = FinishedBlob {
+                registry_id: &rid,
+                repo: &repo("a"),
+                digest: &d,
+                size: 7,
+                upload_id: &format!("u{i}"),
+                inline: None,
+            };
+            meta.commit_blob(blob, &event("Push")).await.unwrap();
             d
         }));
     }
     for t in tasks {
         let d = t.await.unwrap();
-        assert!(meta.linked_blob_size(&r.id, &repo("a"), &d).await.unwrap().is_some());
+        assert!(meta
+            .linked_blob_size(&r.id, &repo("a"), &d)
+            .await
+            .unwrap()
+            .is_some());
     }
     assert_eq!(meta.blob_count().await.unwrap(), 64);
     let events = meta.audit_events(&AuditFilter::default()).await.unwrap();

@@ -15,18 +15,26 @@ pub const SUBSCRIPTIONS_API: &str = "2022-12-01";
 pub const RESOURCES_API: &str = "2024-11-01";
 pub const ACR_API: &str = "2025-11-01";
 pub const DEFAULT_SERVER: &str = "https://127.0.0.1:5000";
-const CA_HINT: &str = "pass --ca-bundle <data dir>/tls/ca.pem (the CA `moat serve` wrote) or set REQUESTS_CA_BUNDLE";
+const CA_HINT: &str =
+    "pass --ca-bundle <data dir>/tls/ca.pem (the CA `moat serve` wrote) or set REQUESTS_CA_BUNDLE";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Trust
 
 /// The CA bundles to trust: `--ca-bundle`, else `REQUESTS_CA_BUNDLE`, else `MOAT_CA_BUNDLE`; plus the one recorded
 /// at login (so a system-wide REQUESTS_CA_BUNDLE does not hide it). Empty means the webpki roots.
-pub fn resolve_ca(flag: Option<&Path>, env: impl Fn(&str) -> Option<String>, cached: Option<&str>) -> Vec<PathBuf> {
+pub fn resolve_ca(
+    flag: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+    cached: Option<&str>,
+) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(p) = flag {
         out.push(p.to_path_buf());
-    } else if let Some(v) = ["REQUESTS_CA_BUNDLE", "MOAT_CA_BUNDLE"].iter().find_map(|k| env(k).filter(|v| !v.trim().is_empty())) {
+    } else if let Some(v) = ["REQUESTS_CA_BUNDLE", "MOAT_CA_BUNDLE"]
+        .iter()
+        .find_map(|k| env(k).filter(|v| !v.trim().is_empty()))
+    {
         out.push(PathBuf::from(v));
     }
     if let Some(c) = cached.filter(|c| !c.is_empty()).map(PathBuf::from) {
@@ -38,7 +46,10 @@ pub fn resolve_ca(flag: Option<&Path>, env: impl Fn(&str) -> Option<String>, cac
 }
 
 fn show_paths(ca: &[PathBuf]) -> String {
-    ca.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    ca.iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn env_var(name: &str) -> Option<String> {
@@ -48,10 +59,12 @@ pub fn env_var(name: &str) -> Option<String> {
 fn tls_config(ca: &[PathBuf]) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for path in ca {
-        let pem = std::fs::read(path).with_context(|| format!("cannot read the CA bundle {}: {CA_HINT}", path.display()))?;
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read the CA bundle {}: {CA_HINT}", path.display()))?;
         let mut n = 0;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.with_context(|| format!("{} is not a PEM certificate bundle", path.display()))?;
+            let cert = cert
+                .with_context(|| format!("{} is not a PEM certificate bundle", path.display()))?;
             // Bundles such as the system one hold a few certificates rustls cannot use; skip those.
             if roots.add(cert).is_ok() {
                 n += 1;
@@ -61,11 +74,13 @@ fn tls_config(ca: &[PathBuf]) -> anyhow::Result<rustls::ClientConfig> {
             anyhow::bail!("no usable certificates in {}: {CA_HINT}", path.display());
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .context("TLS setup")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS setup")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(config)
 }
 
@@ -111,7 +126,14 @@ impl Resp {
         let location = r.header("location").map(str::to_string);
         let retry_after = r.header("retry-after").map(str::to_string);
         let body = r.into_string().unwrap_or_default();
-        Resp { status, status_text, async_operation, location, retry_after, body }
+        Resp {
+            status,
+            status_text,
+            async_operation,
+            location,
+            retry_after,
+            body,
+        }
     }
 }
 
@@ -151,7 +173,14 @@ fn transport_error(t: &ureq::Transport, url: &str, server: &str, ca: &[PathBuf])
         }
         src = e.source();
     }
-    cert_problem |= ["InvalidCertificate", "UnknownIssuer", "invalid peer certificate", "BadSignature"].iter().any(|m| chain.contains(m));
+    cert_problem |= [
+        "InvalidCertificate",
+        "UnknownIssuer",
+        "invalid peer certificate",
+        "BadSignature",
+    ]
+    .iter()
+    .any(|m| chain.contains(m));
     let message = if cert_problem {
         if ca.is_empty() {
             format!("the TLS certificate of {server} is not trusted ({chain}): {CA_HINT}")
@@ -161,7 +190,10 @@ fn transport_error(t: &ureq::Transport, url: &str, server: &str, ca: &[PathBuf])
                 show_paths(ca)
             )
         }
-    } else if matches!(t.kind(), ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns) {
+    } else if matches!(
+        t.kind(),
+        ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
+    ) {
         format!("cannot connect to {server} ({chain}). Is `moat serve` running there? For another server, pass --server URL (or set MOAT_SERVER) to `moat login`")
     } else {
         format!("request to {url} failed: {chain}")
@@ -190,11 +222,21 @@ fn format_error_object(e: &Value) -> String {
     if !target.is_empty() {
         out.push_str(&format!("\nTarget: {target}"));
     }
-    if let Some(details) = e.get("details").and_then(Value::as_array).filter(|d| !d.is_empty()) {
+    if let Some(details) = e
+        .get("details")
+        .and_then(Value::as_array)
+        .filter(|d| !d.is_empty())
+    {
         out.push_str("\nException Details:");
         for d in details {
             let ds = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            out.push_str(&format!("\t({}) {}\n\tCode: {}\n\tMessage: {}", ds("code"), ds("message"), ds("code"), ds("message")));
+            out.push_str(&format!(
+                "\t({}) {}\n\tCode: {}\n\tMessage: {}",
+                ds("code"),
+                ds("message"),
+                ds("code"),
+                ds("message")
+            ));
         }
     }
     out
@@ -206,7 +248,14 @@ pub fn arm_error(r: &Resp) -> CliError {
     if let Some(msg) = r.json().as_ref().and_then(format_arm_error) {
         return CliError::new(msg, code);
     }
-    let mut msg = format!("Operation returned an invalid status '{}'", if r.status_text.is_empty() { r.status.to_string() } else { r.status_text.clone() });
+    let mut msg = format!(
+        "Operation returned an invalid status '{}'",
+        if r.status_text.is_empty() {
+            r.status.to_string()
+        } else {
+            r.status_text.clone()
+        }
+    );
     if !r.body.trim().is_empty() {
         msg.push_str(&format!("\nContent: {}", r.body.trim()));
     }
@@ -217,18 +266,37 @@ pub fn arm_error(r: &Resp) -> CliError {
 // AAD
 
 /// `GET {server}/{tenant}/v2.0/.well-known/openid-configuration` → `token_endpoint`.
-pub fn discover_token_endpoint(agent: &ureq::Agent, server: &str, tenant: &str, ca: &[PathBuf]) -> anyhow::Result<String> {
-    let url = format!("{server}/{}/v2.0/.well-known/openid-configuration", encode(tenant));
-    let r = send(agent.get(&url).set("Accept", "application/json"), Body::Empty, server, ca)?;
+pub fn discover_token_endpoint(
+    agent: &ureq::Agent,
+    server: &str,
+    tenant: &str,
+    ca: &[PathBuf],
+) -> anyhow::Result<String> {
+    let url = format!(
+        "{server}/{}/v2.0/.well-known/openid-configuration",
+        encode(tenant)
+    );
+    let r = send(
+        agent.get(&url).set("Accept", "application/json"),
+        Body::Empty,
+        server,
+        ca,
+    )?;
     if r.status != 200 {
-        let detail = r.json().and_then(|v| aad_error(&v)).or_else(|| r.json().as_ref().and_then(format_arm_error)).unwrap_or_else(|| r.body.trim().to_string());
+        let detail = r
+            .json()
+            .and_then(|v| aad_error(&v))
+            .or_else(|| r.json().as_ref().and_then(format_arm_error))
+            .unwrap_or_else(|| r.body.trim().to_string());
         return Err(CliError::new(
             format!("tenant '{tenant}' is not known at {server} (GET {url} answered {}{}). Check --tenant (the `tenant` that `moat sp create` printed) and --server", r.status, if detail.is_empty() { String::new() } else { format!(": {detail}") }),
             1,
         )
         .into());
     }
-    let doc = r.json().with_context(|| format!("{url} did not answer JSON: is {server} a Moat server?"))?;
+    let doc = r
+        .json()
+        .with_context(|| format!("{url} did not answer JSON: is {server} a Moat server?"))?;
     doc.get("token_endpoint")
         .and_then(Value::as_str)
         .map(str::to_string)
@@ -250,19 +318,36 @@ pub fn client_credentials(
     server: &str,
     ca: &[PathBuf],
 ) -> anyhow::Result<(String, i64)> {
-    let form = [("grant_type", "client_credentials"), ("client_id", app_id), ("client_secret", secret), ("scope", ARM_SCOPE)];
-    let r = send(agent.post(token_endpoint).set("Accept", "application/json"), Body::Form(&form), server, ca)?;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", app_id),
+        ("client_secret", secret),
+        ("scope", ARM_SCOPE),
+    ];
+    let r = send(
+        agent.post(token_endpoint).set("Accept", "application/json"),
+        Body::Form(&form),
+        server,
+        ca,
+    )?;
     let v = r.json();
     if r.status != 200 {
-        let detail = v.as_ref().and_then(aad_error).unwrap_or_else(|| format!("the token endpoint answered {} {}", r.status, r.body.trim()));
+        let detail = v.as_ref().and_then(aad_error).unwrap_or_else(|| {
+            format!("the token endpoint answered {} {}", r.status, r.body.trim())
+        });
         return Err(CliError::new(
             format!("{detail}\nCheck the app id and secret (as `moat sp create` printed them) and the tenant, then run `moat login --service-principal -u APP_ID -p SECRET --tenant TENANT` again."),
             1,
         )
         .into());
     }
-    let v = v.with_context(|| format!("the token endpoint {token_endpoint} did not answer JSON"))?;
-    let token = v.get("access_token").and_then(Value::as_str).context("the token response has no access_token")?.to_string();
+    let v =
+        v.with_context(|| format!("the token endpoint {token_endpoint} did not answer JSON"))?;
+    let token = v
+        .get("access_token")
+        .and_then(Value::as_str)
+        .context("the token response has no access_token")?
+        .to_string();
     let expires_in = match v.get("expires_in") {
         Some(Value::Number(n)) => n.as_i64().unwrap_or(3599),
         Some(Value::String(s)) => s.parse().unwrap_or(3599),
@@ -295,7 +380,10 @@ pub struct Credentials {
 impl Credentials {
     /// Whether the token has less than a minute left (or its expiry cannot be read).
     pub fn expired(&self, now: time::OffsetDateTime) -> bool {
-        match time::OffsetDateTime::parse(&self.expires_on, &time::format_description::well_known::Rfc3339) {
+        match time::OffsetDateTime::parse(
+            &self.expires_on,
+            &time::format_description::well_known::Rfc3339,
+        ) {
             Ok(t) => t - time::Duration::seconds(60) <= now,
             Err(_) => true,
         }
@@ -317,7 +405,8 @@ pub fn config_dir(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<PathBu
     if let Some(d) = set("XDG_CONFIG_HOME") {
         return Ok(PathBuf::from(d).join("moat"));
     }
-    let home = set("HOME").context("cannot find a configuration directory: set MOAT_CONFIG_DIR or HOME")?;
+    let home = set("HOME")
+        .context("cannot find a configuration directory: set MOAT_CONFIG_DIR or HOME")?;
     Ok(PathBuf::from(home).join(".config").join("moat"))
 }
 
@@ -332,20 +421,40 @@ pub fn save_credentials(path: &Path, c: &Credentials) -> anyhow::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("cannot create {}: set MOAT_CONFIG_DIR to a writable directory", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create {}: set MOAT_CONFIG_DIR to a writable directory",
+                dir.display()
+            )
+        })?;
     let tmp = dir.join(format!(".credentials.json.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(serde_json::to_string_pretty(c).map_err(std::io::Error::other)?.as_bytes())?;
+        f.write_all(
+            serde_json::to_string_pretty(c)
+                .map_err(std::io::Error::other)?
+                .as_bytes(),
+        )?;
         f.write_all(b"\n")?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        e
-    }).with_context(|| format!("cannot write {}: set MOAT_CONFIG_DIR to a writable directory", path.display()))
+    write()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+        .with_context(|| {
+            format!(
+                "cannot write {}: set MOAT_CONFIG_DIR to a writable directory",
+                path.display()
+            )
+        })
 }
 
 pub fn load_credentials(path: &Path) -> anyhow::Result<Credentials> {
@@ -357,7 +466,14 @@ pub fn load_credentials(path: &Path) -> anyhow::Result<Credentials> {
         Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
     };
     serde_json::from_str(&text).map_err(|e| {
-        CliError::new(format!("{} is not a Moat credential cache ({e}): run 'moat login' again", path.display()), 1).into()
+        CliError::new(
+            format!(
+                "{} is not a Moat credential cache ({e}): run 'moat login' again",
+                path.display()
+            ),
+            1,
+        )
+        .into()
     })
 }
 
@@ -379,7 +495,13 @@ impl Session {
         let creds = load_credentials(&path)?;
         let ca = resolve_ca(ca_flag, env_var, creds.ca_bundle.as_deref());
         let agent = agent(&ca)?;
-        Ok(Session { creds, path, agent, ca, command_name: command_name.to_string() })
+        Ok(Session {
+            creds,
+            path,
+            agent,
+            ca,
+            command_name: command_name.to_string(),
+        })
     }
 
     pub fn subscription_label(&self) -> String {
@@ -392,7 +514,14 @@ impl Session {
     fn renew(&mut self) -> anyhow::Result<()> {
         let c = &self.creds;
         let endpoint = discover_token_endpoint(&self.agent, &c.server, &c.tenant, &self.ca)?;
-        let (token, expires_in) = client_credentials(&self.agent, &endpoint, &c.app_id, &c.secret, &c.server, &self.ca)?;
+        let (token, expires_in) = client_credentials(
+            &self.agent,
+            &endpoint,
+            &c.app_id,
+            &c.secret,
+            &c.server,
+            &self.ca,
+        )?;
         self.creds.access_token = token;
         self.creds.expires_on = expires_on(time::OffsetDateTime::now_utc(), expires_in);
         save_credentials(&self.path, &self.creds)
@@ -417,7 +546,12 @@ impl Session {
 
     /// One ARM request with the bearer token. A 401 renews the token and tries once more; other non-2xx answers
     /// become the az-style error.
-    pub fn request(&mut self, method: &str, path_or_url: &str, body: Option<&Value>) -> anyhow::Result<Resp> {
+    pub fn request(
+        &mut self,
+        method: &str,
+        path_or_url: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Resp> {
         let url = self.url(path_or_url);
         let (mut token, mut fresh) = self.token()?;
         loop {
@@ -443,7 +577,11 @@ impl Session {
                 continue;
             }
             if r.status == 401 {
-                let detail = r.json().as_ref().and_then(format_arm_error).unwrap_or_else(|| format!("{} answered 401 Unauthorized", self.creds.server));
+                let detail = r
+                    .json()
+                    .as_ref()
+                    .and_then(format_arm_error)
+                    .unwrap_or_else(|| format!("{} answered 401 Unauthorized", self.creds.server));
                 return Err(CliError::new(
                     format!("{detail}\nThe server did not accept the login. Run 'moat login --service-principal -u APP_ID -p SECRET --tenant TENANT' again."),
                     1,
@@ -460,7 +598,8 @@ impl Session {
     /// GET a JSON document.
     pub fn get_json(&mut self, path_or_url: &str) -> anyhow::Result<Value> {
         let r = self.request("GET", path_or_url, None)?;
-        r.json().with_context(|| format!("GET {} did not answer JSON", self.url(path_or_url)))
+        r.json()
+            .with_context(|| format!("GET {} did not answer JSON", self.url(path_or_url)))
     }
 
     /// Every item of a pageable list, following `nextLink`.
@@ -473,7 +612,11 @@ impl Session {
             if let Some(items) = v.get("value").and_then(Value::as_array) {
                 out.extend(items.iter().cloned());
             }
-            next = v.get("nextLink").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+            next = v
+                .get("nextLink")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string);
             pages += 1;
             if pages > 10_000 {
                 anyhow::bail!("the server's nextLink chain for {path} does not end");
@@ -484,7 +627,13 @@ impl Session {
 
     /// PUT/PATCH a resource and wait for it as the SDK does (Azure-AsyncOperation, then GET the resource; or poll
     /// the resource while its provisioningState is not final). `None` with `no_wait`.
-    pub fn put_or_patch(&mut self, method: &str, path: &str, body: &Value, no_wait: bool) -> anyhow::Result<Option<Value>> {
+    pub fn put_or_patch(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &Value,
+        no_wait: bool,
+    ) -> anyhow::Result<Option<Value>> {
         let r = self.request(method, path, Some(body))?;
         if no_wait {
             return Ok(None);
@@ -492,7 +641,11 @@ impl Session {
         let mut spinner = Spinner::new();
         if let Some(op) = r.async_operation.clone() {
             let status = self.poll_async_operation(&op, r.retry_after.as_deref(), &mut spinner)?;
-            let target = status.get("resourceLocation").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| path.to_string());
+            let target = status
+                .get("resourceLocation")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| path.to_string());
             let v = self.get_json(&target);
             spinner.finish();
             return v.map(Some);
@@ -500,7 +653,11 @@ impl Session {
         let mut current = r.json();
         let mut wait = retry_after(r.retry_after.as_deref());
         loop {
-            let state = current.as_ref().and_then(|v| v.pointer("/properties/provisioningState")).and_then(Value::as_str).map(str::to_ascii_lowercase);
+            let state = current
+                .as_ref()
+                .and_then(|v| v.pointer("/properties/provisioningState"))
+                .and_then(Value::as_str)
+                .map(str::to_ascii_lowercase);
             match state.as_deref() {
                 None | Some("succeeded") => {
                     spinner.finish();
@@ -512,7 +669,10 @@ impl Session {
                 Some("failed") | Some("canceled") => {
                     spinner.finish();
                     return Err(CliError::new(
-                        format!("the operation ended with provisioningState '{}'", state.unwrap_or_default()),
+                        format!(
+                            "the operation ended with provisioningState '{}'",
+                            state.unwrap_or_default()
+                        ),
                         1,
                     )
                     .into());
@@ -544,7 +704,12 @@ impl Session {
     }
 
     /// Polls an Azure-AsyncOperation URL until its status is final; returns the final status body.
-    fn poll_async_operation(&mut self, url: &str, first_wait: Option<&str>, spinner: &mut Spinner) -> anyhow::Result<Value> {
+    fn poll_async_operation(
+        &mut self,
+        url: &str,
+        first_wait: Option<&str>,
+        spinner: &mut Spinner,
+    ) -> anyhow::Result<Value> {
         let _ = first_wait; // the first poll is immediate, as the SDK does
         loop {
             spinner.tick();
@@ -556,7 +721,11 @@ impl Session {
                 }
             };
             let v = r.json().unwrap_or(Value::Null);
-            let status = v.get("status").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
+            let status = v
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_ascii_lowercase();
             match status.as_str() {
                 "succeeded" => return Ok(v),
                 "failed" => {
@@ -569,7 +738,11 @@ impl Session {
                 }
                 "canceled" | "cancelled" => {
                     spinner.finish();
-                    return Err(CliError::new(format!("the operation was canceled: {}", r.body.trim()), 1).into());
+                    return Err(CliError::new(
+                        format!("the operation was canceled: {}", r.body.trim()),
+                        1,
+                    )
+                    .into());
                 }
                 _ => spinner.sleep(retry_after(r.retry_after.as_deref())),
             }
@@ -577,7 +750,12 @@ impl Session {
     }
 
     /// Polls a Location URL: 202 = running, 200/204 = done.
-    fn poll_location(&mut self, url: &str, first_wait: Option<&str>, spinner: &mut Spinner) -> anyhow::Result<Resp> {
+    fn poll_location(
+        &mut self,
+        url: &str,
+        first_wait: Option<&str>,
+        spinner: &mut Spinner,
+    ) -> anyhow::Result<Resp> {
         let _ = first_wait;
         loop {
             spinner.tick();
@@ -598,7 +776,10 @@ impl Session {
 
 /// Seconds to wait from a `Retry-After` header (default 1, at most 60).
 pub fn retry_after(h: Option<&str>) -> Duration {
-    let secs = h.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(1).min(60);
+    let secs = h
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1)
+        .min(60);
     Duration::from_secs(secs).max(Duration::from_millis(100))
 }
 
@@ -611,7 +792,11 @@ pub struct Spinner {
 
 impl Spinner {
     pub fn new() -> Spinner {
-        Spinner { tty: std::io::stderr().is_terminal(), frame: 0, shown: false }
+        Spinner {
+            tty: std::io::stderr().is_terminal(),
+            frame: 0,
+            shown: false,
+        }
     }
 
     pub fn tick(&mut self) {
@@ -679,19 +864,40 @@ mod tests {
             "(BadRequest) Enabling public network access is not supported.\nCode: BadRequest\nMessage: Enabling public network access is not supported.\nTarget: publicNetworkAccess"
         );
         let flat = json!({"code":"X","message":"M"});
-        assert_eq!(format_arm_error(&flat).unwrap(), "(X) M\nCode: X\nMessage: M");
+        assert_eq!(
+            format_arm_error(&flat).unwrap(),
+            "(X) M\nCode: X\nMessage: M"
+        );
         assert_eq!(format_arm_error(&json!({"status":"Failed"})), None);
-        let details = json!({"error":{"code":"X","message":"M","details":[{"code":"I","message":"m"}]}});
-        assert_eq!(format_arm_error(&details).unwrap(), "(X) M\nCode: X\nMessage: M\nException Details:\t(I) m\n\tCode: I\n\tMessage: m");
+        let details =
+            json!({"error":{"code":"X","message":"M","details":[{"code":"I","message":"m"}]}});
+        assert_eq!(
+            format_arm_error(&details).unwrap(),
+            "(X) M\nCode: X\nMessage: M\nException Details:\t(I) m\n\tCode: I\n\tMessage: m"
+        );
     }
 
     #[test]
     fn non_json_errors_and_exit_codes() {
-        let r = Resp { status: 500, status_text: "Internal Server Error".into(), async_operation: None, location: None, retry_after: None, body: "boom".into() };
+        let r = Resp {
+            status: 500,
+            status_text: "Internal Server Error".into(),
+            async_operation: None,
+            location: None,
+            retry_after: None,
+            body: "boom".into(),
+        };
         let e = arm_error(&r);
         assert_eq!(e.code, 1);
-        assert_eq!(e.message, "Operation returned an invalid status 'Internal Server Error'\nContent: boom");
-        let r404 = Resp { status: 404, body: r#"{"error":{"code":"ResourceNotFound","message":"gone"}}"#.into(), ..r };
+        assert_eq!(
+            e.message,
+            "Operation returned an invalid status 'Internal Server Error'\nContent: boom"
+        );
+        let r404 = Resp {
+            status: 404,
+            body: r#"{"error":{"code":"ResourceNotFound","message":"gone"}}"#.into(),
+            ..r
+        };
         let e = arm_error(&r404);
         assert_eq!(e.code, 3);
         assert!(e.message.starts_with("(ResourceNotFound) gone"));
@@ -705,11 +911,26 @@ mod tests {
             _ => None,
         };
         let v = |ps: &[&str]| ps.iter().map(PathBuf::from).collect::<Vec<_>>();
-        assert_eq!(resolve_ca(Some(Path::new("/flag.pem")), env, Some("/c.pem")), v(&["/flag.pem", "/c.pem"]));
-        assert_eq!(resolve_ca(Some(Path::new("/flag.pem")), env, None), v(&["/flag.pem"]));
-        assert_eq!(resolve_ca(None, env, Some("/c.pem")), v(&["/req.pem", "/c.pem"]));
+        assert_eq!(
+            resolve_ca(Some(Path::new("/flag.pem")), env, Some("/c.pem")),
+            v(&["/flag.pem", "/c.pem"])
+        );
+        assert_eq!(
+            resolve_ca(Some(Path::new("/flag.pem")), env, None),
+            v(&["/flag.pem"])
+        );
+        assert_eq!(
+            resolve_ca(None, env, Some("/c.pem")),
+            v(&["/req.pem", "/c.pem"])
+        );
         assert_eq!(resolve_ca(None, env, Some("/req.pem")), v(&["/req.pem"]));
-        let only_moat = |k: &str| if k == "MOAT_CA_BUNDLE" { Some("/moat.pem".to_string()) } else { Some(String::new()) };
+        let only_moat = |k: &str| {
+            if k == "MOAT_CA_BUNDLE" {
+                Some("/moat.pem".to_string())
+            } else {
+                Some(String::new())
+            }
+        };
         assert_eq!(resolve_ca(None, only_moat, None), v(&["/moat.pem"]));
         assert_eq!(resolve_ca(None, |_| None, Some("/c.pem")), v(&["/c.pem"]));
         assert!(resolve_ca(None, |_| None, None).is_empty());
@@ -717,10 +938,26 @@ mod tests {
 
     #[test]
     fn config_dir_precedence() {
-        let e = |m: &'static [(&'static str, &'static str)]| move |k: &str| m.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
-        assert_eq!(config_dir(e(&[("MOAT_CONFIG_DIR", "/a"), ("XDG_CONFIG_HOME", "/x"), ("HOME", "/h")])).unwrap(), PathBuf::from("/a"));
-        assert_eq!(config_dir(e(&[("XDG_CONFIG_HOME", "/x"), ("HOME", "/h")])).unwrap(), PathBuf::from("/x/moat"));
-        assert_eq!(config_dir(e(&[("MOAT_CONFIG_DIR", ""), ("HOME", "/h")])).unwrap(), PathBuf::from("/h/.config/moat"));
+        let e = |m: &'static [(&'static str, &'static str)]| {
+            move |k: &str| m.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(
+            config_dir(e(&[
+                ("MOAT_CONFIG_DIR", "/a"),
+                ("XDG_CONFIG_HOME", "/x"),
+                ("HOME", "/h")
+            ]))
+            .unwrap(),
+            PathBuf::from("/a")
+        );
+        assert_eq!(
+            config_dir(e(&[("XDG_CONFIG_HOME", "/x"), ("HOME", "/h")])).unwrap(),
+            PathBuf::from("/x/moat")
+        );
+        assert_eq!(
+            config_dir(e(&[("MOAT_CONFIG_DIR", ""), ("HOME", "/h")])).unwrap(),
+            PathBuf::from("/h/.config/moat")
+        );
         assert!(config_dir(e(&[])).is_err());
     }
 
@@ -762,11 +999,25 @@ mod tests {
         };
         save_credentials(&path, &c).unwrap();
         save_credentials(&path, &c).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(load_credentials(&path).unwrap(), c);
         let text = std::fs::read_to_string(&path).unwrap();
-        for key in ["server", "tenant", "appId", "secret", "subscriptionId", "accessToken", "expiresOn"] {
-            assert!(text.contains(&format!("\"{key}\"")), "{key} missing in {text}");
+        for key in [
+            "server",
+            "tenant",
+            "appId",
+            "secret",
+            "subscriptionId",
+            "accessToken",
+            "expiresOn",
+        ] {
+            assert!(
+                text.contains(&format!("\"{key}\"")),
+                "{key} missing in {text}"
+            );
         }
         let missing = load_credentials(&dir.join("nope.json")).unwrap_err();
         assert!(missing.to_string().contains("moat login"));
@@ -783,6 +1034,9 @@ mod tests {
         assert_eq!(retry_after(Some("3")), Duration::from_secs(3));
         assert_eq!(retry_after(Some("0")), Duration::from_millis(100));
         assert_eq!(retry_after(Some("9999")), Duration::from_secs(60));
-        assert_eq!(retry_after(Some("Wed, 21 Oct 2015")), Duration::from_secs(1));
+        assert_eq!(
+            retry_after(Some("Wed, 21 Oct 2015")),
+            Duration::from_secs(1)
+        );
     }
 }

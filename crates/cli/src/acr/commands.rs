@@ -1,8 +1,13 @@
 //! The `acr` commands: flags → request bodies, resource-group lookup, and the calls.
 
 use super::client::{encode, Session, ACR_API, RESOURCES_API};
-use super::output::{credential_row, registry_row, render, resource_group_from_id, CREDENTIAL_COLUMNS, REGISTRY_COLUMNS};
-use super::{print, AcrArgs, AcrCommand, CliError, CredentialCommand, NetworkRuleCommand, SettingsArgs};
+use super::output::{
+    credential_row, registry_row, render, resource_group_from_id, CREDENTIAL_COLUMNS,
+    REGISTRY_COLUMNS,
+};
+use super::{
+    print, AcrArgs, AcrCommand, CliError, CredentialCommand, NetworkRuleCommand, SettingsArgs,
+};
 use anyhow::Context;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, IsTerminal, Write};
@@ -18,7 +23,12 @@ fn one_of(value: &str, allowed: &[&str], what: &str) -> Result<String, String> {
         .iter()
         .find(|a| a.eq_ignore_ascii_case(value.trim()))
         .map(|a| a.to_string())
-        .ok_or_else(|| format!("'{value}' is not a valid {what}: use {}", allowed.join(", ")))
+        .ok_or_else(|| {
+            format!(
+                "'{value}' is not a valid {what}: use {}",
+                allowed.join(", ")
+            )
+        })
 }
 
 pub fn parse_sku(v: &str) -> Result<String, String> {
@@ -69,13 +79,19 @@ pub fn properties(s: &SettingsArgs, create: bool) -> Map<String, Value> {
         p.insert("networkRuleSet".into(), json!({"defaultAction": action}));
     }
     if let Some(public) = s.public_network_enabled {
-        p.insert("publicNetworkAccess".into(), json!(if public { "Enabled" } else { "Disabled" }));
+        p.insert(
+            "publicNetworkAccess".into(),
+            json!(if public { "Enabled" } else { "Disabled" }),
+        );
         if !public {
             p.insert("networkRuleSet".into(), json!({"defaultAction": "Deny"}));
         }
     }
     if let Some(exports) = s.allow_exports {
-        p.insert("policies".into(), json!({"exportPolicy": {"status": if exports { "enabled" } else { "disabled" }}}));
+        p.insert(
+            "policies".into(),
+            json!({"exportPolicy": {"status": if exports { "enabled" } else { "disabled" }}}),
+        );
     }
     if let Some(d) = s.data_endpoint_enabled {
         p.insert("dataEndpointEnabled".into(), json!(d));
@@ -89,7 +105,12 @@ pub fn properties(s: &SettingsArgs, create: bool) -> Map<String, Value> {
     p
 }
 
-pub fn create_body(location: Option<&str>, sku: &str, s: &SettingsArgs, tags: Option<&[String]>) -> Value {
+pub fn create_body(
+    location: Option<&str>,
+    sku: &str,
+    s: &SettingsArgs,
+    tags: Option<&[String]>,
+) -> Value {
     let mut body = json!({
         "location": location.unwrap_or(DEFAULT_LOCATION),
         "sku": {"name": sku},
@@ -121,7 +142,12 @@ pub fn update_body(sku: Option<&str>, s: &SettingsArgs, tags: Option<&[String]>)
 // Paths
 
 pub fn registry_path(sub: &str, rg: &str, name: &str) -> String {
-    format!("/subscriptions/{}/resourceGroups/{}/providers/{REGISTRY_TYPE}/{}", encode(sub), encode(rg), encode(name))
+    format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/{REGISTRY_TYPE}/{}",
+        encode(sub),
+        encode(rg),
+        encode(name)
+    )
 }
 
 fn with_api(path: &str, api: &str) -> String {
@@ -140,9 +166,21 @@ pub fn resources_filter_path(sub: &str) -> String {
 pub fn pick_resource_group(items: &[Value], name: &str) -> Option<String> {
     items
         .iter()
-        .filter(|i| i.get("name").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(name)))
-        .filter(|i| i.get("type").and_then(Value::as_str).is_none_or(|t| t.eq_ignore_ascii_case(REGISTRY_TYPE)))
-        .find_map(|i| i.get("id").and_then(Value::as_str).and_then(resource_group_from_id))
+        .filter(|i| {
+            i.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .filter(|i| {
+            i.get("type")
+                .and_then(Value::as_str)
+                .is_none_or(|t| t.eq_ignore_ascii_case(REGISTRY_TYPE))
+        })
+        .find_map(|i| {
+            i.get("id")
+                .and_then(Value::as_str)
+                .and_then(resource_group_from_id)
+        })
 }
 
 /// `-g` when given, else the lookup az does through `/resources`.
@@ -166,7 +204,10 @@ fn resolve_group(session: &mut Session, name: &str, rg: Option<String>) -> anyho
 
 fn registry_url(session: &mut Session, name: &str, rg: Option<String>) -> anyhow::Result<String> {
     let rg = resolve_group(session, name, rg)?;
-    Ok(with_api(&registry_path(&session.creds.subscription_id, &rg, name), ACR_API))
+    Ok(with_api(
+        &registry_path(&session.creds.subscription_id, &rg, name),
+        ACR_API,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -179,11 +220,21 @@ fn command_name(c: &AcrCommand) -> &'static str {
         AcrCommand::Show { .. } => "acr show",
         AcrCommand::Delete { .. } => "acr delete",
         AcrCommand::List { .. } => "acr list",
-        AcrCommand::Credential { command: CredentialCommand::Show { .. } } => "acr credential show",
-        AcrCommand::Credential { command: CredentialCommand::Renew { .. } } => "acr credential renew",
-        AcrCommand::NetworkRule { command: NetworkRuleCommand::Add { .. } } => "acr network-rule add",
-        AcrCommand::NetworkRule { command: NetworkRuleCommand::Remove { .. } } => "acr network-rule remove",
-        AcrCommand::NetworkRule { command: NetworkRuleCommand::List { .. } } => "acr network-rule list",
+        AcrCommand::Credential {
+            command: CredentialCommand::Show { .. },
+        } => "acr credential show",
+        AcrCommand::Credential {
+            command: CredentialCommand::Renew { .. },
+        } => "acr credential renew",
+        AcrCommand::NetworkRule {
+            command: NetworkRuleCommand::Add { .. },
+        } => "acr network-rule add",
+        AcrCommand::NetworkRule {
+            command: NetworkRuleCommand::Remove { .. },
+        } => "acr network-rule remove",
+        AcrCommand::NetworkRule {
+            command: NetworkRuleCommand::List { .. },
+        } => "acr network-rule list",
     }
 }
 
@@ -197,20 +248,33 @@ fn show_registry(v: &Value, args_output: super::OutputFormat) {
 
 fn confirm(question: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
-        return Err(CliError::new("Unable to prompt for confirmation as no tty available. Use --yes.", 2).into());
+        return Err(CliError::new(
+            "Unable to prompt for confirmation as no tty available. Use --yes.",
+            2,
+        )
+        .into());
     }
     let mut err = std::io::stderr().lock();
     write!(err, "{question} (y/n): ")?;
     err.flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 pub fn run(args: AcrArgs) -> anyhow::Result<()> {
     let out = args.output;
     // Usage checks before anything reaches the network.
-    if let AcrCommand::Update { sku, settings, tags, .. } = &args.command {
+    if let AcrCommand::Update {
+        sku,
+        settings,
+        tags,
+        ..
+    } = &args.command
+    {
         if update_body(sku.as_deref(), settings, tags.as_deref()).is_none() {
             return Err(CliError::new(
                 "nothing to update: pass at least one of --sku, --admin-enabled, --public-network-enabled, --allow-exports, --default-action, --data-endpoint-enabled, --zone-redundancy, --anonymous-pull-enabled, --tags",
@@ -222,7 +286,15 @@ pub fn run(args: AcrArgs) -> anyhow::Result<()> {
     let mut session = Session::load(args.ca_bundle.as_deref(), command_name(&args.command))?;
     let sub = session.creds.subscription_id.clone();
     match args.command {
-        AcrCommand::Create { name, resource_group, sku, location, settings, tags, no_wait } => {
+        AcrCommand::Create {
+            name,
+            resource_group,
+            sku,
+            location,
+            settings,
+            tags,
+            no_wait,
+        } => {
             if settings.public_network_enabled == Some(false) {
                 warn("Disabling the public endpoint overrides all firewall configurations.");
             }
@@ -232,8 +304,16 @@ pub fn run(args: AcrArgs) -> anyhow::Result<()> {
                 show_registry(&v, out);
             }
         }
-        AcrCommand::Update { name, resource_group, sku, settings, tags, no_wait } => {
-            let body = update_body(sku.as_deref(), &settings, tags.as_deref()).context("nothing to update")?;
+        AcrCommand::Update {
+            name,
+            resource_group,
+            sku,
+            settings,
+            tags,
+            no_wait,
+        } => {
+            let body = update_body(sku.as_deref(), &settings, tags.as_deref())
+                .context("nothing to update")?;
             if settings.public_network_enabled == Some(false) {
                 warn("Disabling the public endpoint overrides all firewall configurations.");
             }
@@ -242,12 +322,20 @@ pub fn run(args: AcrArgs) -> anyhow::Result<()> {
                 show_registry(&v, out);
             }
         }
-        AcrCommand::Show { name, resource_group } => {
+        AcrCommand::Show {
+            name,
+            resource_group,
+        } => {
             let url = registry_url(&mut session, &name, resource_group)?;
             let v = session.get_json(&url)?;
             show_registry(&v, out);
         }
-        AcrCommand::Delete { name, resource_group, yes, no_wait } => {
+        AcrCommand::Delete {
+            name,
+            resource_group,
+            yes,
+            no_wait,
+        } => {
             let url = registry_url(&mut session, &name, resource_group)?;
             if !yes && !confirm("Are you sure you want to perform this operation?")? {
                 return Ok(());
@@ -256,31 +344,61 @@ pub fn run(args: AcrArgs) -> anyhow::Result<()> {
         }
         AcrCommand::List { resource_group } => {
             let path = match &resource_group {
-                Some(rg) => format!("/subscriptions/{}/resourceGroups/{}/providers/{REGISTRY_TYPE}", encode(&sub), encode(rg)),
+                Some(rg) => format!(
+                    "/subscriptions/{}/resourceGroups/{}/providers/{REGISTRY_TYPE}",
+                    encode(&sub),
+                    encode(rg)
+                ),
                 None => format!("/subscriptions/{}/providers/{REGISTRY_TYPE}", encode(&sub)),
             };
             let items = session.list_all(&with_api(&path, ACR_API))?;
             show_registry(&Value::Array(items), out);
         }
-        AcrCommand::Credential { command: CredentialCommand::Show { name, resource_group } } => {
+        AcrCommand::Credential {
+            command:
+                CredentialCommand::Show {
+                    name,
+                    resource_group,
+                },
+        } => {
             let url = registry_url(&mut session, &name, resource_group)?;
             let url = url.replacen('?', "/listCredentials?", 1);
             let r = session.request("POST", &url, None)?;
             let v = r.json().context("listCredentials did not answer JSON")?;
             print(&render(&v, out, &CREDENTIAL_COLUMNS, credential_row));
         }
-        AcrCommand::Credential { command: CredentialCommand::Renew { name, resource_group, password_name } } => {
+        AcrCommand::Credential {
+            command:
+                CredentialCommand::Renew {
+                    name,
+                    resource_group,
+                    password_name,
+                },
+        } => {
             let url = registry_url(&mut session, &name, resource_group)?;
             let url = url.replacen('?', "/regenerateCredential?", 1);
             let r = session.request("POST", &url, Some(&json!({"name": password_name})))?;
-            let v = r.json().context("regenerateCredential did not answer JSON")?;
+            let v = r
+                .json()
+                .context("regenerateCredential did not answer JSON")?;
             print(&render(&v, out, &CREDENTIAL_COLUMNS, credential_row));
         }
         AcrCommand::NetworkRule { command } => {
             let (name, resource_group, change) = match command {
-                NetworkRuleCommand::Add { name, resource_group, ip_address } => (name, resource_group, Some((true, ip_address))),
-                NetworkRuleCommand::Remove { name, resource_group, ip_address } => (name, resource_group, Some((false, ip_address))),
-                NetworkRuleCommand::List { name, resource_group } => (name, resource_group, None),
+                NetworkRuleCommand::Add {
+                    name,
+                    resource_group,
+                    ip_address,
+                } => (name, resource_group, Some((true, ip_address))),
+                NetworkRuleCommand::Remove {
+                    name,
+                    resource_group,
+                    ip_address,
+                } => (name, resource_group, Some((false, ip_address))),
+                NetworkRuleCommand::List {
+                    name,
+                    resource_group,
+                } => (name, resource_group, None),
             };
             let url = registry_url(&mut session, &name, resource_group)?;
             let current = session.get_json(&url)?;
@@ -298,9 +416,17 @@ pub fn run(args: AcrArgs) -> anyhow::Result<()> {
             let listing = json!({"ipRules": result["ipRules"], "virtualNetworkRules": result["virtualNetworkRules"]});
             let text = match out {
                 super::OutputFormat::Json => render(&listing, out, &[], |_| vec![]),
-                _ => render(&listing["ipRules"], out, &["ACTION", "IP ADDRESS OR RANGE"], |r| {
-                    vec![r["action"].as_str().unwrap_or("Allow").to_string(), r["value"].as_str().unwrap_or("").to_string()]
-                }),
+                _ => render(
+                    &listing["ipRules"],
+                    out,
+                    &["ACTION", "IP ADDRESS OR RANGE"],
+                    |r| {
+                        vec![
+                            r["action"].as_str().unwrap_or("Allow").to_string(),
+                            r["value"].as_str().unwrap_or("").to_string(),
+                        ]
+                    },
+                ),
             };
             print(&text);
         }
@@ -311,7 +437,11 @@ pub fn run(args: AcrArgs) -> anyhow::Result<()> {
 /// The PATCH body that adds or removes one IP rule, keeping the others and the default action (as az does).
 pub fn network_rule_body(rule_set: &Value, ip: &str, add: bool) -> anyhow::Result<Value> {
     let mut rules: Vec<Value> = rule_set["ipRules"].as_array().cloned().unwrap_or_default();
-    let same = |r: &Value| r["value"].as_str().is_some_and(|v| v == ip || v == format!("{ip}/32") || format!("{v}/32") == ip);
+    let same = |r: &Value| {
+        r["value"]
+            .as_str()
+            .is_some_and(|v| v == ip || v == format!("{ip}/32") || format!("{v}/32") == ip)
+    };
     if add {
         if rules.iter().any(same) {
             return Err(CliError::new(format!("the rule '{ip}' already exists"), 1).into());
@@ -321,11 +451,17 @@ pub fn network_rule_body(rule_set: &Value, ip: &str, add: bool) -> anyhow::Resul
         let before = rules.len();
         rules.retain(|r| !same(r));
         if rules.len() == before {
-            return Err(CliError::new(format!("there is no rule '{ip}': see `moat acr network-rule list`"), 3).into());
+            return Err(CliError::new(
+                format!("there is no rule '{ip}': see `moat acr network-rule list`"),
+                3,
+            )
+            .into());
         }
     }
     let default_action = rule_set["defaultAction"].as_str().unwrap_or("Allow");
-    Ok(json!({"properties": {"networkRuleSet": {"defaultAction": default_action, "ipRules": rules}}}))
+    Ok(
+        json!({"properties": {"networkRuleSet": {"defaultAction": default_action, "ipRules": rules}}}),
+    )
 }
 
 #[cfg(test)]
@@ -340,11 +476,26 @@ mod tests {
     fn network_rule_bodies_keep_the_rest() {
         let set = json!({"defaultAction": "Deny", "ipRules": [{"action": "Allow", "value": "10.0.0.0/8"}]});
         let added = network_rule_body(&set, "192.0.2.1", true).unwrap();
-        assert_eq!(added["properties"]["networkRuleSet"]["ipRules"].as_array().unwrap().len(), 2);
-        assert_eq!(added["properties"]["networkRuleSet"]["defaultAction"], "Deny");
-        assert!(network_rule_body(&set, "10.0.0.0/8", true).is_err(), "duplicate");
+        assert_eq!(
+            added["properties"]["networkRuleSet"]["ipRules"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            added["properties"]["networkRuleSet"]["defaultAction"],
+            "Deny"
+        );
+        assert!(
+            network_rule_body(&set, "10.0.0.0/8", true).is_err(),
+            "duplicate"
+        );
         let removed = network_rule_body(&set, "10.0.0.0/8", false).unwrap();
-        assert_eq!(removed["properties"]["networkRuleSet"]["ipRules"], json!([]));
+        assert_eq!(
+            removed["properties"]["networkRuleSet"]["ipRules"],
+            json!([])
+        );
         assert!(network_rule_body(&set, "1.2.3.4", false).is_err(), "absent");
     }
 
@@ -355,7 +506,15 @@ mod tests {
             json!({"location": "local", "sku": {"name": "Premium"}, "properties": {"adminUserEnabled": false}})
         );
         assert_eq!(
-            create_body(Some("westeurope"), "Basic", &SettingsArgs { admin_enabled: Some(true), ..settings() }, None),
+            create_body(
+                Some("westeurope"),
+                "Basic",
+                &SettingsArgs {
+                    admin_enabled: Some(true),
+                    ..settings()
+                },
+                None
+            ),
             json!({"location": "westeurope", "sku": {"name": "Basic"}, "properties": {"adminUserEnabled": true}})
         );
     }
@@ -372,7 +531,12 @@ mod tests {
             anonymous_pull_enabled: Some(true),
         };
         assert_eq!(
-            create_body(None, "Premium", &s, Some(&["env=prod".to_string(), "team".to_string()])),
+            create_body(
+                None,
+                "Premium",
+                &s,
+                Some(&["env=prod".to_string(), "team".to_string()])
+            ),
             json!({
                 "location": "local", "sku": {"name": "Premium"}, "tags": {"env": "prod", "team": ""},
                 "properties": {
@@ -387,7 +551,11 @@ mod tests {
 
     #[test]
     fn public_network_disabled_also_denies_by_default() {
-        let s = SettingsArgs { public_network_enabled: Some(false), default_action: Some("Allow".into()), ..settings() };
+        let s = SettingsArgs {
+            public_network_enabled: Some(false),
+            default_action: Some("Allow".into()),
+            ..settings()
+        };
         assert_eq!(
             update_body(None, &s, None).unwrap(),
             json!({"properties": {"publicNetworkAccess": "Disabled", "networkRuleSet": {"defaultAction": "Deny"}}})
@@ -397,17 +565,40 @@ mod tests {
     #[test]
     fn update_body_has_only_the_given_fields() {
         assert_eq!(update_body(None, &settings(), None), None);
-        let s = SettingsArgs { allow_exports: Some(false), ..settings() };
-        assert_eq!(update_body(None, &s, None).unwrap(), json!({"properties": {"policies": {"exportPolicy": {"status": "disabled"}}}}));
-        let s = SettingsArgs { public_network_enabled: Some(true), allow_exports: Some(true), ..settings() };
+        let s = SettingsArgs {
+            allow_exports: Some(false),
+            ..settings()
+        };
+        assert_eq!(
+            update_body(None, &s, None).unwrap(),
+            json!({"properties": {"policies": {"exportPolicy": {"status": "disabled"}}}})
+        );
+        let s = SettingsArgs {
+            public_network_enabled: Some(true),
+            allow_exports: Some(true),
+            ..settings()
+        };
         assert_eq!(
             update_body(None, &s, None).unwrap(),
             json!({"properties": {"publicNetworkAccess": "Enabled", "policies": {"exportPolicy": {"status": "enabled"}}}})
         );
-        assert_eq!(update_body(Some("Standard"), &settings(), None).unwrap(), json!({"sku": {"name": "Standard"}}));
-        assert_eq!(update_body(None, &settings(), Some(&[])).unwrap(), json!({"tags": {}}));
-        assert_eq!(update_body(None, &settings(), Some(&[String::new()])).unwrap(), json!({"tags": {}}));
-        let s = SettingsArgs { admin_enabled: Some(true), anonymous_pull_enabled: Some(false), ..settings() };
+        assert_eq!(
+            update_body(Some("Standard"), &settings(), None).unwrap(),
+            json!({"sku": {"name": "Standard"}})
+        );
+        assert_eq!(
+            update_body(None, &settings(), Some(&[])).unwrap(),
+            json!({"tags": {}})
+        );
+        assert_eq!(
+            update_body(None, &settings(), Some(&[String::new()])).unwrap(),
+            json!({"tags": {}})
+        );
+        let s = SettingsArgs {
+            admin_enabled: Some(true),
+            anonymous_pull_enabled: Some(false),
+            ..settings()
+        };
         assert_eq!(
             update_body(Some("Premium"), &s, Some(&["a=b=c".to_string()])).unwrap(),
             json!({"sku": {"name": "Premium"}, "tags": {"a": "b=c"}, "properties": {"adminUserEnabled": true, "anonymousPullEnabled": false}})
@@ -417,7 +608,9 @@ mod tests {
     #[test]
     fn flag_values_are_canonicalised() {
         assert_eq!(parse_sku("premium").unwrap(), "Premium");
-        assert!(parse_sku("Classic").unwrap_err().contains("no longer supported"));
+        assert!(parse_sku("Classic")
+            .unwrap_err()
+            .contains("no longer supported"));
         assert!(parse_sku("Gold").is_err());
         assert_eq!(parse_default_action("deny").unwrap(), "Deny");
         assert_eq!(parse_zone_redundancy("ENABLED").unwrap(), "Enabled");
@@ -457,7 +650,18 @@ mod tests {
         }
         T::command().debug_assert();
         let t = T::try_parse_from([
-            "t", "update", "-n", "r", "--admin-enabled", "--allow-exports", "false", "--tags", "a=1", "b=2", "-o", "table",
+            "t",
+            "update",
+            "-n",
+            "r",
+            "--admin-enabled",
+            "--allow-exports",
+            "false",
+            "--tags",
+            "a=1",
+            "b=2",
+            "-o",
+            "table",
         ])
         .unwrap();
         assert_eq!(t.acr.output, super::super::OutputFormat::Table);
@@ -469,8 +673,20 @@ mod tests {
             }
             _ => panic!("not update"),
         }
-        let t = T::try_parse_from(["t", "-o", "tsv", "create", "-n", "r", "-g", "rg", "--sku", "basic"]).unwrap();
+        let t = T::try_parse_from([
+            "t", "-o", "tsv", "create", "-n", "r", "-g", "rg", "--sku", "basic",
+        ])
+        .unwrap();
         assert_eq!(t.acr.output, super::super::OutputFormat::Tsv);
-        assert!(T::try_parse_from(["t", "credential", "renew", "-n", "r", "--password-name", "password3"]).is_err());
+        assert!(T::try_parse_from([
+            "t",
+            "credential",
+            "renew",
+            "-n",
+            "r",
+            "--password-name",
+            "password3"
+        ])
+        .is_err());
     }
 }

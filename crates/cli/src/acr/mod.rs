@@ -18,7 +18,10 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(message: impl Into<String>, code: i32) -> CliError {
-        CliError { message: message.into(), code }
+        CliError {
+            message: message.into(),
+            code,
+        }
     }
 }
 

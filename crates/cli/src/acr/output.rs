@@ -10,7 +10,15 @@ pub enum OutputFormat {
     Tsv,
 }
 
-pub const REGISTRY_COLUMNS: [&str; 7] = ["NAME", "RESOURCE GROUP", "LOCATION", "SKU", "LOGIN SERVER", "CREATION DATE", "ADMIN ENABLED"];
+pub const REGISTRY_COLUMNS: [&str; 7] = [
+    "NAME",
+    "RESOURCE GROUP",
+    "LOCATION",
+    "SKU",
+    "LOGIN SERVER",
+    "CREATION DATE",
+    "ADMIN ENABLED",
+];
 pub const CREDENTIAL_COLUMNS: [&str; 3] = ["USERNAME", "PASSWORD", "PASSWORD2"];
 
 /// The resource group named in an ARM id (`.../resourceGroups/{rg}/...`, any case).
@@ -37,7 +45,11 @@ fn scalar(v: Option<&Value>) -> String {
 
 /// The table row of a registry resource.
 pub fn registry_row(r: &Value) -> Vec<String> {
-    let rg = r.get("id").and_then(Value::as_str).and_then(resource_group_from_id).unwrap_or_default();
+    let rg = r
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(resource_group_from_id)
+        .unwrap_or_default();
     vec![
         scalar(r.get("name")),
         rg,
@@ -54,11 +66,18 @@ pub fn credential_row(c: &Value) -> Vec<String> {
     let password = |name: &str| {
         c.get("passwords")
             .and_then(Value::as_array)
-            .and_then(|ps| ps.iter().find(|p| p.get("name").and_then(Value::as_str) == Some(name)))
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+            })
             .map(|p| scalar(p.get("value")))
             .unwrap_or_default()
     };
-    vec![scalar(c.get("username")), password("password"), password("password2")]
+    vec![
+        scalar(c.get("username")),
+        password("password"),
+        password("password2"),
+    ]
 }
 
 /// Columns padded to their widest cell, two spaces apart, a dashed rule under the header; no trailing blanks.
@@ -96,13 +115,31 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Tab-separated values, one row per line, no header.
 pub fn tsv(rows: &[Vec<String>]) -> String {
-    rows.iter().map(|r| format!("{}\n", r.iter().map(|c| c.replace(['\t', '\n'], " ")).collect::<Vec<_>>().join("\t"))).collect()
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{}\n",
+                r.iter()
+                    .map(|c| c.replace(['\t', '\n'], " "))
+                    .collect::<Vec<_>>()
+                    .join("\t")
+            )
+        })
+        .collect()
 }
 
 /// What a command prints for `value` (one resource or a list) in `format`; `columns`/`row` give the table view.
-pub fn render(value: &Value, format: OutputFormat, columns: &[&str], row: fn(&Value) -> Vec<String>) -> String {
+pub fn render(
+    value: &Value,
+    format: OutputFormat,
+    columns: &[&str],
+    row: fn(&Value) -> Vec<String>,
+) -> String {
     match format {
-        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(value).unwrap_or_default()),
+        OutputFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        ),
         OutputFormat::Table | OutputFormat::Tsv => {
             let rows: Vec<Vec<String>> = match value {
                 Value::Array(items) => items.iter().map(row).collect(),
@@ -134,14 +171,23 @@ mod tests {
     #[test]
     fn resource_group_is_read_from_the_id() {
         assert_eq!(resource_group_from_id("/subscriptions/s/resourceGroups/rg1/providers/Microsoft.ContainerRegistry/registries/r"), Some("rg1".into()));
-        assert_eq!(resource_group_from_id("/subscriptions/s/resourcegroups/My.RG(1)/providers/x"), Some("My.RG(1)".into()));
+        assert_eq!(
+            resource_group_from_id("/subscriptions/s/resourcegroups/My.RG(1)/providers/x"),
+            Some("My.RG(1)".into())
+        );
         assert_eq!(resource_group_from_id("/subscriptions/s"), None);
-        assert_eq!(resource_group_from_id("/subscriptions/s/resourceGroups"), None);
+        assert_eq!(
+            resource_group_from_id("/subscriptions/s/resourceGroups"),
+            None
+        );
     }
 
     #[test]
     fn registry_table() {
-        let list = json!([reg("moatreg", "rg1", false), reg("other", "group-two", true)]);
+        let list = json!([
+            reg("moatreg", "rg1", false),
+            reg("other", "group-two", true)
+        ]);
         let out = render(&list, OutputFormat::Table, &REGISTRY_COLUMNS, registry_row);
         let expected = "\
 NAME     RESOURCE GROUP  LOCATION  SKU      LOGIN SERVER            CREATION DATE         ADMIN ENABLED
@@ -150,17 +196,41 @@ moatreg  rg1             local     Premium  moatreg.localhost:5000  2026-01-02T0
 other    group-two       local     Premium  other.localhost:5000    2026-01-02T03:04:05Z  True
 ";
         assert_eq!(out, expected);
-        let one = render(&reg("moatreg", "rg1", false), OutputFormat::Tsv, &REGISTRY_COLUMNS, registry_row);
-        assert_eq!(one, "moatreg\trg1\tlocal\tPremium\tmoatreg.localhost:5000\t2026-01-02T03:04:05Z\tFalse\n");
-        assert_eq!(render(&json!([]), OutputFormat::Tsv, &REGISTRY_COLUMNS, registry_row), "");
-        let empty = render(&json!([]), OutputFormat::Table, &REGISTRY_COLUMNS, registry_row);
+        let one = render(
+            &reg("moatreg", "rg1", false),
+            OutputFormat::Tsv,
+            &REGISTRY_COLUMNS,
+            registry_row,
+        );
+        assert_eq!(
+            one,
+            "moatreg\trg1\tlocal\tPremium\tmoatreg.localhost:5000\t2026-01-02T03:04:05Z\tFalse\n"
+        );
+        assert_eq!(
+            render(
+                &json!([]),
+                OutputFormat::Tsv,
+                &REGISTRY_COLUMNS,
+                registry_row
+            ),
+            ""
+        );
+        let empty = render(
+            &json!([]),
+            OutputFormat::Table,
+            &REGISTRY_COLUMNS,
+            registry_row,
+        );
         assert_eq!(empty.lines().count(), 2);
     }
 
     #[test]
     fn credential_table_and_json() {
         let c = json!({"username":"moatreg","passwords":[{"name":"password","value":"p1"},{"name":"password2","value":"p2"}]});
-        assert_eq!(render(&c, OutputFormat::Tsv, &CREDENTIAL_COLUMNS, credential_row), "moatreg\tp1\tp2\n");
+        assert_eq!(
+            render(&c, OutputFormat::Tsv, &CREDENTIAL_COLUMNS, credential_row),
+            "moatreg\tp1\tp2\n"
+        );
         let t = render(&c, OutputFormat::Table, &CREDENTIAL_COLUMNS, credential_row);
         assert_eq!(t, "USERNAME  PASSWORD  PASSWORD2\n--------  --------  ---------\nmoatreg   p1        p2\n");
         let j = render(&c, OutputFormat::Json, &CREDENTIAL_COLUMNS, credential_row);

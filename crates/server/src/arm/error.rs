@@ -17,7 +17,12 @@ pub struct ArmError {
 
 impl ArmError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ArmError {
-        ArmError { status, code: code.into(), message: message.into(), target: None }
+        ArmError {
+            status,
+            code: code.into(),
+            message: message.into(),
+            target: None,
+        }
     }
 
     pub fn with_target(mut self, target: impl Into<String>) -> ArmError {
@@ -38,14 +43,21 @@ impl ArmError {
     }
 
     pub fn invalid_property(path: &str, why: impl Into<String>) -> ArmError {
-        ArmError::bad_request("InvalidRequestContent", format!("The request content is invalid at '{path}': {}", why.into()))
-            .with_target(path)
+        ArmError::bad_request(
+            "InvalidRequestContent",
+            format!("The request content is invalid at '{path}': {}", why.into()),
+        )
+        .with_target(path)
     }
 
     pub fn internal(e: impl std::fmt::Display) -> ArmError {
         tracing::error!("management plane internal error: {e}");
         // Not a 500: the Azure SDK retries 5xx for seconds before surfacing them.
-        ArmError::new(StatusCode::SERVICE_UNAVAILABLE, "InternalError", format!("internal error: {e}"))
+        ArmError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "InternalError",
+            format!("internal error: {e}"),
+        )
     }
 }
 
@@ -53,7 +65,9 @@ impl From<StoreError> for ArmError {
     fn from(e: StoreError) -> ArmError {
         match e {
             StoreError::Conflict(m) => ArmError::new(StatusCode::CONFLICT, "Conflict", m),
-            StoreError::NotFound => ArmError::new(StatusCode::NOT_FOUND, "ResourceNotFound", "not found"),
+            StoreError::NotFound => {
+                ArmError::new(StatusCode::NOT_FOUND, "ResourceNotFound", "not found")
+            }
             other => ArmError::internal(other),
         }
     }
@@ -68,7 +82,11 @@ impl From<PolicyError> for ArmError {
 impl From<UpdateError> for ArmError {
     fn from(e: UpdateError) -> ArmError {
         match e {
-            UpdateError::NotFound => ArmError::new(StatusCode::NOT_FOUND, "ResourceNotFound", "registry not found"),
+            UpdateError::NotFound => ArmError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                "registry not found",
+            ),
             UpdateError::Policy(p) => p.into(),
             UpdateError::Rejected(m) => ArmError::new(StatusCode::CONFLICT, "Conflict", m),
             UpdateError::Store(s) => s.into(),

@@ -9,14 +9,20 @@ use moat_model::rbac::{Role, RoleAssignment, RoleScope};
 use serde_json::json;
 
 /// Audiences a management-plane token may carry (az asks for `management.core.windows.net//.default`).
-pub const ARM_AUDIENCES: &[&str] = &["https://management.azure.com", "https://management.core.windows.net"];
+pub const ARM_AUDIENCES: &[&str] = &[
+    "https://management.azure.com",
+    "https://management.core.windows.net",
+];
 /// Access tokens live an hour, like AAD's.
 const TOKEN_TTL: u64 = 3599;
 
 /// `scheme://host[:port]` as the client addressed us (HTTP/2 carries the host in the URI, not a Host header).
 pub fn base_url(headers: &HeaderMap, uri: &axum::http::Uri, scheme: &str) -> String {
     let host = crate::context::host_of(headers, uri);
-    format!("{scheme}://{}", if host.is_empty() { "127.0.0.1" } else { &host })
+    format!(
+        "{scheme}://{}",
+        if host.is_empty() { "127.0.0.1" } else { &host }
+    )
 }
 
 pub fn openid_configuration(base: &str, tenant: &str) -> Response {
@@ -75,19 +81,44 @@ pub async fn token(state: &AppState, tenant: &str, headers: &HeaderMap, body: &s
         Ok(ids) => ids,
         Err(e) => return ArmError::internal(e).into_response(),
     };
-    if !(tenant.eq_ignore_ascii_case(&ids.tenant_id) || tenant == "common" || tenant == "organizations") {
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 90002, &format!("Tenant '{tenant}' not found. Use the tenant printed by `moat sp create`."));
+    if !(tenant.eq_ignore_ascii_case(&ids.tenant_id)
+        || tenant == "common"
+        || tenant == "organizations")
+    {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90002,
+            &format!("Tenant '{tenant}' not found. Use the tenant printed by `moat sp create`."),
+        );
     }
     let fields = form(body);
-    let get = |k: &str| fields.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     if get("grant_type").as_deref() != Some("client_credentials") {
-        return aad_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", 70003, "The app requested an unsupported grant type; use client_credentials.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            "The app requested an unsupported grant type; use client_credentials.",
+        );
     }
     let (client_id, secret) = match (get("client_id"), get("client_secret")) {
         (Some(c), Some(s)) => (c, s),
         _ => match crate::context::basic_credentials(headers) {
             Some(pair) => pair,
-            None => return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must contain client_id and client_secret."),
+            None => {
+                return aad_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    900144,
+                    "The request body must contain client_id and client_secret.",
+                )
+            }
         },
     };
     let sp = match state.meta.service_principal(&client_id).await {
@@ -98,14 +129,33 @@ pub async fn token(state: &AppState, tenant: &str, headers: &HeaderMap, body: &s
         Err(e) => return ArmError::from(e).into_response(),
     };
     let hash = sp.secret_hash.clone();
-    let ok = tokio::task::spawn_blocking(move || moat_auth::password::verify(&secret, &hash)).await.unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || moat_auth::password::verify(&secret, &hash))
+        .await
+        .unwrap_or(false);
     if !ok {
-        return aad_error(StatusCode::UNAUTHORIZED, "invalid_client", 7000215, "Invalid client secret provided.");
+        return aad_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided.",
+        );
     }
     let scope = get("scope").unwrap_or_default();
-    let resource = scope.split(' ').next().unwrap_or("").trim_end_matches(".default").trim_end_matches('/');
-    let resource = if resource.is_empty() { ARM_AUDIENCES[0] } else { resource };
-    let (access_token, expires_in) = state.tokens.issue_aad(&ids.tenant_id, &sp.app_id, resource, TOKEN_TTL);
+    let resource = scope
+        .split(' ')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(".default")
+        .trim_end_matches('/');
+    let resource = if resource.is_empty() {
+        ARM_AUDIENCES[0]
+    } else {
+        resource
+    };
+    let (access_token, expires_in) =
+        state
+            .tokens
+            .issue_aad(&ids.tenant_id, &sp.app_id, resource, TOKEN_TTL);
     axum::Json(json!({"token_type": "Bearer", "expires_in": expires_in, "ext_expires_in": expires_in, "access_token": access_token})).into_response()
 }
 
@@ -149,22 +199,52 @@ impl ArmPrincipal {
     }
 }
 
-pub async fn authenticate(state: &AppState, headers: &HeaderMap, sub: &str) -> ArmResult<ArmPrincipal> {
-    let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return Err(ArmError::new(StatusCode::UNAUTHORIZED, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing: run `moat login`."));
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    sub: &str,
+) -> ArmResult<ArmPrincipal> {
+    let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(ArmError::new(
+            StatusCode::UNAUTHORIZED,
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing: run `moat login`.",
+        ));
     };
     let token = auth.strip_prefix("Bearer ").ok_or_else(|| {
-        ArmError::new(StatusCode::UNAUTHORIZED, "AuthenticationFailed", "Authentication failed. The 'Authorization' header must be a Bearer token.")
+        ArmError::new(
+            StatusCode::UNAUTHORIZED,
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header must be a Bearer token.",
+        )
     })?;
-    let claims = state.tokens.verify_aad(token.trim(), ARM_AUDIENCES).map_err(|e| {
-        ArmError::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", format!("The access token is invalid: {e}. Run `moat login` again."))
-    })?;
+    let claims = state
+        .tokens
+        .verify_aad(token.trim(), ARM_AUDIENCES)
+        .map_err(|e| {
+            ArmError::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                format!("The access token is invalid: {e}. Run `moat login` again."),
+            )
+        })?;
     let assignments = state
         .meta
         .role_assignments(&claims.appid)
         .await?
         .into_iter()
-        .filter_map(|row| Some(RoleAssignment { role: Role::parse(&row.role)?, scope: RoleScope::parse(&row.scope, sub)? }))
+        .filter_map(|row| {
+            Some(RoleAssignment {
+                role: Role::parse(&row.role)?,
+                scope: RoleScope::parse(&row.scope, sub)?,
+            })
+        })
         .collect();
-    Ok(ArmPrincipal { app_id: claims.appid, assignments })
+    Ok(ArmPrincipal {
+        app_id: claims.appid,
+        assignments,
+    })
 }

@@ -24,7 +24,10 @@ pub fn router() -> Router<AppState> {
         .route("/subscriptions", any(dispatch))
         .route("/subscriptions/{*rest}", any(dispatch))
         .route("/metadata/endpoints", get(metadata))
-        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(openid))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(openid),
+        )
         .route("/{tenant}/.well-known/openid-configuration", get(openid))
         .route("/{tenant}/oauth2/v2.0/token", post(aad_token))
 }
@@ -40,21 +43,49 @@ fn scheme(state: &AppState) -> &'static str {
 async fn metadata(State(state): State<AppState>, req: Request) -> Response {
     let base = identity::base_url(req.headers(), req.uri(), scheme(&state));
     let port = state.config.listen.port();
-    let suffix = crate::config::login_server_for("x", &state.config.domain, port, state.config.insecure_http);
+    let suffix = crate::config::login_server_for(
+        "x",
+        &state.config.domain,
+        port,
+        state.config.insecure_http,
+    );
     identity::cloud_metadata(&base, suffix.trim_start_matches("x."))
 }
 
-async fn openid(State(state): State<AppState>, axum::extract::Path(tenant): axum::extract::Path<String>, req: Request) -> Response {
-    identity::openid_configuration(&identity::base_url(req.headers(), req.uri(), scheme(&state)), &tenant)
+async fn openid(
+    State(state): State<AppState>,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    identity::openid_configuration(
+        &identity::base_url(req.headers(), req.uri(), scheme(&state)),
+        &tenant,
+    )
 }
 
-async fn aad_token(State(state): State<AppState>, axum::extract::Path(tenant): axum::extract::Path<String>, req: Request) -> Response {
+async fn aad_token(
+    State(state): State<AppState>,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
     let (parts, body) = req.into_parts();
-    let body = match http_body_util::Limited::new(body, 64 * 1024).collect().await {
+    let body = match http_body_util::Limited::new(body, 64 * 1024)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
-        Err(e) => return ArmError::bad_request("InvalidRequest", format!("unreadable body: {e}")).into_response(),
+        Err(e) => {
+            return ArmError::bad_request("InvalidRequest", format!("unreadable body: {e}"))
+                .into_response()
+        }
     };
-    identity::token(&state, &tenant, &parts.headers, &String::from_utf8_lossy(&body)).await
+    identity::token(
+        &state,
+        &tenant,
+        &parts.headers,
+        &String::from_utf8_lossy(&body),
+    )
+    .await
 }
 
 /// What every management handler receives.
@@ -82,12 +113,19 @@ async fn read_json(body: axum::body::Body) -> ArmResult<Value> {
     let bytes = http_body_util::Limited::new(body, 1024 * 1024)
         .collect()
         .await
-        .map_err(|e| ArmError::bad_request("InvalidRequestContent", format!("unreadable body: {e}")))?
+        .map_err(|e| {
+            ArmError::bad_request("InvalidRequestContent", format!("unreadable body: {e}"))
+        })?
         .to_bytes();
     if bytes.is_empty() {
         return Ok(json!({}));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ArmError::bad_request("InvalidRequestContent", format!("The request content is not valid JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ArmError::bad_request(
+            "InvalidRequestContent",
+            format!("The request content is not valid JSON: {e}"),
+        )
+    })
 }
 
 async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
@@ -97,21 +135,34 @@ async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
-    let ids = crate::listener::cloud_ids(&state.meta).await.map_err(ArmError::internal)?;
-    let registry_route = l.len() >= 5 && l[2] != "resources" && l.contains(&"microsoft.containerregistry");
-    let api_version = api_version::check(query_param(&query, "api-version").as_deref(), registry_route)?;
+    let ids = crate::listener::cloud_ids(&state.meta)
+        .await
+        .map_err(ArmError::internal)?;
+    let registry_route =
+        l.len() >= 5 && l[2] != "resources" && l.contains(&"microsoft.containerregistry");
+    let api_version = api_version::check(
+        query_param(&query, "api-version").as_deref(),
+        registry_route,
+    )?;
 
     // `GET /subscriptions` needs only a valid token.
     if l.len() == 1 {
         let principal = identity::authenticate(state, &parts.headers, &ids.subscription_id).await?;
-        let value = if principal.can_read_subscription() { vec![subscription_json(&ids)] } else { vec![] };
+        let value = if principal.can_read_subscription() {
+            vec![subscription_json(&ids)]
+        } else {
+            vec![]
+        };
         return Ok(axum::Json(json!({ "value": value })).into_response());
     }
     if !l[1].eq_ignore_ascii_case(&ids.subscription_id) {
         return Err(ArmError::new(
             axum::http::StatusCode::NOT_FOUND,
             "SubscriptionNotFound",
-            format!("The subscription '{}' could not be found. This server's subscription is {}.", segments[1], ids.subscription_id),
+            format!(
+                "The subscription '{}' could not be found. This server's subscription is {}.",
+                segments[1], ids.subscription_id
+            ),
         ));
     }
     let ctx = ArmCtx {
@@ -123,21 +174,39 @@ async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
         method: parts.method.clone(),
     };
     let m = parts.method.clone();
-    let body = if matches!(m, Method::PUT | Method::PATCH | Method::POST) { read_json(body).await? } else { json!({}) };
-    let no_route = || ArmError::new(axum::http::StatusCode::NOT_FOUND, "NotFound", format!("No route for {m} {path}"));
+    let body = if matches!(m, Method::PUT | Method::PATCH | Method::POST) {
+        read_json(body).await?
+    } else {
+        json!({})
+    };
+    let no_route = || {
+        ArmError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("No route for {m} {path}"),
+        )
+    };
     match (&m, &l[2..]) {
         (&Method::GET, []) => Ok(axum::Json(subscription_json(&ids)).into_response()),
         (&Method::GET, ["resources"]) => registries::generic_resources(state, &ctx, &query).await,
         (&Method::GET, ["resourcegroups"]) => registries::list_resource_groups(state, &ctx).await,
-        (_, ["resourcegroups", _]) => registries::resource_group(state, &ctx, segments[3], &body).await,
-        (&Method::GET, ["providers", "microsoft.containerregistry", "registries"]) => registries::list(state, &ctx, None).await,
+        (_, ["resourcegroups", _]) => {
+            registries::resource_group(state, &ctx, segments[3], &body).await
+        }
+        (&Method::GET, ["providers", "microsoft.containerregistry", "registries"]) => {
+            registries::list(state, &ctx, None).await
+        }
         (&Method::POST, ["providers", "microsoft.containerregistry", "checknameavailability"]) => {
             registries::check_name(state, &ctx, &body).await
         }
-        (&Method::GET, ["resourcegroups", _, "providers", "microsoft.containerregistry", "registries"]) => {
-            registries::list(state, &ctx, Some(segments[3])).await
-        }
-        (_, ["resourcegroups", _, "providers", "microsoft.containerregistry", "registries", _, rest @ ..]) => {
+        (
+            &Method::GET,
+            ["resourcegroups", _, "providers", "microsoft.containerregistry", "registries"],
+        ) => registries::list(state, &ctx, Some(segments[3])).await,
+        (
+            _,
+            ["resourcegroups", _, "providers", "microsoft.containerregistry", "registries", _, rest @ ..],
+        ) => {
             let (rg, name) = (segments[3], segments[7]);
             registries::dispatch(state, &ctx, rg, name, rest, &segments[8..], &body).await
         }

@@ -33,12 +33,19 @@ async fn find(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult
             format!("The Resource 'Microsoft.ContainerRegistry/registries/{name}' under resource group '{rg}' was not found."),
         )
     };
-    let r = state.meta.registry_by_name(&name.to_ascii_lowercase()).await?.ok_or_else(not_found)?;
+    let r = state
+        .meta
+        .registry_by_name(&name.to_ascii_lowercase())
+        .await?
+        .ok_or_else(not_found)?;
     if !r.resource_group.eq_ignore_ascii_case(rg) {
         return Err(not_found());
     }
     if !ctx.principal.can_read(&r.resource_group, &r.name) {
-        return Err(ctx.principal.denied("Microsoft.ContainerRegistry/registries/read", &registry_id(&ctx.subscription, rg, name)));
+        return Err(ctx.principal.denied(
+            "Microsoft.ContainerRegistry/registries/read",
+            &registry_id(&ctx.subscription, rg, name),
+        ));
     }
     Ok(r)
 }
@@ -47,7 +54,10 @@ fn require_write(ctx: &ArmCtx, r: &Registry, action: &str) -> ArmResult<()> {
     if ctx.principal.can_write(&r.resource_group, &r.name) {
         Ok(())
     } else {
-        Err(ctx.principal.denied(action, &registry_id(&ctx.subscription, &r.resource_group, &r.name)))
+        Err(ctx.principal.denied(
+            action,
+            &registry_id(&ctx.subscription, &r.resource_group, &r.name),
+        ))
     }
 }
 
@@ -65,7 +75,8 @@ fn lro(state: &AppState, ctx: &ArmCtx, r: &Registry, status: StatusCode) -> Resp
     if let Ok(v) = HeaderValue::from_str(&url) {
         resp.headers_mut().insert("azure-asyncoperation", v);
     }
-    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp
 }
 
@@ -80,7 +91,12 @@ pub async fn dispatch(
 ) -> ArmResult<Response> {
     let name = parse_name(name)?;
     match (&ctx.method, rest) {
-        (&Method::GET, []) => Ok(axum::Json(json_of(state, ctx, &find(state, ctx, rg, &name).await?)).into_response()),
+        (&Method::GET, []) => {
+            Ok(
+                axum::Json(json_of(state, ctx, &find(state, ctx, rg, &name).await?))
+                    .into_response(),
+            )
+        }
         (&Method::PUT, []) => put(state, ctx, rg, &name, body).await,
         (&Method::PATCH, []) => patch(state, ctx, rg, &name, body).await,
         (&Method::DELETE, []) => delete(state, ctx, rg, &name).await,
@@ -88,7 +104,10 @@ pub async fn dispatch(
         (&Method::POST, ["regeneratecredential"]) => {
             let which = body.get("name").and_then(Value::as_str).unwrap_or("");
             if which != "password" && which != "password2" {
-                return Err(ArmError::invalid_property("name", "expected 'password' or 'password2'"));
+                return Err(ArmError::invalid_property(
+                    "name",
+                    "expected 'password' or 'password2'",
+                ));
             }
             credentials(state, ctx, rg, &name, Some(which)).await
         }
@@ -103,23 +122,43 @@ pub async fn dispatch(
             }))
             .into_response())
         }
-        _ => Err(ArmError::new(StatusCode::NOT_FOUND, "NotFound", format!("No route for {} on registry '{name}'", ctx.method))),
+        _ => Err(ArmError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("No route for {} on registry '{name}'", ctx.method),
+        )),
     }
 }
 
-async fn put(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str, body: &Value) -> ArmResult<Response> {
+async fn put(
+    state: &AppState,
+    ctx: &ArmCtx,
+    rg: &str,
+    name: &str,
+    body: &Value,
+) -> ArmResult<Response> {
     let now = moat_store::time_fmt::now();
     let settings = registry_json::settings_from_put(body, &now, &state.config.region)?;
     let existing = state.meta.registry_by_name(name).await?;
     match &existing {
         Some(r) if !ctx.principal.can_write(&r.resource_group, &r.name) => {
-            return Err(ctx.principal.denied("Microsoft.ContainerRegistry/registries/write", &registry_id(&ctx.subscription, rg, name)))
+            return Err(ctx.principal.denied(
+                "Microsoft.ContainerRegistry/registries/write",
+                &registry_id(&ctx.subscription, rg, name),
+            ))
         }
         None if !ctx.principal.can_write_group(rg) => {
-            return Err(ctx.principal.denied("Microsoft.ContainerRegistry/registries/write", &registry_id(&ctx.subscription, rg, name)))
+            return Err(ctx.principal.denied(
+                "Microsoft.ContainerRegistry/registries/write",
+                &registry_id(&ctx.subscription, rg, name),
+            ))
         }
         Some(r) if !r.settings.location.eq_ignore_ascii_case(&settings.location) => {
-            return Err(ArmError::bad_request("LocationNotAvailableForResourceType", "the location of a registry cannot be changed").with_target("location"))
+            return Err(ArmError::bad_request(
+                "LocationNotAvailableForResourceType",
+                "the location of a registry cannot be changed",
+            )
+            .with_target("location"))
         }
         _ => {}
     }
@@ -129,27 +168,56 @@ async fn put(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str, body: &Value)
         .upsert_registry::<_, ArmError>(name, &login_server, rg, |current| {
             if let Some(c) = current {
                 if c.settings.zone_redundancy != settings.zone_redundancy {
-                    return Err(ArmError::bad_request("ZoneRedundancyCannotBeUpdated", "zoneRedundancy cannot be changed after creation").with_target("properties.zoneRedundancy"));
+                    return Err(ArmError::bad_request(
+                        "ZoneRedundancyCannotBeUpdated",
+                        "zoneRedundancy cannot be changed after creation",
+                    )
+                    .with_target("properties.zoneRedundancy"));
                 }
             }
             Ok(settings.clone())
         })
         .await?;
     state.registries.invalidate();
-    Ok(lro(state, ctx, &r, if created { StatusCode::CREATED } else { StatusCode::OK }))
+    Ok(lro(
+        state,
+        ctx,
+        &r,
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+    ))
 }
 
-async fn patch(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str, body: &Value) -> ArmResult<Response> {
+async fn patch(
+    state: &AppState,
+    ctx: &ArmCtx,
+    rg: &str,
+    name: &str,
+    body: &Value,
+) -> ArmResult<Response> {
     let current = find(state, ctx, rg, name).await?;
-    require_write(ctx, &current, "Microsoft.ContainerRegistry/registries/write")?;
+    require_write(
+        ctx,
+        &current,
+        "Microsoft.ContainerRegistry/registries/write",
+    )?;
     let now = moat_store::time_fmt::now();
     let (r, _) = state
         .meta
         .upsert_registry::<_, ArmError>(name, &current.login_server, rg, |current| {
-            let current = current.ok_or_else(|| ArmError::not_found("Microsoft.ContainerRegistry/registries", name))?;
+            let current = current.ok_or_else(|| {
+                ArmError::not_found("Microsoft.ContainerRegistry/registries", name)
+            })?;
             let next = registry_json::settings_from_patch(body, &current.settings, &now)?;
             if next.zone_redundancy != current.settings.zone_redundancy {
-                return Err(ArmError::bad_request("ZoneRedundancyCannotBeUpdated", "zoneRedundancy cannot be changed after creation").with_target("properties.zoneRedundancy"));
+                return Err(ArmError::bad_request(
+                    "ZoneRedundancyCannotBeUpdated",
+                    "zoneRedundancy cannot be changed after creation",
+                )
+                .with_target("properties.zoneRedundancy"));
             }
             Ok(next)
         })
@@ -161,22 +229,37 @@ async fn patch(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str, body: &Valu
 async fn delete(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult<Response> {
     let r = match find(state, ctx, rg, name).await {
         Ok(r) => r,
-        Err(e) if e.status == StatusCode::NOT_FOUND => return Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            return Ok(StatusCode::NO_CONTENT.into_response())
+        }
         Err(e) => return Err(e),
     };
     require_write(ctx, &r, "Microsoft.ContainerRegistry/registries/delete")?;
     let default = state.meta.default_registry().await?;
     if default.is_some_and(|d| d.id == r.id) {
-        return Err(ArmError::bad_request("CannotDeleteDefaultRegistry", "the server's default registry cannot be deleted"));
+        return Err(ArmError::bad_request(
+            "CannotDeleteDefaultRegistry",
+            "the server's default registry cannot be deleted",
+        ));
     }
     state.meta.delete_registry(&r.name).await?;
     state.registries.invalidate();
     Ok(StatusCode::OK.into_response())
 }
 
-async fn credentials(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str, regenerate: Option<&str>) -> ArmResult<Response> {
+async fn credentials(
+    state: &AppState,
+    ctx: &ArmCtx,
+    rg: &str,
+    name: &str,
+    regenerate: Option<&str>,
+) -> ArmResult<Response> {
     let r = find(state, ctx, rg, name).await?;
-    require_write(ctx, &r, "Microsoft.ContainerRegistry/registries/listCredentials/action")?;
+    require_write(
+        ctx,
+        &r,
+        "Microsoft.ContainerRegistry/registries/listCredentials/action",
+    )?;
     if !r.settings.admin_user_enabled {
         return Err(ArmError::bad_request(
             "AdminUserDisabled",
@@ -186,8 +269,13 @@ async fn credentials(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str, regen
     if let Some(which) = regenerate {
         state.meta.regenerate_admin_credential(&r.id, which).await?;
     }
-    let passwords: Vec<Value> =
-        state.meta.admin_credentials(&r.id).await?.into_iter().map(|(name, value)| json!({"name": name, "value": value})).collect();
+    let passwords: Vec<Value> = state
+        .meta
+        .admin_credentials(&r.id)
+        .await?
+        .into_iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
     Ok(axum::Json(json!({"username": r.name, "passwords": passwords})).into_response())
 }
 
@@ -229,7 +317,10 @@ pub async fn list(state: &AppState, ctx: &ArmCtx, rg: Option<&str>) -> ArmResult
 pub async fn generic_resources(state: &AppState, ctx: &ArmCtx, query: &str) -> ArmResult<Response> {
     let filter = super::query_param(query, "$filter").unwrap_or_default();
     let wants_registries = match filter.split_once("resourceType eq '") {
-        Some((_, rest)) => rest.split('\'').next().is_some_and(|t| t.eq_ignore_ascii_case(REGISTRY_TYPE)),
+        Some((_, rest)) => rest
+            .split('\'')
+            .next()
+            .is_some_and(|t| t.eq_ignore_ascii_case(REGISTRY_TYPE)),
         None => true,
     };
     let mut value = Vec::new();
@@ -256,44 +347,84 @@ fn group_json(ctx: &ArmCtx, name: &str, location: &str) -> Value {
 }
 
 pub async fn list_resource_groups(state: &AppState, ctx: &ArmCtx) -> ArmResult<Response> {
-    let value: Vec<Value> = state.meta.resource_groups().await?.iter().map(|(n, l)| group_json(ctx, n, l)).collect();
+    let value: Vec<Value> = state
+        .meta
+        .resource_groups()
+        .await?
+        .iter()
+        .map(|(n, l)| group_json(ctx, n, l))
+        .collect();
     Ok(axum::Json(json!({ "value": value })).into_response())
 }
 
 /// A minimal resource-group API: `GET`/`HEAD` read one, `PUT` creates one (`az group create`).
-pub async fn resource_group(state: &AppState, ctx: &ArmCtx, name: &str, body: &Value) -> ArmResult<Response> {
+pub async fn resource_group(
+    state: &AppState,
+    ctx: &ArmCtx,
+    name: &str,
+    body: &Value,
+) -> ArmResult<Response> {
     match ctx.method {
         Method::PUT => {
             if !ctx.principal.can_write_group(name) {
-                return Err(ctx.principal.denied("Microsoft.Resources/subscriptions/resourceGroups/write", &format!("/subscriptions/{}/resourceGroups/{name}", ctx.subscription)));
+                return Err(ctx.principal.denied(
+                    "Microsoft.Resources/subscriptions/resourceGroups/write",
+                    &format!("/subscriptions/{}/resourceGroups/{name}", ctx.subscription),
+                ));
             }
-            let location = body.get("location").and_then(Value::as_str).unwrap_or(&state.config.region).to_string();
+            let location = body
+                .get("location")
+                .and_then(Value::as_str)
+                .unwrap_or(&state.config.region)
+                .to_string();
             let existed = state.meta.resource_group(name).await?.is_some();
             let loc = state.meta.ensure_resource_group(name, &location).await?;
-            let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+            let status = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
             Ok((status, axum::Json(group_json(ctx, name, &loc))).into_response())
         }
         Method::GET | Method::HEAD => match state.meta.resource_group(name).await? {
             Some((n, l)) => Ok(axum::Json(group_json(ctx, &n, &l)).into_response()),
-            None => Err(ArmError::new(StatusCode::NOT_FOUND, "ResourceGroupNotFound", format!("Resource group '{name}' could not be found."))),
+            None => Err(ArmError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceGroupNotFound",
+                format!("Resource group '{name}' could not be found."),
+            )),
         },
-        _ => Err(ArmError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "resource groups support GET, HEAD and PUT")),
+        _ => Err(ArmError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "resource groups support GET, HEAD and PUT",
+        )),
     }
 }
 
 pub async fn check_name(state: &AppState, _ctx: &ArmCtx, body: &Value) -> ArmResult<Response> {
-    let name = body.get("name").and_then(Value::as_str).ok_or_else(|| ArmError::invalid_property("name", "required"))?;
+    let name = body
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ArmError::invalid_property("name", "required"))?;
     if let Some(t) = body.get("type").and_then(Value::as_str) {
         if !t.eq_ignore_ascii_case(REGISTRY_TYPE) {
-            return Err(ArmError::invalid_property("type", format!("expected '{REGISTRY_TYPE}'")));
+            return Err(ArmError::invalid_property(
+                "type",
+                format!("expected '{REGISTRY_TYPE}'"),
+            ));
         }
     }
     let answer = match name.parse::<RegistryName>() {
-        Err(_) => json!({"nameAvailable": false, "reason": "Invalid", "message": format!("The registry name '{name}' is invalid: use 5 to 50 letters and digits.")}),
+        Err(_) => {
+            json!({"nameAvailable": false, "reason": "Invalid", "message": format!("The registry name '{name}' is invalid: use 5 to 50 letters and digits.")})
+        }
         Ok(n) if state.meta.registry_by_name(n.as_str()).await?.is_some() => {
             json!({"nameAvailable": false, "reason": "AlreadyExists", "message": format!("The registry {name} is already in use.")})
         }
-        Ok(n) => json!({"nameAvailable": true, "availableLoginServerName": state.config.login_server_for(n.as_str())}),
+        Ok(n) => {
+            json!({"nameAvailable": true, "availableLoginServerName": state.config.login_server_for(n.as_str())})
+        }
     };
     Ok(axum::Json(answer).into_response())
 }

@@ -15,7 +15,12 @@ pub fn registry_id(sub: &str, rg: &str, name: &str) -> String {
 
 /// `<registry>.<region>.data.<domain>`: the region is the second label, where `az acr show-endpoints` reads it.
 pub fn data_endpoint_host(r: &Registry, domain: &str) -> String {
-    format!("{}.{}.data.{}", r.name, r.settings.location.to_ascii_lowercase(), domain)
+    format!(
+        "{}.{}.data.{}",
+        r.name,
+        r.settings.location.to_ascii_lowercase(),
+        domain
+    )
 }
 
 fn on_off(b: bool) -> &'static str {
@@ -29,7 +34,11 @@ fn on_off(b: bool) -> &'static str {
 pub fn to_json(r: &Registry, sub: &str, domain: &str) -> Value {
     let s = &r.settings;
     let p = &s.policies;
-    let data_hosts: Vec<String> = if s.data_endpoint_enabled { vec![data_endpoint_host(r, domain)] } else { vec![] };
+    let data_hosts: Vec<String> = if s.data_endpoint_enabled {
+        vec![data_endpoint_host(r, domain)]
+    } else {
+        vec![]
+    };
     json!({
         "id": registry_id(sub, &r.resource_group, &r.name),
         "name": r.name,
@@ -71,24 +80,31 @@ pub fn to_json(r: &Registry, sub: &str, domain: &str) -> Value {
 }
 
 fn object<'a>(v: &'a Value, path: &str) -> ArmResult<&'a Map<String, Value>> {
-    v.as_object().ok_or_else(|| ArmError::invalid_property(path, "expected an object"))
+    v.as_object()
+        .ok_or_else(|| ArmError::invalid_property(path, "expected an object"))
 }
 
 fn boolean(v: &Value, path: &str) -> ArmResult<bool> {
-    v.as_bool().ok_or_else(|| ArmError::invalid_property(path, "expected true or false"))
+    v.as_bool()
+        .ok_or_else(|| ArmError::invalid_property(path, "expected true or false"))
 }
 
 fn string<'a>(v: &'a Value, path: &str) -> ArmResult<&'a str> {
-    v.as_str().ok_or_else(|| ArmError::invalid_property(path, "expected a string"))
+    v.as_str()
+        .ok_or_else(|| ArmError::invalid_property(path, "expected a string"))
 }
 
 /// Enum values are case-insensitive on the way in, canonical on the way out (as ACR does).
 fn one_of<T: Copy>(v: &Value, path: &str, options: &[(&str, T)]) -> ArmResult<T> {
     let s = string(v, path)?;
-    options.iter().find(|(name, _)| name.eq_ignore_ascii_case(s)).map(|(_, t)| *t).ok_or_else(|| {
-        let allowed: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-        ArmError::invalid_property(path, format!("'{s}' is not one of {}", allowed.join(", ")))
-    })
+    options
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(s))
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let allowed: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            ArmError::invalid_property(path, format!("'{s}' is not one of {}", allowed.join(", ")))
+        })
 }
 
 fn enabled(v: &Value, path: &str) -> ArmResult<bool> {
@@ -96,7 +112,14 @@ fn enabled(v: &Value, path: &str) -> ArmResult<bool> {
 }
 
 fn policy_status(v: &Value, path: &str) -> ArmResult<PolicyStatus> {
-    one_of(v, path, &[("enabled", PolicyStatus::Enabled), ("disabled", PolicyStatus::Disabled)])
+    one_of(
+        v,
+        path,
+        &[
+            ("enabled", PolicyStatus::Enabled),
+            ("disabled", PolicyStatus::Disabled),
+        ],
+    )
 }
 
 fn unknown(path: &str, key: &str) -> ArmError {
@@ -109,11 +132,28 @@ pub fn parse_sku(v: &Value) -> ArmResult<Sku> {
     for (k, v) in o {
         match k.as_str() {
             "name" => {
-                sku = Some(one_of(v, "sku.name", &[("Basic", Sku::Basic), ("Standard", Sku::Standard), ("Premium", Sku::Premium)]).map_err(
-                    |e| if string(v, "sku.name").is_ok_and(|s| s.eq_ignore_ascii_case("classic")) {
-                        ArmError::bad_request("InvalidSku", "Classic SKU is no longer supported. Please select a managed SKU.").with_target("sku.name")
-                    } else { e },
-                )?)
+                sku = Some(
+                    one_of(
+                        v,
+                        "sku.name",
+                        &[
+                            ("Basic", Sku::Basic),
+                            ("Standard", Sku::Standard),
+                            ("Premium", Sku::Premium),
+                        ],
+                    )
+                    .map_err(|e| {
+                        if string(v, "sku.name").is_ok_and(|s| s.eq_ignore_ascii_case("classic")) {
+                            ArmError::bad_request(
+                                "InvalidSku",
+                                "Classic SKU is no longer supported. Please select a managed SKU.",
+                            )
+                            .with_target("sku.name")
+                        } else {
+                            e
+                        }
+                    })?,
+                )
             }
             "tier" => {}
             other => return Err(unknown("sku", other)),
@@ -129,7 +169,8 @@ fn parse_tags(v: &Value, s: &mut RegistrySettings) -> ArmResult<()> {
     }
     s.tags.clear();
     for (k, v) in object(v, "tags")? {
-        s.tags.insert(k.clone(), string(v, &format!("tags.{k}"))?.to_string());
+        s.tags
+            .insert(k.clone(), string(v, &format!("tags.{k}"))?.to_string());
     }
     Ok(())
 }
@@ -153,20 +194,35 @@ fn apply_policies(v: &Value, s: &mut RegistrySettings, now: &str) -> ArmResult<(
                     p.retention.last_updated_time = Some(now.to_string());
                 }
                 ("retentionPolicy", "days") => {
-                    p.retention.days = value.as_i64().filter(|d| (0..=365).contains(d)).ok_or_else(|| ArmError::invalid_property(&fpath, "expected 0 to 365"))?
+                    p.retention.days = value
+                        .as_i64()
+                        .filter(|d| (0..=365).contains(d))
+                        .ok_or_else(|| ArmError::invalid_property(&fpath, "expected 0 to 365"))?
                 }
                 ("softDeletePolicy", "status") => {
                     p.soft_delete.status = policy_status(value, &fpath)?;
                     p.soft_delete.last_updated_time = Some(now.to_string());
                 }
                 ("softDeletePolicy", "retentionDays") => {
-                    p.soft_delete.retention_days = value.as_i64().filter(|d| (1..=90).contains(d)).ok_or_else(|| ArmError::invalid_property(&fpath, "expected 1 to 90"))?
+                    p.soft_delete.retention_days =
+                        value
+                            .as_i64()
+                            .filter(|d| (1..=90).contains(d))
+                            .ok_or_else(|| ArmError::invalid_property(&fpath, "expected 1 to 90"))?
                 }
-                ("azureADAuthenticationAsArmPolicy", "status") => p.azure_ad_authentication_as_arm = policy_status(value, &fpath)?,
+                ("azureADAuthenticationAsArmPolicy", "status") => {
+                    p.azure_ad_authentication_as_arm = policy_status(value, &fpath)?
+                }
                 (_, "lastUpdatedTime") => {}
-                ("exportPolicy" | "quarantinePolicy" | "trustPolicy" | "retentionPolicy" | "softDeletePolicy" | "azureADAuthenticationAsArmPolicy", other) => {
-                    return Err(unknown(&path, other))
-                }
+                (
+                    "exportPolicy"
+                    | "quarantinePolicy"
+                    | "trustPolicy"
+                    | "retentionPolicy"
+                    | "softDeletePolicy"
+                    | "azureADAuthenticationAsArmPolicy",
+                    other,
+                ) => return Err(unknown(&path, other)),
                 (other, _) => return Err(unknown("properties.policies", other)),
             }
         }
@@ -179,10 +235,19 @@ fn apply_network_rule_set(v: &Value, s: &mut RegistrySettings) -> ArmResult<()> 
         let path = format!("properties.networkRuleSet.{k}");
         match k.as_str() {
             "defaultAction" => {
-                s.network_rule_set.default_action = one_of(v, &path, &[("Allow", DefaultAction::Allow), ("Deny", DefaultAction::Deny)])?
+                s.network_rule_set.default_action = one_of(
+                    v,
+                    &path,
+                    &[
+                        ("Allow", DefaultAction::Allow),
+                        ("Deny", DefaultAction::Deny),
+                    ],
+                )?
             }
             "ipRules" => {
-                let rules = v.as_array().ok_or_else(|| ArmError::invalid_property(&path, "expected an array"))?;
+                let rules = v
+                    .as_array()
+                    .ok_or_else(|| ArmError::invalid_property(&path, "expected an array"))?;
                 let mut out = Vec::new();
                 for (i, rule) in rules.iter().enumerate() {
                     let rpath = format!("{path}[{i}]");
@@ -193,15 +258,23 @@ fn apply_network_rule_set(v: &Value, s: &mut RegistrySettings) -> ArmResult<()> 
                             "action" => {
                                 one_of(rv, &format!("{rpath}.action"), &[("Allow", ())])?;
                             }
-                            "value" | "iPAddressOrRange" => value = Some(string(rv, &format!("{rpath}.value"))?.to_string()),
+                            "value" | "iPAddressOrRange" => {
+                                value = Some(string(rv, &format!("{rpath}.value"))?.to_string())
+                            }
                             other => return Err(unknown(&rpath, other)),
                         }
                     }
-                    out.push(IpRule { value: value.ok_or_else(|| ArmError::invalid_property(&format!("{rpath}.value"), "required"))? });
+                    out.push(IpRule {
+                        value: value.ok_or_else(|| {
+                            ArmError::invalid_property(&format!("{rpath}.value"), "required")
+                        })?,
+                    });
                 }
                 let values: Vec<String> = out.iter().map(|r| r.value.trim().to_string()).collect();
-                moat_model::network::validate_ip_rules(&values).map_err(|e| ArmError::invalid_property(&path, e.to_string()))?;
-                s.network_rule_set.ip_rules = values.into_iter().map(|value| IpRule { value }).collect();
+                moat_model::network::validate_ip_rules(&values)
+                    .map_err(|e| ArmError::invalid_property(&path, e.to_string()))?;
+                s.network_rule_set.ip_rules =
+                    values.into_iter().map(|value| IpRule { value }).collect();
             }
             "virtualNetworkRules" => {
                 if v.as_array().is_some_and(|a| !a.is_empty()) {
@@ -222,19 +295,35 @@ fn apply_properties(v: &Value, s: &mut RegistrySettings, now: &str) -> ArmResult
             "adminUserEnabled" => s.admin_user_enabled = boolean(v, &path)?,
             "publicNetworkAccess" => s.public_network_access = enabled(v, &path)?,
             "networkRuleSet" => apply_network_rule_set(v, s)?,
-            "networkRuleBypassOptions" => s.bypass_trusted_services = one_of(v, &path, &[("AzureServices", true), ("None", false)])?,
+            "networkRuleBypassOptions" => {
+                s.bypass_trusted_services =
+                    one_of(v, &path, &[("AzureServices", true), ("None", false)])?
+            }
             "dataEndpointEnabled" => s.data_endpoint_enabled = boolean(v, &path)?,
             "zoneRedundancy" => s.zone_redundancy = enabled(v, &path)?,
             "anonymousPullEnabled" => s.anonymous_pull_enabled = boolean(v, &path)?,
             "policies" => apply_policies(v, s, now)?,
             "encryption" => {
-                if object(v, &path)?.get("status").and_then(Value::as_str).is_some_and(|st| st.eq_ignore_ascii_case("enabled")) {
-                    return Err(ArmError::bad_request("NotSupported", "customer-managed key encryption is not supported by Moat").with_target(path));
+                if object(v, &path)?
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .is_some_and(|st| st.eq_ignore_ascii_case("enabled"))
+                {
+                    return Err(ArmError::bad_request(
+                        "NotSupported",
+                        "customer-managed key encryption is not supported by Moat",
+                    )
+                    .with_target(path));
                 }
             }
             "networkRuleBypassAllowedForTasks" | "roleAssignmentMode" => {}
             // Read-only: a client may echo them back from a GET.
-            "loginServer" | "creationDate" | "provisioningState" | "status" | "dataEndpointHostNames" | "privateEndpointConnections" => {}
+            "loginServer"
+            | "creationDate"
+            | "provisioningState"
+            | "status"
+            | "dataEndpointHostNames"
+            | "privateEndpointConnections" => {}
             other => return Err(unknown("properties", other)),
         }
     }
@@ -243,9 +332,16 @@ fn apply_properties(v: &Value, s: &mut RegistrySettings, now: &str) -> ArmResult
 
 /// A PUT body: a full description; whatever it omits takes ACR's default (so a PUT without `policies`
 /// re-enables exports, as in ACR).
-pub fn settings_from_put(body: &Value, now: &str, default_location: &str) -> ArmResult<RegistrySettings> {
+pub fn settings_from_put(
+    body: &Value,
+    now: &str,
+    default_location: &str,
+) -> ArmResult<RegistrySettings> {
     let o = object(body, "body")?;
-    let sku = parse_sku(o.get("sku").ok_or_else(|| ArmError::invalid_property("sku", "required"))?)?;
+    let sku = parse_sku(
+        o.get("sku")
+            .ok_or_else(|| ArmError::invalid_property("sku", "required"))?,
+    )?;
     let location = match o.get("location") {
         Some(l) => string(l, "location")?.to_string(),
         None => default_location.to_string(),
@@ -264,7 +360,11 @@ pub fn settings_from_put(body: &Value, now: &str, default_location: &str) -> Arm
 }
 
 /// A PATCH body (`RegistryUpdateParameters`): merged into the current settings.
-pub fn settings_from_patch(body: &Value, current: &RegistrySettings, now: &str) -> ArmResult<RegistrySettings> {
+pub fn settings_from_patch(
+    body: &Value,
+    current: &RegistrySettings,
+    now: &str,
+) -> ArmResult<RegistrySettings> {
     let mut s = current.clone();
     for (k, v) in object(body, "body")? {
         match k.as_str() {
@@ -273,7 +373,13 @@ pub fn settings_from_patch(body: &Value, current: &RegistrySettings, now: &str) 
             "properties" => apply_properties(v, &mut s, now)?,
             "identity" => {}
             "location" if string(v, "location")?.eq_ignore_ascii_case(&current.location) => {}
-            "location" => return Err(ArmError::bad_request("LocationNotAvailableForResourceType", "the location of a registry cannot be changed").with_target("location")),
+            "location" => {
+                return Err(ArmError::bad_request(
+                    "LocationNotAvailableForResourceType",
+                    "the location of a registry cannot be changed",
+                )
+                .with_target("location"))
+            }
             other => return Err(ArmError::invalid_property(other, "unknown property")),
         }
     }
@@ -293,10 +399,21 @@ mod tests {
         assert!(!s.public_network_access && !s.exports_enabled() && s.admin_user_enabled);
         let patch = json!({"properties": {"networkRuleSet": {"defaultAction": "Deny", "ipRules": [{"action": "Allow", "value": "10.0.0.0/8"}]}}});
         let merged = settings_from_patch(&patch, &s, now).unwrap();
-        assert!(!merged.exports_enabled(), "PATCH keeps what it does not name");
+        assert!(
+            !merged.exports_enabled(),
+            "PATCH keeps what it does not name"
+        );
         assert_eq!(merged.network_rule_set.ip_rules.len(), 1);
-        let again = settings_from_put(&json!({"location": "westeurope", "sku": {"name": "Premium"}}), now, "local").unwrap();
-        assert!(again.exports_enabled(), "PUT without policies resets the export policy");
+        let again = settings_from_put(
+            &json!({"location": "westeurope", "sku": {"name": "Premium"}}),
+            now,
+            "local",
+        )
+        .unwrap();
+        assert!(
+            again.exports_enabled(),
+            "PUT without policies resets the export policy"
+        );
     }
 
     #[test]
@@ -305,21 +422,41 @@ mod tests {
         let base = RegistrySettings::new(Sku::Premium, "local");
         let cases = [
             (json!({"properties": {"nope": 1}}), "properties.nope"),
-            (json!({"properties": {"publicNetworkAccess": "Sometimes"}}), "properties.publicNetworkAccess"),
-            (json!({"properties": {"policies": {"exportPolicy": {"status": "off"}}}}), "properties.policies.exportPolicy.status"),
+            (
+                json!({"properties": {"publicNetworkAccess": "Sometimes"}}),
+                "properties.publicNetworkAccess",
+            ),
+            (
+                json!({"properties": {"policies": {"exportPolicy": {"status": "off"}}}}),
+                "properties.policies.exportPolicy.status",
+            ),
             (json!({"sku": {"name": "Gold"}}), "sku.name"),
-            (json!({"properties": {"adminUserEnabled": "yes"}}), "properties.adminUserEnabled"),
+            (
+                json!({"properties": {"adminUserEnabled": "yes"}}),
+                "properties.adminUserEnabled",
+            ),
         ];
         for (body, path) in cases {
             let e = settings_from_patch(&body, &base, now).unwrap_err();
             assert_eq!(e.target.as_deref(), Some(path), "{body}");
             assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
         }
-        assert_eq!(parse_sku(&json!({"name": "Classic"})).unwrap_err().code, "InvalidSku");
-        for rules in [json!([{"value": "10.0.0.0/33"}]), json!([{"value": "10.0.0.0/8"}, {"value": "10.1.0.0/16"}]), json!([{"value": "1.2.3.4"}, {"value": "1.2.3.4"}])] {
+        assert_eq!(
+            parse_sku(&json!({"name": "Classic"})).unwrap_err().code,
+            "InvalidSku"
+        );
+        for rules in [
+            json!([{"value": "10.0.0.0/33"}]),
+            json!([{"value": "10.0.0.0/8"}, {"value": "10.1.0.0/16"}]),
+            json!([{"value": "1.2.3.4"}, {"value": "1.2.3.4"}]),
+        ] {
             let body = json!({"properties": {"networkRuleSet": {"ipRules": rules}}});
             let e = settings_from_patch(&body, &base, now).unwrap_err();
-            assert_eq!(e.target.as_deref(), Some("properties.networkRuleSet.ipRules"), "{body}");
+            assert_eq!(
+                e.target.as_deref(),
+                Some("properties.networkRuleSet.ipRules"),
+                "{body}"
+            );
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Blob `HEAD`/`GET` (with `Range`) and `DELETE`. A blob is visible only where it is linked.
 
-use super::error::{Code, OciError, OciResult};
 use super::empty;
+use super::error::{Code, OciError, OciResult};
 use crate::context::RequestCtx;
 use crate::state::AppState;
 use axum::body::Body;
@@ -12,7 +12,8 @@ use moat_model::{Action, Digest, Egress, RepositoryName};
 use std::io::Read;
 
 pub fn parse_digest(s: &str) -> OciResult<Digest> {
-    s.parse().map_err(|e: moat_model::DigestError| OciError::new(Code::DigestInvalid, e.to_string()))
+    s.parse()
+        .map_err(|e: moat_model::DigestError| OciError::new(Code::DigestInvalid, e.to_string()))
 }
 
 /// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n` against a blob of `size` bytes into `[start, end]`.
@@ -63,7 +64,9 @@ pub fn blob_body(state: &AppState, digest: &Digest, start: u64, len: u64) -> Bod
             }
         }
     });
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 pub async fn get(
@@ -75,15 +78,28 @@ pub async fn get(
     with_body: bool,
 ) -> OciResult<Response> {
     let digest = parse_digest(digest)?;
-    ctx.gate(state, &Egress::PullBlob { repository: repo, digest: &digest })?;
-    let size = state.meta.linked_blob_size(&ctx.registry.id, repo, &digest).await?.ok_or_else(OciError::blob_unknown)? as u64;
+    ctx.gate(
+        state,
+        &Egress::PullBlob {
+            repository: repo,
+            digest: &digest,
+        },
+    )?;
+    let size = state
+        .meta
+        .linked_blob_size(&ctx.registry.id, repo, &digest)
+        .await?
+        .ok_or_else(OciError::blob_unknown)? as u64;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, end) = match range {
         Some(r) => match parse_range(r, size) {
             Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e),
             None => {
-                return Err(OciError::new(Code::RangeInvalid, format!("range '{r}' is not satisfiable for {size} bytes"))
-                    .with_header(header::CONTENT_RANGE, format!("bytes */{size}")))
+                return Err(OciError::new(
+                    Code::RangeInvalid,
+                    format!("range '{r}' is not satisfiable for {size} bytes"),
+                )
+                .with_header(header::CONTENT_RANGE, format!("bytes */{size}")))
             }
         },
         None => (StatusCode::OK, 0, size.saturating_sub(1)),
@@ -91,7 +107,9 @@ pub async fn get(
     let len = if size == 0 { 0 } else { end - start + 1 };
     let body = if with_body && len > 0 {
         match state.meta.inline_blob(&digest).await? {
-            Some(data) if data.len() as u64 >= start + len => Body::from(data.slice(start as usize..(start + len) as usize)),
+            Some(data) if data.len() as u64 >= start + len => {
+                Body::from(data.slice(start as usize..(start + len) as usize))
+            }
             _ => blob_body(state, &digest, start, len),
         }
     } else {
@@ -117,12 +135,21 @@ pub async fn get(
     resp.body(body).map_err(OciError::internal)
 }
 
-pub async fn delete(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, digest: &str) -> OciResult<Response> {
+pub async fn delete(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    digest: &str,
+) -> OciResult<Response> {
     let digest = parse_digest(digest)?;
     ctx.require(state, repo, Action::Delete)?;
     let mut e = ctx.event("Delete", Some(repo), 202);
     e.digest = Some(digest.to_string());
-    if !state.meta.unlink_blob(&ctx.registry.id, repo, &digest, &e).await? {
+    if !state
+        .meta
+        .unlink_blob(&ctx.registry.id, repo, &digest, &e)
+        .await?
+    {
         return Err(OciError::blob_unknown());
     }
     Ok(empty(StatusCode::ACCEPTED))

@@ -10,18 +10,36 @@ use moat_model::access::ResourceScope;
 use moat_model::Action;
 
 pub async fn list(state: &AppState, ctx: &RequestCtx, query: &str) -> OciResult<Response> {
-    if !ctx.principal.access.allows(&ResourceScope::Catalog, Action::Pull) {
-        let mut err = ctx.challenge(Some("registry:catalog:*"), ctx.principal.presented.then_some("insufficient_scope"));
+    if !ctx
+        .principal
+        .access
+        .allows(&ResourceScope::Catalog, Action::Pull)
+    {
+        let mut err = ctx.challenge(
+            Some("registry:catalog:*"),
+            ctx.principal.presented.then_some("insufficient_scope"),
+        );
         err.detail = serde_json::json!([{"Type": "registry", "Name": "catalog", "Action": "*"}]);
         return Err(err);
     }
     let (n, last) = pagination(query)?;
-    let repos = state.meta.list_repositories(&ctx.registry.id, n, last.as_deref()).await?;
-    let mut resp = (StatusCode::OK, axum::Json(serde_json::json!({"repositories": repos}))).into_response();
+    let repos = state
+        .meta
+        .list_repositories(&ctx.registry.id, n, last.as_deref())
+        .await?;
+    let mut resp = (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"repositories": repos})),
+    )
+        .into_response();
     if let (Some(n), Some(last)) = (n, repos.last()) {
         if repos.len() as i64 == n {
-            let link = format!("</v2/_catalog?n={n}&last={}>; rel=\"next\"", percent_encode(last));
-            resp.headers_mut().insert(header::LINK, link.parse().map_err(OciError::internal)?);
+            let link = format!(
+                "</v2/_catalog?n={n}&last={}>; rel=\"next\"",
+                percent_encode(last)
+            );
+            resp.headers_mut()
+                .insert(header::LINK, link.parse().map_err(OciError::internal)?);
         }
     }
     Ok(resp)

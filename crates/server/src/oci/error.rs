@@ -46,9 +46,10 @@ impl Code {
 
     fn status(self) -> StatusCode {
         match self {
-            Code::BlobUnknown | Code::BlobUploadUnknown | Code::ManifestUnknown | Code::NameUnknown => {
-                StatusCode::NOT_FOUND
-            }
+            Code::BlobUnknown
+            | Code::BlobUploadUnknown
+            | Code::ManifestUnknown
+            | Code::NameUnknown => StatusCode::NOT_FOUND,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Denied => StatusCode::FORBIDDEN,
             Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
@@ -73,7 +74,14 @@ pub struct OciError {
 
 impl OciError {
     pub fn new(code: Code, message: impl Into<String>) -> OciError {
-        OciError { code, message: message.into(), detail: serde_json::Value::Null, status: None, challenge: None, headers: vec![] }
+        OciError {
+            code,
+            message: message.into(),
+            detail: serde_json::Value::Null,
+            status: None,
+            challenge: None,
+            headers: vec![],
+        }
     }
 
     pub fn with_status(mut self, status: StatusCode) -> OciError {
@@ -118,14 +126,18 @@ impl OciError {
 impl From<StoreError> for OciError {
     fn from(e: StoreError) -> OciError {
         match e {
-            StoreError::ManifestBlobUnknown(d) => {
-                OciError::new(Code::ManifestBlobUnknown, format!("manifest references {d}, which this repository does not hold: push it first"))
-                    .with_detail(json!({"digest": d.as_str()}))
-            }
+            StoreError::ManifestBlobUnknown(d) => OciError::new(
+                Code::ManifestBlobUnknown,
+                format!(
+                    "manifest references {d}, which this repository does not hold: push it first"
+                ),
+            )
+            .with_detail(json!({"digest": d.as_str()})),
             StoreError::UploadUnknown => OciError::upload_unknown(),
-            StoreError::DigestMismatch { expected, actual } => {
-                OciError::new(Code::DigestInvalid, format!("provided digest {expected} does not match content digest {actual}"))
-            }
+            StoreError::DigestMismatch { expected, actual } => OciError::new(
+                Code::DigestInvalid,
+                format!("provided digest {expected} does not match content digest {actual}"),
+            ),
             StoreError::NotFound => OciError::new(Code::NameUnknown, "not found"),
             other => OciError::internal(other),
         }
@@ -144,7 +156,10 @@ impl IntoResponse for OciError {
         let body = json!({"errors": [{"code": self.code.as_str(), "message": self.message, "detail": self.detail}]});
         let mut resp = (status, axum::Json(body)).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
         if let Some(c) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             h.insert(header::WWW_AUTHENTICATE, c);
         }

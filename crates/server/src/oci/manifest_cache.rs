@@ -28,14 +28,20 @@ impl ManifestCache {
         reference: &Reference,
     ) -> Result<Option<Arc<StoredManifest>>, StoreError> {
         let Reference::Tag(tag) = reference else {
-            return Ok(meta.manifest(registry_id, repo, reference).await?.map(Arc::new));
+            return Ok(meta
+                .manifest(registry_id, repo, reference)
+                .await?
+                .map(Arc::new));
         };
         let key = (registry_id.to_string(), repo.to_string(), tag.to_string());
         if let Some(m) = self.entries.read().expect("lock").get(&key) {
             return Ok(Some(m.clone()));
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let found = meta.manifest(registry_id, repo, reference).await?.map(Arc::new);
+        let found = meta
+            .manifest(registry_id, repo, reference)
+            .await?
+            .map(Arc::new);
         if let Some(m) = &found {
             let mut entries = self.entries.write().expect("lock");
             if self.generation.load(Ordering::Acquire) == generation {

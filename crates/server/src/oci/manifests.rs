@@ -26,7 +26,8 @@ fn parse_reference(s: &str) -> OciResult<Reference> {
         if s.contains(':') {
             OciError::new(Code::DigestInvalid, e.to_string())
         } else {
-            OciError::new(Code::ManifestInvalid, e.to_string()).with_detail(serde_json::json!({"tag": s}))
+            OciError::new(Code::ManifestInvalid, e.to_string())
+                .with_detail(serde_json::json!({"tag": s}))
         }
     })
 }
@@ -41,7 +42,10 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
         .map(|t| t.split(';').next().unwrap_or("").trim())
         .filter(|t| !t.is_empty())
         .collect();
-    values.is_empty() || values.iter().any(|t| *t == media_type || *t == "*/*" || *t == "application/*")
+    values.is_empty()
+        || values
+            .iter()
+            .any(|t| *t == media_type || *t == "*/*" || *t == "application/*")
 }
 
 pub async fn get(
@@ -53,12 +57,25 @@ pub async fn get(
     with_body: bool,
 ) -> OciResult<Response> {
     let reference = parse_existing_reference(reference)?;
-    ctx.gate(state, &Egress::PullManifest { repository: repo, reference: &reference })?;
-    let m = state.manifest_cache.get(&state.meta, &ctx.registry.id, repo, &reference).await?.ok_or_else(OciError::manifest_unknown)?;
+    ctx.gate(
+        state,
+        &Egress::PullManifest {
+            repository: repo,
+            reference: &reference,
+        },
+    )?;
+    let m = state
+        .manifest_cache
+        .get(&state.meta, &ctx.registry.id, repo, &reference)
+        .await?
+        .ok_or_else(OciError::manifest_unknown)?;
     if !accepts(headers, &m.media_type) {
         return Err(OciError::new(
             Code::ManifestUnknown,
-            format!("the manifest is {} and the request's Accept header does not admit it", m.media_type),
+            format!(
+                "the manifest is {} and the request's Accept header does not admit it",
+                m.media_type
+            ),
         ));
     }
     if with_body {
@@ -78,7 +95,11 @@ pub async fn get(
         .header(header::CONTENT_LENGTH, len)
         .header("docker-content-digest", &m.digest)
         .header(header::ETAG, format!("\"{}\"", m.digest))
-        .body(if with_body { Body::from(m.body.clone()) } else { Body::empty() })
+        .body(if with_body {
+            Body::from(m.body.clone())
+        } else {
+            Body::empty()
+        })
         .map_err(OciError::internal)
 }
 
@@ -93,8 +114,11 @@ pub async fn put(
     let reference = parse_reference(reference)?;
     ctx.require(state, repo, Action::Push)?;
     let too_large = || {
-        OciError::new(Code::SizeInvalid, format!("manifest is over the {MAX_MANIFEST_BYTES} byte limit"))
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        OciError::new(
+            Code::SizeInvalid,
+            format!("manifest is over the {MAX_MANIFEST_BYTES} byte limit"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     };
     if headers
         .get(header::CONTENT_LENGTH)
@@ -107,10 +131,15 @@ pub async fn put(
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 too_large()
             } else {
-                OciError::new(Code::ManifestInvalid, format!("request body ended early: {e}"))
+                OciError::new(
+                    Code::ManifestInvalid,
+                    format!("request body ended early: {e}"),
+                )
             }
         })?
         .to_bytes();
@@ -119,8 +148,12 @@ pub async fn put(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
         .unwrap_or_default();
-    let parsed = ParsedManifest::parse(&bytes, &content_type)
-        .map_err(|e| OciError::new(Code::ManifestInvalid, format!("{e}: fix the manifest and push it again")))?;
+    let parsed = ParsedManifest::parse(&bytes, &content_type).map_err(|e| {
+        OciError::new(
+            Code::ManifestInvalid,
+            format!("{e}: fix the manifest and push it again"),
+        )
+    })?;
     let algorithm = match &reference {
         Reference::Digest(d) => d.algorithm(),
         Reference::Tag(_) => moat_model::Algorithm::Sha256,
@@ -128,7 +161,10 @@ pub async fn put(
     let digest = Digest::of(algorithm, &bytes);
     let tag = match &reference {
         Reference::Digest(d) if d != &digest => {
-            return Err(OciError::new(Code::DigestInvalid, format!("manifest digest is {digest}, not {d}")));
+            return Err(OciError::new(
+                Code::DigestInvalid,
+                format!("manifest digest is {digest}, not {d}"),
+            ));
         }
         Reference::Digest(_) => None,
         Reference::Tag(t) => Some(t.clone()),
@@ -138,7 +174,10 @@ pub async fn put(
         media_type: parsed.media_type.clone(),
         artifact_type: parsed.effective_artifact_type(),
         subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
-        annotations: parsed.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default()),
+        annotations: parsed
+            .annotations
+            .as_ref()
+            .map(|a| serde_json::to_string(a).unwrap_or_default()),
         body: bytes.to_vec(),
         required_blobs: parsed.required_blobs().cloned().collect(),
         required_manifests: parsed.required_manifests().cloned().collect(),
@@ -148,7 +187,10 @@ pub async fn put(
     e.tag = tag.as_ref().map(|t| t.to_string());
     e.media_type = Some(parsed.media_type.clone());
     e.size = Some(bytes.len() as i64);
-    let stored = state.meta.put_manifest(&ctx.registry.id, repo, &record, tag.as_ref(), &e).await;
+    let stored = state
+        .meta
+        .put_manifest(&ctx.registry.id, repo, &record, tag.as_ref(), &e)
+        .await;
     state.manifest_cache.invalidate();
     stored?;
     let mut resp = Response::builder()
@@ -162,14 +204,22 @@ pub async fn put(
     resp.body(Body::empty()).map_err(OciError::internal)
 }
 
-pub async fn delete(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, reference: &str) -> OciResult<Response> {
+pub async fn delete(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    reference: &str,
+) -> OciResult<Response> {
     let reference = parse_existing_reference(reference)?;
     ctx.require(state, repo, Action::Delete)?;
     let deleted = match &reference {
         Reference::Digest(d) => {
             let mut e = ctx.event("Delete", Some(repo), 202);
             e.digest = Some(d.to_string());
-            state.meta.delete_manifest(&ctx.registry.id, repo, d, &e).await?
+            state
+                .meta
+                .delete_manifest(&ctx.registry.id, repo, d, &e)
+                .await?
         }
         Reference::Tag(t) => {
             let mut e = ctx.event("Untag", Some(repo), 202);

@@ -24,7 +24,10 @@ use futures_util::StreamExt;
 use moat_model::RepositoryName;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v2", any(dispatch)).route("/v2/", any(dispatch)).route("/v2/{*rest}", any(dispatch))
+    Router::new()
+        .route("/v2", any(dispatch))
+        .route("/v2/", any(dispatch))
+        .route("/v2/{*rest}", any(dispatch))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -51,7 +54,10 @@ fn parse_route(path: &str) -> Option<Route<'_>> {
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Some(Route::Tags(name));
     }
-    if let Some(name) = rest.strip_suffix("/blobs/uploads").or_else(|| rest.strip_suffix("/blobs/uploads/")) {
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads")
+        .or_else(|| rest.strip_suffix("/blobs/uploads/"))
+    {
         return Some(Route::UploadStart(name));
     }
     // The last segment never contains '/', so splitting at the last marker is unambiguous.
@@ -74,7 +80,8 @@ fn parse_route(path: &str) -> Option<Route<'_>> {
 
 pub fn parse_name(name: &str) -> OciResult<RepositoryName> {
     name.parse().map_err(|e: moat_model::NameError| {
-        OciError::new(Code::NameInvalid, e.to_string()).with_detail(serde_json::json!({"name": name}))
+        OciError::new(Code::NameInvalid, e.to_string())
+            .with_detail(serde_json::json!({"name": name}))
     })
 }
 
@@ -83,7 +90,10 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    resp.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
     resp
 }
 
@@ -91,7 +101,8 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let route = parse_route(&path).ok_or_else(|| {
-        OciError::new(Code::NameUnknown, format!("no such endpoint: {path}")).with_status(StatusCode::NOT_FOUND)
+        OciError::new(Code::NameUnknown, format!("no such endpoint: {path}"))
+            .with_status(StatusCode::NOT_FOUND)
     })?;
     let ctx = match RequestCtx::classify(state, &parts).await {
         Ok(ctx) => ctx,
@@ -107,8 +118,11 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
     let query = parts.uri.query().unwrap_or("");
     let m = &parts.method;
     let unsupported = || {
-        OciError::new(Code::Unsupported, format!("{m} is not supported on this endpoint"))
-            .with_status(StatusCode::METHOD_NOT_ALLOWED)
+        OciError::new(
+            Code::Unsupported,
+            format!("{m} is not supported on this endpoint"),
+        )
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
     };
     match route {
         Route::Base => {
@@ -118,13 +132,21 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
             Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response())
         }
         Route::Catalog if m == Method::GET => catalog::list(state, &ctx, query).await,
-        Route::Tags(name) if m == Method::GET => tags::list(state, &ctx, &parse_name(name)?, query).await,
+        Route::Tags(name) if m == Method::GET => {
+            tags::list(state, &ctx, &parse_name(name)?, query).await
+        }
         Route::Manifest(name, reference) => {
             let repo = parse_name(name)?;
             match *m {
-                Method::GET => manifests::get(state, &ctx, &repo, reference, &parts.headers, true).await,
-                Method::HEAD => manifests::get(state, &ctx, &repo, reference, &parts.headers, false).await,
-                Method::PUT => manifests::put(state, &ctx, &repo, reference, &parts.headers, body).await,
+                Method::GET => {
+                    manifests::get(state, &ctx, &repo, reference, &parts.headers, true).await
+                }
+                Method::HEAD => {
+                    manifests::get(state, &ctx, &repo, reference, &parts.headers, false).await
+                }
+                Method::PUT => {
+                    manifests::put(state, &ctx, &repo, reference, &parts.headers, body).await
+                }
                 Method::DELETE => manifests::delete(state, &ctx, &repo, reference).await,
                 _ => Err(unsupported()),
             }
@@ -146,7 +168,9 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
             match *m {
                 Method::GET => uploads::status(state, &ctx, &repo, id).await,
                 Method::PATCH => uploads::patch(state, &ctx, &repo, id, &parts.headers, body).await,
-                Method::PUT => uploads::finish(state, &ctx, &repo, id, query, &parts.headers, body).await,
+                Method::PUT => {
+                    uploads::finish(state, &ctx, &repo, id, query, &parts.headers, body).await
+                }
                 Method::DELETE => uploads::cancel(state, &ctx, &repo, id).await,
                 _ => Err(unsupported()),
             }
@@ -160,7 +184,11 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
 
 /// Reads `key` from a query string, percent-decoded.
 pub fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').filter_map(|kv| kv.split_once('=').or(Some((kv, "")))).find(|(k, _)| *k == key).map(|(_, v)| percent_decode(v))
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| percent_decode(v))
 }
 
 pub fn percent_decode(s: &str) -> String {
@@ -170,7 +198,8 @@ pub fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
                     Ok(v) => {
                         out.push(v);
                         i += 3;
@@ -212,10 +241,17 @@ pub fn pagination(query: &str) -> OciResult<(Option<i64>, Option<String>)> {
         None => None,
         Some(v) if v.is_empty() => None,
         Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            OciError::new(Code::Unsupported, format!("n={v} is not a non-negative number")).with_status(StatusCode::BAD_REQUEST)
+            OciError::new(
+                Code::Unsupported,
+                format!("n={v} is not a non-negative number"),
+            )
+            .with_status(StatusCode::BAD_REQUEST)
         })?),
     };
-    Ok((n.map(|n| n.min(10_000)), query_param(query, "last").filter(|s| !s.is_empty())))
+    Ok((
+        n.map(|n| n.min(10_000)),
+        query_param(query, "last").filter(|s| !s.is_empty()),
+    ))
 }
 
 /// Reads and discards a refused request's body (bounded), so that a client still sending it gets the error
@@ -249,18 +285,36 @@ mod tests {
         assert_eq!(parse_route("/v2"), Some(Route::Base));
         assert_eq!(parse_route("/v2/_catalog"), Some(Route::Catalog));
         assert_eq!(parse_route("/v2/a/b/tags/list"), Some(Route::Tags("a/b")));
-        assert_eq!(parse_route("/v2/a/blobs/uploads/"), Some(Route::UploadStart("a")));
-        assert_eq!(parse_route("/v2/a/blobs/uploads/123"), Some(Route::Upload("a", "123")));
-        assert_eq!(parse_route("/v2/a/manifests/blobs/manifests/x"), Some(Route::Manifest("a/manifests/blobs", "x")));
-        assert_eq!(parse_route("/v2/blobs/blobs/sha256:1"), Some(Route::Blob("blobs", "sha256:1")));
-        assert_eq!(parse_route("/v2/a/referrers/sha256:1"), Some(Route::Referrers("a", "sha256:1")));
+        assert_eq!(
+            parse_route("/v2/a/blobs/uploads/"),
+            Some(Route::UploadStart("a"))
+        );
+        assert_eq!(
+            parse_route("/v2/a/blobs/uploads/123"),
+            Some(Route::Upload("a", "123"))
+        );
+        assert_eq!(
+            parse_route("/v2/a/manifests/blobs/manifests/x"),
+            Some(Route::Manifest("a/manifests/blobs", "x"))
+        );
+        assert_eq!(
+            parse_route("/v2/blobs/blobs/sha256:1"),
+            Some(Route::Blob("blobs", "sha256:1"))
+        );
+        assert_eq!(
+            parse_route("/v2/a/referrers/sha256:1"),
+            Some(Route::Referrers("a", "sha256:1"))
+        );
         assert_eq!(parse_route("/v2/a/manifests/"), None);
         assert_eq!(parse_route("/v3/a"), None);
     }
 
     #[test]
     fn query_decoding() {
-        assert_eq!(query_param("n=2&last=a%2Fb", "last").as_deref(), Some("a/b"));
+        assert_eq!(
+            query_param("n=2&last=a%2Fb", "last").as_deref(),
+            Some("a/b")
+        );
         assert_eq!(query_param("mount=x&from=", "from").as_deref(), Some(""));
         assert_eq!(query_param("a=1", "b"), None);
         assert_eq!(percent_decode("%zz%4"), "%zz%4");

@@ -11,12 +11,27 @@ use moat_model::manifest::OCI_INDEX;
 use moat_model::{Egress, Reference, RepositoryName};
 use serde_json::json;
 
-pub async fn list(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, digest: &str, query: &str) -> OciResult<Response> {
+pub async fn list(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    digest: &str,
+    query: &str,
+) -> OciResult<Response> {
     let digest = parse_digest(digest)?;
     let reference = Reference::Digest(digest.clone());
-    ctx.gate(state, &Egress::PullManifest { repository: repo, reference: &reference })?;
+    ctx.gate(
+        state,
+        &Egress::PullManifest {
+            repository: repo,
+            reference: &reference,
+        },
+    )?;
     let filter = query_param(query, "artifactType").filter(|s| !s.is_empty());
-    let rows = state.meta.referrers(&ctx.registry.id, repo, &digest).await?;
+    let rows = state
+        .meta
+        .referrers(&ctx.registry.id, repo, &digest)
+        .await?;
     let manifests: Vec<serde_json::Value> = rows
         .into_iter()
         .filter(|r| filter.is_none() || r.artifact_type == filter)
@@ -25,16 +40,22 @@ pub async fn list(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, dig
             if let Some(t) = r.artifact_type {
                 d["artifactType"] = json!(t);
             }
-            if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok()) {
+            if let Some(a) = r
+                .annotations
+                .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+            {
                 d["annotations"] = a;
             }
             d
         })
         .collect();
     let body = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
-    let mut resp = Response::builder().status(StatusCode::OK).header(header::CONTENT_TYPE, OCI_INDEX);
+    let mut resp = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, OCI_INDEX);
     if filter.is_some() {
         resp = resp.header("oci-filters-applied", "artifactType");
     }
-    resp.body(axum::body::Body::from(body.to_string())).map_err(OciError::internal)
+    resp.body(axum::body::Body::from(body.to_string()))
+        .map_err(OciError::internal)
 }

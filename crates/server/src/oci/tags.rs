@@ -8,21 +8,45 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use moat_model::{Egress, Reference, RepositoryName};
 
-pub async fn list(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, query: &str) -> OciResult<Response> {
+pub async fn list(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    query: &str,
+) -> OciResult<Response> {
     // Listing tags reveals what a repository holds, so it needs what pulling a manifest needs.
     let any_tag = Reference::Tag("latest".parse().expect("valid tag"));
-    ctx.gate(state, &Egress::PullManifest { repository: repo, reference: &any_tag })?;
+    ctx.gate(
+        state,
+        &Egress::PullManifest {
+            repository: repo,
+            reference: &any_tag,
+        },
+    )?;
     if !state.meta.repository_exists(&ctx.registry.id, repo).await? {
-        return Err(OciError::new(Code::NameUnknown, "repository name not known to registry")
-            .with_detail(serde_json::json!({"name": repo.as_str()})));
+        return Err(
+            OciError::new(Code::NameUnknown, "repository name not known to registry")
+                .with_detail(serde_json::json!({"name": repo.as_str()})),
+        );
     }
     let (n, last) = pagination(query)?;
-    let tags = state.meta.list_tags(&ctx.registry.id, repo, n, last.as_deref()).await?;
-    let mut resp = (StatusCode::OK, axum::Json(serde_json::json!({"name": repo.as_str(), "tags": tags}))).into_response();
+    let tags = state
+        .meta
+        .list_tags(&ctx.registry.id, repo, n, last.as_deref())
+        .await?;
+    let mut resp = (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"name": repo.as_str(), "tags": tags})),
+    )
+        .into_response();
     if let (Some(n), Some(last)) = (n, tags.last()) {
         if tags.len() as i64 == n {
-            let link = format!("</v2/{repo}/tags/list?n={n}&last={}>; rel=\"next\"", percent_encode(last));
-            resp.headers_mut().insert(header::LINK, link.parse().map_err(OciError::internal)?);
+            let link = format!(
+                "</v2/{repo}/tags/list?n={n}&last={}>; rel=\"next\"",
+                percent_encode(last)
+            );
+            resp.headers_mut()
+                .insert(header::LINK, link.parse().map_err(OciError::internal)?);
         }
     }
     Ok(resp)

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use moat_model::access::ResourceScope;
 use moat_model::{Action, Digest, Egress, RepositoryName};
-use moat_store::meta::UploadRow;
+use moat_store::meta::{FinishedBlob, UploadRow};
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,12 @@ pub struct UploadLocks(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<HashStat
 
 impl UploadLocks {
     fn get(&self, id: &str) -> Arc<tokio::sync::Mutex<HashState>> {
-        self.0.lock().expect("lock").entry(id.to_string()).or_default().clone()
+        self.0
+            .lock()
+            .expect("lock")
+            .entry(id.to_string())
+            .or_default()
+            .clone()
     }
 
     fn forget(&self, id: &str) {
@@ -78,22 +83,38 @@ fn content_length(headers: &HeaderMap) -> OciResult<Option<u64>> {
     }
 }
 
-async fn new_session(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName) -> OciResult<String> {
+async fn new_session(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+) -> OciResult<String> {
     let id = uuid::Uuid::new_v4().to_string();
     let blobs = state.blobs.clone();
     let id2 = id.clone();
-    tokio::task::spawn_blocking(move || blobs.create_upload(&id2, true)).await.map_err(OciError::internal)??;
-    state.meta.create_upload(&id, &ctx.registry.id, repo).await?;
+    tokio::task::spawn_blocking(move || blobs.create_upload(&id2, true))
+        .await
+        .map_err(OciError::internal)??;
+    state
+        .meta
+        .create_upload(&id, &ctx.registry.id, repo)
+        .await?;
     Ok(id)
 }
 
 /// Finds a session by id, in this registry and repository only.
-async fn session(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, id: &str) -> OciResult<UploadRow> {
+async fn session(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    id: &str,
+) -> OciResult<UploadRow> {
     if uuid::Uuid::parse_str(id).is_err() {
         return Err(OciError::upload_unknown());
     }
     match state.meta.upload(id).await? {
-        Some(row) if row.registry_id == ctx.registry.id && row.repository == repo.as_str() => Ok(row),
+        Some(row) if row.registry_id == ctx.registry.id && row.repository == repo.as_str() => {
+            Ok(row)
+        }
         _ => Err(OciError::upload_unknown()),
     }
 }
@@ -151,10 +172,16 @@ async fn append(
         }
     }
     drop(tx);
-    let written = writer.await.map_err(OciError::internal)?.map_err(OciError::internal)?;
+    let written = writer
+        .await
+        .map_err(OciError::internal)?
+        .map_err(OciError::internal)?;
     if let Some(e) = body_error {
         // Nothing is acknowledged: the session keeps its committed size, and the next writer cuts these bytes off.
-        return Err(OciError::new(Code::BlobUploadInvalid, format!("request body ended early: {e}")));
+        return Err(OciError::new(
+            Code::BlobUploadInvalid,
+            format!("request body ended early: {e}"),
+        ));
     }
     Ok(written)
 }
@@ -175,7 +202,9 @@ async fn commit(
         actual
     } else {
         let (blobs, id2, algorithm) = (state.blobs.clone(), id.to_string(), expected.algorithm());
-        tokio::task::spawn_blocking(move || blobs.digest_upload(&id2, algorithm)).await.map_err(OciError::internal)??
+        tokio::task::spawn_blocking(move || blobs.digest_upload(&id2, algorithm))
+            .await
+            .map_err(OciError::internal)??
     };
     if &actual != expected {
         discard(state, id).await?;
@@ -186,12 +215,22 @@ async fn commit(
     }
     let blobs = state.blobs.clone();
     let (id2, d2) = (id.to_string(), expected.clone());
-    tokio::task::spawn_blocking(move || blobs.commit_upload(&id2, &d2)).await.map_err(OciError::internal)??;
+    tokio::task::spawn_blocking(move || blobs.commit_upload(&id2, &d2))
+        .await
+        .map_err(OciError::internal)??;
     let mut e = ctx.event("Push", Some(repo), 201);
     e.digest = Some(expected.to_string());
     e.size = Some(size as i64);
     e.media_type = Some("application/octet-stream".into());
-    state.meta.commit_blob(&ctx.registry.id, repo, expected, size, id, None, &e).await?;
+    let blob = FinishedBlob {
+        registry_id: &ctx.registry.id,
+        repo,
+        digest: expected,
+        size,
+        upload_id: id,
+        inline: None,
+    };
+    state.meta.commit_blob(blob, &e).await?;
     state.uploads.forget(id);
     created(repo, expected)
 }
@@ -205,7 +244,9 @@ async fn discard(state: &AppState, id: &str) -> OciResult<()> {
 async fn discard_object(state: &AppState, id: &str) -> OciResult<()> {
     let blobs = state.blobs.clone();
     let id2 = id.to_string();
-    tokio::task::spawn_blocking(move || blobs.remove_upload(&id2)).await.map_err(OciError::internal)??;
+    tokio::task::spawn_blocking(move || blobs.remove_upload(&id2))
+        .await
+        .map_err(OciError::internal)??;
     state.uploads.forget(id);
     Ok(())
 }
@@ -225,21 +266,35 @@ pub async fn start(
         // Distribution does, so the client comes back with a token that allows the mount. A token that asked for
         // the source and was refused falls back to an upload below (asking again would loop).
         let access = &ctx.principal.access;
-        if !access.allows_repo(repo, Action::Push) || !access.mentions(&ResourceScope::Repository(from.clone())) {
+        if !access.allows_repo(repo, Action::Push)
+            || !access.mentions(&ResourceScope::Repository(from.clone()))
+        {
             let scope = format!("repository:{repo}:pull,push repository:{from}:pull");
-            return Err(ctx.challenge(Some(&scope), ctx.principal.presented.then_some("insufficient_scope")));
+            return Err(ctx.challenge(
+                Some(&scope),
+                ctx.principal.presented.then_some("insufficient_scope"),
+            ));
         }
     }
     ctx.require(state, repo, Action::Push)?;
     if let Some(mount) = query_param(query, "mount") {
         let digest = parse_digest(&mount)?;
         if let Some(from) = &mount_from {
-            let egress = Egress::Mount { source_registry: &ctx.registry, from, to: repo };
+            let egress = Egress::Mount {
+                source_registry: &ctx.registry,
+                from,
+                to: repo,
+            };
             // A refused or impossible mount is not an error: the spec has the client upload instead.
             if ctx.gate(state, &egress).is_ok() {
                 let mut e = ctx.event("Mount", Some(repo), 201);
                 e.digest = Some(digest.to_string());
-                if state.meta.mount_blob(&ctx.registry.id, from, repo, &digest, &e).await?.is_some() {
+                if state
+                    .meta
+                    .mount_blob(&ctx.registry.id, from, repo, &digest, &e)
+                    .await?
+                    .is_some()
+                {
                     return created(repo, &digest);
                 }
             }
@@ -265,7 +320,10 @@ pub async fn start(
         };
         if declared.is_some_and(|n| n != size) {
             discard_object(state, &id).await?;
-            return Err(OciError::new(Code::SizeInvalid, "body length does not match Content-Length"));
+            return Err(OciError::new(
+                Code::SizeInvalid,
+                "body length does not match Content-Length",
+            ));
         }
         return commit(state, ctx, repo, &id, &expected, actual, size).await;
     }
@@ -289,10 +347,18 @@ async fn small_blob(
     let bytes = http_body_util::Limited::new(body, INLINE_MAX as usize)
         .collect()
         .await
-        .map_err(|e| OciError::new(Code::BlobUploadInvalid, format!("request body ended early or exceeded its length: {e}")))?
+        .map_err(|e| {
+            OciError::new(
+                Code::BlobUploadInvalid,
+                format!("request body ended early or exceeded its length: {e}"),
+            )
+        })?
         .to_bytes();
     if bytes.len() as u64 != declared {
-        return Err(OciError::new(Code::SizeInvalid, "body length does not match Content-Length"));
+        return Err(OciError::new(
+            Code::SizeInvalid,
+            "body length does not match Content-Length",
+        ));
     }
     let actual = Digest::of(expected.algorithm(), &bytes);
     if &actual != expected {
@@ -305,11 +371,25 @@ async fn small_blob(
     e.digest = Some(expected.to_string());
     e.size = Some(bytes.len() as i64);
     e.media_type = Some("application/octet-stream".into());
-    state.meta.commit_blob(&ctx.registry.id, repo, expected, bytes.len() as u64, "", Some(bytes), &e).await?;
+    let size = bytes.len() as u64;
+    let blob = FinishedBlob {
+        registry_id: &ctx.registry.id,
+        repo,
+        digest: expected,
+        size,
+        upload_id: "",
+        inline: Some(bytes),
+    };
+    state.meta.commit_blob(blob, &e).await?;
     created(repo, expected)
 }
 
-pub async fn status(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, id: &str) -> OciResult<Response> {
+pub async fn status(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    id: &str,
+) -> OciResult<Response> {
     ctx.require(state, repo, Action::Push)?;
     let row = session(state, ctx, repo, id).await?;
     let mut resp = accepted(repo, id, row.committed_size as u64)?;
@@ -319,7 +399,11 @@ pub async fn status(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, i
 
 /// Parses `Content-Range: <start>-<end>` (inclusive; some clients prefix `bytes `).
 fn parse_content_range(v: &str) -> Option<(u64, u64)> {
-    let v = v.trim().trim_start_matches("bytes").trim_start_matches('=').trim();
+    let v = v
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches('=')
+        .trim();
     let v = v.split('/').next()?;
     let (a, b) = v.split_once('-')?;
     let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
@@ -345,13 +429,19 @@ pub async fn patch(
         OciError::new(Code::RangeInvalid, msg)
             .with_header(header::LOCATION, location(repo, id))
             .with_header(header::RANGE, range_header(committed))
-            .with_header("docker-upload-uuid".parse().expect("header name"), id.to_string())
+            .with_header(
+                "docker-upload-uuid".parse().expect("header name"),
+                id.to_string(),
+            )
     };
     let checked = (|| -> OciResult<Option<u64>> {
-        let range = headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
+        let range = headers
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok());
         let expected_len = match range {
             Some(r) => {
-                let (start, end) = parse_content_range(r).ok_or_else(|| out_of_order(format!("malformed Content-Range '{r}'")))?;
+                let (start, end) = parse_content_range(r)
+                    .ok_or_else(|| out_of_order(format!("malformed Content-Range '{r}'")))?;
                 if start != committed {
                     return Err(out_of_order(format!(
                         "chunk starts at {start} but the upload has {committed} bytes: send the chunk starting at {committed}"
@@ -363,7 +453,10 @@ pub async fn patch(
         };
         if let (Some(want), Some(n)) = (expected_len, content_length(headers)?) {
             if want != n {
-                return Err(OciError::new(Code::SizeInvalid, format!("Content-Range covers {want} bytes but Content-Length is {n}")));
+                return Err(OciError::new(
+                    Code::SizeInvalid,
+                    format!("Content-Range covers {want} bytes but Content-Length is {n}"),
+                ));
             }
         }
         Ok(expected_len)
@@ -380,7 +473,10 @@ pub async fn patch(
     let (_, hasher, size) = append(state, id, committed, guard.take(), body, Mode::Chunk).await?;
     if let Some(want) = expected_len.or(declared) {
         if size - committed != want {
-            return Err(OciError::new(Code::SizeInvalid, format!("expected {want} bytes, received {}", size - committed)));
+            return Err(OciError::new(
+                Code::SizeInvalid,
+                format!("expected {want} bytes, received {}", size - committed),
+            ));
         }
     }
     state.meta.set_upload_size(id, size).await?;
@@ -399,30 +495,47 @@ pub async fn finish(
 ) -> OciResult<Response> {
     ctx.require(state, repo, Action::Push)?;
     session(state, ctx, repo, id).await?;
-    let expected = parse_digest(
-        &query_param(query, "digest").ok_or_else(|| OciError::new(Code::DigestInvalid, "the digest query parameter is required"))?,
-    )?;
+    let expected = parse_digest(&query_param(query, "digest").ok_or_else(|| {
+        OciError::new(
+            Code::DigestInvalid,
+            "the digest query parameter is required",
+        )
+    })?)?;
     let lock = state.uploads.get(id);
     let mut guard = lock.lock().await;
     let row = session(state, ctx, repo, id).await?;
     let committed = row.committed_size as u64;
-    if let Some(r) = headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) {
+    if let Some(r) = headers
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
         if parse_content_range(r).map(|(s, _)| s) != Some(committed) {
             drop(guard);
             super::drain(body).await;
-            return Err(OciError::new(Code::RangeInvalid, format!("final chunk must start at {committed}"))
-                .with_header(header::RANGE, range_header(committed)));
+            return Err(OciError::new(
+                Code::RangeInvalid,
+                format!("final chunk must start at {committed}"),
+            )
+            .with_header(header::RANGE, range_header(committed)));
         }
     }
     let declared = content_length(headers)?;
     let (actual, _, size) = append(state, id, committed, guard.take(), body, Mode::Last).await?;
     if declared.is_some_and(|n| n != size - committed) {
-        return Err(OciError::new(Code::SizeInvalid, "body length does not match Content-Length"));
+        return Err(OciError::new(
+            Code::SizeInvalid,
+            "body length does not match Content-Length",
+        ));
     }
     commit(state, ctx, repo, id, &expected, actual, size).await
 }
 
-pub async fn cancel(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, id: &str) -> OciResult<Response> {
+pub async fn cancel(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    id: &str,
+) -> OciResult<Response> {
     ctx.require(state, repo, Action::Push)?;
     session(state, ctx, repo, id).await?;
     let lock = state.uploads.get(id);
@@ -437,7 +550,11 @@ pub async fn cancel(state: &AppState, ctx: &RequestCtx, repo: &RepositoryName, i
 pub async fn sweep(state: &AppState, orphans: bool) -> Result<usize, moat_store::StoreError> {
     let cutoff = time::OffsetDateTime::now_utc() - state.config.upload_ttl;
     let mut removed = 0;
-    for id in state.meta.stale_uploads(&moat_store::time_fmt::format(cutoff)).await? {
+    for id in state
+        .meta
+        .stale_uploads(&moat_store::time_fmt::format(cutoff))
+        .await?
+    {
         let lock = state.uploads.get(&id);
         let Ok(_busy) = lock.try_lock() else { continue };
         state.meta.delete_upload(&id).await?;
@@ -446,7 +563,8 @@ pub async fn sweep(state: &AppState, orphans: bool) -> Result<usize, moat_store:
         removed += 1;
     }
     if orphans {
-        let live: std::collections::HashSet<String> = state.meta.upload_ids().await?.into_iter().collect();
+        let live: std::collections::HashSet<String> =
+            state.meta.upload_ids().await?.into_iter().collect();
         for id in state.blobs.list_uploads()? {
             if !live.contains(&id) {
                 state.blobs.remove_upload(&id)?;

@@ -124,7 +124,10 @@ impl MetadataStore {
         for b in binds {
             q = q.bind(b);
         }
-        let rows = q.bind(f.limit.unwrap_or(-1)).fetch_all(&self.reader).await?;
+        let rows = q
+            .bind(f.limit.unwrap_or(-1))
+            .fetch_all(&self.reader)
+            .await?;
         Ok(rows.into_iter().map(from_row).collect())
     }
 }

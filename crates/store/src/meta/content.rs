@@ -21,6 +21,19 @@ pub struct ManifestRecord {
     pub required_manifests: Vec<Digest>,
 }
 
+/// A blob whose upload is complete, ready to be recorded.
+#[derive(Clone, Debug)]
+pub struct FinishedBlob<'a> {
+    pub registry_id: &'a str,
+    pub repo: &'a RepositoryName,
+    pub digest: &'a Digest,
+    pub size: u64,
+    /// The session it came from (empty for a monolithic upload, which has none).
+    pub upload_id: &'a str,
+    /// The bytes, when the blob is small enough to live in the database.
+    pub inline: Option<bytes::Bytes>,
+}
+
 #[derive(Clone, Debug)]
 pub struct StoredManifest {
     pub digest: String,
@@ -37,17 +50,28 @@ pub struct ReferrerRow {
     pub annotations: Option<String>,
 }
 
-async fn ensure_repository(conn: &mut SqliteConnection, registry_id: &str, repo: &RepositoryName) -> Result<()> {
-    sqlx::query("INSERT OR IGNORE INTO repositories(registry_id, name, created_at) VALUES (?, ?, ?)")
-        .bind(registry_id)
-        .bind(repo.as_str())
-        .bind(crate::time_fmt::now())
-        .execute(conn)
-        .await?;
+async fn ensure_repository(
+    conn: &mut SqliteConnection,
+    registry_id: &str,
+    repo: &RepositoryName,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT OR IGNORE INTO repositories(registry_id, name, created_at) VALUES (?, ?, ?)",
+    )
+    .bind(registry_id)
+    .bind(repo.as_str())
+    .bind(crate::time_fmt::now())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-async fn is_linked(conn: &mut SqliteConnection, registry_id: &str, repo: &str, digest: &str) -> Result<Option<i64>> {
+async fn is_linked(
+    conn: &mut SqliteConnection,
+    registry_id: &str,
+    repo: &str,
+    digest: &str,
+) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar(
         "SELECT b.size FROM blob_links l JOIN blobs b ON b.digest = l.digest
          WHERE l.registry_id = ? AND l.repository = ? AND l.digest = ?",
@@ -59,7 +83,12 @@ async fn is_linked(conn: &mut SqliteConnection, registry_id: &str, repo: &str, d
     .await?)
 }
 
-pub(crate) async fn link(conn: &mut SqliteConnection, registry_id: &str, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+pub(crate) async fn link(
+    conn: &mut SqliteConnection,
+    registry_id: &str,
+    repo: &RepositoryName,
+    digest: &Digest,
+) -> Result<()> {
     ensure_repository(&mut *conn, registry_id, repo).await?;
     sqlx::query("INSERT OR IGNORE INTO blob_links(registry_id, repository, digest, created_at) VALUES (?, ?, ?, ?)")
         .bind(registry_id)
@@ -73,42 +102,45 @@ pub(crate) async fn link(conn: &mut SqliteConnection, registry_id: &str, repo: &
 
 impl MetadataStore {
     /// The size of `digest` if it is linked in this repository: the only way a blob is visible.
-    pub async fn linked_blob_size(&self, registry_id: &str, repo: &RepositoryName, digest: &Digest) -> Result<Option<i64>> {
+    pub async fn linked_blob_size(
+        &self,
+        registry_id: &str,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<i64>> {
         let mut conn = self.reader.acquire().await?;
         is_linked(&mut conn, registry_id, repo.as_str(), digest.as_str()).await
     }
 
     /// Records a finished upload: the blob row (once per store), its link into the repository, the end of the
-    /// upload session and the audit event, all in one commit. The bytes are already durable when this runs.
-    pub async fn commit_blob(
-        &self,
-        registry_id: &str,
-        repo: &RepositoryName,
-        digest: &Digest,
-        size: u64,
-        upload_id: &str,
-        inline: Option<bytes::Bytes>,
-        event: &AuditEvent,
-    ) -> Result<()> {
+    /// upload session and the audit event, all in one commit. The bytes are already durable when this runs
+    /// (or, for an inline blob, are part of that commit).
+    pub async fn commit_blob(&self, blob: FinishedBlob<'_>, event: &AuditEvent) -> Result<()> {
         let (done, wait) = tokio::sync::oneshot::channel();
         let pending = super::group_commit::PendingBlob {
-            registry_id: registry_id.to_string(),
-            repo: repo.clone(),
-            digest: digest.clone(),
-            size,
-            upload_id: upload_id.to_string(),
-            inline,
+            registry_id: blob.registry_id.to_string(),
+            repo: blob.repo.clone(),
+            digest: blob.digest.clone(),
+            size: blob.size,
+            upload_id: blob.upload_id.to_string(),
+            inline: blob.inline,
             event: event.clone(),
             done,
         };
-        self.blob_commits.send(pending).map_err(|_| StoreError::Invalid("the metadata store is shutting down".into()))?;
-        wait.await.map_err(|_| StoreError::Invalid("the metadata store is shutting down".into()))?
+        self.blob_commits
+            .send(pending)
+            .map_err(|_| StoreError::Invalid("the metadata store is shutting down".into()))?;
+        wait.await
+            .map_err(|_| StoreError::Invalid("the metadata store is shutting down".into()))?
     }
 
     /// The bytes of a blob stored in the database, if it is one.
     pub async fn inline_blob(&self, digest: &Digest) -> Result<Option<bytes::Bytes>> {
         let data: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT data FROM blob_data WHERE digest = ?").bind(digest.as_str()).fetch_optional(&self.reader).await?;
+            sqlx::query_scalar("SELECT data FROM blob_data WHERE digest = ?")
+                .bind(digest.as_str())
+                .fetch_optional(&self.reader)
+                .await?;
         Ok(data.map(bytes::Bytes::from))
     }
 
@@ -123,7 +155,8 @@ impl MetadataStore {
         event: &AuditEvent,
     ) -> Result<Option<i64>> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(size) = is_linked(&mut tx, registry_id, from.as_str(), digest.as_str()).await? else {
+        let Some(size) = is_linked(&mut tx, registry_id, from.as_str(), digest.as_str()).await?
+        else {
             return Ok(None);
         };
         link(&mut tx, registry_id, to, digest).await?;
@@ -135,14 +168,22 @@ impl MetadataStore {
     }
 
     /// Removes a blob's link from a repository. The stored bytes stay until garbage collection finds no link.
-    pub async fn unlink_blob(&self, registry_id: &str, repo: &RepositoryName, digest: &Digest, event: &AuditEvent) -> Result<bool> {
+    pub async fn unlink_blob(
+        &self,
+        registry_id: &str,
+        repo: &RepositoryName,
+        digest: &Digest,
+        event: &AuditEvent,
+    ) -> Result<bool> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let r = sqlx::query("DELETE FROM blob_links WHERE registry_id = ? AND repository = ? AND digest = ?")
-            .bind(registry_id)
-            .bind(repo.as_str())
-            .bind(digest.as_str())
-            .execute(&mut *tx)
-            .await?;
+        let r = sqlx::query(
+            "DELETE FROM blob_links WHERE registry_id = ? AND repository = ? AND digest = ?",
+        )
+        .bind(registry_id)
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .execute(&mut *tx)
+        .await?;
         if r.rows_affected() == 0 {
             return Ok(false);
         }
@@ -163,18 +204,22 @@ impl MetadataStore {
     ) -> Result<()> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for d in &m.required_blobs {
-            if is_linked(&mut tx, registry_id, repo.as_str(), d.as_str()).await?.is_none() {
+            if is_linked(&mut tx, registry_id, repo.as_str(), d.as_str())
+                .await?
+                .is_none()
+            {
                 return Err(StoreError::ManifestBlobUnknown(d.clone()));
             }
         }
         for d in &m.required_manifests {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?")
-                    .bind(registry_id)
-                    .bind(repo.as_str())
-                    .bind(d.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let found: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+            )
+            .bind(registry_id)
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
             if found.is_none() {
                 return Err(StoreError::ManifestBlobUnknown(d.clone()));
             }
@@ -215,7 +260,12 @@ impl MetadataStore {
         Ok(())
     }
 
-    pub async fn manifest(&self, registry_id: &str, repo: &RepositoryName, reference: &Reference) -> Result<Option<StoredManifest>> {
+    pub async fn manifest(
+        &self,
+        registry_id: &str,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<Option<StoredManifest>> {
         let row: Option<(String, String, Vec<u8>)> = match reference {
             Reference::Digest(d) => {
                 sqlx::query_as("SELECT digest, media_type, body FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?")
@@ -238,11 +288,21 @@ impl MetadataStore {
                 .await?
             }
         };
-        Ok(row.map(|(digest, media_type, body)| StoredManifest { digest, media_type, body: body.into() }))
+        Ok(row.map(|(digest, media_type, body)| StoredManifest {
+            digest,
+            media_type,
+            body: body.into(),
+        }))
     }
 
     /// Deletes a manifest and every tag that points at it.
-    pub async fn delete_manifest(&self, registry_id: &str, repo: &RepositoryName, digest: &Digest, event: &AuditEvent) -> Result<bool> {
+    pub async fn delete_manifest(
+        &self,
+        registry_id: &str,
+        repo: &RepositoryName,
+        digest: &Digest,
+        event: &AuditEvent,
+    ) -> Result<bool> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM tags WHERE registry_id = ? AND repository = ? AND digest = ?")
             .bind(registry_id)
@@ -250,12 +310,14 @@ impl MetadataStore {
             .bind(digest.as_str())
             .execute(&mut *tx)
             .await?;
-        let r = sqlx::query("DELETE FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?")
-            .bind(registry_id)
-            .bind(repo.as_str())
-            .bind(digest.as_str())
-            .execute(&mut *tx)
-            .await?;
+        let r = sqlx::query(
+            "DELETE FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+        )
+        .bind(registry_id)
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .execute(&mut *tx)
+        .await?;
         if r.rows_affected() == 0 {
             return Ok(false);
         }
@@ -264,14 +326,21 @@ impl MetadataStore {
         Ok(true)
     }
 
-    pub async fn delete_tag(&self, registry_id: &str, repo: &RepositoryName, tag: &Tag, event: &AuditEvent) -> Result<bool> {
+    pub async fn delete_tag(
+        &self,
+        registry_id: &str,
+        repo: &RepositoryName,
+        tag: &Tag,
+        event: &AuditEvent,
+    ) -> Result<bool> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let r = sqlx::query("DELETE FROM tags WHERE registry_id = ? AND repository = ? AND tag = ?")
-            .bind(registry_id)
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .execute(&mut *tx)
-            .await?;
+        let r =
+            sqlx::query("DELETE FROM tags WHERE registry_id = ? AND repository = ? AND tag = ?")
+                .bind(registry_id)
+                .bind(repo.as_str())
+                .bind(tag.as_str())
+                .execute(&mut *tx)
+                .await?;
         if r.rows_affected() == 0 {
             return Ok(false);
         }
@@ -280,17 +349,28 @@ impl MetadataStore {
         Ok(true)
     }
 
-    pub async fn repository_exists(&self, registry_id: &str, repo: &RepositoryName) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM repositories WHERE registry_id = ? AND name = ?")
-            .bind(registry_id)
-            .bind(repo.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
+    pub async fn repository_exists(
+        &self,
+        registry_id: &str,
+        repo: &RepositoryName,
+    ) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM repositories WHERE registry_id = ? AND name = ?")
+                .bind(registry_id)
+                .bind(repo.as_str())
+                .fetch_optional(&self.reader)
+                .await?;
         Ok(found.is_some())
     }
 
     /// Tags in lexical order after `last`, at most `n` (all when `None`).
-    pub async fn list_tags(&self, registry_id: &str, repo: &RepositoryName, n: Option<i64>, last: Option<&str>) -> Result<Vec<String>> {
+    pub async fn list_tags(
+        &self,
+        registry_id: &str,
+        repo: &RepositoryName,
+        n: Option<i64>,
+        last: Option<&str>,
+    ) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT tag FROM tags WHERE registry_id = ? AND repository = ? AND tag > ? ORDER BY tag LIMIT ?",
         )
@@ -303,7 +383,12 @@ impl MetadataStore {
     }
 
     /// Repositories of one registry that hold at least one manifest, in lexical order after `last`.
-    pub async fn list_repositories(&self, registry_id: &str, n: Option<i64>, last: Option<&str>) -> Result<Vec<String>> {
+    pub async fn list_repositories(
+        &self,
+        registry_id: &str,
+        n: Option<i64>,
+        last: Option<&str>,
+    ) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT r.name FROM repositories r WHERE r.registry_id = ? AND r.name > ?
              AND EXISTS (SELECT 1 FROM manifests m WHERE m.registry_id = r.registry_id AND m.repository = r.name)
@@ -316,8 +401,14 @@ impl MetadataStore {
         .await?)
     }
 
-    pub async fn referrers(&self, registry_id: &str, repo: &RepositoryName, subject: &Digest) -> Result<Vec<ReferrerRow>> {
-        let rows: Vec<(String, String, Option<String>, i64, Option<String>)> = sqlx::query_as(
+    pub async fn referrers(
+        &self,
+        registry_id: &str,
+        repo: &RepositoryName,
+        subject: &Digest,
+    ) -> Result<Vec<ReferrerRow>> {
+        type Row = (String, String, Option<String>, i64, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
             "SELECT digest, media_type, artifact_type, size, annotations FROM manifests
              WHERE registry_id = ? AND repository = ? AND subject = ? ORDER BY created_at, digest",
         )
@@ -328,13 +419,15 @@ impl MetadataStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(digest, media_type, artifact_type, size, annotations)| ReferrerRow {
-                digest,
-                media_type,
-                artifact_type,
-                size,
-                annotations,
-            })
+            .map(
+                |(digest, media_type, artifact_type, size, annotations)| ReferrerRow {
+                    digest,
+                    media_type,
+                    artifact_type,
+                    size,
+                    annotations,
+                },
+            )
             .collect())
     }
 }

@@ -66,7 +66,10 @@ async fn write(writer: &SqlitePool, batch: &[PendingBlob]) -> Result<()> {
                 .await?;
         }
         link(&mut tx, &p.registry_id, &p.repo, &p.digest).await?;
-        sqlx::query("DELETE FROM uploads WHERE id = ?").bind(&p.upload_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(&p.upload_id)
+            .execute(&mut *tx)
+            .await?;
         insert_event(&mut tx, &p.event).await?;
     }
     tx.commit().await?;

@@ -44,11 +44,19 @@ impl From<sqlx::Error> for UpdateError {
 
 fn random_password() -> String {
     // Two v4 UUIDs give 244 random bits; the simple form is URL- and shell-safe.
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 impl MetadataStore {
-    pub async fn create_service_principal(&self, display_name: &str, secret_hash: &str) -> Result<ServicePrincipal> {
+    pub async fn create_service_principal(
+        &self,
+        display_name: &str,
+        secret_hash: &str,
+    ) -> Result<ServicePrincipal> {
         let app_id = uuid::Uuid::new_v4().to_string();
         let r = sqlx::query("INSERT INTO service_principals(app_id, display_name, secret_hash, created_at) VALUES (?, ?, ?, ?)")
             .bind(&app_id)
@@ -59,20 +67,33 @@ impl MetadataStore {
             .await;
         match r {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!("a service principal named '{display_name}' exists")))
+                return Err(StoreError::Conflict(format!(
+                    "a service principal named '{display_name}' exists"
+                )))
             }
             r => r?,
         };
-        Ok(ServicePrincipal { app_id, display_name: display_name.into(), secret_hash: secret_hash.into() })
+        Ok(ServicePrincipal {
+            app_id,
+            display_name: display_name.into(),
+            secret_hash: secret_hash.into(),
+        })
     }
 
     pub async fn service_principal(&self, app_id: &str) -> Result<Option<ServicePrincipal>> {
-        let row: Option<(String, String, String)> =
-            sqlx::query_as("SELECT app_id, display_name, secret_hash FROM service_principals WHERE app_id = ?")
-                .bind(app_id)
-                .fetch_optional(&self.reader)
-                .await?;
-        Ok(row.map(|(app_id, display_name, secret_hash)| ServicePrincipal { app_id, display_name, secret_hash }))
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT app_id, display_name, secret_hash FROM service_principals WHERE app_id = ?",
+        )
+        .bind(app_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(
+            row.map(|(app_id, display_name, secret_hash)| ServicePrincipal {
+                app_id,
+                display_name,
+                secret_hash,
+            }),
+        )
     }
 
     pub async fn assign_role(&self, principal_id: &str, role: &str, scope: &str) -> Result<()> {
@@ -88,31 +109,56 @@ impl MetadataStore {
     }
 
     pub async fn role_assignments(&self, principal_id: &str) -> Result<Vec<RoleAssignmentRow>> {
-        let rows: Vec<(String, String, String, String)> =
-            sqlx::query_as("SELECT id, principal_id, role, scope FROM role_assignments WHERE principal_id = ?")
-                .bind(principal_id)
-                .fetch_all(&self.reader)
-                .await?;
-        Ok(rows.into_iter().map(|(id, principal_id, role, scope)| RoleAssignmentRow { id, principal_id, role, scope }).collect())
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT id, principal_id, role, scope FROM role_assignments WHERE principal_id = ?",
+        )
+        .bind(principal_id)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, principal_id, role, scope)| RoleAssignmentRow {
+                id,
+                principal_id,
+                role,
+                scope,
+            })
+            .collect())
     }
 
     /// Creates the resource group if it does not exist; returns its location.
     pub async fn ensure_resource_group(&self, name: &str, location: &str) -> Result<String> {
-        sqlx::query("INSERT OR IGNORE INTO resource_groups(name, location, created_at) VALUES (?, ?, ?)")
-            .bind(name)
-            .bind(location)
-            .bind(crate::time_fmt::now())
-            .execute(&self.writer)
-            .await?;
-        Ok(sqlx::query_scalar("SELECT location FROM resource_groups WHERE name = ?").bind(name).fetch_one(&self.writer).await?)
+        sqlx::query(
+            "INSERT OR IGNORE INTO resource_groups(name, location, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(name)
+        .bind(location)
+        .bind(crate::time_fmt::now())
+        .execute(&self.writer)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT location FROM resource_groups WHERE name = ?")
+                .bind(name)
+                .fetch_one(&self.writer)
+                .await?,
+        )
     }
 
     pub async fn resource_group(&self, name: &str) -> Result<Option<(String, String)>> {
-        Ok(sqlx::query_as("SELECT name, location FROM resource_groups WHERE name = ?").bind(name).fetch_optional(&self.reader).await?)
+        Ok(
+            sqlx::query_as("SELECT name, location FROM resource_groups WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
     }
 
     pub async fn resource_groups(&self) -> Result<Vec<(String, String)>> {
-        Ok(sqlx::query_as("SELECT name, location FROM resource_groups ORDER BY name").fetch_all(&self.reader).await?)
+        Ok(
+            sqlx::query_as("SELECT name, location FROM resource_groups ORDER BY name")
+                .fetch_all(&self.reader)
+                .await?,
+        )
     }
 
     /// The admin user's passwords (`password`, `password2`), made on first use.
@@ -126,10 +172,12 @@ impl MetadataStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let rows = sqlx::query_as("SELECT name, value FROM registry_credentials WHERE registry_id = ? ORDER BY name")
-            .bind(registry_id)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query_as(
+            "SELECT name, value FROM registry_credentials WHERE registry_id = ? ORDER BY name",
+        )
+        .bind(registry_id)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(rows)
     }
@@ -149,7 +197,11 @@ impl MetadataStore {
 
     /// Facts the export policy needs that live outside the registry's settings. Pipelines and private
     /// endpoints arrive with later issues; until then there are none, and the private-endpoint rule is off.
-    async fn policy_facts(&self, _conn: &mut sqlx::SqliteConnection, _registry_id: &str) -> Result<PolicyFacts> {
+    async fn policy_facts(
+        &self,
+        _conn: &mut sqlx::SqliteConnection,
+        _registry_id: &str,
+    ) -> Result<PolicyFacts> {
         Ok(PolicyFacts::default())
     }
 
@@ -169,8 +221,14 @@ impl MetadataStore {
         E: From<UpdateError>,
     {
         let db = |e: sqlx::Error| E::from(UpdateError::from(e));
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let current = load(&mut tx, name).await.map_err(|e| E::from(UpdateError::Store(e)))?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
+        let current = load(&mut tx, name)
+            .await
+            .map_err(|e| E::from(UpdateError::Store(e)))?;
         if let Some(c) = &current {
             if !c.resource_group.eq_ignore_ascii_case(resource_group) {
                 return Err(E::from(UpdateError::Rejected(format!(
@@ -181,11 +239,19 @@ impl MetadataStore {
         }
         let settings = change(current.as_ref())?;
         let facts = match &current {
-            Some(c) => self.policy_facts(&mut tx, &c.id).await.map_err(|e| E::from(UpdateError::Store(e)))?,
+            Some(c) => self
+                .policy_facts(&mut tx, &c.id)
+                .await
+                .map_err(|e| E::from(UpdateError::Store(e)))?,
             None => PolicyFacts::default(),
         };
-        moat_model::policy::validate_change(name, current.as_ref().map(|c| &c.settings), &settings, &facts)
-            .map_err(|e| E::from(UpdateError::Policy(e)))?;
+        moat_model::policy::validate_change(
+            name,
+            current.as_ref().map(|c| &c.settings),
+            &settings,
+            &facts,
+        )
+        .map_err(|e| E::from(UpdateError::Policy(e)))?;
         let created = current.is_none();
         let registry = match current {
             Some(mut c) => {
@@ -215,7 +281,9 @@ impl MetadataStore {
                 .await;
                 if let Err(sqlx::Error::Database(e)) = &r {
                     if e.is_unique_violation() {
-                        return Err(E::from(UpdateError::Rejected(format!("login server '{login_server}' is already in use"))));
+                        return Err(E::from(UpdateError::Rejected(format!(
+                            "login server '{login_server}' is already in use"
+                        ))));
                     }
                 }
                 r.map_err(db)?;
@@ -243,17 +311,24 @@ impl MetadataStore {
     /// Deletes a registry with everything in it (its blob links, manifests, tags; stored bytes are left to GC).
     pub async fn delete_registry(&self, name: &str) -> Result<bool> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(id): Option<String> = sqlx::query_scalar("SELECT id FROM registries WHERE name = ? AND is_default = 0")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(id): Option<String> =
+            sqlx::query_scalar("SELECT id FROM registries WHERE name = ? AND is_default = 0")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?
         else {
             return Ok(false);
         };
         for table in ["tags", "manifests", "blob_links", "repositories", "uploads"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE registry_id = ?")).bind(&id).execute(&mut *tx).await?;
+            sqlx::query(&format!("DELETE FROM {table} WHERE registry_id = ?"))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
         }
-        sqlx::query("DELETE FROM registries WHERE id = ?").bind(&id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM registries WHERE id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -271,5 +346,10 @@ impl MetadataStore {
 
 async fn load(conn: &mut sqlx::SqliteConnection, name: &str) -> Result<Option<Registry>> {
     let q = "SELECT id, name, login_server, resource_group, created_at, settings FROM registries WHERE name = ?";
-    sqlx::query(q).bind(name).fetch_optional(conn).await?.map(super::registries::from_row).transpose()
+    sqlx::query(q)
+        .bind(name)
+        .fetch_optional(conn)
+        .await?
+        .map(super::registries::from_row)
+        .transpose()
 }

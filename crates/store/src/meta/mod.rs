@@ -10,7 +10,7 @@ mod registries;
 mod uploads;
 
 pub use audit::AuditFilter;
-pub use content::{ManifestRecord, ReferrerRow, StoredManifest};
+pub use content::{FinishedBlob, ManifestRecord, ReferrerRow, StoredManifest};
 pub use management::{RoleAssignmentRow, ServicePrincipal, UpdateError};
 pub use uploads::UploadRow;
 
@@ -40,42 +40,68 @@ impl MetadataStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
         migrator().run(&writer).await?;
-        let reader = SqlitePoolOptions::new().max_connections(8).connect_with(options.read_only(true)).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.read_only(true))
+            .await?;
         let blob_commits = group_commit::start(writer.clone());
-        Ok(MetadataStore { writer, reader, blob_commits })
+        Ok(MetadataStore {
+            writer,
+            reader,
+            blob_commits,
+        })
     }
 
     pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = ?").bind(key).fetch_optional(&self.reader).await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
     }
 
     /// Sets `key` only if it has no value yet, and returns the value that holds afterwards: first start
     /// generates secrets this way without racing a second process.
     pub async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT OR IGNORE INTO settings(key, value) VALUES (?, ?)").bind(key).bind(value).execute(&mut *tx).await?;
-        let v: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?").bind(key).fetch_one(&mut *tx).await?;
+        sqlx::query("INSERT OR IGNORE INTO settings(key, value) VALUES (?, ?)")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        let v: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(v)
     }
 
     pub async fn identity_password_hash(&self, name: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT password_hash FROM identities WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT password_hash FROM identities WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
     }
 
     /// Creates the identity if absent; returns whether it was created.
     pub async fn create_identity(&self, name: &str, password_hash: &str) -> Result<bool> {
-        let r = sqlx::query("INSERT OR IGNORE INTO identities(name, password_hash, created_at) VALUES (?, ?, ?)")
-            .bind(name)
-            .bind(password_hash)
-            .bind(crate::time_fmt::now())
-            .execute(&self.writer)
-            .await?;
+        let r = sqlx::query(
+            "INSERT OR IGNORE INTO identities(name, password_hash, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(crate::time_fmt::now())
+        .execute(&self.writer)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -90,6 +116,8 @@ impl MetadataStore {
 
     /// How many distinct blobs the store holds (tests check that a mount copies nothing).
     pub async fn blob_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM blobs").fetch_one(&self.reader).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM blobs")
+            .fetch_one(&self.reader)
+            .await?)
     }
 }

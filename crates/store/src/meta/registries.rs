@@ -14,7 +14,8 @@ pub(crate) fn from_row(row: SqliteRow) -> Result<Registry> {
         login_server: row.get(2),
         resource_group: row.get(3),
         created_at: row.get(4),
-        settings: serde_json::from_str(&settings).map_err(|e| StoreError::Invalid(format!("stored registry settings: {e}")))?,
+        settings: serde_json::from_str(&settings)
+            .map_err(|e| StoreError::Invalid(format!("stored registry settings: {e}")))?,
     })
 }
 
@@ -48,7 +49,9 @@ impl MetadataStore {
         .await;
         match r {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!("a registry named '{name}' or served at '{login_server}' exists")))
+                return Err(StoreError::Conflict(format!(
+                    "a registry named '{name}' or served at '{login_server}' exists"
+                )))
             }
             r => r?,
         };
@@ -64,17 +67,31 @@ impl MetadataStore {
 
     pub async fn registry_by_name(&self, name: &str) -> Result<Option<Registry>> {
         let q = format!("SELECT {COLUMNS} FROM registries WHERE name = ?");
-        sqlx::query(&q).bind(name).fetch_optional(&self.reader).await?.map(from_row).transpose()
+        sqlx::query(&q)
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .map(from_row)
+            .transpose()
     }
 
     pub async fn default_registry(&self) -> Result<Option<Registry>> {
         let q = format!("SELECT {COLUMNS} FROM registries WHERE is_default = 1");
-        sqlx::query(&q).fetch_optional(&self.reader).await?.map(from_row).transpose()
+        sqlx::query(&q)
+            .fetch_optional(&self.reader)
+            .await?
+            .map(from_row)
+            .transpose()
     }
 
     pub async fn list_registries(&self) -> Result<Vec<Registry>> {
         let q = format!("SELECT {COLUMNS} FROM registries ORDER BY name");
-        sqlx::query(&q).fetch_all(&self.reader).await?.into_iter().map(from_row).collect()
+        sqlx::query(&q)
+            .fetch_all(&self.reader)
+            .await?
+            .into_iter()
+            .map(from_row)
+            .collect()
     }
 
     pub async fn set_login_server(&self, name: &str, login_server: &str) -> Result<()> {

@@ -13,7 +13,12 @@ pub struct UploadRow {
 }
 
 impl MetadataStore {
-    pub async fn create_upload(&self, id: &str, registry_id: &str, repo: &RepositoryName) -> Result<()> {
+    pub async fn create_upload(
+        &self,
+        id: &str,
+        registry_id: &str,
+        repo: &RepositoryName,
+    ) -> Result<()> {
         let now = crate::time_fmt::now();
         sqlx::query("INSERT INTO uploads(id, registry_id, repository, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
             .bind(id)
@@ -33,13 +38,15 @@ impl MetadataStore {
         .bind(id)
         .fetch_optional(&self.writer)
         .await?;
-        Ok(row.map(|(id, registry_id, repository, committed_size, created_at)| UploadRow {
-            id,
-            registry_id,
-            repository,
-            committed_size,
-            created_at,
-        }))
+        Ok(row.map(
+            |(id, registry_id, repository, committed_size, created_at)| UploadRow {
+                id,
+                registry_id,
+                repository,
+                committed_size,
+                created_at,
+            },
+        ))
     }
 
     pub async fn set_upload_size(&self, id: &str, size: u64) -> Result<()> {
@@ -53,16 +60,26 @@ impl MetadataStore {
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&self.writer).await?;
+        let r = sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
         Ok(r.rows_affected() > 0)
     }
 
     /// Sessions last touched before `before` (stored time form).
     pub async fn stale_uploads(&self, before: &str) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT id FROM uploads WHERE updated_at < ?").bind(before).fetch_all(&self.writer).await?)
+        Ok(
+            sqlx::query_scalar("SELECT id FROM uploads WHERE updated_at < ?")
+                .bind(before)
+                .fetch_all(&self.writer)
+                .await?,
+        )
     }
 
     pub async fn upload_ids(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT id FROM uploads").fetch_all(&self.writer).await?)
+        Ok(sqlx::query_scalar("SELECT id FROM uploads")
+            .fetch_all(&self.writer)
+            .await?)
     }
 }
