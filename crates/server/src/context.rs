@@ -325,7 +325,7 @@ impl RequestCtx {
                         }
                         Err(self.repo_challenge(repository, *action))
                     }
-                    DenyReason::Network(_) => {
+                    DenyReason::Network(_) | DenyReason::CrossRegistry => {
                         self.audit_denied(
                             state,
                             egress.operation(),
@@ -333,17 +333,10 @@ impl RequestCtx {
                             "403",
                             &reason.to_string(),
                         );
-                        Err(self.network_denied())
-                    }
-                    DenyReason::CrossRegistry => {
-                        self.audit_denied(
-                            state,
-                            egress.operation(),
-                            Some(repo),
-                            "403",
-                            &reason.to_string(),
-                        );
-                        Err(OciError::new(Code::Denied, reason.to_string()))
+                        Err(match reason {
+                            DenyReason::Network(_) => self.network_denied(),
+                            _ => OciError::new(Code::Denied, reason.to_string()),
+                        })
                     }
                 }
             }

@@ -8,7 +8,7 @@ use super::ArmCtx;
 use crate::state::AppState;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use moat_model::{Registry, RegistryName, Sku};
+use moat_model::{Registry, RegistryName, RegistrySettings, Sku};
 use serde_json::{json, Value};
 
 fn parse_name(name: &str) -> ArmResult<String> {
@@ -130,6 +130,18 @@ pub async fn dispatch(
     }
 }
 
+/// Zone redundancy is chosen at creation, as in ACR.
+fn keeps_zone_redundancy(before: &RegistrySettings, after: &RegistrySettings) -> ArmResult<()> {
+    if before.zone_redundancy == after.zone_redundancy {
+        return Ok(());
+    }
+    Err(ArmError::bad_request(
+        "ZoneRedundancyCannotBeUpdated",
+        "zoneRedundancy cannot be changed after creation",
+    )
+    .with_target("properties.zoneRedundancy"))
+}
+
 async fn put(
     state: &AppState,
     ctx: &ArmCtx,
@@ -167,13 +179,7 @@ async fn put(
         .meta
         .upsert_registry::<_, ArmError>(name, &login_server, rg, |current| {
             if let Some(c) = current {
-                if c.settings.zone_redundancy != settings.zone_redundancy {
-                    return Err(ArmError::bad_request(
-                        "ZoneRedundancyCannotBeUpdated",
-                        "zoneRedundancy cannot be changed after creation",
-                    )
-                    .with_target("properties.zoneRedundancy"));
-                }
+                keeps_zone_redundancy(&c.settings, &settings)?;
             }
             Ok(settings.clone())
         })
@@ -212,13 +218,7 @@ async fn patch(
                 ArmError::not_found("Microsoft.ContainerRegistry/registries", name)
             })?;
             let next = registry_json::settings_from_patch(body, &current.settings, &now)?;
-            if next.zone_redundancy != current.settings.zone_redundancy {
-                return Err(ArmError::bad_request(
-                    "ZoneRedundancyCannotBeUpdated",
-                    "zoneRedundancy cannot be changed after creation",
-                )
-                .with_target("properties.zoneRedundancy"));
-            }
+            keeps_zone_redundancy(&current.settings, &next)?;
             Ok(next)
         })
         .await?;
