@@ -1,8 +1,9 @@
 //! `moat-bench`: the same workloads against Moat and against CNCF Distribution (Debian's `docker-registry`),
 //! both started here on loopback with fresh data directories, plus this machine's physical limits (single-core
 //! SHA-256 and fsync'd disk writes). Prints a table and JSON lines; kills every server it started, also on error.
-//! The many-small-requests workloads (2 and 3) use a hand-written HTTP/1.1 client as light as wrk (`raw.rs`), so
-//! that on a 2-core machine the client does not take the CPU the server needs.
+//! The many-small-requests workloads (2, 3 and 6) use a hand-written HTTP/1.1 client as light as wrk (`raw.rs`), so
+//! that on a 2-core machine the client does not take the CPU the server needs. Workload 6 is Moat's alone: workload
+//! 3's manifest GET with the default network settings and then behind 100 IP rules set over Moat's ARM API.
 //!
 //! `cargo run --release -p moat-bench -- [--quick]` or `scripts/bench [--quick]`.
 
@@ -257,19 +258,9 @@ impl Env {
         Ok(d)
     }
 
-    async fn start_moat(&self, tls: bool) -> Result<Server> {
-        let dir = self.fresh_dir(if tls { "moat-tls" } else { "moat" })?;
-        let data = dir.join("data");
-        let port = free_port()?;
+    /// The Moat binary with the bench's admin password and none of the caller's `MOAT_*` settings.
+    fn moat_command(&self) -> Command {
         let mut cmd = Command::new(&self.moat_bin);
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"));
-        if !tls {
-            cmd.arg("--insecure-http");
-        }
         cmd.env("MOAT_ADMIN_PASSWORD", "bench");
         for v in [
             "MOAT_DATA_DIR",
@@ -281,6 +272,22 @@ impl Env {
             "MOAT_TLS_KEY",
         ] {
             cmd.env_remove(v);
+        }
+        cmd
+    }
+
+    async fn start_moat(&self, tls: bool) -> Result<Server> {
+        let dir = self.fresh_dir(if tls { "moat-tls" } else { "moat" })?;
+        let data = dir.join("data");
+        let port = free_port()?;
+        let mut cmd = self.moat_command();
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"));
+        if !tls {
+            cmd.arg("--insecure-http");
         }
         let log = dir.join("server.log");
         let child = spawn(cmd, &log)?;
@@ -839,7 +846,19 @@ async fn small_blobs(reg: Arc<Reg>, d: Arc<Data>, sizes: &Sizes) -> Result<Small
     Ok(SmallFig { push, pull })
 }
 
-async fn manifest_get(reg: Arc<Reg>, sizes: &Sizes) -> Result<f64> {
+/// Workload 3's target: a pushed image whose manifest is fetched by tag, and the pre-serialized request for it.
+struct ManifestTarget {
+    reg: Arc<Reg>,
+    path: String,
+    auth: Option<HeaderValue>,
+    /// `GET <path>` with the bearer token and the OCI `Accept`, ready for `raw::Conn::send`.
+    request: Arc<[u8]>,
+    /// The manifest's length: every 200 must carry exactly this many bytes.
+    want: u64,
+}
+
+/// Pushes a config, a layer and a manifest tagged `latest`, then checks one GET (digest and bytes).
+async fn manifest_setup(reg: Arc<Reg>) -> Result<ManifestTarget> {
     let repo = "bench/manifest";
     let auth = reg.authorize(repo).await?;
     let layer = Bytes::from(random_bytes(4096, 7));
@@ -892,8 +911,6 @@ async fn manifest_get(reg: Arc<Reg>, sizes: &Sizes) -> Result<f64> {
     if body != manifest || dcd != manifest_digest {
         bail!("GET {url}: got {} bytes with Docker-Content-Digest '{dcd}', wanted the {} bytes pushed ({manifest_digest})", body.len(), manifest.len());
     }
-    // The hammer: `concurrency` raw keep-alive connections, each sending the same pre-serialized request as soon as
-    // the previous response has been read; only 200s with the pushed manifest's length count, anything else fails.
     let request: Arc<[u8]> = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\n{}Accept: {OCI_MANIFEST}\r\n\r\n",
         reg.host,
@@ -901,41 +918,335 @@ async fn manifest_get(reg: Arc<Reg>, sizes: &Sizes) -> Result<f64> {
     )
     .into_bytes()
     .into();
-    let want = manifest.len() as u64;
-    let hammer = |secs: f64| {
-        let (reg, request, path) = (reg.clone(), request.clone(), path.clone());
-        async move {
-            let conns = raw_conns(&reg, sizes.concurrency).await?;
-            let t = Instant::now();
-            let deadline = t + Duration::from_secs_f64(secs);
-            let tasks: Vec<_> = conns
-                .into_iter()
-                .map(|mut c| {
-                    let (request, path) = (request.clone(), path.clone());
-                    tokio::spawn(async move {
-                        let mut n = 0u64;
-                        while Instant::now() < deadline {
-                            c.send(&request).await?;
-                            let h = raw_expect(&mut c, |_| format!("GET {path}"), &[200]).await?;
-                            let got = c.skip_body(&h).await?;
-                            if got != want {
-                                bail!("GET {path}: {got} bytes, wanted {want}");
-                            }
-                            n += 1;
+    Ok(ManifestTarget {
+        reg,
+        path,
+        auth,
+        request,
+        want: manifest.len() as u64,
+    })
+}
+
+impl ManifestTarget {
+    /// One GET through the pooled client (not the raw one) that must answer `wanted`.
+    async fn check(&self, wanted: StatusCode) -> Result<()> {
+        self.reg
+            .expect(
+                Method::GET,
+                &self.path,
+                self.auth.as_ref(),
+                &[(hyper::header::ACCEPT, OCI_MANIFEST)],
+                BenchBody::empty(),
+                wanted,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `concurrency` raw keep-alive connections, each sending the same pre-serialized request as soon as the previous
+    /// response has been read, for `secs`; only 200s with the pushed manifest's length count, anything else fails.
+    /// Returns requests per second.
+    async fn hammer(&self, concurrency: usize, secs: f64) -> Result<f64> {
+        let conns = raw_conns(&self.reg, concurrency).await?;
+        let t = Instant::now();
+        let deadline = t + Duration::from_secs_f64(secs);
+        let want = self.want;
+        let tasks: Vec<_> = conns
+            .into_iter()
+            .map(|mut c| {
+                let (request, path) = (self.request.clone(), self.path.clone());
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        c.send(&request).await?;
+                        let h = raw_expect(&mut c, |_| format!("GET {path}"), &[200]).await?;
+                        let got = c.skip_body(&h).await?;
+                        if got != want {
+                            bail!("GET {path}: {got} bytes, wanted {want}");
                         }
-                        Ok::<_, anyhow::Error>(n)
-                    })
+                        n += 1;
+                    }
+                    Ok::<_, anyhow::Error>(n)
                 })
-                .collect();
-            let mut count = 0u64;
-            for task in tasks {
-                count += task.await??;
-            }
-            Ok::<_, anyhow::Error>(count as f64 / t.elapsed().as_secs_f64())
+            })
+            .collect();
+        let mut count = 0u64;
+        for task in tasks {
+            count += task.await??;
         }
-    };
-    hammer((sizes.manifest_secs / 5.0).max(0.3)).await?; // warm-up, not counted
-    hammer(sizes.manifest_secs).await
+        Ok(count as f64 / t.elapsed().as_secs_f64())
+    }
+
+    /// A warm-up (not counted), then the measured run of `sizes.manifest_secs`.
+    async fn measure(&self, sizes: &Sizes) -> Result<f64> {
+        self.hammer(sizes.concurrency, (sizes.manifest_secs / 5.0).max(0.3))
+            .await?;
+        self.hammer(sizes.concurrency, sizes.manifest_secs).await
+    }
+}
+
+async fn manifest_get(reg: Arc<Reg>, sizes: &Sizes) -> Result<f64> {
+    manifest_setup(reg).await?.measure(sizes).await
+}
+
+// Workload 6: the same GET through 100 IP rules, configured over Moat's ARM API.
+
+/// How many IP rules (b) configures; 127.0.0.1 is allowed only by the last one.
+const IP_RULES: usize = 100;
+
+#[derive(Default, Clone, Copy)]
+struct RulesFig {
+    /// (a) the registry's default network settings: no rules.
+    open: f64,
+    /// (b) `defaultAction: Deny` and `IP_RULES` rules, the loopback client allowed by the last.
+    rules: f64,
+}
+
+/// `defaultAction: Deny` with `n - 1` IP rules `10.0.0.0/24`, `10.0.1.0/24`, … (none contains 127.0.0.1), then
+/// `127.0.0.1/32` as the `n`th if `allow_loopback`.
+fn deny_rules(n: usize, allow_loopback: bool) -> serde_json::Value {
+    let mut rules: Vec<serde_json::Value> = (0..n - 1)
+        .map(|i| serde_json::json!({"action": "Allow", "value": format!("10.{}.{}.0/24", i / 256, i % 256)}))
+        .collect();
+    if allow_loopback {
+        rules.push(serde_json::json!({"action": "Allow", "value": "127.0.0.1/32"}));
+    }
+    serde_json::json!({"defaultAction": "Deny", "ipRules": rules})
+}
+
+/// Moat's management API (ARM) on the same listener, as a service principal with the Owner role.
+struct Arm<'a> {
+    reg: &'a Reg,
+    bearer: HeaderValue,
+    /// `/subscriptions/<sub>/resourceGroups/moat/providers/Microsoft.ContainerRegistry/registries/default`
+    registry: String,
+}
+
+const ARM_API: &str = "api-version=2025-11-01";
+
+/// Sends a JSON (or form) request and returns the parsed JSON answer, failing on any status but `wanted`.
+async fn json_call(
+    reg: &Reg,
+    method: Method,
+    path: &str,
+    auth: Option<&HeaderValue>,
+    content_type: &str,
+    body: Bytes,
+    wanted: StatusCode,
+) -> Result<serde_json::Value> {
+    let url = reg.url(path);
+    let headers = [(hyper::header::CONTENT_TYPE, content_type)];
+    let resp = reg
+        .send(
+            method.clone(),
+            path,
+            auth,
+            if body.is_empty() { &[] } else { &headers },
+            BenchBody::full(body),
+        )
+        .await?;
+    if resp.status() != wanted {
+        return Err(unexpected(&method, &url, resp, wanted.as_str()).await);
+    }
+    let b = resp.into_body().collect().await?.to_bytes();
+    serde_json::from_slice(&b).with_context(|| {
+        format!(
+            "{method} {url}: answer is not JSON: {}",
+            String::from_utf8_lossy(&b[..b.len().min(2048)])
+        )
+    })
+}
+
+impl<'a> Arm<'a> {
+    /// `moat sp create` against the running server's data dir, the client-credentials token, the subscription.
+    async fn login(env: &Env, server: &Server, reg: &'a Reg) -> Result<Arm<'a>> {
+        let mut cmd = env.moat_command();
+        cmd.args([
+            "sp",
+            "create",
+            "--name",
+            "bench",
+            "--role",
+            "Owner",
+            "--insecure-http",
+        ])
+        .arg("--data-dir")
+        .arg(server.dir.join("data"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", server.port))
+        .stdin(Stdio::null());
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "moat sp create: {}; stdout: {text}; stderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let sp: serde_json::Value = serde_json::from_str(text.trim())
+            .with_context(|| format!("moat sp create: not JSON: {text}"))?;
+        let field = |k: &str| {
+            sp.get(k)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("moat sp create: no '{k}' in {text}"))
+        };
+        let (app_id, password, tenant) = (field("appId")?, field("password")?, field("tenant")?);
+        let form = format!(
+            "grant_type=client_credentials&client_id={app_id}&client_secret={}&scope=https%3A%2F%2Fmanagement.azure.com%2F.default",
+            form_escape(&password)
+        );
+        let path = format!("/{tenant}/oauth2/v2.0/token");
+        let tok = json_call(
+            reg,
+            Method::POST,
+            &path,
+            None,
+            "application/x-www-form-urlencoded",
+            Bytes::from(form),
+            StatusCode::OK,
+        )
+        .await?;
+        let token = tok
+            .get("access_token")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| anyhow!("POST {path}: no access_token in {tok}"))?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))?;
+        let path = "/subscriptions?api-version=2022-12-01";
+        let subs = json_call(
+            reg,
+            Method::GET,
+            path,
+            Some(&bearer),
+            "",
+            Bytes::new(),
+            StatusCode::OK,
+        )
+        .await?;
+        let sub = subs
+            .pointer("/value/0/subscriptionId")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| anyhow!("GET {path}: no value[0].subscriptionId in {subs}"))?;
+        Ok(Arm {
+            reg,
+            bearer,
+            registry: format!("/subscriptions/{sub}/resourceGroups/moat/providers/Microsoft.ContainerRegistry/registries/default"),
+        })
+    }
+
+    /// The registry's `properties.networkRuleSet`.
+    async fn network_rule_set(&self) -> Result<serde_json::Value> {
+        let path = format!("{}?{ARM_API}", self.registry);
+        let r = json_call(
+            self.reg,
+            Method::GET,
+            &path,
+            Some(&self.bearer),
+            "",
+            Bytes::new(),
+            StatusCode::OK,
+        )
+        .await?;
+        r.pointer("/properties/networkRuleSet")
+            .cloned()
+            .ok_or_else(|| anyhow!("GET {path}: no properties.networkRuleSet in {r}"))
+    }
+
+    /// PATCHes `properties.networkRuleSet` and checks that the answer carries the rules asked for.
+    async fn set_network_rule_set(&self, set: &serde_json::Value) -> Result<()> {
+        let path = format!("{}?{ARM_API}", self.registry);
+        let body = serde_json::json!({"properties": {"networkRuleSet": set}});
+        let r = json_call(
+            self.reg,
+            Method::PATCH,
+            &path,
+            Some(&self.bearer),
+            "application/json",
+            Bytes::from(body.to_string()),
+            StatusCode::OK,
+        )
+        .await?;
+        let got = r.pointer("/properties/networkRuleSet");
+        let same = |k: &str| got.and_then(|g| g.get(k)) == set.get(k);
+        if !same("defaultAction") || !same("ipRules") {
+            bail!(
+                "PATCH {path}: asked for networkRuleSet {set}, the answer has {}",
+                got.map_or("none".into(), |g| g.to_string())
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `application/x-www-form-urlencoded` escaping of one value.
+fn form_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Workload 6 on one Moat server: (a) manifest GET with the default network settings, (b) with `IP_RULES` rules
+/// and `defaultAction: Deny`, alternated `sizes.rounds` times (the best of each kept). Before (b) is first measured,
+/// the same rules without the loopback's must make the GET answer 403.
+async fn network_rules(env: &Env, sizes: &Sizes) -> Result<RulesFig> {
+    let s = env.start_moat(false).await?;
+    let target = manifest_setup(Arc::new(Reg::plain(&s))).await?;
+    let arm = Arm::login(env, &s, &target.reg).await?;
+    let defaults = arm.network_rule_set().await?;
+    if defaults.get("defaultAction").and_then(|v| v.as_str()) != Some("Allow")
+        || defaults
+            .get("ipRules")
+            .and_then(|v| v.as_array())
+            .is_none_or(|a| !a.is_empty())
+    {
+        bail!("the default registry's networkRuleSet is {defaults}, wanted defaultAction Allow and no ipRules");
+    }
+    let defaults = serde_json::json!({"defaultAction": "Allow", "ipRules": []});
+    let rules = deny_rules(IP_RULES, true);
+    let mut fig = RulesFig::default();
+    for round in 1..=sizes.rounds {
+        if round > 1 {
+            arm.set_network_rule_set(&defaults).await?;
+        }
+        target.check(StatusCode::OK).await?;
+        eprintln!(
+            "  (a) default network settings (round {round}/{})",
+            sizes.rounds
+        );
+        let open = target.measure(sizes).await?;
+        eprintln!("    {open:.0} requests/s");
+        fig.open = fig.open.max(open);
+        if round == 1 {
+            // Sanity: the rules are applied — without the loopback's, the same GET is refused.
+            arm.set_network_rule_set(&deny_rules(IP_RULES, false))
+                .await?;
+            target.check(StatusCode::FORBIDDEN).await.context(
+                "with defaultAction Deny and no rule containing 127.0.0.1, the manifest GET must answer 403",
+            )?;
+        }
+        arm.set_network_rule_set(&rules).await?;
+        target.check(StatusCode::OK).await.context(
+            "with 127.0.0.1/32 as the last of the IP rules, the manifest GET must answer 200",
+        )?;
+        eprintln!(
+            "  (b) {IP_RULES} IP rules, defaultAction Deny, 127.0.0.1 allowed by the last (round {round}/{})",
+            sizes.rounds
+        );
+        let with_rules = target.measure(sizes).await?;
+        eprintln!("    {with_rules:.0} requests/s");
+        fig.rules = fig.rules.max(with_rules);
+    }
+    drop(arm);
+    drop(target);
+    drop(s);
+    Ok(fig)
 }
 
 #[derive(Default, Clone, Copy)]
@@ -1340,6 +1651,24 @@ async fn main() -> Result<()> {
         }
     }
 
+    eprintln!(
+        "[moat] 6. manifest GET by tag through the network rules, {} clients, {} s: default settings vs {IP_RULES} IP rules ({} rounds)",
+        sizes.concurrency, sizes.manifest_secs, sizes.rounds
+    );
+    let rules_fig: Option<RulesFig> = note(
+        &mut errors,
+        "moat: manifest GET through network rules",
+        tokio::time::timeout(t, network_rules(&env, &sizes)).await,
+    );
+    if let Some(f) = rules_fig {
+        eprintln!(
+            "  default {:.0} requests/s, {IP_RULES} IP rules {:.0} requests/s ({:.3}x)",
+            f.open,
+            f.rules,
+            f.rules / f.open
+        );
+    }
+
     // Report
     let ge = |m: Option<f64>, d: Option<f64>, k: f64| match (m, d) {
         (Some(m), Some(d)) if d > 0.0 => Some(m >= k * d),
@@ -1350,6 +1679,7 @@ async fn main() -> Result<()> {
     let dist_push = lg(1).map(|f| f.push);
     let pct_of_limit = moat_push.map(|p| 100.0 * p / limit);
     let moat_hwm = rss_fig[0].map(|f| f.hwm_mib);
+    let rules_ratio = rules_fig.filter(|f| f.open > 0.0).map(|f| f.rules / f.open);
     let rows = vec![
         Row {
             metric: "large_push",
@@ -1481,6 +1811,33 @@ async fn main() -> Result<()> {
             target: "-".into(),
             pass: None,
         },
+        Row {
+            metric: "manifest_get_no_rules",
+            label: "6a manifest GET, no rules",
+            unit: "req/s",
+            moat: rules_fig.map(|f| f.open),
+            dist: None,
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "manifest_get_100_ip_rules",
+            label: "6b manifest GET, 100 IP rules",
+            unit: "req/s",
+            moat: rules_fig.map(|f| f.rules),
+            dist: None,
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "manifest_get_ip_rules_ratio",
+            label: "6 ratio (b)/(a)",
+            unit: "x",
+            moat: rules_ratio,
+            dist: None,
+            target: ">= 0.95 (within 5%)".into(),
+            pass: rules_ratio.map(|r| r >= 0.95),
+        },
     ];
 
     let mut out = String::new();
@@ -1519,10 +1876,10 @@ async fn main() -> Result<()> {
         (sizes.large as u64 * RSS_REPEAT) >> 20
     ));
     out.push_str(&format!(
-        "{:<32} {:>7} {:>10} {:>12} {:>8}  {:<17} {}\n",
+        "{:<32} {:>7} {:>10} {:>12} {:>8}  {:<19} {}\n",
         "workload", "unit", "moat", "distribution", "ratio", "target", "result"
     ));
-    out.push_str(&format!("{}\n", "-".repeat(100)));
+    out.push_str(&format!("{}\n", "-".repeat(102)));
     for r in &rows {
         let ratio = match (r.moat, r.dist) {
             (Some(m), Some(d)) if d > 0.0 => Some(m / d),
@@ -1535,7 +1892,7 @@ async fn main() -> Result<()> {
             None => "",
         };
         out.push_str(&format!(
-            "{:<32} {:>7} {:>10} {:>12} {:>8}  {:<17} {}\n",
+            "{:<32} {:>7} {:>10} {:>12} {:>8}  {:<19} {}\n",
             r.label,
             r.unit,
             fmt_num(r.moat),
@@ -1567,6 +1924,7 @@ async fn main() -> Result<()> {
             "rss_push_mib": (sizes.large as u64 * RSS_REPEAT) >> 20,
             "distribution": "docker-registry (Debian), filesystem storage, blobdescriptor cache inmemory, log warn, no auth",
             "rounds_small_and_manifest": sizes.rounds,
+            "network_ip_rules": IP_RULES,
             "large_pull_best_of": sizes.pull_repeats,
             "loadavg_1m_start": load_start,
             "loadavg_1m_end": loadavg(),
