@@ -186,9 +186,7 @@ mod tests {
             NetworkDecision::Public
         );
         s.network_rule_set.default_action = DefaultAction::Deny;
-        s.network_rule_set.ip_rules = vec![IpRule {
-            value: "127.0.0.0/30".into(),
-        }];
+        s.network_rule_set.ip_rules = vec![IpRule::new("127.0.0.0/30")];
         assert_eq!(
             decide_network("r", &s, &origin("127.0.0.2")),
             NetworkDecision::Public

@@ -64,11 +64,21 @@ pub enum DefaultAction {
     Deny,
 }
 
-/// One `networkRuleSet.ipRules` entry. The value is kept as given (an IPv4 address or CIDR); the network
-/// issue parses it.
+/// One `networkRuleSet.ipRules` entry: the value as given (an IPv4 address or CIDR range), and its parsed form,
+/// filled by [`RegistrySettings::prepare`] so that a request never parses rules.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpRule {
     pub value: String,
+    #[serde(skip)]
+    pub net: Option<ipnet::IpNet>,
+}
+
+impl IpRule {
+    pub fn new(value: impl Into<String>) -> IpRule {
+        let value = value.into();
+        let net = crate::network::parse_ip_rule(&value).ok();
+        IpRule { value, net }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +169,13 @@ impl RegistrySettings {
             zone_redundancy: false,
             anonymous_pull_enabled: false,
             policies: Policies::default(),
+        }
+    }
+
+    /// Parses what requests will be matched against (IP rules); called whenever settings are loaded.
+    pub fn prepare(&mut self) {
+        for r in &mut self.network_rule_set.ip_rules {
+            r.net = crate::network::parse_ip_rule(&r.value).ok();
         }
     }
 

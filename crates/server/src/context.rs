@@ -33,7 +33,7 @@ pub struct Principal {
 
 #[derive(Clone, Debug)]
 pub struct RequestCtx {
-    pub registry: Registry,
+    pub registry: std::sync::Arc<Registry>,
     pub origin: Origin,
     pub principal: Principal,
     pub user_agent: Option<String>,

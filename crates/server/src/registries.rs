@@ -15,7 +15,7 @@ pub struct RegistryDirectory {
 
 struct Snapshot {
     loaded: Instant,
-    registries: Vec<Registry>,
+    registries: Vec<Arc<Registry>>,
     default_id: Option<String>,
 }
 
@@ -34,7 +34,13 @@ impl RegistryDirectory {
     }
 
     async fn reload(&self) -> Result<(), StoreError> {
-        let registries = self.meta.list_registries().await?;
+        let registries = self
+            .meta
+            .list_registries()
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let default_id = self.meta.default_registry().await?.map(|r| r.id);
         *self.cache.write().expect("lock") = Snapshot {
             loaded: Instant::now(),
@@ -44,7 +50,7 @@ impl RegistryDirectory {
         Ok(())
     }
 
-    fn lookup(&self, host: &str) -> Option<Registry> {
+    fn lookup(&self, host: &str) -> Option<Arc<Registry>> {
         let snap = self.cache.read().expect("lock");
         let host = host.to_ascii_lowercase();
         snap.registries
@@ -59,7 +65,7 @@ impl RegistryDirectory {
     }
 
     /// The registry a Host names, else the default registry.
-    pub async fn for_host(&self, host: &str) -> Result<Option<Registry>, StoreError> {
+    pub async fn for_host(&self, host: &str) -> Result<Option<Arc<Registry>>, StoreError> {
         let stale = self.cache.read().expect("lock").loaded.elapsed() >= MAX_AGE;
         if stale {
             self.reload().await?;

@@ -264,17 +264,14 @@ fn apply_network_rule_set(v: &Value, s: &mut RegistrySettings) -> ArmResult<()> 
                             other => return Err(unknown(&rpath, other)),
                         }
                     }
-                    out.push(IpRule {
-                        value: value.ok_or_else(|| {
-                            ArmError::invalid_property(&format!("{rpath}.value"), "required")
-                        })?,
-                    });
+                    out.push(value.ok_or_else(|| {
+                        ArmError::invalid_property(&format!("{rpath}.value"), "required")
+                    })?);
                 }
-                let values: Vec<String> = out.iter().map(|r| r.value.trim().to_string()).collect();
+                let values: Vec<String> = out.iter().map(|v| v.trim().to_string()).collect();
                 moat_model::network::validate_ip_rules(&values)
                     .map_err(|e| ArmError::invalid_property(&path, e.to_string()))?;
-                s.network_rule_set.ip_rules =
-                    values.into_iter().map(|value| IpRule { value }).collect();
+                s.network_rule_set.ip_rules = values.into_iter().map(IpRule::new).collect();
             }
             "virtualNetworkRules" => {
                 if v.as_array().is_some_and(|a| !a.is_empty()) {

@@ -7,7 +7,7 @@ use crate::state::AppState;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use moat_model::{Action, Digest, Egress, RepositoryName};
 use std::io::Read;
 
@@ -34,6 +34,9 @@ fn parse_range(v: &str, size: u64) -> Option<(u64, u64)> {
     (start <= end && start < size).then_some((start, end))
 }
 
+/// Bytes read from a blob file per message to the response body.
+const CHUNK: usize = 2 << 20;
+
 /// Streams `[start, start+len)` of a blob from a blocking reader, 1 MiB at a time, with bounded buffering.
 pub fn blob_body(state: &AppState, digest: &Digest, start: u64, len: u64) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
@@ -48,12 +51,12 @@ pub fn blob_body(state: &AppState, digest: &Digest, start: u64, len: u64) -> Bod
             }
         };
         loop {
-            let mut buf = BytesMut::zeroed(1 << 20);
-            match reader.read(&mut buf) {
+            // read_to_end fills spare capacity without zeroing it first: at GB/s a memset per chunk shows.
+            let mut buf = Vec::with_capacity(CHUNK);
+            match (&mut reader).take(CHUNK as u64).read_to_end(&mut buf) {
                 Ok(0) => return,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                Ok(_) => {
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                         return;
                     }
                 }

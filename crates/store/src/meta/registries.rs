@@ -14,8 +14,12 @@ pub(crate) fn from_row(row: SqliteRow) -> Result<Registry> {
         login_server: row.get(2),
         resource_group: row.get(3),
         created_at: row.get(4),
-        settings: serde_json::from_str(&settings)
-            .map_err(|e| StoreError::Invalid(format!("stored registry settings: {e}")))?,
+        settings: {
+            let mut s: RegistrySettings = serde_json::from_str(&settings)
+                .map_err(|e| StoreError::Invalid(format!("stored registry settings: {e}")))?;
+            s.prepare();
+            s
+        },
     })
 }
 
