@@ -35,6 +35,8 @@ pub enum Egress<'a> {
         repository: &'a RepositoryName,
         digest: &'a Digest,
     },
+    /// A repository's tag names listed to a client: they reveal what it holds.
+    ListTags { repository: &'a RepositoryName },
     /// A manifest served to a client (by tag or digest).
     PullManifest {
         repository: &'a RepositoryName,
@@ -55,6 +57,7 @@ impl Egress<'_> {
         match self {
             Egress::PullBlob { .. } => "Pull",
             Egress::PullManifest { .. } => "Pull",
+            Egress::ListTags { .. } => "ListTags",
             Egress::Mount { .. } => "Mount",
         }
     }
@@ -122,9 +125,9 @@ pub fn decide(registry: &Registry, origin: &Origin, access: &Access, egress: &Eg
         return Decision::Deny(DenyReason::Network(d));
     }
     match egress {
-        Egress::PullBlob { repository, .. } | Egress::PullManifest { repository, .. } => {
-            may_read(registry, access, repository)
-        }
+        Egress::PullBlob { repository, .. }
+        | Egress::PullManifest { repository, .. }
+        | Egress::ListTags { repository } => may_read(registry, access, repository),
         Egress::Mount {
             source_registry,
             from,

@@ -309,7 +309,8 @@ impl RequestCtx {
             Decision::Deny(reason) => {
                 let repo = match egress {
                     Egress::PullBlob { repository, .. }
-                    | Egress::PullManifest { repository, .. } => *repository,
+                    | Egress::PullManifest { repository, .. }
+                    | Egress::ListTags { repository } => *repository,
                     Egress::Mount { to, .. } => *to,
                 };
                 match &reason {

@@ -21,7 +21,7 @@ use serde_json::json;
 /// Access tokens live 75 minutes (ACR's Entra-derived lifetime); refresh tokens 3 hours, as ACR documents.
 const ACCESS_TTL: u64 = 4500;
 const REFRESH_TTL: u64 = 10800;
-const REFRESH_SCOPE_MARKER: &str = "refresh";
+const REFRESH_GRANT: &str = "refresh";
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/oauth2/token", any(token))
@@ -108,7 +108,7 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
             .tokens
             .verify(&rt, &ctx.registry.login_server, &ctx.registry.id)
         {
-            Ok(c) if c.grant_type == REFRESH_SCOPE_MARKER => Some(c.sub),
+            Ok(c) if c.grant_type == REFRESH_GRANT => Some(c.sub),
             _ => return Err(login_failure("invalid or expired refresh token")),
         }
     } else {
@@ -170,7 +170,7 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
             id,
             &ctx.registry.login_server,
             &ctx.registry.id,
-            REFRESH_SCOPE_MARKER,
+            REFRESH_GRANT,
             REFRESH_TTL
         ));
     }

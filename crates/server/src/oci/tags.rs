@@ -6,7 +6,7 @@ use crate::context::RequestCtx;
 use crate::state::AppState;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use moat_model::{Egress, Reference, RepositoryName};
+use moat_model::{Egress, RepositoryName};
 
 pub async fn list(
     state: &AppState,
@@ -14,15 +14,7 @@ pub async fn list(
     repo: &RepositoryName,
     query: &str,
 ) -> OciResult<Response> {
-    // Listing tags reveals what a repository holds, so it needs what pulling a manifest needs.
-    let any_tag = Reference::Tag("latest".parse().expect("valid tag"));
-    ctx.gate(
-        state,
-        &Egress::PullManifest {
-            repository: repo,
-            reference: &any_tag,
-        },
-    )?;
+    ctx.gate(state, &Egress::ListTags { repository: repo })?;
     if !state.meta.repository_exists(&ctx.registry.id, repo).await? {
         return Err(
             OciError::new(Code::NameUnknown, "repository name not known to registry")
