@@ -130,6 +130,20 @@ enum Mode {
     Last,
 }
 
+/// Takes a session's lock and reads its row under it: another request may have advanced the session while this
+/// one waited. The session is checked before the lock too, so an unknown id never gets a lock entry.
+async fn locked_session(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    id: &str,
+) -> OciResult<(tokio::sync::OwnedMutexGuard<HashState>, UploadRow)> {
+    session(state, ctx, repo, id).await?;
+    let guard = state.uploads.get(id).lock_owned().await;
+    let row = session(state, ctx, repo, id).await?;
+    Ok((guard, row))
+}
+
 /// Appends a request body to an upload after its `committed` bytes. Returns the digest of the whole upload so
 /// far and its size.
 async fn append(
@@ -419,11 +433,7 @@ pub async fn patch(
     body: Body,
 ) -> OciResult<Response> {
     ctx.require(state, repo, Action::Push)?;
-    session(state, ctx, repo, id).await?;
-    let lock = state.uploads.get(id);
-    let mut guard = lock.lock().await;
-    // Re-read under the lock: another request may have advanced the session while we waited.
-    let row = session(state, ctx, repo, id).await?;
+    let (mut guard, row) = locked_session(state, ctx, repo, id).await?;
     let committed = row.committed_size as u64;
     let out_of_order = |msg: String| {
         OciError::new(Code::RangeInvalid, msg)
@@ -494,16 +504,13 @@ pub async fn finish(
     body: Body,
 ) -> OciResult<Response> {
     ctx.require(state, repo, Action::Push)?;
-    session(state, ctx, repo, id).await?;
+    let (mut guard, row) = locked_session(state, ctx, repo, id).await?;
     let expected = parse_digest(&query_param(query, "digest").ok_or_else(|| {
         OciError::new(
             Code::DigestInvalid,
             "the digest query parameter is required",
         )
     })?)?;
-    let lock = state.uploads.get(id);
-    let mut guard = lock.lock().await;
-    let row = session(state, ctx, repo, id).await?;
     let committed = row.committed_size as u64;
     if let Some(r) = headers
         .get(header::CONTENT_RANGE)

@@ -175,21 +175,9 @@ impl MetadataStore {
         digest: &Digest,
         event: &AuditEvent,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let r = sqlx::query(
-            "DELETE FROM blob_links WHERE registry_id = ? AND repository = ? AND digest = ?",
-        )
-        .bind(registry_id)
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() == 0 {
-            return Ok(false);
-        }
-        insert_event(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(true)
+        let sql = "DELETE FROM blob_links WHERE registry_id = ? AND repository = ? AND digest = ?";
+        self.delete_recorded(registry_id, repo, digest.as_str(), &[sql], event)
+            .await
     }
 
     /// Stores a manifest (and tags it) after checking, in the same transaction, that the repository holds every
@@ -303,27 +291,12 @@ impl MetadataStore {
         digest: &Digest,
         event: &AuditEvent,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("DELETE FROM tags WHERE registry_id = ? AND repository = ? AND digest = ?")
-            .bind(registry_id)
-            .bind(repo.as_str())
-            .bind(digest.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let r = sqlx::query(
+        let sql = [
+            "DELETE FROM tags WHERE registry_id = ? AND repository = ? AND digest = ?",
             "DELETE FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
-        )
-        .bind(registry_id)
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() == 0 {
-            return Ok(false);
-        }
-        insert_event(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(true)
+        ];
+        self.delete_recorded(registry_id, repo, digest.as_str(), &sql, event)
+            .await
     }
 
     pub async fn delete_tag(
@@ -333,15 +306,33 @@ impl MetadataStore {
         tag: &Tag,
         event: &AuditEvent,
     ) -> Result<bool> {
+        let sql = "DELETE FROM tags WHERE registry_id = ? AND repository = ? AND tag = ?";
+        self.delete_recorded(registry_id, repo, tag.as_str(), &[sql], event)
+            .await
+    }
+
+    /// Runs `DELETE`s bound to (registry, repository, `key`) in one transaction with the audit event. The
+    /// last statement says whether there was anything to delete; when there was not, nothing is committed.
+    async fn delete_recorded(
+        &self,
+        registry_id: &str,
+        repo: &RepositoryName,
+        key: &str,
+        statements: &[&str],
+        event: &AuditEvent,
+    ) -> Result<bool> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let r =
-            sqlx::query("DELETE FROM tags WHERE registry_id = ? AND repository = ? AND tag = ?")
+        let mut deleted = 0;
+        for sql in statements {
+            deleted = sqlx::query(sql)
                 .bind(registry_id)
                 .bind(repo.as_str())
-                .bind(tag.as_str())
+                .bind(key)
                 .execute(&mut *tx)
-                .await?;
-        if r.rows_affected() == 0 {
+                .await?
+                .rows_affected();
+        }
+        if deleted == 0 {
             return Ok(false);
         }
         insert_event(&mut tx, event).await?;
