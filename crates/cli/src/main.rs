@@ -76,6 +76,9 @@ enum Command {
         /// A proxy (address or CIDR) whose X-Forwarded-For/Forwarded headers are believed; repeatable.
         #[arg(long = "trusted-proxy", env = "MOAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
         trusted_proxies: Vec<ipnet::IpNet>,
+        /// A TOML file with extra listeners, private endpoints and trusted proxies (see the README).
+        #[arg(long, env = "MOAT_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Manage the registries this server hosts (works on the data directory directly).
     Registry {
@@ -172,6 +175,8 @@ fn config(common: &Common) -> ServeConfig {
         database_url: common.database_url.clone(),
         upload_ttl: Duration::from_secs(24 * 3600),
         trusted_proxies: vec![],
+        extra_listeners: vec![],
+        private_endpoints: vec![],
     }
 }
 
@@ -185,9 +190,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_key,
             upload_ttl_secs,
             trusted_proxies,
+            config: file,
         } => {
             let mut c = config(&common);
             c.trusted_proxies = trusted_proxies;
+            if let Some(path) = file {
+                let file = moat_server::config::ConfigFile::load(&path)?;
+                c.trusted_proxies.extend(file.trusted_proxies);
+                c.extra_listeners = file.listeners;
+                c.private_endpoints = file.private_endpoints;
+            }
             c.tls_cert = tls_cert;
             c.tls_key = tls_key;
             c.upload_ttl = Duration::from_secs(upload_ttl_secs.max(1));

@@ -40,4 +40,7 @@ pub struct AuditEvent {
     /// The HTTP status as a string, plus a reason for denials, as ACR writes it.
     pub result_description: String,
     pub correlation_id: Option<String>,
+    /// The endpoint the request came through: `public`, `privateEndpoint/<name>` or `dataEndpoint` (Moat's own
+    /// column: a firewall investigation starts from it).
+    pub endpoint: Option<String>,
 }

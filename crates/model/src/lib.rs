@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod names;
 pub mod network;
 pub mod policy;
+pub mod private_endpoint;
 pub mod rbac;
 pub mod registry;
 
@@ -19,4 +20,5 @@ pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, RegistryName, RepositoryName, Tag};
 pub use network::{decide_network, NetworkDecision, NetworkDenial};
 pub use policy::{PolicyError, PolicyFacts};
+pub use private_endpoint::{ConnectionStatus, PrivateEndpoint};
 pub use registry::{Registry, RegistrySettings, Sku};

@@ -127,7 +127,9 @@ pub fn decide_network(
     let allowed = rules
         .ip_rules
         .iter()
-        .filter_map(|r| parse_ip_rule(&r.value).ok())
+        // Rules are parsed when settings load (`RegistrySettings::prepare`); parsing here is the fallback for
+        // settings built in memory.
+        .filter_map(|r| r.net.or_else(|| parse_ip_rule(&r.value).ok()))
         .any(|net| net.contains(&origin.client_ip));
     if allowed {
         NetworkDecision::Public

@@ -9,8 +9,6 @@ use crate::registry::{DefaultAction, RegistrySettings, Sku};
 pub struct PolicyFacts {
     pub export_pipelines: usize,
     pub approved_private_endpoints: usize,
-    /// Whether the private-endpoint prerequisite is enforced (it is once private endpoints exist as listeners).
-    pub require_private_endpoint: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -62,13 +60,13 @@ impl PolicyError {
 }
 
 /// The invariant every committed state satisfies: exports disabled ⇒ Premium, public access disabled, no export
-/// pipelines and (when enforced) an approved private endpoint.
+/// pipelines and an approved private endpoint connection.
 pub fn holds(s: &RegistrySettings, facts: &PolicyFacts) -> bool {
     s.exports_enabled()
         || (s.sku == Sku::Premium
             && !s.public_network_access
             && facts.export_pipelines == 0
-            && (!facts.require_private_endpoint || facts.approved_private_endpoints > 0))
+            && facts.approved_private_endpoints > 0)
 }
 
 /// Checks a change from `before` (none for a new registry) to `after`. The error describes the change the
@@ -113,13 +111,26 @@ pub fn validate_change(
             count: facts.export_pipelines,
         });
     }
-    if facts.require_private_endpoint && facts.approved_private_endpoints == 0 {
+    if facts.approved_private_endpoints == 0 {
         return Err(PolicyError::ExportRequiresPrivateEndpoint { name });
     }
     network_rules_allowed(&name, after)
 }
 
 /// Whether the settings use network rules, which only Premium registries have (ACR's `networkRuleSet`).
+/// Checks a change to a registry's private endpoint connections (reject, disconnect, delete) against its
+/// settings: a registry with exports disabled keeps at least one approved connection.
+pub fn validate_endpoint_change(
+    name: &str,
+    settings: &RegistrySettings,
+    after: &PolicyFacts,
+) -> Result<(), PolicyError> {
+    if !settings.exports_enabled() && after.approved_private_endpoints == 0 {
+        return Err(PolicyError::PrivateEndpointRequiredWhileExportsDisabled { name: name.into() });
+    }
+    Ok(())
+}
+
 pub fn restricts_network(s: &RegistrySettings) -> bool {
     s.network_rule_set.default_action == DefaultAction::Deny
         || !s.network_rule_set.ip_rules.is_empty()
@@ -147,7 +158,10 @@ mod tests {
 
     #[test]
     fn disabling_exports_needs_premium_and_private_network() {
-        let facts = PolicyFacts::default();
+        let facts = PolicyFacts {
+            approved_private_endpoints: 1,
+            ..PolicyFacts::default()
+        };
         let mut s = open(Sku::Premium);
         s.policies.export = PolicyStatus::Disabled;
         assert!(matches!(
@@ -174,24 +188,27 @@ mod tests {
             Err(PolicyError::ExportBlockedByPipelines { .. })
         ));
         let pe = PolicyFacts {
-            require_private_endpoint: true,
+            approved_private_endpoints: 0,
             ..facts
         };
         assert!(matches!(
             validate_change("reg", None, &s, &pe),
             Err(PolicyError::ExportRequiresPrivateEndpoint { .. })
         ));
-        let pe_ok = PolicyFacts {
-            require_private_endpoint: true,
-            approved_private_endpoints: 1,
-            ..facts
-        };
-        assert_eq!(validate_change("reg", None, &s, &pe_ok), Ok(()));
+        assert_eq!(validate_change("reg", None, &s, &facts), Ok(()));
+        assert!(matches!(
+            validate_endpoint_change("reg", &s, &pe),
+            Err(PolicyError::PrivateEndpointRequiredWhileExportsDisabled { .. })
+        ));
+        assert_eq!(validate_endpoint_change("reg", &open(Sku::Premium), &pe), Ok(()));
     }
 
     #[test]
     fn protected_registry_cannot_reopen() {
-        let facts = PolicyFacts::default();
+        let facts = PolicyFacts {
+            approved_private_endpoints: 1,
+            ..PolicyFacts::default()
+        };
         let mut locked = open(Sku::Premium);
         locked.public_network_access = false;
         locked.policies.export = PolicyStatus::Disabled;
@@ -240,11 +257,11 @@ mod tests {
         /// satisfies it (and the SKU rule for anonymous pull) is always accepted.
         #[test]
         fn accepted_states_hold_the_invariant(
-            steps in proptest::collection::vec((arb_settings(), 0..2usize, 0..3usize, any::<bool>()), 1..40)
+            steps in proptest::collection::vec((arb_settings(), 0..2usize, 0..3usize), 1..40)
         ) {
             let mut current = open(Sku::Premium);
-            for (proposed, pipelines, endpoints, require_pe) in steps {
-                let facts = PolicyFacts { export_pipelines: pipelines, approved_private_endpoints: endpoints, require_private_endpoint: require_pe };
+            for (proposed, pipelines, endpoints) in steps {
+                let facts = PolicyFacts { export_pipelines: pipelines, approved_private_endpoints: endpoints };
                 let verdict = validate_change("reg", Some(&current), &proposed, &facts);
                 let anon_ok = !(proposed.anonymous_pull_enabled && proposed.sku == Sku::Basic);
                 let net_ok = proposed.sku == Sku::Premium || !restricts_network(&proposed);

@@ -1,4 +1,4 @@
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,6 +21,57 @@ pub struct ServeConfig {
     pub upload_ttl: Duration,
     /// Peers whose `X-Forwarded-For`/`Forwarded` headers are believed; everyone else's are ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// More public listeners besides `listen` (same port semantics: the login servers keep `listen`'s port).
+    pub extra_listeners: Vec<SocketAddr>,
+    /// Private endpoints declared by the operator; created (approved) at start if they do not exist yet.
+    pub private_endpoints: Vec<DeclaredEndpoint>,
+}
+
+/// A private endpoint from the configuration file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredEndpoint {
+    pub name: String,
+    pub registry: String,
+    /// The address it listens on; the port is the server's (`listen`'s), so login server names stay valid.
+    pub address: IpAddr,
+    #[serde(default = "default_resource_group")]
+    pub resource_group: String,
+}
+
+fn default_resource_group() -> String {
+    crate::listener::DEFAULT_RESOURCE_GROUP.to_string()
+}
+
+/// The TOML file given with `--config`: what flags cannot say well.
+///
+/// ```toml
+/// trusted_proxies = ["192.0.2.10/32"]
+/// listeners = ["198.18.0.1:5000"]
+///
+/// [[private_endpoint]]
+/// name = "pe-app"
+/// registry = "app"
+/// address = "198.18.0.5"
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    #[serde(default)]
+    pub listeners: Vec<SocketAddr>,
+    #[serde(default, rename = "private_endpoint")]
+    pub private_endpoints: Vec<DeclaredEndpoint>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &std::path::Path) -> anyhow::Result<ConfigFile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading the configuration file {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("configuration file {}: {e}", path.display()))
+    }
 }
 
 impl ServeConfig {
@@ -41,11 +92,37 @@ impl ServeConfig {
     }
 }
 
+impl ServeConfig {
+    /// `<registry>.<region>.data.<domain>[:port]`: the region is the second label, where `az acr show-endpoints`
+    /// reads it; the port is kept as in login servers.
+    pub fn data_endpoint_host(&self, r: &moat_model::Registry) -> String {
+        let label = format!("{}.{}.data", r.name, r.settings.location.to_ascii_lowercase());
+        login_server_for(&label, &self.domain, self.listen.port(), self.insecure_http)
+    }
+}
+
 pub fn login_server_for(registry: &str, domain: &str, port: u16, insecure_http: bool) -> String {
     let default_port = if insecure_http { 80 } else { 443 };
     if port == default_port {
         format!("{registry}.{domain}")
     } else {
         format!("{registry}.{domain}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_parses_and_refuses_unknown_keys() {
+        let c: ConfigFile = toml::from_str(
+            "listeners = [\"198.18.0.1:5000\"]\n[[private_endpoint]]\nname = \"pe\"\nregistry = \"app\"\naddress = \"198.18.0.5\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.listeners, vec!["198.18.0.1:5000".parse().unwrap()]);
+        assert_eq!(c.private_endpoints[0].resource_group, "moat");
+        assert!(toml::from_str::<ConfigFile>("listener = []").is_err());
+        assert!(toml::from_str::<ConfigFile>("[[private_endpoint]]\nname = \"pe\"\nregistry = \"a\"\naddress = \"nope\"").is_err());
     }
 }

@@ -10,17 +10,12 @@ use base64::Engine;
 use moat_model::audit::{AuditEvent, Category};
 use moat_model::{
     decide, decide_network, Access, Action, Decision, DenyReason, Egress, NetworkDecision, Origin,
-    Registry, RepositoryName,
+    PrivateEndpointOrigin, Registry, RepositoryName,
 };
-use std::net::{IpAddr, SocketAddr};
+use crate::endpoints::{ConnInfo, ListenerKind};
+use std::net::IpAddr;
 use std::time::Instant;
 
-/// Put into each request's extensions by the accept loop.
-#[derive(Clone, Debug)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub listener: String,
-}
 
 #[derive(Clone, Debug)]
 pub struct Principal {
@@ -41,6 +36,8 @@ pub struct RequestCtx {
     pub started: Instant,
     /// `https` or `http`, for the token realm.
     pub scheme: &'static str,
+    /// The request came to the registry's dedicated data endpoint, not its login server.
+    pub data_endpoint: bool,
 }
 
 /// The client's address: the socket peer, unless that peer is a trusted proxy, in which case the nearest
@@ -169,13 +166,28 @@ impl RequestCtx {
         Ok(ctx)
     }
 
-    /// The registry and origin, without looking at credentials (the token endpoint reads its own).
+    /// The registry and origin, without looking at credentials (the token endpoint reads its own). Requests
+    /// to a data endpoint are refused here: it serves only the signed links of [`crate::data_endpoint`].
     pub async fn classify_unauthenticated(
         state: &AppState,
         parts: &Parts,
     ) -> OciResult<RequestCtx> {
+        let ctx = Self::classify_origin(state, parts).await?;
+        if ctx.data_endpoint {
+            return Err(OciError::new(
+                Code::Unsupported,
+                "this is a data endpoint: it serves only blob download links issued by the login server; send registry requests to the login server",
+            )
+            .with_status(axum::http::StatusCode::NOT_FOUND));
+        }
+        Ok(ctx)
+    }
+
+    /// The registry (by login server or data endpoint) and the origin, checked against the registry's network
+    /// rules before anything else is looked at.
+    pub async fn classify_origin(state: &AppState, parts: &Parts) -> OciResult<RequestCtx> {
         let host = host_of(&parts.headers, &parts.uri);
-        let registry = state.registries.for_host(&host).await?.ok_or_else(|| {
+        let routed = state.registries.for_host(&host).await?.ok_or_else(|| {
             OciError::new(
                 Code::NameUnknown,
                 format!("no registry is served at '{host}'"),
@@ -186,13 +198,35 @@ impl RequestCtx {
             .as_ref()
             .map(|c| c.peer.ip())
             .unwrap_or([127, 0, 0, 1].into());
+        let (listener, private_endpoint) = match conn.map(|c| c.kind) {
+            Some(ListenerKind::PrivateEndpoint(id)) => match state.registries.endpoint(&id).await? {
+                Some(pe) => (
+                    format!("privateEndpoint/{}", pe.name),
+                    Some(PrivateEndpointOrigin {
+                        name: pe.name.clone(),
+                        registry_id: pe.registry_id.clone(),
+                        approved: pe.is_approved(),
+                    }),
+                ),
+                // Deleted while its listener was still draining: carries no traffic.
+                None => (
+                    "privateEndpoint/(deleted)".to_string(),
+                    Some(PrivateEndpointOrigin {
+                        name: String::new(),
+                        registry_id: String::new(),
+                        approved: false,
+                    }),
+                ),
+            },
+            _ => ("public".to_string(), None),
+        };
         let origin = Origin {
             client_ip: client_ip(peer, &parts.headers, &state.config.trusted_proxies),
-            listener: conn.map(|c| c.listener).unwrap_or_else(|| "main".into()),
-            private_endpoint: None,
+            listener,
+            private_endpoint,
         };
         let ctx = RequestCtx {
-            registry,
+            registry: routed.registry,
             origin,
             principal: Principal {
                 identity: None,
@@ -216,6 +250,7 @@ impl RequestCtx {
             } else {
                 "https"
             },
+            data_endpoint: routed.data_endpoint,
         };
         // The network comes before credentials: a refused origin learns nothing, not even whether its
         // password was right.
@@ -360,6 +395,11 @@ impl RequestCtx {
             result_type: if status < 400 { "Success" } else { "Failure" }.into(),
             result_description: status.to_string(),
             correlation_id: Some(self.correlation_id.clone()),
+            endpoint: Some(if self.data_endpoint {
+                format!("dataEndpoint ({})", self.origin.listener)
+            } else {
+                self.origin.listener.clone()
+            }),
             ..Default::default()
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::audit_log::AuditLog;
 use crate::config::ServeConfig;
-use crate::context::ConnInfo;
+use crate::endpoints::{AcceptFn, ConnInfo, ListenerKind};
 use crate::identities::CredentialCache;
 use crate::oci::error::{Code, OciError};
 use crate::registries::RegistryDirectory;
@@ -16,7 +16,7 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use moat_auth::TokenIssuer;
-use moat_model::{RegistrySettings, Sku};
+use moat_model::{ConnectionStatus, RegistrySettings, Sku};
 
 /// The resource group of the registries made by the server itself or by `moat registry create`.
 pub const DEFAULT_RESOURCE_GROUP: &str = "moat";
@@ -155,9 +155,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let names = vec![config.listen.ip().to_string(), "localhost".to_string()];
         Some(tls::local_ca_config(ca, &names)?)
     };
+    let config = Arc::new(config);
     let state = AppState {
-        config: Arc::new(config.clone()),
-        registries: RegistryDirectory::new(meta.clone()),
+        config: config.clone(),
+        registries: RegistryDirectory::new(meta.clone(), config.clone()),
         audit: AuditLog::start(meta.clone()),
         meta,
         blobs: Arc::new(blobs),
@@ -165,6 +166,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         uploads: Default::default(),
         credential_cache: CredentialCache::default(),
         manifest_cache: Default::default(),
+        listeners: Default::default(),
     };
     let removed = oci::uploads::sweep(&state, true).await?;
     if removed > 0 {
@@ -180,28 +182,100 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     });
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    eprintln!("moat listening on {scheme}://{}", config.listen);
     let router = app(state.clone());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+    let draining = Draining::default();
+    let watcher = draining.clone();
+    let accept: AcceptFn = Arc::new(move |listener, kind| {
+        tokio::spawn(accept_loop(
+            listener,
+            kind,
+            router.clone(),
+            acceptor.clone(),
+            watcher.clone(),
+        ))
+        .abort_handle()
+    });
+    let scheme = if config.insecure_http { "http" } else { "https" };
+    let mut public = Vec::new();
+    for addr in std::iter::once(config.listen).chain(config.extra_listeners.iter().copied()) {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        eprintln!("moat listening on {scheme}://{addr}");
+        public.push(accept(listener, ListenerKind::Public));
+    }
+    state.listeners.start(config.listen.port(), accept);
+    declare_endpoints(&state).await?;
+    crate::endpoints::refresh(&state).await;
+
+    shutdown_signal().await;
+    eprintln!("moat: shutting down, finishing in-flight requests");
+    for h in public {
+        h.abort();
+    }
+    state.listeners.stop_all();
+    draining.finish(Duration::from_secs(30)).await;
+    state.audit.flush().await;
+    Ok(())
+}
+
+/// Creates the private endpoints the configuration file declares (approved: the operator declared them) and
+/// refuses to start when one exists with a different registry or address.
+async fn declare_endpoints(state: &AppState) -> anyhow::Result<()> {
+    for d in &state.config.private_endpoints {
+        let registry = state.meta.registry_by_name(&d.registry).await?.with_context(|| {
+            format!(
+                "private endpoint '{}' names registry '{}', which does not exist: create it first (moat registry create {})",
+                d.name, d.registry, d.registry
+            )
+        })?;
+        match state.meta.private_endpoint(&d.resource_group, &d.name).await? {
+            Some(pe) if pe.registry_id != registry.id || pe.address != d.address => anyhow::bail!(
+                "private endpoint '{}' exists on {} for another registry or address than the configuration says; delete it first (moat acr private-endpoint delete -n {} -g {})",
+                d.name, pe.address, d.name, d.resource_group
+            ),
+            Some(_) => {}
+            None => {
+                state
+                    .meta
+                    .create_private_endpoint(&moat_store::meta::NewPrivateEndpoint {
+                        name: d.name.clone(),
+                        resource_group: d.resource_group.clone(),
+                        registry_id: registry.id.clone(),
+                        registry_name: registry.name.clone(),
+                        address: d.address,
+                        status: ConnectionStatus::Approved,
+                        description: "Auto-Approved (declared in the configuration file)".into(),
+                    })
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Accepts connections on one listener until aborted; each connection's requests carry where they came in.
+async fn accept_loop(
+    listener: TcpListener,
+    kind: ListenerKind,
+    router: Router,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    watcher: Draining,
+) {
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => { tracing::warn!("accept failed: {e}"); continue; }
-            },
-            _ = &mut shutdown => break,
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let info = ConnInfo {
             peer,
-            listener: "main".into(),
+            kind: kind.clone(),
         };
         let router = router.clone();
         let svc =
@@ -211,40 +285,80 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 let mut router = router.clone();
                 async move { router.call(req.map(Body::new)).await }
             });
-        let builder = auto::Builder::new(TokioExecutor::new());
-        match &acceptor {
-            None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
+        let acceptor = acceptor.clone();
+        let watcher = watcher.clone();
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            match acceptor {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .into_owned();
+                    watcher.watch(conn).await;
+                }
+                Some(acceptor) => {
                     let Ok(Ok(tls)) =
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                             .await
                     else {
                         return;
                     };
-                    let conn = auto::Builder::new(TokioExecutor::new())
+                    let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                         .into_owned();
-                    let _ = watcher.watch(conn).await;
-                });
-                drop(builder);
+                    watcher.watch(conn).await;
+                }
+            }
+        });
+    }
+}
+
+/// Graceful shutdown across every listener: on `finish`, each open connection finishes its in-flight
+/// request and closes; `finish` returns when all have, or at the deadline.
+#[derive(Clone, Default)]
+struct Draining {
+    stop: Arc<tokio::sync::Notify>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    closed: Arc<tokio::sync::Notify>,
+}
+
+impl Draining {
+    async fn watch<C>(&self, conn: C)
+    where
+        C: hyper_util::server::graceful::GracefulConnection,
+    {
+        use std::sync::atomic::Ordering;
+        self.open.fetch_add(1, Ordering::SeqCst);
+        let mut conn = std::pin::pin!(conn);
+        if !self.stopping.load(Ordering::SeqCst) {
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = self.stop.notified() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
             }
         }
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        self.closed.notify_waiters();
     }
-    eprintln!("moat: shutting down, finishing in-flight requests");
-    let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
-    state.audit.flush().await;
-    Ok(())
+
+    async fn finish(&self, deadline: Duration) {
+        use std::sync::atomic::Ordering;
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stop.notify_waiters();
+        let _ = tokio::time::timeout(deadline, async {
+            while self.open.load(Ordering::SeqCst) > 0 {
+                let closed = self.closed.notified();
+                if self.open.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(100), closed).await;
+            }
+        })
+        .await;
+    }
 }
 
 /// az joins its resource-manager URL (which ends in '/') with paths that start with one, and asks for

@@ -1,79 +1,130 @@
-//! Routing by `Host`: which registry a request is for. Registries change rarely and may be created by another
-//! process (`moat registry create`), so the directory is reloaded when it is older than a second or a host is
-//! unknown.
+//! Routing by `Host`: which registry a request is for, and whether it came to the registry's login server or
+//! its dedicated data endpoint; and the private endpoints, by id, for classifying origins. Registries change
+//! rarely and may be created by another process (`moat registry create`), so the directory is reloaded when it
+//! is older than a second or after a change made through this server.
 
-use moat_model::Registry;
+use crate::config::ServeConfig;
+use moat_model::{PrivateEndpoint, Registry};
 use moat_store::{MetadataStore, StoreError};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 #[derive(Clone)]
 pub struct RegistryDirectory {
     meta: MetadataStore,
+    config: Arc<ServeConfig>,
     cache: Arc<RwLock<Snapshot>>,
 }
 
 struct Snapshot {
     loaded: Instant,
     registries: Vec<Arc<Registry>>,
+    /// Data endpoint host → index into `registries`, for registries with data endpoints enabled.
+    data_hosts: HashMap<String, usize>,
     default_id: Option<String>,
+    endpoints: HashMap<String, Arc<PrivateEndpoint>>,
+}
+
+/// What a request's Host names.
+#[derive(Clone, Debug)]
+pub struct HostMatch {
+    pub registry: Arc<Registry>,
+    /// The Host is the registry's dedicated data endpoint, not its login server.
+    pub data_endpoint: bool,
 }
 
 const MAX_AGE: Duration = Duration::from_secs(1);
 
 impl RegistryDirectory {
-    pub fn new(meta: MetadataStore) -> RegistryDirectory {
+    pub fn new(meta: MetadataStore, config: Arc<ServeConfig>) -> RegistryDirectory {
         RegistryDirectory {
             meta,
+            config,
             cache: Arc::new(RwLock::new(Snapshot {
                 loaded: Instant::now() - MAX_AGE * 2,
                 registries: vec![],
+                data_hosts: HashMap::new(),
                 default_id: None,
+                endpoints: HashMap::new(),
             })),
         }
     }
 
     async fn reload(&self) -> Result<(), StoreError> {
-        let registries = self
+        let registries: Vec<Arc<Registry>> = self
             .meta
             .list_registries()
             .await?
             .into_iter()
             .map(Arc::new)
             .collect();
+        let data_hosts = registries
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.settings.data_endpoint_enabled)
+            .map(|(i, r)| (self.config.data_endpoint_host(r), i))
+            .collect();
         let default_id = self.meta.default_registry().await?.map(|r| r.id);
+        let endpoints = self
+            .meta
+            .private_endpoints()
+            .await?
+            .into_iter()
+            .map(|e| (e.id.clone(), Arc::new(e)))
+            .collect();
         *self.cache.write().expect("lock") = Snapshot {
             loaded: Instant::now(),
             registries,
+            data_hosts,
             default_id,
+            endpoints,
         };
         Ok(())
     }
 
-    fn lookup(&self, host: &str) -> Option<Arc<Registry>> {
-        let snap = self.cache.read().expect("lock");
-        let host = host.to_ascii_lowercase();
-        snap.registries
-            .iter()
-            .find(|r| r.login_server == host)
-            .or_else(|| {
-                snap.registries
-                    .iter()
-                    .find(|r| Some(&r.id) == snap.default_id.as_ref())
-            })
-            .cloned()
-    }
-
-    /// The registry a Host names, else the default registry.
-    pub async fn for_host(&self, host: &str) -> Result<Option<Arc<Registry>>, StoreError> {
+    async fn fresh(&self) -> Result<(), StoreError> {
         let stale = self.cache.read().expect("lock").loaded.elapsed() >= MAX_AGE;
         if stale {
             self.reload().await?;
         }
-        Ok(self.lookup(host))
+        Ok(())
     }
 
-    /// Forces a reload on the next request: a registry changed over ARM is served at once.
+    /// The registry a Host names (login server or data endpoint), else the default registry.
+    pub async fn for_host(&self, host: &str) -> Result<Option<HostMatch>, StoreError> {
+        self.fresh().await?;
+        let snap = self.cache.read().expect("lock");
+        let host = host.to_ascii_lowercase();
+        if let Some(r) = snap.registries.iter().find(|r| r.login_server == host) {
+            return Ok(Some(HostMatch {
+                registry: r.clone(),
+                data_endpoint: false,
+            }));
+        }
+        if let Some(&i) = snap.data_hosts.get(&host) {
+            return Ok(Some(HostMatch {
+                registry: snap.registries[i].clone(),
+                data_endpoint: true,
+            }));
+        }
+        Ok(snap
+            .registries
+            .iter()
+            .find(|r| Some(&r.id) == snap.default_id.as_ref())
+            .map(|r| HostMatch {
+                registry: r.clone(),
+                data_endpoint: false,
+            }))
+    }
+
+    /// A private endpoint by id, as of the last reload.
+    pub async fn endpoint(&self, id: &str) -> Result<Option<Arc<PrivateEndpoint>>, StoreError> {
+        self.fresh().await?;
+        Ok(self.cache.read().expect("lock").endpoints.get(id).cloned())
+    }
+
+    /// Forces a reload on the next request: a change made over ARM is served at once.
     pub fn invalidate(&self) {
         self.cache.write().expect("lock").loaded = Instant::now() - MAX_AGE * 2;
     }

@@ -22,4 +22,6 @@ pub struct AppState {
     pub credential_cache: crate::identities::CredentialCache,
     /// Manifests by tag, the hottest read of a registry.
     pub manifest_cache: crate::oci::manifest_cache::ManifestCache,
+    /// The private endpoints' listeners.
+    pub listeners: Arc<crate::endpoints::Listeners>,
 }

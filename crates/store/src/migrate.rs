@@ -15,6 +15,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "inline_blobs",
         include_str!("../migrations/0003_inline_blobs.sql"),
     ),
+    (
+        4,
+        "private_endpoints",
+        include_str!("../migrations/0004_private_endpoints.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -179,6 +179,10 @@ impl ArmPrincipal {
         self.any(|a| a.role.can_write_resources() && a.scope.covers(rg, name))
     }
 
+    pub fn can_read_group(&self, rg: &str) -> bool {
+        self.any(|a| a.role.can_read_resources() && a.scope.covers_group(rg))
+    }
+
     pub fn can_write_group(&self, rg: &str) -> bool {
         self.any(|a| a.role.can_write_resources() && a.scope.covers_group(rg))
     }

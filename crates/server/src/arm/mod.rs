@@ -5,6 +5,7 @@
 pub mod api_version;
 pub mod error;
 pub mod identity;
+pub mod private_endpoints;
 pub mod registries;
 pub mod registry_json;
 
@@ -210,8 +211,41 @@ async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
             let (rg, name) = (segments[3], segments[7]);
             registries::dispatch(state, &ctx, rg, name, rest, &segments[8..], &body).await
         }
+        (_, ["resourcegroups", _, "providers", "microsoft.network", "privateendpoints", rest @ ..]) => {
+            private_endpoints::endpoint_dispatch(state, &ctx, segments[3], rest, &segments[7..], &body)
+                .await
+        }
         _ => Err(no_route()),
     }
+}
+
+/// The answer to a change: done already, but shaped as ARM's async operation so that every Azure poller
+/// finishes on its first poll (`Azure-AsyncOperation` + `Retry-After: 1`, see reference/azure-clients.md §3.3).
+/// `resource_id` is the resource whose `operationStatuses/{op}` answers the poll.
+pub fn lro(ctx: &ArmCtx, resource_id: &str, body: Value, status: axum::http::StatusCode) -> Response {
+    use axum::http::{header, HeaderValue};
+    let op = format!("op-{}", uuid::Uuid::new_v4());
+    let url = format!(
+        "{}{resource_id}/operationStatuses/{op}?api-version={}",
+        ctx.base_url, ctx.api_version
+    );
+    let mut resp = (status, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        resp.headers_mut().insert("azure-asyncoperation", v);
+    }
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// `GET {resource}/operationStatuses/{op}`: every operation finished before it was answered.
+pub fn operation_status(resource_id: &str, op: &str) -> Response {
+    let now = moat_store::time_fmt::now();
+    axum::Json(json!({
+        "id": format!("{resource_id}/operationStatuses/{op}"),
+        "name": op, "status": "Succeeded", "startTime": now, "endTime": now,
+    }))
+    .into_response()
 }
 
 fn subscription_json(ids: &crate::listener::CloudIds) -> Value {

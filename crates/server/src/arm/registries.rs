@@ -6,7 +6,7 @@ use super::error::{ArmError, ArmResult};
 use super::registry_json::{self, registry_id, REGISTRY_TYPE};
 use super::ArmCtx;
 use crate::state::AppState;
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use moat_model::{Registry, RegistryName, RegistrySettings, Sku};
 use serde_json::{json, Value};
@@ -21,8 +21,15 @@ fn parse_name(name: &str) -> ArmResult<String> {
     })
 }
 
-fn json_of(state: &AppState, ctx: &ArmCtx, r: &Registry) -> Value {
-    registry_json::to_json(r, &ctx.subscription, &state.config.domain)
+/// The registry's JSON, with its private endpoint connections.
+async fn json_of(state: &AppState, ctx: &ArmCtx, r: &Registry) -> ArmResult<Value> {
+    let connections = state.meta.private_endpoint_connections(&r.id).await?;
+    Ok(registry_json::to_json(
+        r,
+        &ctx.subscription,
+        &state.config,
+        &connections,
+    ))
 }
 
 async fn find(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult<Registry> {
@@ -50,7 +57,7 @@ async fn find(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult
     Ok(r)
 }
 
-fn require_write(ctx: &ArmCtx, r: &Registry, action: &str) -> ArmResult<()> {
+pub fn require_write(ctx: &ArmCtx, r: &Registry, action: &str) -> ArmResult<()> {
     if ctx.principal.can_write(&r.resource_group, &r.name) {
         Ok(())
     } else {
@@ -61,23 +68,9 @@ fn require_write(ctx: &ArmCtx, r: &Registry, action: &str) -> ArmResult<()> {
     }
 }
 
-/// The answer to a PUT or PATCH: done already, but shaped as ARM's async operation so that every Azure poller
-/// finishes on its first poll (`Azure-AsyncOperation` + `Retry-After: 1`, see reference/azure-clients.md §3.3).
-fn lro(state: &AppState, ctx: &ArmCtx, r: &Registry, status: StatusCode) -> Response {
-    let op = format!("registries-{}", uuid::Uuid::new_v4());
-    let url = format!(
-        "{}{}/operationStatuses/{op}?api-version={}",
-        ctx.base_url,
-        registry_id(&ctx.subscription, &r.resource_group, &r.name),
-        ctx.api_version
-    );
-    let mut resp = (status, axum::Json(json_of(state, ctx, r))).into_response();
-    if let Ok(v) = HeaderValue::from_str(&url) {
-        resp.headers_mut().insert("azure-asyncoperation", v);
-    }
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    resp
+async fn lro(state: &AppState, ctx: &ArmCtx, r: &Registry, status: StatusCode) -> ArmResult<Response> {
+    let id = registry_id(&ctx.subscription, &r.resource_group, &r.name);
+    Ok(super::lro(ctx, &id, json_of(state, ctx, r).await?, status))
 }
 
 pub async fn dispatch(
@@ -92,10 +85,8 @@ pub async fn dispatch(
     let name = parse_name(name)?;
     match (&ctx.method, rest) {
         (&Method::GET, []) => {
-            Ok(
-                axum::Json(json_of(state, ctx, &find(state, ctx, rg, &name).await?))
-                    .into_response(),
-            )
+            let r = find(state, ctx, rg, &name).await?;
+            Ok(axum::Json(json_of(state, ctx, &r).await?).into_response())
         }
         (&Method::PUT, []) => put(state, ctx, rg, &name, body).await,
         (&Method::PATCH, []) => patch(state, ctx, rg, &name, body).await,
@@ -112,15 +103,16 @@ pub async fn dispatch(
             credentials(state, ctx, rg, &name, Some(which)).await
         }
         (&Method::GET, ["listusages"]) => usages(state, ctx, rg, &name).await,
+        (_, ["privateendpointconnections", ..] | ["privatelinkresources", ..]) => {
+            let r = find(state, ctx, rg, &name).await?;
+            super::private_endpoints::registry_dispatch(state, ctx, &r, rest, rest_original, body).await
+        }
         (&Method::GET, ["operationstatuses", _]) => {
             let r = find(state, ctx, rg, &name).await?;
-            let op = rest_original[1];
-            let now = moat_store::time_fmt::now();
-            Ok(axum::Json(json!({
-                "id": format!("{}/operationStatuses/{op}", registry_id(&ctx.subscription, &r.resource_group, &r.name)),
-                "name": op, "status": "Succeeded", "startTime": now, "endTime": now,
-            }))
-            .into_response())
+            Ok(super::operation_status(
+                &registry_id(&ctx.subscription, &r.resource_group, &r.name),
+                rest_original[1],
+            ))
         }
         _ => Err(ArmError::new(
             StatusCode::NOT_FOUND,
@@ -185,7 +177,7 @@ async fn put(
         })
         .await?;
     state.registries.invalidate();
-    Ok(lro(
+    lro(
         state,
         ctx,
         &r,
@@ -194,7 +186,8 @@ async fn put(
         } else {
             StatusCode::OK
         },
-    ))
+    )
+    .await
 }
 
 async fn patch(
@@ -223,7 +216,7 @@ async fn patch(
         })
         .await?;
     state.registries.invalidate();
-    Ok(lro(state, ctx, &r, StatusCode::OK))
+    lro(state, ctx, &r, StatusCode::OK).await
 }
 
 async fn delete(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult<Response> {
@@ -243,7 +236,7 @@ async fn delete(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResu
         ));
     }
     state.meta.delete_registry(&r.name).await?;
-    state.registries.invalidate();
+    crate::endpoints::refresh(state).await;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -295,21 +288,20 @@ async fn usages(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResu
         usage("Geo-replications", if r.settings.sku == Sku::Premium { 50 } else { 0 }, 0, "Count"),
         usage("IPRules", 200, r.settings.network_rule_set.ip_rules.len() as i64, "Count"),
         usage("VNetRules", 100, 0, "Count"),
-        usage("PrivateEndpointConnections", 200, 0, "Count"),
+        usage("PrivateEndpointConnections", 200, state.meta.private_endpoint_connections(&r.id).await?.len() as i64, "Count"),
     ]}))
     .into_response())
 }
 
 pub async fn list(state: &AppState, ctx: &ArmCtx, rg: Option<&str>) -> ArmResult<Response> {
-    let value: Vec<Value> = state
-        .meta
-        .list_registries()
-        .await?
-        .iter()
-        .filter(|r| rg.is_none_or(|g| r.resource_group.eq_ignore_ascii_case(g)))
-        .filter(|r| ctx.principal.can_read(&r.resource_group, &r.name))
-        .map(|r| json_of(state, ctx, r))
-        .collect();
+    let mut value: Vec<Value> = Vec::new();
+    for r in state.meta.list_registries().await? {
+        if rg.is_none_or(|g| r.resource_group.eq_ignore_ascii_case(g))
+            && ctx.principal.can_read(&r.resource_group, &r.name)
+        {
+            value.push(json_of(state, ctx, &r).await?);
+        }
+    }
     Ok(axum::Json(json!({ "value": value })).into_response())
 }
 

@@ -13,16 +13,6 @@ pub fn registry_id(sub: &str, rg: &str, name: &str) -> String {
     format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{name}")
 }
 
-/// `<registry>.<region>.data.<domain>`: the region is the second label, where `az acr show-endpoints` reads it.
-pub fn data_endpoint_host(r: &Registry, domain: &str) -> String {
-    format!(
-        "{}.{}.data.{}",
-        r.name,
-        r.settings.location.to_ascii_lowercase(),
-        domain
-    )
-}
-
 fn on_off(b: bool) -> &'static str {
     if b {
         "Enabled"
@@ -31,14 +21,23 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
-pub fn to_json(r: &Registry, sub: &str, domain: &str) -> Value {
+pub fn to_json(
+    r: &Registry,
+    sub: &str,
+    config: &crate::config::ServeConfig,
+    connections: &[moat_model::PrivateEndpoint],
+) -> Value {
     let s = &r.settings;
     let p = &s.policies;
     let data_hosts: Vec<String> = if s.data_endpoint_enabled {
-        vec![data_endpoint_host(r, domain)]
+        vec![config.data_endpoint_host(r)]
     } else {
         vec![]
     };
+    let connections: Vec<Value> = connections
+        .iter()
+        .map(|pe| super::private_endpoints::connection_json(sub, r, pe))
+        .collect();
     json!({
         "id": registry_id(sub, &r.resource_group, &r.name),
         "name": r.name,
@@ -68,7 +67,7 @@ pub fn to_json(r: &Registry, sub: &str, domain: &str) -> Value {
             "encryption": {"status": "disabled"},
             "dataEndpointEnabled": s.data_endpoint_enabled,
             "dataEndpointHostNames": data_hosts,
-            "privateEndpointConnections": [],
+            "privateEndpointConnections": connections,
             "publicNetworkAccess": on_off(s.public_network_access),
             "networkRuleBypassOptions": if s.bypass_trusted_services { "AzureServices" } else { "None" },
             "networkRuleBypassAllowedForTasks": false,

@@ -17,8 +17,8 @@ pub struct AuditFilter {
 
 const COLUMNS: &str = "INSERT INTO audit_events(time_generated, category, operation_name, registry, login_server,
     repository, tag, digest, media_type, size, identity, caller_ip_address, user_agent, duration_ms, result_type,
-    result_description, correlation_id) VALUES ";
-const ROW: &str = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    result_description, correlation_id, endpoint) VALUES ";
+const ROW: &str = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 /// Rows per multi-row INSERT: one statement per many pulls keeps the batch writer's cost per event small.
 const ROWS_PER_STATEMENT: usize = 50;
 
@@ -56,7 +56,8 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Re
                 .bind(e.duration_ms)
                 .bind(&e.result_type)
                 .bind(&e.result_description)
-                .bind(&e.correlation_id);
+                .bind(&e.correlation_id)
+                .bind(&e.endpoint);
         }
         q.execute(&mut *conn).await?;
     }
@@ -86,6 +87,7 @@ fn from_row(r: SqliteRow) -> AuditEvent {
         result_type: r.get("result_type"),
         result_description: r.get("result_description"),
         correlation_id: r.get("correlation_id"),
+        endpoint: r.get("endpoint"),
     }
 }
 

@@ -195,14 +195,22 @@ impl MetadataStore {
         Ok(())
     }
 
-    /// Facts the export policy needs that live outside the registry's settings. Pipelines and private
-    /// endpoints arrive with later issues; until then there are none, and the private-endpoint rule is off.
-    async fn policy_facts(
+    /// Facts the export policy needs that live outside the registry's settings, read in the caller's transaction.
+    pub(crate) async fn policy_facts(
         &self,
-        _conn: &mut sqlx::SqliteConnection,
-        _registry_id: &str,
+        conn: &mut sqlx::SqliteConnection,
+        registry_id: &str,
     ) -> Result<PolicyFacts> {
-        Ok(PolicyFacts::default())
+        let approved: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM private_endpoints WHERE registry_id = ? AND status = 'Approved'",
+        )
+        .bind(registry_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(PolicyFacts {
+            export_pipelines: 0,
+            approved_private_endpoints: approved as usize,
+        })
     }
 
     /// Creates a registry or replaces/changes an existing one, in one transaction: the current state is read,
@@ -319,7 +327,14 @@ impl MetadataStore {
         else {
             return Ok(false);
         };
-        for table in ["tags", "manifests", "blob_links", "repositories", "uploads"] {
+        for table in [
+            "tags",
+            "manifests",
+            "blob_links",
+            "repositories",
+            "uploads",
+            "private_endpoints",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE registry_id = ?"))
                 .bind(&id)
                 .execute(&mut *tx)
@@ -344,7 +359,7 @@ impl MetadataStore {
     }
 }
 
-async fn load(conn: &mut sqlx::SqliteConnection, name: &str) -> Result<Option<Registry>> {
+pub(crate) async fn load(conn: &mut sqlx::SqliteConnection, name: &str) -> Result<Option<Registry>> {
     let q = "SELECT id, name, login_server, resource_group, created_at, settings FROM registries WHERE name = ?";
     sqlx::query(q)
         .bind(name)

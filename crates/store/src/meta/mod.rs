@@ -6,12 +6,14 @@ mod audit;
 mod content;
 mod group_commit;
 mod management;
+mod private_endpoints;
 mod registries;
 mod uploads;
 
 pub use audit::AuditFilter;
 pub use content::{FinishedBlob, ManifestRecord, ReferrerRow, StoredManifest};
 pub use management::{RoleAssignmentRow, ServicePrincipal, UpdateError};
+pub use private_endpoints::{EndpointChange, EndpointSelector, NewPrivateEndpoint};
 pub use uploads::UploadRow;
 
 use crate::error::Result;

@@ -1,0 +1,129 @@
+//! The server's listeners: the public ones from the configuration, and one per private endpoint, started when
+//! an endpoint is created and stopped when it is deleted. Each connection carries the [`ListenerKind`] it came
+//! in on, which is all the edge needs to classify its origin.
+
+use crate::state::AppState;
+use moat_model::PrivateEndpoint;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::task::AbortHandle;
+
+/// Which kind of listener a connection arrived on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenerKind {
+    Public,
+    /// The private endpoint with this id.
+    PrivateEndpoint(String),
+}
+
+/// Put into each request's extensions by the accept loop.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub kind: ListenerKind,
+}
+
+/// Starts serving on a bound listener; returns the handle that stops it.
+pub type AcceptFn = Arc<dyn Fn(tokio::net::TcpListener, ListenerKind) -> AbortHandle + Send + Sync>;
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("the server cannot listen on {0}: {1}. Use an address assigned to one of this host's interfaces and not in use.")]
+    Unavailable(SocketAddr, String),
+}
+
+/// The private endpoints' listeners, by endpoint id.
+#[derive(Default)]
+pub struct Listeners {
+    accept: OnceLock<AcceptFn>,
+    port: OnceLock<u16>,
+    running: Mutex<HashMap<String, (IpAddr, AbortHandle)>>,
+}
+
+impl Listeners {
+    /// Called once by `serve` when the router exists; until then endpoints are recorded but not served.
+    pub fn start(&self, port: u16, accept: AcceptFn) {
+        let _ = self.port.set(port);
+        let _ = self.accept.set(accept);
+    }
+
+    /// Binds an endpoint's address on the server's port, so that a request for an endpoint the server cannot
+    /// serve fails before anything is recorded.
+    pub fn bind(&self, addr: IpAddr) -> Result<Option<std::net::TcpListener>, BindError> {
+        let Some(port) = self.port.get() else {
+            return Ok(None);
+        };
+        let sa = SocketAddr::new(addr, *port);
+        let l = std::net::TcpListener::bind(sa)
+            .map_err(|e| BindError::Unavailable(sa, e.to_string()))?;
+        l.set_nonblocking(true)
+            .map_err(|e| BindError::Unavailable(sa, e.to_string()))?;
+        Ok(Some(l))
+    }
+
+    /// Serves an endpoint on a listener from [`Listeners::bind`].
+    pub fn adopt(&self, pe: &PrivateEndpoint, listener: std::net::TcpListener) {
+        let Some(accept) = self.accept.get() else {
+            return;
+        };
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => {
+                let handle = accept(l, ListenerKind::PrivateEndpoint(pe.id.clone()));
+                if let Some((_, old)) = self
+                    .running
+                    .lock()
+                    .expect("lock")
+                    .insert(pe.id.clone(), (pe.address, handle))
+                {
+                    old.abort();
+                }
+            }
+            Err(e) => tracing::warn!("private endpoint {}: {e}", pe.name),
+        }
+    }
+
+    /// Makes the running listeners match `endpoints`: starts the missing ones, stops the ones that are gone.
+    pub fn reconcile(&self, endpoints: &[PrivateEndpoint]) {
+        let stale: Vec<String> = {
+            let running = self.running.lock().expect("lock");
+            running
+                .iter()
+                .filter(|(id, (addr, _))| {
+                    !endpoints.iter().any(|e| &e.id == *id && e.address == *addr)
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in stale {
+            if let Some((_, h)) = self.running.lock().expect("lock").remove(&id) {
+                h.abort();
+            }
+        }
+        for pe in endpoints {
+            if self.running.lock().expect("lock").contains_key(&pe.id) {
+                continue;
+            }
+            match self.bind(pe.address) {
+                Ok(Some(l)) => self.adopt(pe, l),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("private endpoint '{}' is not served: {e}", pe.name),
+            }
+        }
+    }
+
+    pub fn stop_all(&self) {
+        for (_, (_, h)) in self.running.lock().expect("lock").drain() {
+            h.abort();
+        }
+    }
+}
+
+/// Re-reads the endpoints and brings listeners and the routing snapshot in line with them.
+pub async fn refresh(state: &AppState) {
+    state.registries.invalidate();
+    match state.meta.private_endpoints().await {
+        Ok(all) => state.listeners.reconcile(&all),
+        Err(e) => tracing::warn!("reading private endpoints: {e}"),
+    }
+}
