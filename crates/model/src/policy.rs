@@ -200,7 +200,10 @@ mod tests {
             validate_endpoint_change("reg", &s, &pe),
             Err(PolicyError::PrivateEndpointRequiredWhileExportsDisabled { .. })
         ));
-        assert_eq!(validate_endpoint_change("reg", &open(Sku::Premium), &pe), Ok(()));
+        assert_eq!(
+            validate_endpoint_change("reg", &open(Sku::Premium), &pe),
+            Ok(())
+        );
     }
 
     #[test]

@@ -67,8 +67,9 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     pub fn load(path: &std::path::Path) -> anyhow::Result<ConfigFile> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("reading the configuration file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("reading the configuration file {}: {e}", path.display())
+        })?;
         toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("configuration file {}: {e}", path.display()))
     }
@@ -96,7 +97,11 @@ impl ServeConfig {
     /// `<registry>.<region>.data.<domain>[:port]`: the region is the second label, where `az acr show-endpoints`
     /// reads it; the port is kept as in login servers.
     pub fn data_endpoint_host(&self, r: &moat_model::Registry) -> String {
-        let label = format!("{}.{}.data", r.name, r.settings.location.to_ascii_lowercase());
+        let label = format!(
+            "{}.{}.data",
+            r.name,
+            r.settings.location.to_ascii_lowercase()
+        );
         login_server_for(&label, &self.domain, self.listen.port(), self.insecure_http)
     }
 }
@@ -123,6 +128,9 @@ mod tests {
         assert_eq!(c.listeners, vec!["198.18.0.1:5000".parse().unwrap()]);
         assert_eq!(c.private_endpoints[0].resource_group, "moat");
         assert!(toml::from_str::<ConfigFile>("listener = []").is_err());
-        assert!(toml::from_str::<ConfigFile>("[[private_endpoint]]\nname = \"pe\"\nregistry = \"a\"\naddress = \"nope\"").is_err());
+        assert!(toml::from_str::<ConfigFile>(
+            "[[private_endpoint]]\nname = \"pe\"\nregistry = \"a\"\naddress = \"nope\""
+        )
+        .is_err());
     }
 }

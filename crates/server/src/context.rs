@@ -1,6 +1,7 @@
 //! The edge: each request is classified once into the registry it is for, its [`Origin`] and its [`Principal`].
 //! Handlers receive a [`RequestCtx`] and never read raw addresses or credentials themselves.
 
+use crate::endpoints::{ConnInfo, ListenerKind};
 use crate::identities;
 use crate::oci::error::{Code, OciError, OciResult};
 use crate::state::AppState;
@@ -12,10 +13,8 @@ use moat_model::{
     decide, decide_network, Access, Action, Decision, DenyReason, Egress, NetworkDecision, Origin,
     PrivateEndpointOrigin, Registry, RepositoryName,
 };
-use crate::endpoints::{ConnInfo, ListenerKind};
 use std::net::IpAddr;
 use std::time::Instant;
-
 
 #[derive(Clone, Debug)]
 pub struct Principal {
@@ -199,25 +198,27 @@ impl RequestCtx {
             .map(|c| c.peer.ip())
             .unwrap_or([127, 0, 0, 1].into());
         let (listener, private_endpoint) = match conn.map(|c| c.kind) {
-            Some(ListenerKind::PrivateEndpoint(id)) => match state.registries.endpoint(&id).await? {
-                Some(pe) => (
-                    format!("privateEndpoint/{}", pe.name),
-                    Some(PrivateEndpointOrigin {
-                        name: pe.name.clone(),
-                        registry_id: pe.registry_id.clone(),
-                        approved: pe.is_approved(),
-                    }),
-                ),
-                // Deleted while its listener was still draining: carries no traffic.
-                None => (
-                    "privateEndpoint/(deleted)".to_string(),
-                    Some(PrivateEndpointOrigin {
-                        name: String::new(),
-                        registry_id: String::new(),
-                        approved: false,
-                    }),
-                ),
-            },
+            Some(ListenerKind::PrivateEndpoint(id)) => {
+                match state.registries.endpoint(&id).await? {
+                    Some(pe) => (
+                        format!("privateEndpoint/{}", pe.name),
+                        Some(PrivateEndpointOrigin {
+                            name: pe.name.clone(),
+                            registry_id: pe.registry_id.clone(),
+                            approved: pe.is_approved(),
+                        }),
+                    ),
+                    // Deleted while its listener was still draining: carries no traffic.
+                    None => (
+                        "privateEndpoint/(deleted)".to_string(),
+                        Some(PrivateEndpointOrigin {
+                            name: String::new(),
+                            registry_id: String::new(),
+                            approved: false,
+                        }),
+                    ),
+                }
+            }
             _ => ("public".to_string(), None),
         };
         let origin = Origin {

@@ -196,7 +196,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         ))
         .abort_handle()
     });
-    let scheme = if config.insecure_http { "http" } else { "https" };
+    let scheme = if config.insecure_http {
+        "http"
+    } else {
+        "https"
+    };
     let mut public = Vec::new();
     for addr in std::iter::once(config.listen).chain(config.extra_listeners.iter().copied()) {
         let listener = TcpListener::bind(addr)

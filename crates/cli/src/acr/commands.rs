@@ -150,7 +150,7 @@ pub fn registry_path(sub: &str, rg: &str, name: &str) -> String {
     )
 }
 
-fn with_api(path: &str, api: &str) -> String {
+pub(super) fn with_api(path: &str, api: &str) -> String {
     format!("{path}?api-version={api}")
 }
 
@@ -202,7 +202,11 @@ fn resolve_group(session: &mut Session, name: &str, rg: Option<String>) -> anyho
     })
 }
 
-fn registry_url(session: &mut Session, name: &str, rg: Option<String>) -> anyhow::Result<String> {
+pub(super) fn registry_url(
+    session: &mut Session,
+    name: &str,
+    rg: Option<String>,
+) -> anyhow::Result<String> {
     let rg = resolve_group(session, name, rg)?;
     Ok(with_api(
         &registry_path(&session.creds.subscription_id, &rg, name),
@@ -235,6 +239,8 @@ fn command_name(c: &AcrCommand) -> &'static str {
         AcrCommand::NetworkRule {
             command: NetworkRuleCommand::List { .. },
         } => "acr network-rule list",
+        AcrCommand::PrivateEndpointConnection { command } => command.name(),
+        AcrCommand::PrivateEndpoint { command } => command.name(),
     }
 }
 
@@ -246,7 +252,7 @@ fn show_registry(v: &Value, args_output: super::OutputFormat) {
     print(&render(v, args_output, &REGISTRY_COLUMNS, registry_row));
 }
 
-fn confirm(question: &str) -> anyhow::Result<bool> {
+pub(super) fn confirm(question: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         return Err(CliError::new(
             "Unable to prompt for confirmation as no tty available. Use --yes.",
@@ -382,6 +388,12 @@ pub fn run(args: AcrArgs) -> anyhow::Result<()> {
                 .json()
                 .context("regenerateCredential did not answer JSON")?;
             print(&render(&v, out, &CREDENTIAL_COLUMNS, credential_row));
+        }
+        AcrCommand::PrivateEndpointConnection { command } => {
+            super::private_link::connection(&mut session, command, out)?
+        }
+        AcrCommand::PrivateEndpoint { command } => {
+            super::private_link::endpoint(&mut session, command, out)?
         }
         AcrCommand::NetworkRule { command } => {
             let (name, resource_group, change) = match command {

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod commands;
 pub mod output;
+pub mod private_link;
 
 use clap::{Args, Subcommand};
 pub use output::OutputFormat;
@@ -177,6 +178,17 @@ pub enum AcrCommand {
     NetworkRule {
         #[command(subcommand)]
         command: NetworkRuleCommand,
+    },
+    /// The registry's private endpoint connections: approve, reject or remove the endpoints that reach it.
+    PrivateEndpointConnection {
+        #[command(subcommand)]
+        command: private_link::ConnectionCommand,
+    },
+    /// Private endpoints: listeners on an internal address connected to one registry
+    /// (`az network private-endpoint`'s counterpart).
+    PrivateEndpoint {
+        #[command(subcommand)]
+        command: private_link::EndpointCommand,
     },
 }
 

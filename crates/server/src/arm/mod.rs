@@ -211,9 +211,19 @@ async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
             let (rg, name) = (segments[3], segments[7]);
             registries::dispatch(state, &ctx, rg, name, rest, &segments[8..], &body).await
         }
-        (_, ["resourcegroups", _, "providers", "microsoft.network", "privateendpoints", rest @ ..]) => {
-            private_endpoints::endpoint_dispatch(state, &ctx, segments[3], rest, &segments[7..], &body)
-                .await
+        (
+            _,
+            ["resourcegroups", _, "providers", "microsoft.network", "privateendpoints", rest @ ..],
+        ) => {
+            private_endpoints::endpoint_dispatch(
+                state,
+                &ctx,
+                segments[3],
+                rest,
+                &segments[7..],
+                &body,
+            )
+            .await
         }
         _ => Err(no_route()),
     }
@@ -222,7 +232,12 @@ async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
 /// The answer to a change: done already, but shaped as ARM's async operation so that every Azure poller
 /// finishes on its first poll (`Azure-AsyncOperation` + `Retry-After: 1`, see reference/azure-clients.md §3.3).
 /// `resource_id` is the resource whose `operationStatuses/{op}` answers the poll.
-pub fn lro(ctx: &ArmCtx, resource_id: &str, body: Value, status: axum::http::StatusCode) -> Response {
+pub fn lro(
+    ctx: &ArmCtx,
+    resource_id: &str,
+    body: Value,
+    status: axum::http::StatusCode,
+) -> Response {
     use axum::http::{header, HeaderValue};
     let op = format!("op-{}", uuid::Uuid::new_v4());
     let url = format!(

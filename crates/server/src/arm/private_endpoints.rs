@@ -47,7 +47,12 @@ pub fn connection_json(sub: &str, r: &Registry, pe: &PrivateEndpoint) -> Value {
     })
 }
 
-fn endpoint_json(state: &AppState, sub: &str, pe: &PrivateEndpoint, registry: Option<&Registry>) -> Value {
+fn endpoint_json(
+    state: &AppState,
+    sub: &str,
+    pe: &PrivateEndpoint,
+    registry: Option<&Registry>,
+) -> Value {
     let id = endpoint_id(sub, &pe.resource_group, &pe.name);
     let service_id = registry
         .map(|r| registry_id(sub, &r.resource_group, &r.name))
@@ -65,7 +70,9 @@ fn endpoint_json(state: &AppState, sub: &str, pe: &PrivateEndpoint, registry: Op
     // The names a client inside the endpoint's network must resolve to its address.
     let mut dns = Vec::new();
     if let Some(r) = registry {
-        dns.push(json!({"fqdn": host_only(&r.login_server), "ipAddresses": [pe.address.to_string()]}));
+        dns.push(
+            json!({"fqdn": host_only(&r.login_server), "ipAddresses": [pe.address.to_string()]}),
+        );
         if r.settings.data_endpoint_enabled {
             dns.push(json!({"fqdn": host_only(&state.config.data_endpoint_host(r)), "ipAddresses": [pe.address.to_string()]}));
         }
@@ -92,11 +99,19 @@ fn endpoint_json(state: &AppState, sub: &str, pe: &PrivateEndpoint, registry: Op
 }
 
 fn host_only(host_port: &str) -> &str {
-    host_port.rsplit_once(':').map(|(h, _)| h).unwrap_or(host_port)
+    host_port
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(host_port)
 }
 
 async fn registry_by_id(state: &AppState, id: &str) -> ArmResult<Option<Registry>> {
-    Ok(state.meta.list_registries().await?.into_iter().find(|r| r.id == id))
+    Ok(state
+        .meta
+        .list_registries()
+        .await?
+        .into_iter()
+        .find(|r| r.id == id))
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -125,20 +140,33 @@ pub async fn registry_dispatch(
             let pe = connection(state, r, rest_original[1]).await?;
             Ok(axum::Json(connection_json(&ctx.subscription, r, &pe)).into_response())
         }
-        (&Method::GET, ["privateendpointconnections", _, "operationstatuses", _]) => Ok(super::operation_status(
-            &format!("{}/privateEndpointConnections/{}", registry_id(&ctx.subscription, &r.resource_group, &r.name), rest_original[1]),
-            rest_original[3],
-        )),
+        (&Method::GET, ["privateendpointconnections", _, "operationstatuses", _]) => {
+            Ok(super::operation_status(
+                &format!(
+                    "{}/privateEndpointConnections/{}",
+                    registry_id(&ctx.subscription, &r.resource_group, &r.name),
+                    rest_original[1]
+                ),
+                rest_original[3],
+            ))
+        }
         (&Method::PUT, ["privateendpointconnections", _]) => {
             set_connection_state(state, ctx, r, rest_original[1], body).await
         }
         (&Method::DELETE, ["privateendpointconnections", _]) => {
-            require_write(ctx, r, "Microsoft.ContainerRegistry/registries/privateEndpointConnections/delete")?;
+            require_write(
+                ctx,
+                r,
+                "Microsoft.ContainerRegistry/registries/privateEndpointConnections/delete",
+            )?;
             let name = rest_original[1];
             let result = state
                 .meta
                 .change_private_endpoint::<_, UpdateError>(
-                    EndpointSelector::Connection { registry_id: &r.id, connection_name: name },
+                    EndpointSelector::Connection {
+                        registry_id: &r.id,
+                        connection_name: name,
+                    },
                     |_| Ok(EndpointChange::Disconnect),
                 )
                 .await;
@@ -176,7 +204,12 @@ async fn connection(state: &AppState, r: &Registry, name: &str) -> ArmResult<Pri
         .await?
         .into_iter()
         .find(|pe| pe.connection_name.eq_ignore_ascii_case(name))
-        .ok_or_else(|| ArmError::not_found("Microsoft.ContainerRegistry/registries/privateEndpointConnections", name))
+        .ok_or_else(|| {
+            ArmError::not_found(
+                "Microsoft.ContainerRegistry/registries/privateEndpointConnections",
+                name,
+            )
+        })
 }
 
 /// Approve or reject: `PUT` with `properties.privateLinkServiceConnectionState{status, description}`.
@@ -187,17 +220,26 @@ async fn set_connection_state(
     name: &str,
     body: &Value,
 ) -> ArmResult<Response> {
-    require_write(ctx, r, "Microsoft.ContainerRegistry/registries/privateEndpointConnections/write")?;
+    require_write(
+        ctx,
+        r,
+        "Microsoft.ContainerRegistry/registries/privateEndpointConnections/write",
+    )?;
     const PATH: &str = "properties.privateLinkServiceConnectionState.status";
     let wanted = body
         .pointer("/properties/privateLinkServiceConnectionState")
-        .ok_or_else(|| ArmError::invalid_property("properties.privateLinkServiceConnectionState", "required"))?;
+        .ok_or_else(|| {
+            ArmError::invalid_property("properties.privateLinkServiceConnectionState", "required")
+        })?;
     let status_text = wanted
         .get("status")
         .and_then(Value::as_str)
         .ok_or_else(|| ArmError::invalid_property(PATH, "required: Approved or Rejected"))?;
     let status = ConnectionStatus::parse(status_text).ok_or_else(|| {
-        ArmError::invalid_property(PATH, format!("'{status_text}' is not one of Approved, Rejected"))
+        ArmError::invalid_property(
+            PATH,
+            format!("'{status_text}' is not one of Approved, Rejected"),
+        )
     })?;
     let description = wanted
         .get("description")
@@ -206,10 +248,14 @@ async fn set_connection_state(
     let pe = state
         .meta
         .change_private_endpoint::<_, ArmError>(
-            EndpointSelector::Connection { registry_id: &r.id, connection_name: name },
+            EndpointSelector::Connection {
+                registry_id: &r.id,
+                connection_name: name,
+            },
             |pe| {
-                let status = transition(pe.status, status)
-                    .map_err(|e| ArmError::bad_request("BadRequest", e.to_string()).with_target(PATH))?;
+                let status = transition(pe.status, status).map_err(|e| {
+                    ArmError::bad_request("BadRequest", e.to_string()).with_target(PATH)
+                })?;
                 Ok(EndpointChange::SetStatus {
                     status,
                     description: description.unwrap_or_else(|| pe.description.clone()),
@@ -219,7 +265,10 @@ async fn set_connection_state(
         .await
         .map_err(|e| {
             if e.status == StatusCode::NOT_FOUND {
-                ArmError::not_found("Microsoft.ContainerRegistry/registries/privateEndpointConnections", name)
+                ArmError::not_found(
+                    "Microsoft.ContainerRegistry/registries/privateEndpointConnections",
+                    name,
+                )
             } else {
                 e
             }
@@ -231,7 +280,12 @@ async fn set_connection_state(
         registry_id(&ctx.subscription, &r.resource_group, &r.name),
         pe.connection_name
     );
-    Ok(super::lro(ctx, &id, connection_json(&ctx.subscription, r, &pe), StatusCode::OK))
+    Ok(super::lro(
+        ctx,
+        &id,
+        connection_json(&ctx.subscription, r, &pe),
+        StatusCode::OK,
+    ))
 }
 
 fn link_resource(state: &AppState, ctx: &ArmCtx, r: &Registry) -> Value {
@@ -262,7 +316,10 @@ pub async fn endpoint_dispatch(
     match (&ctx.method, rest) {
         (&Method::GET, []) => {
             if !ctx.principal.can_read_group(rg) {
-                return Err(ctx.principal.denied("Microsoft.Network/privateEndpoints/read", &format!("/subscriptions/{}/resourceGroups/{rg}", ctx.subscription)));
+                return Err(ctx.principal.denied(
+                    "Microsoft.Network/privateEndpoints/read",
+                    &format!("/subscriptions/{}/resourceGroups/{rg}", ctx.subscription),
+                ));
             }
             let mut value = Vec::new();
             for pe in state.meta.private_endpoints().await? {
@@ -276,7 +333,10 @@ pub async fn endpoint_dispatch(
         (&Method::GET, [_]) => {
             let pe = find_endpoint(state, ctx, rg, rest_original[0]).await?;
             let r = registry_by_id(state, &pe.registry_id).await?;
-            Ok(axum::Json(endpoint_json(state, &ctx.subscription, &pe, r.as_ref())).into_response())
+            Ok(
+                axum::Json(endpoint_json(state, &ctx.subscription, &pe, r.as_ref()))
+                    .into_response(),
+            )
         }
         (&Method::GET, [_, "operationstatuses", _]) => Ok(super::operation_status(
             &endpoint_id(&ctx.subscription, rg, rest_original[0]),
@@ -287,12 +347,17 @@ pub async fn endpoint_dispatch(
             let name = rest_original[0];
             let id = endpoint_id(&ctx.subscription, rg, name);
             if !ctx.principal.can_write_group(rg) {
-                return Err(ctx.principal.denied("Microsoft.Network/privateEndpoints/delete", &id));
+                return Err(ctx
+                    .principal
+                    .denied("Microsoft.Network/privateEndpoints/delete", &id));
             }
             let result = state
                 .meta
                 .change_private_endpoint::<_, UpdateError>(
-                    EndpointSelector::Resource { resource_group: rg, name },
+                    EndpointSelector::Resource {
+                        resource_group: rg,
+                        name,
+                    },
                     |_| Ok(EndpointChange::Delete),
                 )
                 .await;
@@ -313,9 +378,17 @@ pub async fn endpoint_dispatch(
     }
 }
 
-async fn find_endpoint(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult<PrivateEndpoint> {
+async fn find_endpoint(
+    state: &AppState,
+    ctx: &ArmCtx,
+    rg: &str,
+    name: &str,
+) -> ArmResult<PrivateEndpoint> {
     if !ctx.principal.can_read_group(rg) {
-        return Err(ctx.principal.denied("Microsoft.Network/privateEndpoints/read", &endpoint_id(&ctx.subscription, rg, name)));
+        return Err(ctx.principal.denied(
+            "Microsoft.Network/privateEndpoints/read",
+            &endpoint_id(&ctx.subscription, rg, name),
+        ));
     }
     state
         .meta
@@ -332,17 +405,24 @@ struct EndpointRequest {
     message: String,
 }
 
-async fn parse_endpoint(state: &AppState, ctx: &ArmCtx, body: &Value) -> ArmResult<EndpointRequest> {
+async fn parse_endpoint(
+    state: &AppState,
+    ctx: &ArmCtx,
+    body: &Value,
+) -> ArmResult<EndpointRequest> {
     let props = body
         .get("properties")
         .and_then(Value::as_object)
         .ok_or_else(|| ArmError::invalid_property("properties", "required"))?;
     let mut connections = Vec::new();
-    for (key, manual) in [("privateLinkServiceConnections", false), ("manualPrivateLinkServiceConnections", true)] {
+    for (key, manual) in [
+        ("privateLinkServiceConnections", false),
+        ("manualPrivateLinkServiceConnections", true),
+    ] {
         if let Some(list) = props.get(key) {
-            let list = list
-                .as_array()
-                .ok_or_else(|| ArmError::invalid_property(&format!("properties.{key}"), "expected an array"))?;
+            let list = list.as_array().ok_or_else(|| {
+                ArmError::invalid_property(&format!("properties.{key}"), "expected an array")
+            })?;
             connections.extend(list.iter().map(|c| (key, c, manual)));
         }
     }
@@ -379,7 +459,9 @@ async fn parse_endpoint(state: &AppState, ctx: &ArmCtx, body: &Value) -> ArmResu
         .with_target(path.clone())
     })?;
     if let Some(groups) = conn.pointer("/properties/groupIds") {
-        let ok = groups.as_array().is_some_and(|g| g.len() == 1 && g[0].as_str() == Some(GROUP_ID));
+        let ok = groups
+            .as_array()
+            .is_some_and(|g| g.len() == 1 && g[0].as_str() == Some(GROUP_ID));
         if !ok {
             return Err(ArmError::invalid_property(
                 &format!("properties.{key}[0].properties.groupIds"),
@@ -410,15 +492,33 @@ async fn parse_endpoint(state: &AppState, ctx: &ArmCtx, body: &Value) -> ArmResu
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    Ok(EndpointRequest { registry, address, manual, message })
+    Ok(EndpointRequest {
+        registry,
+        address,
+        manual,
+        message,
+    })
 }
 
-async fn create_endpoint(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str, body: &Value) -> ArmResult<Response> {
+async fn create_endpoint(
+    state: &AppState,
+    ctx: &ArmCtx,
+    rg: &str,
+    name: &str,
+    body: &Value,
+) -> ArmResult<Response> {
     let id = endpoint_id(&ctx.subscription, rg, name);
     if !ctx.principal.can_write_group(rg) {
-        return Err(ctx.principal.denied("Microsoft.Network/privateEndpoints/write", &id));
+        return Err(ctx
+            .principal
+            .denied("Microsoft.Network/privateEndpoints/write", &id));
     }
-    if name.is_empty() || name.len() > 80 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if name.is_empty()
+        || name.len() > 80
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         return Err(ArmError::bad_request(
             "InvalidResourceName",
             format!("Private endpoint name '{name}' is invalid: use 1 to 80 letters, digits, '-', '_' or '.'."),
@@ -427,7 +527,12 @@ async fn create_endpoint(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str, b
     let req = parse_endpoint(state, ctx, body).await?;
     if let Some(existing) = state.meta.private_endpoint(rg, name).await? {
         if existing.registry_id == req.registry.id && existing.address == req.address {
-            return Ok(super::lro(ctx, &id, endpoint_json(state, &ctx.subscription, &existing, Some(&req.registry)), StatusCode::OK));
+            return Ok(super::lro(
+                ctx,
+                &id,
+                endpoint_json(state, &ctx.subscription, &existing, Some(&req.registry)),
+                StatusCode::OK,
+            ));
         }
         return Err(ArmError::bad_request(
             "PrivateEndpointCannotBeUpdated",
@@ -435,7 +540,10 @@ async fn create_endpoint(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str, b
         ));
     }
     // Whoever may change the registry approves their own endpoint, as in Azure; anyone else waits for its owner.
-    let approved = !req.manual && ctx.principal.can_write(&req.registry.resource_group, &req.registry.name);
+    let approved = !req.manual
+        && ctx
+            .principal
+            .can_write(&req.registry.resource_group, &req.registry.name);
     let (status, description) = if approved {
         (ConnectionStatus::Approved, "Auto-Approved".to_string())
     } else {
@@ -462,7 +570,12 @@ async fn create_endpoint(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str, b
         state.listeners.adopt(&pe, l);
     }
     crate::endpoints::refresh(state).await;
-    Ok(super::lro(ctx, &id, endpoint_json(state, &ctx.subscription, &pe, Some(&req.registry)), StatusCode::CREATED))
+    Ok(super::lro(
+        ctx,
+        &id,
+        endpoint_json(state, &ctx.subscription, &pe, Some(&req.registry)),
+        StatusCode::CREATED,
+    ))
 }
 
 #[cfg(test)]

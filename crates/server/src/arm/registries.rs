@@ -68,7 +68,12 @@ pub fn require_write(ctx: &ArmCtx, r: &Registry, action: &str) -> ArmResult<()> 
     }
 }
 
-async fn lro(state: &AppState, ctx: &ArmCtx, r: &Registry, status: StatusCode) -> ArmResult<Response> {
+async fn lro(
+    state: &AppState,
+    ctx: &ArmCtx,
+    r: &Registry,
+    status: StatusCode,
+) -> ArmResult<Response> {
     let id = registry_id(&ctx.subscription, &r.resource_group, &r.name);
     Ok(super::lro(ctx, &id, json_of(state, ctx, r).await?, status))
 }
@@ -105,7 +110,8 @@ pub async fn dispatch(
         (&Method::GET, ["listusages"]) => usages(state, ctx, rg, &name).await,
         (_, ["privateendpointconnections", ..] | ["privatelinkresources", ..]) => {
             let r = find(state, ctx, rg, &name).await?;
-            super::private_endpoints::registry_dispatch(state, ctx, &r, rest, rest_original, body).await
+            super::private_endpoints::registry_dispatch(state, ctx, &r, rest, rest_original, body)
+                .await
         }
         (&Method::GET, ["operationstatuses", _]) => {
             let r = find(state, ctx, rg, &name).await?;

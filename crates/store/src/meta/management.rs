@@ -359,7 +359,10 @@ impl MetadataStore {
     }
 }
 
-pub(crate) async fn load(conn: &mut sqlx::SqliteConnection, name: &str) -> Result<Option<Registry>> {
+pub(crate) async fn load(
+    conn: &mut sqlx::SqliteConnection,
+    name: &str,
+) -> Result<Option<Registry>> {
     let q = "SELECT id, name, login_server, resource_group, created_at, settings FROM registries WHERE name = ?";
     sqlx::query(q)
         .bind(name)

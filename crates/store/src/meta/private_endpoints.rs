@@ -57,7 +57,10 @@ pub enum EndpointChange {
 }
 
 impl MetadataStore {
-    pub async fn create_private_endpoint(&self, new: &NewPrivateEndpoint) -> Result<PrivateEndpoint> {
+    pub async fn create_private_endpoint(
+        &self,
+        new: &NewPrivateEndpoint,
+    ) -> Result<PrivateEndpoint> {
         let pe = PrivateEndpoint {
             id: uuid::Uuid::new_v4().simple().to_string(),
             name: new.name.clone(),
@@ -84,12 +87,12 @@ impl MetadataStore {
         .execute(&self.writer)
         .await;
         match r {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
-                format!(
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!(
                     "a private endpoint named '{}' or on address {} exists",
                     pe.name, pe.address
-                ),
-            )),
+                )))
+            }
             r => {
                 r?;
                 Ok(pe)
@@ -109,7 +112,10 @@ impl MetadataStore {
     }
 
     /// A registry's connections as its `privateEndpointConnections` shows them (disconnected ones are gone).
-    pub async fn private_endpoint_connections(&self, registry_id: &str) -> Result<Vec<PrivateEndpoint>> {
+    pub async fn private_endpoint_connections(
+        &self,
+        registry_id: &str,
+    ) -> Result<Vec<PrivateEndpoint>> {
         sqlx::query(&format!(
             "SELECT {COLUMNS} FROM private_endpoints WHERE registry_id = ? AND status <> 'Disconnected' ORDER BY created_at, name"
         ))
@@ -121,7 +127,11 @@ impl MetadataStore {
         .collect()
     }
 
-    pub async fn private_endpoint(&self, resource_group: &str, name: &str) -> Result<Option<PrivateEndpoint>> {
+    pub async fn private_endpoint(
+        &self,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<Option<PrivateEndpoint>> {
         sqlx::query(&format!(
             "SELECT {COLUMNS} FROM private_endpoints WHERE resource_group = ? COLLATE NOCASE AND name = ?"
         ))
@@ -147,14 +157,20 @@ impl MetadataStore {
     {
         let db = |e: sqlx::Error| E::from(UpdateError::from(e));
         let store = |e: StoreError| E::from(UpdateError::Store(e));
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let (clause, a, b) = selector.clause();
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM private_endpoints WHERE {clause}"))
-            .bind(a)
-            .bind(b)
-            .fetch_optional(&mut *tx)
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db)?;
+        let (clause, a, b) = selector.clause();
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM private_endpoints WHERE {clause}"
+        ))
+        .bind(a)
+        .bind(b)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
         let Some(mut pe) = row.map(from_row).transpose().map_err(store)? else {
             return Err(E::from(UpdateError::NotFound));
         };
@@ -171,10 +187,17 @@ impl MetadataStore {
                 .transpose()
                 .map_err(store)?;
             if let Some(registry) = registry {
-                let mut facts = self.policy_facts(&mut tx, &registry.id).await.map_err(store)?;
+                let mut facts = self
+                    .policy_facts(&mut tx, &registry.id)
+                    .await
+                    .map_err(store)?;
                 facts.approved_private_endpoints -= 1;
-                moat_model::policy::validate_endpoint_change(&registry.name, &registry.settings, &facts)
-                    .map_err(|e| E::from(UpdateError::Policy(e)))?;
+                moat_model::policy::validate_endpoint_change(
+                    &registry.name,
+                    &registry.settings,
+                    &facts,
+                )
+                .map_err(|e| E::from(UpdateError::Policy(e)))?;
             }
         }
         let result = match what {
@@ -186,7 +209,10 @@ impl MetadataStore {
                     .map_err(db)?;
                 None
             }
-            EndpointChange::SetStatus { status, description } => {
+            EndpointChange::SetStatus {
+                status,
+                description,
+            } => {
                 pe.status = status;
                 pe.description = description;
                 Some(pe)
@@ -215,19 +241,33 @@ impl MetadataStore {
 #[derive(Clone, Copy, Debug)]
 pub enum EndpointSelector<'a> {
     /// By the endpoint's resource: resource group and name.
-    Resource { resource_group: &'a str, name: &'a str },
+    Resource {
+        resource_group: &'a str,
+        name: &'a str,
+    },
     /// By the connection's name on a registry.
-    Connection { registry_id: &'a str, connection_name: &'a str },
+    Connection {
+        registry_id: &'a str,
+        connection_name: &'a str,
+    },
 }
 
 impl<'a> EndpointSelector<'a> {
     fn clause(&self) -> (&'static str, &'a str, &'a str) {
         match *self {
-            EndpointSelector::Resource { resource_group, name } => {
-                ("resource_group = ? COLLATE NOCASE AND name = ?", resource_group, name)
-            }
+            EndpointSelector::Resource {
+                resource_group,
+                name,
+            } => (
+                "resource_group = ? COLLATE NOCASE AND name = ?",
+                resource_group,
+                name,
+            ),
             // A disconnected connection is no longer the registry's.
-            EndpointSelector::Connection { registry_id, connection_name } => (
+            EndpointSelector::Connection {
+                registry_id,
+                connection_name,
+            } => (
                 "registry_id = ? AND connection_name = ? AND status <> 'Disconnected'",
                 registry_id,
                 connection_name,
