@@ -814,6 +814,41 @@ class Arm:
     def get_registry(self, name: str, rg: str = "rg1") -> requests.Response:
         return self.request("GET", self.registry_path(name, rg))
 
+    # -- private endpoints (Microsoft.Network/privateEndpoints, answered by Moat) and the registry's connections
+    def endpoint_path(self, name: str = "", rg: str = "rg1") -> str:
+        """.../providers/Microsoft.Network/privateEndpoints[/NAME]"""
+        base = f"/subscriptions/{self.subscription}/resourceGroups/{rg}/providers/Microsoft.Network/privateEndpoints"
+        return f"{base}/{name}" if name else base
+
+    def endpoint_request(self, method: str, name: str = "", rg: str = "rg1", body=None,
+                         api_version: str | None = "default", **kw) -> requests.Response:
+        """A request on a private endpoint resource, with the network RP's api-version by default."""
+        if api_version == "default":
+            api_version = PE_API_VERSION
+        return self.request(method, self.endpoint_path(name, rg), body, api_version=api_version, **kw)
+
+    def connections_path(self, registry: str, rg: str = "rg1", connection: str = "") -> str:
+        base = self.registry_path(registry, rg) + "/privateEndpointConnections"
+        return f"{base}/{connection}" if connection else base
+
+    def connections(self, registry: str, rg: str = "rg1") -> list[dict]:
+        """GET REG/privateEndpointConnections -> its `value`."""
+        r = self.request("GET", self.connections_path(registry, rg))
+        assert r.status_code == 200, f"GET privateEndpointConnections: {r.status_code} {r.text[:500]}"
+        return r.json()["value"]
+
+    def set_connection_state(self, registry: str, connection: str, status: str, description: str | None = None,
+                             rg: str = "rg1") -> requests.Response:
+        """PUT REG/privateEndpointConnections/CONN with privateLinkServiceConnectionState {status, description}."""
+        state = {"status": status}
+        if description is not None:
+            state["description"] = description
+        return self.request("PUT", self.connections_path(registry, rg, connection),
+                            {"properties": {"privateLinkServiceConnectionState": state}})
+
+    def delete_connection(self, registry: str, connection: str, rg: str = "rg1") -> requests.Response:
+        return self.request("DELETE", self.connections_path(registry, rg, connection))
+
 
 def assert_arm_error(r: requests.Response, status: int, code: str, message: str | None = None,
                      target: bool = False) -> dict:
@@ -835,13 +870,142 @@ def assert_arm_error(r: requests.Response, status: int, code: str, message: str 
     return err
 
 
-def export_invariant_violation(reg: dict) -> str | None:
-    """ACR's export rule on one registry JSON: exports disabled => Premium and public network access disabled.
+def connection_status(conn: dict) -> str | None:
+    """privateLinkServiceConnectionState.status of one privateEndpointConnections entry."""
+    return (((conn.get("properties") or {}).get("privateLinkServiceConnectionState") or {}).get("status"))
+
+
+def approved_connections(connections: list[dict]) -> list[dict]:
+    return [c for c in connections if connection_status(c) == "Approved"]
+
+
+def export_invariant_violation(reg: dict, connections: list[dict] | None = None, arm: "Arm | None" = None,
+                               require_connection: bool = True) -> str | None:
+    """ACR's export rule on one registry JSON: exports disabled => Premium, public network access disabled and at
+    least one approved private endpoint connection. The connections are the registry JSON's own
+    `properties.privateEndpointConnections` (read with the registry), unless given, or fetched with `arm`
+    (GET REG/privateEndpointConnections: a later read, so only for a registry nobody is changing). With
+    `require_connection=False` only the SKU and public access are checked (for bodies read while the registry may
+    be deleted and re-created underneath, when the connections are read after the registry row).
     Returns a description of the violation, or None."""
     props = reg.get("properties") or {}
     exports = ((props.get("policies") or {}).get("exportPolicy") or {}).get("status")
     sku = (reg.get("sku") or {}).get("name")
     public = props.get("publicNetworkAccess")
-    if exports == "disabled" and (sku != "Premium" or public != "Disabled"):
+    if exports != "disabled":
+        return None
+    if sku != "Premium" or public != "Disabled":
         return f"exportPolicy=disabled with sku={sku} publicNetworkAccess={public}"
+    if not require_connection:
+        return None
+    if connections is None and arm is not None:
+        r = arm.request("GET", reg["id"] + "/privateEndpointConnections")
+        if r.status_code != 200:
+            return f"exportPolicy=disabled and GET privateEndpointConnections -> {r.status_code} {r.text[:300]}"
+        connections = r.json().get("value")
+    if connections is None:
+        connections = props.get("privateEndpointConnections")
+    if not isinstance(connections, list):
+        return f"exportPolicy=disabled and no privateEndpointConnections list in {str(reg)[:300]}"
+    if not approved_connections(connections):
+        states = [connection_status(c) for c in connections]
+        return f"exportPolicy=disabled with no approved private endpoint connection (connections: {states})"
     return None
+
+
+# ------------------------------------------------------------------------------------------------ private endpoints
+# Moat answers for Microsoft.Network/privateEndpoints: creating one makes the server listen on the endpoint's
+# address (its own port). Tests use loopback addresses 127.0.0.10.. for endpoints, one per endpoint and server
+# (servers differ in port, so the same address serves on several servers at once).
+
+PE_API_VERSION = "2023-09-01"
+PE_FIRST_HOST = 10  # 127.0.0.10 ...: below are the client source addresses test_network.py uses
+EXPORTS_NEED_PE = ("Export policy can only be disabled when registry '{name}' has at least one approved private "
+                   "endpoint connection. Create and approve a private endpoint first.")
+LAST_PE_KEPT = ("The last approved private endpoint connection of registry '{name}' cannot be removed while exports "
+                "are disabled. Enable exports first.")
+
+
+def next_pe_address(server: "MoatServer") -> str:
+    """A loopback address no endpoint of `server` has used yet in this test (127.0.0.10 .. 127.0.0.254)."""
+    n = getattr(server, "_pe_next_host", PE_FIRST_HOST)
+    assert n <= 254, "out of loopback addresses for private endpoints"
+    server._pe_next_host = n + 1
+    return f"127.0.0.{n}"
+
+
+def private_endpoint_body(registry_id: str, address: str | None, manual: bool = False,
+                          request_message: str | None = None, group_ids=("registry",),
+                          connection_name: str = "conn", location: str = "local") -> dict:
+    conn = {"name": connection_name, "properties": {"privateLinkServiceId": registry_id}}
+    if group_ids is not None:
+        conn["properties"]["groupIds"] = list(group_ids)
+    if request_message is not None:
+        conn["properties"]["requestMessage"] = request_message
+    props = {("manualPrivateLinkServiceConnections" if manual else "privateLinkServiceConnections"): [conn]}
+    if address is not None:
+        props["ipConfigurations"] = [{"name": "registry", "properties": {"privateIPAddress": address}}]
+    return {"location": location, "properties": props}
+
+
+def endpoint_connection(endpoint: dict) -> dict:
+    """The one (auto or manual) privateLinkServiceConnection of an endpoint JSON."""
+    props = endpoint.get("properties") or {}
+    conns = (props.get("privateLinkServiceConnections") or []) + (props.get("manualPrivateLinkServiceConnections")
+                                                                 or [])
+    assert len(conns) == 1, f"expected one connection in the endpoint: {endpoint}"
+    return conns[0]
+
+
+def endpoint_status(endpoint: dict) -> str:
+    return endpoint_connection(endpoint)["properties"]["privateLinkServiceConnectionState"]["status"]
+
+
+def create_private_endpoint(arm: Arm, registry_name: str, rg: str = "rg1", address: str | None = None,
+                            name: str | None = None, manual: bool = False, pe_rg: str | None = None,
+                            request_message: str | None = None) -> dict:
+    """PUT .../Microsoft.Network/privateEndpoints/NAME for registry `rg/registry_name` on `address` (the next free
+    127.0.0.x of this server when None); asserts 201 and the state it was created in (Approved, or Pending with
+    `manual`). Returns the endpoint JSON with three extra keys: `connectionName` (the registry-side connection's
+    name), `address` and `resourceGroup` (the endpoint's)."""
+    address = address or next_pe_address(arm.server)
+    name = name or f"pe-{registry_name}-{address.rsplit('.', 1)[1]}"
+    pe_rg = pe_rg or rg
+    body = private_endpoint_body(arm.registry_path(registry_name, rg), address, manual=manual,
+                                 request_message=request_message)
+    r = arm.endpoint_request("PUT", name, pe_rg, body)
+    assert r.status_code == 201, f"PUT privateEndpoints/{name} on {address}: {r.status_code} {r.text[:600]}"
+    pe = r.json()
+    want = "Pending" if manual else "Approved"
+    assert endpoint_status(pe) == want, f"endpoint created in another state than {want}: {pe}"
+    pe["connectionName"] = endpoint_connection(pe)["name"]
+    pe["address"] = address
+    pe["resourceGroup"] = pe_rg
+    return pe
+
+
+def approve_connection(arm: Arm, registry_name: str, connection: str, rg: str = "rg1",
+                       description: str = "approved by the test") -> dict:
+    r = arm.set_connection_state(registry_name, connection, "Approved", description, rg)
+    assert r.status_code == 200, f"approve {connection}: {r.status_code} {r.text[:500]}"
+    assert connection_status(r.json()) == "Approved", r.text
+    return r.json()
+
+
+def reject_connection(arm: Arm, registry_name: str, connection: str, rg: str = "rg1",
+                      description: str = "rejected by the test") -> dict:
+    r = arm.set_connection_state(registry_name, connection, "Rejected", description, rg)
+    assert r.status_code == 200, f"reject {connection}: {r.status_code} {r.text[:500]}"
+    assert connection_status(r.json()) == "Rejected", r.text
+    return r.json()
+
+
+def protect_registry(arm: Arm, registry_name: str, rg: str = "rg1") -> dict:
+    """The now-valid order to disable exports on a Premium registry: an approved private endpoint first, then one
+    PATCH with public network access and exports disabled. Returns the endpoint (see create_private_endpoint)."""
+    pe = create_private_endpoint(arm, registry_name, rg)
+    r = arm.patch_registry(registry_name, {"properties": {"publicNetworkAccess": "Disabled",
+                                                          "policies": {"exportPolicy": {"status": "disabled"}}}}, rg)
+    assert r.status_code == 200, f"PATCH exports disabled: {r.status_code} {r.text[:500]}"
+    assert export_invariant_violation(r.json()) is None, r.text
+    return pe

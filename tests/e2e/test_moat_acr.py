@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import moat_bin, sp_create
+from conftest import EXPORTS_NEED_PE, Arm, create_private_endpoint, moat_bin, sp_create
 
 CLI_TIMEOUT = 90  # seconds per CLI call; each is a handful of local HTTPS requests
 
@@ -155,6 +155,14 @@ def test_whole_flow(moat, cli):
     assert upd["properties"]["networkRuleSet"]["defaultAction"] == "Deny", upd
     assert export_status(upd) == "enabled", upd
     assert "WARNING: Disabling the public endpoint overrides all firewall configurations." in p.stderr, p.stderr
+
+    # Exports can be disabled only with an approved private endpoint connection (created over ARM here).
+    p = cli("acr", "update", "-n", name, "--allow-exports", "false", rc=None)
+    assert_error(p, 1, "(BadRequest)", EXPORTS_NEED_PE.format(name=name), "Target: policies.exportPolicy")
+    assert export_status(cli.json("acr", "show", "-n", name)) == "enabled"
+    pe = create_private_endpoint(Arm(moat, owner), name, "rg1")
+    shown = cli.json("acr", "show", "-n", name)
+    assert [c["name"] for c in shown["properties"]["privateEndpointConnections"]] == [pe["connectionName"]], shown
 
     upd = cli.json("acr", "update", "-n", name, "--allow-exports", "false")
     assert export_status(upd) == "disabled", upd
@@ -372,10 +380,17 @@ def test_usage_errors(moat, cli):
 
 
 def test_both_flags_in_one_update(moat, cli):
-    cli.login(sp_create(moat, "cli-owner", "Owner"))
+    owner = sp_create(moat, "cli-owner", "Owner")
+    cli.login(owner)
     name = reg_name()
     reg = cli.json("acr", "create", "-n", name, "-g", "rg1", "--sku", "Premium", "-l", "westeurope")
     assert export_status(reg) == "enabled" and reg["properties"]["publicNetworkAccess"] == "Enabled", reg
+    # Without an approved private endpoint connection, the pair is refused as a whole (nothing lands).
+    p = cli("acr", "update", "-n", name, "--public-network-enabled", "false", "--allow-exports", "false", rc=None)
+    assert_error(p, 1, "(BadRequest)", EXPORTS_NEED_PE.format(name=name))
+    shown = cli.json("acr", "show", "-n", name)
+    assert shown["properties"]["publicNetworkAccess"] == "Enabled" and export_status(shown) == "enabled", shown
+    create_private_endpoint(Arm(moat, owner), name, "rg1")
 
     p = cli("acr", "update", "-n", name, "--public-network-enabled", "false", "--allow-exports", "false",
             "-o", "json")
@@ -400,14 +415,26 @@ def test_disabling_exports_alone_on_an_open_registry_explains_what_to_do(moat, c
     assert export_status(cli.json("acr", "show", "-n", name)) == "enabled"
 
 
-def test_create_protected_in_one_call(moat, cli):
-    """`acr create` with both flags makes a protected Premium registry at once."""
-    cli.login(sp_create(moat, "cli-owner", "Owner"))
+def test_create_protected_in_one_call_is_refused(moat, cli):
+    """`acr create` with both flags cannot make a protected registry at once any more: a new registry has no
+    private endpoint yet, and exports can be disabled only with an approved one. The refusal says so and creates
+    nothing; the valid order (create closed, add an endpoint, then disable exports) works."""
+    owner = sp_create(moat, "cli-owner", "Owner")
+    cli.login(owner)
     name = reg_name()
     p = cli("acr", "create", "-n", name, "-g", "rg1", "--sku", "Premium", "--public-network-enabled", "false",
-            "--allow-exports", "false", "-o", "json")
+            "--allow-exports", "false", rc=None)
+    assert_error(p, 1, "(BadRequest)", EXPORTS_NEED_PE.format(name=name))
+    assert name not in [r["name"] for r in cli.json("acr", "list")], "a refused create left a registry"
+
+    p = cli("acr", "create", "-n", name, "-g", "rg1", "--sku", "Premium", "--public-network-enabled", "false",
+            "-o", "json")
     reg = json.loads(p.stdout)
+    assert reg["properties"]["publicNetworkAccess"] == "Disabled" and export_status(reg) == "enabled", reg
+    create_private_endpoint(Arm(moat, owner), name, "rg1")
+    reg = cli.json("acr", "update", "-n", name, "--allow-exports", "false")
     assert reg["properties"]["publicNetworkAccess"] == "Disabled" and export_status(reg) == "disabled", reg
+
     p = cli("acr", "create", "-n", reg_name(), "-g", "rg1", "--sku", "Basic", "--allow-exports", "false", rc=None)
     assert_error(p, 1, "(BadRequest)", "Premium")
 
