@@ -76,6 +76,9 @@ enum Command {
         /// A proxy (address or CIDR) whose X-Forwarded-For/Forwarded headers are believed; repeatable.
         #[arg(long = "trusted-proxy", env = "MOAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
         trusted_proxies: Vec<ipnet::IpNet>,
+        /// Seconds a data-endpoint download link stays valid.
+        #[arg(long, env = "MOAT_DATA_LINK_TTL_SECS", default_value_t = 20 * 60)]
+        data_link_ttl_secs: u64,
         /// A TOML file with extra listeners, private endpoints and trusted proxies (see the README).
         #[arg(long, env = "MOAT_CONFIG")]
         config: Option<PathBuf>,
@@ -177,6 +180,7 @@ fn config(common: &Common) -> ServeConfig {
         trusted_proxies: vec![],
         extra_listeners: vec![],
         private_endpoints: vec![],
+        data_link_ttl: Duration::from_secs(20 * 60),
     }
 }
 
@@ -191,8 +195,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             upload_ttl_secs,
             trusted_proxies,
             config: file,
+            data_link_ttl_secs,
         } => {
             let mut c = config(&common);
+            c.data_link_ttl = Duration::from_secs(data_link_ttl_secs.max(1));
             c.trusted_proxies = trusted_proxies;
             if let Some(path) = file {
                 let file = moat_server::config::ConfigFile::load(&path)?;

@@ -42,6 +42,12 @@ pub enum Egress<'a> {
         repository: &'a RepositoryName,
         reference: &'a Reference,
     },
+    /// A blob's bytes served from the registry's dedicated data endpoint, through a link the login server
+    /// issued after its own `PullBlob` decision; the link stands for the caller's permission.
+    DataEndpointDownload {
+        repository: &'a RepositoryName,
+        digest: &'a Digest,
+    },
     /// A blob linked from one repository into another (`POST ?mount=&from=`). `source_registry` is the registry
     /// the `from` repository is looked up in, which is always the one the request is routed to; it is kept in the
     /// variant so that the rule against cross-registry mounts is stated here and not assumed by callers.
@@ -55,7 +61,7 @@ pub enum Egress<'a> {
 impl Egress<'_> {
     pub fn operation(&self) -> &'static str {
         match self {
-            Egress::PullBlob { .. } => "Pull",
+            Egress::PullBlob { .. } | Egress::DataEndpointDownload { .. } => "Pull",
             Egress::PullManifest { .. } => "Pull",
             Egress::ListTags { .. } => "ListTags",
             Egress::Mount { .. } => "Mount",
@@ -72,6 +78,8 @@ pub enum DenyReason {
     },
     /// Bytes of one registry may never be linked into another.
     CrossRegistry,
+    /// The registry's data endpoint is disabled: its links are void.
+    DataEndpointDisabled,
     /// The origin may not reach the registry at all.
     Network(NetworkDenial),
 }
@@ -89,6 +97,9 @@ impl fmt::Display for DenyReason {
             }
             DenyReason::CrossRegistry => {
                 f.write_str("content cannot move between registries by mount")
+            }
+            DenyReason::DataEndpointDisabled => {
+                f.write_str("the registry's data endpoint is disabled")
             }
             DenyReason::Network(n) => write!(f, "{n}"),
         }
@@ -128,6 +139,13 @@ pub fn decide(registry: &Registry, origin: &Origin, access: &Access, egress: &Eg
         Egress::PullBlob { repository, .. }
         | Egress::PullManifest { repository, .. }
         | Egress::ListTags { repository } => may_read(registry, access, repository),
+        Egress::DataEndpointDownload { .. } => {
+            if registry.settings.data_endpoint_enabled {
+                Decision::Allow
+            } else {
+                Decision::Deny(DenyReason::DataEndpointDisabled)
+            }
+        }
         Egress::Mount {
             source_registry,
             from,
@@ -205,6 +223,28 @@ mod tests {
             grants: vec![grant("a", &[Action::Push])],
         };
         assert!(!decide(&registry("r1", false), &origin(), &push_only, &e).is_allowed());
+    }
+
+    #[test]
+    fn data_endpoint_downloads_need_the_endpoint_enabled_and_the_network() {
+        let repo: RepositoryName = "a".parse().unwrap();
+        let digest = Digest::sha256_of(b"x");
+        let e = Egress::DataEndpointDownload {
+            repository: &repo,
+            digest: &digest,
+        };
+        let mut r = registry("r1", false);
+        assert_eq!(
+            decide(&r, &origin(), &Access::default(), &e),
+            Decision::Deny(DenyReason::DataEndpointDisabled)
+        );
+        r.settings.data_endpoint_enabled = true;
+        assert!(decide(&r, &origin(), &Access::default(), &e).is_allowed());
+        r.settings.public_network_access = false;
+        assert!(matches!(
+            decide(&r, &origin(), &Access::default(), &e),
+            Decision::Deny(DenyReason::Network(_))
+        ));
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct ServeConfig {
     pub extra_listeners: Vec<SocketAddr>,
     /// Private endpoints declared by the operator; created (approved) at start if they do not exist yet.
     pub private_endpoints: Vec<DeclaredEndpoint>,
+    /// How long a data-endpoint download link stays valid (ACR's are valid 20 to 30 minutes).
+    pub data_link_ttl: Duration,
 }
 
 /// A private endpoint from the configuration file.

@@ -345,6 +345,7 @@ impl RequestCtx {
             Decision::Deny(reason) => {
                 let repo = match egress {
                     Egress::PullBlob { repository, .. }
+                    | Egress::DataEndpointDownload { repository, .. }
                     | Egress::PullManifest { repository, .. }
                     | Egress::ListTags { repository } => *repository,
                     Egress::Mount { to, .. } => *to,
@@ -362,7 +363,9 @@ impl RequestCtx {
                         }
                         Err(self.repo_challenge(repository, *action))
                     }
-                    DenyReason::Network(_) | DenyReason::CrossRegistry => {
+                    DenyReason::Network(_)
+                    | DenyReason::CrossRegistry
+                    | DenyReason::DataEndpointDisabled => {
                         self.audit_denied(
                             state,
                             egress.operation(),

@@ -5,6 +5,7 @@ pub mod arm;
 pub mod audit_log;
 pub mod config;
 pub mod context;
+pub mod data_endpoint;
 pub mod endpoints;
 pub mod identities;
 pub mod listener;

@@ -132,6 +132,7 @@ pub fn app(state: AppState) -> Router {
         .merge(oci::router())
         .merge(token::router())
         .merge(crate::arm::router())
+        .route("/", axum::routing::get(crate::data_endpoint::download))
         .fallback(not_found)
         .with_state(state)
 }
@@ -141,7 +142,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     bootstrap(&config, &meta, true).await?;
     let blobs =
         LocalBlobStore::open(config.data_dir.join("storage")).context("opening the blob store")?;
-    let tokens = TokenIssuer::new(&token_secret(&meta).await?);
+    let secret = token_secret(&meta).await?;
+    let tokens = TokenIssuer::new(&secret);
+    let links = moat_auth::LinkSigner::new(&secret);
     let tls = if config.insecure_http {
         None
     } else if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
@@ -163,6 +166,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         meta,
         blobs: Arc::new(blobs),
         tokens,
+        links,
         uploads: Default::default(),
         credential_cache: CredentialCache::default(),
         manifest_cache: Default::default(),

@@ -13,6 +13,8 @@ pub struct AppState {
     pub meta: MetadataStore,
     pub blobs: Arc<dyn BlobStore>,
     pub tokens: TokenIssuer,
+    /// Signs and checks data-endpoint download links.
+    pub links: moat_auth::LinkSigner,
     pub registries: RegistryDirectory,
     /// Per-session locks and in-process hasher state of open uploads.
     pub uploads: UploadLocks,

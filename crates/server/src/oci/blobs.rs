@@ -93,6 +93,24 @@ pub async fn get(
         .linked_blob_size(&ctx.registry.id, repo, &digest)
         .await?
         .ok_or_else(OciError::blob_unknown)? as u64;
+    // With a dedicated data endpoint, bytes leave from there: the client follows a link bound to its origin.
+    if with_body && ctx.registry.settings.data_endpoint_enabled {
+        return crate::data_endpoint::redirect(state, ctx, repo, &digest);
+    }
+    serve(state, ctx, repo, &digest, size, headers, with_body).await
+}
+
+/// Answers a blob `GET`/`HEAD` whose egress is decided: `Range`, the body, the headers, the audit event.
+pub async fn serve(
+    state: &AppState,
+    ctx: &RequestCtx,
+    repo: &RepositoryName,
+    digest: &Digest,
+    size: u64,
+    headers: &HeaderMap,
+    with_body: bool,
+) -> OciResult<Response> {
+    let digest = digest.clone();
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, end) = match range {
         Some(r) => match parse_range(r, size) {
