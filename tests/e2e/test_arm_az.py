@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from conftest import REPO_ROOT, Arm, azure_env, sp_create
+from conftest import (EXPORTS_NEED_PE, LAST_PE_KEPT, REPO_ROOT, Arm, azure_env, connection_status,
+                      create_private_endpoint, sp_create)
 
 AZ_TIMEOUT = 180  # az starts slowly (seconds per command), more on a loaded machine
 
@@ -80,6 +81,30 @@ def test_az_acr_export_policy_flow(moat, az):
 
     updated = az("acr", "update", "-n", name, "--public-network-enabled", "false", json_out=True).json
     assert updated["publicNetworkAccess"] == "Disabled", updated
+    # Exports need an approved private endpoint connection first.
+    p = az("acr", "update", "-n", name, "--allow-exports", "false", ok=False)
+    assert p.returncode == 1 and EXPORTS_NEED_PE.format(name=name) in p.stderr, p.stderr
+    assert az("acr", "show", "-n", name, json_out=True).json["policies"]["exportPolicy"]["status"] == "enabled"
+
+    # The endpoint is created over raw ARM (`az network private-endpoint create` needs a VNet); a manual request
+    # waits as Pending, and az's private-endpoint-connection commands see and approve it.
+    pe = create_private_endpoint(Arm(moat, sp), name, "rg1", manual=True, request_message="from the az test")
+    conns = az("acr", "private-endpoint-connection", "list", "-r", name, json_out=True).json
+    assert [c["name"] for c in conns] == [pe["connectionName"]], conns
+    assert conns[0]["privateLinkServiceConnectionState"]["status"] == "Pending", conns
+    assert conns[0]["privateEndpoint"]["id"].lower() == pe["id"].lower(), conns
+    p = az("acr", "update", "-n", name, "--allow-exports", "false", ok=False)
+    assert p.returncode == 1 and EXPORTS_NEED_PE.format(name=name) in p.stderr, "a pending connection counted"
+    approved = az("acr", "private-endpoint-connection", "approve", "-r", name, "-n", pe["connectionName"],
+                  "--description", "approved with az", json_out=True).json
+    assert approved["privateLinkServiceConnectionState"]["status"] == "Approved", approved
+    shown = az("acr", "private-endpoint-connection", "show", "-r", name, "-n", pe["connectionName"],
+               json_out=True).json
+    assert shown["privateLinkServiceConnectionState"] == {"status": "Approved", "description": "approved with az",
+                                                          "actionsRequired": "None"}, shown
+    links = az("acr", "private-link-resource", "list", "-n", name, json_out=True).json
+    assert [(lr["groupId"], lr["requiredMembers"][0]) for lr in links] == [("registry", "registry")], links
+
     updated = az("acr", "update", "-n", name, "--allow-exports", "false", json_out=True).json
     assert updated["policies"]["exportPolicy"]["status"] == "disabled", updated
     assert updated["publicNetworkAccess"] == "Disabled" and updated["sku"]["name"] == "Premium", updated
@@ -92,14 +117,28 @@ def test_az_acr_export_policy_flow(moat, az):
     # The SKU cannot leave Premium either.
     p = az("acr", "update", "-n", name, "--sku", "Standard", ok=False)
     assert p.returncode == 1 and "BadRequest" in p.stderr, p.stderr
+    # Nor can the last approved connection go.
+    last = LAST_PE_KEPT.format(name=name)
+    p = az("acr", "private-endpoint-connection", "reject", "-r", name, "-n", pe["connectionName"], ok=False)
+    assert p.returncode == 1 and last in p.stderr, p.stderr
+    p = az("acr", "private-endpoint-connection", "delete", "-r", name, "-n", pe["connectionName"], ok=False)
+    assert p.returncode == 1 and last in p.stderr, p.stderr
     shown = az("acr", "show", "-n", name, json_out=True).json
     assert (shown["sku"]["name"], shown["publicNetworkAccess"], shown["policies"]["exportPolicy"]["status"]) == \
         ("Premium", "Disabled", "disabled"), shown
+    assert [connection_status(c) for c in Arm(moat, sp).connections(name)] == ["Approved"]
 
     # Both at once: one PATCH whose merged result is allowed.
     both = az("acr", "update", "-n", name, "--public-network-enabled", "true", "--allow-exports", "true",
               json_out=True).json
     assert (both["publicNetworkAccess"], both["policies"]["exportPolicy"]["status"]) == ("Enabled", "enabled")
+    # With exports enabled again the connection may go: az deletes it, and the endpoint shows Disconnected.
+    az("acr", "private-endpoint-connection", "delete", "-r", name, "-n", pe["connectionName"])
+    assert az("acr", "private-endpoint-connection", "list", "-r", name, json_out=True).json == []
+    r = Arm(moat, sp).endpoint_request("GET", pe["name"])
+    assert r.status_code == 200, r.text
+    state = r.json()["properties"]["privateLinkServiceConnections"][0]["properties"]
+    assert state["privateLinkServiceConnectionState"]["status"] == "Disconnected", r.text
 
     table = az("acr", "list", "-o", "table").stdout
     assert name in table and "Premium" in table, table
