@@ -3,7 +3,8 @@
 //! SHA-256 and fsync'd disk writes). Prints a table and JSON lines; kills every server it started, also on error.
 //! The many-small-requests workloads (2, 3 and 6) use a hand-written HTTP/1.1 client as light as wrk (`raw.rs`), so
 //! that on a 2-core machine the client does not take the CPU the server needs. Workload 6 is Moat's alone: workload
-//! 3's manifest GET with the default network settings and then behind 100 IP rules set over Moat's ARM API.
+//! 3's manifest GET with the default network settings, then behind 100 IP rules set over Moat's ARM API, then
+//! through a private endpoint (127.0.0.2) with 100 IP rules that admit no one.
 //!
 //! `cargo run --release -p moat-bench -- [--quick]` or `scripts/bench [--quick]`.
 
@@ -348,6 +349,8 @@ struct Reg {
     base: String,
     host: String,
     port: u16,
+    /// The address connections go to (the login server's, or a private endpoint's).
+    ip: std::net::IpAddr,
     transport: Transport,
     /// `Some` for Moat: the admin credentials for the token service.
     moat: bool,
@@ -418,6 +421,7 @@ impl Reg {
             base: format!("http://127.0.0.1:{}", server.port),
             host: format!("127.0.0.1:{}", server.port),
             port: server.port,
+            ip: [127, 0, 0, 1].into(),
             transport: Transport::Pool(Box::new(plain_client())),
             moat: server.name == "moat",
         }
@@ -428,6 +432,7 @@ impl Reg {
             base: format!("https://127.0.0.1:{}", server.port),
             host: format!("127.0.0.1:{}", server.port),
             port: server.port,
+            ip: [127, 0, 0, 1].into(),
             transport: Transport::Tls(tokio::sync::Mutex::new(tls_sender(server.port, ca).await?)),
             moat: true,
         })
@@ -454,7 +459,7 @@ impl Reg {
         let mut b = Request::builder().method(method.clone());
         let uri: Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
         match &self.transport {
-            Transport::Pool(_) => b = b.uri(uri),
+            Transport::Pool(_) => b = b.uri(uri).header(hyper::header::HOST, &self.host),
             Transport::Tls(_) => {
                 let pq = uri
                     .path_and_query()
@@ -746,7 +751,7 @@ fn auth_line(auth: Option<&HeaderValue>) -> Result<String> {
 async fn raw_conns(reg: &Reg, n: usize) -> Result<Vec<raw::Conn>> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
-        v.push(raw::Conn::connect(reg.port).await?);
+        v.push(raw::Conn::connect_to((reg.ip, reg.port).into()).await?);
     }
     Ok(v)
 }
@@ -928,6 +933,17 @@ async fn manifest_setup(reg: Arc<Reg>) -> Result<ManifestTarget> {
 }
 
 impl ManifestTarget {
+    /// The same request, sent to another address (a private endpoint) with the same Host.
+    fn via(&self, reg: Arc<Reg>) -> ManifestTarget {
+        ManifestTarget {
+            reg,
+            path: self.path.clone(),
+            auth: self.auth.clone(),
+            request: self.request.clone(),
+            want: self.want,
+        }
+    }
+
     /// One GET through the pooled client (not the raw one) that must answer `wanted`.
     async fn check(&self, wanted: StatusCode) -> Result<()> {
         self.reg
@@ -1000,6 +1016,8 @@ struct RulesFig {
     open: f64,
     /// (b) `defaultAction: Deny` and `IP_RULES` rules, the loopback client allowed by the last.
     rules: f64,
+    /// (c) through an approved private endpoint (127.0.0.2), `IP_RULES` rules none of which admits the client.
+    private: f64,
 }
 
 /// `defaultAction: Deny` with `n - 1` IP rules `10.0.0.0/24`, `10.0.1.0/24`, … (none contains 127.0.0.1), then
@@ -1135,6 +1153,27 @@ impl<'a> Arm<'a> {
         })
     }
 
+    /// Creates an (auto-approved) private endpoint of the registry listening on `ip`.
+    async fn create_private_endpoint(&self, ip: &str) -> Result<()> {
+        let sub = self.registry.split('/').nth(2).unwrap_or_default();
+        let path = format!("/subscriptions/{sub}/resourceGroups/moat/providers/Microsoft.Network/privateEndpoints/bench?api-version=2024-05-01");
+        let body = serde_json::json!({"location": "local", "properties": {
+            "privateLinkServiceConnections": [{"name": "bench", "properties": {"privateLinkServiceId": self.registry, "groupIds": ["registry"]}}],
+            "ipConfigurations": [{"name": "registry", "properties": {"privateIPAddress": ip}}],
+        }});
+        json_call(
+            self.reg,
+            Method::PUT,
+            &path,
+            Some(&self.bearer),
+            "application/json",
+            Bytes::from(body.to_string()),
+            StatusCode::CREATED,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The registry's `properties.networkRuleSet`.
     async fn network_rule_set(&self) -> Result<serde_json::Value> {
         let path = format!("{}?{ARM_API}", self.registry);
@@ -1198,6 +1237,10 @@ fn form_escape(s: &str) -> String {
 async fn network_rules(env: &Env, sizes: &Sizes) -> Result<RulesFig> {
     let s = env.start_moat(false).await?;
     let target = manifest_setup(Arc::new(Reg::plain(&s))).await?;
+    let mut pe_reg = Reg::plain(&s);
+    pe_reg.ip = [127, 0, 0, 2].into();
+    pe_reg.base = format!("http://127.0.0.2:{}", s.port);
+    let private = target.via(Arc::new(pe_reg));
     let arm = Arm::login(env, &s, &target.reg).await?;
     let defaults = arm.network_rule_set().await?;
     if defaults.get("defaultAction").and_then(|v| v.as_str()) != Some("Allow")
@@ -1242,6 +1285,25 @@ async fn network_rules(env: &Env, sizes: &Sizes) -> Result<RulesFig> {
         let with_rules = target.measure(sizes).await?;
         eprintln!("    {with_rules:.0} requests/s");
         fig.rules = fig.rules.max(with_rules);
+
+        // (c) The same request through a private endpoint, with rules that admit no one: the endpoint's traffic
+        // is private and skips them, but every request is still classified and gated.
+        if round == 1 {
+            arm.create_private_endpoint("127.0.0.2").await?;
+        }
+        arm.set_network_rule_set(&deny_rules(IP_RULES, false))
+            .await?;
+        target.check(StatusCode::FORBIDDEN).await?;
+        private.check(StatusCode::OK).await.context(
+            "through the approved private endpoint the manifest GET must answer 200 whatever the IP rules",
+        )?;
+        eprintln!(
+            "  (c) through a private endpoint, {IP_RULES} IP rules admitting no one (round {round}/{})",
+            sizes.rounds
+        );
+        let through = private.measure(sizes).await?;
+        eprintln!("    {through:.0} requests/s");
+        fig.private = fig.private.max(through);
     }
     drop(arm);
     drop(target);
@@ -1680,6 +1742,9 @@ async fn main() -> Result<()> {
     let pct_of_limit = moat_push.map(|p| 100.0 * p / limit);
     let moat_hwm = rss_fig[0].map(|f| f.hwm_mib);
     let rules_ratio = rules_fig.filter(|f| f.open > 0.0).map(|f| f.rules / f.open);
+    let private_ratio = rules_fig
+        .filter(|f| f.open > 0.0)
+        .map(|f| f.private / f.open);
     let rows = vec![
         Row {
             metric: "large_push",
@@ -1837,6 +1902,24 @@ async fn main() -> Result<()> {
             dist: None,
             target: ">= 0.95 (within 5%)".into(),
             pass: rules_ratio.map(|r| r >= 0.95),
+        },
+        Row {
+            metric: "manifest_get_private_endpoint",
+            label: "6c manifest GET via private endpoint, 100 IP rules",
+            unit: "req/s",
+            moat: rules_fig.map(|f| f.private),
+            dist: None,
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "manifest_get_private_endpoint_ratio",
+            label: "6 ratio (c)/(a)",
+            unit: "x",
+            moat: private_ratio,
+            dist: None,
+            target: ">= 0.95 (within 5%)".into(),
+            pass: private_ratio.map(|r| r >= 0.95),
         },
     ];
 

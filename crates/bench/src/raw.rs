@@ -6,7 +6,6 @@
 //! connection, as with wrk.
 
 use anyhow::{bail, Context, Result};
-use std::net::Ipv4Addr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -29,9 +28,9 @@ pub struct Head {
     close: bool,
 }
 
-/// One keep-alive connection to `127.0.0.1:<port>`, reopened when the server closes it (`Connection: close`).
+/// One keep-alive connection to a loopback address, reopened when the server closes it (`Connection: close`).
 pub struct Conn {
-    port: u16,
+    addr: std::net::SocketAddr,
     stream: Option<TcpStream>,
     buf: Box<[u8]>,
     start: usize,
@@ -43,9 +42,14 @@ pub struct Conn {
 }
 
 impl Conn {
+    #[cfg(test)]
     pub async fn connect(port: u16) -> Result<Conn> {
+        Conn::connect_to((std::net::Ipv4Addr::LOCALHOST, port).into()).await
+    }
+
+    pub async fn connect_to(addr: std::net::SocketAddr) -> Result<Conn> {
         let mut c = Conn {
-            port,
+            addr,
             stream: None,
             buf: vec![0u8; BUF].into_boxed_slice(),
             start: 0,
@@ -58,9 +62,9 @@ impl Conn {
     }
 
     async fn open(&mut self) -> Result<()> {
-        let s = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))
+        let s = TcpStream::connect(self.addr)
             .await
-            .with_context(|| format!("connecting to 127.0.0.1:{}", self.port))?;
+            .with_context(|| format!("connecting to {}", self.addr))?;
         s.set_nodelay(true)?;
         self.stream = Some(s);
         self.start = 0;
@@ -323,7 +327,7 @@ mod tests {
 
     /// A server that answers each request (read up to its blank line) with the next canned response, then closes.
     async fn canned(responses: Vec<&'static [u8]>) -> u16 {
-        let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        let l = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
             .await
             .unwrap();
         let port = l.local_addr().unwrap().port();
