@@ -4,7 +4,12 @@ Run by test_arm_sdk.py with another venv's python (.venv-sdk14 for 14.0.0), so t
 tested in one suite. Not a test module itself (pytest collects test_*.py only).
 
     python arm_sdk_flow.py '{"base": "https://127.0.0.1:PORT", "ca": "...", "tenant": "...", "app_id": "...",
-                             "password": "...", "subscription": "...", "name": "reg14", "rg": "rg1"}'
+                             "password": "...", "subscription": "...", "name": "reg14", "rg": "rg1",
+                             "pe_address": "127.0.0.10"}'
+
+Exports can be disabled only with an approved private endpoint connection: the flow checks the refusal without
+one, then creates an endpoint on `pe_address` with a raw ARM PUT (the SDK has no Microsoft.Network client here),
+authenticated with the same credential's token.
 
 Prints one JSON object per step (`{"step": ..., ...}`) and finally `{"step": "done", "ok": true, ...}`; exits 1
 with a traceback on the first failed check. Trust comes from REQUESTS_CA_BUNDLE only (no connection_verify), so
@@ -80,9 +85,43 @@ def main() -> int:
         rg, name, models.RegistryUpdateParameters(public_network_access="Disabled")))
     assert state(reg)["public"] == "Disabled", state(reg)
 
-    reg = timed("disable_exports", client.registries.begin_update(
-        rg, name, models.RegistryUpdateParameters(
-            policies=models.Policies(export_policy=models.ExportPolicy(status="disabled")))))
+    disable = models.RegistryUpdateParameters(
+        policies=models.Policies(export_policy=models.ExportPolicy(status="disabled")))
+    needs_pe = (f"Export policy can only be disabled when registry '{name}' has at least one approved private "
+                "endpoint connection. Create and approve a private endpoint first.")
+    try:
+        client.registries.begin_update(rg, name, disable).result()
+    except HttpResponseError as e:
+        out(step="disable_exports_refused_without_endpoint", status=e.status_code,
+            code=e.error.code if e.error else None, message=e.error.message if e.error else None)
+        assert e.status_code == 400 and e.error is not None and e.error.code == "BadRequest", str(e)
+        assert e.error.message == needs_pe, f"{e.error.message!r} != {needs_pe!r}"
+    else:
+        raise AssertionError("exports were disabled without a private endpoint")
+
+    import requests  # azure-core's transport; trusts REQUESTS_CA_BUNDLE like the SDK does here
+
+    token = cred.get_token("https://management.azure.com/.default").token
+    registry_id = f"/subscriptions/{cfg['subscription']}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{name}"
+    pe_url = (f"{cfg['base']}/subscriptions/{cfg['subscription']}/resourceGroups/{rg}/providers/"
+              f"Microsoft.Network/privateEndpoints/pe-{name}")
+    r = requests.put(pe_url, params={"api-version": "2023-09-01"}, headers={"Authorization": "Bearer " + token},
+                     json={"location": "westeurope", "properties": {
+                         "privateLinkServiceConnections": [{"name": "conn", "properties": {
+                             "privateLinkServiceId": registry_id, "groupIds": ["registry"]}}],
+                         "ipConfigurations": [{"name": "registry",
+                                               "properties": {"privateIPAddress": cfg["pe_address"]}}]}},
+                     timeout=30)
+    assert r.status_code == 201, f"PUT private endpoint: {r.status_code} {r.text[:500]}"
+    conn = r.json()["properties"]["privateLinkServiceConnections"][0]
+    out(step="endpoint_created", connection=conn["name"],
+        status=conn["properties"]["privateLinkServiceConnectionState"]["status"])
+    assert conn["properties"]["privateLinkServiceConnectionState"]["status"] == "Approved", r.text
+    reg = client.registries.get(rg, name)
+    assert [c.name for c in (reg.private_endpoint_connections or [])] == [conn["name"]], \
+        reg.private_endpoint_connections
+
+    reg = timed("disable_exports", client.registries.begin_update(rg, name, disable))
     s = state(reg)
     out(step="exports_disabled", **s)
     assert s["exports"] == "disabled" and s["public"] == "Disabled" and s["sku"] == "Premium", s

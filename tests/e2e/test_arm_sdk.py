@@ -15,7 +15,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import (REPO_ROOT, Arm, assert_arm_error, azure_env, make_session, sp_create,
+from conftest import (EXPORTS_NEED_PE, LAST_PE_KEPT, REPO_ROOT, Arm, assert_arm_error, azure_env,
+                      connection_status, create_private_endpoint, make_session, next_pe_address, sp_create,
                       venv_python)
 
 MAX_LRO_SECONDS = 10.0  # generous; the SDK's default poll interval is 30 s, so a missing Retry-After shows
@@ -141,8 +142,18 @@ def test_sdk15_export_policy_flow(env, sdk):
         rg, name, m.RegistryUpdateParameters(public_network_access="Disabled")))
     assert reg.public_network_access == "Disabled" and exports(reg) == "enabled"
 
-    reg = timed("disable exports", c.registries.begin_update(
-        rg, name, m.RegistryUpdateParameters(policies=m.Policies(export_policy=m.ExportPolicy(status="disabled")))))
+    # Exports need an approved private endpoint connection first (the endpoint is made over raw ARM).
+    disable = m.RegistryUpdateParameters(policies=m.Policies(export_policy=m.ExportPolicy(status="disabled")))
+    e = expect_http_error(sdk, lambda: c.registries.begin_update(rg, name, disable), 400, "BadRequest",
+                          EXPORTS_NEED_PE.format(name=name))
+    assert e.error.target == "policies.exportPolicy", e.error.target
+    assert exports(c.registries.get(rg, name)) == "enabled"
+    pe = create_private_endpoint(Arm(env.server, env.owner), name, rg)
+    got = c.registries.get(rg, name)
+    assert [(x.name, x.private_link_service_connection_state.status) for x in got.private_endpoint_connections] \
+        == [(pe["connectionName"], "Approved")], got.private_endpoint_connections
+
+    reg = timed("disable exports", c.registries.begin_update(rg, name, disable))
     assert exports(reg) == "disabled" and reg.public_network_access == "Disabled" and reg.sku.name == "Premium"
     got = c.registries.get(rg, name)
     assert exports(got) == "disabled" and got.public_network_access == "Disabled"
@@ -162,7 +173,8 @@ def test_sdk15_export_policy_flow(env, sdk):
         public_network_access="Enabled", policies=m.Policies(export_policy=m.ExportPolicy(status="enabled")))))
     assert (reg.public_network_access, exports(reg)) == ("Enabled", "enabled")
 
-    # PUT (create on the existing name) with public access disabled and exports disabled in the body: allowed.
+    # PUT (replacing the existing registry, whose approved endpoint stays) with public access disabled and exports
+    # disabled in the body: allowed.
     reg = timed("put disabled", c.registries.begin_create(rg, name, m.Registry(
         location="westeurope", sku=m.Sku(name="Premium"), public_network_access="Disabled",
         policies=m.Policies(export_policy=m.ExportPolicy(status="disabled")))))
@@ -177,6 +189,14 @@ def test_sdk15_export_policy_flow(env, sdk):
     expect_http_error(sdk, lambda: c.registries.begin_create(rg, name, m.Registry(
         location="westeurope", sku=m.Sku(name="Premium"),
         policies=m.Policies(export_policy=m.ExportPolicy(status="disabled")))), 400, "BadRequest")
+
+    # A PUT creating a new registry with exports disabled: refused (it cannot have an endpoint yet), nothing made.
+    expect_http_error(sdk, lambda: c.registries.begin_create(rg, "sdknew15", m.Registry(
+        location="westeurope", sku=m.Sku(name="Premium"), public_network_access="Disabled",
+        policies=m.Policies(export_policy=m.ExportPolicy(status="disabled")))), 400, "BadRequest",
+        EXPORTS_NEED_PE.format(name="sdknew15"))
+    with pytest.raises(sdk.exceptions.ResourceNotFoundError):
+        c.registries.get(rg, "sdknew15")
 
     # Standard registry (another resource group): exports cannot be disabled, even with public access off.
     std = timed("create standard", c.registries.begin_create(
@@ -360,19 +380,89 @@ def test_sdk15_request_validation(env, sdk):
     assert r.status_code == 401 and r.json()["error"]["code"], r.text
 
 
+def test_sdk15_private_endpoint_connections(env, sdk):
+    """The registry side of private endpoints through the SDK: privateEndpointConnections list/get/approve/reject/
+    delete and privateLinkResources, with the export rule's hold on the last approved connection."""
+    m = sdk.models
+    c = env.client()
+    arm = Arm(env.server, env.owner)
+    name, rg = "sdkpe15", "rg1"
+    timed("create", c.registries.begin_create(rg, name, m.Registry(
+        location="westeurope", sku=m.Sku(name="Premium"), public_network_access="Disabled")))
+    assert list(c.private_endpoint_connections.list(rg, name)) == []
+
+    pending = create_private_endpoint(arm, name, rg, manual=True, request_message="please")
+    auto = create_private_endpoint(arm, name, rg)
+    conns = {x.name: x for x in c.private_endpoint_connections.list(rg, name)}
+    assert set(conns) == {pending["connectionName"], auto["connectionName"]}, conns
+    p = conns[pending["connectionName"]]
+    assert (p.private_link_service_connection_state.status, p.private_link_service_connection_state.description) \
+        == ("Pending", "please"), p
+    assert p.private_endpoint.id.lower() == pending["id"].lower() and p.provisioning_state == "Succeeded", p
+    assert conns[auto["connectionName"]].private_link_service_connection_state.status == "Approved"
+
+    def set_state(conn_name, status, description):
+        return c.private_endpoint_connections.begin_create_or_update(rg, name, conn_name, m.PrivateEndpointConnection(
+            private_link_service_connection_state=m.PrivateLinkServiceConnectionState(
+                status=status, description=description)))
+
+    got = timed("approve", set_state(pending["connectionName"], "Approved", "ok by sdk"))
+    assert got.private_link_service_connection_state.status == "Approved", got
+    assert c.private_endpoint_connections.get(rg, name, pending["connectionName"]) \
+        .private_link_service_connection_state.description == "ok by sdk"
+
+    reg = timed("disable exports", c.registries.begin_update(rg, name, m.RegistryUpdateParameters(
+        policies=m.Policies(export_policy=m.ExportPolicy(status="disabled")))))
+    assert exports(reg) == "disabled"
+    # Two approved: one may be rejected; then the other is the last and stays.
+    got = timed("reject", set_state(auto["connectionName"], "Rejected", "no"))
+    assert got.private_link_service_connection_state.status == "Rejected", got
+    last = LAST_PE_KEPT.format(name=name)
+    expect_http_error(sdk, lambda: set_state(pending["connectionName"], "Rejected", "no"), 400, "BadRequest", last)
+    expect_http_error(sdk, lambda: c.private_endpoint_connections.begin_delete(rg, name, pending["connectionName"]),
+                      400, "BadRequest", last)
+    # A rejected connection cannot be approved again.
+    expect_http_error(sdk, lambda: set_state(auto["connectionName"], "Approved", "again"), 400, "BadRequest",
+                      "A rejected private endpoint connection cannot be approved. Delete the private endpoint and "
+                      "create it again.")
+    states = {x.name: x.private_link_service_connection_state.status
+              for x in c.private_endpoint_connections.list(rg, name)}
+    assert states == {pending["connectionName"]: "Approved", auto["connectionName"]: "Rejected"}, states
+    with pytest.raises(sdk.exceptions.ResourceNotFoundError):
+        c.private_endpoint_connections.get(rg, name, name + ".00000000000000000000000000000000")
+
+    # privateLinkResources
+    links = list(c.registries.list_private_link_resources(rg, name))
+    assert [(x.name, x.properties.group_id, x.properties.required_members, x.properties.required_zone_names)
+            for x in links] == \
+        [("registry", "registry", ["registry", "registry_data_westeurope"], ["privatelink.localhost"])], links
+    one = c.registries.get_private_link_resource(rg, name, "registry")
+    assert one.properties.group_id == "registry", one
+    with pytest.raises(sdk.exceptions.ResourceNotFoundError):
+        c.registries.get_private_link_resource(rg, name, "blob")
+
+    # Exports enabled again: the last connection may go.
+    timed("enable exports", c.registries.begin_update(rg, name, m.RegistryUpdateParameters(
+        policies=m.Policies(export_policy=m.ExportPolicy(status="enabled")))))
+    timed("delete connection", c.private_endpoint_connections.begin_delete(rg, name, pending["connectionName"]))
+    assert [x.name for x in c.private_endpoint_connections.list(rg, name)] == [auto["connectionName"]]
+    assert [connection_status(x) for x in arm.connections(name, rg)] == ["Rejected"]
+
+
 @pytest.mark.parametrize("venv,sdk_version,api_version", [
     (".venv-sdk14", "14.0.0", "2025-04-01"),
     (".venv", "15.0.0", "2025-11-01"),
 ])
 def test_sdk_core_flow_subprocess(moat, venv, sdk_version, api_version):
-    """The core flow (create, disable public access and exports, refused re-enable) with each SDK version, in
-    its own venv, trusting Moat's CA through REQUESTS_CA_BUNDLE."""
+    """The core flow (create, disable public access, a private endpoint, disable exports, refused re-enable) with
+    each SDK version, in its own venv, trusting Moat's CA through REQUESTS_CA_BUNDLE."""
     py = venv_python(venv)
     owner = sp_create(moat, "flow-owner", "Contributor")
     sub = Arm(moat, owner).subscription
+    name = "flowreg" + sdk_version.split(".")[0]
     cfg = {"base": moat.base_url, "ca": str(moat.ca_path), "tenant": owner["tenant"], "app_id": owner["appId"],
-           "password": owner["password"], "subscription": sub, "name": "flowreg" + sdk_version.split(".")[0],
-           "rg": "rg1"}
+           "password": owner["password"], "subscription": sub, "name": name, "rg": "rg1",
+           "pe_address": next_pe_address(moat)}
     p = subprocess.run([py, str(REPO_ROOT / "tests" / "e2e" / "arm_sdk_flow.py"), json.dumps(cfg)],
                        capture_output=True, text=True, timeout=300, env=azure_env(moat))
     detail = f"exit {p.returncode}\n--- stdout\n{p.stdout[-6000:]}\n--- stderr\n{p.stderr[-6000:]}"
@@ -384,3 +474,8 @@ def test_sdk_core_flow_subprocess(moat, venv, sdk_version, api_version):
     assert by["done"]["api_versions"] == [api_version], detail
     assert by["done"]["polled_operation_status"] is True, detail
     assert by["enable_public_refused"]["code"] == "BadRequest", detail
+    assert by["disable_exports_refused_without_endpoint"]["message"] == EXPORTS_NEED_PE.format(name=name), detail
+    # The endpoint the flow made over raw ARM is the registry's one approved connection.
+    conns = Arm(moat, owner).connections(name)
+    assert [(c["name"], connection_status(c)) for c in conns] == \
+        [(by["endpoint_created"]["connection"], "Approved")], conns
