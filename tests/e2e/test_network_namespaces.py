@@ -8,7 +8,13 @@ Topology (per test):
     VNET   the private network: a private endpoint of the registry on VNET.host_ip (created over ARM)
 In every namespace `appreg.moat.test` (the login server) and `appreg.local.data.moat.test` (the data endpoint)
 resolve to that namespace's host_ip (/etc/netns/<ns>/hosts), so clients use the real names and TLS (SNI) as they
-would against ACR.
+would against ACR. Clients authenticate as `admin` and trust Moat's CA through a containers-style cert dir
+(skopeo/podman) or --cacert (curl).
+
+containers/image (skopeo 1.9, podman 4.3) pings /v2/ before anything else and reports a 403 there as "invalid
+status code from registry 403 (Forbidden)", dropping the body; so wherever such a client is refused, the exact
+DENIED body naming the client's address is checked with curl from the same namespace (same address, same
+listener), on /v2/ and on /oauth2/token, and the refusal is found in the audit log.
 """
 from __future__ import annotations
 
@@ -20,8 +26,6 @@ import time
 import urllib.parse
 from pathlib import Path
 
-import pytest
-
 from conftest import (Arm, free_port, make_oci_layout, read_oci_layout_manifest, require_tool, sp_create)
 from netns import NetNs, netns_factory  # noqa: F401  (netns_factory is a fixture)
 
@@ -31,6 +35,9 @@ RG = "rg1"
 REPO = "net/app"
 PE_API = "2023-09-01"
 PODMAN_UA = "(github.com/containers/image)"  # podman 4.3's User-Agent: "containers/5.23.1 (github.com/...)"
+LINK_MISMATCH = ("the download link's signature does not match: it was altered, or is used from another address or "
+                 "endpoint than the one it was issued to")
+LINK_EXPIRED = "the download link has expired: request the blob from the login server again"
 
 
 def denied_message(ip: str) -> str:
@@ -358,3 +365,152 @@ def test_podman_through_private_endpoint_and_refused_outside(moat_factory, netns
     site.wait_audit(lambda e: e.get("CallerIpAddress") == out.ns_ip and e.get("ResultType") == "Denied"
                     and e.get("Endpoint") == "public" and PODMAN_UA in (e.get("UserAgent") or ""),
                     "denying podman in OUT")
+
+
+# ------------------------------------------------------------------------------------------------ IP rules
+
+def test_ip_rules_from_distinct_addresses(moat_factory, netns_factory, tmp_path):
+    out, other, vnet = netns_factory("out"), netns_factory("other"), netns_factory("vnet")
+    site = Site(moat_factory, tmp_path, public=[out, other], private=[vnet])
+    img, layout = make_layout(tmp_path, "img1")
+    site.push(out, layout, "v1")
+    site.private_endpoint(vnet, "pe-rules")
+    other_net = str(ipaddress.ip_interface(f"{other.ns_ip}/30").network)
+    assert other_net != f"{other.ns_ip}/32" and ipaddress.ip_address(out.ns_ip) not in ipaddress.ip_network(other_net)
+
+    def rules(default: str, *values: str) -> None:
+        reg = site.patch({"networkRuleSet": {"defaultAction": default,
+                                             "ipRules": [{"action": "Allow", "value": v} for v in values]}})
+        assert reg["properties"]["networkRuleSet"]["defaultAction"] == default, reg
+
+    # Deny, with only OUT's address allowed.
+    rules("Deny", f"{out.ns_ip}/32")
+    assert site.inspect_digest(out, "v1") == img.manifest_digest
+    assert site.pulled_digest(out, "v1") == img.manifest_digest
+    site.assert_inspect_denied(other)  # skopeo fails; /v2/ and /oauth2/token answer the DENIED body with OTHER's IP
+    p, _ = site.pull(other, "v1", check=False)
+    assert p.returncode != 0
+    assert_refused_stderr(p.stderr, other)
+    # The private endpoint is not subject to IP rules.
+    assert site.pulled_digest(vnet, "v1") == img.manifest_digest
+
+    # A CIDR rule (the /30 OTHER's address is in) lets OTHER in, for pulls and pushes.
+    rules("Deny", f"{out.ns_ip}/32", other_net)
+    assert site.pulled_digest(other, "v1") == img.manifest_digest
+    img2, layout2 = make_layout(tmp_path, "img2")
+    site.push(other, layout2, "from-other")
+    assert site.inspect_digest(out, "from-other") == img2.manifest_digest
+
+    # Deny without rules: both public clients refused, the private network still served.
+    rules("Deny")
+    site.assert_inspect_denied(out)
+    site.assert_inspect_denied(other)
+    assert site.inspect_digest(vnet, "from-other") == img2.manifest_digest
+
+    # Allow: everyone in, the rules notwithstanding.
+    rules("Allow", f"{out.ns_ip}/32")
+    assert site.pulled_digest(other, "from-other") == img2.manifest_digest
+    assert site.pulled_digest(out, "v1") == img.manifest_digest
+
+    denied = site.wait_audit(audit_is(CallerIpAddress=other.ns_ip, ResultType="Denied", Endpoint="public",
+                                      OperationName="Connect"), "denying OTHER")
+    assert all(e.get("Registry") == REG for e in denied), denied
+    site.wait_audit(audit_is(CallerIpAddress=other.ns_ip, ResultType="Success", OperationName="Pull",
+                             Endpoint="public"), "of OTHER's pull once its /30 was allowed")
+    site.wait_audit(audit_is(CallerIpAddress=out.ns_ip, ResultType="Denied", Endpoint="public"),
+                    "denying OUT under Deny without rules")
+
+
+# ------------------------------------------------------------------------------------------------ data endpoint
+
+def test_data_endpoint_links_bound_to_caller(moat_factory, netns_factory, tmp_path):
+    out, other, vnet = netns_factory("out"), netns_factory("other"), netns_factory("vnet")
+    site = Site(moat_factory, tmp_path, public=[out, other], private=[vnet])
+    img, layout = make_layout(tmp_path, "img1")
+    site.push(out, layout, "v1")
+    pe = site.private_endpoint(vnet, "pe-data")
+    layer_digest, layer = img.layers[0]
+    blob_url = f"https://{site.login}/v2/{REPO}/blobs/{layer_digest}"
+
+    # Without a data endpoint the login server serves the blob itself.
+    token = site.curl_token(out)
+    status, redirect, body = site.curl_get(out, blob_url, token)
+    assert (status, redirect, body) == (200, "", layer), (status, redirect, body[:200])
+
+    reg = site.patch({"dataEndpointEnabled": True})
+    assert reg["properties"]["dataEndpointEnabled"] is True, reg
+
+    # skopeo follows the 307s to the data host (which OUT resolves to its own listener) and gets the same image.
+    assert site.pulled_digest(out, "v1") == img.manifest_digest
+    site.wait_audit(audit_is(CallerIpAddress=out.ns_ip, OperationName="Pull", ResultType="Success",
+                             Endpoint="dataEndpoint (public)", Digest=layer_digest), "of OUT's data endpoint pull")
+    # ... and the same through the private endpoint: the data host resolves to the endpoint's address there.
+    assert site.pulled_digest(vnet, "v1") == img.manifest_digest
+    site.wait_audit(audit_is(CallerIpAddress=vnet.ns_ip, OperationName="Pull", ResultType="Success",
+                             Endpoint=f"dataEndpoint (privateEndpoint/{pe['name']})", Digest=layer_digest),
+                    "of VNET's data endpoint pull")
+    # Pushes stay on the login server.
+    img2, layout2 = make_layout(tmp_path, "img2")
+    site.push(out, layout2, "v2")
+    pushes = site.wait_audit(audit_is(CallerIpAddress=out.ns_ip, OperationName="Push", Tag="v2"), "of the push")
+    assert all(e.get("Endpoint") == "public" for e in pushes), pushes
+
+    # The link, fetched by hand from OUT.
+    token = site.curl_token(out)
+    status, link, body = site.curl_get(out, blob_url, token)
+    assert status == 307 and body == b"", (status, link, body[:200])
+    u = urllib.parse.urlsplit(link)
+    q = dict(urllib.parse.parse_qsl(u.query))
+    assert (u.scheme, u.netloc, u.path) == ("https", site.data_host, "/"), link
+    assert (q.get("r"), q.get("d")) == (REPO, layer_digest) and q.get("e", "").isdigit() and q.get("s"), link
+    assert 1100 < int(q["e"]) - time.time() <= 1201, f"default link lifetime is 1200s: {link}"
+
+    # Replayed from another address (OTHER's own public listener): the signature does not match.
+    status, _, body = site.curl_get(other, link)
+    assert status == 403, (status, body[:300])
+    assert_denied_body(body, other.ns_ip, "the link from OTHER", message=LINK_MISMATCH)
+    # ... nor from the private network (another address and another listener).
+    status, _, body = site.curl_get(vnet, link)
+    assert status == 403, (status, body[:300])
+    assert_denied_body(body, vnet.ns_ip, "the link from VNET", message=LINK_MISMATCH)
+    # A link whose expiry was pushed out by the caller is refused too.
+    forged = link.replace(f"e={q['e']}", f"e={int(q['e']) + 3600}")
+    assert forged != link
+    status, _, body = site.curl_get(out, forged)
+    assert status == 403, (status, body[:300])
+    assert_denied_body(body, out.ns_ip, "the forged link", message=LINK_MISMATCH)
+    # The same link from OUT itself: the blob's bytes, without a token.
+    status, _, body = site.curl_get(out, link)
+    assert status == 200 and body == layer, (status, body[:200])
+    site.wait_audit(audit_is(CallerIpAddress=other.ns_ip, OperationName="Pull", ResultType="Denied",
+                             Endpoint="dataEndpoint (public)"), "denying the replayed link")
+    site.wait_audit(audit_is(CallerIpAddress=vnet.ns_ip, OperationName="Pull", ResultType="Denied",
+                             Endpoint=f"dataEndpoint (privateEndpoint/{pe['name']})"),
+                    "denying the replayed link on the private endpoint")
+
+    # Expiry: the same server with 3-second links.
+    site.server.stop()
+    site.server.extra_args += ["--data-link-ttl-secs", "3"]
+    site.server.start()
+    token = site.curl_token(out)
+    status, link, _ = site.curl_get(out, blob_url, token)
+    assert status == 307, (status, link)
+    expires = int(dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(link).query))["e"])
+    assert expires - time.time() <= 3.5, link
+    status, _, body = site.curl_get(out, link)
+    assert status == 200 and body == layer, (status, body[:200])
+    time.sleep(max(0.0, expires + 1.2 - time.time()))
+    status, _, body = site.curl_get(out, link)
+    assert status == 403, (status, body[:300])
+    assert_denied_body(body, out.ns_ip, "the expired link", message=LINK_EXPIRED)
+
+    # Data endpoint disabled again: the login server answers 200 itself, and links lead nowhere.
+    status, link, _ = site.curl_get(out, blob_url, token)
+    assert status == 307, (status, link)
+    site.patch({"dataEndpointEnabled": False})
+    status, redirect, body = site.curl_get(out, blob_url, token)
+    assert (status, redirect, body) == (200, "", layer), (status, redirect, body[:200])
+    # (Moat answers a data host whose registry has no data endpoint 404 NAME_UNKNOWN "no such endpoint".)
+    status, _, body = site.curl_get(out, link)
+    assert status in (403, 404) and body != layer, (status, body[:300])
+    assert json.loads(body)["errors"][0]["code"] in ("DENIED", "NAME_UNKNOWN"), body[:300]
