@@ -10,6 +10,12 @@ restart(), kill9(), start(), stop(), client(), audit(), moat() (runs a `moat` su
 
 Helpers: make_oci_layout() builds an OCI image layout in Python; get_token() fetches a bearer token; Client wraps
 requests with per-scope tokens and the usual push/pull steps.
+
+Management plane: sp_create() + Arm (an SP's ARM session); private endpoints with create_private_endpoint() (on the
+next free 127.0.0.x of that server, next_pe_address()), approve_connection()/reject_connection(), Arm's
+endpoint_request()/connections()/set_connection_state()/delete_connection(), protect_registry() (endpoint, then
+exports off), and export_invariant_violation() (exports disabled => Premium, public access off, an approved
+connection).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import ssl
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 import types
 import urllib.parse
@@ -546,6 +553,9 @@ class MoatServer:
                 r = requests.get(self.base_url + "/v2/", verify=self.verify, timeout=2)
                 if r.status_code in (200, 401):
                     return
+                # The default registry's public network access is off: the server is up and refusing us.
+                if r.status_code == 403 and "DENIED" in r.text:
+                    return
                 last = f"status {r.status_code}"
             except requests.RequestException as e:
                 last = repr(e)
@@ -926,11 +936,15 @@ LAST_PE_KEPT = ("The last approved private endpoint connection of registry '{nam
                 "are disabled. Enable exports first.")
 
 
+_PE_ADDRESS_LOCK = threading.Lock()
+
+
 def next_pe_address(server: "MoatServer") -> str:
-    """A loopback address no endpoint of `server` has used yet in this test (127.0.0.10 .. 127.0.0.254)."""
-    n = getattr(server, "_pe_next_host", PE_FIRST_HOST)
-    assert n <= 254, "out of loopback addresses for private endpoints"
-    server._pe_next_host = n + 1
+    """A loopback address no endpoint of `server` has been given yet (127.0.0.10 .. 127.0.0.254); thread-safe."""
+    with _PE_ADDRESS_LOCK:
+        n = getattr(server, "_pe_next_host", PE_FIRST_HOST)
+        assert n <= 254, "out of loopback addresses for private endpoints"
+        server._pe_next_host = n + 1
     return f"127.0.0.{n}"
 
 
