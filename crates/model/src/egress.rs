@@ -18,6 +18,20 @@ pub struct Origin {
     pub listener: String,
     /// Set when the listener is a private endpoint.
     pub private_endpoint: Option<PrivateEndpointOrigin>,
+    /// The server itself, acting for a management-plane caller (import): ACR's "trusted service".
+    pub trusted_service: bool,
+}
+
+impl Origin {
+    /// The server acting on behalf of a management-plane caller at `caller_ip`.
+    pub fn trusted_service(caller_ip: IpAddr) -> Origin {
+        Origin {
+            client_ip: caller_ip,
+            listener: "trustedService".into(),
+            private_endpoint: None,
+            trusted_service: true,
+        }
+    }
 }
 
 /// The private endpoint a request arrived through, and the state of its connection.
@@ -48,6 +62,16 @@ pub enum Egress<'a> {
         repository: &'a RepositoryName,
         digest: &'a Digest,
     },
+    /// An image of this registry imported into another registry of this server (`importImage` with a
+    /// `resourceId` source): its manifests and blobs are linked into the target, no byte copied.
+    ImportFrom {
+        target_registry: &'a Registry,
+        repository: &'a RepositoryName,
+        reference: &'a Reference,
+    },
+    /// An export pipeline run writing this registry's artifacts to outside storage (ACR Transfer). Not built
+    /// yet: refused, so that the transfer issue only has to say when it is allowed.
+    ExportPipeline { pipeline: &'a str },
     /// A blob linked from one repository into another (`POST ?mount=&from=`). `source_registry` is the registry
     /// the `from` repository is looked up in, which is always the one the request is routed to; it is kept in the
     /// variant so that the rule against cross-registry mounts is stated here and not assumed by callers.
@@ -59,11 +83,26 @@ pub enum Egress<'a> {
 }
 
 impl Egress<'_> {
+    /// The repository the egress reads (for a mount, the one written to, where the caller's request is).
+    pub fn repository(&self) -> Option<&RepositoryName> {
+        match self {
+            Egress::PullBlob { repository, .. }
+            | Egress::DataEndpointDownload { repository, .. }
+            | Egress::PullManifest { repository, .. }
+            | Egress::ListTags { repository }
+            | Egress::ImportFrom { repository, .. } => Some(repository),
+            Egress::Mount { to, .. } => Some(to),
+            Egress::ExportPipeline { .. } => None,
+        }
+    }
+
     pub fn operation(&self) -> &'static str {
         match self {
             Egress::PullBlob { .. } | Egress::DataEndpointDownload { .. } => "Pull",
             Egress::PullManifest { .. } => "Pull",
             Egress::ListTags { .. } => "ListTags",
+            Egress::ImportFrom { .. } => "Export",
+            Egress::ExportPipeline { .. } => "Export",
             Egress::Mount { .. } => "Mount",
         }
     }
@@ -80,6 +119,10 @@ pub enum DenyReason {
     CrossRegistry,
     /// The registry's data endpoint is disabled: its links are void.
     DataEndpointDisabled,
+    /// The registry's export policy is disabled: nothing leaves it by import or transfer.
+    ExportsDisabled { registry: String },
+    /// A path that exists in the model but is not built yet.
+    NotSupported(&'static str),
     /// The origin may not reach the registry at all.
     Network(NetworkDenial),
 }
@@ -101,6 +144,11 @@ impl fmt::Display for DenyReason {
             DenyReason::DataEndpointDisabled => {
                 f.write_str("the registry's data endpoint is disabled")
             }
+            DenyReason::ExportsDisabled { registry } => write!(
+                f,
+                "registry '{registry}' has exports disabled (exportPolicy): its artifacts cannot be imported into or transferred to another registry"
+            ),
+            DenyReason::NotSupported(what) => write!(f, "{what} is not supported yet"),
             DenyReason::Network(n) => write!(f, "{n}"),
         }
     }
@@ -139,6 +187,27 @@ pub fn decide(registry: &Registry, origin: &Origin, access: &Access, egress: &Eg
         Egress::PullBlob { repository, .. }
         | Egress::PullManifest { repository, .. }
         | Egress::ListTags { repository } => may_read(registry, access, repository),
+        Egress::ImportFrom { target_registry, .. } => {
+            if target_registry.id == registry.id {
+                // Within one registry nothing leaves it: a re-tag.
+                Decision::Allow
+            } else if !registry.settings.exports_enabled() {
+                Decision::Deny(DenyReason::ExportsDisabled {
+                    registry: registry.name.clone(),
+                })
+            } else {
+                Decision::Allow
+            }
+        }
+        Egress::ExportPipeline { .. } => {
+            if !registry.settings.exports_enabled() {
+                Decision::Deny(DenyReason::ExportsDisabled {
+                    registry: registry.name.clone(),
+                })
+            } else {
+                Decision::Deny(DenyReason::NotSupported("an export pipeline"))
+            }
+        }
         Egress::DataEndpointDownload { .. } => {
             if registry.settings.data_endpoint_enabled {
                 Decision::Allow
@@ -192,6 +261,7 @@ mod tests {
             client_ip: "127.0.0.1".parse().unwrap(),
             listener: "main".into(),
             private_endpoint: None,
+            trusted_service: false,
         }
     }
 
@@ -245,6 +315,46 @@ mod tests {
             decide(&r, &origin(), &Access::default(), &e),
             Decision::Deny(DenyReason::Network(_))
         ));
+    }
+
+    #[test]
+    fn import_leaves_only_a_registry_that_allows_exports() {
+        let repo: RepositoryName = "a".parse().unwrap();
+        let reference: Reference = "v1".parse().unwrap();
+        let target = registry("t", false);
+        let mut source = registry("s", false);
+        source.name = "source".into();
+        let e = Egress::ImportFrom {
+            target_registry: &target,
+            repository: &repo,
+            reference: &reference,
+        };
+        let trusted = Origin::trusted_service("127.0.0.1".parse().unwrap());
+        assert!(decide(&source, &trusted, &Access::default(), &e).is_allowed());
+        source.settings.public_network_access = false;
+        source.settings.policies.export = crate::registry::PolicyStatus::Disabled;
+        assert_eq!(
+            decide(&source, &trusted, &Access::default(), &e),
+            Decision::Deny(DenyReason::ExportsDisabled {
+                registry: "source".into()
+            })
+        );
+        // A registry re-tagging into itself exports nothing.
+        let same = Egress::ImportFrom {
+            target_registry: &source,
+            repository: &repo,
+            reference: &reference,
+        };
+        assert!(decide(&source, &trusted, &Access::default(), &same).is_allowed());
+        // A network-restricted source lets the server through only when it trusts its services.
+        source.settings.policies.export = crate::registry::PolicyStatus::Enabled;
+        source.settings.bypass_trusted_services = false;
+        assert!(matches!(
+            decide(&source, &trusted, &Access::default(), &e),
+            Decision::Deny(DenyReason::Network(_))
+        ));
+        let pipeline = Egress::ExportPipeline { pipeline: "p" };
+        assert!(!decide(&target, &origin(), &Access::default(), &pipeline).is_allowed());
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub enum NetworkDenial {
     OtherRegistrysEndpoint,
     /// The private endpoint's connection is pending, rejected or disconnected.
     EndpointNotApproved,
+    /// The server acting for a caller (import) on a network-restricted registry that does not trust its services
+    /// (`networkRuleBypassOptions: None`).
+    TrustedServicesNotAllowed,
 }
 
 impl fmt::Display for NetworkDenial {
@@ -89,6 +92,9 @@ impl fmt::Display for NetworkDenial {
                 "the private endpoint is connected to another registry"
             }
             NetworkDenial::EndpointNotApproved => "the private endpoint connection is not approved",
+            NetworkDenial::TrustedServicesNotAllowed => {
+                "the registry's network rules do not let trusted services through (networkRuleBypassOptions: None)"
+            }
         })
     }
 }
@@ -99,6 +105,8 @@ pub enum NetworkDecision {
     Private,
     /// From the public network, allowed by the settings.
     Public,
+    /// The server itself, for a management-plane caller, let through as a trusted service.
+    Trusted,
     Denied(NetworkDenial),
 }
 
@@ -115,6 +123,15 @@ pub fn decide_network(
             NetworkDecision::Denied(NetworkDenial::EndpointNotApproved)
         } else {
             NetworkDecision::Private
+        };
+    }
+    if origin.trusted_service {
+        let restricted = !settings.public_network_access
+            || settings.network_rule_set.default_action == DefaultAction::Deny;
+        return if restricted && !settings.bypass_trusted_services {
+            NetworkDecision::Denied(NetworkDenial::TrustedServicesNotAllowed)
+        } else {
+            NetworkDecision::Trusted
         };
     }
     if !settings.public_network_access {
@@ -149,6 +166,7 @@ mod tests {
             client_ip: ip.parse().unwrap(),
             listener: "main".into(),
             private_endpoint: None,
+            trusted_service: false,
         }
     }
 

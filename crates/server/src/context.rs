@@ -225,6 +225,7 @@ impl RequestCtx {
             client_ip: client_ip(peer, &parts.headers, &state.config.trusted_proxies),
             listener,
             private_endpoint,
+            trusted_service: false,
         };
         let ctx = RequestCtx {
             registry: routed.registry,
@@ -343,33 +344,25 @@ impl RequestCtx {
         match decide(&self.registry, &self.origin, &self.principal.access, egress) {
             Decision::Allow => Ok(()),
             Decision::Deny(reason) => {
-                let repo = match egress {
-                    Egress::PullBlob { repository, .. }
-                    | Egress::DataEndpointDownload { repository, .. }
-                    | Egress::PullManifest { repository, .. }
-                    | Egress::ListTags { repository } => *repository,
-                    Egress::Mount { to, .. } => *to,
-                };
+                let repo = egress.repository();
                 match &reason {
                     DenyReason::MissingPermission { repository, action } => {
                         if self.principal.presented {
                             self.audit_denied(
                                 state,
                                 egress.operation(),
-                                Some(repo),
+                                repo,
                                 "401",
                                 &reason.to_string(),
                             );
                         }
                         Err(self.repo_challenge(repository, *action))
                     }
-                    DenyReason::Network(_)
-                    | DenyReason::CrossRegistry
-                    | DenyReason::DataEndpointDisabled => {
+                    _ => {
                         self.audit_denied(
                             state,
                             egress.operation(),
-                            Some(repo),
+                            repo,
                             "403",
                             &reason.to_string(),
                         );

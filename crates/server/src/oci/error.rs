@@ -153,7 +153,12 @@ impl From<std::io::Error> for OciError {
 impl IntoResponse for OciError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = json!({"errors": [{"code": self.code.as_str(), "message": self.message, "detail": self.detail}]});
+        let mut error = json!({"code": self.code.as_str(), "message": self.message});
+        // `detail` is optional in the spec, and ACR leaves it out when there is none.
+        if !self.detail.is_null() {
+            error["detail"] = self.detail;
+        }
+        let body = json!({ "errors": [error] });
         let mut resp = (status, axum::Json(body)).into_response();
         let h = resp.headers_mut();
         h.insert(
