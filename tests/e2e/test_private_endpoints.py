@@ -635,6 +635,57 @@ def test_racing_export_disable_against_removing_the_only_endpoint(moat, arm):
     print("outcomes:", dict(outcomes))
 
 
+def test_endpoint_create_racing_registry_delete_leaves_no_orphan(moat, arm):
+    """PUT of an endpoint at the same moment as the DELETE of its registry: either the PUT is refused (the registry
+    is gone: PrivateLinkServiceNotFound) or the endpoint is created and deleted with its registry. Afterwards no
+    endpoint may exist for the deleted registry, and nothing may listen on its address. 30 rounds."""
+    name = "peorphan"
+    orphans = []
+    outcomes: Counter = Counter()
+    for rnd in range(30):
+        rid = new_registry(arm, name)["id"]
+        address = next_pe_address(moat)
+        res = {}
+        barrier = threading.Barrier(2)
+
+        def put():
+            a = arm.clone()
+            barrier.wait(30)
+            res["put"] = a.endpoint_request("PUT", f"pe-orphan{rnd}", "rg1", private_endpoint_body(rid, address))
+
+        def delete():
+            a = arm.clone()
+            barrier.wait(30)
+            time.sleep(0.002 * (rnd % 5))
+            res["delete"] = a.request("DELETE", rid)
+
+        threads = [threading.Thread(target=put, daemon=True), threading.Thread(target=delete, daemon=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        p, d = res["put"], res["delete"]
+        outcomes[(p.status_code, d.status_code)] += 1
+        assert d.status_code == 200, d.text
+        if p.status_code != 201:
+            assert_arm_error(p, 400, "PrivateLinkServiceNotFound")
+        g = arm.endpoint_request("GET", f"pe-orphan{rnd}", "rg1")
+        if g.status_code != 404 or tcp_open(address, moat.port):
+            seen = g.text[:300]
+            if g.status_code == 200:
+                conn = endpoint_connection(g.json())["properties"]
+                seen = (f"privateLinkServiceId={conn['privateLinkServiceId']!r} "
+                        f"status={conn['privateLinkServiceConnectionState']['status']} "
+                        f"listenAddress={g.json()['properties']['listenAddress']}")
+            orphans.append(f"round {rnd}: PUT privateEndpoints/pe-orphan{rnd} -> {p.status_code}, DELETE registry -> "
+                           f"{d.status_code}; afterwards GET endpoint -> {g.status_code} {seen}; "
+                           f"accepting connections on {address}:{moat.port}: {tcp_open(address, moat.port)}")
+            arm.endpoint_request("DELETE", f"pe-orphan{rnd}", "rg1")
+    print("outcomes (PUT endpoint, DELETE registry):", dict(outcomes))
+    assert not orphans, (f"server bug: {len(orphans)} endpoint(s) of 30 outlived their registry "
+                         f"(outcomes {dict(outcomes)}):\n" + "\n".join(orphans[:3]))
+
+
 # ------------------------------------------------------------------------------------------------ the data plane
 
 def test_public_denied_but_approved_endpoint_serves(moat, arm):
