@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 
-from conftest import (EXPORTS_NEED_PE, PE_API_VERSION, Arm, create_private_endpoint, export_invariant_violation,
+from conftest import (EXPORTS_NEED_PE, Arm, create_private_endpoint, export_invariant_violation,
                       private_endpoint_body, sp_create)
 
 THREADS = 24

@@ -9,7 +9,6 @@ and sit at their own source address (127.0.0.5) where the test wants to see it i
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 import socket
@@ -25,8 +24,9 @@ import requests.adapters
 
 from conftest import (EXPORTS_NEED_PE, LAST_PE_KEPT, PE_API_VERSION, Arm, Client, approve_connection,
                       approved_connections, assert_arm_error, connection_status, create_private_endpoint,
-                      endpoint_connection, endpoint_status, export_invariant_violation, get_token, moat_bin,
-                      next_pe_address, private_endpoint_body, reject_connection, repo_scope, sha256, sp_create)
+                      endpoint_connection, endpoint_status, export_invariant_violation, get_token,
+                      next_pe_address, private_endpoint_body, protect_registry, reject_connection, repo_scope,
+                      sp_create)
 
 DENIED_TEXT = "client with IP '{ip}' is not allowed access. Refer https://aka.ms/acr/firewall to grant access."
 REJECTED_IS_FINAL = ("A rejected private endpoint connection cannot be approved. Delete the private endpoint and "
@@ -516,8 +516,7 @@ def test_racing_removals_keep_one_approved_connection(moat, arm):
     final state is what the removals that succeeded on it say. Several rounds, a fresh second endpoint each."""
     name = "peraceone"
     new_registry(arm, name)
-    keep = create_private_endpoint(arm, name)
-    assert arm.patch_registry(name, PROTECT).status_code == 200
+    keep = protect_registry(arm, name)
     last = LAST_PE_KEPT.format(name=name)
     for rnd in range(5):
         other = create_private_endpoint(arm, name)
