@@ -241,6 +241,7 @@ fn command_name(c: &AcrCommand) -> &'static str {
         } => "acr network-rule list",
         AcrCommand::PrivateEndpointConnection { command } => command.name(),
         AcrCommand::PrivateEndpoint { command } => command.name(),
+        AcrCommand::Import(_) => "acr import",
     }
 }
 
@@ -395,6 +396,7 @@ pub fn run(args: AcrArgs) -> anyhow::Result<()> {
         AcrCommand::PrivateEndpoint { command } => {
             super::private_link::endpoint(&mut session, command, out)?
         }
+        AcrCommand::Import(a) => super::import::run(&mut session, a, out)?,
         AcrCommand::NetworkRule { command } => {
             let (name, resource_group, change) = match command {
                 NetworkRuleCommand::Add {

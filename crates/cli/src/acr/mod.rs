@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod import;
 pub mod output;
 pub mod private_link;
 
@@ -190,6 +191,8 @@ pub enum AcrCommand {
         #[command(subcommand)]
         command: private_link::EndpointCommand,
     },
+    /// Import an image into the registry from another registry of the subscription or from any registry.
+    Import(import::ImportArgs),
 }
 
 #[derive(Subcommand)]
