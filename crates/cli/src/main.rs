@@ -79,6 +79,9 @@ enum Command {
         /// Seconds a data-endpoint download link stays valid.
         #[arg(long, env = "MOAT_DATA_LINK_TTL_SECS", default_value_t = 20 * 60)]
         data_link_ttl_secs: u64,
+        /// PEM bundle of CAs to trust (besides the system's) for remote import sources; repeatable.
+        #[arg(long = "import-ca-bundle", env = "MOAT_IMPORT_CA_BUNDLE", value_delimiter = ',')]
+        import_ca_bundles: Vec<PathBuf>,
         /// A TOML file with extra listeners, private endpoints and trusted proxies (see the README).
         #[arg(long, env = "MOAT_CONFIG")]
         config: Option<PathBuf>,
@@ -181,6 +184,7 @@ fn config(common: &Common) -> ServeConfig {
         extra_listeners: vec![],
         private_endpoints: vec![],
         data_link_ttl: Duration::from_secs(20 * 60),
+        import_ca_bundles: vec![],
     }
 }
 
@@ -196,9 +200,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             trusted_proxies,
             config: file,
             data_link_ttl_secs,
+            import_ca_bundles,
         } => {
             let mut c = config(&common);
             c.data_link_ttl = Duration::from_secs(data_link_ttl_secs.max(1));
+            c.import_ca_bundles = import_ca_bundles;
             c.trusted_proxies = trusted_proxies;
             if let Some(path) = file {
                 let file = moat_server::config::ConfigFile::load(&path)?;

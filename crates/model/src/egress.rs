@@ -187,7 +187,9 @@ pub fn decide(registry: &Registry, origin: &Origin, access: &Access, egress: &Eg
         Egress::PullBlob { repository, .. }
         | Egress::PullManifest { repository, .. }
         | Egress::ListTags { repository } => may_read(registry, access, repository),
-        Egress::ImportFrom { target_registry, .. } => {
+        Egress::ImportFrom {
+            target_registry, ..
+        } => {
             if target_registry.id == registry.id {
                 // Within one registry nothing leaves it: a re-tag.
                 Decision::Allow

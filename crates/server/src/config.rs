@@ -27,6 +27,8 @@ pub struct ServeConfig {
     pub private_endpoints: Vec<DeclaredEndpoint>,
     /// How long a data-endpoint download link stays valid (ACR's are valid 20 to 30 minutes).
     pub data_link_ttl: Duration,
+    /// PEM bundles of CAs to trust (with the system's) when importing from remote registries.
+    pub import_ca_bundles: Vec<PathBuf>,
 }
 
 /// A private endpoint from the configuration file.

@@ -171,6 +171,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         credential_cache: CredentialCache::default(),
         manifest_cache: Default::default(),
         listeners: Default::default(),
+        imports: Default::default(),
     };
     let removed = oci::uploads::sweep(&state, true).await?;
     if removed > 0 {

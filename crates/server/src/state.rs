@@ -24,6 +24,8 @@ pub struct AppState {
     pub credential_cache: crate::identities::CredentialCache,
     /// Manifests by tag, the hottest read of a registry.
     pub manifest_cache: crate::oci::manifest_cache::ManifestCache,
+    /// Remote imports running or finished, polled through their `Location`.
+    pub imports: crate::arm::import::ImportOperations,
     /// The private endpoints' listeners.
     pub listeners: Arc<crate::endpoints::Listeners>,
 }

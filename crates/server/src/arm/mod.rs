@@ -5,6 +5,7 @@
 pub mod api_version;
 pub mod error;
 pub mod identity;
+pub mod import;
 pub mod private_endpoints;
 pub mod registries;
 pub mod registry_json;
@@ -97,6 +98,9 @@ pub struct ArmCtx {
     pub api_version: String,
     pub base_url: String,
     pub method: Method,
+    /// The caller's address (socket, or a trusted proxy's forwarding headers), for audit events.
+    pub caller_ip: std::net::IpAddr,
+    pub correlation_id: String,
 }
 
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
@@ -173,6 +177,21 @@ async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
         api_version,
         base_url: identity::base_url(&parts.headers, &parts.uri, scheme(state)),
         method: parts.method.clone(),
+        caller_ip: crate::context::client_ip(
+            parts
+                .extensions
+                .get::<crate::endpoints::ConnInfo>()
+                .map(|c| c.peer.ip())
+                .unwrap_or([127, 0, 0, 1].into()),
+            &parts.headers,
+            &state.config.trusted_proxies,
+        ),
+        correlation_id: parts
+            .headers
+            .get("x-ms-correlation-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
     };
     let m = parts.method.clone();
     let body = if matches!(m, Method::PUT | Method::PATCH | Method::POST) {
@@ -194,6 +213,10 @@ async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
         (_, ["resourcegroups", _]) => {
             registries::resource_group(state, &ctx, segments[3], &body).await
         }
+        (
+            &Method::GET,
+            ["providers", "microsoft.containerregistry", "locations", _, "operationresults", _],
+        ) => import::operation_result(state, segments[7]),
         (&Method::GET, ["providers", "microsoft.containerregistry", "registries"]) => {
             registries::list(state, &ctx, None).await
         }

@@ -108,6 +108,10 @@ pub async fn dispatch(
             credentials(state, ctx, rg, &name, Some(which)).await
         }
         (&Method::GET, ["listusages"]) => usages(state, ctx, rg, &name).await,
+        (&Method::POST, ["importimage"]) => {
+            let r = find(state, ctx, rg, &name).await?;
+            super::import::import_image(state, ctx, &r, body).await
+        }
         (_, ["privateendpointconnections", ..] | ["privatelinkresources", ..]) => {
             let r = find(state, ctx, rg, &name).await?;
             super::private_endpoints::registry_dispatch(state, ctx, &r, rest, rest_original, body)

@@ -169,19 +169,7 @@ pub async fn put(
         Reference::Digest(_) => None,
         Reference::Tag(t) => Some(t.clone()),
     };
-    let record = ManifestRecord {
-        digest: digest.clone(),
-        media_type: parsed.media_type.clone(),
-        artifact_type: parsed.effective_artifact_type(),
-        subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
-        annotations: parsed
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::to_string(a).unwrap_or_default()),
-        body: bytes.to_vec(),
-        required_blobs: parsed.required_blobs().cloned().collect(),
-        required_manifests: parsed.required_manifests().cloned().collect(),
-    };
+    let record = ManifestRecord::new(digest.clone(), &parsed, bytes.to_vec());
     let mut e = ctx.event("Push", Some(repo), 201);
     e.digest = Some(digest.to_string());
     e.tag = tag.as_ref().map(|t| t.to_string());

@@ -21,6 +21,29 @@ pub struct ManifestRecord {
     pub required_manifests: Vec<Digest>,
 }
 
+impl ManifestRecord {
+    /// The record of a parsed manifest whose bytes are `body` and digest `digest`.
+    pub fn new(
+        digest: Digest,
+        parsed: &moat_model::ParsedManifest,
+        body: Vec<u8>,
+    ) -> ManifestRecord {
+        ManifestRecord {
+            digest,
+            media_type: parsed.media_type.clone(),
+            artifact_type: parsed.effective_artifact_type(),
+            subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
+            annotations: parsed
+                .annotations
+                .as_ref()
+                .map(|a| serde_json::to_string(a).unwrap_or_default()),
+            body,
+            required_blobs: parsed.required_blobs().cloned().collect(),
+            required_manifests: parsed.required_manifests().cloned().collect(),
+        }
+    }
+}
+
 /// A blob whose upload is complete, ready to be recorded.
 #[derive(Clone, Debug)]
 pub struct FinishedBlob<'a> {
@@ -50,7 +73,7 @@ pub struct ReferrerRow {
     pub annotations: Option<String>,
 }
 
-async fn ensure_repository(
+pub(crate) async fn ensure_repository(
     conn: &mut SqliteConnection,
     registry_id: &str,
     repo: &RepositoryName,
@@ -66,7 +89,7 @@ async fn ensure_repository(
     Ok(())
 }
 
-async fn is_linked(
+pub(crate) async fn is_linked(
     conn: &mut SqliteConnection,
     registry_id: &str,
     repo: &str,

@@ -5,6 +5,7 @@
 mod audit;
 mod content;
 mod group_commit;
+mod import;
 mod management;
 mod private_endpoints;
 mod registries;
@@ -12,6 +13,7 @@ mod uploads;
 
 pub use audit::AuditFilter;
 pub use content::{FinishedBlob, ManifestRecord, ReferrerRow, StoredManifest};
+pub use import::{ImportWrite, ImportWriteError, LocalSource};
 pub use management::{RoleAssignmentRow, ServicePrincipal, UpdateError};
 pub use private_endpoints::{EndpointChange, EndpointSelector, NewPrivateEndpoint};
 pub use uploads::UploadRow;

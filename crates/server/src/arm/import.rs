@@ -1,0 +1,600 @@
+//! `POST REG/importImage`, ACR's import. From a registry on this server it is zero copy and synchronous: the
+//! egress gate decides on the source inside the transaction that links the image into the target. From a remote
+//! registry it is a long-running operation (`202` + `Location`): manifests and blobs stream into the blob store,
+//! then the same transaction writes the whole image, or nothing.
+
+use super::error::{ArmError, ArmResult};
+use super::registry_json::registry_id;
+use super::ArmCtx;
+use crate::state::AppState;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use moat_model::audit::{AuditEvent, Category};
+use moat_model::{decide, Access, Decision, Egress, Origin, Registry};
+use moat_store::meta::{ImportWrite, ImportWriteError, LocalSource};
+use moat_transfer::progress::ProgressSnapshot;
+use moat_transfer::remote::{Credentials, Remote};
+use moat_transfer::spec::targets;
+use moat_transfer::{Artifact, ImageRef, ImportError, ImportTargets, Progress};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const CODE: &str = "InvalidParameters";
+
+fn invalid(message: impl Into<String>) -> ArmError {
+    ArmError::bad_request(CODE, message)
+}
+
+impl From<ImportError> for ArmError {
+    fn from(e: ImportError) -> ArmError {
+        match e {
+            ImportError::Store(s) => s.into(),
+            ImportError::Io(e) => ArmError::internal(e),
+            other => invalid(other.to_string()),
+        }
+    }
+}
+
+/// Where the image comes from.
+enum Source {
+    Local(Registry),
+    Remote {
+        uri: String,
+        credentials: Option<Credentials>,
+    },
+}
+
+struct Request {
+    source: Source,
+    image: ImageRef,
+    targets: ImportTargets,
+    force: bool,
+}
+
+fn strings(body: &Value, key: &str) -> ArmResult<Vec<String>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ArmError::invalid_property(key, "expected an array of strings"))
+            })
+            .collect(),
+        Some(_) => Err(ArmError::invalid_property(
+            key,
+            "expected an array of strings",
+        )),
+    }
+}
+
+async fn parse(state: &AppState, ctx: &ArmCtx, body: &Value) -> ArmResult<Request> {
+    let source = body
+        .get("source")
+        .and_then(Value::as_object)
+        .ok_or_else(|| invalid("source is required: {\"source\": {\"resourceId\" | \"registryUri\", \"sourceImage\"}}"))?;
+    let image: ImageRef = source
+        .get("sourceImage")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            invalid("source.sourceImage is required (repo, repo:tag or repo@sha256:<hex>)")
+        })?
+        .parse()?;
+    let resource_id = source.get("resourceId").and_then(Value::as_str);
+    let uri = source.get("registryUri").and_then(Value::as_str);
+    let credentials = match source.get("credentials") {
+        None | Some(Value::Null) => None,
+        Some(c) => {
+            let password = c.get("password").and_then(Value::as_str).ok_or_else(|| {
+                invalid("source.credentials.password is required with credentials")
+            })?;
+            Some(Credentials {
+                username: c
+                    .get("username")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                password: password.to_string(),
+            })
+        }
+    };
+    let source = match (resource_id, uri) {
+        (Some(id), None) => {
+            if credentials.is_some() {
+                return Err(invalid(
+                    "source.credentials go with source.registryUri, not resourceId",
+                ));
+            }
+            Source::Local(local_registry(state, ctx, id).await?)
+        }
+        (None, Some(uri)) => Source::Remote {
+            uri: uri.to_string(),
+            credentials,
+        },
+        _ => {
+            return Err(invalid(
+                "give exactly one of source.resourceId and source.registryUri",
+            ))
+        }
+    };
+    let targets = targets(
+        &image,
+        &strings(body, "targetTags")?,
+        &strings(body, "untaggedTargetRepositories")?,
+    )?;
+    let force = match body.get("mode").and_then(Value::as_str) {
+        None => false,
+        Some(m) if m.eq_ignore_ascii_case("NoForce") => false,
+        Some(m) if m.eq_ignore_ascii_case("Force") => true,
+        Some(m) => {
+            return Err(ArmError::invalid_property(
+                "mode",
+                format!("'{m}' is not NoForce or Force"),
+            ))
+        }
+    };
+    Ok(Request {
+        source,
+        image,
+        targets,
+        force,
+    })
+}
+
+/// A registry of this server named by its ARM id, readable by the caller.
+async fn local_registry(state: &AppState, ctx: &ArmCtx, id: &str) -> ArmResult<Registry> {
+    let segments: Vec<&str> = id.trim_matches('/').split('/').collect();
+    let registry = match segments[..] {
+        ["subscriptions", sub, rg_key, rg, "providers", provider, kind, name]
+            if sub.eq_ignore_ascii_case(&ctx.subscription)
+                && rg_key.eq_ignore_ascii_case("resourceGroups")
+                && provider.eq_ignore_ascii_case("Microsoft.ContainerRegistry")
+                && kind.eq_ignore_ascii_case("registries") =>
+        {
+            state
+                .meta
+                .registry_by_name(&name.to_ascii_lowercase())
+                .await?
+                .filter(|r| r.resource_group.eq_ignore_ascii_case(rg))
+        }
+        _ => None,
+    };
+    let registry = registry.ok_or_else(|| {
+        invalid(format!(
+            "source registry '{id}' was not found on this server: give its resource id (`moat acr show -n <name> --query id`)"
+        ))
+    })?;
+    if !ctx
+        .principal
+        .can_read(&registry.resource_group, &registry.name)
+    {
+        return Err(ctx.principal.denied(
+            "Microsoft.ContainerRegistry/registries/importImage/action",
+            &registry_id(&ctx.subscription, &registry.resource_group, &registry.name),
+        ));
+    }
+    Ok(registry)
+}
+
+/// An audit event of the import on `registry`.
+fn event(ctx: &ArmCtx, registry: &Registry, operation: &str, repo: Option<String>) -> AuditEvent {
+    AuditEvent {
+        time_generated: moat_store::time_fmt::now(),
+        category: Category::ContainerRegistryRepositoryEvents.as_str().into(),
+        operation_name: operation.into(),
+        registry: registry.name.clone(),
+        login_server: registry.login_server.clone(),
+        repository: repo,
+        identity: Some(ctx.principal.app_id.clone()),
+        caller_ip_address: Some(ctx.caller_ip.to_string()),
+        user_agent: None,
+        result_type: "Success".into(),
+        result_description: "200".into(),
+        correlation_id: Some(ctx.correlation_id.clone()),
+        endpoint: Some("managementApi".into()),
+        ..Default::default()
+    }
+}
+
+/// The target's `Import` events, one per target repository (and tag).
+fn import_events(
+    ctx: &ArmCtx,
+    target: &Registry,
+    req: &Request,
+    root: Option<&str>,
+) -> Vec<AuditEvent> {
+    req.targets
+        .iter()
+        .map(|(repo, tag)| {
+            let mut e = event(ctx, target, "Import", Some(repo.to_string()));
+            e.tag = tag.as_ref().map(|t| t.to_string());
+            e.digest = root.map(str::to_string);
+            e
+        })
+        .collect()
+}
+
+fn refused(state: &AppState, mut events: Vec<AuditEvent>, why: &str) {
+    for e in &mut events {
+        e.result_type = "Denied".into();
+        e.result_description = format!("400: {why}");
+        state.audit.record(e.clone());
+    }
+}
+
+pub async fn import_image(
+    state: &AppState,
+    ctx: &ArmCtx,
+    target: &Registry,
+    body: &Value,
+) -> ArmResult<Response> {
+    if !ctx
+        .principal
+        .can_write(&target.resource_group, &target.name)
+    {
+        return Err(ctx.principal.denied(
+            "Microsoft.ContainerRegistry/registries/importImage/action",
+            &registry_id(&ctx.subscription, &target.resource_group, &target.name),
+        ));
+    }
+    let req = parse(state, ctx, body).await?;
+    match &req.source {
+        Source::Local(source) => import_local(state, ctx, target, source, &req).await,
+        Source::Remote { .. } => start_remote(state, ctx, target, req).await,
+    }
+}
+
+/// The gate's answer for this import leaving `source`, as the source is in the caller's transaction.
+fn gate(
+    ctx: &ArmCtx,
+    source: &Registry,
+    target: &Registry,
+    image: &ImageRef,
+) -> Result<(), String> {
+    let egress = Egress::ImportFrom {
+        target_registry: target,
+        repository: &image.repository,
+        reference: &image.reference,
+    };
+    match decide(
+        source,
+        &Origin::trusted_service(ctx.caller_ip),
+        &Access::everything(),
+        &egress,
+    ) {
+        Decision::Allow => Ok(()),
+        Decision::Deny(why) => Err(format!(
+            "Import from registry '{}' was refused: {why}.",
+            source.name
+        )),
+    }
+}
+
+async fn import_local(
+    state: &AppState,
+    ctx: &ArmCtx,
+    target: &Registry,
+    source: &Registry,
+    req: &Request,
+) -> ArmResult<Response> {
+    let export_event = || {
+        let mut e = event(
+            ctx,
+            source,
+            "Export",
+            Some(req.image.repository.to_string()),
+        );
+        e.tag = req.image.tag().map(|t| t.to_string());
+        e
+    };
+    // Decided before anything is read; decided again in the transaction that writes.
+    if let Err(why) = gate(ctx, source, target, &req.image) {
+        let mut events = import_events(ctx, target, req, None);
+        events.push(export_event());
+        refused(state, events, &why);
+        return Err(invalid(why));
+    }
+    let artifact = moat_transfer::local::collect(&state.meta, &source.id, &req.image).await?;
+    let root = artifact.root().map(|d| d.to_string());
+    let mut events = import_events(ctx, target, req, root.as_deref());
+    let mut export = export_event();
+    export.digest = root.clone();
+    events.push(export);
+    let write = ImportWrite {
+        target_registry_id: &target.id,
+        targets: &req.targets,
+        manifests: &artifact.manifests,
+        blobs: &artifact.blobs,
+        force: req.force,
+        events: &events,
+    };
+    let result = state
+        .meta
+        .import_image(
+            &write,
+            Some(LocalSource {
+                registry_id: &source.id,
+                repository: &req.image.repository,
+            }),
+            |src| gate(ctx, src, target, &req.image),
+        )
+        .await;
+    state.manifest_cache.invalidate();
+    match result {
+        Ok(()) => Ok(StatusCode::OK.into_response()),
+        Err(e) => {
+            let e = write_error(e);
+            if e.code == CODE {
+                refused(state, events, &e.message);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn write_error(e: ImportWriteError<String>) -> ArmError {
+    match e {
+        ImportWriteError::Store(s) => s.into(),
+        ImportWriteError::Refused(why) => invalid(why),
+        other => invalid(other.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Remote imports: a long-running operation.
+
+/// The state of one remote import, polled through its `Location`.
+pub struct Operation {
+    progress: Arc<Progress>,
+    result: Option<Result<(), ArmError>>,
+}
+
+/// Running and finished remote imports, by operation id. Kept in memory: a restart forgets them (their target
+/// is untouched unless the import finished).
+#[derive(Clone, Default)]
+pub struct ImportOperations(Arc<Mutex<HashMap<String, Operation>>>);
+
+fn progress_json(p: ProgressSnapshot) -> Value {
+    json!({
+        "bytesTotal": p.bytes_total,
+        "bytesDone": p.bytes_done,
+        "layersTotal": p.layers_total,
+        "layersDone": p.layers_done,
+        "manifests": p.manifests,
+    })
+}
+
+async fn start_remote(
+    state: &AppState,
+    ctx: &ArmCtx,
+    target: &Registry,
+    req: Request,
+) -> ArmResult<Response> {
+    // NoForce fails before a byte moves; the transaction checks again.
+    if !req.force {
+        for (repo, tag) in &req.targets {
+            if let Some(tag) = tag {
+                if state
+                    .meta
+                    .manifest(&target.id, repo, &moat_model::Reference::Tag(tag.clone()))
+                    .await?
+                    .is_some()
+                {
+                    return Err(invalid(format!(
+                        "the tag '{repo}:{tag}' exists in the target registry: import with mode Force (`--force`) to overwrite it"
+                    )));
+                }
+            }
+        }
+    }
+    let op = format!("registries-{}", uuid::Uuid::new_v4());
+    let progress = Arc::new(Progress::default());
+    state.imports.0.lock().expect("lock").insert(
+        op.clone(),
+        Operation {
+            progress: progress.clone(),
+            result: None,
+        },
+    );
+    let location = format!(
+        "{}/subscriptions/{}/providers/Microsoft.ContainerRegistry/locations/{}/operationResults/{op}?api-version={}",
+        ctx.base_url,
+        ctx.subscription,
+        target.settings.location.to_ascii_uppercase(),
+        ctx.api_version
+    );
+    let job = RemoteJob {
+        state: state.clone(),
+        target: target.clone(),
+        req,
+        progress,
+        events_ctx: EventsCtx {
+            app_id: ctx.principal.app_id.clone(),
+            caller_ip: ctx.caller_ip,
+            correlation_id: ctx.correlation_id.clone(),
+        },
+    };
+    let state2 = state.clone();
+    let op2 = op.clone();
+    tokio::spawn(async move {
+        let result = job.run().await;
+        if let Some(o) = state2.imports.0.lock().expect("lock").get_mut(&op2) {
+            o.result = Some(result);
+        }
+    });
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"status": "InProgress"})),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    Ok(resp)
+}
+
+/// `GET …/locations/{location}/operationResults/{op}`: `202` with progress while the import runs, `200` when it
+/// succeeded, the import's error when it failed.
+pub fn operation_result(state: &AppState, op: &str) -> ArmResult<Response> {
+    let ops = state.imports.0.lock().expect("lock");
+    let o = ops.get(op).ok_or_else(|| {
+        ArmError::new(
+            StatusCode::NOT_FOUND,
+            "OperationNotFound",
+            format!("no operation '{op}' on this server"),
+        )
+    })?;
+    let p = o.progress.snapshot();
+    match &o.result {
+        None => {
+            let mut resp = (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({"status": "InProgress", "percentComplete": p.percent(), "properties": progress_json(p)})),
+            )
+                .into_response();
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Ok(resp)
+        }
+        Some(Ok(())) => Ok(axum::Json(json!({"status": "Succeeded", "percentComplete": 100.0, "properties": progress_json(p)})).into_response()),
+        Some(Err(e)) => Err(ArmError::new(e.status, &e.code, e.message.clone())),
+    }
+}
+
+struct EventsCtx {
+    app_id: String,
+    caller_ip: std::net::IpAddr,
+    correlation_id: String,
+}
+
+struct RemoteJob {
+    state: AppState,
+    target: Registry,
+    req: Request,
+    progress: Arc<Progress>,
+    events_ctx: EventsCtx,
+}
+
+impl RemoteJob {
+    async fn run(self) -> Result<(), ArmError> {
+        let result = self.import().await;
+        if let Err(e) = &result {
+            let mut events = self.events(None);
+            for ev in &mut events {
+                ev.result_type = "Failure".into();
+                ev.result_description = format!("400: {}", e.message);
+                self.state.audit.record(ev.clone());
+            }
+            events.clear();
+        }
+        result.map_err(|e| {
+            ArmError::new(
+                e.status,
+                &e.code,
+                format!(
+                    "Import of '{}' into registry '{}' failed: {}",
+                    self.req.image, self.target.name, e.message
+                ),
+            )
+        })
+    }
+
+    fn events(&self, root: Option<&str>) -> Vec<AuditEvent> {
+        self.req
+            .targets
+            .iter()
+            .map(|(repo, tag)| AuditEvent {
+                time_generated: moat_store::time_fmt::now(),
+                category: Category::ContainerRegistryRepositoryEvents.as_str().into(),
+                operation_name: "Import".into(),
+                registry: self.target.name.clone(),
+                login_server: self.target.login_server.clone(),
+                repository: Some(repo.to_string()),
+                tag: tag.as_ref().map(|t| t.to_string()),
+                digest: root.map(str::to_string),
+                identity: Some(self.events_ctx.app_id.clone()),
+                caller_ip_address: Some(self.events_ctx.caller_ip.to_string()),
+                result_type: "Success".into(),
+                result_description: "200".into(),
+                correlation_id: Some(self.events_ctx.correlation_id.clone()),
+                endpoint: Some("managementApi".into()),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    async fn import(&self) -> Result<(), ArmError> {
+        let Source::Remote { uri, credentials } = &self.req.source else {
+            return Err(ArmError::internal(
+                "a remote import without a remote source",
+            ));
+        };
+        let tls = if self.state.config.import_ca_bundles.is_empty() {
+            None
+        } else {
+            Some(
+                moat_transfer::remote::tls_config(&self.state.config.import_ca_bundles)
+                    .map_err(ArmError::internal)?,
+            )
+        };
+        let (uri, credentials, image, progress) = (
+            uri.clone(),
+            credentials.clone(),
+            self.req.image.clone(),
+            self.progress.clone(),
+        );
+        let (remote, artifact) =
+            tokio::task::spawn_blocking(move || -> Result<(Remote, Artifact), ImportError> {
+                let remote = Remote::connect(&uri, credentials, tls)?;
+                let artifact = remote.collect(&image, &progress)?;
+                Ok((remote, artifact))
+            })
+            .await
+            .map_err(ArmError::internal)??;
+        // Bytes the store holds already are not downloaded again.
+        let mut missing = Vec::new();
+        for (digest, size) in &artifact.blobs {
+            let known = self.state.meta.stored_blob_size(digest).await?;
+            Progress::add(&self.progress.layers_total, 1);
+            match known {
+                Some(_) => {
+                    Progress::add(&self.progress.layers_done, 1);
+                }
+                None => {
+                    Progress::add(&self.progress.bytes_total, *size);
+                    missing.push((digest.clone(), *size));
+                }
+            }
+        }
+        let (blobs, repo, progress) = (
+            self.state.blobs.clone(),
+            self.req.image.repository.to_string(),
+            self.progress.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            remote.fetch_blobs(blobs.as_ref(), &repo, &missing, &progress)
+        })
+        .await
+        .map_err(ArmError::internal)??;
+        let root = artifact.root().map(|d| d.to_string());
+        let events = self.events(root.as_deref());
+        let write = ImportWrite {
+            target_registry_id: &self.target.id,
+            targets: &self.req.targets,
+            manifests: &artifact.manifests,
+            blobs: &artifact.blobs,
+            force: self.req.force,
+            events: &events,
+        };
+        let result = self
+            .state
+            .meta
+            .import_image::<_, String>(&write, None, |_| Ok(()))
+            .await;
+        self.state.manifest_cache.invalidate();
+        result.map_err(write_error)
+    }
+}
