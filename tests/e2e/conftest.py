@@ -625,8 +625,16 @@ class MoatServer:
         for k, v in filters.items():
             if v is not None:
                 args += [f"--{k.replace('_', '-')}", str(v)]
-        p = self.moat(*args)
-        return parse_json_lines(p.stdout)
+        # Change-less events (pulls, logins, denials) are written by a batching task a few milliseconds after the
+        # response: read until two reads agree, so a test sees what the requests it just made recorded.
+        last = None
+        deadline = time.monotonic() + 5
+        while True:
+            events = parse_json_lines(self.moat(*args).stdout)
+            if (last is not None and len(events) == len(last)) or time.monotonic() > deadline:
+                return events
+            last = events
+            time.sleep(0.15)
 
     def create_registry(self, name: str, *extra) -> str:
         """`moat registry create NAME --listen <ours>`; returns the login server it reports/implies."""

@@ -80,7 +80,11 @@ enum Command {
         #[arg(long, env = "MOAT_DATA_LINK_TTL_SECS", default_value_t = 20 * 60)]
         data_link_ttl_secs: u64,
         /// PEM bundle of CAs to trust (besides the system's) for remote import sources; repeatable.
-        #[arg(long = "import-ca-bundle", env = "MOAT_IMPORT_CA_BUNDLE", value_delimiter = ',')]
+        #[arg(
+            long = "import-ca-bundle",
+            env = "MOAT_IMPORT_CA_BUNDLE",
+            value_delimiter = ','
+        )]
         import_ca_bundles: Vec<PathBuf>,
         /// A TOML file with extra listeners, private endpoints and trusted proxies (see the README).
         #[arg(long, env = "MOAT_CONFIG")]

@@ -112,6 +112,11 @@ impl Listeners {
         }
     }
 
+    /// Whether the endpoint's listener is running.
+    pub fn serves(&self, id: &str) -> bool {
+        self.running.lock().expect("lock").contains_key(id)
+    }
+
     pub fn stop_all(&self) {
         for (_, (_, h)) in self.running.lock().expect("lock").drain() {
             h.abort();

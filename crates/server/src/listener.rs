@@ -215,8 +215,20 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         public.push(accept(listener, ListenerKind::Public));
     }
     state.listeners.start(config.listen.port(), accept);
-    declare_endpoints(&state).await?;
+    let declared = declare_endpoints(&state).await?;
     crate::endpoints::refresh(&state).await;
+    // An endpoint the operator declared but the server cannot serve would count for the export policy while
+    // carrying no traffic: refuse to start instead.
+    for pe in declared {
+        if !state.listeners.serves(&pe.id) {
+            anyhow::bail!(
+                "private endpoint '{}' cannot listen on {}:{}: use an address assigned to this host (see `ip addr`) or remove it from the configuration file",
+                pe.name,
+                pe.address,
+                config.listen.port()
+            );
+        }
+    }
 
     shutdown_signal().await;
     eprintln!("moat: shutting down, finishing in-flight requests");
@@ -231,7 +243,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
 /// Creates the private endpoints the configuration file declares (approved: the operator declared them) and
 /// refuses to start when one exists with a different registry or address.
-async fn declare_endpoints(state: &AppState) -> anyhow::Result<()> {
+async fn declare_endpoints(state: &AppState) -> anyhow::Result<Vec<moat_model::PrivateEndpoint>> {
+    let mut declared = Vec::new();
     for d in &state.config.private_endpoints {
         let registry = state.meta.registry_by_name(&d.registry).await?.with_context(|| {
             format!(
@@ -244,9 +257,9 @@ async fn declare_endpoints(state: &AppState) -> anyhow::Result<()> {
                 "private endpoint '{}' exists on {} for another registry or address than the configuration says; delete it first (moat acr private-endpoint delete -n {} -g {})",
                 d.name, pe.address, d.name, d.resource_group
             ),
-            Some(_) => {}
+            Some(pe) => declared.push(pe),
             None => {
-                state
+                let pe = state
                     .meta
                     .create_private_endpoint(&moat_store::meta::NewPrivateEndpoint {
                         name: d.name.clone(),
@@ -258,10 +271,11 @@ async fn declare_endpoints(state: &AppState) -> anyhow::Result<()> {
                         description: "Auto-Approved (declared in the configuration file)".into(),
                     })
                     .await?;
+                declared.push(pe);
             }
         }
     }
-    Ok(())
+    Ok(declared)
 }
 
 /// Accepts connections on one listener until aborted; each connection's requests carry where they came in.

@@ -15,6 +15,8 @@ pub struct RegistryDirectory {
     meta: MetadataStore,
     config: Arc<ServeConfig>,
     cache: Arc<RwLock<Snapshot>>,
+    /// Bumped by every `invalidate`: a reload that started before a change must not pass for fresh after it.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Snapshot {
@@ -48,10 +50,13 @@ impl RegistryDirectory {
                 default_id: None,
                 endpoints: HashMap::new(),
             })),
+            generation: Default::default(),
         }
     }
 
     async fn reload(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let generation = self.generation.load(Ordering::SeqCst);
         let registries: Vec<Arc<Registry>> = self
             .meta
             .list_registries()
@@ -73,8 +78,15 @@ impl RegistryDirectory {
             .into_iter()
             .map(|e| (e.id.clone(), Arc::new(e)))
             .collect();
-        *self.cache.write().expect("lock") = Snapshot {
-            loaded: Instant::now(),
+        let mut cache = self.cache.write().expect("lock");
+        let current = self.generation.load(Ordering::SeqCst) == generation;
+        *cache = Snapshot {
+            // Read before the latest change committed: usable now, reloaded by the next request.
+            loaded: if current {
+                Instant::now()
+            } else {
+                Instant::now() - MAX_AGE * 2
+            },
             registries,
             data_hosts,
             default_id,
@@ -126,6 +138,8 @@ impl RegistryDirectory {
 
     /// Forces a reload on the next request: a change made over ARM is served at once.
     pub fn invalidate(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.cache.write().expect("lock").loaded = Instant::now() - MAX_AGE * 2;
     }
 

@@ -565,7 +565,17 @@ async fn create_endpoint(
             status,
             description,
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            moat_store::StoreError::NotFound => ArmError::bad_request(
+                "PrivateLinkServiceNotFound",
+                format!(
+                    "registry '{}' was deleted while the endpoint was being created",
+                    req.registry.name
+                ),
+            ),
+            other => other.into(),
+        })?;
     if let Some(l) = listener {
         state.listeners.adopt(&pe, l);
     }

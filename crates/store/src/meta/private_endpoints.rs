@@ -72,8 +72,10 @@ impl MetadataStore {
             description: new.description.clone(),
             created_at: crate::time_fmt::now(),
         };
+        // The registry must still exist when the row is written: a delete racing the create wins or loses whole.
         let r = sqlx::query(&format!(
-            "INSERT INTO private_endpoints({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO private_endpoints({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
+             WHERE EXISTS (SELECT 1 FROM registries WHERE id = ?)"
         ))
         .bind(&pe.id)
         .bind(&pe.name)
@@ -84,6 +86,7 @@ impl MetadataStore {
         .bind(pe.status.as_str())
         .bind(&pe.description)
         .bind(&pe.created_at)
+        .bind(&pe.registry_id)
         .execute(&self.writer)
         .await;
         match r {
@@ -94,7 +97,9 @@ impl MetadataStore {
                 )))
             }
             r => {
-                r?;
+                if r?.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
                 Ok(pe)
             }
         }
