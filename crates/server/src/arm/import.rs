@@ -216,9 +216,9 @@ fn import_events(
         .collect()
 }
 
-fn refused(state: &AppState, mut events: Vec<AuditEvent>, why: &str) {
+fn record_failure(state: &AppState, mut events: Vec<AuditEvent>, why: &str, denied: bool) {
     for e in &mut events {
-        e.result_type = "Denied".into();
+        e.result_type = if denied { "Denied" } else { "Failure" }.into();
         e.result_description = format!("400: {why}");
         state.audit.record(e.clone());
     }
@@ -293,7 +293,7 @@ async fn import_local(
     if let Err(why) = gate(ctx, source, target, &req.image) {
         let mut events = import_events(ctx, target, req, None);
         events.push(export_event());
-        refused(state, events, &why);
+        record_failure(state, events, &why, true);
         return Err(invalid(why));
     }
     let artifact = moat_transfer::local::collect(&state.meta, &source.id, &req.image).await?;
@@ -325,10 +325,11 @@ async fn import_local(
     match result {
         Ok(()) => Ok(StatusCode::OK.into_response()),
         Err(e) => {
+            // The gate's refusal is a denial on both sides; anything else (a tag under NoForce, a source that
+            // changed) a failure of the import.
+            let denied = matches!(e, ImportWriteError::Refused(_));
             let e = write_error(e);
-            if e.code == CODE {
-                refused(state, events, &e.message);
-            }
+            record_failure(state, events, &e.message, denied);
             Err(e)
         }
     }
@@ -482,13 +483,7 @@ impl RemoteJob {
     async fn run(self) -> Result<(), ArmError> {
         let result = self.import().await;
         if let Err(e) = &result {
-            let mut events = self.events(None);
-            for ev in &mut events {
-                ev.result_type = "Failure".into();
-                ev.result_description = format!("400: {}", e.message);
-                self.state.audit.record(ev.clone());
-            }
-            events.clear();
+            record_failure(&self.state, self.events(None), &e.message, false);
         }
         result.map_err(|e| {
             ArmError::new(
