@@ -88,6 +88,15 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
         .unwrap_or(peer)
 }
 
+/// The caller's `x-ms-correlation-request-id`, else a new one: it ties the audit events of one request together.
+pub fn correlation_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-ms-correlation-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
 pub fn host_of(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
     headers
         .get(header::HOST)
@@ -240,12 +249,7 @@ impl RequestCtx {
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
-            correlation_id: parts
-                .headers
-                .get("x-ms-correlation-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            correlation_id: correlation_id(&parts.headers),
             started: Instant::now(),
             scheme: if state.config.insecure_http {
                 "http"

@@ -334,35 +334,29 @@ impl Remote {
 
     /// Downloads one blob into the store under its digest: hashed once on the way, resumed with `Range` when
     /// the connection is cut, verified before it is named.
-    fn fetch_blob(
-        &self,
-        store: &dyn BlobStore,
-        repo: &str,
-        digest: &Digest,
-        size: u64,
-        progress: &Progress,
-        cancel: &AtomicBool,
-    ) -> Result<(), ImportError> {
+    fn fetch_blob(&self, f: &Fetch, digest: &Digest, size: u64) -> Result<(), ImportError> {
         let id = uuid::Uuid::new_v4().to_string();
-        store.create_upload(&id, false)?;
-        let result = self.fetch_into(store, &id, repo, digest, size, progress, cancel);
+        f.store.create_upload(&id, false)?;
+        let result = self.fetch_into(f, &id, digest, size);
         if result.is_err() {
-            let _ = store.remove_upload(&id);
+            let _ = f.store.remove_upload(&id);
         }
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn fetch_into(
         &self,
-        store: &dyn BlobStore,
+        f: &Fetch,
         id: &str,
-        repo: &str,
         digest: &Digest,
         size: u64,
-        progress: &Progress,
-        cancel: &AtomicBool,
     ) -> Result<(), ImportError> {
+        let Fetch {
+            store,
+            repo,
+            progress,
+            cancel,
+        } = *f;
         let path = format!("/v2/{repo}/blobs/{digest}");
         let mut writer = store.open_upload(id, 0, None)?;
         let mut last_error = String::new();
@@ -457,6 +451,12 @@ impl Remote {
     ) -> Result<(), ImportError> {
         let queue = Mutex::new(blobs.iter());
         let cancel = AtomicBool::new(false);
+        let fetch = Fetch {
+            store,
+            repo,
+            progress,
+            cancel: &cancel,
+        };
         let first_error: Mutex<Option<ImportError>> = Mutex::new(None);
         std::thread::scope(|s| {
             for _ in 0..PARALLEL_BLOBS.min(blobs.len()) {
@@ -464,7 +464,7 @@ impl Remote {
                     let Some((digest, size)) = queue.lock().expect("lock").next() else {
                         return;
                     };
-                    match self.fetch_blob(store, repo, digest, *size, progress, &cancel) {
+                    match self.fetch_blob(&fetch, digest, *size) {
                         Ok(()) => Progress::add(&progress.layers_done, 1),
                         Err(e) => {
                             cancel.store(true, Ordering::Relaxed);
@@ -480,6 +480,16 @@ impl Remote {
             None => Ok(()),
         }
     }
+}
+
+/// What every blob download of one import shares.
+#[derive(Clone, Copy)]
+struct Fetch<'a> {
+    store: &'a dyn BlobStore,
+    repo: &'a str,
+    progress: &'a Progress,
+    /// Set by the first failure: the other downloads stop.
+    cancel: &'a AtomicBool,
 }
 
 #[cfg(test)]

@@ -186,12 +186,7 @@ async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
             &parts.headers,
             &state.config.trusted_proxies,
         ),
-        correlation_id: parts
-            .headers
-            .get("x-ms-correlation-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        correlation_id: crate::context::correlation_id(&parts.headers),
     };
     let m = parts.method.clone();
     let body = if matches!(m, Method::PUT | Method::PATCH | Method::POST) {

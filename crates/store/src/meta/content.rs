@@ -123,6 +123,56 @@ pub(crate) async fn link(
     Ok(())
 }
 
+/// Stores a manifest in a repository (a no-op when it is there already).
+pub(crate) async fn insert_manifest(
+    conn: &mut SqliteConnection,
+    registry_id: &str,
+    repo: &RepositoryName,
+    m: &ManifestRecord,
+    now: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT OR IGNORE INTO manifests(registry_id, repository, digest, media_type, artifact_type, subject,
+         annotations, size, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(registry_id)
+    .bind(repo.as_str())
+    .bind(m.digest.as_str())
+    .bind(&m.media_type)
+    .bind(&m.artifact_type)
+    .bind(m.subject.as_ref().map(|d| d.as_str()))
+    .bind(&m.annotations)
+    .bind(m.body.len() as i64)
+    .bind(&m.body)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Points a tag at a manifest, creating or moving it.
+pub(crate) async fn set_tag(
+    conn: &mut SqliteConnection,
+    registry_id: &str,
+    repo: &RepositoryName,
+    tag: &Tag,
+    digest: &Digest,
+    now: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO tags(registry_id, repository, tag, digest, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(registry_id, repository, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+    )
+    .bind(registry_id)
+    .bind(repo.as_str())
+    .bind(tag.as_str())
+    .bind(digest.as_str())
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl MetadataStore {
     /// The size of `digest` if it is linked in this repository: the only way a blob is visible.
     pub async fn linked_blob_size(
@@ -237,34 +287,9 @@ impl MetadataStore {
         }
         ensure_repository(&mut tx, registry_id, repo).await?;
         let now = crate::time_fmt::now();
-        sqlx::query(
-            "INSERT OR IGNORE INTO manifests(registry_id, repository, digest, media_type, artifact_type, subject,
-             annotations, size, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(registry_id)
-        .bind(repo.as_str())
-        .bind(m.digest.as_str())
-        .bind(&m.media_type)
-        .bind(&m.artifact_type)
-        .bind(m.subject.as_ref().map(|d| d.as_str()))
-        .bind(&m.annotations)
-        .bind(m.body.len() as i64)
-        .bind(&m.body)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
+        insert_manifest(&mut tx, registry_id, repo, m, &now).await?;
         if let Some(tag) = tag {
-            sqlx::query(
-                "INSERT INTO tags(registry_id, repository, tag, digest, updated_at) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT(registry_id, repository, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-            )
-            .bind(registry_id)
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .bind(m.digest.as_str())
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
+            set_tag(&mut tx, registry_id, repo, tag, &m.digest, &now).await?;
         }
         insert_event(&mut tx, event).await?;
         tx.commit().await?;

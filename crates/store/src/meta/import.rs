@@ -3,7 +3,7 @@
 //! tags under `NoForce`). Either the whole image appears in the target, or nothing changes.
 
 use super::audit::insert_event;
-use super::content::{ensure_repository, is_linked, ManifestRecord};
+use super::content::{ensure_repository, insert_manifest, is_linked, set_tag, ManifestRecord};
 use super::MetadataStore;
 use crate::error::StoreError;
 use moat_model::audit::AuditEvent;
@@ -139,35 +139,18 @@ impl MetadataStore {
                     super::content::link(&mut tx, write.target_registry_id, repo, digest).await?;
                 }
                 for m in write.manifests {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO manifests(registry_id, repository, digest, media_type, artifact_type,
-                         subject, annotations, size, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(write.target_registry_id)
-                    .bind(repo.as_str())
-                    .bind(m.digest.as_str())
-                    .bind(&m.media_type)
-                    .bind(&m.artifact_type)
-                    .bind(m.subject.as_ref().map(|d| d.as_str()))
-                    .bind(&m.annotations)
-                    .bind(m.body.len() as i64)
-                    .bind(&m.body)
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await?;
+                    insert_manifest(&mut tx, write.target_registry_id, repo, m, &now).await?;
                 }
             }
             if let (Some(tag), Some(root)) = (tag, write.manifests.last()) {
-                sqlx::query(
-                    "INSERT INTO tags(registry_id, repository, tag, digest, updated_at) VALUES (?, ?, ?, ?, ?)
-                     ON CONFLICT(registry_id, repository, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                set_tag(
+                    &mut tx,
+                    write.target_registry_id,
+                    repo,
+                    tag,
+                    &root.digest,
+                    &now,
                 )
-                .bind(write.target_registry_id)
-                .bind(repo.as_str())
-                .bind(tag.as_str())
-                .bind(root.digest.as_str())
-                .bind(&now)
-                .execute(&mut *tx)
                 .await?;
             }
         }
