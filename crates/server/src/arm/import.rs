@@ -350,7 +350,11 @@ fn write_error(e: ImportWriteError<String>) -> ArmError {
 pub struct Operation {
     progress: Arc<Progress>,
     result: Option<Result<(), ArmError>>,
+    finished: Option<std::time::Instant>,
 }
+
+/// How long a finished operation's result stays available to pollers.
+const KEEP_FINISHED: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Running and finished remote imports, by operation id. Kept in memory: a restart forgets them (their target
 /// is untouched unless the import finished).
@@ -423,6 +427,7 @@ async fn start_remote(
         let result = job.run().await;
         if let Some(o) = state2.imports.0.lock().expect("lock").get_mut(&op2) {
             o.result = Some(result);
+            o.finished = Some(std::time::Instant::now());
         }
     });
     let mut resp = (
