@@ -263,6 +263,9 @@ impl Progress {
                 _ => "reading manifests".to_string(),
             };
         }
+        if self.bytes_total == 0 {
+            return format!("layers {}/{}", self.layers_done, self.layers_total);
+        }
         format!(
             "{}/{}, layers {}/{}",
             human(self.bytes_done),
@@ -659,6 +662,10 @@ mod tests {
         assert_eq!(
             Progress::from_body(&Value::Null).line(),
             "reading manifests"
+        );
+        assert_eq!(
+            Progress::from_body(&json!({"properties": {"layersTotal": 3, "layersDone": 3}})).line(),
+            "layers 3/3"
         );
         assert_eq!(
             Progress::from_body(&json!({"percentComplete": 12})).line(),
