@@ -396,13 +396,18 @@ async fn start_remote(
     }
     let op = format!("registries-{}", uuid::Uuid::new_v4());
     let progress = Arc::new(Progress::default());
-    state.imports.0.lock().expect("lock").insert(
-        op.clone(),
-        Operation {
-            progress: progress.clone(),
-            result: None,
-        },
-    );
+    {
+        let mut ops = state.imports.0.lock().expect("lock");
+        ops.retain(|_, o| o.finished.is_none_or(|t| t.elapsed() < KEEP_FINISHED));
+        ops.insert(
+            op.clone(),
+            Operation {
+                progress: progress.clone(),
+                result: None,
+                finished: None,
+            },
+        );
+    }
     let location = format!(
         "{}/subscriptions/{}/providers/Microsoft.ContainerRegistry/locations/{}/operationResults/{op}?api-version={}",
         ctx.base_url,
