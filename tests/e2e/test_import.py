@@ -13,6 +13,7 @@ and TLS name set, connected to 127.0.0.1); skopeo, which must resolve the name, 
 """
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import os
@@ -288,20 +289,36 @@ def distribution(tmp_path):
 
 
 class FakeRegistry:
-    """A registry of one image over plain HTTP, with one fault on one blob (`victim`, the largest layer):
+    """A registry of one image (or an index over `children`) over plain HTTP, with one fault by `mode` on one blob
+    (`victim`, the largest layer):
 
     - ``cut``: the blob's headers promise its full length, half the bytes are sent, the connection is closed
       (every time, also for Range requests);
     - ``corrupt``: the blob's bytes are served with the right length, one byte changed (digest mismatch);
     - ``manifest``: the manifest served for its digest has one more byte (digest mismatch);
     - ``garbage``: every answer is an HTML page with status 200;
-    - ``slow``: no fault, the victim is sent in 20 pieces over ~2 seconds (to see the import's progress).
-    Requests are recorded in `seen` as (method, path)."""
+    - ``slow``: no fault, the victim is sent in 20 pieces over ~2 seconds (to see the import's progress);
+    - ``missing-child``: the index's last child manifest is 404;
+    - ``redirect``: blob GETs answer 307 to `storage` (another host:port) that serves the bytes;
+    - ``ok``: no fault.
+    With `auth=(user, password)` every request needs that Basic authorization (else 401 + a Basic challenge).
+    Requests are recorded in `seen` as (method, path, Authorization header)."""
 
-    def __init__(self, image, repo: str, tag: str, mode: str):
-        self.image, self.repo, self.tag, self.mode = image, repo, tag, mode
-        self.victim = max(image.layers, key=lambda l: len(l[1]))[0]
-        self.seen: list[tuple[str, str]] = []
+    def __init__(self, image, repo: str, tag: str, mode: str, children=(), auth=None, storage=None):
+        self.image, self.repo, self.tag, self.mode, self.auth = image, repo, tag, mode, auth
+        self.children, self.storage = list(children), storage
+        images = self.children or [image]
+        self.blobs = {dg: data for img in images for dg, data in img.blobs.items()}
+        self.manifests = {c.manifest_digest: (c.media_type, c.manifest_bytes) for c in self.children}
+        if self.children:
+            self.index = build_index(self.children)
+            self.root = (sha256(self.index), OCI_INDEX, self.index)
+        else:
+            self.root = (image.manifest_digest, image.media_type, image.manifest_bytes)
+        self.manifests[self.root[0]] = self.root[1:]
+        self.missing = self.children[-1].manifest_digest if mode == "missing-child" else None
+        self.victim = max(((dg, d) for img in images for dg, d in img.layers), key=lambda l: len(l[1]))[0]
+        self.seen: list[tuple[str, str, str | None]] = []
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -316,11 +333,10 @@ class FakeRegistry:
             def do_GET(self):
                 self.answer(head=False)
 
-            def send(self, status: int, body: bytes, ctype: str = "application/json", head=False, extra=None,
-                     length: int | None = None):
+            def send(self, status: int, body: bytes, ctype: str = "application/json", head=False, extra=None):
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body) if length is None else length))
+                self.send_header("Content-Length", str(len(body)))
                 self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
                 for k, v in (extra or {}).items():
                     self.send_header(k, v)
@@ -329,10 +345,15 @@ class FakeRegistry:
                     self.wfile.write(body)
 
             def answer(self, head: bool):
-                fake.seen.append((self.command, self.path))
+                fake.seen.append((self.command, self.path, self.headers.get("Authorization")))
                 path = self.path.split("?", 1)[0]
                 if fake.mode == "garbage":
                     return self.send(200, b"<html><body>not a registry</body></html>", "text/html", head)
+                if fake.auth is not None:
+                    want = "Basic " + base64.b64encode(f"{fake.auth[0]}:{fake.auth[1]}".encode()).decode()
+                    if self.headers.get("Authorization") != want:
+                        return self.send(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
+                                         head=head, extra={"WWW-Authenticate": 'Basic realm="fake"'})
                 if path in ("/v2", "/v2/"):
                     return self.send(200, b"{}", head=head)
                 m = re.fullmatch(r"/v2/(.+)/(manifests|blobs)/([^/]+)", path)
@@ -340,16 +361,22 @@ class FakeRegistry:
                     return self.send(404, b'{"errors":[{"code":"NAME_UNKNOWN","message":"no such repository"}]}',
                                      head=head)
                 kind, ref = m.group(2), m.group(3)
-                img = fake.image
                 if kind == "manifests":
-                    if ref not in (fake.tag, img.manifest_digest):
+                    if ref == fake.tag:
+                        ref = fake.root[0]
+                    if ref not in fake.manifests or ref == fake.missing:
                         return self.send(404, b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}',
                                          head=head)
-                    body = img.manifest_bytes + (b" " if fake.mode == "manifest" else b"")
-                    return self.send(200, body, img.media_type, head, {"Docker-Content-Digest": img.manifest_digest})
-                data = img.blobs.get(ref)
+                    media_type, body = fake.manifests[ref]
+                    if fake.mode == "manifest":
+                        body = body + b" "
+                    return self.send(200, body, media_type, head, {"Docker-Content-Digest": ref})
+                data = fake.blobs.get(ref)
                 if data is None:
                     return self.send(404, b'{"errors":[{"code":"BLOB_UNKNOWN","message":"unknown"}]}', head=head)
+                if fake.mode == "redirect" and not head:
+                    return self.send(307, b"", head=head,
+                                     extra={"Location": f"http://{fake.storage.host}/storage/{ref}?sig=x"})
                 victim = ref == fake.victim
                 if victim and fake.mode == "corrupt":
                     data = data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + data[len(data) // 2 + 1:]
@@ -400,12 +427,52 @@ class FakeRegistry:
         self.httpd.server_close()
 
 
+class BlobStorage:
+    """Object storage a registry redirects blob downloads to: GET /storage/<digest> serves the blob (any query),
+    recording (path, Authorization header) in `seen`."""
+
+    def __init__(self, blobs: dict[str, bytes]):
+        self.blobs = blobs
+        self.seen: list[tuple[str, str | None]] = []
+        storage = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                storage.seen.append((self.path, self.headers.get("Authorization")))
+                m = re.fullmatch(r"/storage/([^?]+)(\?.*)?", self.path)
+                data = storage.blobs.get(m.group(1)) if m else None
+                self.send_response(200 if data is not None else 404)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data or b"")))
+                self.end_headers()
+                self.wfile.write(data or b"")
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.handle_error = lambda request, client_address: None
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 @pytest.fixture
 def fake_registry():
     made = []
 
-    def make(image, repo="fake/app", tag="1", mode="cut") -> FakeRegistry:
-        f = FakeRegistry(image, repo, tag, mode)
+    def make(image=None, repo="fake/app", tag="1", mode="cut", **kw) -> FakeRegistry:
+        f = FakeRegistry(image, repo, tag, mode, **kw)
         made.append(f)
         return f
 
@@ -777,7 +844,7 @@ def test_faulty_remote_fails_and_leaves_the_target_unchanged(env, fake_registry,
     p = env.acr_import("-n", "default", "--source", f"{uri}/{source}", "-t", "faulty/app:1", rc=None)
     assert_error(p, 1, "InvalidParameters")
     if mode in ("cut", "corrupt"):
-        assert any(m == "GET" and fake.victim in path for m, path in fake.seen), \
+        assert any(m == "GET" and fake.victim in path for m, path, _ in fake.seen), \
             f"the importer never asked for the faulty blob: {fake.seen}"
     assert_nothing_in(dc, "faulty/app", img)
     assert "faulty/app" not in catalog(dc)
@@ -786,6 +853,61 @@ def test_faulty_remote_fails_and_leaves_the_target_unchanged(env, fake_registry,
                                         "targetTags": ["faulty/app:1"]}, rg="moat")
     assert_arm_error(r, 400, "InvalidParameters")
     assert_nothing_in(dc, "faulty/app", img)
+
+
+def test_remote_index_with_basic_auth_and_blobs_redirected_to_storage(env, fake_registry):
+    """A remote multi-arch index behind Basic auth whose blob GETs answer 307 to object storage on another
+    host:port (as registries in front of a storage account do): every child and blob arrives, and the registry
+    credentials are not sent to the storage host."""
+    children = [build_image(2, layer_size=LAYER) for _ in range(2)]
+    storage = BlobStorage({dg: d for c in children for dg, d in c.blobs.items()})
+    try:
+        fake = fake_registry(None, mode="redirect", children=children, auth=("puller", "s3cret"), storage=storage)
+        p = env.acr_import("-n", "default", "--source", f"http://{fake.host}/fake/app:1", "-u", "puller",
+                           "-p", "s3cret", "-t", "redirected/app:1")
+        assert p.stdout.strip() == ""
+        dc = env.client("default")
+        g = dc.get_manifest("redirected/app", "1")
+        assert g.status_code == 200 and g.content == fake.index, f"{g.status_code} {g.text[:300]}"
+        for c in children:
+            assert_image_in(dc, "redirected/app", c.manifest_digest, c)
+        assert storage.seen, f"the blobs were not fetched from the storage host: {fake.seen}"
+        leaked = [(path, a) for path, a in storage.seen if a]
+        assert not leaked, f"the registry's credentials were sent to another host on redirect: {leaked}"
+        # The registry saw the credentials (Basic, as challenged).
+        assert any(a and a.startswith("Basic ") for _, _, a in fake.seen), fake.seen
+    finally:
+        storage.close()
+
+
+def test_remote_index_with_a_missing_child_writes_nothing(env, fake_registry):
+    children = [build_image(1, layer_size=LAYER) for _ in range(2)]
+    fake = fake_registry(None, mode="missing-child", children=children)
+    p = env.acr_import("-n", "default", "--source", f"http://{fake.host}/fake/app:1", "-t", "halfindex/app:1",
+                       rc=None)
+    assert_error(p, 1, "InvalidParameters")
+    dc = env.client("default")
+    assert tags_of(dc, "halfindex/app") == []
+    assert dc.get_manifest("halfindex/app", sha256(fake.index)).status_code == 404
+    for c in children:
+        assert_nothing_in(dc, "halfindex/app", c)
+    assert "halfindex/app" not in catalog(dc)
+
+
+def test_remote_noforce_on_an_existing_tag_fails_before_copying(env, fake_registry):
+    old, new = build_image(1, layer_size=LAYER), build_image(2, layer_size=LAYER)
+    env.client("default").push_image("kept/app", old, "1")
+    fake = fake_registry(new, mode="ok")
+    p = env.acr_import("-n", "default", "--source", f"http://{fake.host}/fake/app:1", "-t", "kept/app:1", rc=None)
+    assert_error(p, 1, "InvalidParameters", "kept/app:1", "--force")
+    dc = env.client("default")
+    assert manifest_digest(dc, "kept/app", "1") == old.manifest_digest
+    assert not [s for s in fake.seen if "/blobs/" in s[1] and s[0] == "GET"], \
+        f"NoForce downloaded blobs before refusing: {fake.seen}"
+    for dg in new.layer_digests:
+        assert dc.head_blob("kept/app", dg).status_code == 404
+    env.acr_import("-n", "default", "--source", f"http://{fake.host}/fake/app:1", "-t", "kept/app:1", "--force")
+    assert_image_in(dc, "kept/app", "1", new)
 
 
 def test_unreachable_remote_fails(env):
@@ -904,3 +1026,37 @@ def client_via(server, address: str, host: str) -> Client:
     s.mount(base + "/", _EndpointAdapter(host.rsplit(":", 1)[0]))
     c.session = s
     return c
+
+
+# ------------------------------------------------------------------------------------------------ no way around
+
+def test_remote_import_from_the_server_itself_obeys_the_sources_network_rules(moat, tmp_path):
+    """The server trusts its own CA for remote imports (as when one corporate CA signs Moat's certificate and is
+    passed as --import-ca-bundle), so a registryUri naming the server itself reaches its own listeners. That must
+    not be a way around a protected registry: while the default registry is open, a remote import from it works
+    (the control); once its public access and exports are disabled, the same import fails (the importer is a
+    client like any other on the public listener, not a trusted service), and so does one through its private
+    endpoint's listener and the same-server import."""
+    moat.stop()
+    moat.extra_args += ["--import-ca-bundle", str(moat.ca_path)]
+    moat.start()
+    env = Env(moat, tmp_path)
+    tgt = "selfimporttarget"
+    env.create(tgt)
+    tc = env.client(tgt)
+    img = build_image(2, layer_size=LAYER)
+    env.client("default").push_image("secret/app", img, "1")
+    creds = ["-u", "admin", "-p", moat.admin_password]  # credentials: a registryUri import, not a resourceId one
+
+    env.acr_import("-n", tgt, "--source", f"https://{moat.login_server}/secret/app:1", *creds, "-t", "control/app:1")
+    assert_image_in(tc, "control/app", "1", img)
+
+    pe = protect_registry(env.arm, "default", rg="moat")
+    for uri in (f"https://{moat.login_server}", moat.login_server, f"{pe['address']}:{moat.port}"):
+        p = env.acr_import("-n", tgt, "--source", f"{uri}/secret/app:1", *creds, "-t", "leak/app:1", rc=None)
+        assert_error(p, 1, "InvalidParameters")
+        assert_nothing_in(tc, "leak/app")
+    p = env.acr_import("-n", tgt, "-r", "default", "--source", "secret/app:1", "-t", "leak/app:1", rc=None)
+    assert_error(p, 1, "InvalidParameters", "exports disabled")
+    assert_nothing_in(tc, "leak/app")
+    assert "leak/app" not in catalog(tc)
