@@ -452,6 +452,8 @@ def test_other_settings_flags(moat, cli):
 
     upd = cli.json("acr", "update", "-n", name, "--data-endpoint-enabled", "true")
     assert upd["properties"]["dataEndpointEnabled"] is True, upd
+    # The region is the second label, where `az acr show-endpoints` reads it.
+    assert upd["properties"]["dataEndpointHostNames"] == [f"{name}.westeurope.data.localhost:{moat.port}"], upd
     upd = cli.json("acr", "update", "-n", name, "--default-action", "Deny")
     assert upd["properties"]["networkRuleSet"]["defaultAction"] == "Deny", upd
     assert upd["properties"]["publicNetworkAccess"] == "Enabled", upd
@@ -467,4 +469,6 @@ def test_other_settings_flags(moat, cli):
     basic = reg_name()
     cli.json("acr", "create", "-n", basic, "-g", "rg1", "--sku", "Basic")
     p = cli("acr", "update", "-n", basic, "--default-action", "Deny", rc=None)
+    assert_error(p, 1, "(BadRequest)", "Premium")
+    p = cli("acr", "update", "-n", basic, "--data-endpoint-enabled", "true", rc=None)
     assert_error(p, 1, "(BadRequest)", "Premium")

@@ -35,6 +35,8 @@ pub enum PolicyError {
     AnonymousPullRequiresStandard { name: String },
     #[error("Network rules (a default action of Deny, IP rules) are available only on Premium registries; registry '{name}' is {sku}. Update the SKU to Premium first.")]
     NetworkRulesRequirePremium { name: String, sku: &'static str },
+    #[error("Dedicated data endpoints are available only on Premium registries; registry '{name}' is {sku}. Update the SKU to Premium first.")]
+    DataEndpointRequiresPremium { name: String, sku: &'static str },
 }
 
 impl PolicyError {
@@ -50,6 +52,7 @@ impl PolicyError {
             PolicyError::SkuChangeWhileExportsDisabled { .. } => "sku",
             PolicyError::AnonymousPullRequiresStandard { .. } => "anonymousPullEnabled",
             PolicyError::NetworkRulesRequirePremium { .. } => "networkRuleSet",
+            PolicyError::DataEndpointRequiresPremium { .. } => "dataEndpointEnabled",
             PolicyError::PrivateEndpointRequiredWhileExportsDisabled { .. } => {
                 "privateEndpointConnections"
             }
@@ -139,6 +142,12 @@ pub fn restricts_network(s: &RegistrySettings) -> bool {
 fn network_rules_allowed(name: &str, s: &RegistrySettings) -> Result<(), PolicyError> {
     if s.sku != Sku::Premium && restricts_network(s) {
         return Err(PolicyError::NetworkRulesRequirePremium {
+            name: name.to_string(),
+            sku: s.sku.as_str(),
+        });
+    }
+    if s.sku != Sku::Premium && s.data_endpoint_enabled {
+        return Err(PolicyError::DataEndpointRequiresPremium {
             name: name.to_string(),
             sku: s.sku.as_str(),
         });
