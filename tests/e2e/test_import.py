@@ -109,8 +109,9 @@ class Env:
 
     def wait(self, r: requests.Response, seconds: float = 60) -> requests.Response:
         deadline = time.monotonic() + seconds
+        loc = r.headers.get("Location")
         while r.status_code == 202:
-            loc = r.headers.get("Location")
+            loc = r.headers.get("Location") or loc  # the polls answer without one
             assert loc, f"202 without Location: {r.headers} {r.text[:300]}"
             assert time.monotonic() < deadline, f"import still running after {seconds}s: {r.text[:300]}"
             time.sleep(min(float(r.headers.get("Retry-After", "1")), 1.0))
@@ -1060,3 +1061,81 @@ def test_remote_import_from_the_server_itself_obeys_the_sources_network_rules(mo
     assert_error(p, 1, "InvalidParameters", "exports disabled")
     assert_nothing_in(tc, "leak/app")
     assert "leak/app" not in catalog(tc)
+
+
+# ------------------------------------------------------------------------------------------------ races, restarts
+
+def test_concurrent_noforce_imports_onto_one_new_tag_have_one_winner(env, fake_registry):
+    """Two NoForce imports of different images onto the same new tag at once, same-server (synchronous) and
+    remote (two slow long-running operations that both pass the early tag check): exactly one succeeds, the other
+    fails with InvalidParameters, and the tag is the winner's image."""
+    tgt = "racetarget"
+    env.create(tgt)
+    tc = env.client(tgt)
+    dc = env.client("default")
+    imgs = {k: build_image(1, layer_size=LAYER) for k in ("a", "b")}
+    for k, img in imgs.items():
+        dc.push_image("race/src", img, k)
+
+    def post(arm: Arm, body: dict, out: dict, key: str):
+        r = env.import_request(tgt, body, arm=arm)
+        out[key] = r
+
+    for round_ in range(8):
+        tag = f"race/app:r{round_}"
+        out: dict = {}
+        threads = [threading.Thread(target=post, args=(env.arm.clone(), {
+            "source": {"resourceId": env.default_id, "sourceImage": f"race/src:{k}"},
+            "targetTags": [tag], "mode": "NoForce"}, out, k)) for k in imgs]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        codes = sorted(r.status_code for r in out.values())
+        assert codes == [200, 400], {k: (r.status_code, r.text[:200]) for k, r in out.items()}
+        winner = next(k for k, r in out.items() if r.status_code == 200)
+        assert_arm_error(next(r for r in out.values() if r.status_code == 400), 400, "InvalidParameters")
+        assert manifest_digest(tc, "race/app", f"r{round_}") == imgs[winner].manifest_digest
+
+    remote = {k: build_image(1, layer_size=1024 * 1024) for k in ("a", "b")}
+    fakes = {k: fake_registry(img, mode="slow") for k, img in remote.items()}
+    started = {k: env.import_request(tgt, {"source": {"registryUri": f"http://{f.host}", "sourceImage": "fake/app:1"},
+                                           "targetTags": ["race/remote:1"], "mode": "NoForce"})
+               for k, f in fakes.items()}
+    assert all(r.status_code == 202 for r in started.values()), {k: r.status_code for k, r in started.items()}
+    final = {k: env.wait(r) for k, r in started.items()}
+    codes = sorted(r.status_code for r in final.values())
+    assert codes == [200, 400], {k: (r.status_code, r.text[:300]) for k, r in final.items()}
+    winner = next(k for k, r in final.items() if r.status_code == 200)
+    loser = next(k for k in final if k != winner)
+    assert_arm_error(final[loser], 400, "InvalidParameters")
+    assert manifest_digest(tc, "race/remote", "1") == remote[winner].manifest_digest
+    assert tc.get_manifest("race/remote", remote[loser].manifest_digest).status_code == 404
+
+
+def test_server_killed_during_a_remote_import_leaves_no_tag(moat, tmp_path, fake_registry):
+    """kill -9 while a remote import is downloading, then start again: the target has no tag and no manifest,
+    the operation's Location does not answer 202 for ever, and a new import of the same image works."""
+    env = Env(moat, tmp_path)
+    img = build_image(2, layer_size=2 * 1024 * 1024)
+    fake = fake_registry(img, mode="slow")
+    r = env.import_request("default", {"source": {"registryUri": f"http://{fake.host}", "sourceImage": "fake/app:1"},
+                                       "targetTags": ["killed/app:1"]}, rg="moat")
+    assert r.status_code == 202, f"{r.status_code} {r.text[:300]}"
+    loc = r.headers["Location"]
+    deadline = time.monotonic() + 20
+    while not any(m == "GET" and fake.victim in path for m, path, _ in fake.seen):
+        assert time.monotonic() < deadline, f"the slow blob was never asked for: {fake.seen}"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    moat.kill9()
+    moat.start()
+    dc = env.client("default")
+    assert tags_of(dc, "killed/app") == []
+    assert dc.get_manifest("killed/app", img.manifest_digest).status_code == 404
+    env.arm = Arm(moat, env.owner)
+    p = env.arm.session.get(loc, headers={"Authorization": "Bearer " + env.arm.token}, timeout=30)
+    assert p.status_code != 202, f"an operation lost with the process still says it is running: {p.text[:300]}"
+    assert p.status_code >= 400, f"{p.status_code} {p.text[:300]}"
+    env.acr_import("-n", "default", "--source", f"http://{fake.host}/fake/app:1", "-t", "killed/app:1")
+    assert_image_in(dc, "killed/app", "1", img)
