@@ -4,7 +4,9 @@
 //! The many-small-requests workloads (2, 3 and 6) use a hand-written HTTP/1.1 client as light as wrk (`raw.rs`), so
 //! that on a 2-core machine the client does not take the CPU the server needs. Workload 6 is Moat's alone: workload
 //! 3's manifest GET with the default network settings, then behind 100 IP rules set over Moat's ARM API, then
-//! through a private endpoint (127.0.0.2) with 100 IP rules that admit no one.
+//! through a private endpoint (127.0.0.2) with 100 IP rules that admit no one. Workload 7 is ACR's `importImage`: a
+//! remote import of a 10-layer image from Distribution into a fresh Moat against `skopeo copy` of the same image
+//! between the same two servers, and the latency of a same-server (zero copy) import of a large and a 1 KiB image.
 //!
 //! `cargo run --release -p moat-bench -- [--quick]` or `scripts/bench [--quick]`.
 
@@ -55,6 +57,8 @@ struct Sizes {
     /// Workloads 2 and 3 alternate Moat and Distribution this many times; the best round of each is kept.
     rounds: usize,
     disk_bytes: u64,
+    /// Workload 7c: same-server imports per image (the best and the median are reported).
+    import_calls: usize,
 }
 
 const RSS_REPEAT: u64 = 4;
@@ -72,6 +76,7 @@ impl Sizes {
                 pull_repeats: 1,
                 rounds: 1,
                 disk_bytes: 256 << 20,
+                import_calls: 5,
             }
         } else {
             Sizes {
@@ -84,6 +89,7 @@ impl Sizes {
                 pull_repeats: 3,
                 rounds: 2,
                 disk_bytes: 1 << 30,
+                import_calls: 10,
             }
         }
     }
@@ -176,9 +182,7 @@ impl Server {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        file_tail(&self.log)
     }
 
     /// Waits until the port accepts connections (and, for TLS, the CA file exists).
@@ -220,6 +224,13 @@ impl Drop for Server {
     }
 }
 
+/// The last 20 lines of a log file.
+fn file_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
@@ -248,6 +259,8 @@ struct Env {
     base: PathBuf,
     moat_bin: PathBuf,
     dist_bin: PathBuf,
+    /// Workload 7b's client.
+    skopeo_bin: PathBuf,
     counter: AtomicUsize,
 }
 
@@ -1216,6 +1229,110 @@ impl<'a> Arm<'a> {
         }
         Ok(())
     }
+
+    /// Creates a Premium registry in resource group `rg1` and returns its ARM id.
+    async fn create_registry(&self, name: &str) -> Result<String> {
+        let sub = self.registry.split('/').nth(2).unwrap_or_default();
+        let id = format!(
+            "/subscriptions/{sub}/resourceGroups/rg1/providers/Microsoft.ContainerRegistry/registries/{name}"
+        );
+        let body = serde_json::json!({"location": "local", "sku": {"name": "Premium"}});
+        json_call(
+            self.reg,
+            Method::PUT,
+            &format!("{id}?{ARM_API}"),
+            Some(&self.bearer),
+            "application/json",
+            Bytes::from(body.to_string()),
+            StatusCode::CREATED,
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// `POST <target>/importImage` with `body`, then the wait: a same-server import answers 200 when it is done, a
+    /// remote one 202 + `Location`, polled every `IMPORT_POLL` (not after its `Retry-After`) until it answers 200.
+    /// Returns the time from the POST to that 200, and the 200's JSON (`Null` for a same-server import's empty body).
+    async fn import_image(
+        &self,
+        target: &str,
+        body: &serde_json::Value,
+    ) -> Result<(Duration, serde_json::Value)> {
+        let path = format!("{target}/importImage?{ARM_API}");
+        let url = self.reg.url(&path);
+        let post = || format!("POST {url} with {body}");
+        let headers = [(hyper::header::CONTENT_TYPE, "application/json")];
+        let payload = Bytes::from(body.to_string());
+        let t = Instant::now();
+        let resp = self
+            .reg
+            .send(
+                Method::POST,
+                &path,
+                Some(&self.bearer),
+                &headers,
+                BenchBody::full(payload),
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::OK => {
+                let b = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .with_context(post)?
+                    .to_bytes();
+                let el = t.elapsed();
+                return Ok((el, serde_json::from_slice(&b).unwrap_or_default()));
+            }
+            StatusCode::ACCEPTED => {}
+            _ => {
+                return Err(unexpected(&Method::POST, &url, resp, "200 or 202")
+                    .await
+                    .context(post()))
+            }
+        }
+        let loc = location(resp.headers()).with_context(|| format!("{} -> 202", post()))?;
+        resp.into_body().collect().await.with_context(post)?;
+        loop {
+            tokio::time::sleep(IMPORT_POLL).await;
+            let resp = self
+                .reg
+                .send(
+                    Method::GET,
+                    &loc,
+                    Some(&self.bearer),
+                    &[],
+                    BenchBody::empty(),
+                )
+                .await?;
+            let status = resp.status();
+            if status != StatusCode::OK && status != StatusCode::ACCEPTED {
+                return Err(unexpected(&Method::GET, &loc, resp, "200 or 202")
+                    .await
+                    .context(format!("waiting on the import: {} -> 202", post())));
+            }
+            let b = resp
+                .into_body()
+                .collect()
+                .await
+                .with_context(|| format!("GET {loc}"))?
+                .to_bytes();
+            if status == StatusCode::OK {
+                let el = t.elapsed();
+                let v: serde_json::Value = serde_json::from_slice(&b).with_context(|| {
+                    format!(
+                        "GET {loc} -> 200: not JSON: {}",
+                        String::from_utf8_lossy(&b[..b.len().min(2048)])
+                    )
+                })?;
+                if v.get("status").and_then(|s| s.as_str()) != Some("Succeeded") {
+                    bail!("GET {loc} -> 200 without status Succeeded: {v}");
+                }
+                return Ok((el, v));
+            }
+        }
+    }
 }
 
 /// `application/x-www-form-urlencoded` escaping of one value.
@@ -1369,6 +1486,378 @@ async fn rss_push(reg: &Reg, pid: u32, d: &Data) -> Result<RssFig> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Workload 7: importImage. (a) A remote import from Distribution into a fresh Moat against (b) `skopeo copy` of the
+// same image between the same two servers (also into a fresh Moat: neither finds a blob already there), then (c) the
+// latency of a same-server import (zero copy: the image's blobs are linked into the target).
+
+/// The imported image's layers.
+const IMPORT_LAYERS: usize = 10;
+/// How often a remote import's `Location` is polled: its `Retry-After: 1` is ignored, so that the polling interval
+/// does not dominate the measurement.
+const IMPORT_POLL: Duration = Duration::from_millis(20);
+const IMPORT_REPO: &str = "bench/import";
+const TINY_REPO: &str = "bench/tiny";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// Updates a CRC-32 (IEEE; start from `!0`, finish with `!`), for the gzip trailer.
+fn crc32_update(mut crc: u32, data: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            *e = c;
+        }
+        t
+    });
+    for &b in data {
+        crc = table[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
+    }
+    crc
+}
+
+/// A layer: `len` random bytes as a valid gzip stream of stored (uncompressed) deflate blocks. Random bytes do not
+/// compress anyway, and a client that compresses the uncompressed layers it pushes to a registry (containers/image,
+/// so skopeo) sees a gzip layer and copies it as is, as the import does. Returns the gzip bytes and the diff id
+/// (the digest of the uncompressed bytes).
+fn gzip_random_layer(len: usize, seed: u64) -> (Vec<u8>, String) {
+    use rand::SeedableRng;
+    const BLOCK: usize = 65535;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(10 + len + 5 * (len / BLOCK + 1) + 8);
+    // Magic, deflate, no flags, no mtime, no extra flags, OS unknown.
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    let (mut sha, mut crc, mut left) = (Sha256::new(), !0u32, len);
+    loop {
+        let n = left.min(BLOCK);
+        left -= n;
+        // BFINAL on the last block, BTYPE 00 (stored), then LEN and its complement.
+        out.push(u8::from(left == 0));
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        out.extend_from_slice(&(!(n as u16)).to_le_bytes());
+        let start = out.len();
+        out.resize(start + n, 0);
+        rng.fill_bytes(&mut out[start..]);
+        sha.update(&out[start..]);
+        crc = crc32_update(crc, &out[start..]);
+        if left == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&(!crc).to_le_bytes());
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    (out, format!("sha256:{}", hex::encode(sha.finalize())))
+}
+
+/// Workload 7's image: an OCI manifest, its config and gzip layers of random bytes.
+struct Image {
+    /// The config, then the layers: bytes and digest.
+    blobs: Vec<(Bytes, String)>,
+    manifest: Bytes,
+    manifest_digest: String,
+}
+
+impl Image {
+    /// `layers` layers of `total / layers` random bytes each (seeded), generated and hashed on 2 threads.
+    fn random(total: usize, layers: usize, seed: u64) -> Image {
+        let per = (total / layers).max(1);
+        let next = AtomicUsize::new(0);
+        let mut made: Vec<(usize, Bytes, String, String)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= layers {
+                                return out;
+                            }
+                            let (gz, diff_id) =
+                                gzip_random_layer(per, seed.wrapping_mul(1000) + i as u64);
+                            let digest = sha256_hex(&gz);
+                            out.push((i, Bytes::from(gz), digest, diff_id));
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("layer generation panicked"))
+                .collect()
+        });
+        made.sort_by_key(|m| m.0);
+        let diff_ids: Vec<&str> = made.iter().map(|m| m.3.as_str()).collect();
+        let config = Bytes::from(
+            serde_json::json!({"architecture": "amd64", "os": "linux", "config": {},
+                "rootfs": {"type": "layers", "diff_ids": diff_ids}})
+            .to_string(),
+        );
+        let config_digest = sha256_hex(&config);
+        let manifest = Bytes::from(
+            serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len()},
+                "layers": made.iter().map(|(_, b, d, _)| serde_json::json!({"mediaType": OCI_LAYER_GZIP, "digest": d, "size": b.len()})).collect::<Vec<_>>(),
+            })
+            .to_string(),
+        );
+        let manifest_digest = sha256_hex(&manifest);
+        let mut blobs = vec![(config, config_digest)];
+        blobs.extend(made.into_iter().map(|(_, b, d, _)| (b, d)));
+        Image {
+            blobs,
+            manifest,
+            manifest_digest,
+        }
+    }
+
+    /// Blobs and manifest: what a copy moves.
+    fn bytes(&self) -> u64 {
+        self.blobs.iter().map(|b| b.0.len() as u64).sum::<u64>() + self.manifest.len() as u64
+    }
+
+    fn mib(&self) -> f64 {
+        self.bytes() as f64 / MIB
+    }
+
+    /// `64.0 MiB`, `1.6 KiB`.
+    fn size(&self) -> String {
+        if self.bytes() >= 1 << 20 {
+            format!("{:.1} MiB", self.mib())
+        } else {
+            format!("{:.1} KiB", self.bytes() as f64 / 1024.0)
+        }
+    }
+
+    /// Pushes the blobs (streamed) and the manifest as `repo:tag`.
+    async fn push(&self, reg: &Reg, repo: &str, tag: &str) -> Result<()> {
+        let auth = reg.authorize(repo).await?;
+        for (b, d) in &self.blobs {
+            if b.len() < FRAME {
+                reg.push_small(repo, auth.as_ref(), b, d).await?;
+            } else {
+                reg.push_post_put(
+                    repo,
+                    auth.as_ref(),
+                    BenchBody::repeat(b.clone(), b.len() as u64),
+                    d,
+                )
+                .await?;
+            }
+        }
+        reg.expect(
+            Method::PUT,
+            &format!("/v2/{repo}/manifests/{tag}"),
+            auth.as_ref(),
+            &[(hyper::header::CONTENT_TYPE, OCI_MANIFEST)],
+            BenchBody::full(self.manifest.clone()),
+            StatusCode::CREATED,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `repo:tag` serves this image's manifest, byte for byte: `Err` if it is missing, the digest otherwise.
+    async fn served_as(
+        &self,
+        reg: &Reg,
+        repo: &str,
+        tag: &str,
+    ) -> Result<std::result::Result<(), String>> {
+        let auth = reg.authorize(repo).await?;
+        let path = format!("/v2/{repo}/manifests/{tag}");
+        let url = reg.url(&path);
+        let resp = reg
+            .send(
+                Method::GET,
+                &path,
+                auth.as_ref(),
+                &[(hyper::header::ACCEPT, OCI_MANIFEST)],
+                BenchBody::empty(),
+            )
+            .await?;
+        if resp.status() != StatusCode::OK {
+            return Err(unexpected(&Method::GET, &url, resp, "200").await);
+        }
+        let dcd = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if body == self.manifest && dcd == self.manifest_digest {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(format!(
+                "GET {url}: {} bytes with Docker-Content-Digest '{dcd}', not the {} bytes pushed ({})",
+                body.len(),
+                self.manifest.len(),
+                self.manifest_digest
+            )))
+        }
+    }
+}
+
+/// (a) `importImage` of `IMPORT_REPO:v1` from Distribution (`127.0.0.1:<port>`, no scheme: HTTPS is tried, then
+/// plain HTTP, as skopeo does) into a fresh Moat, timed from the POST to the poll's 200. Returns MiB/s.
+async fn import_remote(env: &Env, dist_port: u16, img: &Image) -> Result<f64> {
+    let s = env.start_moat(false).await?;
+    let reg = Reg::plain(&s);
+    let arm = Arm::login(env, &s, &reg).await?;
+    let body = serde_json::json!({
+        "source": {"registryUri": format!("127.0.0.1:{dist_port}"), "sourceImage": format!("{IMPORT_REPO}:v1")},
+        "targetTags": [format!("{IMPORT_REPO}:v1")],
+        "mode": "Force",
+    });
+    let (el, done) = arm.import_image(&arm.registry, &body).await?;
+    // Not timed: every blob came over the wire (a fresh store has none), and the tag serves the manifest pushed.
+    let blob_bytes = img.bytes() - img.manifest.len() as u64;
+    let props = done.get("properties").cloned().unwrap_or_default();
+    let got = props.get("bytesDone").and_then(|v| v.as_u64());
+    if got != Some(blob_bytes) {
+        eprintln!("  warning: the import reports bytesDone {got:?}, the image's blobs are {blob_bytes} bytes: {props}");
+    }
+    if let Err(e) = img.served_as(&reg, IMPORT_REPO, "v1").await? {
+        bail!("after the import: {e}");
+    }
+    eprintln!("  {:.2} s ({props})", el.as_secs_f64());
+    Ok(mib_s(img.bytes(), el))
+}
+
+/// A child process killed (if still running) and reaped on drop.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// (b) `skopeo copy` of `IMPORT_REPO:v1` from Distribution into a fresh Moat (as `bench/skopeo:v1`), timed from the
+/// spawn to the exit. Returns MiB/s.
+async fn skopeo_copy(env: &Env, dist_port: u16, img: &Image) -> Result<f64> {
+    let s = env.start_moat(false).await?;
+    let reg = Reg::plain(&s);
+    let log = s.dir.join("skopeo.log");
+    let args = [
+        "copy".to_string(),
+        "--src-tls-verify=false".into(),
+        "--dest-tls-verify=false".into(),
+        "--dest-creds".into(),
+        "admin:bench".into(),
+        format!("docker://127.0.0.1:{dist_port}/{IMPORT_REPO}:v1"),
+        format!("docker://127.0.0.1:{}/bench/skopeo:v1", s.port),
+    ];
+    let line = format!("{} {}", env.skopeo_bin.display(), args.join(" "));
+    let mut cmd = Command::new(&env.skopeo_bin);
+    cmd.args(&args);
+    let t = Instant::now();
+    let mut child = Reap(spawn(cmd, &log)?);
+    let status = loop {
+        if let Some(st) = child.0.try_wait()? {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let el = t.elapsed();
+    if !status.success() {
+        bail!("{line}: {status}; output:\n{}", file_tail(&log));
+    }
+    // Not timed: skopeo copied the image as it is (had it recompressed the layers, the digest would differ).
+    if let Err(e) = img.served_as(&reg, "bench/skopeo", "v1").await? {
+        eprintln!("  warning: skopeo did not copy the image as is: {e}");
+    }
+    eprintln!("  {:.2} s", el.as_secs_f64());
+    Ok(mib_s(img.bytes(), el))
+}
+
+#[derive(Default, Clone, Copy)]
+struct LocalImportFig {
+    /// Milliseconds per call: best and median, for the large image, then for the 1 KiB one.
+    large: (f64, f64),
+    tiny: (f64, f64),
+}
+
+fn best_and_median(ms: &mut [f64]) -> (f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let n = ms.len();
+    let median = if n % 2 == 1 {
+        ms[n / 2]
+    } else {
+        (ms[n / 2 - 1] + ms[n / 2]) / 2.0
+    };
+    (ms[0], median)
+}
+
+/// (c) Both images pushed into a fresh Moat's `default` registry, then `calls` same-server imports of each with
+/// mode Force, alternately into another registry (same repository) and into `default` under another repository,
+/// each time to a fresh tag; each call timed from the POST to its 200.
+async fn import_local(
+    env: &Env,
+    big: &Image,
+    tiny: &Image,
+    calls: usize,
+) -> Result<LocalImportFig> {
+    let s = env.start_moat(false).await?;
+    let reg = Reg::plain(&s);
+    big.push(&reg, IMPORT_REPO, "v1").await?;
+    tiny.push(&reg, TINY_REPO, "v1").await?;
+    let arm = Arm::login(env, &s, &reg).await?;
+    let other = arm.create_registry("benchcopy").await?;
+    let mut fig = LocalImportFig::default();
+    for (img, repo) in [(big, IMPORT_REPO), (tiny, TINY_REPO)] {
+        let mut ms = Vec::with_capacity(calls);
+        for i in 0..calls {
+            let (target, to) = if i % 2 == 0 {
+                (&other, format!("{repo}:c{i}"))
+            } else {
+                (&arm.registry, format!("{repo}-copy:c{i}"))
+            };
+            let body = serde_json::json!({
+                "source": {"resourceId": arm.registry, "sourceImage": format!("{repo}:v1")},
+                "targetTags": [to],
+                "mode": "Force",
+            });
+            let (el, _) = arm.import_image(target, &body).await?;
+            ms.push(el.as_secs_f64() * 1000.0);
+        }
+        if calls > 1 {
+            if let Err(e) = img.served_as(&reg, &format!("{repo}-copy"), "c1").await? {
+                bail!("after the same-server import: {e}");
+            }
+        }
+        eprintln!(
+            "  {} image: {} ms",
+            img.size(),
+            ms.iter()
+                .map(|m| format!("{m:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let r = best_and_median(&mut ms);
+        if repo == IMPORT_REPO {
+            fig.large = r;
+        } else {
+            fig.tiny = r;
+        }
+    }
+    Ok(fig)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Physical limits
 
 fn sha_throughput(data: &[u8]) -> (f64, String) {
@@ -1482,7 +1971,7 @@ fn note<T>(
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: moat-bench [--quick]\n  env: MOAT_BIN (default target/release/moat), DISTRIBUTION_BIN (default /usr/bin/docker-registry), BENCH_TMPDIR");
+        println!("usage: moat-bench [--quick]\n  env: MOAT_BIN (default target/release/moat), DISTRIBUTION_BIN (default /usr/bin/docker-registry), SKOPEO_BIN (default /usr/bin/skopeo), BENCH_TMPDIR");
         return Ok(());
     }
     if let Some(a) = args.iter().find(|a| *a != "--quick") {
@@ -1503,6 +1992,9 @@ async fn main() -> Result<()> {
         dist_bin: std::env::var_os("DISTRIBUTION_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| "/usr/bin/docker-registry".into()),
+        skopeo_bin: std::env::var_os("SKOPEO_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/usr/bin/skopeo".into()),
         counter: AtomicUsize::new(0),
     };
     struct RemoveOnDrop(PathBuf);
@@ -1516,6 +2008,9 @@ async fn main() -> Result<()> {
         if !p.exists() {
             bail!("{what} binary not found at {} (build Moat with `cargo build --release -p moat`, or set MOAT_BIN / DISTRIBUTION_BIN)", p.display());
         }
+    }
+    if !env.skopeo_bin.exists() {
+        bail!("skopeo not found at {} (workload 7 compares importImage with `skopeo copy`): install it with `sudo apt-get install skopeo` (scripts/test does), or set SKOPEO_BIN", env.skopeo_bin.display());
     }
     let load_start = loadavg();
     if load_start.parse::<f64>().is_ok_and(|l| l > 0.5) {
@@ -1731,6 +2226,94 @@ async fn main() -> Result<()> {
         );
     }
 
+    // Workload 7: the image is made here (not timed) and pushed into Distribution once.
+    eprintln!(
+        "[moat] 7. importImage: preparing a {} MiB image of {IMPORT_LAYERS} gzip layers and a 1 KiB one…",
+        sizes.large >> 20
+    );
+    let (big, tiny) = {
+        let n = sizes.large;
+        tokio::task::spawn_blocking(move || {
+            (
+                Image::random(n, IMPORT_LAYERS, 70),
+                Image::random(1024, 1, 71),
+            )
+        })
+        .await?
+    };
+    eprintln!(
+        "[distribution] 7. import source: push {IMPORT_REPO}:v1 ({})",
+        big.size()
+    );
+    let dist: Option<Server> = note(
+        &mut errors,
+        "distribution: push the import source",
+        tokio::time::timeout(t, async {
+            let s = env.start_distribution().await?;
+            big.push(&Reg::plain(&s), IMPORT_REPO, "v1").await?;
+            Ok(s)
+        })
+        .await,
+    );
+    let (mut import_fig, mut skopeo_fig): (Option<f64>, Option<f64>) = (None, None);
+    if let Some(dist) = &dist {
+        for round in 1..=sizes.rounds {
+            // (a) first in odd rounds, (b) first in even ones.
+            for first in [true, false] {
+                if first == (round % 2 == 1) {
+                    eprintln!(
+                        "[moat] 7a. importImage {IMPORT_REPO}:v1 from distribution into a fresh moat, polled every {} ms (round {round}/{})",
+                        IMPORT_POLL.as_millis(),
+                        sizes.rounds
+                    );
+                    let f = note(
+                        &mut errors,
+                        "moat: importImage from distribution",
+                        tokio::time::timeout(t, import_remote(&env, dist.port, &big)).await,
+                    );
+                    if let Some(f) = f {
+                        eprintln!("  {f:.0} MiB/s");
+                    }
+                    import_fig = best(import_fig, f);
+                } else {
+                    eprintln!(
+                        "[moat] 7b. skopeo copy {IMPORT_REPO}:v1 from distribution into a fresh moat (round {round}/{})",
+                        sizes.rounds
+                    );
+                    let f = note(
+                        &mut errors,
+                        "moat: skopeo copy from distribution",
+                        tokio::time::timeout(t, skopeo_copy(&env, dist.port, &big)).await,
+                    );
+                    if let Some(f) = f {
+                        eprintln!("  {f:.0} MiB/s");
+                    }
+                    skopeo_fig = best(skopeo_fig, f);
+                }
+            }
+        }
+    }
+    drop(dist);
+    eprintln!(
+        "[moat] 7c. same-server importImage, {} calls per image ({} and {})",
+        sizes.import_calls,
+        big.size(),
+        tiny.size()
+    );
+    let local_fig: Option<LocalImportFig> = note(
+        &mut errors,
+        "moat: same-server importImage",
+        tokio::time::timeout(t, import_local(&env, &big, &tiny, sizes.import_calls)).await,
+    );
+    if let Some(f) = local_fig {
+        eprintln!(
+            "  large: best {:.1} ms, median {:.1} ms; 1 KiB: best {:.1} ms, median {:.1} ms",
+            f.large.0, f.large.1, f.tiny.0, f.tiny.1
+        );
+    }
+    let import_mib = big.mib();
+    drop((big, tiny));
+
     // Report
     let ge = |m: Option<f64>, d: Option<f64>, k: f64| match (m, d) {
         (Some(m), Some(d)) if d > 0.0 => Some(m >= k * d),
@@ -1745,6 +2328,12 @@ async fn main() -> Result<()> {
     let private_ratio = rules_fig
         .filter(|f| f.open > 0.0)
         .map(|f| f.private / f.open);
+    let import_ratio = match (import_fig, skopeo_fig) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let under_50 = |v: Option<f64>| v.map(|ms| ms < 50.0);
+    let local = |f: fn(&LocalImportFig) -> f64| local_fig.as_ref().map(f);
     let rows = vec![
         Row {
             metric: "large_push",
@@ -1921,6 +2510,69 @@ async fn main() -> Result<()> {
             target: ">= 0.95 (within 5%)".into(),
             pass: private_ratio.map(|r| r >= 0.95),
         },
+        Row {
+            metric: "import_remote",
+            label: "7a importImage dist->moat",
+            unit: "MiB/s",
+            moat: import_fig,
+            dist: None,
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "import_skopeo_copy",
+            label: "7b skopeo copy dist->moat",
+            unit: "MiB/s",
+            moat: skopeo_fig,
+            dist: None,
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "import_remote_vs_skopeo_ratio",
+            label: "7 ratio (a)/(b)",
+            unit: "x",
+            moat: import_ratio,
+            dist: None,
+            target: ">= 1.5x skopeo".into(),
+            pass: import_ratio.map(|r| r >= 1.5),
+        },
+        Row {
+            metric: "import_local_large_best",
+            label: "7c same-srv import large, best",
+            unit: "ms",
+            moat: local(|f| f.large.0),
+            dist: None,
+            target: "< 50 ms".into(),
+            pass: under_50(local(|f| f.large.0)),
+        },
+        Row {
+            metric: "import_local_large_median",
+            label: "7c same-srv import large, median",
+            unit: "ms",
+            moat: local(|f| f.large.1),
+            dist: None,
+            target: "< 50 ms".into(),
+            pass: under_50(local(|f| f.large.1)),
+        },
+        Row {
+            metric: "import_local_1kib_best",
+            label: "7c same-srv import 1 KiB, best",
+            unit: "ms",
+            moat: local(|f| f.tiny.0),
+            dist: None,
+            target: "< 50 ms".into(),
+            pass: under_50(local(|f| f.tiny.0)),
+        },
+        Row {
+            metric: "import_local_1kib_median",
+            label: "7c same-srv import 1 KiB, median",
+            unit: "ms",
+            moat: local(|f| f.tiny.1),
+            dist: None,
+            target: "< 50 ms".into(),
+            pass: under_50(local(|f| f.tiny.1)),
+        },
     ];
 
     let mut out = String::new();
@@ -1947,7 +2599,7 @@ async fn main() -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(0);
     out.push_str(&format!(
-        "\nMoat vs Distribution ({}; commit {commit}; {cores} cores, {cpu}; load avg {load_start} -> {}; large blob {} MiB (pull best of {}), {} small blobs of {} KiB and {} s manifest run (best of {} rounds), RSS push {} MiB)\n",
+        "\nMoat vs Distribution ({}; commit {commit}; {cores} cores, {cpu}; load avg {load_start} -> {}; large blob {} MiB (pull best of {}), {} small blobs of {} KiB and {} s manifest run (best of {} rounds), RSS push {} MiB; import image {:.0} MiB in {IMPORT_LAYERS} layers (best of {} rounds), {} same-server imports per image)\n",
         if sizes.quick { "quick" } else { "full" },
         loadavg(),
         sizes.large >> 20,
@@ -1956,7 +2608,10 @@ async fn main() -> Result<()> {
         sizes.small_size >> 10,
         sizes.manifest_secs,
         sizes.rounds,
-        (sizes.large as u64 * RSS_REPEAT) >> 20
+        (sizes.large as u64 * RSS_REPEAT) >> 20,
+        import_mib,
+        sizes.rounds,
+        sizes.import_calls
     ));
     out.push_str(&format!(
         "{:<32} {:>7} {:>10} {:>12} {:>8}  {:<19} {}\n",
@@ -2009,6 +2664,12 @@ async fn main() -> Result<()> {
             "rounds_small_and_manifest": sizes.rounds,
             "network_ip_rules": IP_RULES,
             "large_pull_best_of": sizes.pull_repeats,
+            "import_image_mib": (import_mib * 100.0).round() / 100.0,
+            "import_layers": IMPORT_LAYERS,
+            "import_rounds": sizes.rounds,
+            "import_local_calls": sizes.import_calls,
+            "import_poll_ms": IMPORT_POLL.as_millis() as u64,
+            "skopeo": env.skopeo_bin.display().to_string(),
             "loadavg_1m_start": load_start,
             "loadavg_1m_end": loadavg(),
             "errors": errors,
@@ -2041,4 +2702,32 @@ async fn main() -> Result<()> {
         std::process::exit(2);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layers are valid gzip whose content is the diff id's (checked with `gzip -dc` where it exists).
+    #[test]
+    fn gzip_layers_decompress_to_their_diff_id() {
+        for len in [0, 1, 65535, 65536, 200_000] {
+            let (gz, diff_id) = gzip_random_layer(len, 5);
+            let Ok(mut child) = Command::new("gzip")
+                .arg("-dc")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+            else {
+                return;
+            };
+            let mut stdin = child.stdin.take().unwrap();
+            let writer = std::thread::spawn(move || stdin.write_all(&gz));
+            let out = child.wait_with_output().unwrap();
+            writer.join().unwrap().unwrap();
+            assert!(out.status.success(), "gzip -dc failed for {len} bytes");
+            assert_eq!(out.stdout.len(), len);
+            assert_eq!(sha256_hex(&out.stdout), diff_id);
+        }
+    }
 }
