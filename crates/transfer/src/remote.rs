@@ -149,7 +149,7 @@ impl Remote {
             host
         };
         let agent = agent(tls);
-        let mut last = None;
+        let mut first_error: Option<String> = None;
         for scheme in schemes {
             let remote = Remote {
                 agent: agent.clone(),
@@ -159,12 +159,22 @@ impl Remote {
             };
             match agent.get(&format!("{}/v2/", remote.base)).call() {
                 Ok(_) | Err(ureq::Error::Status(_, _)) => return Ok(remote),
-                Err(ureq::Error::Transport(t)) => last = Some(t.to_string()),
+                Err(ureq::Error::Transport(t)) => {
+                    let text = t.to_string();
+                    // Plain HTTP only when the peer does not speak TLS at all: a certificate that fails
+                    // verification is an answer, and credentials must not then go out in clear.
+                    let speaks_tls =
+                        !text.contains("InvalidContentType") && !text.contains("corrupt message");
+                    let first = first_error.get_or_insert(text);
+                    if speaks_tls {
+                        return Err(ImportError::Remote(format!("cannot reach {host}: {first}")));
+                    }
+                }
             }
         }
         Err(ImportError::Remote(format!(
             "cannot reach {host}: {}",
-            last.unwrap_or_default()
+            first_error.unwrap_or_default()
         )))
     }
 

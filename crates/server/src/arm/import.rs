@@ -129,10 +129,7 @@ async fn parse(state: &AppState, ctx: &ArmCtx, body: &Value) -> ArmResult<Reques
         Some(m) if m.eq_ignore_ascii_case("NoForce") => false,
         Some(m) if m.eq_ignore_ascii_case("Force") => true,
         Some(m) => {
-            return Err(ArmError::invalid_property(
-                "mode",
-                format!("'{m}' is not NoForce or Force"),
-            ))
+            return Err(invalid(format!("mode '{m}' is not NoForce or Force")).with_target("mode"))
         }
     };
     Ok(Request {
