@@ -889,3 +889,11 @@ def test_config_endpoint_on_an_address_the_host_lacks_stops_serve(moat_factory, 
                 f"running; GET privateEndpoints/pe -> {r.status_code} {r.text[:600]}; listening: {listening}; "
                 f"PATCH default publicNetworkAccess+exportPolicy disabled on the strength of it -> "
                 f"{exports.status_code} {exports.text[:200]}")
+
+
+def test_endpoint_certificate_names_its_own_address(moat, arm):
+    """A client that connects to an endpoint by address sends no SNI: the listener's default certificate names
+    that address, so TLS verifies against the server's CA."""
+    pe = create_private_endpoint(arm, "default", rg="moat")
+    r = requests.get(f"https://{pe['address']}:{moat.port}/v2/", verify=str(moat.ca_path), timeout=30)
+    assert r.status_code == 401, r.text

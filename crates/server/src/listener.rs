@@ -191,12 +191,26 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let draining = Draining::default();
     let watcher = draining.clone();
+    let local_ca =
+        (acceptor.is_some() && config.tls_cert.is_none()).then(|| config.data_dir.join("tls"));
+    let main_ip = config.listen.ip();
     let accept: AcceptFn = Arc::new(move |listener, kind| {
+        // A client that connects by address sends no SNI: each listener's default certificate names its own.
+        let own_ip = listener.local_addr().map(|a| a.ip()).unwrap_or(main_ip);
+        let acceptor = match &local_ca {
+            Some(dir) if own_ip != main_ip => tls::LocalCa::load_or_create(dir)
+                .and_then(|ca| tls::local_ca_config(ca, &[own_ip.to_string(), "localhost".into()]))
+                .map(tokio_rustls::TlsAcceptor::from)
+                .map_err(|e| tracing::warn!("certificate for {own_ip}: {e}"))
+                .ok()
+                .or_else(|| acceptor.clone()),
+            _ => acceptor.clone(),
+        };
         tokio::spawn(accept_loop(
             listener,
             kind,
             router.clone(),
-            acceptor.clone(),
+            acceptor,
             watcher.clone(),
         ))
         .abort_handle()
