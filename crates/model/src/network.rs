@@ -141,13 +141,13 @@ pub fn decide_network(
     if rules.default_action == DefaultAction::Allow {
         return NetworkDecision::Public;
     }
-    let allowed = rules
-        .ip_rules
-        .iter()
+    let allowed = rules.ip_rules.iter().any(|r| {
         // Rules are parsed when settings load (`RegistrySettings::prepare`); parsing here is the fallback for
         // settings built in memory.
-        .filter_map(|r| r.net.or_else(|| parse_ip_rule(&r.value).ok()))
-        .any(|net| net.contains(&origin.client_ip));
+        r.range
+            .or_else(|| crate::registry::Ipv4Range::parse(&r.value))
+            .is_some_and(|range| range.contains(origin.client_ip))
+    });
     if allowed {
         NetworkDecision::Public
     } else {

@@ -70,14 +70,43 @@ pub enum DefaultAction {
 pub struct IpRule {
     pub value: String,
     #[serde(skip)]
-    pub net: Option<ipnet::IpNet>,
+    pub range: Option<Ipv4Range>,
 }
 
 impl IpRule {
     pub fn new(value: impl Into<String>) -> IpRule {
         let value = value.into();
-        let net = crate::network::parse_ip_rule(&value).ok();
-        IpRule { value, net }
+        let range = Ipv4Range::parse(&value);
+        IpRule { value, range }
+    }
+}
+
+/// An IPv4 range as two words, so that matching a request against 200 rules is 200 ANDs and compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Ipv4Range {
+    network: u32,
+    mask: u32,
+}
+
+impl Ipv4Range {
+    /// The range of a well-formed rule (see [`crate::network::parse_ip_rule`]); `None` otherwise.
+    pub fn parse(value: &str) -> Option<Ipv4Range> {
+        match crate::network::parse_ip_rule(value).ok()? {
+            ipnet::IpNet::V4(n) => Some(Ipv4Range {
+                network: u32::from(n.network()),
+                mask: u32::from(n.netmask()),
+            }),
+            ipnet::IpNet::V6(_) => None,
+        }
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        match ip {
+            std::net::IpAddr::V4(v4) => u32::from(v4) & self.mask == self.network,
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .is_some_and(|v4| u32::from(v4) & self.mask == self.network),
+        }
     }
 }
 
@@ -175,7 +204,7 @@ impl RegistrySettings {
     /// Parses what requests will be matched against (IP rules); called whenever settings are loaded.
     pub fn prepare(&mut self) {
         for r in &mut self.network_rule_set.ip_rules {
-            r.net = crate::network::parse_ip_rule(&r.value).ok();
+            r.range = Ipv4Range::parse(&r.value);
         }
     }
 
@@ -200,5 +229,23 @@ pub struct Registry {
 impl Registry {
     pub fn anonymous_pull_enabled(&self) -> bool {
         self.settings.anonymous_pull_enabled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ipv4Range;
+
+    #[test]
+    fn ipv4_ranges_match_by_mask() {
+        let r = Ipv4Range::parse("203.0.113.0/24").unwrap();
+        assert!(r.contains("203.0.113.9".parse().unwrap()));
+        assert!(!r.contains("203.0.114.9".parse().unwrap()));
+        assert!(r.contains("::ffff:203.0.113.9".parse().unwrap()));
+        assert!(!r.contains("2001:db8::1".parse().unwrap()));
+        let one = Ipv4Range::parse("198.18.0.2").unwrap();
+        assert!(one.contains("198.18.0.2".parse().unwrap()));
+        assert!(!one.contains("198.18.0.3".parse().unwrap()));
+        assert_eq!(Ipv4Range::parse("nope"), None);
     }
 }
