@@ -27,6 +27,7 @@ pub async fn list(state: &AppState, ctx: &RequestCtx, query: &str) -> OciResult<
         .meta
         .list_repositories(&ctx.registry.id, n, last.as_deref())
         .await?;
+    state.audit.record(ctx.event("ListRepositories", None, 200));
     let mut resp = (
         StatusCode::OK,
         axum::Json(serde_json::json!({"repositories": repos})),

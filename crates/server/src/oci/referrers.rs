@@ -49,6 +49,9 @@ pub async fn list(
             d
         })
         .collect();
+    let mut e = ctx.event("ListReferrers", Some(repo), 200);
+    e.digest = Some(digest.to_string());
+    state.audit.record(e);
     let body = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
     let mut resp = Response::builder()
         .status(StatusCode::OK)
