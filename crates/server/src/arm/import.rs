@@ -38,7 +38,7 @@ impl From<ImportError> for ArmError {
 
 /// Where the image comes from.
 enum Source {
-    Local(Registry),
+    Local(Box<Registry>),
     Remote {
         uri: String,
         credentials: Option<Credentials>,
@@ -107,7 +107,7 @@ async fn parse(state: &AppState, ctx: &ArmCtx, body: &Value) -> ArmResult<Reques
                     "source.credentials go with source.registryUri, not resourceId",
                 ));
             }
-            Source::Local(local_registry(state, ctx, id).await?)
+            Source::Local(Box::new(local_registry(state, ctx, id).await?))
         }
         (None, Some(uri)) => Source::Remote {
             uri: uri.to_string(),
