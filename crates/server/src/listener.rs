@@ -195,11 +195,15 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         (acceptor.is_some() && config.tls_cert.is_none()).then(|| config.data_dir.join("tls"));
     let main_ip = config.listen.ip();
     let accept: AcceptFn = Arc::new(move |listener, kind| {
-        // A client that connects by address sends no SNI: each listener's default certificate names its own.
+        // A client that connects by address sends no SNI: each listener's default certificate also names its own.
         let own_ip = listener.local_addr().map(|a| a.ip()).unwrap_or(main_ip);
         let acceptor = match &local_ca {
             Some(dir) if own_ip != main_ip => tls::LocalCa::load_or_create(dir)
-                .and_then(|ca| tls::local_ca_config(ca, &[own_ip.to_string(), "localhost".into()]))
+                .and_then(|ca| {
+                    // The main address too: the default registry's login server is that address.
+                    let names = [own_ip.to_string(), main_ip.to_string(), "localhost".into()];
+                    tls::local_ca_config(ca, &names)
+                })
                 .map(tokio_rustls::TlsAcceptor::from)
                 .map_err(|e| tracing::warn!("certificate for {own_ip}: {e}"))
                 .ok()
