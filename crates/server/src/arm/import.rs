@@ -175,8 +175,30 @@ async fn local_registry(state: &AppState, ctx: &ArmCtx, id: &str) -> ArmResult<R
     Ok(registry)
 }
 
+/// Who asked for an import, as its audit events name them (kept by a remote import that outlives its request).
+struct Caller {
+    app_id: String,
+    ip: std::net::IpAddr,
+    correlation_id: String,
+}
+
+impl Caller {
+    fn of(ctx: &ArmCtx) -> Caller {
+        Caller {
+            app_id: ctx.principal.app_id.clone(),
+            ip: ctx.caller_ip,
+            correlation_id: ctx.correlation_id.clone(),
+        }
+    }
+}
+
 /// An audit event of the import on `registry`.
-fn event(ctx: &ArmCtx, registry: &Registry, operation: &str, repo: Option<String>) -> AuditEvent {
+fn event(
+    caller: &Caller,
+    registry: &Registry,
+    operation: &str,
+    repo: Option<String>,
+) -> AuditEvent {
     AuditEvent {
         time_generated: moat_store::time_fmt::now(),
         category: Category::ContainerRegistryRepositoryEvents.as_str().into(),
@@ -184,12 +206,12 @@ fn event(ctx: &ArmCtx, registry: &Registry, operation: &str, repo: Option<String
         registry: registry.name.clone(),
         login_server: registry.login_server.clone(),
         repository: repo,
-        identity: Some(ctx.principal.app_id.clone()),
-        caller_ip_address: Some(ctx.caller_ip.to_string()),
+        identity: Some(caller.app_id.clone()),
+        caller_ip_address: Some(caller.ip.to_string()),
         user_agent: None,
         result_type: "Success".into(),
         result_description: "200".into(),
-        correlation_id: Some(ctx.correlation_id.clone()),
+        correlation_id: Some(caller.correlation_id.clone()),
         endpoint: Some("managementApi".into()),
         ..Default::default()
     }
@@ -197,7 +219,7 @@ fn event(ctx: &ArmCtx, registry: &Registry, operation: &str, repo: Option<String
 
 /// The target's `Import` events, one per target repository (and tag).
 fn import_events(
-    ctx: &ArmCtx,
+    caller: &Caller,
     target: &Registry,
     req: &Request,
     root: Option<&str>,
@@ -205,7 +227,7 @@ fn import_events(
     req.targets
         .iter()
         .map(|(repo, tag)| {
-            let mut e = event(ctx, target, "Import", Some(repo.to_string()));
+            let mut e = event(caller, target, "Import", Some(repo.to_string()));
             e.tag = tag.as_ref().map(|t| t.to_string());
             e.digest = root.map(str::to_string);
             e
@@ -276,9 +298,10 @@ async fn import_local(
     source: &Registry,
     req: &Request,
 ) -> ArmResult<Response> {
+    let caller = Caller::of(ctx);
     let export_event = || {
         let mut e = event(
-            ctx,
+            &caller,
             source,
             "Export",
             Some(req.image.repository.to_string()),
@@ -288,14 +311,14 @@ async fn import_local(
     };
     // Decided before anything is read; decided again in the transaction that writes.
     if let Err(why) = gate(ctx, source, target, &req.image) {
-        let mut events = import_events(ctx, target, req, None);
+        let mut events = import_events(&caller, target, req, None);
         events.push(export_event());
         record_failure(state, events, &why, true);
         return Err(invalid(why));
     }
     let artifact = moat_transfer::local::collect(&state.meta, &source.id, &req.image).await?;
     let root = artifact.root().map(|d| d.to_string());
-    let mut events = import_events(ctx, target, req, root.as_deref());
+    let mut events = import_events(&caller, target, req, root.as_deref());
     let mut export = export_event();
     export.digest = root.clone();
     events.push(export);
@@ -417,11 +440,7 @@ async fn start_remote(
         target: target.clone(),
         req,
         progress,
-        events_ctx: EventsCtx {
-            app_id: ctx.principal.app_id.clone(),
-            caller_ip: ctx.caller_ip,
-            correlation_id: ctx.correlation_id.clone(),
-        },
+        caller: Caller::of(ctx),
     };
     let state2 = state.clone();
     let op2 = op.clone();
@@ -472,18 +491,12 @@ pub fn operation_result(state: &AppState, op: &str) -> ArmResult<Response> {
     }
 }
 
-struct EventsCtx {
-    app_id: String,
-    caller_ip: std::net::IpAddr,
-    correlation_id: String,
-}
-
 struct RemoteJob {
     state: AppState,
     target: Registry,
     req: Request,
     progress: Arc<Progress>,
-    events_ctx: EventsCtx,
+    caller: Caller,
 }
 
 impl RemoteJob {
@@ -505,27 +518,7 @@ impl RemoteJob {
     }
 
     fn events(&self, root: Option<&str>) -> Vec<AuditEvent> {
-        self.req
-            .targets
-            .iter()
-            .map(|(repo, tag)| AuditEvent {
-                time_generated: moat_store::time_fmt::now(),
-                category: Category::ContainerRegistryRepositoryEvents.as_str().into(),
-                operation_name: "Import".into(),
-                registry: self.target.name.clone(),
-                login_server: self.target.login_server.clone(),
-                repository: Some(repo.to_string()),
-                tag: tag.as_ref().map(|t| t.to_string()),
-                digest: root.map(str::to_string),
-                identity: Some(self.events_ctx.app_id.clone()),
-                caller_ip_address: Some(self.events_ctx.caller_ip.to_string()),
-                result_type: "Success".into(),
-                result_description: "200".into(),
-                correlation_id: Some(self.events_ctx.correlation_id.clone()),
-                endpoint: Some("managementApi".into()),
-                ..Default::default()
-            })
-            .collect()
+        import_events(&self.caller, &self.target, &self.req, root)
     }
 
     async fn import(&self) -> Result<(), ArmError> {
