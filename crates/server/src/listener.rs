@@ -156,7 +156,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             ca.cert_path.display()
         );
         let names = vec![config.listen.ip().to_string(), "localhost".to_string()];
-        Some(tls::local_ca_config(ca, &names)?)
+        Some(tls::local_ca_config(ca, &names, &config.domain)?)
     };
     let config = Arc::new(config);
     let state = AppState {
@@ -194,6 +194,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let local_ca =
         (acceptor.is_some() && config.tls_cert.is_none()).then(|| config.data_dir.join("tls"));
     let main_ip = config.listen.ip();
+    let domain = config.domain.clone();
     let accept: AcceptFn = Arc::new(move |listener, kind| {
         // A client that connects by address sends no SNI: each listener's default certificate also names its own.
         let own_ip = listener.local_addr().map(|a| a.ip()).unwrap_or(main_ip);
@@ -202,7 +203,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 .and_then(|ca| {
                     // The main address too: the default registry's login server is that address.
                     let names = [own_ip.to_string(), main_ip.to_string(), "localhost".into()];
-                    tls::local_ca_config(ca, &names)
+                    tls::local_ca_config(ca, &names, &domain)
                 })
                 .map(tokio_rustls::TlsAcceptor::from)
                 .map_err(|e| tracing::warn!("certificate for {own_ip}: {e}"))

@@ -130,6 +130,22 @@ struct SniResolver {
     ca: LocalCa,
     default: Arc<CertifiedKey>,
     minted: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    /// Leaves are minted only for names the server can serve (`localhost`, the domain and names under it):
+    /// minting costs a key generation, and a client must not make the server mint for any name it makes up.
+    domain: String,
+}
+
+/// More names than any deployment serves: past this, the default leaf is served instead of minting.
+const MAX_MINTED: usize = 4096;
+
+impl SniResolver {
+    fn serves(&self, name: &str) -> bool {
+        name == "localhost"
+            || name == self.domain
+            || name
+                .strip_suffix(self.domain.as_str())
+                .is_some_and(|prefix| prefix.ends_with('.'))
+    }
 }
 
 impl std::fmt::Debug for SniResolver {
@@ -143,9 +159,15 @@ impl ResolvesServerCert for SniResolver {
         let Some(name) = hello.server_name().map(|n| n.to_ascii_lowercase()) else {
             return Some(self.default.clone());
         };
+        if !self.serves(&name) {
+            return Some(self.default.clone());
+        }
         let mut minted = self.minted.lock().expect("lock");
         if let Some(k) = minted.get(&name) {
             return Some(k.clone());
+        }
+        if minted.len() >= MAX_MINTED {
+            return Some(self.default.clone());
         }
         match self.ca.mint(std::slice::from_ref(&name)) {
             Ok(k) => {
@@ -170,12 +192,14 @@ fn finish(mut config: ServerConfig) -> Arc<ServerConfig> {
 pub fn local_ca_config(
     ca: LocalCa,
     default_names: &[String],
+    domain: &str,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let default = Arc::new(ca.mint(default_names)?);
     let resolver = SniResolver {
         ca,
         default,
         minted: Mutex::new(HashMap::new()),
+        domain: domain.to_ascii_lowercase(),
     };
     let config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
         .with_safe_default_protocol_versions()?
@@ -205,4 +229,29 @@ pub fn operator_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Tls
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     Ok(finish(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaves_are_minted_only_for_served_names() {
+        let dir = std::env::temp_dir().join(format!("moat-tls-{}", uuid::Uuid::new_v4()));
+        let ca = LocalCa::load_or_create(&dir).unwrap();
+        let default = Arc::new(ca.mint(&["127.0.0.1".to_string()]).unwrap());
+        let r = SniResolver {
+            ca,
+            default,
+            minted: Mutex::new(HashMap::new()),
+            domain: "moat.test".into(),
+        };
+        assert!(r.serves("localhost"));
+        assert!(r.serves("moat.test"));
+        assert!(r.serves("app.moat.test"));
+        assert!(r.serves("app.westus.data.moat.test"));
+        assert!(!r.serves("evilmoat.test"));
+        assert!(!r.serves("example.org"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
