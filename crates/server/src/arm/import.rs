@@ -142,27 +142,13 @@ async fn parse(state: &AppState, ctx: &ArmCtx, body: &Value) -> ArmResult<Reques
 
 /// A registry of this server named by its ARM id, readable by the caller.
 async fn local_registry(state: &AppState, ctx: &ArmCtx, id: &str) -> ArmResult<Registry> {
-    let segments: Vec<&str> = id.trim_matches('/').split('/').collect();
-    let registry = match segments[..] {
-        ["subscriptions", sub, rg_key, rg, "providers", provider, kind, name]
-            if sub.eq_ignore_ascii_case(&ctx.subscription)
-                && rg_key.eq_ignore_ascii_case("resourceGroups")
-                && provider.eq_ignore_ascii_case("Microsoft.ContainerRegistry")
-                && kind.eq_ignore_ascii_case("registries") =>
-        {
-            state
-                .meta
-                .registry_by_name(&name.to_ascii_lowercase())
-                .await?
-                .filter(|r| r.resource_group.eq_ignore_ascii_case(rg))
-        }
-        _ => None,
-    };
-    let registry = registry.ok_or_else(|| {
-        invalid(format!(
-            "source registry '{id}' was not found on this server: give its resource id (`moat acr show -n <name> --query id`)"
-        ))
-    })?;
+    let registry = super::registries::by_resource_id(state, ctx, id)
+        .await?
+        .ok_or_else(|| {
+            invalid(format!(
+                "source registry '{id}' was not found on this server: give its resource id (`moat acr show -n <name> --query id`)"
+            ))
+        })?;
     if !ctx
         .principal
         .can_read(&registry.resource_group, &registry.name)

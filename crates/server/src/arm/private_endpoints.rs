@@ -437,20 +437,8 @@ async fn parse_endpoint(
         .pointer("/properties/privateLinkServiceId")
         .and_then(Value::as_str)
         .ok_or_else(|| ArmError::invalid_property(&path, "required: the registry's resource id"))?;
-    let segments: Vec<&str> = service.trim_matches('/').split('/').collect();
-    let registry = match segments[..] {
-        ["subscriptions", sub, "resourceGroups" | "resourcegroups", rg, "providers", provider, "registries", name]
-            if sub.eq_ignore_ascii_case(&ctx.subscription)
-                && provider.eq_ignore_ascii_case("Microsoft.ContainerRegistry") =>
-        {
-            state
-                .meta
-                .registry_by_name(&name.to_ascii_lowercase())
-                .await?
-                .filter(|r| r.resource_group.eq_ignore_ascii_case(rg))
-        }
-        _ => None,
-    }
+    let registry = super::registries::by_resource_id(state, ctx, service)
+        .await?
     .ok_or_else(|| {
         ArmError::bad_request(
             "PrivateLinkServiceNotFound",

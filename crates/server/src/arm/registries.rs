@@ -57,6 +57,31 @@ async fn find(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult
     Ok(r)
 }
 
+/// The registry a resource id names (`/subscriptions/{sub}/resourceGroups/{rg}/providers/
+/// Microsoft.ContainerRegistry/registries/{name}`, fixed segments in any case), if it is one of this server's.
+pub async fn by_resource_id(
+    state: &AppState,
+    ctx: &ArmCtx,
+    id: &str,
+) -> ArmResult<Option<Registry>> {
+    let segments: Vec<&str> = id.trim_matches('/').split('/').collect();
+    let ["subscriptions", sub, rg_key, rg, "providers", provider, kind, name] = segments[..] else {
+        return Ok(None);
+    };
+    if !(sub.eq_ignore_ascii_case(&ctx.subscription)
+        && rg_key.eq_ignore_ascii_case("resourceGroups")
+        && provider.eq_ignore_ascii_case("Microsoft.ContainerRegistry")
+        && kind.eq_ignore_ascii_case("registries"))
+    {
+        return Ok(None);
+    }
+    Ok(state
+        .meta
+        .registry_by_name(&name.to_ascii_lowercase())
+        .await?
+        .filter(|r| r.resource_group.eq_ignore_ascii_case(rg)))
+}
+
 pub fn require_write(ctx: &ArmCtx, r: &Registry, action: &str) -> ArmResult<()> {
     if ctx.principal.can_write(&r.resource_group, &r.name) {
         Ok(())
