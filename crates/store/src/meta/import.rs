@@ -68,14 +68,11 @@ impl MetadataStore {
     {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(src) = source {
-            let registry = sqlx::query(
-                "SELECT id, name, login_server, resource_group, created_at, settings FROM registries WHERE id = ?",
+            let registry = super::registries::load(
+                &mut tx,
+                super::registries::RegistryKey::Id(src.registry_id),
             )
-            .bind(src.registry_id)
-            .fetch_optional(&mut *tx)
             .await?
-            .map(super::registries::from_row)
-            .transpose()?
             .ok_or(ImportWriteError::SourceGone)?;
             check(&registry).map_err(ImportWriteError::Refused)?;
             for (digest, _) in write.blobs {

@@ -234,7 +234,7 @@ impl MetadataStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db)?;
-        let current = load(&mut tx, name)
+        let current = super::registries::load(&mut tx, super::registries::RegistryKey::Name(name))
             .await
             .map_err(|e| E::from(UpdateError::Store(e)))?;
         if let Some(c) = &current {
@@ -357,17 +357,4 @@ impl MetadataStore {
         .fetch_one(&self.reader)
         .await?)
     }
-}
-
-pub(crate) async fn load(
-    conn: &mut sqlx::SqliteConnection,
-    name: &str,
-) -> Result<Option<Registry>> {
-    let q = "SELECT id, name, login_server, resource_group, created_at, settings FROM registries WHERE name = ?";
-    sqlx::query(q)
-        .bind(name)
-        .fetch_optional(conn)
-        .await?
-        .map(super::registries::from_row)
-        .transpose()
 }

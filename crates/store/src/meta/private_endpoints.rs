@@ -183,14 +183,12 @@ impl MetadataStore {
         let loses_approval = pe.is_approved()
             && !matches!(&what, EndpointChange::SetStatus { status, .. } if *status == ConnectionStatus::Approved);
         if loses_approval {
-            let registry = sqlx::query("SELECT id, name, login_server, resource_group, created_at, settings FROM registries WHERE id = ?")
-                .bind(&pe.registry_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?
-                .map(super::registries::from_row)
-                .transpose()
-                .map_err(store)?;
+            let registry = super::registries::load(
+                &mut tx,
+                super::registries::RegistryKey::Id(&pe.registry_id),
+            )
+            .await
+            .map_err(store)?;
             if let Some(registry) = registry {
                 let mut facts = self
                     .policy_facts(&mut tx, &registry.id)

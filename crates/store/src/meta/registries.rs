@@ -23,6 +23,31 @@ pub(crate) fn from_row(row: SqliteRow) -> Result<Registry> {
     })
 }
 
+/// A registry read inside the caller's transaction, by name or by id: what a policy check must see.
+pub(crate) async fn load(
+    conn: &mut sqlx::SqliteConnection,
+    by: RegistryKey<'_>,
+) -> Result<Option<Registry>> {
+    let (column, value) = match by {
+        RegistryKey::Name(n) => ("name", n),
+        RegistryKey::Id(i) => ("id", i),
+    };
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM registries WHERE {column} = ?"
+    ))
+    .bind(value)
+    .fetch_optional(conn)
+    .await?
+    .map(from_row)
+    .transpose()
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RegistryKey<'a> {
+    Name(&'a str),
+    Id(&'a str),
+}
+
 pub(crate) fn settings_json(s: &RegistrySettings) -> String {
     serde_json::to_string(s).expect("settings serialize")
 }
