@@ -1970,13 +1970,33 @@ fn note<T>(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    const USAGE: &str = "usage: moat-bench [--quick] [--only N[,N…]]";
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: moat-bench [--quick]\n  env: MOAT_BIN (default target/release/moat), DISTRIBUTION_BIN (default /usr/bin/docker-registry), SKOPEO_BIN (default /usr/bin/skopeo), BENCH_TMPDIR");
+        println!("{USAGE}\n  --only: run only these workloads (1-7; 5, the physical limits, always runs)\n  env: MOAT_BIN (default target/release/moat), DISTRIBUTION_BIN (default /usr/bin/docker-registry), SKOPEO_BIN (default /usr/bin/skopeo), BENCH_TMPDIR");
         return Ok(());
     }
-    if let Some(a) = args.iter().find(|a| *a != "--quick") {
-        bail!("unknown argument {a} (usage: moat-bench [--quick])");
+    let mut only: Option<Vec<u32>> = None;
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--quick" => {}
+            "--only" => {
+                let list = rest.next().ok_or_else(|| {
+                    anyhow!("--only needs a list of workloads, e.g. --only 1,3 ({USAGE})")
+                })?;
+                let ns = list
+                    .split(',')
+                    .map(|n| n.trim().parse::<u32>().ok().filter(|n| (1..=7).contains(n)))
+                    .collect::<Option<Vec<u32>>>()
+                    .ok_or_else(|| {
+                        anyhow!("--only {list}: workloads are numbers 1 to 7 ({USAGE})")
+                    })?;
+                only = Some(ns);
+            }
+            _ => bail!("unknown argument {a} ({USAGE})"),
+        }
     }
+    let wants = |n: u32| only.as_ref().is_none_or(|o| o.contains(&n));
     let sizes = Sizes::new(args.iter().any(|a| a == "--quick"));
     let root = repo_root();
     let env = Env {
@@ -2096,49 +2116,61 @@ async fn main() -> Result<()> {
         }
     }
 
-    for (i, name) in names.iter().enumerate() {
-        eprintln!(
-            "[{name}] 1. large blob: push {} MiB, pull ×{}",
-            sizes.large >> 20,
-            sizes.pull_repeats
-        );
-        large_fig[i] = note(
-            &mut errors,
-            &format!("{name}: large blob"),
-            tokio::time::timeout(t, async {
-                let s = start(&env, i).await?;
-                large_blob(&Reg::plain(&s), &data, &sizes, "bench/large").await
-            })
-            .await,
-        );
-        if let Some(f) = large_fig[i] {
-            eprintln!("  push {:.0} MiB/s, pull {:.0} MiB/s", f.push, f.pull);
-        }
-    }
-    eprintln!(
-        "[moat https] 1b. large blob over TLS: push {} MiB, pull ×{}",
-        sizes.large >> 20,
-        sizes.pull_repeats
-    );
-    let tls_fig: Option<LargeFig> = note(
-        &mut errors,
-        "moat https: large blob",
-        tokio::time::timeout(t, async {
-            let s = env.start_moat(true).await?;
-            let ca = s.dir.join("data").join("tls").join("ca.pem");
-            large_blob(&Reg::tls(&s, &ca).await?, &data, &sizes, "bench/large").await
-        })
-        .await,
-    );
-    if let Some(f) = tls_fig {
-        eprintln!("  push {:.0} MiB/s, pull {:.0} MiB/s", f.push, f.pull);
-    }
     let best = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
+    // Workload 1 alternates the servers, like 2 and 3: one push on this shared disk is one draw from its moods.
     for round in 1..=sizes.rounds {
-        for (i, name) in names.iter().enumerate() {
+        for (i, name) in names.iter().enumerate().filter(|_| wants(1)) {
+            eprintln!(
+                "[{name}] 1. large blob: push {} MiB, pull ×{} (round {round}/{})",
+                sizes.large >> 20,
+                sizes.pull_repeats,
+                sizes.rounds
+            );
+            let f = note(
+                &mut errors,
+                &format!("{name}: large blob"),
+                tokio::time::timeout(t, async {
+                    let s = start(&env, i).await?;
+                    large_blob(&Reg::plain(&s), &data, &sizes, "bench/large").await
+                })
+                .await,
+            );
+            if let Some(f) = f {
+                eprintln!("  push {:.0} MiB/s, pull {:.0} MiB/s", f.push, f.pull);
+                let old = large_fig[i].unwrap_or_default();
+                large_fig[i] = Some(LargeFig {
+                    push: old.push.max(f.push),
+                    pull: old.pull.max(f.pull),
+                });
+            }
+        }
+    }
+    let mut tls_fig: Option<LargeFig> = None;
+    if wants(1) {
+        eprintln!(
+            "[moat https] 1b. large blob over TLS: push {} MiB, pull ×{}",
+            sizes.large >> 20,
+            sizes.pull_repeats
+        );
+        tls_fig = note(
+            &mut errors,
+            "moat https: large blob",
+            tokio::time::timeout(t, async {
+                let s = env.start_moat(true).await?;
+                let ca = s.dir.join("data").join("tls").join("ca.pem");
+                large_blob(&Reg::tls(&s, &ca).await?, &data, &sizes, "bench/large").await
+            })
+            .await,
+        );
+        if let Some(f) = tls_fig {
+            eprintln!("  push {:.0} MiB/s, pull {:.0} MiB/s", f.push, f.pull);
+        }
+    }
+    for round in 1..=sizes.rounds {
+        for (i, name) in names.iter().enumerate().filter(|_| wants(2)) {
             eprintln!(
                 "[{name}] 2. {} blobs of {} KiB, {} clients (round {round}/{})",
                 sizes.small_count,
@@ -2166,7 +2198,7 @@ async fn main() -> Result<()> {
         }
     }
     for round in 1..=sizes.rounds {
-        for (i, name) in names.iter().enumerate() {
+        for (i, name) in names.iter().enumerate().filter(|_| wants(3)) {
             eprintln!(
                 "[{name}] 3. manifest GET by tag, {} clients, {} s (round {round}/{})",
                 sizes.concurrency, sizes.manifest_secs, sizes.rounds
@@ -2186,7 +2218,7 @@ async fn main() -> Result<()> {
             manifest_fig[i] = best(manifest_fig[i], f);
         }
     }
-    for (i, name) in names.iter().enumerate() {
+    for (i, name) in names.iter().enumerate().filter(|_| wants(4)) {
         eprintln!(
             "[{name}] 4. server RSS during a {} MiB push",
             (sizes.large as u64 * RSS_REPEAT) >> 20
@@ -2208,111 +2240,119 @@ async fn main() -> Result<()> {
         }
     }
 
-    eprintln!(
-        "[moat] 6. manifest GET by tag through the network rules, {} clients, {} s: default settings vs {IP_RULES} IP rules ({} rounds)",
-        sizes.concurrency, sizes.manifest_secs, sizes.rounds
-    );
-    let rules_fig: Option<RulesFig> = note(
-        &mut errors,
-        "moat: manifest GET through network rules",
-        tokio::time::timeout(t, network_rules(&env, &sizes)).await,
-    );
-    if let Some(f) = rules_fig {
+    let mut rules_fig: Option<RulesFig> = None;
+    if wants(6) {
         eprintln!(
-            "  default {:.0} requests/s, {IP_RULES} IP rules {:.0} requests/s ({:.3}x)",
-            f.open,
-            f.rules,
-            f.rules / f.open
+            "[moat] 6. manifest GET by tag through the network rules, {} clients, {} s: default settings vs {IP_RULES} IP rules ({} rounds)",
+            sizes.concurrency, sizes.manifest_secs, sizes.rounds
         );
+        rules_fig = note(
+            &mut errors,
+            "moat: manifest GET through network rules",
+            tokio::time::timeout(t, network_rules(&env, &sizes)).await,
+        );
+        if let Some(f) = rules_fig {
+            eprintln!(
+                "  default {:.0} requests/s, {IP_RULES} IP rules {:.0} requests/s ({:.3}x)",
+                f.open,
+                f.rules,
+                f.rules / f.open
+            );
+        }
     }
 
-    // Workload 7: the image is made here (not timed) and pushed into Distribution once.
-    eprintln!(
-        "[moat] 7. importImage: preparing a {} MiB image of {IMPORT_LAYERS} gzip layers and a 1 KiB one…",
-        sizes.large >> 20
-    );
-    let (big, tiny) = {
-        let n = sizes.large;
-        tokio::task::spawn_blocking(move || {
-            (
-                Image::random(n, IMPORT_LAYERS, 70),
-                Image::random(1024, 1, 71),
-            )
-        })
-        .await?
-    };
-    eprintln!(
-        "[distribution] 7. import source: push {IMPORT_REPO}:v1 ({})",
-        big.size()
-    );
-    let dist: Option<Server> = note(
-        &mut errors,
-        "distribution: push the import source",
-        tokio::time::timeout(t, async {
-            let s = env.start_distribution().await?;
-            big.push(&Reg::plain(&s), IMPORT_REPO, "v1").await?;
-            Ok(s)
-        })
-        .await,
-    );
     let (mut import_fig, mut skopeo_fig): (Option<f64>, Option<f64>) = (None, None);
-    if let Some(dist) = &dist {
-        for round in 1..=sizes.rounds {
-            // (a) first in odd rounds, (b) first in even ones.
-            for first in [true, false] {
-                if first == (round % 2 == 1) {
-                    eprintln!(
-                        "[moat] 7a. importImage {IMPORT_REPO}:v1 from distribution into a fresh moat, polled every {} ms (round {round}/{})",
-                        IMPORT_POLL.as_millis(),
-                        sizes.rounds
-                    );
-                    let f = note(
-                        &mut errors,
-                        "moat: importImage from distribution",
-                        tokio::time::timeout(t, import_remote(&env, dist.port, &big)).await,
-                    );
-                    if let Some(f) = f {
-                        eprintln!("  {f:.0} MiB/s");
+    let mut local_fig: Option<LocalImportFig> = None;
+    let mut import_mib = 0.0;
+    if wants(7) {
+        // Workload 7: the image is made here (not timed) and pushed into Distribution once.
+        eprintln!(
+            "[moat] 7. importImage: preparing a {} MiB image of {IMPORT_LAYERS} gzip layers and a 1 KiB one…",
+            sizes.large >> 20
+        );
+        let (big, tiny) = {
+            let n = sizes.large;
+            tokio::task::spawn_blocking(move || {
+                (
+                    Image::random(n, IMPORT_LAYERS, 70),
+                    Image::random(1024, 1, 71),
+                )
+            })
+            .await?
+        };
+        eprintln!(
+            "[distribution] 7. import source: push {IMPORT_REPO}:v1 ({})",
+            big.size()
+        );
+        let dist: Option<Server> = note(
+            &mut errors,
+            "distribution: push the import source",
+            tokio::time::timeout(t, async {
+                let s = env.start_distribution().await?;
+                big.push(&Reg::plain(&s), IMPORT_REPO, "v1").await?;
+                Ok(s)
+            })
+            .await,
+        );
+
+        if let Some(dist) = &dist {
+            for round in 1..=sizes.rounds {
+                // (a) first in odd rounds, (b) first in even ones.
+                for first in [true, false] {
+                    if first == (round % 2 == 1) {
+                        eprintln!(
+                            "[moat] 7a. importImage {IMPORT_REPO}:v1 from distribution into a fresh moat, polled every {} ms (round {round}/{})",
+                            IMPORT_POLL.as_millis(),
+                            sizes.rounds
+                        );
+                        let f = note(
+                            &mut errors,
+                            "moat: importImage from distribution",
+                            tokio::time::timeout(t, import_remote(&env, dist.port, &big)).await,
+                        );
+                        if let Some(f) = f {
+                            eprintln!("  {f:.0} MiB/s");
+                        }
+                        import_fig = best(import_fig, f);
+                    } else {
+                        eprintln!(
+                            "[moat] 7b. skopeo copy {IMPORT_REPO}:v1 from distribution into a fresh moat (round {round}/{})",
+                            sizes.rounds
+                        );
+                        let f = note(
+                            &mut errors,
+                            "moat: skopeo copy from distribution",
+                            tokio::time::timeout(t, skopeo_copy(&env, dist.port, &big)).await,
+                        );
+                        if let Some(f) = f {
+                            eprintln!("  {f:.0} MiB/s");
+                        }
+                        skopeo_fig = best(skopeo_fig, f);
                     }
-                    import_fig = best(import_fig, f);
-                } else {
-                    eprintln!(
-                        "[moat] 7b. skopeo copy {IMPORT_REPO}:v1 from distribution into a fresh moat (round {round}/{})",
-                        sizes.rounds
-                    );
-                    let f = note(
-                        &mut errors,
-                        "moat: skopeo copy from distribution",
-                        tokio::time::timeout(t, skopeo_copy(&env, dist.port, &big)).await,
-                    );
-                    if let Some(f) = f {
-                        eprintln!("  {f:.0} MiB/s");
-                    }
-                    skopeo_fig = best(skopeo_fig, f);
                 }
             }
         }
-    }
-    drop(dist);
-    eprintln!(
-        "[moat] 7c. same-server importImage, {} calls per image ({} and {})",
-        sizes.import_calls,
-        big.size(),
-        tiny.size()
-    );
-    let local_fig: Option<LocalImportFig> = note(
-        &mut errors,
-        "moat: same-server importImage",
-        tokio::time::timeout(t, import_local(&env, &big, &tiny, sizes.import_calls)).await,
-    );
-    if let Some(f) = local_fig {
+        drop(dist);
         eprintln!(
-            "  large: best {:.1} ms, median {:.1} ms; 1 KiB: best {:.1} ms, median {:.1} ms",
-            f.large.0, f.large.1, f.tiny.0, f.tiny.1
+            "[moat] 7c. same-server importImage, {} calls per image ({} and {})",
+            sizes.import_calls,
+            big.size(),
+            tiny.size()
         );
+        local_fig = note(
+            &mut errors,
+            "moat: same-server importImage",
+            tokio::time::timeout(t, import_local(&env, &big, &tiny, sizes.import_calls)).await,
+        );
+        if let Some(f) = local_fig {
+            eprintln!(
+                "  large: best {:.1} ms, median {:.1} ms; 1 KiB: best {:.1} ms, median {:.1} ms",
+                f.large.0, f.large.1, f.tiny.0, f.tiny.1
+            );
+        }
+        import_mib = big.mib();
+        drop((big, tiny));
     }
-    let import_mib = big.mib();
-    drop((big, tiny));
 
     // Report
     let ge = |m: Option<f64>, d: Option<f64>, k: f64| match (m, d) {

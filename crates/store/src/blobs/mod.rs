@@ -2,11 +2,14 @@
 //! and made durable (fsync of file and directory) before the upload is renamed to its digest. The `BlobStore`
 //! trait is what Azure Blob and S3 back-ends implement; `LocalBlobStore` is the embedded default.
 
-use bytes::Bytes;
+mod writer;
+
+pub use writer::UploadWriter;
+
 use moat_model::{Algorithm, Digest};
 use sha2::{Digest as _, Sha256, Sha512};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 pub trait BlobStore: Send + Sync + 'static {
@@ -33,131 +36,6 @@ pub trait BlobStore: Send + Sync + 'static {
     fn remove_blob(&self, digest: &Digest) -> io::Result<()>;
     /// Digest of an upload's bytes by another algorithm than the sha256 computed while they streamed in.
     fn digest_upload(&self, id: &str, algorithm: Algorithm) -> io::Result<Digest>;
-}
-
-/// Appends to an upload, hashing each byte once on its way to the file. Large uploads hash on a second thread
-/// while this one writes, and start the disk's write-back as they go, so that the fsync that acknowledges them
-/// finds little left to do: a push then runs at the lesser of the hash rate and the disk rate, not their sum.
-pub struct UploadWriter {
-    file: File,
-    hashing: Hashing,
-    size: u64,
-    /// Write-back has been started for every byte before this offset.
-    writeback_from: u64,
-}
-
-enum Hashing {
-    Inline(Sha256),
-    Parallel {
-        chunks: std::sync::mpsc::SyncSender<Bytes>,
-        hasher: std::thread::JoinHandle<Sha256>,
-    },
-    Taken,
-}
-
-/// Below this size, a thread costs more than it saves.
-const PARALLEL_HASH_AFTER: u64 = 4 << 20;
-/// Write-back is started every this many bytes, and the window before it waited for.
-const WRITEBACK_WINDOW: u64 = 8 << 20;
-
-impl UploadWriter {
-    fn new(file: File, hasher: Sha256, size: u64) -> UploadWriter {
-        UploadWriter {
-            file,
-            hashing: Hashing::Inline(hasher),
-            size,
-            writeback_from: size,
-        }
-    }
-
-    pub fn write(&mut self, chunk: Bytes) -> io::Result<()> {
-        if self.size >= PARALLEL_HASH_AFTER {
-            if let Hashing::Inline(_) = self.hashing {
-                let Hashing::Inline(mut h) = std::mem::replace(&mut self.hashing, Hashing::Taken)
-                else {
-                    unreachable!()
-                };
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
-                let hasher = std::thread::spawn(move || {
-                    for c in rx {
-                        h.update(&c);
-                    }
-                    h
-                });
-                self.hashing = Hashing::Parallel { chunks: tx, hasher };
-            }
-        }
-        match &mut self.hashing {
-            Hashing::Inline(h) => h.update(&chunk),
-            Hashing::Parallel { chunks, .. } => {
-                chunks
-                    .send(chunk.clone())
-                    .map_err(|_| io::Error::other("hasher thread ended"))?;
-            }
-            Hashing::Taken => unreachable!("hasher is only taken while switching"),
-        }
-        self.file.write_all(&chunk)?;
-        self.size += chunk.len() as u64;
-        if self.size - self.writeback_from >= WRITEBACK_WINDOW {
-            self.start_writeback();
-        }
-        Ok(())
-    }
-
-    #[cfg(target_os = "linux")]
-    fn start_writeback(&mut self) {
-        use std::os::fd::AsRawFd;
-        let fd = self.file.as_raw_fd();
-        let (start, len) = (
-            self.writeback_from as i64,
-            (self.size - self.writeback_from) as i64,
-        );
-        // SAFETY: sync_file_range only reads the descriptor and offsets; failures are harmless hints.
-        unsafe {
-            libc::sync_file_range(fd, start, len, libc::SYNC_FILE_RANGE_WRITE);
-            if start >= 4 * WRITEBACK_WINDOW as i64 {
-                // Wait for the previous window, so dirty pages (and the final fsync) stay bounded.
-                let prev = start - 4 * WRITEBACK_WINDOW as i64;
-                libc::sync_file_range(
-                    fd,
-                    prev,
-                    WRITEBACK_WINDOW as i64,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                        | libc::SYNC_FILE_RANGE_WRITE
-                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                );
-            }
-        }
-        self.writeback_from = self.size;
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn start_writeback(&mut self) {}
-
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// fsyncs the bytes written so far: called before any 202/201 that acknowledges them.
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
-    }
-
-    /// The digest of everything written, and the hasher state to continue with.
-    pub fn finish(mut self) -> io::Result<(Digest, Sha256, u64)> {
-        let hasher = match std::mem::replace(&mut self.hashing, Hashing::Taken) {
-            Hashing::Inline(h) => h,
-            Hashing::Parallel { chunks, hasher } => {
-                drop(chunks);
-                hasher
-                    .join()
-                    .map_err(|_| io::Error::other("hasher thread panicked"))?
-            }
-            Hashing::Taken => unreachable!("finish consumes the writer"),
-        };
-        let digest = Digest::from_sha256_bytes(&hasher.clone().finalize());
-        Ok((digest, hasher, self.size))
-    }
 }
 
 pub struct LocalBlobStore {
@@ -309,6 +187,7 @@ impl BlobStore for LocalBlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn upload_resumes_with_and_without_state() {
