@@ -19,6 +19,8 @@ pub struct UploadWriter {
     size: u64,
     /// Write-back has been started for every byte before this offset.
     writeback_from: u64,
+    /// The size the upload was opened at: bytes acknowledged earlier, already durable.
+    durable: u64,
     flusher: Option<Flusher>,
 }
 
@@ -47,6 +49,7 @@ impl UploadWriter {
             hashing: Hashing::Inline(hasher),
             size,
             writeback_from: size,
+            durable: size,
             flusher: None,
         }
     }
@@ -82,9 +85,9 @@ impl UploadWriter {
         if self.size - self.writeback_from >= WRITEBACK_WINDOW {
             self.start_writeback();
         }
-        if self.flusher.is_none() && self.size >= FLUSH_EVERY {
+        if self.flusher.is_none() && self.size - self.durable >= FLUSH_EVERY {
             let file = self.file.try_clone()?;
-            self.flusher = Some(Flusher::start(move || file.sync_data(), self.size));
+            self.flusher = Some(Flusher::start(move || file.sync_data(), self.durable));
         }
         if let Some(f) = &self.flusher {
             f.written(self.size)?;
@@ -163,12 +166,13 @@ struct FlushProgress {
 }
 
 impl Flusher {
-    /// `sync` makes everything written so far durable (`fdatasync` of the upload).
-    fn start(sync: impl FnMut() -> io::Result<()> + Send + 'static, written: u64) -> Flusher {
+    /// `sync` makes everything written so far durable (`fdatasync` of the upload); the first `durable` bytes
+    /// already are.
+    fn start(sync: impl FnMut() -> io::Result<()> + Send + 'static, durable: u64) -> Flusher {
         let shared = Arc::new(FlushShared {
             progress: Mutex::new(FlushProgress {
-                written,
-                flushed: 0,
+                written: durable,
+                flushed: durable,
                 stopping: false,
                 failed: None,
             }),
