@@ -51,6 +51,8 @@ pub enum Egress<'a> {
     },
     /// A repository's tag names listed to a client: they reveal what it holds.
     ListTags { repository: &'a RepositoryName },
+    /// A repository's metadata (tags, manifests, digests, sizes, platforms) read through ACR's `/acr/v1` API.
+    ReadMetadata { repository: &'a RepositoryName },
     /// A manifest served to a client (by tag or digest).
     PullManifest {
         repository: &'a RepositoryName,
@@ -90,6 +92,7 @@ impl Egress<'_> {
             | Egress::DataEndpointDownload { repository, .. }
             | Egress::PullManifest { repository, .. }
             | Egress::ListTags { repository }
+            | Egress::ReadMetadata { repository }
             | Egress::ImportFrom { repository, .. } => Some(repository),
             Egress::Mount { to, .. } => Some(to),
             Egress::ExportPipeline { .. } => None,
@@ -101,6 +104,7 @@ impl Egress<'_> {
             Egress::PullBlob { .. } | Egress::DataEndpointDownload { .. } => "Pull",
             Egress::PullManifest { .. } => "Pull",
             Egress::ListTags { .. } => "ListTags",
+            Egress::ReadMetadata { .. } => "ReadMetadata",
             Egress::ImportFrom { .. } => "Export",
             Egress::ExportPipeline { .. } => "Export",
             Egress::Mount { .. } => "Mount",
@@ -187,6 +191,18 @@ pub fn decide(registry: &Registry, origin: &Origin, access: &Access, egress: &Eg
         Egress::PullBlob { repository, .. }
         | Egress::PullManifest { repository, .. }
         | Egress::ListTags { repository } => may_read(registry, access, repository),
+        Egress::ReadMetadata { repository } => {
+            if registry.anonymous_pull_enabled()
+                || access.allows_repo(repository, Action::MetadataRead)
+            {
+                Decision::Allow
+            } else {
+                Decision::Deny(DenyReason::MissingPermission {
+                    repository: (*repository).clone(),
+                    action: Action::MetadataRead,
+                })
+            }
+        }
         Egress::ImportFrom {
             target_registry, ..
         } => {
@@ -295,6 +311,32 @@ mod tests {
             grants: vec![grant("a", &[Action::Push])],
         };
         assert!(!decide(&registry("r1", false), &origin(), &push_only, &e).is_allowed());
+    }
+
+    #[test]
+    fn metadata_reads_need_metadata_read_not_pull() {
+        let repo: RepositoryName = "a".parse().unwrap();
+        let e = Egress::ReadMetadata { repository: &repo };
+        let with = |actions: &[Action]| Access {
+            any_repository: Default::default(),
+            grants: vec![grant("a", actions)],
+        };
+        let r = registry("r1", false);
+        assert_eq!(
+            decide(&r, &origin(), &with(&[Action::Pull]), &e),
+            Decision::Deny(DenyReason::MissingPermission {
+                repository: repo.clone(),
+                action: Action::MetadataRead
+            })
+        );
+        assert!(decide(&r, &origin(), &with(&[Action::MetadataRead]), &e).is_allowed());
+        assert!(decide(&registry("r1", true), &origin(), &Access::default(), &e).is_allowed());
+        let mut closed = registry("r1", true);
+        closed.settings.public_network_access = false;
+        assert!(matches!(
+            decide(&closed, &origin(), &with(&[Action::MetadataRead]), &e),
+            Decision::Deny(DenyReason::Network(_))
+        ));
     }
 
     #[test]

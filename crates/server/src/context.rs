@@ -309,6 +309,8 @@ impl RequestCtx {
         let actions = match action {
             Action::Push => "pull,push",
             Action::Delete => "delete",
+            Action::MetadataRead => "metadata_read",
+            Action::MetadataWrite => "metadata_write",
             _ => "pull",
         };
         let scope = format!("repository:{repo}:{actions}");

@@ -1,6 +1,7 @@
 //! HTTP: the OCI Distribution API on `/v2`, the Docker token service on `/oauth2`, TLS with a local CA,
 //! routing by `Host`, and the classification of every request's origin and principal at the edge.
 
+pub mod acr;
 pub mod arm;
 pub mod audit_log;
 pub mod config;

@@ -8,7 +8,7 @@ use crate::identities::CredentialCache;
 use crate::oci::error::{Code, OciError};
 use crate::registries::RegistryDirectory;
 use crate::state::AppState;
-use crate::{oci, tls, token};
+use crate::{acr, oci, tls, token};
 use anyhow::Context;
 use axum::body::Body;
 use axum::response::IntoResponse;
@@ -131,6 +131,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(oci::router())
         .merge(token::router())
+        .merge(acr::router())
         .merge(crate::arm::router())
         .route("/", axum::routing::get(crate::data_endpoint::download))
         .fallback(not_found)

@@ -1,6 +1,7 @@
 //! The Docker token service: `GET /oauth2/token` with basic auth (docker, skopeo, podman, oras), and
 //! `POST /oauth2/token` with the `password` and `refresh_token` grants. Requested actions the caller may not
-//! have are dropped, not refused, as the Docker token spec and ACR do.
+//! have are dropped, not refused, as the Docker token spec and ACR do. `POST /oauth2/exchange` turns an Entra
+//! (here: Moat's AAD-shaped) access token into a registry refresh token, as `az acr login` and the Azure SDKs ask.
 
 use crate::context::{basic_credentials, RequestCtx};
 use crate::identities;
@@ -22,9 +23,26 @@ use serde_json::json;
 const ACCESS_TTL: u64 = 4500;
 const REFRESH_TTL: u64 = 10800;
 const REFRESH_GRANT: &str = "refresh";
+/// The username that says "the password is a refresh token" (`az acr login` hands docker one this way).
+const REFRESH_TOKEN_USER: &str = "00000000-0000-0000-0000-000000000000";
+/// Audiences an Entra token may carry at `/oauth2/exchange`: ACR's own, and ARM's (the SDKs' default).
+const EXCHANGE_AUDIENCES: &[&str] = &[
+    "https://containerregistry.azure.net",
+    "https://management.azure.com",
+    "https://management.core.windows.net",
+];
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/oauth2/token", any(token))
+    Router::new()
+        .route("/oauth2/token", any(token))
+        .route("/oauth2/exchange", any(exchange))
+}
+
+async fn exchange(State(state): State<AppState>, req: Request) -> Response {
+    match exchange_token(&state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn token(State(state): State<AppState>, req: Request) -> Response {
@@ -44,9 +62,19 @@ fn fields(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
-    let (parts, body) = req.into_parts();
-    let ctx = RequestCtx::classify_unauthenticated(state, &parts).await?;
+/// The query's and (for a POST) the form body's fields; `methods` are those the endpoint answers.
+async fn form(
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+    methods: &[Method],
+) -> OciResult<Vec<(String, String)>> {
+    if !methods.contains(&parts.method) {
+        let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+        return Err(
+            OciError::new(Code::Unsupported, format!("use {}", names.join(" or ")))
+                .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED),
+        );
+    }
     let mut params = fields(parts.uri.query().unwrap_or(""));
     if parts.method == Method::POST {
         let bytes = http_body_util::Limited::new(body, 64 * 1024)
@@ -58,16 +86,118 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
             })?
             .to_bytes();
         params.extend(fields(&String::from_utf8_lossy(&bytes)));
-    } else if parts.method != Method::GET {
-        return Err(OciError::new(Code::Unsupported, "use GET or POST")
-            .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED));
     }
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
+    Ok(params)
+}
+
+fn field(params: &[(String, String)], k: &str) -> Option<String> {
+    params
+        .iter()
+        .find(|(key, _)| key == k)
+        .map(|(_, v)| v.clone())
+}
+
+/// Records a failed login and answers with a challenge that says what to do.
+fn login_failure(state: &AppState, ctx: &RequestCtx, why: &str, what_next: &str) -> OciError {
+    let mut e = ctx.event("Login", None, 401);
+    e.category = Category::ContainerRegistryLoginEvents.as_str().into();
+    e.result_type = "Failure".into();
+    e.result_description = format!("401: {why}");
+    state.audit.record(e);
+    let mut err = ctx.challenge(None, None);
+    err.message = format!("{why}: {what_next}");
+    err
+}
+
+fn login_success(state: &AppState, ctx: &RequestCtx, identity: &str) {
+    let mut e = ctx.event("Login", None, 200);
+    e.category = Category::ContainerRegistryLoginEvents.as_str().into();
+    e.identity = Some(identity.to_string());
+    state.audit.record(e);
+}
+
+/// A refresh token this registry issued: the identity it was issued to.
+fn refresh_identity(state: &AppState, ctx: &RequestCtx, token: &str) -> Option<String> {
+    match state
+        .tokens
+        .verify(token, &ctx.registry.login_server, &ctx.registry.id)
+    {
+        Ok(c) if c.grant_type == REFRESH_GRANT => Some(c.sub),
+        _ => None,
+    }
+}
+
+/// `POST /oauth2/exchange`: `grant_type=access_token` (or `access_token_refresh_token`) with an Entra access token
+/// for ACR's or ARM's audience → `{"refresh_token"}` for the service principal it names. What that identity may
+/// do is decided when the refresh token is traded for an access token, from its role assignments.
+async fn exchange_token(state: &AppState, req: Request) -> OciResult<Response> {
+    let (parts, body) = req.into_parts();
+    let ctx = RequestCtx::classify_unauthenticated(state, &parts).await?;
+    let params = form(&parts, body, &[Method::POST]).await?;
+    let bad = |msg: String| {
+        OciError::new(Code::Unsupported, msg).with_status(axum::http::StatusCode::BAD_REQUEST)
     };
+    match field(&params, "grant_type").as_deref() {
+        Some("access_token" | "access_token_refresh_token") => {}
+        Some("refresh_token") => {
+            return Err(bad("grant_type=refresh_token needs an Entra refresh token, which Moat's token service does not issue: exchange an access token (grant_type=access_token)".into()))
+        }
+        other => {
+            return Err(bad(format!(
+                "grant_type {} is not supported: use grant_type=access_token with access_token=<Entra access token>",
+                other.unwrap_or("(missing)")
+            )))
+        }
+    }
+    if let Some(service) = field(&params, "service").filter(|s| !s.is_empty()) {
+        if !service.eq_ignore_ascii_case(&ctx.registry.login_server) {
+            return Err(bad(format!(
+                "service {service} is not this registry: send the exchange to https://{service}/oauth2/exchange or set service={}",
+                ctx.registry.login_server
+            )));
+        }
+    }
+    let aad = field(&params, "access_token").unwrap_or_default();
+    let claims = state
+        .tokens
+        .verify_aad(aad.trim(), EXCHANGE_AUDIENCES)
+        .map_err(|e| {
+            login_failure(
+                state,
+                &ctx,
+                &format!("the Entra access token was refused ({e})"),
+                "get a new one (`az login` again, or the SDK credential) for https://containerregistry.azure.net",
+            )
+        })?;
+    let refresh = state.tokens.issue_with_grant(
+        &claims.appid,
+        &ctx.registry.login_server,
+        &ctx.registry.id,
+        REFRESH_GRANT,
+        REFRESH_TTL,
+    );
+    login_success(state, &ctx, &claims.appid);
+    Ok(axum::Json(json!({ "refresh_token": refresh })).into_response())
+}
+
+/// Authenticates a username and password; the null GUID user presents a refresh token as its password.
+async fn password_identity(
+    state: &AppState,
+    ctx: &RequestCtx,
+    user: &str,
+    password: &str,
+) -> OciResult<Option<String>> {
+    if user == REFRESH_TOKEN_USER {
+        return Ok(refresh_identity(state, ctx, password));
+    }
+    identities::authenticate(state, &ctx.registry, user, password).await
+}
+
+async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
+    let (parts, body) = req.into_parts();
+    let ctx = RequestCtx::classify_unauthenticated(state, &parts).await?;
+    let params = form(&parts, body, &[Method::GET, Method::POST]).await?;
+    let get = |k: &str| field(&params, k);
     // Scopes may be repeated fields or space-separated values of one field.
     let scopes: Vec<ScopeRequest> = params
         .iter()
@@ -77,39 +207,29 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
         .collect();
     let grant_type = get("grant_type");
     let login_failure = |why: &str| {
-        let mut e = ctx.event("Login", None, 401);
-        e.category = Category::ContainerRegistryLoginEvents.as_str().into();
-        e.result_type = "Failure".into();
-        e.result_description = format!("401: {why}");
-        state.audit.record(e);
-        let mut err = ctx.challenge(None, None);
-        err.message = format!("{why}: check the username and password (for the admin user see <data dir>/admin-password)");
-        err
+        login_failure(
+            state,
+            &ctx,
+            why,
+            "check the username and password (for the admin user see <data dir>/admin-password)",
+        )
     };
     // Who is asking: basic auth, the password grant, a refresh token we issued, or nobody.
-    let identity: Option<String> = if let Some((user, password)) = basic_credentials(&parts.headers)
-    {
-        match identities::authenticate(state, &ctx.registry, &user, &password).await? {
-            Some(id) => Some(id),
-            None => return Err(login_failure("invalid username or password")),
-        }
-    } else if grant_type.as_deref() == Some("password") && get("username").is_some() {
-        let (user, password) = (
-            get("username").unwrap_or_default(),
-            get("password").unwrap_or_default(),
-        );
-        match identities::authenticate(state, &ctx.registry, &user, &password).await? {
+    let credentials = basic_credentials(&parts.headers).or_else(|| {
+        (grant_type.as_deref() == Some("password"))
+            .then(|| Some((get("username")?, get("password").unwrap_or_default())))
+            .flatten()
+    });
+    let identity: Option<String> = if let Some((user, password)) = credentials {
+        match password_identity(state, &ctx, &user, &password).await? {
             Some(id) => Some(id),
             None => return Err(login_failure("invalid username or password")),
         }
     } else if grant_type.as_deref() == Some("refresh_token") {
         let rt = get("refresh_token").unwrap_or_default();
-        match state
-            .tokens
-            .verify(&rt, &ctx.registry.login_server, &ctx.registry.id)
-        {
-            Ok(c) if c.grant_type == REFRESH_GRANT => Some(c.sub),
-            _ => return Err(login_failure("invalid or expired refresh token")),
+        match refresh_identity(state, &ctx, &rt) {
+            Some(id) => Some(id),
+            None => return Err(login_failure("invalid or expired refresh token")),
         }
     } else {
         None
@@ -174,11 +294,8 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
             REFRESH_TTL
         ));
     }
-    if identity.is_some() {
-        let mut e = ctx.event("Login", None, 200);
-        e.category = Category::ContainerRegistryLoginEvents.as_str().into();
-        e.identity = identity;
-        state.audit.record(e);
+    if let Some(id) = &identity {
+        login_success(state, &ctx, id);
     }
     Ok(axum::Json(body).into_response())
 }

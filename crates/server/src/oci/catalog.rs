@@ -1,4 +1,5 @@
-//! `GET /v2/_catalog`: the repositories of the registry the request is for, and of no other.
+//! `GET /v2/_catalog` (and ACR's `/acr/v1/_catalog`): the repositories of the registry the request is for, and of
+//! no other.
 
 use super::error::{OciError, OciResult};
 use super::{pagination, percent_encode};
@@ -9,7 +10,13 @@ use axum::response::{IntoResponse, Response};
 use moat_model::access::ResourceScope;
 use moat_model::Action;
 
-pub async fn list(state: &AppState, ctx: &RequestCtx, query: &str) -> OciResult<Response> {
+/// `path` is the endpoint's own, for the `Link` to the next page.
+pub async fn list(
+    state: &AppState,
+    ctx: &RequestCtx,
+    query: &str,
+    path: &str,
+) -> OciResult<Response> {
     if !ctx
         .principal
         .access
@@ -36,7 +43,7 @@ pub async fn list(state: &AppState, ctx: &RequestCtx, query: &str) -> OciResult<
     if let (Some(n), Some(last)) = (n, repos.last()) {
         if repos.len() as i64 == n {
             let link = format!(
-                "</v2/_catalog?n={n}&last={}>; rel=\"next\"",
+                "<{path}?n={n}&last={}>; rel=\"next\"",
                 percent_encode(last)
             );
             resp.headers_mut()

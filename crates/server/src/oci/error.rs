@@ -14,6 +14,7 @@ pub enum Code {
     ManifestBlobUnknown,
     ManifestInvalid,
     ManifestUnknown,
+    TagUnknown,
     NameInvalid,
     NameUnknown,
     SizeInvalid,
@@ -34,6 +35,7 @@ impl Code {
             Code::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
             Code::ManifestInvalid => "MANIFEST_INVALID",
             Code::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Code::TagUnknown => "TAG_UNKNOWN",
             Code::NameInvalid => "NAME_INVALID",
             Code::NameUnknown => "NAME_UNKNOWN",
             Code::SizeInvalid => "SIZE_INVALID",
@@ -49,6 +51,7 @@ impl Code {
             Code::BlobUnknown
             | Code::BlobUploadUnknown
             | Code::ManifestUnknown
+            | Code::TagUnknown
             | Code::NameUnknown => StatusCode::NOT_FOUND,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Denied => StatusCode::FORBIDDEN,

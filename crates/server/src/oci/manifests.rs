@@ -111,8 +111,19 @@ pub async fn put(
     headers: &HeaderMap,
     body: Body,
 ) -> OciResult<Response> {
-    let reference = parse_reference(reference)?;
-    ctx.require(state, repo, Action::Push)?;
+    let checked = parse_reference(reference).and_then(|r| {
+        ctx.require(state, repo, Action::Push)?;
+        Ok(r)
+    });
+    let reference = match checked {
+        Ok(r) => r,
+        Err(e) => {
+            // Read the (small) manifest before answering: a connection closed under an unread body races the
+            // client's next request on it.
+            super::drain(body).await;
+            return Err(e);
+        }
+    };
     let too_large = || {
         OciError::new(
             Code::SizeInvalid,

@@ -86,9 +86,19 @@ pub fn parse_name(name: &str) -> OciResult<RepositoryName> {
 }
 
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    let sends_body = matches!(*req.method(), Method::PUT | Method::PATCH | Method::POST);
     let mut resp = match handle(&state, req).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let mut resp = e.into_response();
+            if sends_body {
+                // A refused write may leave its body unread, and then the connection cannot be reused: say so,
+                // or the client's next request races the close (a PUT is not retried by most clients).
+                resp.headers_mut()
+                    .insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
+        }
     };
     resp.headers_mut().insert(
         "docker-distribution-api-version",
@@ -131,7 +141,7 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
             }
             Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response())
         }
-        Route::Catalog if m == Method::GET => catalog::list(state, &ctx, query).await,
+        Route::Catalog if m == Method::GET => catalog::list(state, &ctx, query, "/v2/_catalog").await,
         Route::Tags(name) if m == Method::GET => {
             tags::list(state, &ctx, &parse_name(name)?, query).await
         }

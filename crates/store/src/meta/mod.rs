@@ -9,6 +9,7 @@ mod import;
 mod management;
 mod private_endpoints;
 mod registries;
+mod repository_metadata;
 mod uploads;
 
 pub use audit::AuditFilter;
@@ -16,6 +17,7 @@ pub use content::{FinishedBlob, ManifestRecord, ReferrerRow, StoredManifest};
 pub use import::{ImportWrite, ImportWriteError, LocalSource};
 pub use management::{RoleAssignmentRow, ServicePrincipal, UpdateError};
 pub use private_endpoints::{EndpointChange, EndpointSelector, NewPrivateEndpoint};
+pub use repository_metadata::{DeletedRepository, ManifestRow, RepositorySummary, TagRow};
 pub use uploads::UploadRow;
 
 use crate::error::Result;

@@ -1,0 +1,158 @@
+//! ACR's own data-plane API, `/acr/v1`: repository, tag and manifest metadata for `az acr repository …`,
+//! `az acr manifest list-metadata` and the Azure SDKs' `ContainerRegistryClient`. Reads go through the egress gate
+//! (`Egress::ReadMetadata`): tag names and digests tell what a registry holds. Repository names arrive raw or
+//! `%2F`-encoded; both are accepted.
+
+mod metadata;
+
+use crate::context::RequestCtx;
+use crate::oci::error::{Code, OciError, OciResult};
+use crate::oci::{parse_name, percent_decode};
+use crate::state::AppState;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/acr/v1/{*rest}", any(dispatch))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Catalog,
+    Repository(String),
+    Tags(String),
+    Tag(String, String),
+    Manifests(String),
+    Manifest(String, String),
+}
+
+fn parse_route(path: &str) -> Option<Route> {
+    let rest = percent_decode(path.strip_prefix("/acr/v1/")?);
+    let rest = rest.trim_end_matches('/');
+    if rest == "_catalog" {
+        return Some(Route::Catalog);
+    }
+    // Repository name components never start with '_', so the markers cannot be part of a name.
+    if let Some(name) = rest.strip_suffix("/_tags") {
+        return Some(Route::Tags(name.into()));
+    }
+    if let Some(name) = rest.strip_suffix("/_manifests") {
+        return Some(Route::Manifests(name.into()));
+    }
+    if let Some((name, tag)) = rest.rsplit_once("/_tags/") {
+        return (!tag.contains('/')).then(|| Route::Tag(name.into(), tag.into()));
+    }
+    if let Some((name, digest)) = rest.rsplit_once("/_manifests/") {
+        return (!digest.contains('/')).then(|| Route::Manifest(name.into(), digest.into()));
+    }
+    (!rest.is_empty() && !rest.contains("/_")).then(|| Route::Repository(rest.into()))
+}
+
+async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    match handle(&state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
+    let (parts, _body) = req.into_parts();
+    let route = parse_route(parts.uri.path()).ok_or_else(|| {
+        OciError::new(
+            Code::NameUnknown,
+            format!("no such endpoint: {}", parts.uri.path()),
+        )
+        .with_status(StatusCode::NOT_FOUND)
+    })?;
+    let ctx = RequestCtx::classify(state, &parts).await?;
+    let query = parts.uri.query().unwrap_or("");
+    let m = &parts.method;
+    let unsupported = || {
+        OciError::new(
+            Code::Unsupported,
+            format!("{m} is not supported on this endpoint"),
+        )
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
+    };
+    let locks_unsupported = || {
+        OciError::new(
+            Code::Unsupported,
+            "changing changeable attributes (image locks) is not supported by this registry yet: every repository, tag and manifest stays readable, writable, deletable and listed; restrict who may write with role assignments",
+        )
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
+    };
+    let ctx = &ctx;
+    match route {
+        Route::Catalog if m == Method::GET => {
+            crate::oci::catalog::list(state, ctx, query, "/acr/v1/_catalog").await
+        }
+        Route::Repository(name) => {
+            let repo = parse_name(&name)?;
+            match *m {
+                Method::GET => metadata::repository(state, ctx, &repo).await,
+                Method::DELETE => metadata::delete_repository(state, ctx, &repo).await,
+                Method::PATCH => Err(locks_unsupported()),
+                _ => Err(unsupported()),
+            }
+        }
+        Route::Tags(name) if m == Method::GET => {
+            metadata::tags(state, ctx, &parse_name(&name)?, query).await
+        }
+        Route::Tag(name, tag) => {
+            let repo = parse_name(&name)?;
+            match *m {
+                Method::GET => metadata::tag(state, ctx, &repo, &tag).await,
+                Method::DELETE => metadata::untag(state, ctx, &repo, &tag).await,
+                Method::PATCH => Err(locks_unsupported()),
+                _ => Err(unsupported()),
+            }
+        }
+        Route::Manifests(name) if m == Method::GET => {
+            metadata::manifests(state, ctx, &parse_name(&name)?, query).await
+        }
+        Route::Manifest(name, digest) => {
+            let repo = parse_name(&name)?;
+            match *m {
+                Method::GET => metadata::manifest(state, ctx, &repo, &digest).await,
+                Method::PATCH => Err(locks_unsupported()),
+                _ => Err(unsupported()),
+            }
+        }
+        _ => Err(unsupported()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_accept_raw_and_encoded_names() {
+        assert_eq!(parse_route("/acr/v1/_catalog"), Some(Route::Catalog));
+        assert_eq!(
+            parse_route("/acr/v1/library/hello"),
+            Some(Route::Repository("library/hello".into()))
+        );
+        assert_eq!(
+            parse_route("/acr/v1/library%2Fhello/_tags"),
+            Some(Route::Tags("library/hello".into()))
+        );
+        assert_eq!(
+            parse_route("/acr/v1/a/b/_tags/v1.0"),
+            Some(Route::Tag("a/b".into(), "v1.0".into()))
+        );
+        assert_eq!(
+            parse_route("/acr/v1/a/_manifests"),
+            Some(Route::Manifests("a".into()))
+        );
+        assert_eq!(
+            parse_route("/acr/v1/a/_manifests/sha256:00"),
+            Some(Route::Manifest("a".into(), "sha256:00".into()))
+        );
+        assert_eq!(parse_route("/acr/v1/a/_other"), None);
+        assert_eq!(parse_route("/acr/v1/"), None);
+    }
+}
