@@ -176,3 +176,56 @@ def test_exchange_entra_token_for_a_refresh_token(moat):
     assert s.get(f"{moat.base_url}/oauth2/exchange", timeout=30).status_code == 405
     logins = [e for e in moat.audit() if e["OperationName"] == "Login" and e.get("Identity") == sp["appId"]]
     assert logins and any(e["ResultType"] == "Failure" for e in moat.audit() if e["OperationName"] == "Login")
+
+
+def test_az_acr_repository_commands(moat, tmp_path):
+    from test_arm_az import Az
+    az = Az(moat, tmp_path / "azcfg")
+    sp = sp_create(moat, "acrv1-az", "Owner")
+    az.register_and_login(sp)
+    c = moat.client()
+    repo = "acrv1/az"
+    img = push_tagged(c, repo, ["v1", "v2"], seed="acrv1-az")
+
+    login = az("acr", "login", "-n", "default", "--expose-token", json_out=True).json
+    assert login["loginServer"] == moat.login_server and login["accessToken"], login
+    assert sorted(az("acr", "repository", "show-tags", "-n", "default", "--repository", repo,
+                     json_out=True).json) == ["v1", "v2"]
+    shown = az("acr", "repository", "show", "-n", "default", "--repository", repo, json_out=True).json
+    assert shown["imageName"] == repo and shown["tagCount"] == 2, shown
+    listed = az("acr", "manifest", "list-metadata", "-r", "default", "-n", repo, json_out=True).json
+    assert [m["digest"] for m in listed] == [img.manifest_digest], listed
+    az("acr", "repository", "untag", "-n", "default", "--image", f"{repo}:v1")
+    assert c.tags(repo) == ["v2"]
+    az("acr", "repository", "delete", "-n", "default", "--repository", repo, "--yes")
+    assert c.get_manifest(repo, "v2").status_code == 404
+
+
+def test_azure_containerregistry_sdk(moat):
+    """The data-plane SDK (azure-containerregistry 1.2.0, installed by scripts/test) with a service principal:
+    its challenge-driven exchange, then repository, tag and manifest properties, and deletes."""
+    from azure.containerregistry import ContainerRegistryClient
+    from azure.identity import ClientSecretCredential
+
+    sp = sp_create(moat, "acrv1-sdk", "Owner")
+    c = moat.client()
+    repo = "acrv1/sdk"
+    img = push_tagged(c, repo, ["v1", "v2"], seed="acrv1-sdk")
+    cred = ClientSecretCredential(sp["tenant"], sp["appId"], sp["password"], authority=moat.base_url,
+                                  disable_instance_discovery=True, connection_verify=str(moat.ca_path))
+    with ContainerRegistryClient(moat.base_url, cred, audience="https://containerregistry.azure.net",
+                                 connection_verify=str(moat.ca_path)) as client:
+        assert repo in list(client.list_repository_names())
+        props = client.get_repository_properties(repo)
+        assert props.name == repo and props.tag_count == 2 and props.can_read
+        assert sorted(t.name for t in client.list_tag_properties(repo)) == ["v1", "v2"]
+        tag = client.get_tag_properties(repo, "v2")
+        assert tag.digest == img.manifest_digest
+        manifest = client.get_manifest_properties(repo, "v1")
+        assert manifest.digest == img.manifest_digest and sorted(manifest.tags) == ["v1", "v2"]
+        got = client.get_manifest(repo, "v1")
+        assert got.digest == img.manifest_digest
+        client.delete_tag(repo, "v1")
+        assert [t.name for t in client.list_tag_properties(repo)] == ["v2"]
+        client.delete_repository(repo)
+        assert repo not in list(client.list_repository_names())

@@ -109,7 +109,11 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
 
 async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_string();
+    // The Azure SDK sends repository names `%2F`-encoded (`/v2/library%2Fhello/manifests/v1`), as ACR accepts.
+    let path = match parts.uri.path() {
+        p if p.contains('%') => percent_decode(p),
+        p => p.to_string(),
+    };
     let route = parse_route(&path).ok_or_else(|| {
         OciError::new(Code::NameUnknown, format!("no such endpoint: {path}"))
             .with_status(StatusCode::NOT_FOUND)
