@@ -1899,14 +1899,17 @@ fn disk_throughput(dir: &Path, data: &[u8], total: u64) -> Result<f64> {
         let mut pos = 0usize;
         let mut n_written = 0u64;
         while n_written < total {
-            let n = FRAME.min(data.len() - pos).min((total - n_written) as usize);
+            let n = FRAME
+                .min(data.len() - pos)
+                .min((total - n_written) as usize);
             f.write_all(&data[pos..pos + n])?;
             pos = (pos + n) % data.len();
             n_written += n as u64;
             written.store(n_written, Ordering::Release);
         }
         if let Some(h) = flusher {
-            h.join().map_err(|_| anyhow!("disk flusher thread panicked"))??;
+            h.join()
+                .map_err(|_| anyhow!("disk flusher thread panicked"))??;
         }
         f.sync_all()?;
         best = best.max(mib_s(total, t.elapsed()));

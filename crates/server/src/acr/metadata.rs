@@ -88,6 +88,17 @@ enum Order {
     TimeAsc,
 }
 
+impl Order {
+    /// Sorts rows that are in name order already; times are stored fixed-width, so text order is time order.
+    fn sort<T>(self, rows: &mut [T], time: impl Fn(&T) -> &String) {
+        match self {
+            Order::Name => {}
+            Order::TimeDesc => rows.sort_by(|a, b| time(b).cmp(time(a))),
+            Order::TimeAsc => rows.sort_by(|a, b| time(a).cmp(time(b))),
+        }
+    }
+}
+
 fn order(query: &str) -> OciResult<Order> {
     match query_param(query, "orderby").as_deref() {
         None | Some("" | "none") => Ok(Order::Name),
@@ -174,11 +185,7 @@ pub async fn tags(
     if let Some(d) = query_param(query, "digest").filter(|d| !d.is_empty()) {
         rows.retain(|t| t.digest == d);
     }
-    match order {
-        Order::Name => {}
-        Order::TimeDesc => rows.sort_by(|a, b| b.updated_at.cmp(&a.updated_at)),
-        Order::TimeAsc => rows.sort_by(|a, b| a.updated_at.cmp(&b.updated_at)),
-    }
+    order.sort(&mut rows, |t| &t.updated_at);
     let path = format!("/acr/v1/{repo}/_tags");
     let (rows, link) = page(rows, |t| t.tag.as_str(), query, &path)?;
     read(state, ctx, repo, "ListTags")?;
@@ -214,8 +221,11 @@ pub async fn tag(
 }
 
 fn tag_unknown(repo: &RepositoryName, tag: &str) -> OciError {
-    OciError::new(Code::TagUnknown, format!("the tag {tag} does not exist in {repo}"))
-        .with_detail(json!({"name": repo.as_str(), "tag": tag}))
+    OciError::new(
+        Code::TagUnknown,
+        format!("the tag {tag} does not exist in {repo}"),
+    )
+    .with_detail(json!({"name": repo.as_str(), "tag": tag}))
 }
 
 /// `DELETE /acr/v1/<name>/_tags/<tag>` (`az acr repository untag`): the manifest stays.
@@ -292,11 +302,7 @@ pub async fn manifests(
         return Err(name_unknown(repo));
     }
     let tags = state.meta.tag_rows(&ctx.registry.id, repo).await?;
-    match order {
-        Order::Name => {}
-        Order::TimeDesc => rows.sort_by(|a, b| b.created_at.cmp(&a.created_at)),
-        Order::TimeAsc => rows.sort_by(|a, b| a.created_at.cmp(&b.created_at)),
-    }
+    order.sort(&mut rows, |m| &m.created_at);
     let path = format!("/acr/v1/{repo}/_manifests");
     let (rows, link) = page(rows, |m| m.digest.as_str(), query, &path)?;
     read(state, ctx, repo, "ListManifests")?;

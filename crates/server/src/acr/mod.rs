@@ -6,7 +6,7 @@
 mod metadata;
 
 use crate::context::RequestCtx;
-use crate::oci::error::{Code, OciError, OciResult};
+use crate::oci::error::{self, Code, OciError, OciResult};
 use crate::oci::{parse_name, percent_decode};
 use crate::state::AppState;
 use axum::extract::{Request, State};
@@ -70,13 +70,7 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
     let ctx = RequestCtx::classify(state, &parts).await?;
     let query = parts.uri.query().unwrap_or("");
     let m = &parts.method;
-    let unsupported = || {
-        OciError::new(
-            Code::Unsupported,
-            format!("{m} is not supported on this endpoint"),
-        )
-        .with_status(StatusCode::METHOD_NOT_ALLOWED)
-    };
+    let unsupported = || error::method_not_allowed(m);
     let locks_unsupported = || {
         OciError::new(
             Code::Unsupported,

@@ -42,10 +42,7 @@ pub async fn list(
         .into_response();
     if let (Some(n), Some(last)) = (n, repos.last()) {
         if repos.len() as i64 == n {
-            let link = format!(
-                "<{path}?n={n}&last={}>; rel=\"next\"",
-                percent_encode(last)
-            );
+            let link = format!("<{path}?n={n}&last={}>; rel=\"next\"", percent_encode(last));
             resp.headers_mut()
                 .insert(header::LINK, link.parse().map_err(OciError::internal)?);
         }

@@ -25,6 +25,15 @@ pub enum Code {
     RangeInvalid,
 }
 
+/// `405 UNSUPPORTED` for a method the endpoint does not answer.
+pub fn method_not_allowed(method: &axum::http::Method) -> OciError {
+    OciError::new(
+        Code::Unsupported,
+        format!("{method} is not supported on this endpoint"),
+    )
+    .with_status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
 impl Code {
     fn as_str(self) -> &'static str {
         match self {

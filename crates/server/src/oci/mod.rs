@@ -94,8 +94,10 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             if sends_body {
                 // A refused write may leave its body unread, and then the connection cannot be reused: say so,
                 // or the client's next request races the close (a PUT is not retried by most clients).
-                resp.headers_mut()
-                    .insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+                resp.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    HeaderValue::from_static("close"),
+                );
             }
             resp
         }
@@ -131,13 +133,7 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
     };
     let query = parts.uri.query().unwrap_or("");
     let m = &parts.method;
-    let unsupported = || {
-        OciError::new(
-            Code::Unsupported,
-            format!("{m} is not supported on this endpoint"),
-        )
-        .with_status(StatusCode::METHOD_NOT_ALLOWED)
-    };
+    let unsupported = || error::method_not_allowed(m);
     match route {
         Route::Base => {
             if ctx.principal.identity.is_none() {
@@ -145,7 +141,9 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
             }
             Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response())
         }
-        Route::Catalog if m == Method::GET => catalog::list(state, &ctx, query, "/v2/_catalog").await,
+        Route::Catalog if m == Method::GET => {
+            catalog::list(state, &ctx, query, "/v2/_catalog").await
+        }
         Route::Tags(name) if m == Method::GET => {
             tags::list(state, &ctx, &parse_name(name)?, query).await
         }

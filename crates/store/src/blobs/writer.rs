@@ -297,7 +297,10 @@ mod tests {
             if let Err(e) = f.written(size) {
                 break e;
             }
-            assert!(size <= 2 * FLUSH_BACKLOG, "the failure never reached the writer");
+            assert!(
+                size <= 2 * FLUSH_BACKLOG,
+                "the failure never reached the writer"
+            );
         };
         assert!(err.to_string().contains("EIO"));
         assert!(f.stop().unwrap_err().to_string().contains("EIO"));
