@@ -220,16 +220,19 @@ def read_oci_layout_manifest(path, tag: str | None = None) -> tuple[str, bytes]:
 # ------------------------------------------------------------------------------------------------ auth + client
 
 class SNIAdapter(requests.adapters.HTTPAdapter):
-    """Connects to 127.0.0.1 but sends `server_hostname` as TLS SNI and checks the certificate against it, the
-    way a client that resolved NAME.localhost to 127.0.0.1 would."""
+    """Connects to an address but sends `server_hostname` as TLS SNI and checks the certificate against it, the
+    way a client that resolved NAME.localhost to that address would; optionally from a source address."""
 
-    def __init__(self, server_hostname: str):
+    def __init__(self, server_hostname: str, source_ip: str | None = None):
         self._sni = server_hostname
+        self._source = source_ip
         super().__init__()
 
     def init_poolmanager(self, *args, **kwargs):
         kwargs["server_hostname"] = self._sni
         kwargs["assert_hostname"] = self._sni
+        if self._source:
+            kwargs["source_address"] = (self._source, 0)
         return super().init_poolmanager(*args, **kwargs)
 
 
@@ -361,6 +364,22 @@ class Client:
         r = self.request("GET", f"/v2/{repo}/tags/list", repo=repo)
         assert r.status_code == 200, f"{r.status_code} {r.text[:300]}"
         return r.json().get("tags") or []
+
+
+def client_via(server, address: str, host: str | None = None, source: str | None = None) -> Client:
+    """A Client connected to SCHEME://ADDRESS:PORT (a private endpoint's listener, or another public listener) with
+    `host` (default: the server's own login server) as Host, token service and TLS name, optionally from `source`."""
+    host = host or server.login_server
+    base = f"{server.scheme}://{address}:{server.port}"
+    shim = types.SimpleNamespace(base_url=base, login_server=server.login_server,
+                                 admin_password=server.admin_password, verify=server.verify)
+    c = Client(shim, host=host)
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = server.verify
+    s.mount(base + "/", SNIAdapter(host.rsplit(":", 1)[0], source))
+    c.session = s
+    return c
 
 
 class RawResponse:

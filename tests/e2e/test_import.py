@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pytest
 import requests
-import requests.adapters
 
 from conftest import (OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, Arm, Client, Image, assert_arm_error,
+                      client_via,
                       free_port, make_layer, moat_bin, protect_registry, read_oci_layout_manifest, require_tool, run, sha256,
                       sp_create, write_oci_layout)
 from test_moat_acr import Cli, assert_error
@@ -999,34 +999,6 @@ def run_with_tty_stderr(cli: Cli, *args, timeout: float = CLI_IMPORT_TIMEOUT) ->
     reader.join(10)
     os.close(master)
     return proc.returncode, out.decode(), b"".join(chunks).decode("utf-8", "replace")
-
-
-# ------------------------------------------------------------------------------------------------ private endpoint
-
-class _EndpointAdapter(requests.adapters.HTTPAdapter):
-    def __init__(self, server_hostname: str):
-        self._sni = server_hostname
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["server_hostname"] = self._sni
-        kwargs["assert_hostname"] = self._sni
-        return super().init_poolmanager(*args, **kwargs)
-
-
-def client_via(server, address: str, host: str) -> Client:
-    """conftest's Client connected to https://ADDRESS:PORT (a private endpoint's listener) with `host` as Host,
-    token service and TLS name."""
-    base = f"{server.scheme}://{address}:{server.port}"
-    shim = types.SimpleNamespace(base_url=base, login_server=server.login_server,
-                                 admin_password=server.admin_password, verify=server.verify)
-    c = Client(shim, host=host)
-    s = requests.Session()
-    s.trust_env = False
-    s.verify = server.verify
-    s.mount(base + "/", _EndpointAdapter(host.rsplit(":", 1)[0]))
-    c.session = s
-    return c
 
 
 # ------------------------------------------------------------------------------------------------ no way around

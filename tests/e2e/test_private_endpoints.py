@@ -15,15 +15,13 @@ import socket
 import subprocess
 import threading
 import time
-import types
 from collections import Counter
 
 import pytest
 import requests
-import requests.adapters
 
 from conftest import (EXPORTS_NEED_PE, LAST_PE_KEPT, PE_API_VERSION, Arm, Client, approve_connection,
-                      approved_connections, assert_arm_error, connection_status, create_private_endpoint,
+                      approved_connections, assert_arm_error, connection_status, client_via, create_private_endpoint,
                       endpoint_connection, endpoint_status, export_invariant_violation, get_token,
                       next_pe_address, private_endpoint_body, protect_registry, reject_connection, repo_scope,
                       sp_create)
@@ -76,38 +74,6 @@ def wait_tcp(host: str, port: int, want: bool, seconds: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return tcp_open(host, port) == want
-
-
-class EndpointAdapter(requests.adapters.HTTPAdapter):
-    """TLS name `server_hostname` (the registry's login server host) and, optionally, a source address."""
-
-    def __init__(self, server_hostname: str, source_ip: str | None = None):
-        self._sni = server_hostname
-        self._source = source_ip
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["server_hostname"] = self._sni
-        kwargs["assert_hostname"] = self._sni
-        if self._source:
-            kwargs["source_address"] = (self._source, 0)
-        return super().init_poolmanager(*args, **kwargs)
-
-
-def client_via(server, address: str, host: str | None = None, source: str | None = None) -> Client:
-    """conftest's Client, connected to https://ADDRESS:PORT (a private endpoint's listener, or another public
-    listener) with `host` (default: the server's own login server) as Host, token service and TLS name."""
-    host = host or server.login_server
-    base = f"{server.scheme}://{address}:{server.port}"
-    shim = types.SimpleNamespace(base_url=base, login_server=server.login_server,
-                                 admin_password=server.admin_password, verify=server.verify)
-    c = Client(shim, host=host)
-    s = requests.Session()
-    s.trust_env = False
-    s.verify = server.verify
-    s.mount(base + "/", EndpointAdapter(host.rsplit(":", 1)[0], source))
-    c.session = s
-    return c
 
 
 def v2(c: Client) -> requests.Response:
