@@ -105,15 +105,6 @@ fn host_only(host_port: &str) -> &str {
         .unwrap_or(host_port)
 }
 
-async fn registry_by_id(state: &AppState, id: &str) -> ArmResult<Option<Registry>> {
-    Ok(state
-        .meta
-        .list_registries()
-        .await?
-        .into_iter()
-        .find(|r| r.id == id))
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // On the registry: privateEndpointConnections and privateLinkResources.
 
@@ -324,7 +315,7 @@ pub async fn endpoint_dispatch(
             let mut value = Vec::new();
             for pe in state.meta.private_endpoints().await? {
                 if pe.resource_group.eq_ignore_ascii_case(rg) {
-                    let r = registry_by_id(state, &pe.registry_id).await?;
+                    let r = state.meta.registry_by_id(&pe.registry_id).await?;
                     value.push(endpoint_json(state, &ctx.subscription, &pe, r.as_ref()));
                 }
             }
@@ -332,7 +323,7 @@ pub async fn endpoint_dispatch(
         }
         (&Method::GET, [_]) => {
             let pe = find_endpoint(state, ctx, rg, rest_original[0]).await?;
-            let r = registry_by_id(state, &pe.registry_id).await?;
+            let r = state.meta.registry_by_id(&pe.registry_id).await?;
             Ok(
                 axum::Json(endpoint_json(state, &ctx.subscription, &pe, r.as_ref()))
                     .into_response(),

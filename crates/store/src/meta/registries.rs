@@ -95,13 +95,11 @@ impl MetadataStore {
     }
 
     pub async fn registry_by_name(&self, name: &str) -> Result<Option<Registry>> {
-        let q = format!("SELECT {COLUMNS} FROM registries WHERE name = ?");
-        sqlx::query(&q)
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?
-            .map(from_row)
-            .transpose()
+        load(&mut *self.reader.acquire().await?, RegistryKey::Name(name)).await
+    }
+
+    pub async fn registry_by_id(&self, id: &str) -> Result<Option<Registry>> {
+        load(&mut *self.reader.acquire().await?, RegistryKey::Id(id)).await
     }
 
     pub async fn default_registry(&self) -> Result<Option<Registry>> {
