@@ -22,18 +22,6 @@ fn name_unknown(repo: &RepositoryName) -> OciError {
         .with_detail(json!({"name": repo.as_str()}))
 }
 
-/// Reads go through the gate (the network, then `metadata_read` on the repository) and are audited.
-fn read(
-    state: &AppState,
-    ctx: &RequestCtx,
-    repo: &RepositoryName,
-    operation: &str,
-) -> OciResult<()> {
-    ctx.gate(state, &Egress::ReadMetadata { repository: repo })?;
-    state.audit.record(ctx.event(operation, Some(repo), 200));
-    Ok(())
-}
-
 pub async fn repository(
     state: &AppState,
     ctx: &RequestCtx,
@@ -181,14 +169,14 @@ pub async fn tags(
     {
         return Err(name_unknown(repo));
     }
-    let mut rows = state.meta.tag_rows(&ctx.registry.id, repo).await?;
+    let mut rows = state.meta.tag_rows(&ctx.registry.id, repo, None).await?;
     if let Some(d) = query_param(query, "digest").filter(|d| !d.is_empty()) {
         rows.retain(|t| t.digest == d);
     }
     order.sort(&mut rows, |t| &t.updated_at);
     let path = format!("/acr/v1/{repo}/_tags");
     let (rows, link) = page(rows, |t| t.tag.as_str(), query, &path)?;
-    read(state, ctx, repo, "ListTags")?;
+    state.audit.record(ctx.event("ListTags", Some(repo), 200));
     with_link(
         json!({
             "registry": ctx.registry.login_server,
@@ -206,12 +194,12 @@ pub async fn tag(
     tag: &str,
 ) -> OciResult<Response> {
     ctx.gate(state, &Egress::ReadMetadata { repository: repo })?;
-    let rows = state.meta.tag_rows(&ctx.registry.id, repo).await?;
-    let t = rows
-        .iter()
-        .find(|t| t.tag == tag)
-        .ok_or_else(|| tag_unknown(repo, tag))?;
-    read(state, ctx, repo, "ShowTag")?;
+    let rows = state
+        .meta
+        .tag_rows(&ctx.registry.id, repo, Some(tag))
+        .await?;
+    let t = rows.first().ok_or_else(|| tag_unknown(repo, tag))?;
+    state.audit.record(ctx.event("ShowTag", Some(repo), 200));
     Ok(axum::Json(json!({
         "registry": ctx.registry.login_server,
         "imageName": repo.as_str(),
@@ -297,15 +285,20 @@ pub async fn manifests(
 ) -> OciResult<Response> {
     ctx.gate(state, &Egress::ReadMetadata { repository: repo })?;
     let order = order(query)?;
-    let mut rows = state.meta.manifest_rows(&ctx.registry.id, repo).await?;
+    let mut rows = state
+        .meta
+        .manifest_rows(&ctx.registry.id, repo, None)
+        .await?;
     if rows.is_empty() {
         return Err(name_unknown(repo));
     }
-    let tags = state.meta.tag_rows(&ctx.registry.id, repo).await?;
+    let tags = state.meta.tag_rows(&ctx.registry.id, repo, None).await?;
     order.sort(&mut rows, |m| &m.created_at);
     let path = format!("/acr/v1/{repo}/_manifests");
     let (rows, link) = page(rows, |m| m.digest.as_str(), query, &path)?;
-    read(state, ctx, repo, "ListManifests")?;
+    state
+        .audit
+        .record(ctx.event("ListManifests", Some(repo), 200));
     let listed: Vec<Value> = rows
         .iter()
         .map(|m| {
@@ -331,17 +324,19 @@ pub async fn manifest(
 ) -> OciResult<Response> {
     let digest = parse_digest(digest)?;
     ctx.gate(state, &Egress::ReadMetadata { repository: repo })?;
-    let rows = state.meta.manifest_rows(&ctx.registry.id, repo).await?;
-    let m = rows
-        .iter()
-        .find(|m| m.digest == digest.as_str())
-        .ok_or_else(|| {
-            OciError::new(Code::ManifestUnknown, "manifest unknown")
-                .with_detail(json!({"name": repo.as_str(), "digest": digest.as_str()}))
-        })?;
-    let tags = state.meta.tag_rows(&ctx.registry.id, repo).await?;
+    let rows = state
+        .meta
+        .manifest_rows(&ctx.registry.id, repo, Some(&digest))
+        .await?;
+    let m = rows.first().ok_or_else(|| {
+        OciError::new(Code::ManifestUnknown, "manifest unknown")
+            .with_detail(json!({"name": repo.as_str(), "digest": digest.as_str()}))
+    })?;
+    let tags = state.meta.tag_rows(&ctx.registry.id, repo, None).await?;
     let mine: Vec<&TagRow> = tags.iter().filter(|t| t.digest == m.digest).collect();
-    read(state, ctx, repo, "ShowManifest")?;
+    state
+        .audit
+        .record(ctx.event("ShowManifest", Some(repo), 200));
     Ok(axum::Json(json!({
         "registry": ctx.registry.login_server,
         "imageName": repo.as_str(),

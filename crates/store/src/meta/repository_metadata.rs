@@ -5,7 +5,7 @@ use super::audit::insert_event;
 use super::MetadataStore;
 use crate::error::Result;
 use moat_model::audit::AuditEvent;
-use moat_model::RepositoryName;
+use moat_model::{Digest, RepositoryName};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepositorySummary {
@@ -77,13 +77,20 @@ impl MetadataStore {
             }))
     }
 
-    /// Every tag of a repository, by name.
-    pub async fn tag_rows(&self, registry_id: &str, repo: &RepositoryName) -> Result<Vec<TagRow>> {
+    /// Every tag of a repository by name, or only the tag `only`.
+    pub async fn tag_rows(
+        &self,
+        registry_id: &str,
+        repo: &RepositoryName,
+        only: Option<&str>,
+    ) -> Result<Vec<TagRow>> {
         let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT tag, digest, updated_at FROM tags WHERE registry_id = ? AND repository = ? ORDER BY tag",
+            "SELECT tag, digest, updated_at FROM tags WHERE registry_id = ? AND repository = ?
+             AND (?3 IS NULL OR tag = ?3) ORDER BY tag",
         )
         .bind(registry_id)
         .bind(repo.as_str())
+        .bind(only)
         .fetch_all(&self.reader)
         .await?;
         Ok(rows
@@ -96,18 +103,20 @@ impl MetadataStore {
             .collect())
     }
 
-    /// Every manifest of a repository, by digest.
+    /// Every manifest of a repository by digest, or only the manifest `only`.
     pub async fn manifest_rows(
         &self,
         registry_id: &str,
         repo: &RepositoryName,
+        only: Option<&Digest>,
     ) -> Result<Vec<ManifestRow>> {
         let rows: Vec<(String, String, i64, String, Vec<u8>)> = sqlx::query_as(
             "SELECT digest, media_type, size, created_at, body FROM manifests
-             WHERE registry_id = ? AND repository = ? ORDER BY digest",
+             WHERE registry_id = ? AND repository = ? AND (?3 IS NULL OR digest = ?3) ORDER BY digest",
         )
         .bind(registry_id)
         .bind(repo.as_str())
+        .bind(only.map(Digest::as_str))
         .fetch_all(&self.reader)
         .await?;
         Ok(rows
