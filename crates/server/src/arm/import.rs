@@ -4,7 +4,6 @@
 //! then the same transaction writes the whole image, or nothing.
 
 use super::error::{ArmError, ArmResult};
-use super::registry_json::registry_id;
 use super::ArmCtx;
 use crate::state::AppState;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -21,6 +20,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 const CODE: &str = "InvalidParameters";
+
+const IMPORT_ACTION: &str = "Microsoft.ContainerRegistry/registries/importImage/action";
 
 fn invalid(message: impl Into<String>) -> ArmError {
     ArmError::bad_request(CODE, message)
@@ -149,15 +150,7 @@ async fn local_registry(state: &AppState, ctx: &ArmCtx, id: &str) -> ArmResult<R
                 "source registry '{id}' was not found on this server: give its resource id (`moat acr show -n <name> --query id`)"
             ))
         })?;
-    if !ctx
-        .principal
-        .can_read(&registry.resource_group, &registry.name)
-    {
-        return Err(ctx.principal.denied(
-            "Microsoft.ContainerRegistry/registries/importImage/action",
-            &registry_id(&ctx.subscription, &registry.resource_group, &registry.name),
-        ));
-    }
+    super::registries::require_read(ctx, &registry, IMPORT_ACTION)?;
     Ok(registry)
 }
 
@@ -221,11 +214,11 @@ fn import_events(
         .collect()
 }
 
-fn record_failure(state: &AppState, mut events: Vec<AuditEvent>, why: &str, denied: bool) {
-    for e in &mut events {
+fn record_failure(state: &AppState, events: Vec<AuditEvent>, why: &str, denied: bool) {
+    for mut e in events {
         e.result_type = if denied { "Denied" } else { "Failure" }.into();
         e.result_description = format!("400: {why}");
-        state.audit.record(e.clone());
+        state.audit.record(e);
     }
 }
 
@@ -235,15 +228,7 @@ pub async fn import_image(
     target: &Registry,
     body: &Value,
 ) -> ArmResult<Response> {
-    if !ctx
-        .principal
-        .can_write(&target.resource_group, &target.name)
-    {
-        return Err(ctx.principal.denied(
-            "Microsoft.ContainerRegistry/registries/importImage/action",
-            &registry_id(&ctx.subscription, &target.resource_group, &target.name),
-        ));
-    }
+    super::registries::require_write(ctx, target, IMPORT_ACTION)?;
     let req = parse(state, ctx, body).await?;
     match &req.source {
         Source::Local(source) => import_local(state, ctx, target, source, &req).await,

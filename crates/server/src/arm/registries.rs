@@ -83,7 +83,25 @@ pub async fn by_resource_id(
 }
 
 pub fn require_write(ctx: &ArmCtx, r: &Registry, action: &str) -> ArmResult<()> {
-    if ctx.principal.can_write(&r.resource_group, &r.name) {
+    require(
+        ctx,
+        r,
+        action,
+        ctx.principal.can_write(&r.resource_group, &r.name),
+    )
+}
+
+pub fn require_read(ctx: &ArmCtx, r: &Registry, action: &str) -> ArmResult<()> {
+    require(
+        ctx,
+        r,
+        action,
+        ctx.principal.can_read(&r.resource_group, &r.name),
+    )
+}
+
+fn require(ctx: &ArmCtx, r: &Registry, action: &str, allowed: bool) -> ArmResult<()> {
+    if allowed {
         Ok(())
     } else {
         Err(ctx.principal.denied(
