@@ -746,6 +746,17 @@ ARM_API_VERSION = "2025-11-01"
 REGISTRY_TYPE = "Microsoft.ContainerRegistry/registries"
 
 
+def run_concurrently(calls, timeout: float = 120):
+    """Starts every call on a thread of its own, then waits for all; fails when one is still running after
+    `timeout` seconds (the server hung)."""
+    threads = [threading.Thread(target=c, daemon=True) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "threads did not finish (server hung?)"
+
+
 def sp_create(server: "MoatServer", name: str, role: str | None = "Owner", scope: str | None = None) -> dict:
     """`moat sp create` on a (running) server's data dir; returns {"appId","displayName","password","tenant"}."""
     args = ["sp", "create", "--name", name, "--listen", server.login_server]

@@ -8,13 +8,14 @@ random PATCHes at one registry while another thread keeps reading it; every stat
 """
 from __future__ import annotations
 
+import functools
 import json
 import random
 import threading
 import time
 from collections import Counter
 
-from conftest import (EXPORTS_NEED_PE, Arm, create_private_endpoint, export_invariant_violation,
+from conftest import (run_concurrently, EXPORTS_NEED_PE, Arm, create_private_endpoint, export_invariant_violation,
                       private_endpoint_body, sp_create)
 
 THREADS = 24
@@ -433,12 +434,7 @@ def test_racing_delete_recreate_and_patch(moat):
                 elif method.startswith("PE_") and r.status_code == 400 and err["code"] not in pe_400_codes:
                     problem("unexpected refusal: " + desc)
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads), "threads did not finish (server hung?)"
+    run_concurrently([functools.partial(worker, i) for i in range(12)])
     summary = ", ".join(f"{op}/{st}={n}" for (op, st), n in sorted(seen.items()))
     print("outcomes:", summary)
     assert not problems, f"{len(problems)} problem(s) ({summary}):\n" + "\n".join(problems[:40])

@@ -13,6 +13,7 @@ and TLS name set, connected to 127.0.0.1); skopeo, which must resolve the name, 
 """
 from __future__ import annotations
 
+import functools
 import base64
 import http.server
 import json
@@ -30,7 +31,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import (OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, Arm, Client, Image, assert_arm_error,
+from conftest import (run_concurrently, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, Arm, Client, Image, assert_arm_error,
                       client_via,
                       free_port, make_layer, moat_bin, protect_registry, read_oci_layout_manifest, require_tool, run, sha256,
                       sp_create, write_oci_layout)
@@ -1056,13 +1057,9 @@ def test_concurrent_noforce_imports_onto_one_new_tag_have_one_winner(env, fake_r
     for round_ in range(8):
         tag = f"race/app:r{round_}"
         out: dict = {}
-        threads = [threading.Thread(target=post, args=(env.arm.clone(), {
+        run_concurrently([functools.partial(post, env.arm.clone(), {
             "source": {"resourceId": env.default_id, "sourceImage": f"race/src:{k}"},
-            "targetTags": [tag], "mode": "NoForce"}, out, k)) for k in imgs]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(60)
+            "targetTags": [tag], "mode": "NoForce"}, out, k) for k in imgs], timeout=60)
         codes = sorted(r.status_code for r in out.values())
         assert codes == [200, 400], {k: (r.status_code, r.text[:200]) for k, r in out.items()}
         winner = next(k for k, r in out.items() if r.status_code == 200)

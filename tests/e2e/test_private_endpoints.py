@@ -9,6 +9,7 @@ and sit at their own source address (127.0.0.5) where the test wants to see it i
 """
 from __future__ import annotations
 
+import functools
 import random
 import re
 import socket
@@ -20,7 +21,7 @@ from collections import Counter
 import pytest
 import requests
 
-from conftest import (EXPORTS_NEED_PE, LAST_PE_KEPT, PE_API_VERSION, Arm, Client, approve_connection,
+from conftest import (run_concurrently, EXPORTS_NEED_PE, LAST_PE_KEPT, PE_API_VERSION, Arm, Client, approve_connection,
                       approved_connections, assert_arm_error, connection_status, client_via, create_private_endpoint,
                       endpoint_connection, endpoint_status, export_invariant_violation, get_token,
                       next_pe_address, private_endpoint_body, protect_registry, reject_connection, repo_scope,
@@ -516,12 +517,7 @@ def test_racing_removals_keep_one_approved_connection(moat, arm):
                               or r.status_code == 404 and op == "reject"):
                         problems.append("unexpected answer: " + desc)
 
-        threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(12)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert not any(t.is_alive() for t in threads), "threads did not finish (server hung?)"
+        run_concurrently([functools.partial(worker, i) for i in range(12)])
         assert not problems, f"round {rnd}: " + "\n".join(problems[:20])
 
         reg = arm.get_registry(name).json()
@@ -573,12 +569,7 @@ def test_racing_export_disable_against_removing_the_only_endpoint(moat, arm):
             barrier.wait(30)
             results["remove"] = REMOVALS[op](a, name, pe)
 
-        threads = [threading.Thread(target=disable, daemon=True), threading.Thread(target=remove, daemon=True)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert not any(t.is_alive() for t in threads), "threads did not finish (server hung?)"
+        run_concurrently([disable, remove], timeout=60)
         d, r = results["disable"], results["remove"]
         desc = f"round {rnd} ({op}): disable -> {d.status_code} {d.text[:200]}; {op} -> {r.status_code} {r.text[:200]}"
         outcomes[(op, d.status_code, r.status_code)] += 1
@@ -624,11 +615,7 @@ def test_endpoint_create_racing_registry_delete_leaves_no_orphan(moat, arm):
             time.sleep(0.002 * (rnd % 5))
             res["delete"] = a.request("DELETE", rid)
 
-        threads = [threading.Thread(target=put, daemon=True), threading.Thread(target=delete, daemon=True)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        run_concurrently([put, delete], timeout=60)
         p, d = res["put"], res["delete"]
         outcomes[(p.status_code, d.status_code)] += 1
         assert d.status_code == 200, d.text
