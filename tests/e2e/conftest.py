@@ -639,7 +639,9 @@ class MoatServer:
         return p
 
     def audit(self, **filters) -> list[dict]:
-        """`moat audit --output json` with filters (registry=, repository=, operation=, since=, until=)."""
+        """`moat audit --output json` with filters (registry=, repository=, operation=, since=, until=); data-plane
+        events only unless log="activity" or log="all" is given."""
+        filters.setdefault("log", "data")
         args = ["audit", "--output", "json"]
         for k, v in filters.items():
             if v is not None:

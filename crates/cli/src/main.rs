@@ -1,12 +1,14 @@
 //! The `moat` binary: the registry server (`moat serve`) and its operator commands.
 
 mod acr;
+mod audit;
 mod login;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use moat_model::rbac::{Role, RoleScope};
 use moat_model::{RegistryName, RegistrySettings, Sku};
+use moat_server::arm::activity::{local_event, operator};
 use moat_server::config::login_server_for;
 use moat_server::ServeConfig;
 use moat_store::meta::AuditFilter;
@@ -119,6 +121,9 @@ enum Command {
         until: Option<String>,
         #[arg(long)]
         limit: Option<i64>,
+        /// Which log: data-plane events, the activity log of management changes and refusals, or both.
+        #[arg(long, value_enum, default_value_t = audit::Log::All)]
+        log: audit::Log,
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -246,6 +251,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &settings,
                 &Default::default(),
             )?;
+            let sub = moat_server::listener::cloud_ids(&meta)
+                .await?
+                .subscription_id;
+            let record = local_event(
+                &operator(),
+                "Microsoft.ContainerRegistry/registries/write",
+                &moat_server::arm::registry_json::registry_id(
+                    &sub,
+                    moat_server::listener::DEFAULT_RESOURCE_GROUP,
+                    name.as_str(),
+                ),
+            );
             let r = meta
                 .create_registry(
                     name.as_str(),
@@ -253,6 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     moat_server::listener::DEFAULT_RESOURCE_GROUP,
                     &settings,
                     false,
+                    Some(&record),
                 )
                 .await?;
             emit(format_args!(
@@ -288,15 +306,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let password = moat_auth::password::generate();
             let sp = meta
-                .create_service_principal(&name, &moat_auth::password::hash(&password))
+                .create_service_principal(&name, &moat_auth::password::hash(&password), |app_id| {
+                    let mut e = local_event(
+                        &operator(),
+                        "Microsoft.Graph/servicePrincipals/write",
+                        &format!("/servicePrincipals/{app_id}"),
+                    );
+                    e.set_property("displayName", name.as_str().into());
+                    e
+                })
                 .await?;
             if let (Some(role), Some(scope)) = (role, scope) {
-                meta.assign_role(
-                    &sp.app_id,
-                    role.as_str(),
-                    &scope.to_arm(&ids.subscription_id),
-                )
-                .await?;
+                let scope = scope.to_arm(&ids.subscription_id);
+                let mut record = local_event(
+                    &operator(),
+                    "Microsoft.Authorization/roleAssignments/write",
+                    &scope,
+                );
+                record.set_property(
+                    "after",
+                    serde_json::json!({"principalId": sp.app_id, "role": role.as_str(), "scope": scope}),
+                );
+                meta.assign_role(&sp.app_id, role.as_str(), &scope, &record)
+                    .await?;
             }
             emit(format_args!(
                 "{}",
@@ -315,8 +347,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Output::Json => emit(format_args!("{}", serde_json::to_string(&r)?)),
                     Output::Table => emit(format_args!(
                         "{:<20} {:<40} {}",
-                        r.name,
-                        r.login_server,
+                        moat_model::text::escape(&r.name),
+                        moat_model::text::escape(&r.login_server),
                         r.settings.sku.as_str()
                     )),
                 }
@@ -331,6 +363,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             since,
             until,
             limit,
+            log,
             output,
         } => {
             let parse_time = |s: Option<String>| -> anyhow::Result<Option<String>> {
@@ -357,34 +390,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let meta = moat_server::listener::open_store(&c).await?;
-            let events = meta.audit_events(&filter).await?;
+            let rows = audit::rows(&meta, log, &filter).await?;
             if output == Output::Table {
                 emit(format_args!(
-                    "{:<27} {:<8} {:<9} {:<24} {:<12} {:<15} {:<8} {}",
-                    "TIME",
-                    "RESULT",
-                    "OPERATION",
-                    "REPOSITORY",
-                    "IDENTITY",
-                    "CALLER IP",
-                    "STATUS",
-                    "DIGEST/TAG"
+                    "{}",
+                    audit::table_line(&audit::HEADER.map(String::from))
                 ));
             }
-            for e in events {
+            for row in rows {
                 match output {
-                    Output::Json => emit(format_args!("{}", serde_json::to_string(&e)?)),
-                    Output::Table => emit(format_args!(
-                        "{:<27} {:<8} {:<9} {:<24} {:<12} {:<15} {:<8} {}",
-                        e.time_generated,
-                        e.result_type,
-                        e.operation_name,
-                        e.repository.as_deref().unwrap_or("-"),
-                        e.identity.as_deref().unwrap_or("-"),
-                        e.caller_ip_address.as_deref().unwrap_or("-"),
-                        e.result_description,
-                        e.tag.as_deref().or(e.digest.as_deref()).unwrap_or("-"),
-                    )),
+                    Output::Json => emit(format_args!("{}", row.json()?)),
+                    Output::Table => emit(format_args!("{}", audit::render_row(&row))),
                 }
             }
             Ok(())

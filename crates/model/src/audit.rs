@@ -44,3 +44,32 @@ pub struct AuditEvent {
     /// column: a firewall investigation starts from it).
     pub endpoint: Option<String>,
 }
+
+impl AuditEvent {
+    /// The form in which the event is stored: every field that can carry client input (result description,
+    /// user agent, identity, repository and tag as given, …) bounded and escaped (see [`crate::text`]).
+    pub fn sanitized(&self) -> AuditEvent {
+        use crate::text::stored;
+        let opt = |v: &Option<String>| v.as_deref().map(stored);
+        AuditEvent {
+            time_generated: stored(&self.time_generated),
+            category: stored(&self.category),
+            operation_name: stored(&self.operation_name),
+            registry: stored(&self.registry),
+            login_server: stored(&self.login_server),
+            repository: opt(&self.repository),
+            tag: opt(&self.tag),
+            digest: opt(&self.digest),
+            media_type: opt(&self.media_type),
+            size: self.size,
+            identity: opt(&self.identity),
+            caller_ip_address: opt(&self.caller_ip_address),
+            user_agent: opt(&self.user_agent),
+            duration_ms: self.duration_ms,
+            result_type: stored(&self.result_type),
+            result_description: stored(&self.result_description),
+            correlation_id: opt(&self.correlation_id),
+            endpoint: opt(&self.endpoint),
+        }
+    }
+}

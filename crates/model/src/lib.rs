@@ -2,6 +2,7 @@
 //! gate. Nothing here does I/O or is async, so every rule can be tested exhaustively.
 
 pub mod access;
+pub mod activity;
 pub mod audit;
 pub mod digest;
 pub mod egress;
@@ -12,6 +13,7 @@ pub mod policy;
 pub mod private_endpoint;
 pub mod rbac;
 pub mod registry;
+pub mod text;
 
 pub use access::{Access, Action, ResourceScope};
 pub use digest::{Algorithm, Digest, DigestError};

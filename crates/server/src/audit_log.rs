@@ -2,6 +2,7 @@
 //! writes in batches: one fsync'd commit for many events, so that a pull costs no synchronous disk write.
 //! Events that record a change are written by the store in the change's own transaction instead.
 
+use moat_model::activity::ActivityEvent;
 use moat_model::audit::AuditEvent;
 use moat_store::MetadataStore;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 
 enum Msg {
     Event(Box<AuditEvent>),
+    /// A refused management request (the activity log's change-less rows).
+    Activity(Box<ActivityEvent>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -22,6 +25,7 @@ impl AuditLog {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         tokio::spawn(async move {
             let mut batch: Vec<AuditEvent> = Vec::new();
+            let mut activity: Vec<ActivityEvent> = Vec::new();
             let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
             while let Some(first) = rx.recv().await {
                 let mut next = Some(first);
@@ -29,9 +33,10 @@ impl AuditLog {
                 while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
                     match msg {
                         Msg::Event(e) => batch.push(*e),
+                        Msg::Activity(e) => activity.push(*e),
                         Msg::Flush(w) => waiters.push(w),
                     }
-                    if batch.len() >= 512 {
+                    if batch.len() + activity.len() >= 512 {
                         break;
                     }
                 }
@@ -40,6 +45,15 @@ impl AuditLog {
                         tracing::error!("audit batch of {} events not written: {e}", batch.len());
                     }
                     batch.clear();
+                }
+                if !activity.is_empty() {
+                    if let Err(e) = meta.record_activity_batch(&activity).await {
+                        tracing::error!(
+                            "activity batch of {} events not written: {e}",
+                            activity.len()
+                        );
+                    }
+                    activity.clear();
                 }
                 for w in waiters.drain(..) {
                     let _ = w.send(());
@@ -52,6 +66,10 @@ impl AuditLog {
 
     pub fn record(&self, event: AuditEvent) {
         let _ = self.tx.send(Msg::Event(Box::new(event)));
+    }
+
+    pub fn record_activity(&self, event: ActivityEvent) {
+        let _ = self.tx.send(Msg::Activity(Box::new(event)));
     }
 
     /// Waits until every event queued before this call is committed (used at shutdown).

@@ -79,12 +79,19 @@ pub async fn bootstrap(
     match meta.default_registry().await? {
         None => {
             let settings = RegistrySettings::new(Sku::Premium, &config.region);
+            let sub = cloud_ids(meta).await?.subscription_id;
+            let record = crate::arm::activity::local_event(
+                "moat:bootstrap",
+                "Microsoft.ContainerRegistry/registries/write",
+                &crate::arm::registry_json::registry_id(&sub, DEFAULT_RESOURCE_GROUP, "default"),
+            );
             meta.create_registry(
                 "default",
                 &login_server,
                 DEFAULT_RESOURCE_GROUP,
                 &settings,
                 true,
+                Some(&record),
             )
             .await?;
         }
@@ -279,17 +286,26 @@ async fn declare_endpoints(state: &AppState) -> anyhow::Result<Vec<moat_model::P
             ),
             Some(pe) => declared.push(pe),
             None => {
+                let sub = cloud_ids(&state.meta).await?.subscription_id;
+                let record = crate::arm::activity::local_event(
+                    "moat:config",
+                    "Microsoft.Network/privateEndpoints/write",
+                    &crate::arm::private_endpoints::endpoint_id(&sub, &d.resource_group, &d.name),
+                );
                 let pe = state
                     .meta
-                    .create_private_endpoint(&moat_store::meta::NewPrivateEndpoint {
-                        name: d.name.clone(),
-                        resource_group: d.resource_group.clone(),
-                        registry_id: registry.id.clone(),
-                        registry_name: registry.name.clone(),
-                        address: d.address,
-                        status: ConnectionStatus::Approved,
-                        description: "Auto-Approved (declared in the configuration file)".into(),
-                    })
+                    .create_private_endpoint(
+                        &moat_store::meta::NewPrivateEndpoint {
+                            name: d.name.clone(),
+                            resource_group: d.resource_group.clone(),
+                            registry_id: registry.id.clone(),
+                            registry_name: registry.name.clone(),
+                            address: d.address,
+                            status: ConnectionStatus::Approved,
+                            description: "Auto-Approved (declared in the configuration file)".into(),
+                        },
+                        &record,
+                    )
                     .await?;
                 declared.push(pe);
             }

@@ -20,6 +20,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "private_endpoints",
         include_str!("../migrations/0004_private_endpoints.sql"),
     ),
+    (
+        7,
+        "activity_log",
+        include_str!("../migrations/0007_activity_log.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

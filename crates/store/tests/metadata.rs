@@ -39,6 +39,7 @@ async fn blobs_are_visible_only_where_linked() {
             "rg",
             &RegistrySettings::new(Sku::Premium, "local"),
             true,
+            None,
         )
         .await
         .unwrap();
@@ -49,6 +50,7 @@ async fn blobs_are_visible_only_where_linked() {
             "rg",
             &RegistrySettings::new(Sku::Premium, "local"),
             false,
+            None,
         )
         .await
         .unwrap();
@@ -108,6 +110,7 @@ async fn manifest_needs_its_blobs_and_failed_push_leaves_no_trace() {
             "rg",
             &RegistrySettings::new(Sku::Premium, "local"),
             true,
+            None,
         )
         .await
         .unwrap();
@@ -196,6 +199,7 @@ async fn concurrent_blob_commits_all_land() {
             "rg",
             &RegistrySettings::new(Sku::Premium, "local"),
             true,
+            None,
         )
         .await
         .unwrap();

@@ -32,13 +32,14 @@ pub fn resource_group_from_id(id: &str) -> Option<String> {
     None
 }
 
-/// How az's table and tsv outputs show a scalar.
+/// How az's table and tsv outputs show a scalar. Text from the server may carry what some client sent (a tag, a
+/// description), so control characters are escaped: a cell can neither end its line nor drive the terminal.
 fn scalar(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => String::new(),
         Some(Value::Bool(true)) => "True".into(),
         Some(Value::Bool(false)) => "False".into(),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => moat_model::text::escape(s),
         Some(other) => other.to_string(),
     }
 }
@@ -82,6 +83,12 @@ pub fn credential_row(c: &Value) -> Vec<String> {
 
 /// Columns padded to their widest cell, two spaces apart, a dashed rule under the header; no trailing blanks.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    // Cells are escaped before they are measured, so the columns line up with what is printed.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| moat_model::text::escape(c)).collect())
+        .collect();
+    let rows = &rows[..];
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -120,7 +127,7 @@ pub fn tsv(rows: &[Vec<String>]) -> String {
             format!(
                 "{}\n",
                 r.iter()
-                    .map(|c| c.replace(['\t', '\n'], " "))
+                    .map(|c| moat_model::text::escape(c))
                     .collect::<Vec<_>>()
                     .join("\t")
             )

@@ -2,6 +2,7 @@
 //! cloud metadata `az cloud register` reads. ARM paths are case-insensitive in their fixed segments, so they are
 //! dispatched by hand after lower-casing those.
 
+pub mod activity;
 pub mod api_version;
 pub mod error;
 pub mod identity;
@@ -101,13 +102,14 @@ pub struct ArmCtx {
     /// The caller's address (socket, or a trusted proxy's forwarding headers), for audit events.
     pub caller_ip: std::net::IpAddr,
     pub correlation_id: String,
+    /// The request's activity-log record: handlers that change state take it for the store (`change()`).
+    pub activity: std::sync::Arc<activity::ActivityScope>,
 }
 
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
-    match handle(&state, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+    let scope = std::sync::Arc::new(activity::ActivityScope::of(&state, &req));
+    let result = handle(&state, req, &scope).await;
+    activity::finish(&state, &scope, result).await
 }
 
 fn query_param(query: &str, key: &str) -> Option<String> {
@@ -133,7 +135,11 @@ async fn read_json(body: axum::body::Body) -> ArmResult<Value> {
     })
 }
 
-async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
+async fn handle(
+    state: &AppState,
+    req: Request,
+    scope: &std::sync::Arc<activity::ActivityScope>,
+) -> ArmResult<Response> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().trim_end_matches('/').to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
@@ -153,6 +159,7 @@ async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
     // `GET /subscriptions` needs only a valid token.
     if l.len() == 1 {
         let principal = identity::authenticate(state, &parts.headers, &ids.subscription_id).await?;
+        scope.set_caller(&principal.app_id);
         let value = if principal.can_read_subscription() {
             vec![subscription_json(&ids)]
         } else {
@@ -170,10 +177,12 @@ async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
             ),
         ));
     }
+    let principal = identity::authenticate(state, &parts.headers, &ids.subscription_id).await?;
+    scope.set_caller(&principal.app_id);
     let ctx = ArmCtx {
         subscription: ids.subscription_id.clone(),
         tenant: ids.tenant_id.clone(),
-        principal: identity::authenticate(state, &parts.headers, &ids.subscription_id).await?,
+        principal,
         api_version,
         base_url: identity::base_url(&parts.headers, &parts.uri, scheme(state)),
         method: parts.method.clone(),
@@ -186,7 +195,8 @@ async fn handle(state: &AppState, req: Request) -> ArmResult<Response> {
             &parts.headers,
             &state.config.trusted_proxies,
         ),
-        correlation_id: crate::context::correlation_id(&parts.headers),
+        correlation_id: scope.correlation_id().to_string(),
+        activity: scope.clone(),
     };
     let m = parts.method.clone();
     let body = if matches!(m, Method::PUT | Method::PATCH | Method::POST) {

@@ -158,6 +158,7 @@ pub async fn registry_dispatch(
                         registry_id: &r.id,
                         connection_name: name,
                     },
+                    &ctx.activity.change(),
                     |_| Ok(EndpointChange::Disconnect),
                 )
                 .await;
@@ -243,6 +244,7 @@ async fn set_connection_state(
                 registry_id: &r.id,
                 connection_name: name,
             },
+            &ctx.activity.change(),
             |pe| {
                 let status = transition(pe.status, status).map_err(|e| {
                     ArmError::bad_request("BadRequest", e.to_string()).with_target(PATH)
@@ -349,6 +351,7 @@ pub async fn endpoint_dispatch(
                         resource_group: rg,
                         name,
                     },
+                    &ctx.activity.change(),
                     |_| Ok(EndpointChange::Delete),
                 )
                 .await;
@@ -535,15 +538,18 @@ async fn create_endpoint(
     })?;
     let pe = state
         .meta
-        .create_private_endpoint(&NewPrivateEndpoint {
-            name: name.to_string(),
-            resource_group: rg.to_string(),
-            registry_id: req.registry.id.clone(),
-            registry_name: req.registry.name.clone(),
-            address: req.address,
-            status,
-            description,
-        })
+        .create_private_endpoint(
+            &NewPrivateEndpoint {
+                name: name.to_string(),
+                resource_group: rg.to_string(),
+                registry_id: req.registry.id.clone(),
+                registry_name: req.registry.name.clone(),
+                address: req.address,
+                status,
+                description,
+            },
+            &ctx.activity.change(),
+        )
         .await
         .map_err(|e| match e {
             moat_store::StoreError::NotFound => ArmError::bad_request(

@@ -222,7 +222,7 @@ async fn put(
     let login_server = state.config.login_server_for(name);
     let (r, created) = state
         .meta
-        .upsert_registry::<_, ArmError>(name, &login_server, rg, |current| {
+        .upsert_registry::<_, ArmError>(name, &login_server, rg, ctx.activity.change(), |current| {
             if let Some(c) = current {
                 keeps_zone_redundancy(&c.settings, &settings)?;
             }
@@ -259,14 +259,20 @@ async fn patch(
     let now = moat_store::time_fmt::now();
     let (r, _) = state
         .meta
-        .upsert_registry::<_, ArmError>(name, &current.login_server, rg, |current| {
-            let current = current.ok_or_else(|| {
-                ArmError::not_found("Microsoft.ContainerRegistry/registries", name)
-            })?;
-            let next = registry_json::settings_from_patch(body, &current.settings, &now)?;
-            keeps_zone_redundancy(&current.settings, &next)?;
-            Ok(next)
-        })
+        .upsert_registry::<_, ArmError>(
+            name,
+            &current.login_server,
+            rg,
+            ctx.activity.change(),
+            |current| {
+                let current = current.ok_or_else(|| {
+                    ArmError::not_found("Microsoft.ContainerRegistry/registries", name)
+                })?;
+                let next = registry_json::settings_from_patch(body, &current.settings, &now)?;
+                keeps_zone_redundancy(&current.settings, &next)?;
+                Ok(next)
+            },
+        )
         .await?;
     state.registries.invalidate();
     lro(state, ctx, &r, StatusCode::OK).await
@@ -288,7 +294,10 @@ async fn delete(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResu
             "the server's default registry cannot be deleted",
         ));
     }
-    state.meta.delete_registry(&r.name).await?;
+    state
+        .meta
+        .delete_registry(&r.name, &ctx.activity.change())
+        .await?;
     crate::endpoints::refresh(state).await;
     Ok(StatusCode::OK.into_response())
 }
@@ -312,8 +321,15 @@ async fn credentials(
             format!("The admin user of registry '{name}' is disabled. Enable it with `moat acr update -n {name} --admin-enabled true`."),
         ));
     }
-    if let Some(which) = regenerate {
-        state.meta.regenerate_admin_credential(&r.id, which).await?;
+    match regenerate {
+        Some(which) => {
+            state
+                .meta
+                .regenerate_admin_credential(&r.id, which, &ctx.activity.change())
+                .await?
+        }
+        // A listing changes nothing, but gives secrets away: it is recorded before they leave.
+        None => state.meta.record_activity(&ctx.activity.change()).await?,
     }
     let passwords: Vec<Value> = state
         .meta

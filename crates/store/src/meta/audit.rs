@@ -36,9 +36,11 @@ fn insert_sql(rows: usize) -> String {
 /// Writes events on `conn`, which is the transaction of the change they record where there is one.
 async fn insert_events(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<()> {
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        // Stored bounded and escaped: these fields carry client input, and `moat audit` prints them.
+        let chunk: Vec<AuditEvent> = chunk.iter().map(AuditEvent::sanitized).collect();
         let sql = insert_sql(chunk.len());
         let mut q = sqlx::query(&sql);
-        for e in chunk {
+        for e in &chunk {
             q = q
                 .bind(&e.time_generated)
                 .bind(&e.category)

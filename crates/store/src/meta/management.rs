@@ -1,9 +1,11 @@
 //! The management plane's state: service principals and their role assignments, resource groups, registry
 //! admin credentials, and registry changes checked against the export policy in the transaction that writes them.
 
+use super::activity::insert_activity;
 use super::registries::settings_json;
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
+use moat_model::activity::ActivityEvent;
 use moat_model::policy::{PolicyError, PolicyFacts};
 use moat_model::{Registry, RegistrySettings};
 
@@ -42,6 +44,11 @@ impl From<sqlx::Error> for UpdateError {
     }
 }
 
+/// Registry settings as the activity log shows them before and after a change.
+fn settings_value(s: &RegistrySettings) -> serde_json::Value {
+    serde_json::to_value(s).unwrap_or_default()
+}
+
 fn random_password() -> String {
     // Two v4 UUIDs give 244 random bits; the simple form is URL- and shell-safe.
     format!(
@@ -52,18 +59,21 @@ fn random_password() -> String {
 }
 
 impl MetadataStore {
+    /// Creates a service principal; `activity` makes the record of it (it names the new app id), written with it.
     pub async fn create_service_principal(
         &self,
         display_name: &str,
         secret_hash: &str,
+        activity: impl FnOnce(&str) -> ActivityEvent,
     ) -> Result<ServicePrincipal> {
         let app_id = uuid::Uuid::new_v4().to_string();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query("INSERT INTO service_principals(app_id, display_name, secret_hash, created_at) VALUES (?, ?, ?, ?)")
             .bind(&app_id)
             .bind(display_name)
             .bind(secret_hash)
             .bind(crate::time_fmt::now())
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await;
         match r {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -73,6 +83,8 @@ impl MetadataStore {
             }
             r => r?,
         };
+        insert_activity(&mut tx, &activity(&app_id)).await?;
+        tx.commit().await?;
         Ok(ServicePrincipal {
             app_id,
             display_name: display_name.into(),
@@ -96,15 +108,24 @@ impl MetadataStore {
         )
     }
 
-    pub async fn assign_role(&self, principal_id: &str, role: &str, scope: &str) -> Result<()> {
+    pub async fn assign_role(
+        &self,
+        principal_id: &str,
+        role: &str,
+        scope: &str,
+        activity: &ActivityEvent,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("INSERT INTO role_assignments(id, principal_id, role, scope, created_at) VALUES (?, ?, ?, ?, ?)")
             .bind(uuid::Uuid::new_v4().to_string())
             .bind(principal_id)
             .bind(role)
             .bind(scope)
             .bind(crate::time_fmt::now())
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        insert_activity(&mut tx, activity).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -182,7 +203,13 @@ impl MetadataStore {
         Ok(rows)
     }
 
-    pub async fn regenerate_admin_credential(&self, registry_id: &str, name: &str) -> Result<()> {
+    pub async fn regenerate_admin_credential(
+        &self,
+        registry_id: &str,
+        name: &str,
+        activity: &ActivityEvent,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO registry_credentials(registry_id, name, value) VALUES (?, ?, ?)
              ON CONFLICT(registry_id, name) DO UPDATE SET value = excluded.value",
@@ -190,8 +217,10 @@ impl MetadataStore {
         .bind(registry_id)
         .bind(name)
         .bind(random_password())
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
+        insert_activity(&mut tx, activity).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -216,12 +245,14 @@ impl MetadataStore {
     /// Creates a registry or replaces/changes an existing one, in one transaction: the current state is read,
     /// `change` computes the new settings from it (`None` when the registry does not exist yet), the policy
     /// checks the transition, and the result is written. Concurrent changes are serialized by the single writer
-    /// connection, so no two of them can both pass a check that only one may pass.
+    /// connection, so no two of them can both pass a check that only one may pass. `activity` is written with
+    /// the change, completed with the settings before and after (and `Created` when the registry is new).
     pub async fn upsert_registry<F, E>(
         &self,
         name: &str,
         login_server: &str,
         resource_group: &str,
+        activity: ActivityEvent,
         change: F,
     ) -> Result<(Registry, bool), E>
     where
@@ -261,6 +292,13 @@ impl MetadataStore {
         )
         .map_err(|e| E::from(UpdateError::Policy(e)))?;
         let created = current.is_none();
+        let mut activity = activity.with_change(
+            current.as_ref().map(|c| settings_value(&c.settings)),
+            Some(settings_value(&settings)),
+        );
+        if created {
+            activity.set_http_status(201);
+        }
         let registry = match current {
             Some(mut c) => {
                 sqlx::query("UPDATE registries SET settings = ? WHERE id = ?")
@@ -312,12 +350,15 @@ impl MetadataStore {
                 }
             }
         };
+        insert_activity(&mut tx, &activity)
+            .await
+            .map_err(|e| E::from(UpdateError::Store(e)))?;
         tx.commit().await.map_err(db)?;
         Ok((registry, created))
     }
 
     /// Deletes a registry with everything in it (its blob links, manifests, tags; stored bytes are left to GC).
-    pub async fn delete_registry(&self, name: &str) -> Result<bool> {
+    pub async fn delete_registry(&self, name: &str, activity: &ActivityEvent) -> Result<bool> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let Some(id): Option<String> =
             sqlx::query_scalar("SELECT id FROM registries WHERE name = ? AND is_default = 0")
@@ -344,6 +385,7 @@ impl MetadataStore {
             .bind(&id)
             .execute(&mut *tx)
             .await?;
+        insert_activity(&mut tx, activity).await?;
         tx.commit().await?;
         Ok(true)
     }

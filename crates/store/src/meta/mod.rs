@@ -2,6 +2,7 @@
 //! Writes go through one connection: SQLite admits one writer at a time anyway, and queueing in the pool
 //! instead of in `SQLITE_BUSY` retries keeps every check-and-write inside one transaction without deadlocks.
 
+mod activity;
 mod audit;
 mod content;
 mod group_commit;
@@ -12,6 +13,7 @@ mod registries;
 mod repository_metadata;
 mod uploads;
 
+pub use activity::ActivityFilter;
 pub use audit::AuditFilter;
 pub use content::{FinishedBlob, ManifestRecord, ReferrerRow, StoredManifest};
 pub use import::{ImportWrite, ImportWriteError, LocalSource};

@@ -1,9 +1,11 @@
 //! Private endpoints and their connections. Every change that can take a registry's last approved connection
 //! away is checked against the registry's export policy in the transaction that writes it.
 
+use super::activity::insert_activity;
 use super::management::UpdateError;
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
+use moat_model::activity::ActivityEvent;
 use moat_model::private_endpoint::{ConnectionStatus, PrivateEndpoint};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -27,6 +29,14 @@ fn from_row(row: SqliteRow) -> Result<PrivateEndpoint> {
             .ok_or_else(|| StoreError::Invalid(format!("stored connection status '{status}'")))?,
         description: row.get(7),
         created_at: row.get(8),
+    })
+}
+
+/// An endpoint's connection as the activity log shows it before and after a change.
+fn connection_state(pe: &PrivateEndpoint) -> serde_json::Value {
+    serde_json::json!({
+        "privateEndpoint": pe.name, "resourceGroup": pe.resource_group, "connection": pe.connection_name,
+        "address": pe.address.to_string(), "status": pe.status.as_str(), "description": pe.description,
     })
 }
 
@@ -57,9 +67,11 @@ pub enum EndpointChange {
 }
 
 impl MetadataStore {
+    /// Creates an endpoint; `activity` (the record of it) is written with it, completed with its connection state.
     pub async fn create_private_endpoint(
         &self,
         new: &NewPrivateEndpoint,
+        activity: &ActivityEvent,
     ) -> Result<PrivateEndpoint> {
         let pe = PrivateEndpoint {
             id: uuid::Uuid::new_v4().simple().to_string(),
@@ -73,6 +85,7 @@ impl MetadataStore {
             created_at: crate::time_fmt::now(),
         };
         // The registry must still exist when the row is written: a delete racing the create wins or loses whole.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query(&format!(
             "INSERT INTO private_endpoints({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
              WHERE EXISTS (SELECT 1 FROM registries WHERE id = ?)"
@@ -87,7 +100,7 @@ impl MetadataStore {
         .bind(&pe.description)
         .bind(&pe.created_at)
         .bind(&pe.registry_id)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await;
         match r {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -100,6 +113,11 @@ impl MetadataStore {
                 if r?.rows_affected() == 0 {
                     return Err(StoreError::NotFound);
                 }
+                let activity = activity
+                    .clone()
+                    .with_change(None, Some(connection_state(&pe)));
+                insert_activity(&mut tx, &activity).await?;
+                tx.commit().await?;
                 Ok(pe)
             }
         }
@@ -151,9 +169,11 @@ impl MetadataStore {
     /// Changes one endpoint, found by `find` (a `WHERE` clause and its two binds), in one transaction:
     /// `change` sees the endpoint and says what to do; if the registry's approved connections would drop to
     /// none while its exports are disabled, the change is refused and nothing is written.
+    /// `activity` is written with the change, completed with the connection state before and after.
     pub async fn change_private_endpoint<F, E>(
         &self,
         selector: EndpointSelector<'_>,
+        activity: &ActivityEvent,
         change: F,
     ) -> Result<Option<PrivateEndpoint>, E>
     where
@@ -180,6 +200,7 @@ impl MetadataStore {
             return Err(E::from(UpdateError::NotFound));
         };
         let what = change(&pe)?;
+        let before = connection_state(&pe);
         let loses_approval = pe.is_approved()
             && !matches!(&what, EndpointChange::SetStatus { status, .. } if *status == ConnectionStatus::Approved);
         if loses_approval {
@@ -235,6 +256,10 @@ impl MetadataStore {
                 .await
                 .map_err(db)?;
         }
+        let activity = activity
+            .clone()
+            .with_change(Some(before), result.as_ref().map(connection_state));
+        insert_activity(&mut tx, &activity).await.map_err(store)?;
         tx.commit().await.map_err(db)?;
         Ok(result)
     }

@@ -1,5 +1,6 @@
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
+use moat_model::activity::ActivityEvent;
 use moat_model::{Registry, RegistrySettings};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -60,9 +61,11 @@ impl MetadataStore {
         resource_group: &str,
         settings: &RegistrySettings,
         is_default: bool,
+        activity: Option<&ActivityEvent>,
     ) -> Result<Registry> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let created_at = crate::time_fmt::now();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query(
             "INSERT INTO registries(id, name, login_server, resource_group, is_default, created_at, settings)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -74,7 +77,7 @@ impl MetadataStore {
         .bind(is_default)
         .bind(&created_at)
         .bind(settings_json(settings))
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await;
         match r {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -84,6 +87,13 @@ impl MetadataStore {
             }
             r => r?,
         };
+        if let Some(a) = activity {
+            let a = a
+                .clone()
+                .with_change(None, serde_json::to_value(settings).ok());
+            super::activity::insert_activity(&mut tx, &a).await?;
+        }
+        tx.commit().await?;
         Ok(Registry {
             id,
             name: name.into(),

@@ -1,0 +1,150 @@
+//! Recording management requests in the activity log. Every request gets an [`ActivityScope`] before it is
+//! handled: it knows the operation (from ARM's naming rule in `moat_model::activity`), the caller's address and
+//! the correlation id, and learns the caller once the token is checked. Handlers that change state take their
+//! record from it ([`ActivityScope::change`]) and hand it to the store, which writes it in the change's own
+//! transaction. [`finish`] then covers the rest, so no route can forget: a refused request is recorded as
+//! `Failed` (through the batched writer: it changed nothing), and a change whose handler kept no record of its
+//! own (a no-op delete, an import accepted for later) is recorded before its answer is sent.
+
+use super::error::ArmError;
+use crate::state::AppState;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use moat_model::activity::{arm_operation, ActivityEvent, ArmOperation};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+/// What the activity log needs to know about one management request.
+pub struct ActivityScope {
+    operation: ArmOperation,
+    caller_ip: String,
+    correlation_id: String,
+    /// The `User-Agent` the request carried, kept in the record's properties (stored escaped and bounded).
+    user_agent: Option<String>,
+    /// The authenticated service principal; unset while the token is unchecked or when it was refused.
+    caller: OnceLock<String>,
+    /// Whether a handler took the record to write with its change.
+    taken: AtomicBool,
+}
+
+/// The response header that carries the correlation id (ARM sends it on every answer).
+pub const CORRELATION_HEADER: &str = "x-ms-correlation-request-id";
+
+impl ActivityScope {
+    pub fn of(state: &AppState, req: &Request) -> ActivityScope {
+        let headers = req.headers();
+        let peer = req
+            .extensions()
+            .get::<crate::endpoints::ConnInfo>()
+            .map(|c| c.peer.ip())
+            .unwrap_or([127, 0, 0, 1].into());
+        ActivityScope {
+            operation: arm_operation(req.method().as_str(), req.uri().path()),
+            caller_ip: crate::context::client_ip(peer, headers, &state.config.trusted_proxies)
+                .to_string(),
+            correlation_id: crate::context::correlation_id(headers),
+            user_agent: headers
+                .get(axum::http::header::USER_AGENT)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            caller: OnceLock::new(),
+            taken: AtomicBool::new(false),
+        }
+    }
+
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
+
+    pub fn set_caller(&self, app_id: &str) {
+        let _ = self.caller.set(app_id.to_string());
+    }
+
+    fn event(&self) -> ActivityEvent {
+        let mut e = ActivityEvent::new(
+            uuid::Uuid::new_v4().to_string(),
+            moat_store::time_fmt::now(),
+            &self.operation.operation_name,
+            &self.operation.resource_id,
+            self.caller.get().map(String::as_str).unwrap_or("-"),
+            &self.caller_ip,
+            &self.correlation_id,
+        );
+        if let Some(ua) = &self.user_agent {
+            e.set_property("userAgent", ua.as_str().into());
+        }
+        e
+    }
+
+    /// The record of this request's change, for the store to write with it.
+    pub fn change(&self) -> ActivityEvent {
+        self.taken.store(true, Ordering::Relaxed);
+        self.event()
+    }
+}
+
+/// Turns a handler's result into the response, recording what [`ActivityScope::change`] did not.
+pub async fn finish(
+    state: &AppState,
+    scope: &ActivityScope,
+    result: Result<Response, ArmError>,
+) -> Response {
+    let mut response = match result {
+        Err(e) => {
+            // Refusals of changes, and every authentication or authorization refusal even of a read.
+            let refused = matches!(e.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+            if scope.operation.is_change || refused {
+                state.audit.record_activity(scope.event().failed(
+                    e.status.as_u16(),
+                    &e.code,
+                    &e.message,
+                ));
+            }
+            e.into_response()
+        }
+        Ok(r) => {
+            let status = r.status();
+            if scope.operation.is_change
+                && status.is_success()
+                && !scope.taken.load(Ordering::Relaxed)
+            {
+                let mut event = scope.event();
+                event.set_http_status(status.as_u16());
+                // Written before the answer leaves: an acknowledged change is recorded.
+                if let Err(e) = state.meta.record_activity(&event).await {
+                    return ArmError::internal(format!("activity log not written: {e}"))
+                        .into_response();
+                }
+            }
+            r
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&scope.correlation_id) {
+        response.headers_mut().insert(CORRELATION_HEADER, v);
+    }
+    response
+}
+
+/// A record of a change made on the server's own side (its first start, its configuration file, an operator
+/// command on the data directory): no network caller, so the caller names where it came from.
+pub fn local_event(caller: &str, operation_name: &str, resource_id: &str) -> ActivityEvent {
+    ActivityEvent::new(
+        uuid::Uuid::new_v4().to_string(),
+        moat_store::time_fmt::now(),
+        operation_name,
+        resource_id,
+        caller,
+        "local",
+        uuid::Uuid::new_v4().to_string(),
+    )
+}
+
+/// The caller of an operator command: `local:<login name>`.
+pub fn operator() -> String {
+    format!(
+        "local:{}",
+        std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "operator".into())
+    )
+}
