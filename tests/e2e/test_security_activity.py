@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import uuid
 
 import requests
@@ -260,3 +261,38 @@ def test_audit_output_cannot_be_forged(moat):
     # one header line and one line per event: the newline in the stored text made no row of its own
     assert len(lines) == 1 + len(events), out
     assert not any(l.startswith("2026-01-01T00:00:00Z") for l in lines), out
+
+
+def test_changes_without_a_store_record_of_their_own_are_recorded(moat):
+    arm = Arm(moat, sp_create(moat, "owner-misc"))
+    # a resource group
+    r = call(arm, "PUT", f"/subscriptions/{arm.subscription}/resourceGroups/rgact", {"location": "local"},
+             api_version="2022-09-01")
+    assert r.status_code in (200, 201), r.text
+    assert row_of(moat, r)["operationName"] == "Microsoft.Resources/subscriptions/resourceGroups/write"
+    # deletes of what does not exist change nothing, and are still one row each
+    r = call(arm, "DELETE", arm.endpoint_path("nosuchpe"), api_version="2023-09-01")
+    assert r.status_code in (200, 204), r.text
+    assert row_of(moat, r)["operationName"] == "Microsoft.Network/privateEndpoints/delete"
+    assert arm.put_registry("miscreg", {"location": "local", "sku": {"name": "Premium"}}).status_code == 201
+    r = call(arm, "DELETE", arm.connections_path("miscreg", connection="miscreg.nosuch"))
+    assert r.status_code in (200, 204), r.text
+    row_of(moat, r)
+
+    # a remote import: its request, and (when it ran as an operation) how it ended
+    r = call(arm, "POST", arm.registry_path("miscreg") + "/importImage",
+             {"source": {"registryUri": "127.0.0.1:1", "sourceImage": "nothing/here:1"},
+              "targetTags": ["x/y:1"]})
+    assert r.status_code in (202, 400), r.text
+    op = "Microsoft.ContainerRegistry/registries/importImage/action"
+    if r.status_code == 400:
+        assert row_of(moat, r)["operationName"] == op
+        return
+    end = time.monotonic() + 60
+    while True:
+        rows = [e for e in activity(moat) if e["correlationId"] == r.correlation]
+        if len(rows) == 2 or time.monotonic() > end:
+            break
+        time.sleep(0.3)
+    assert [(e["operationName"], e["status"]) for e in rows] == [(op, "Started"), (op, "Failed")], rows
+    assert rows[1]["properties"]["error"]["code"], rows

@@ -447,7 +447,8 @@ fn main() -> anyhow::Result<()> {
         .block_on(run(cli));
     if let Err(e) = result {
         // One line a person can act on; the chain of causes follows the colon.
-        eprintln!("error: {e:#}");
+        // The message may quote stored or remote text: printed inert.
+        eprintln!("error: {}", moat_model::text::escape(&format!("{e:#}")));
         std::process::exit(1);
     }
     Ok(())

@@ -43,7 +43,8 @@ pub fn exit_with(e: anyhow::Error) -> ! {
         Some(c) => c.message.clone(),
         None => format!("{e:#}"),
     };
-    eprintln!("ERROR: {text}");
+    // The message may quote what a server or a remote registry sent: printed inert.
+    eprintln!("ERROR: {}", moat_model::text::escape(&text));
     std::process::exit(code)
 }
 

@@ -3,8 +3,9 @@
 //! the correlation id, and learns the caller once the token is checked. Handlers that change state take their
 //! record from it ([`ActivityScope::change`]) and hand it to the store, which writes it in the change's own
 //! transaction. [`finish`] then covers the rest, so no route can forget: a refused request is recorded as
-//! `Failed` (through the batched writer: it changed nothing), and a change whose handler kept no record of its
-//! own (a no-op delete, an import accepted for later) is recorded before its answer is sent.
+//! `Failed` (through the batched writer: it changed nothing), and a change request answered with success whose
+//! record the store did not write (a delete of what was already gone, an import accepted for later, a resource
+//! group) is recorded before its answer is sent.
 
 use super::error::ArmError;
 use crate::state::AppState;
@@ -12,8 +13,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use moat_model::activity::{arm_operation, ActivityEvent, ArmOperation};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// What the activity log needs to know about one management request.
 pub struct ActivityScope {
@@ -24,8 +24,8 @@ pub struct ActivityScope {
     user_agent: Option<String>,
     /// The authenticated service principal; unset while the token is unchecked or when it was refused.
     caller: OnceLock<String>,
-    /// Whether a handler took the record to write with its change.
-    taken: AtomicBool,
+    /// The ids of the records handlers took to write with their change (written only if the change was made).
+    issued: Mutex<Vec<String>>,
 }
 
 /// The response header that carries the correlation id (ARM sends it on every answer).
@@ -48,7 +48,7 @@ impl ActivityScope {
                 .get(axum::http::header::USER_AGENT)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
             caller: OnceLock::new(),
-            taken: AtomicBool::new(false),
+            issued: Mutex::new(Vec::new()),
         }
     }
 
@@ -78,8 +78,29 @@ impl ActivityScope {
 
     /// The record of this request's change, for the store to write with it.
     pub fn change(&self) -> ActivityEvent {
-        self.taken.store(true, Ordering::Relaxed);
+        let e = self.event();
+        if let Ok(mut ids) = self.issued.lock() {
+            ids.push(e.event_data_id.clone());
+        }
+        e
+    }
+
+    /// The record of how an operation that outlives its request (a remote import) ended; written by whoever
+    /// sees it end, with [`completed`].
+    pub fn completion(&self) -> ActivityEvent {
         self.event()
+    }
+}
+
+/// `record` completed with the outcome of its long-running operation.
+pub fn completed(mut record: ActivityEvent, outcome: &Result<(), ArmError>) -> ActivityEvent {
+    record.time = moat_store::time_fmt::now();
+    match outcome {
+        Ok(()) => {
+            record.set_http_status(200);
+            record
+        }
+        Err(e) => record.failed(e.status.as_u16(), &e.code, &e.message),
     }
 }
 
@@ -103,15 +124,9 @@ pub async fn finish(
             e.into_response()
         }
         Ok(r) => {
-            let status = r.status();
-            if scope.operation.is_change
-                && status.is_success()
-                && !scope.taken.load(Ordering::Relaxed)
-            {
-                let mut event = scope.event();
-                event.set_http_status(status.as_u16());
-                // Written before the answer leaves: an acknowledged change is recorded.
-                if let Err(e) = state.meta.record_activity(&event).await {
+            if scope.operation.is_change && r.status().is_success() {
+                // Written before the answer leaves: an acknowledged change request is recorded.
+                if let Err(e) = record_unrecorded(state, scope, r.status()).await {
                     return ArmError::internal(format!("activity log not written: {e}"))
                         .into_response();
                 }
@@ -123,6 +138,25 @@ pub async fn finish(
         response.headers_mut().insert(CORRELATION_HEADER, v);
     }
     response
+}
+
+/// Records a successful change request unless the store already wrote one of the records handed out for it.
+async fn record_unrecorded(
+    state: &AppState,
+    scope: &ActivityScope,
+    status: StatusCode,
+) -> Result<(), moat_store::StoreError> {
+    let issued = scope
+        .issued
+        .lock()
+        .map(|ids| ids.clone())
+        .unwrap_or_default();
+    if !issued.is_empty() && state.meta.activity_recorded(&issued).await? {
+        return Ok(());
+    }
+    let mut event = scope.event();
+    event.set_http_status(status.as_u16());
+    state.meta.record_activity(&event).await
 }
 
 /// A record of a change made on the server's own side (its first start, its configuration file, an operator

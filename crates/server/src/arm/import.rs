@@ -415,8 +415,12 @@ async fn start_remote(
     };
     let state2 = state.clone();
     let op2 = op.clone();
+    let completion = ctx.activity.completion();
     tokio::spawn(async move {
         let result = job.run().await;
+        state2
+            .audit
+            .record_activity(super::activity::completed(completion, &result));
         if let Some(o) = state2.imports.0.lock().expect("lock").get_mut(&op2) {
             o.result = Some(result);
             o.finished = Some(std::time::Instant::now());

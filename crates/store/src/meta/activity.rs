@@ -89,6 +89,21 @@ impl MetadataStore {
             .await
     }
 
+    /// Whether any of the records `event_data_ids` is written.
+    pub async fn activity_recorded(&self, event_data_ids: &[String]) -> Result<bool> {
+        for id in event_data_ids {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM activity_events WHERE event_data_id = ?")
+                    .bind(id)
+                    .fetch_optional(&self.reader)
+                    .await?;
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub async fn activity_events(&self, f: &ActivityFilter) -> Result<Vec<ActivityEvent>> {
         let mut sql = String::from("SELECT * FROM activity_events WHERE 1=1");
         let mut binds: Vec<&str> = Vec::new();
