@@ -11,7 +11,7 @@ use base64::Engine;
 use moat_model::audit::{AuditEvent, Category};
 use moat_model::{
     decide, decide_network, Access, Action, Decision, DenyReason, Egress, NetworkDecision, Origin,
-    PrivateEndpointOrigin, Registry, RepositoryName,
+    Permit, PrivateEndpointOrigin, Registry, RepositoryName,
 };
 use std::net::IpAddr;
 use std::time::Instant;
@@ -380,6 +380,14 @@ impl RequestCtx {
                 }
             }
         }
+    }
+
+    /// [`gate`](Self::gate) for an egress that links blobs (a mount): the gate's `Allow` as the permit the store
+    /// writes the link with (DESIGN principle 6).
+    pub fn permit(&self, state: &AppState, egress: &Egress) -> OciResult<Permit> {
+        self.gate(state, egress)?;
+        moat_model::permit(&self.registry, &self.origin, &self.principal.access, egress)
+            .map_err(|why| OciError::new(Code::Denied, why.to_string()))
     }
 
     /// A repository event for this request, to be completed by the caller.

@@ -7,6 +7,6 @@ pub mod meta;
 mod migrate;
 pub mod time_fmt;
 
-pub use blobs::{BlobStore, LocalBlobStore, UploadWriter};
+pub use blobs::{BlobStore, Hashed, LocalBlobStore, ReceivedBlob, UploadWriter};
 pub use error::StoreError;
 pub use meta::MetadataStore;

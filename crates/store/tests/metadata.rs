@@ -1,10 +1,13 @@
 //! The metadata store's rules, on a real SQLite file: visibility through links, manifests refused when they
 //! reference what the repository does not hold, and audit events written only with the change they record.
 
+use bytes::Bytes;
 use moat_model::audit::AuditEvent;
-use moat_model::{Digest, Reference, RegistrySettings, RepositoryName, Sku};
+use moat_model::{
+    permit, Access, Digest, Egress, Origin, Reference, RegistrySettings, RepositoryName, Sku,
+};
 use moat_store::meta::{AuditFilter, FinishedBlob, ManifestRecord};
-use moat_store::MetadataStore;
+use moat_store::{MetadataStore, ReceivedBlob};
 
 fn event(op: &str) -> AuditEvent {
     AuditEvent {
@@ -59,10 +62,8 @@ async fn blobs_are_visible_only_where_linked() {
         FinishedBlob {
             registry_id: &r1.id,
             repo: &repo("a"),
-            digest: &d,
-            size: 5,
+            blob: ReceivedBlob::from_bytes(Bytes::from_static(b"layer"), &d).unwrap(),
             upload_id: "u1",
-            inline: None,
         },
         &event("Push"),
     )
@@ -81,14 +82,24 @@ async fn blobs_are_visible_only_where_linked() {
         None
     );
     // A mount from a repository that does not hold the blob links nothing.
+    let mount = |from: &str| {
+        let (from, to) = (repo(from), repo("c"));
+        let egress = Egress::Mount {
+            source_registry: &r1,
+            from: &from,
+            to: &to,
+        };
+        let origin = Origin::trusted_service("127.0.0.1".parse().unwrap());
+        permit(&r1, &origin, &Access::everything(), &egress).unwrap()
+    };
     assert_eq!(
-        meta.mount_blob(&r1.id, &repo("b"), &repo("c"), &d, &event("Mount"))
+        meta.mount_blob(&mount("b"), &repo("c"), &d, &event("Mount"))
             .await
             .unwrap(),
         None
     );
     assert_eq!(
-        meta.mount_blob(&r1.id, &repo("a"), &repo("c"), &d, &event("Mount"))
+        meta.mount_blob(&mount("a"), &repo("c"), &d, &event("Mount"))
             .await
             .unwrap(),
         Some(5)
@@ -153,10 +164,8 @@ async fn manifest_needs_its_blobs_and_failed_push_leaves_no_trace() {
         FinishedBlob {
             registry_id: &r.id,
             repo: &repo("a"),
-            digest: &layer,
-            size: 5,
+            blob: ReceivedBlob::from_bytes(Bytes::from_static(b"layer"), &layer).unwrap(),
             upload_id: "u1",
-            inline: None,
         },
         &event("Push"),
     )
@@ -207,14 +216,13 @@ async fn concurrent_blob_commits_all_land() {
     for i in 0..64 {
         let (meta, rid) = (meta.clone(), r.id.clone());
         tasks.push(tokio::spawn(async move {
-            let d = Digest::sha256_of(format!("blob {i}").as_bytes());
+            let bytes = Bytes::from(format!("blob {i}"));
+            let d = Digest::sha256_of(&bytes);
             let blob = FinishedBlob {
                 registry_id: &rid,
                 repo: &repo("a"),
-                digest: &d,
-                size: 7,
+                blob: ReceivedBlob::from_bytes(bytes, &d).unwrap(),
                 upload_id: &format!("u{i}"),
-                inline: None,
             };
             meta.commit_blob(blob, &event("Push")).await.unwrap();
             d

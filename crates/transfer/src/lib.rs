@@ -1,6 +1,7 @@
 //! Moving images into a registry. An import reads the source image's manifests (an index with every child),
-//! gathers the blobs they reference, brings the bytes the store lacks (none for a source on this server: the
-//! target links what the source holds), and writes the whole image into the target in one transaction.
+//! gathers the blobs they reference, downloads every blob the target registry does not link already (none for a
+//! source on this server: the target links what the source holds, on the gate's permit), and writes the whole
+//! image into the target in one transaction.
 
 pub mod artifact;
 pub mod error;

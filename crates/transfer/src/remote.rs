@@ -10,7 +10,8 @@ use crate::spec::ImageRef;
 use base64::Engine;
 use bytes::Bytes;
 use moat_model::{Algorithm, Digest, Reference};
-use moat_store::BlobStore;
+use moat_store::blobs::Unverified;
+use moat_store::{BlobStore, ReceivedBlob};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -343,8 +344,14 @@ impl Remote {
     }
 
     /// Downloads one blob into the store under its digest: hashed once on the way, resumed with `Range` when
-    /// the connection is cut, verified before it is named.
-    fn fetch_blob(&self, f: &Fetch, digest: &Digest, size: u64) -> Result<(), ImportError> {
+    /// the connection is cut, verified before it is named. The proof that it arrived is what lets the import
+    /// link it (DESIGN principle 6).
+    fn fetch_blob(
+        &self,
+        f: &Fetch,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<ReceivedBlob, ImportError> {
         let id = uuid::Uuid::new_v4().to_string();
         f.store.create_upload(&id, false)?;
         let result = self.fetch_into(f, &id, digest, size);
@@ -360,7 +367,7 @@ impl Remote {
         id: &str,
         digest: &Digest,
         size: u64,
-    ) -> Result<(), ImportError> {
+    ) -> Result<ReceivedBlob, ImportError> {
         let Fetch {
             store,
             repo,
@@ -424,19 +431,15 @@ impl Remote {
             }
             if !cut && writer.size() == size {
                 writer.sync()?;
-                let (sha256, _, _) = writer.finish()?;
-                let actual = match digest.algorithm() {
-                    Algorithm::Sha256 => sha256,
-                    other => store.digest_upload(id, other)?,
-                };
-                if &actual != digest {
-                    return Err(ImportError::DigestMismatch {
-                        expected: digest.clone(),
-                        actual,
-                    });
-                }
-                store.commit_upload(id, digest)?;
-                return Ok(());
+                return ReceivedBlob::commit(store, id, writer.finish()?, digest).map_err(
+                    |e| match e {
+                        Unverified::Mismatch { actual } => ImportError::DigestMismatch {
+                            expected: digest.clone(),
+                            actual,
+                        },
+                        Unverified::Io(e) => e.into(),
+                    },
+                );
             }
             if !cut {
                 last_error = format!(
@@ -458,7 +461,8 @@ impl Remote {
         repo: &str,
         blobs: &[(Digest, u64)],
         progress: &Progress,
-    ) -> Result<(), ImportError> {
+    ) -> Result<Vec<ReceivedBlob>, ImportError> {
+        let received = Mutex::new(Vec::with_capacity(blobs.len()));
         let queue = Mutex::new(blobs.iter());
         let cancel = AtomicBool::new(false);
         let fetch = Fetch {
@@ -475,7 +479,10 @@ impl Remote {
                         return;
                     };
                     match self.fetch_blob(&fetch, digest, *size) {
-                        Ok(()) => Progress::add(&progress.layers_done, 1),
+                        Ok(blob) => {
+                            received.lock().expect("lock").push(blob);
+                            Progress::add(&progress.layers_done, 1)
+                        }
                         Err(e) => {
                             cancel.store(true, Ordering::Relaxed);
                             first_error.lock().expect("lock").get_or_insert(e);
@@ -487,7 +494,7 @@ impl Remote {
         });
         match first_error.into_inner().expect("lock") {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(received.into_inner().expect("lock")),
         }
     }
 }

@@ -9,8 +9,8 @@ use crate::state::AppState;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use moat_model::audit::{AuditEvent, Category};
-use moat_model::{decide, Access, Decision, Egress, Origin, Registry};
-use moat_store::meta::{ImportWrite, ImportWriteError, LocalSource};
+use moat_model::{permit, Access, Egress, Origin, Permit, Registry};
+use moat_store::meta::{ImportWrite, ImportWriteError};
 use moat_transfer::progress::ProgressSnapshot;
 use moat_transfer::remote::{Credentials, Remote};
 use moat_transfer::spec::targets;
@@ -236,30 +236,26 @@ pub async fn import_image(
     }
 }
 
-/// The gate's answer for this import leaving `source`, as the source is in the caller's transaction.
+/// The gate's answer for this import leaving `source`, as the source is in the caller's transaction: the permit
+/// the store links the image with.
 fn gate(
     ctx: &ArmCtx,
     source: &Registry,
     target: &Registry,
     image: &ImageRef,
-) -> Result<(), String> {
+) -> Result<Permit, String> {
     let egress = Egress::ImportFrom {
         target_registry: target,
         repository: &image.repository,
         reference: &image.reference,
     };
-    match decide(
+    permit(
         source,
         &Origin::trusted_service(ctx.caller_ip),
         &Access::everything(),
         &egress,
-    ) {
-        Decision::Allow => Ok(()),
-        Decision::Deny(why) => Err(format!(
-            "Import from registry '{}' was refused: {why}.",
-            source.name
-        )),
-    }
+    )
+    .map_err(|why| format!("Import from registry '{}' was refused: {why}.", source.name))
 }
 
 async fn import_local(
@@ -303,14 +299,7 @@ async fn import_local(
     };
     let result = state
         .meta
-        .import_image(
-            &write,
-            Some(LocalSource {
-                registry_id: &source.id,
-                repository: &req.image.repository,
-            }),
-            |src| gate(ctx, src, target, &req.image),
-        )
+        .import_local(&write, &source.id, |src| gate(ctx, src, target, &req.image))
         .await;
     state.manifest_cache.invalidate();
     match result {
@@ -524,19 +513,21 @@ impl RemoteJob {
             })
             .await
             .map_err(ArmError::internal)??;
-        // Bytes the store holds already are not downloaded again.
+        // Proof of possession (DESIGN principle 6): every blob is downloaded and hashed, unless the target registry
+        // links it already. That a digest is stored for another registry proves nothing and is never asked.
         let mut missing = Vec::new();
         for (digest, size) in &artifact.blobs {
-            let known = self.state.meta.stored_blob_size(digest).await?;
+            let held = self
+                .state
+                .meta
+                .linked_in_registry(&self.target.id, digest)
+                .await?;
             Progress::add(&self.progress.layers_total, 1);
-            match known {
-                Some(_) => {
-                    Progress::add(&self.progress.layers_done, 1);
-                }
-                None => {
-                    Progress::add(&self.progress.bytes_total, *size);
-                    missing.push((digest.clone(), *size));
-                }
+            if held {
+                Progress::add(&self.progress.layers_done, 1);
+            } else {
+                Progress::add(&self.progress.bytes_total, *size);
+                missing.push((digest.clone(), *size));
             }
         }
         let (blobs, repo, progress) = (
@@ -544,7 +535,7 @@ impl RemoteJob {
             self.req.image.repository.to_string(),
             self.progress.clone(),
         );
-        tokio::task::spawn_blocking(move || {
+        let received = tokio::task::spawn_blocking(move || {
             remote.fetch_blobs(blobs.as_ref(), &repo, &missing, &progress)
         })
         .await
@@ -562,7 +553,7 @@ impl RemoteJob {
         let result = self
             .state
             .meta
-            .import_image::<_, String>(&write, None, |_| Ok(()))
+            .import_remote::<String>(&write, &received)
             .await;
         self.state.manifest_cache.invalidate();
         result.map_err(write_error)

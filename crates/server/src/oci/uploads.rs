@@ -14,7 +14,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use moat_model::access::ResourceScope;
 use moat_model::{Action, Digest, Egress, RepositoryName};
+use moat_store::blobs::Unverified;
 use moat_store::meta::{FinishedBlob, UploadRow};
+use moat_store::{Hashed, ReceivedBlob};
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -153,11 +155,11 @@ async fn append(
     prior: HashState,
     body: Body,
     mode: Mode,
-) -> OciResult<(Digest, Sha256, u64)> {
+) -> OciResult<Hashed> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let blobs = state.blobs.clone();
     let id2 = id.to_string();
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(Digest, Sha256, u64)> {
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Hashed> {
         if mode == Mode::Create {
             blobs.create_upload(&id2, false)?;
         }
@@ -208,41 +210,35 @@ async fn commit(
     repo: &RepositoryName,
     id: &str,
     expected: &Digest,
-    actual: Digest,
-    size: u64,
+    hashed: Hashed,
 ) -> OciResult<Response> {
     // Bytes are hashed with sha256 as they stream; a client that names them by sha512 pays one more read.
-    let actual = if expected.algorithm() == actual.algorithm() {
-        actual
-    } else {
-        let (blobs, id2, algorithm) = (state.blobs.clone(), id.to_string(), expected.algorithm());
-        tokio::task::spawn_blocking(move || blobs.digest_upload(&id2, algorithm))
-            .await
-            .map_err(OciError::internal)??
+    let (blobs, id2, d2) = (state.blobs.clone(), id.to_string(), expected.clone());
+    let received = tokio::task::spawn_blocking(move || {
+        ReceivedBlob::commit(blobs.as_ref(), &id2, hashed, &d2)
+    })
+    .await
+    .map_err(OciError::internal)?;
+    let received = match received {
+        Ok(r) => r,
+        Err(Unverified::Mismatch { actual }) => {
+            discard(state, id).await?;
+            return Err(OciError::new(
+                Code::DigestInvalid,
+                format!("provided digest {expected} does not match the uploaded content ({actual}); the upload was discarded, push again"),
+            ));
+        }
+        Err(Unverified::Io(e)) => return Err(e.into()),
     };
-    if &actual != expected {
-        discard(state, id).await?;
-        return Err(OciError::new(
-            Code::DigestInvalid,
-            format!("provided digest {expected} does not match the uploaded content ({actual}); the upload was discarded, push again"),
-        ));
-    }
-    let blobs = state.blobs.clone();
-    let (id2, d2) = (id.to_string(), expected.clone());
-    tokio::task::spawn_blocking(move || blobs.commit_upload(&id2, &d2))
-        .await
-        .map_err(OciError::internal)??;
     let mut e = ctx.event("Push", Some(repo), 201);
     e.digest = Some(expected.to_string());
-    e.size = Some(size as i64);
+    e.size = Some(received.size() as i64);
     e.media_type = Some("application/octet-stream".into());
     let blob = FinishedBlob {
         registry_id: &ctx.registry.id,
         repo,
-        digest: expected,
-        size,
+        blob: received,
         upload_id: id,
-        inline: None,
     };
     state.meta.commit_blob(blob, &e).await?;
     state.uploads.forget(id);
@@ -299,13 +295,14 @@ pub async fn start(
                 from,
                 to: repo,
             };
-            // A refused or impossible mount is not an error: the spec has the client upload instead.
-            if ctx.gate(state, &egress).is_ok() {
+            // A refused or impossible mount is not an error: the spec has the client upload instead. The gate's
+            // permit is what the store links with: it names the registry and the repository it allowed reading.
+            if let Ok(permit) = ctx.permit(state, &egress) {
                 let mut e = ctx.event("Mount", Some(repo), 201);
                 e.digest = Some(digest.to_string());
                 if state
                     .meta
-                    .mount_blob(&ctx.registry.id, from, repo, &digest, &e)
+                    .mount_blob(&permit, repo, &digest, &e)
                     .await?
                     .is_some()
                 {
@@ -325,21 +322,21 @@ pub async fn start(
         // A monolithic upload needs no session row: it is never resumed, and a crash leaves only an object
         // that the startup sweep removes.
         let id = uuid::Uuid::new_v4().to_string();
-        let (actual, _, size) = match append(state, &id, 0, None, body, Mode::Create).await {
+        let hashed = match append(state, &id, 0, None, body, Mode::Create).await {
             Ok(w) => w,
             Err(e) => {
                 discard_object(state, &id).await?;
                 return Err(e);
             }
         };
-        if declared.is_some_and(|n| n != size) {
+        if declared.is_some_and(|n| n != hashed.size()) {
             discard_object(state, &id).await?;
             return Err(OciError::new(
                 Code::SizeInvalid,
                 "body length does not match Content-Length",
             ));
         }
-        return commit(state, ctx, repo, &id, &expected, actual, size).await;
+        return commit(state, ctx, repo, &id, &expected, hashed).await;
     }
     let id = new_session(state, ctx, repo).await?;
     accepted(repo, &id, 0)
@@ -374,25 +371,21 @@ async fn small_blob(
             "body length does not match Content-Length",
         ));
     }
-    let actual = Digest::of(expected.algorithm(), &bytes);
-    if &actual != expected {
-        return Err(OciError::new(
+    let received = ReceivedBlob::from_bytes(bytes, expected).map_err(|actual| {
+        OciError::new(
             Code::DigestInvalid,
             format!("provided digest {expected} does not match the uploaded content ({actual}); push again"),
-        ));
-    }
+        )
+    })?;
     let mut e = ctx.event("Push", Some(repo), 201);
     e.digest = Some(expected.to_string());
-    e.size = Some(bytes.len() as i64);
+    e.size = Some(received.size() as i64);
     e.media_type = Some("application/octet-stream".into());
-    let size = bytes.len() as u64;
     let blob = FinishedBlob {
         registry_id: &ctx.registry.id,
         repo,
-        digest: expected,
-        size,
+        blob: received,
         upload_id: "",
-        inline: Some(bytes),
     };
     state.meta.commit_blob(blob, &e).await?;
     created(repo, expected)
@@ -480,7 +473,9 @@ pub async fn patch(
         }
     };
     let declared = content_length(headers)?;
-    let (_, hasher, size) = append(state, id, committed, guard.take(), body, Mode::Chunk).await?;
+    let (hasher, size) = append(state, id, committed, guard.take(), body, Mode::Chunk)
+        .await?
+        .resume_state();
     if let Some(want) = expected_len.or(declared) {
         if size - committed != want {
             return Err(OciError::new(
@@ -527,14 +522,14 @@ pub async fn finish(
         }
     }
     let declared = content_length(headers)?;
-    let (actual, _, size) = append(state, id, committed, guard.take(), body, Mode::Last).await?;
-    if declared.is_some_and(|n| n != size - committed) {
+    let hashed = append(state, id, committed, guard.take(), body, Mode::Last).await?;
+    if declared.is_some_and(|n| n != hashed.size() - committed) {
         return Err(OciError::new(
             Code::SizeInvalid,
             "body length does not match Content-Length",
         ));
     }
-    commit(state, ctx, repo, id, &expected, actual, size).await
+    commit(state, ctx, repo, id, &expected, hashed).await
 }
 
 pub async fn cancel(

@@ -2,8 +2,10 @@
 //! and made durable (fsync of file and directory) before the upload is renamed to its digest. The `BlobStore`
 //! trait is what Azure Blob and S3 back-ends implement; `LocalBlobStore` is the embedded default.
 
+mod received;
 mod writer;
 
+pub use received::{Hashed, ReceivedBlob, Unverified};
 pub use writer::UploadWriter;
 
 use moat_model::{Algorithm, Digest};
@@ -198,7 +200,7 @@ mod tests {
         let mut w = store.open_upload(id, 0, None).unwrap();
         w.write(Bytes::from_static(b"hello ")).unwrap();
         w.sync().unwrap();
-        let (_, state, size) = w.finish().unwrap();
+        let (state, size) = w.finish().unwrap().resume_state();
         // A chunk that was never acknowledged is cut off when the upload is opened at its committed size.
         store
             .open_upload(id, size, None)
@@ -208,8 +210,14 @@ mod tests {
         // Continue once with the kept hasher, once as after a restart: both give the same digest.
         let mut kept = store.open_upload(id, size, Some((state, size))).unwrap();
         kept.write(Bytes::from_static(b"world")).unwrap();
-        let (d1, _, _) = kept.finish().unwrap();
-        let (d2, _, _) = store.open_upload(id, 11, None).unwrap().finish().unwrap();
+        let d1 = kept.finish().unwrap().digest().clone();
+        let d2 = store
+            .open_upload(id, 11, None)
+            .unwrap()
+            .finish()
+            .unwrap()
+            .digest()
+            .clone();
         assert_eq!(d1, Digest::sha256_of(b"hello world"));
         assert_eq!(d1, d2);
         store.commit_upload(id, &d1).unwrap();
@@ -235,8 +243,8 @@ mod tests {
             w.write(Bytes::from(chunk.clone())).unwrap();
             all.extend_from_slice(&chunk);
         }
-        let (d, _, size) = w.finish().unwrap();
-        assert_eq!(size, 40 << 20);
-        assert_eq!(d, Digest::sha256_of(&all));
+        let hashed = w.finish().unwrap();
+        assert_eq!(hashed.size(), 40 << 20);
+        assert_eq!(hashed.digest(), &Digest::sha256_of(&all));
     }
 }

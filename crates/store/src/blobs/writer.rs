@@ -1,6 +1,7 @@
 //! Writing an upload: each byte hashed once on its way to the file, and large uploads made durable while they
 //! stream rather than all at the end.
 
+use super::received::Hashed;
 use bytes::Bytes;
 use moat_model::Digest;
 use sha2::{Digest as _, Sha256};
@@ -123,10 +124,10 @@ impl UploadWriter {
         self.file.sync_data()
     }
 
-    /// The digest of everything written, and the hasher state to continue with. A flush that failed while the
-    /// upload streamed fails it here: the kernel reports a write-back error to one fsync only, and that one was
-    /// the flusher's.
-    pub fn finish(mut self) -> io::Result<(Digest, Sha256, u64)> {
+    /// The digest of everything written, and the hasher state to continue with: the only way to a [`Hashed`],
+    /// which is what proves bytes arrived (see `received.rs`). A flush that failed while the upload streamed
+    /// fails it here: the kernel reports a write-back error to one fsync only, and that one was the flusher's.
+    pub fn finish(mut self) -> io::Result<Hashed> {
         if let Some(f) = self.flusher.take() {
             f.stop()?;
         }
@@ -141,7 +142,7 @@ impl UploadWriter {
             Hashing::Taken => unreachable!("finish consumes the writer"),
         };
         let digest = Digest::from_sha256_bytes(&hasher.clone().finalize());
-        Ok((digest, hasher, self.size))
+        Ok(Hashed::new(digest, hasher, self.size))
     }
 }
 

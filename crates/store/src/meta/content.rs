@@ -2,10 +2,12 @@
 //! with its audit event, in one transaction.
 
 use super::audit::insert_event;
+use super::links::{link, same_registry, Proven};
 use super::MetadataStore;
+use crate::blobs::ReceivedBlob;
 use crate::error::{Result, StoreError};
 use moat_model::audit::AuditEvent;
-use moat_model::{Digest, Reference, RepositoryName, Tag};
+use moat_model::{Digest, Permit, Reference, RepositoryName, Tag};
 use sqlx::SqliteConnection;
 
 /// A manifest about to be stored.
@@ -49,12 +51,10 @@ impl ManifestRecord {
 pub struct FinishedBlob<'a> {
     pub registry_id: &'a str,
     pub repo: &'a RepositoryName,
-    pub digest: &'a Digest,
-    pub size: u64,
+    /// The bytes, received and hashed in this request: the proof that lets them be linked (see `links.rs`).
+    pub blob: ReceivedBlob,
     /// The session it came from (empty for a monolithic upload, which has none).
     pub upload_id: &'a str,
-    /// The bytes, when the blob is small enough to live in the database.
-    pub inline: Option<bytes::Bytes>,
 }
 
 #[derive(Clone, Debug)]
@@ -104,23 +104,6 @@ pub(crate) async fn is_linked(
     .bind(digest)
     .fetch_optional(conn)
     .await?)
-}
-
-pub(crate) async fn link(
-    conn: &mut SqliteConnection,
-    registry_id: &str,
-    repo: &RepositoryName,
-    digest: &Digest,
-) -> Result<()> {
-    ensure_repository(&mut *conn, registry_id, repo).await?;
-    sqlx::query("INSERT OR IGNORE INTO blob_links(registry_id, repository, digest, created_at) VALUES (?, ?, ?, ?)")
-        .bind(registry_id)
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .bind(crate::time_fmt::now())
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// Stores a manifest in a repository (a no-op when it is there already).
@@ -193,10 +176,8 @@ impl MetadataStore {
         let pending = super::group_commit::PendingBlob {
             registry_id: blob.registry_id.to_string(),
             repo: blob.repo.clone(),
-            digest: blob.digest.clone(),
-            size: blob.size,
+            blob: blob.blob,
             upload_id: blob.upload_id.to_string(),
-            inline: blob.inline,
             event: event.clone(),
             done,
         };
@@ -207,7 +188,9 @@ impl MetadataStore {
             .map_err(|_| StoreError::Invalid("the metadata store is shutting down".into()))?
     }
 
-    /// The bytes of a blob stored in the database, if it is one.
+    /// The bytes of a blob stored in the database, if it is one. A query by digest alone: callers ask only for a
+    /// blob whose link in the asking repository they have just checked (`linked_blob_size`), so it tells nothing
+    /// about other registries.
     pub async fn inline_blob(&self, digest: &Digest) -> Result<Option<bytes::Bytes>> {
         let data: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT data FROM blob_data WHERE digest = ?")
@@ -217,27 +200,38 @@ impl MetadataStore {
         Ok(data.map(bytes::Bytes::from))
     }
 
-    /// Links a blob that `from` holds into `to`, in one transaction with the check that `from` holds it.
-    /// Returns the size, or `None` when `from` does not hold it (the caller then starts a normal upload).
+    /// Links a blob that the permit's source repository holds into `to`, in one transaction with the check that
+    /// the source holds it. The permit (the gate's `Allow` for `Egress::Mount`) names the registry and the source
+    /// repository; a mount never crosses registries. Returns the size, or `None` when the source does not hold
+    /// it (the caller then starts a normal upload).
     pub async fn mount_blob(
         &self,
-        registry_id: &str,
-        from: &RepositoryName,
+        permit: &Permit,
         to: &RepositoryName,
         digest: &Digest,
         event: &AuditEvent,
     ) -> Result<Option<i64>> {
+        same_registry(permit)?;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(size) = is_linked(&mut tx, registry_id, from.as_str(), digest.as_str()).await?
-        else {
+        let Some(proof) = Proven::by_permit(&mut tx, permit, digest).await? else {
             return Ok(None);
         };
-        link(&mut tx, registry_id, to, digest).await?;
+        link(&mut tx, &proof, to).await?;
         let mut event = event.clone();
-        event.size = Some(size);
+        event.size = Some(proof.size());
         insert_event(&mut tx, &event).await?;
         tx.commit().await?;
-        Ok(Some(size))
+        Ok(Some(proof.size()))
+    }
+
+    /// Whether `digest` is linked in any repository of this registry: a remote import need not download it
+    /// again (and `import_remote` checks it again in its transaction). Registry-scoped on purpose: whether the
+    /// store holds a digest elsewhere is never asked (DESIGN principle 6).
+    pub async fn linked_in_registry(&self, registry_id: &str, digest: &Digest) -> Result<bool> {
+        let mut conn = self.reader.acquire().await?;
+        Ok(Proven::in_registry(&mut conn, registry_id, digest)
+            .await?
+            .is_some())
     }
 
     /// Removes a blob's link from a repository. The stored bytes stay until garbage collection finds no link.

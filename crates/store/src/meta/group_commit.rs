@@ -3,21 +3,20 @@
 //! one fsync instead of one each, and every caller still gets its answer only after its row is durable.
 
 use super::audit::insert_event;
-use super::content::link;
+use super::links::{link, Proven};
+use crate::blobs::ReceivedBlob;
 use crate::error::{Result, StoreError};
 use moat_model::audit::AuditEvent;
-use moat_model::{Digest, RepositoryName};
+use moat_model::RepositoryName;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) struct PendingBlob {
     pub registry_id: String,
     pub repo: RepositoryName,
-    pub digest: Digest,
-    pub size: u64,
+    /// The proof that the bytes arrived (and, for a small blob, the bytes themselves).
+    pub blob: ReceivedBlob,
     pub upload_id: String,
-    /// The bytes of a small blob, stored in the database instead of a file.
-    pub inline: Option<bytes::Bytes>,
     pub event: AuditEvent,
     pub done: oneshot::Sender<Result<()>>,
 }
@@ -50,22 +49,8 @@ pub(crate) fn start(writer: SqlitePool) -> mpsc::UnboundedSender<PendingBlob> {
 
 async fn write(writer: &SqlitePool, batch: &[PendingBlob]) -> Result<()> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let now = crate::time_fmt::now();
     for p in batch {
-        sqlx::query("INSERT OR IGNORE INTO blobs(digest, size, created_at) VALUES (?, ?, ?)")
-            .bind(p.digest.as_str())
-            .bind(p.size as i64)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-        if let Some(data) = &p.inline {
-            sqlx::query("INSERT OR IGNORE INTO blob_data(digest, data) VALUES (?, ?)")
-                .bind(p.digest.as_str())
-                .bind(data.as_ref())
-                .execute(&mut *tx)
-                .await?;
-        }
-        link(&mut tx, &p.registry_id, &p.repo, &p.digest).await?;
+        link(&mut tx, &Proven::received(&p.registry_id, &p.blob), &p.repo).await?;
         sqlx::query("DELETE FROM uploads WHERE id = ?")
             .bind(&p.upload_id)
             .execute(&mut *tx)

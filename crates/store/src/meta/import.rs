@@ -1,13 +1,17 @@
 //! The write of an image import: every manifest, blob link and tag of the imported image, in one transaction
-//! with the checks it depends on (the source's export policy and contents for a same-server import, the target's
-//! tags under `NoForce`). Either the whole image appears in the target, or nothing changes.
+//! with the checks it depends on (the gate's permit and the source's contents for a same-server import, a proof of
+//! possession for every blob of a remote one, the target's tags under `NoForce`). Either the whole image appears
+//! in the target, or nothing changes.
 
 use super::audit::insert_event;
-use super::content::{ensure_repository, insert_manifest, is_linked, set_tag, ManifestRecord};
+use super::content::{ensure_repository, insert_manifest, set_tag, ManifestRecord};
+use super::links::{link, Proven};
 use super::MetadataStore;
+use crate::blobs::ReceivedBlob;
 use crate::error::StoreError;
 use moat_model::audit::AuditEvent;
-use moat_model::{Digest, Registry, RepositoryName, Tag};
+use moat_model::{Digest, Permit, Registry, RepositoryName, Tag};
+use sqlx::SqliteConnection;
 
 /// What one import writes into the target registry.
 #[derive(Clone, Debug)]
@@ -17,18 +21,12 @@ pub struct ImportWrite<'a> {
     pub targets: &'a [(RepositoryName, Option<Tag>)],
     /// Every manifest of the image, children before the index that lists them; the root last.
     pub manifests: &'a [ManifestRecord],
-    /// Every blob the manifests reference, with its size. Their bytes are durable in the blob store already.
+    /// Every blob the manifests reference, with the size they claim. Each is linked only on a proof (see
+    /// `links.rs`); the size written is the proof's, never the claim.
     pub blobs: &'a [(Digest, u64)],
     /// `Force`: existing target tags are moved; otherwise any existing target tag refuses the import.
     pub force: bool,
     pub events: &'a [AuditEvent],
-}
-
-/// A source registry on this server: re-read and re-checked inside the import's transaction.
-#[derive(Clone, Copy, Debug)]
-pub struct LocalSource<'a> {
-    pub registry_id: &'a str,
-    pub repository: &'a RepositoryName,
 }
 
 /// Why an import was not written.
@@ -40,6 +38,9 @@ pub enum ImportWriteError<E> {
     SourceChanged(String),
     #[error("the source registry no longer exists")]
     SourceGone,
+    /// A remote import's blob that was not downloaded (the target registry held it) and is no longer linked there.
+    #[error("{0} was neither downloaded by this import nor held by the target registry: it changed during the import, import again")]
+    Unproven(String),
     /// The caller's check of the source (the egress gate) refused.
     #[error("{0}")]
     Refused(E),
@@ -54,117 +55,135 @@ impl<E> From<sqlx::Error> for ImportWriteError<E> {
 }
 
 impl MetadataStore {
-    /// Writes an import. With a `source` on this server, `check` is asked (with the source registry as it is
-    /// in this transaction) whether the bytes may leave it, and the source must still hold every blob and
-    /// manifest: no byte is copied, the target links what the source has.
-    pub async fn import_image<F, E>(
+    /// Writes an import from a registry of this server. `gate` is asked, with the source registry as it is in
+    /// this transaction, for the permit to link out of it (`moat_model::permit` on `Egress::ImportFrom`, the only
+    /// way to one); the source repository named in the permit must still hold every blob and manifest. No byte is
+    /// copied: the target links what the source has.
+    pub async fn import_local<F, E>(
         &self,
         write: &ImportWrite<'_>,
-        source: Option<LocalSource<'_>>,
-        check: F,
+        source_registry_id: &str,
+        gate: F,
     ) -> Result<(), ImportWriteError<E>>
     where
-        F: FnOnce(&Registry) -> Result<(), E>,
+        F: FnOnce(&Registry) -> Result<Permit, E>,
     {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(src) = source {
-            let registry = super::registries::load(
-                &mut tx,
-                super::registries::RegistryKey::Id(src.registry_id),
+        let registry = super::registries::load(
+            &mut tx,
+            super::registries::RegistryKey::Id(source_registry_id),
+        )
+        .await?
+        .ok_or(ImportWriteError::SourceGone)?;
+        let permit = gate(&registry).map_err(ImportWriteError::Refused)?;
+        if permit.source_registry_id() != source_registry_id
+            || permit.target_registry_id() != write.target_registry_id
+        {
+            return Err(StoreError::Invalid(
+                "the import's permit is for another pair of registries".into(),
             )
-            .await?
-            .ok_or(ImportWriteError::SourceGone)?;
-            check(&registry).map_err(ImportWriteError::Refused)?;
-            for (digest, _) in write.blobs {
-                if is_linked(
-                    &mut tx,
-                    src.registry_id,
-                    src.repository.as_str(),
-                    digest.as_str(),
-                )
+            .into());
+        }
+        let mut proofs = Vec::with_capacity(write.blobs.len());
+        for (digest, _) in write.blobs {
+            let proof = Proven::by_permit(&mut tx, &permit, digest)
                 .await?
-                .is_none()
-                {
-                    return Err(ImportWriteError::SourceChanged(digest.to_string()));
-                }
-            }
-            for m in write.manifests {
-                let held: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1 FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
-                )
-                .bind(src.registry_id)
-                .bind(src.repository.as_str())
-                .bind(m.digest.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-                if held.is_none() {
-                    return Err(ImportWriteError::SourceChanged(m.digest.to_string()));
-                }
+                .ok_or_else(|| ImportWriteError::SourceChanged(digest.to_string()))?;
+            proofs.push(proof);
+        }
+        for m in write.manifests {
+            let held: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+            )
+            .bind(permit.source_registry_id())
+            .bind(permit.source_repository().as_str())
+            .bind(m.digest.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if held.is_none() {
+                return Err(ImportWriteError::SourceChanged(m.digest.to_string()));
             }
         }
-        if !write.force {
-            for (repo, tag) in write.targets {
-                let Some(tag) = tag else { continue };
-                let exists: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1 FROM tags WHERE registry_id = ? AND repository = ? AND tag = ?",
-                )
-                .bind(write.target_registry_id)
-                .bind(repo.as_str())
-                .bind(tag.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-                if exists.is_some() {
-                    return Err(ImportWriteError::TagExists(format!("{repo}:{tag}")));
-                }
-            }
-        }
-        let now = crate::time_fmt::now();
-        for (digest, size) in write.blobs {
-            sqlx::query("INSERT OR IGNORE INTO blobs(digest, size, created_at) VALUES (?, ?, ?)")
-                .bind(digest.as_str())
-                .bind(*size as i64)
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let mut done: Vec<&RepositoryName> = Vec::new();
-        for (repo, tag) in write.targets {
-            if !done.contains(&repo) {
-                done.push(repo);
-                ensure_repository(&mut tx, write.target_registry_id, repo).await?;
-                for (digest, _) in write.blobs {
-                    super::content::link(&mut tx, write.target_registry_id, repo, digest).await?;
-                }
-                for m in write.manifests {
-                    insert_manifest(&mut tx, write.target_registry_id, repo, m, &now).await?;
-                }
-            }
-            if let (Some(tag), Some(root)) = (tag, write.manifests.last()) {
-                set_tag(
-                    &mut tx,
-                    write.target_registry_id,
-                    repo,
-                    tag,
-                    &root.digest,
-                    &now,
-                )
-                .await?;
-            }
-        }
-        for e in write.events {
-            insert_event(&mut tx, e).await?;
-        }
+        write_image(&mut tx, write, &proofs).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// The size of a blob the store holds (in any repository), for skipping downloads of bytes already here.
-    pub async fn stored_blob_size(&self, digest: &Digest) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
-                .bind(digest.as_str())
-                .fetch_optional(&self.reader)
-                .await?,
-        )
+    /// Writes an import from a remote registry. Every blob the manifests reference is linked on a proof: it was
+    /// downloaded and hashed by this import (`received`), or it is linked already in a repository of the target
+    /// registry (checked here, in the transaction). A digest the store holds only elsewhere proves nothing.
+    pub async fn import_remote<E>(
+        &self,
+        write: &ImportWrite<'_>,
+        received: &[ReceivedBlob],
+    ) -> Result<(), ImportWriteError<E>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut proofs = Vec::with_capacity(write.blobs.len());
+        for (digest, _) in write.blobs {
+            let proof = match received.iter().find(|b| b.digest() == digest) {
+                Some(blob) => Proven::received(write.target_registry_id, blob),
+                None => Proven::in_registry(&mut tx, write.target_registry_id, digest)
+                    .await?
+                    .ok_or_else(|| ImportWriteError::Unproven(digest.to_string()))?,
+            };
+            proofs.push(proof);
+        }
+        write_image(&mut tx, write, &proofs).await?;
+        tx.commit().await?;
+        Ok(())
     }
+}
+
+/// Writes the image into the target once every blob has its proof: the tags checked under `NoForce`, every blob
+/// linked, every manifest stored, the tags set and the events recorded, in the caller's transaction.
+async fn write_image<E>(
+    tx: &mut SqliteConnection,
+    write: &ImportWrite<'_>,
+    proofs: &[Proven<'_>],
+) -> Result<(), ImportWriteError<E>> {
+    if !write.force {
+        for (repo, tag) in write.targets {
+            let Some(tag) = tag else { continue };
+            let exists: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM tags WHERE registry_id = ? AND repository = ? AND tag = ?",
+            )
+            .bind(write.target_registry_id)
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if exists.is_some() {
+                return Err(ImportWriteError::TagExists(format!("{repo}:{tag}")));
+            }
+        }
+    }
+    let now = crate::time_fmt::now();
+    let mut done: Vec<&RepositoryName> = Vec::new();
+    for (repo, tag) in write.targets {
+        if !done.contains(&repo) {
+            done.push(repo);
+            ensure_repository(&mut *tx, write.target_registry_id, repo).await?;
+            for proof in proofs {
+                link(&mut *tx, proof, repo).await?;
+            }
+            for m in write.manifests {
+                insert_manifest(&mut *tx, write.target_registry_id, repo, m, &now).await?;
+            }
+        }
+        if let (Some(tag), Some(root)) = (tag, write.manifests.last()) {
+            set_tag(
+                &mut *tx,
+                write.target_registry_id,
+                repo,
+                tag,
+                &root.digest,
+                &now,
+            )
+            .await?;
+        }
+    }
+    for e in write.events {
+        insert_event(&mut *tx, e).await?;
+    }
+    Ok(())
 }
