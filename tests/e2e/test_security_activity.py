@@ -296,3 +296,25 @@ def test_changes_without_a_store_record_of_their_own_are_recorded(moat):
         time.sleep(0.3)
     assert [(e["operationName"], e["status"]) for e in rows] == [(op, "Started"), (op, "Failed")], rows
     assert rows[1]["properties"]["error"]["code"], rows
+
+
+def test_moat_acr_changes_and_refusals_are_recorded(moat, tmp_path):
+    """The az-like CLI: each change it makes is one row with the logged-in principal as caller, and a refused
+    change (exports off without a private endpoint) is a Failed row that changes nothing."""
+    from test_moat_acr import Cli
+    owner = sp_create(moat, "owner-cli")
+    cli = Cli(moat, tmp_path / "moat-config")
+    cli.login(owner)
+    cli.json("acr", "create", "-n", "cliact", "-g", "rg1", "--sku", "Premium")
+    cli.json("acr", "update", "-n", "cliact", "--public-network-enabled", "false")
+    p = cli("acr", "update", "-n", "cliact", "--allow-exports", "false", rc=None)
+    assert p.returncode == 1, p.stderr
+    rows = activity(moat, registry="cliact", operation=REG_WRITE)
+    assert [(e["status"], e["httpStatusCode"]) for e in rows] == [
+        ("Succeeded", 201), ("Succeeded", 200), ("Failed", 400)], rows
+    assert {e["caller"] for e in rows} == {owner["appId"]}, rows
+    assert rows[1]["properties"]["before"]["public_network_access"] is True
+    assert rows[1]["properties"]["after"]["public_network_access"] is False
+    assert len({e["correlationId"] for e in rows}) == 3, rows
+    table = moat.moat("audit", "--log", "activity", "--registry", "cliact").stdout.splitlines()
+    assert len(table) == 4 and all("cliact" in line for line in table[1:]), table

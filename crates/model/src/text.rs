@@ -57,6 +57,10 @@ pub fn bound(text: &str, max: usize) -> String {
 
 /// The form in which a client-supplied field is stored: escaped, then bounded.
 pub fn stored(text: &str) -> String {
+    // The common case (short, plain text) is one copy: every pull's audit event passes through here.
+    if text.len() <= MAX_FIELD_BYTES && !text.chars().any(is_dangerous) {
+        return text.to_string();
+    }
     bound(&escape(text), MAX_FIELD_BYTES)
 }
 
