@@ -3,6 +3,7 @@
 //! origin is not in the URL: the data endpoint recomputes the MAC from the origin it sees, so a link replayed
 //! from another address or through another endpoint does not verify.
 
+use crate::keyring::Keyring;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
@@ -30,24 +31,28 @@ pub enum LinkError {
     BadSignature,
 }
 
+/// Links carry no key id (the URL stays short); a link verifies under any key the ring holds, and a ring holds
+/// at most a few keys (the current one and those retired within the overlap window).
 #[derive(Clone)]
 pub struct LinkSigner {
-    key: [u8; 32],
+    keys: Keyring,
 }
 
 impl LinkSigner {
-    /// A signer keyed from the server's secret, separate from the token key by derivation.
+    /// A signer keyed from one secret (tests and tools); the server uses `with_keys` and its data-links key.
     pub fn new(secret: &[u8]) -> LinkSigner {
         let mut h = Sha256::new();
         h.update(b"moat data-endpoint links v1\0");
         h.update(secret);
-        LinkSigner {
-            key: h.finalize().into(),
-        }
+        LinkSigner::with_keys(Keyring::single("k0", &h.finalize()))
     }
 
-    fn mac(&self, c: &LinkClaims) -> HmacSha256 {
-        let mut m = HmacSha256::new_from_slice(&self.key).expect("any key length");
+    pub fn with_keys(keys: Keyring) -> LinkSigner {
+        LinkSigner { keys }
+    }
+
+    fn mac(key: &[u8], c: &LinkClaims) -> HmacSha256 {
+        let mut m = HmacSha256::new_from_slice(key).expect("any key length");
         for part in [
             c.registry_id,
             c.repository,
@@ -64,7 +69,9 @@ impl LinkSigner {
     }
 
     pub fn sign(&self, c: &LinkClaims) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.mac(c).finalize().into_bytes())
+        let key = self.keys.current();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(Self::mac(&key.secret, c).finalize().into_bytes())
     }
 
     /// Checks a link's signature (in constant time) and expiry against the claims rebuilt from the request.
@@ -72,9 +79,15 @@ impl LinkSigner {
         let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(signature)
             .map_err(|_| LinkError::BadSignature)?;
-        self.mac(c)
-            .verify_slice(&sig)
-            .map_err(|_| LinkError::BadSignature)?;
+        // `verify_slice` compares in constant time; trying each held key reveals only how many there are.
+        if !self
+            .keys
+            .all()
+            .iter()
+            .any(|k| Self::mac(&k.secret, c).verify_slice(&sig).is_ok())
+        {
+            return Err(LinkError::BadSignature);
+        }
         if now > c.expires {
             return Err(LinkError::Expired);
         }

@@ -1,6 +1,9 @@
 //! Registry access tokens: JWTs in the shape ACR issues (`iss`, `aud` = login server, `rid`, `access`), signed
-//! with a server secret. Only this server verifies them, so a symmetric key is enough and keeps checks cheap.
+//! with a server key. Only this server verifies them, so a symmetric key is enough and keeps checks cheap.
+//! Registry tokens and Entra-style tokens have keys of their own; each token names its key in the header's
+//! `kid`, so a rotated key keeps verifying the tokens it signed until they expire.
 
+use crate::keyring::Keyring;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use moat_model::access::{Access, AccessGrant};
 use serde::{Deserialize, Serialize};
@@ -59,8 +62,33 @@ pub enum TokenError {
 
 #[derive(Clone)]
 pub struct TokenIssuer {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// Signs registry access and refresh tokens.
+    registry: Keyring,
+    /// Signs the management plane's Entra-style tokens.
+    entra: Keyring,
+}
+
+/// Signs with the ring's current key and names it in the header.
+fn sign_with<T: Serialize>(ring: &Keyring, claims: &T) -> String {
+    let key = ring.current();
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(key.kid.clone());
+    encode(&header, claims, &EncodingKey::from_secret(&key.secret))
+        .expect("HS256 signing cannot fail")
+}
+
+/// Verifies with the key the header names; a token naming no key, or one this ring does not hold, is refused.
+fn decode_with<T: serde::de::DeserializeOwned>(
+    ring: &Keyring,
+    token: &str,
+    v: &Validation,
+) -> Result<T, TokenError> {
+    let kid = jsonwebtoken::decode_header(token)?.kid;
+    let key = kid
+        .and_then(|kid| ring.get(&kid))
+        .ok_or(jsonwebtoken::errors::ErrorKind::InvalidSignature)
+        .map_err(jsonwebtoken::errors::Error::from)?;
+    Ok(decode::<T>(token, &DecodingKey::from_secret(&key.secret), v)?.claims)
 }
 
 fn now() -> u64 {
@@ -71,11 +99,14 @@ fn now() -> u64 {
 }
 
 impl TokenIssuer {
+    /// One secret for both kinds of token (tests and tools); the server uses `with_keys`.
     pub fn new(secret: &[u8]) -> TokenIssuer {
-        TokenIssuer {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-        }
+        let ring = Keyring::single("k0", secret);
+        TokenIssuer::with_keys(ring.clone(), ring)
+    }
+
+    pub fn with_keys(registry: Keyring, entra: Keyring) -> TokenIssuer {
+        TokenIssuer { registry, entra }
     }
 
     /// Issues an access token for `subject` on the registry (`registry_id`, `login_server`).
@@ -139,8 +170,7 @@ impl TokenIssuer {
             grant_type: grant.into(),
             access: access.grants,
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 signing cannot fail")
+        sign_with(&self.registry, &claims)
     }
 
     /// Verifies signature, expiry, issuer and that the token was issued for this registry.
@@ -154,7 +184,7 @@ impl TokenIssuer {
         v.set_audience(&[login_server]);
         v.set_issuer(&[ISSUER]);
         v.leeway = 5;
-        let claims = decode::<Claims>(token, &self.decoding, &v)?.claims;
+        let claims: Claims = decode_with(&self.registry, token, &v)?;
         if claims.rid != registry_id {
             return Err(TokenError::Invalid(
                 jsonwebtoken::errors::ErrorKind::InvalidAudience.into(),
@@ -183,11 +213,7 @@ impl TokenIssuer {
             nbf: iat.saturating_sub(5),
             exp: iat + ttl_secs,
         };
-        (
-            encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-                .expect("HS256 signing cannot fail"),
-            ttl_secs,
-        )
+        (sign_with(&self.entra, &claims), ttl_secs)
     }
 
     /// Verifies an AAD-shaped token for one of `audiences` (compared without trailing slashes).
@@ -196,7 +222,7 @@ impl TokenIssuer {
         v.validate_aud = false;
         v.set_issuer(&[AAD_ISSUER]);
         v.leeway = 5;
-        let claims = decode::<AadClaims>(token, &self.decoding, &v)?.claims;
+        let claims: AadClaims = decode_with(&self.entra, token, &v)?;
         let norm = |s: &str| s.trim_end_matches('/').to_ascii_lowercase();
         if !audiences.iter().any(|a| norm(a) == norm(&claims.aud)) {
             return Err(TokenError::Invalid(
@@ -269,6 +295,12 @@ mod tests {
             .verify(&t, "reg.example", "rid1")
             .is_err());
         let mut tampered = t.clone();
+        let separate = TokenIssuer::with_keys(
+            Keyring::single("r1", b"registry-key-registry-key-000000"),
+            Keyring::single("e1", b"entra-key-entra-key-entra-key-00"),
+        );
+        let (aad, _) = separate.issue_aad("tenant", "app", "https://management.azure.com", 60);
+        assert!(separate.verify(&aad, "reg.example", "rid1").is_err());
         tampered.insert(tampered.len() - 3, 'x');
         assert!(issuer.verify(&tampered, "reg.example", "rid1").is_err());
     }

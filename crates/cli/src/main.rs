@@ -2,6 +2,7 @@
 
 mod acr;
 mod audit;
+mod keys;
 mod login;
 
 use anyhow::{bail, Context};
@@ -102,6 +103,11 @@ enum Command {
         #[command(subcommand)]
         command: SpCommand,
     },
+    /// The server's signing and encryption keys (key files under `<data dir>/keys`): list, rotate.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Print the audit trail.
     Audit {
         #[command(flatten)]
@@ -201,6 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Login(args) => tokio::task::spawn_blocking(move || login::run(args)).await?,
         Command::Acr(args) => tokio::task::spawn_blocking(move || acr::run(args)).await?,
+        Command::Keys { command } => keys::run(command).await,
         Command::Serve {
             common,
             tls_cert,

@@ -82,7 +82,7 @@ pub async fn authenticate(
         if !registry.settings.admin_user_enabled {
             return Ok(None);
         }
-        let creds = state.meta.admin_credentials(&registry.id).await?;
+        let creds = crate::secrets::admin_credentials(state, &registry.id).await?;
         let ok = creds
             .iter()
             .any(|(_, v)| constant_time_eq(v.as_bytes(), password.as_bytes()));

@@ -21,7 +21,6 @@ use moat_model::{ConnectionStatus, RegistrySettings, Sku};
 /// The resource group of the registries made by the server itself or by `moat registry create`.
 pub const DEFAULT_RESOURCE_GROUP: &str = "moat";
 use moat_store::{LocalBlobStore, MetadataStore};
-use rand::RngCore;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
@@ -29,16 +28,16 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::Service;
 
-/// Opens the metadata store under the data directory (used by the CLI's offline commands too).
+/// Opens the metadata store under the data directory (used by the CLI's offline commands too), after making
+/// sure the directory is the server's alone.
 pub async fn open_store(config: &ServeConfig) -> anyhow::Result<MetadataStore> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    crate::datadir::prepare(&config.data_dir)?;
     MetadataStore::open(&config.database_url())
         .await
         .context("opening the metadata store")
 }
 
-/// First-start work, idempotent: the admin identity, the token secret and the `default` registry. Only the
+/// First-start work, idempotent: the admin identity and the `default` registry. Only the
 /// server itself (`serving`) moves the default registry's login server to its listen address: an offline
 /// command run with other flags must not change what a running server answers.
 pub async fn bootstrap(
@@ -65,7 +64,11 @@ pub async fn bootstrap(
                     .open(&path)?;
                 writeln!(f, "{password}")?;
                 f.sync_all()?;
-                eprintln!("moat: created the admin user; its password (shown once, also in {}):\n  {password}", path.display());
+                // The path only: a log or a terminal scrollback is readable by more people than the file.
+                eprintln!(
+                    "moat: created the admin user; its password is in {} (readable by this user only)",
+                    path.display()
+                );
             }
         }
         // An operator who sets the variable means it: the stored hash follows it.
@@ -121,13 +124,6 @@ pub async fn cloud_ids(meta: &MetadataStore) -> anyhow::Result<CloudIds> {
     })
 }
 
-async fn token_secret(meta: &MetadataStore) -> anyhow::Result<Vec<u8>> {
-    let mut raw = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(meta.init_setting("token_secret", &hex).await?.into_bytes())
-}
-
 async fn not_found() -> axum::response::Response {
     OciError::new(Code::NameUnknown, "no such endpoint")
         .with_status(axum::http::StatusCode::NOT_FOUND)
@@ -139,7 +135,7 @@ pub fn app(state: AppState) -> Router {
         .merge(oci::router())
         .merge(token::router())
         .merge(acr::router())
-        .merge(crate::arm::router())
+        .merge(crate::arm::router(state.clone()))
         .route("/", axum::routing::get(crate::data_endpoint::download))
         .fallback(not_found)
         .with_state(state)
@@ -150,9 +146,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     bootstrap(&config, &meta, true).await?;
     let blobs =
         LocalBlobStore::open(config.data_dir.join("storage")).context("opening the blob store")?;
-    let secret = token_secret(&meta).await?;
-    let tokens = TokenIssuer::new(&secret);
-    let links = moat_auth::LinkSigner::new(&secret);
+    let keys = crate::keys::ServerKeys::load(&config.data_dir)?;
+    crate::secrets::secure_database(&meta, &keys).await?;
+    keys.spawn_reloader();
+    let tokens = TokenIssuer::with_keys(keys.registry_tokens.clone(), keys.entra_tokens.clone());
+    let links = moat_auth::LinkSigner::with_keys(keys.data_links.clone());
     let tls = if config.insecure_http {
         None
     } else if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
@@ -175,6 +173,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         blobs: Arc::new(blobs),
         tokens,
         links,
+        keys,
         uploads: Default::default(),
         credential_cache: CredentialCache::default(),
         manifest_cache: Default::default(),

@@ -13,6 +13,8 @@ pub struct AppState {
     pub meta: MetadataStore,
     pub blobs: Arc<dyn BlobStore>,
     pub tokens: TokenIssuer,
+    /// The key files' keyrings (one per purpose), reloaded while the server runs.
+    pub keys: crate::keys::ServerKeys,
     /// Signs and checks data-endpoint download links.
     pub links: moat_auth::LinkSigner,
     pub registries: RegistryDirectory,

@@ -7,6 +7,7 @@ pub mod api_version;
 pub mod error;
 pub mod identity;
 pub mod import;
+mod loopback_only;
 pub mod private_endpoints;
 pub mod registries;
 pub mod registry_json;
@@ -22,7 +23,7 @@ use http_body_util::BodyExt;
 use identity::ArmPrincipal;
 use serde_json::{json, Value};
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/subscriptions", any(dispatch))
         .route("/subscriptions/{*rest}", any(dispatch))
@@ -33,6 +34,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/{tenant}/.well-known/openid-configuration", get(openid))
         .route("/{tenant}/oauth2/v2.0/token", post(aad_token))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            loopback_only::guard,
+        ))
 }
 
 fn scheme(state: &AppState) -> &'static str {

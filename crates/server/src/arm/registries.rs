@@ -323,17 +323,13 @@ async fn credentials(
     }
     match regenerate {
         Some(which) => {
-            state
-                .meta
-                .regenerate_admin_credential(&r.id, which, &ctx.activity.change())
+            crate::secrets::regenerate_admin_credential(state, &r.id, which, &ctx.activity.change())
                 .await?
         }
         // A listing changes nothing, but gives secrets away: it is recorded before they leave.
         None => state.meta.record_activity(&ctx.activity.change()).await?,
     }
-    let passwords: Vec<Value> = state
-        .meta
-        .admin_credentials(&r.id)
+    let passwords: Vec<Value> = crate::secrets::admin_credentials(state, &r.id)
         .await?
         .into_iter()
         .map(|(name, value)| json!({"name": name, "value": value}))

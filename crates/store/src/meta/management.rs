@@ -49,15 +49,6 @@ fn settings_value(s: &RegistrySettings) -> serde_json::Value {
     serde_json::to_value(s).unwrap_or_default()
 }
 
-fn random_password() -> String {
-    // Two v4 UUIDs give 244 random bits; the simple form is URL- and shell-safe.
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
 impl MetadataStore {
     /// Creates a service principal; `activity` makes the record of it (it names the new app id), written with it.
     pub async fn create_service_principal(
@@ -182,14 +173,19 @@ impl MetadataStore {
         )
     }
 
-    /// The admin user's passwords (`password`, `password2`), made on first use.
-    pub async fn admin_credentials(&self, registry_id: &str) -> Result<Vec<(String, String)>> {
+    /// The admin user's passwords (`password`, `password2`) as stored (sealed: the caller seals and opens them),
+    /// made on first use from `fresh` (slot name, stored value).
+    pub async fn admin_credentials(
+        &self,
+        registry_id: &str,
+        fresh: &[(&str, String)],
+    ) -> Result<Vec<(String, String)>> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        for name in ["password", "password2"] {
+        for (name, value) in fresh {
             sqlx::query("INSERT OR IGNORE INTO registry_credentials(registry_id, name, value) VALUES (?, ?, ?)")
                 .bind(registry_id)
                 .bind(name)
-                .bind(random_password())
+                .bind(value)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -207,6 +203,7 @@ impl MetadataStore {
         &self,
         registry_id: &str,
         name: &str,
+        value: &str,
         activity: &ActivityEvent,
     ) -> Result<()> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
@@ -216,12 +213,41 @@ impl MetadataStore {
         )
         .bind(registry_id)
         .bind(name)
-        .bind(random_password())
+        .bind(value)
         .execute(&mut *tx)
         .await?;
         insert_activity(&mut tx, activity).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Every stored admin password (registry id, slot, stored value), for sealing and re-sealing.
+    pub async fn all_admin_credentials(&self) -> Result<Vec<(String, String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT registry_id, name, value FROM registry_credentials ORDER BY registry_id, name",
+        )
+        .fetch_all(&self.writer)
+        .await?)
+    }
+
+    /// Replaces a stored admin password only if it still holds `old` (a regeneration in between wins).
+    pub async fn reseal_admin_credential(
+        &self,
+        registry_id: &str,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE registry_credentials SET value = ? WHERE registry_id = ? AND name = ? AND value = ?",
+        )
+        .bind(new)
+        .bind(registry_id)
+        .bind(name)
+        .bind(old)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Facts the export policy needs that live outside the registry's settings, read in the caller's transaction.

@@ -92,6 +92,15 @@ impl MetadataStore {
         Ok(v)
     }
 
+    /// Removes a setting; true if it was there (an upgrade moving a secret out of the database).
+    pub async fn delete_setting(&self, key: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM settings WHERE key = ?")
+            .bind(key)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn identity_password_hash(&self, name: &str) -> Result<Option<String>> {
         Ok(
             sqlx::query_scalar("SELECT password_hash FROM identities WHERE name = ?")
