@@ -1,6 +1,7 @@
 //! Key files: one key per purpose, never in the database (DESIGN principle 8). Each purpose has a directory
 //! `<data dir>/keys/<purpose>/` (0700) of key files `<kid>.key` (0600, 32 random bytes in hex). A key id is
-//! `<unix seconds, 10 digits>-<8 hex>`, so ids sort by creation time and the greatest is the current key.
+//! `<unix seconds, 10 digits>-<nanoseconds, 9 digits>-<4 hex>`, so ids sort by creation time and the greatest is
+//! the current key (a new key's id is made greater than every existing one, whatever the clock says).
 //!
 //! Rotation writes a new key (which signs from then on) and removes keys retired more than `OVERLAP` ago: a key
 //! is retired when its successor is created, and everything it signed expires well within the overlap, so tokens
@@ -159,10 +160,22 @@ impl KeyFiles {
     /// Writes a new key (0600, fsynced, renamed into place so no reader sees half a key) and returns its id.
     fn create(&self, p: Purpose) -> Result<String, KeyError> {
         let dir = self.purpose_dir(p);
-        private_dir(&dir)?;
+        let newest = self.kids(p)?.pop();
         let mut raw = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut raw);
-        let kid = format!("{:010}-{:08x}", now(), rand::random::<u32>());
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut kid = format!(
+            "{:010}-{:09}-{:04x}",
+            t.as_secs(),
+            t.subsec_nanos(),
+            rand::random::<u16>()
+        );
+        if let Some(newest) = newest.filter(|n| *n >= kid) {
+            // The clock went back (or two rotations in one nanosecond): stay after the newest key.
+            kid = format!("{newest}-{:04x}", rand::random::<u16>());
+        }
         let tmp = dir.join(format!(".{kid}.tmp"));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -191,7 +204,6 @@ impl KeyFiles {
 
     /// Makes a new current key for `p`; the old ones keep verifying for `OVERLAP`.
     pub fn rotate(&self, p: Purpose) -> Result<String, KeyError> {
-        self.kids(p)?;
         self.create(p)
     }
 
@@ -338,8 +350,8 @@ mod tests {
             "stable across starts"
         );
 
-        std::thread::sleep(Duration::from_millis(5));
         let new = keys.files.rotate(Purpose::RegistryTokens).unwrap();
+        assert!(new > first.kid);
         keys.reload().unwrap();
         assert_eq!(keys.registry_tokens.current().kid, new);
         assert!(keys.registry_tokens.get(&first.kid).is_some());
