@@ -381,6 +381,13 @@ async fn a_digest_held_elsewhere_proves_nothing() {
         upload_id: "",
     };
     meta.commit_blob(finished, &event("Push")).await.unwrap();
+    // The small blob's bytes live in the database; they are read only through a link.
+    let inline = |id: String| {
+        let (meta, layer) = (meta.clone(), layer.clone());
+        async move { meta.inline_blob(&id, &repo(0), &layer).await.unwrap() }
+    };
+    assert!(inline(victim.id.clone()).await.is_some());
+    assert!(inline(attacker.id.clone()).await.is_none());
     let targets = [(repo(0), None)];
     let blobs = [(layer.clone(), 16)];
     for round in ["held", "deleted"] {

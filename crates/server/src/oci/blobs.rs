@@ -127,7 +127,11 @@ pub async fn serve(
     };
     let len = if size == 0 { 0 } else { end - start + 1 };
     let body = if with_body && len > 0 {
-        match state.meta.inline_blob(&digest).await? {
+        match state
+            .meta
+            .inline_blob(&ctx.registry.id, repo, &digest)
+            .await?
+        {
             Some(data) if data.len() as u64 >= start + len => {
                 Body::from(data.slice(start as usize..(start + len) as usize))
             }

@@ -188,15 +188,23 @@ impl MetadataStore {
             .map_err(|_| StoreError::Invalid("the metadata store is shutting down".into()))?
     }
 
-    /// The bytes of a blob stored in the database, if it is one. A query by digest alone: callers ask only for a
-    /// blob whose link in the asking repository they have just checked (`linked_blob_size`), so it tells nothing
-    /// about other registries.
-    pub async fn inline_blob(&self, digest: &Digest) -> Result<Option<bytes::Bytes>> {
-        let data: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT data FROM blob_data WHERE digest = ?")
-                .bind(digest.as_str())
-                .fetch_optional(&self.reader)
-                .await?;
+    /// The bytes of a blob stored in the database, if it is one and it is linked in this repository. Asked through
+    /// the link, like every read of a blob, so that it says nothing about what other registries hold.
+    pub async fn inline_blob(
+        &self,
+        registry_id: &str,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<bytes::Bytes>> {
+        let data: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT d.data FROM blob_links l JOIN blob_data d ON d.digest = l.digest
+             WHERE l.registry_id = ? AND l.repository = ? AND l.digest = ?",
+        )
+        .bind(registry_id)
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
         Ok(data.map(bytes::Bytes::from))
     }
 
