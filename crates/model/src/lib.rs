@@ -9,6 +9,7 @@ pub mod egress;
 pub mod manifest;
 pub mod names;
 pub mod network;
+pub mod outbound;
 pub mod permit;
 pub mod policy;
 pub mod private_endpoint;
@@ -22,6 +23,7 @@ pub use egress::{decide, Decision, DenyReason, Egress, Origin, PrivateEndpointOr
 pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, RegistryName, RepositoryName, Tag};
 pub use network::{decide_network, NetworkDecision, NetworkDenial};
+pub use outbound::{decide_outbound, OutboundDecision, OutboundDenial, OutboundRules};
 pub use permit::{permit, Permit};
 pub use policy::{PolicyError, PolicyFacts};
 pub use private_endpoint::{ConnectionStatus, PrivateEndpoint};
