@@ -1004,13 +1004,11 @@ def run_with_tty_stderr(cli: Cli, *args, timeout: float = CLI_IMPORT_TIMEOUT) ->
 
 # ------------------------------------------------------------------------------------------------ no way around
 
-def test_remote_import_from_the_server_itself_obeys_the_sources_network_rules(moat, tmp_path):
+def test_remote_import_from_the_server_itself_is_refused(moat, tmp_path):
     """The server trusts its own CA for remote imports (as when one corporate CA signs Moat's certificate and is
-    passed as --import-ca-bundle), so a registryUri naming the server itself reaches its own listeners. That must
-    not be a way around a protected registry: while the default registry is open, a remote import from it works
-    (the control); once its public access and exports are disabled, the same import fails (the importer is a
-    client like any other on the public listener, not a trusted service), and so does one through its private
-    endpoint's listener and the same-server import."""
+    passed as --import-ca-bundle), so a registryUri naming the server itself would reach its own listeners. The
+    outbound connector refuses it whether the source is open or protected, and says to use the resourceId (the
+    same-server import, which the gate decides). Every spelling: test_security_outbound.py."""
     moat.stop()
     moat.extra_args += ["--import-ca-bundle", str(moat.ca_path)]
     moat.start()
@@ -1022,13 +1020,16 @@ def test_remote_import_from_the_server_itself_obeys_the_sources_network_rules(mo
     env.client("default").push_image("secret/app", img, "1")
     creds = ["-u", "admin", "-p", moat.admin_password]  # credentials: a registryUri import, not a resourceId one
 
-    env.acr_import("-n", tgt, "--source", f"https://{moat.login_server}/secret/app:1", *creds, "-t", "control/app:1")
+    for uri in (f"https://{moat.login_server}", moat.login_server):
+        p = env.acr_import("-n", tgt, "--source", f"{uri}/secret/app:1", *creds, "-t", "leak/app:1", rc=None)
+        assert_error(p, 1, "InvalidParameters", "resourceId")
+    env.acr_import("-n", tgt, "-r", "default", "--source", "secret/app:1", "-t", "control/app:1")
     assert_image_in(tc, "control/app", "1", img)
 
     pe = protect_registry(env.arm, "default", rg="moat")
     for uri in (f"https://{moat.login_server}", moat.login_server, f"{pe['address']}:{moat.port}"):
         p = env.acr_import("-n", tgt, "--source", f"{uri}/secret/app:1", *creds, "-t", "leak/app:1", rc=None)
-        assert_error(p, 1, "InvalidParameters")
+        assert_error(p, 1, "InvalidParameters", "resourceId")
         assert_nothing_in(tc, "leak/app")
     p = env.acr_import("-n", tgt, "-r", "default", "--source", "secret/app:1", "-t", "leak/app:1", rc=None)
     assert_error(p, 1, "InvalidParameters", "exports disabled")

@@ -200,6 +200,7 @@ fn config(common: &Common) -> ServeConfig {
         private_endpoints: vec![],
         data_link_ttl: Duration::from_secs(20 * 60),
         import_ca_bundles: vec![],
+        outbound: Default::default(),
     }
 }
 
@@ -227,6 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 c.trusted_proxies.extend(file.trusted_proxies);
                 c.extra_listeners = file.listeners;
                 c.private_endpoints = file.private_endpoints;
+                c.outbound = file.outbound.rules();
             }
             c.tls_cert = tls_cert;
             c.tls_key = tls_key;

@@ -86,7 +86,14 @@ impl Outbound {
     /// Resolves `host:port` (`[v6]:port` for IPv6) and checks every address. A name with any refused address is
     /// refused whole: a name that also points at this server is not a remote to talk to.
     pub fn resolve(&self, netloc: &str) -> Result<Vec<SocketAddr>, ResolveError> {
-        let addrs: Vec<SocketAddr> = netloc
+        // `name.:port` is the same name written fully qualified; the system resolver may not say so.
+        let lookup = match netloc.rsplit_once(':') {
+            Some((name, port)) if name.ends_with('.') && !name.ends_with(':') => {
+                format!("{}:{port}", name.trim_end_matches('.'))
+            }
+            _ => netloc.to_string(),
+        };
+        let addrs: Vec<SocketAddr> = lookup
             .to_socket_addrs()
             .map_err(|e| ResolveError::Lookup(netloc.to_string(), e.to_string()))?
             .collect();
@@ -184,6 +191,7 @@ mod tests {
         for host in [
             "127.0.0.1",
             "localhost",
+            "LOCALHOST.",
             "127.1",
             "2130706433",
             "0x7f000001",

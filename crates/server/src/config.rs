@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub data_link_ttl: Duration,
     /// PEM bundles of CAs to trust (with the system's) when importing from remote registries.
     pub import_ca_bundles: Vec<PathBuf>,
+    /// The operator's outbound allow/deny lists (`[outbound]`), for every connection the server makes itself.
+    pub outbound: moat_model::OutboundRules,
 }
 
 /// A private endpoint from the configuration file.
@@ -57,6 +59,9 @@ fn default_resource_group() -> String {
 /// name = "pe-app"
 /// registry = "app"
 /// address = "198.18.0.5"
+///
+/// [outbound]
+/// deny = ["10.0.0.0/8", "192.0.2.7"]
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +72,35 @@ pub struct ConfigFile {
     pub listeners: Vec<SocketAddr>,
     #[serde(default, rename = "private_endpoint")]
     pub private_endpoints: Vec<DeclaredEndpoint>,
+    #[serde(default)]
+    pub outbound: OutboundSection,
+}
+
+/// `[outbound]`: addresses or CIDR ranges the server may (`allow`, when set: only those) or may not (`deny`, wins)
+/// connect to on its own. Its own listeners are refused whatever the lists say.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSection {
+    #[serde(default, deserialize_with = "nets")]
+    pub allow: Vec<ipnet::IpNet>,
+    #[serde(default, deserialize_with = "nets")]
+    pub deny: Vec<ipnet::IpNet>,
+}
+
+impl OutboundSection {
+    pub fn rules(self) -> moat_model::OutboundRules {
+        moat_model::OutboundRules {
+            allow: self.allow,
+            deny: self.deny,
+        }
+    }
+}
+
+fn nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let raw: Vec<String> = serde::Deserialize::deserialize(d)?;
+    raw.iter()
+        .map(|s| moat_model::outbound::parse_net(s).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 impl ConfigFile {
@@ -132,6 +166,13 @@ mod tests {
         assert_eq!(c.listeners, vec!["198.18.0.1:5000".parse().unwrap()]);
         assert_eq!(c.private_endpoints[0].resource_group, "moat");
         assert!(toml::from_str::<ConfigFile>("listener = []").is_err());
+        let o: ConfigFile =
+            toml::from_str("[outbound]\nallow = [\"10.0.0.0/8\"]\ndeny = [\"10.1.2.3\"]\n")
+                .unwrap();
+        assert_eq!(o.outbound.allow, vec!["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(o.outbound.deny, vec!["10.1.2.3/32".parse().unwrap()]);
+        assert!(toml::from_str::<ConfigFile>("[outbound]\ndeny = [\"nope\"]").is_err());
+        assert!(toml::from_str::<ConfigFile>("[outbound]\nblock = []").is_err());
         assert!(toml::from_str::<ConfigFile>(
             "[[private_endpoint]]\nname = \"pe\"\nregistry = \"a\"\naddress = \"nope\""
         )

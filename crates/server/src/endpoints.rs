@@ -33,12 +33,15 @@ pub enum BindError {
     Unavailable(SocketAddr, String),
 }
 
-/// The private endpoints' listeners, by endpoint id.
+/// The private endpoints' listeners, by endpoint id; and the public ones' addresses, so that the outbound
+/// connector knows every address where the server listens.
 #[derive(Default)]
 pub struct Listeners {
     accept: OnceLock<AcceptFn>,
     port: OnceLock<u16>,
     running: Mutex<HashMap<String, (IpAddr, AbortHandle)>>,
+    /// The public listeners' bound addresses (a wildcard bind as bound: `0.0.0.0:port`).
+    public: Mutex<Vec<SocketAddr>>,
 }
 
 impl Listeners {
@@ -115,6 +118,27 @@ impl Listeners {
     /// Whether the endpoint's listener is running.
     pub fn serves(&self, id: &str) -> bool {
         self.running.lock().expect("lock").contains_key(id)
+    }
+
+    /// Records a public listener's bound address.
+    pub fn add_public(&self, addr: SocketAddr) {
+        self.public.lock().expect("lock").push(addr);
+    }
+
+    /// Every address where the server accepts connections now: public listeners and running private endpoints.
+    pub fn sockets(&self) -> Vec<SocketAddr> {
+        let mut all = self.public.lock().expect("lock").clone();
+        if let Some(port) = self.port.get() {
+            let running = self.running.lock().expect("lock");
+            all.extend(running.values().map(|(ip, _)| SocketAddr::new(*ip, *port)));
+        }
+        all
+    }
+
+    /// The server's one outbound connector, reading this live set of listeners at every connection.
+    pub fn outbound(self: &Arc<Self>, rules: moat_model::OutboundRules) -> moat_outbound::Outbound {
+        let me = self.clone();
+        moat_outbound::Outbound::new(rules, Arc::new(move || me.sockets()))
     }
 
     pub fn stop_all(&self) {

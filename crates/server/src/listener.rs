@@ -165,7 +165,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Some(tls::local_ca_config(ca, &names, &config.domain)?)
     };
     let config = Arc::new(config);
+    let listeners: Arc<crate::endpoints::Listeners> = Default::default();
     let state = AppState {
+        outbound: listeners.outbound(config.outbound.clone()),
         config: config.clone(),
         registries: RegistryDirectory::new(meta.clone(), config.clone()),
         audit: AuditLog::start(meta.clone()),
@@ -177,7 +179,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         uploads: Default::default(),
         credential_cache: CredentialCache::default(),
         manifest_cache: Default::default(),
-        listeners: Default::default(),
+        listeners,
         imports: Default::default(),
     };
     let removed = oci::uploads::sweep(&state, true).await?;
@@ -238,6 +240,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {addr}"))?;
         eprintln!("moat listening on {scheme}://{addr}");
+        state.listeners.add_public(listener.local_addr()?);
         public.push(accept(listener, ListenerKind::Public));
     }
     state.listeners.start(config.listen.port(), accept);

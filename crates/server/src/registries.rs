@@ -4,9 +4,11 @@
 //! is older than a second or after a change made through this server.
 
 use crate::config::ServeConfig;
+use moat_model::outbound::canonical;
 use moat_model::{PrivateEndpoint, Registry};
 use moat_store::{MetadataStore, StoreError};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -128,6 +130,47 @@ impl RegistryDirectory {
                 registry: r.clone(),
                 data_endpoint: false,
             }))
+    }
+
+    /// The registry whose login server or data endpoint has this host name, whatever the port (a name under the
+    /// server's domain names the server, also behind a proxy on another port).
+    pub async fn named(&self, name: &str) -> Result<Option<Arc<Registry>>, StoreError> {
+        self.fresh().await?;
+        let snap = self.cache.read().expect("lock");
+        let name = name.to_ascii_lowercase();
+        let host_of = |h: &str| -> String {
+            h.rsplit_once(':')
+                .filter(|(_, p)| p.parse::<u16>().is_ok())
+                .map_or(h, |(n, _)| n)
+                .to_ascii_lowercase()
+        };
+        if let Some(r) = snap
+            .registries
+            .iter()
+            .find(|r| host_of(&r.login_server) == name)
+        {
+            return Ok(Some(r.clone()));
+        }
+        Ok(snap
+            .data_hosts
+            .iter()
+            .find(|(h, _)| host_of(h) == name)
+            .map(|(_, &i)| snap.registries[i].clone()))
+    }
+
+    /// The registry whose private endpoint listens at `ip`.
+    pub async fn behind_endpoint(&self, ip: IpAddr) -> Result<Option<Arc<Registry>>, StoreError> {
+        self.fresh().await?;
+        let snap = self.cache.read().expect("lock");
+        let ip = canonical(ip);
+        let Some(pe) = snap.endpoints.values().find(|e| canonical(e.address) == ip) else {
+            return Ok(None);
+        };
+        Ok(snap
+            .registries
+            .iter()
+            .find(|r| r.id == pe.registry_id)
+            .cloned())
     }
 
     /// A private endpoint by id, as of the last reload.

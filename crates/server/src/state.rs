@@ -30,4 +30,6 @@ pub struct AppState {
     pub imports: crate::arm::import::ImportOperations,
     /// The private endpoints' listeners.
     pub listeners: Arc<crate::endpoints::Listeners>,
+    /// Every connection the server makes on its own goes through this (DESIGN principle 7).
+    pub outbound: moat_outbound::Outbound,
 }

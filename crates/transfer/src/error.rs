@@ -18,6 +18,9 @@ pub enum ImportError {
     },
     #[error("the source registry could not be read: {0}")]
     Remote(String),
+    /// The outbound connector refused an address (this server itself, or the operator's lists).
+    #[error("{0}")]
+    Refused(#[from] moat_outbound::Refused),
     #[error("the source registry sent bytes for {expected} that hash to {actual}: the import was stopped and nothing was written")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("the image has more than {0} manifests")]

@@ -75,16 +75,13 @@ pub fn tls_config(extra: &[std::path::PathBuf]) -> Result<Arc<rustls::ClientConf
     Ok(Arc::new(config))
 }
 
-fn agent(tls: Option<Arc<rustls::ClientConfig>>) -> ureq::Agent {
-    let mut b = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(10))
-        .timeout_read(Duration::from_secs(60))
-        .redirects(5)
-        .user_agent(concat!("moat-import/", env!("CARGO_PKG_VERSION")));
-    if let Some(t) = tls {
-        b = b.tls_config(t);
+/// A transport failure, or the outbound connector's refusal it carries.
+fn transport(t: ureq::Transport, context: &str) -> ImportError {
+    match moat_outbound::refusal(&t) {
+        Some(r) => ImportError::Refused(r),
+        None if context.is_empty() => ImportError::Remote(t.to_string()),
+        None => ImportError::Remote(format!("{context}: {t}")),
     }
-    b.build()
 }
 
 /// `key="value"` pairs of a `WWW-Authenticate` challenge.
@@ -123,10 +120,12 @@ fn status_detail(r: ureq::Response) -> String {
 
 impl Remote {
     /// Connects to `uri` (`host[:port]`, or with an explicit `http://`/`https://`). A loopback host without a
-    /// scheme is tried over HTTPS, then plain HTTP, as docker treats local registries.
+    /// scheme is tried over HTTPS, then plain HTTP, as docker treats local registries. Every connection goes
+    /// through `outbound`, the server's one connector.
     pub fn connect(
         uri: &str,
         credentials: Option<Credentials>,
+        outbound: &moat_outbound::Outbound,
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Remote, ImportError> {
         let uri = uri.trim().trim_end_matches('/');
@@ -149,7 +148,7 @@ impl Remote {
         } else {
             host
         };
-        let agent = agent(tls);
+        let agent = outbound.agent(concat!("moat-import/", env!("CARGO_PKG_VERSION")), tls);
         let mut first_error: Option<String> = None;
         for scheme in schemes {
             let remote = Remote {
@@ -161,6 +160,9 @@ impl Remote {
             match agent.get(&format!("{}/v2/", remote.base)).call() {
                 Ok(_) | Err(ureq::Error::Status(_, _)) => return Ok(remote),
                 Err(ureq::Error::Transport(t)) => {
+                    if let Some(r) = moat_outbound::refusal(&t) {
+                        return Err(ImportError::Refused(r));
+                    }
                     let text = t.to_string();
                     // Plain HTTP only when the peer does not speak TLS at all: a certificate that fails
                     // verification is an answer, and credentials must not then go out in clear.
@@ -229,7 +231,7 @@ impl Remote {
                     detail: status_detail(r),
                 })
             }
-            Err(ureq::Error::Transport(t)) => return Err(ImportError::Remote(t.to_string())),
+            Err(ureq::Error::Transport(t)) => return Err(transport(t, "")),
         };
         let body: serde_json::Value = resp
             .into_json()
@@ -280,9 +282,7 @@ impl Remote {
                         detail: status_detail(r),
                     })
                 }
-                Err(ureq::Error::Transport(t)) => {
-                    return Err(ImportError::Remote(format!("{url}: {t}")))
-                }
+                Err(ureq::Error::Transport(t)) => return Err(transport(t, &url)),
             }
         }
         Err(ImportError::Unauthorized(format!(

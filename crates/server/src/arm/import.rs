@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+mod own_source;
+
 const CODE: &str = "InvalidParameters";
 
 const IMPORT_ACTION: &str = "Microsoft.ContainerRegistry/registries/importImage/action";
@@ -232,7 +234,10 @@ pub async fn import_image(
     let req = parse(state, ctx, body).await?;
     match &req.source {
         Source::Local(source) => import_local(state, ctx, target, source, &req).await,
-        Source::Remote { .. } => start_remote(state, ctx, target, req).await,
+        Source::Remote { uri, .. } => {
+            own_source::refuse_own_uri(state, &Caller::of(ctx), target, &req, uri).await?;
+            start_remote(state, ctx, target, req).await
+        }
     }
 }
 
@@ -401,6 +406,7 @@ async fn start_remote(
         req,
         progress,
         caller: Caller::of(ctx),
+        refused: Mutex::new(None),
     };
     let state2 = state.clone();
     let op2 = op.clone();
@@ -461,13 +467,24 @@ struct RemoteJob {
     req: Request,
     progress: Arc<Progress>,
     caller: Caller,
+    /// The outbound connector's refusal that stopped the import (a redirect or realm pointing at this server).
+    refused: Mutex<Option<moat_outbound::Refused>>,
 }
 
 impl RemoteJob {
     async fn run(self) -> Result<(), ArmError> {
         let result = self.import().await;
         if let Err(e) = &result {
-            record_failure(&self.state, self.events(None), &e.message, false);
+            let refused = self.refused.lock().expect("lock").take();
+            if let Some(r) = &refused {
+                own_source::audit_refusal(&self.state, &self.caller, &self.req, r).await;
+            }
+            record_failure(
+                &self.state,
+                self.events(None),
+                &e.message,
+                refused.is_some(),
+            );
         }
         result.map_err(|e| {
             ArmError::new(
@@ -485,6 +502,14 @@ impl RemoteJob {
         import_events(&self.caller, &self.target, &self.req, root)
     }
 
+    /// An import error as ARM reports it, keeping the connector's refusal for the audit trail.
+    fn noted(&self, e: ImportError) -> ArmError {
+        if let ImportError::Refused(r) = &e {
+            *self.refused.lock().expect("lock") = Some(r.clone());
+        }
+        e.into()
+    }
+
     async fn import(&self) -> Result<(), ArmError> {
         let Source::Remote { uri, credentials } = &self.req.source else {
             return Err(ArmError::internal(
@@ -499,20 +524,22 @@ impl RemoteJob {
                     .map_err(ArmError::internal)?,
             )
         };
-        let (uri, credentials, image, progress) = (
+        let (uri, credentials, image, progress, outbound) = (
             uri.clone(),
             credentials.clone(),
             self.req.image.clone(),
             self.progress.clone(),
+            self.state.outbound.clone(),
         );
         let (remote, artifact) =
             tokio::task::spawn_blocking(move || -> Result<(Remote, Artifact), ImportError> {
-                let remote = Remote::connect(&uri, credentials, tls)?;
+                let remote = Remote::connect(&uri, credentials, &outbound, tls)?;
                 let artifact = remote.collect(&image, &progress)?;
                 Ok((remote, artifact))
             })
             .await
-            .map_err(ArmError::internal)??;
+            .map_err(ArmError::internal)?
+            .map_err(|e| self.noted(e))?;
         // Proof of possession (DESIGN principle 6): every blob is downloaded and hashed, unless the target registry
         // links it already. That a digest is stored for another registry proves nothing and is never asked.
         let mut missing = Vec::new();
@@ -539,7 +566,8 @@ impl RemoteJob {
             remote.fetch_blobs(blobs.as_ref(), &repo, &missing, &progress)
         })
         .await
-        .map_err(ArmError::internal)??;
+        .map_err(ArmError::internal)?
+        .map_err(|e| self.noted(e))?;
         let root = artifact.root().map(|d| d.to_string());
         let events = self.events(root.as_deref());
         let write = ImportWrite {
