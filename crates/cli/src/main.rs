@@ -3,6 +3,7 @@
 mod acr;
 mod audit;
 mod keys;
+mod limits_args;
 mod login;
 
 use anyhow::{bail, Context};
@@ -92,6 +93,8 @@ enum Command {
         /// A TOML file with extra listeners, private endpoints and trusted proxies (see the README).
         #[arg(long, env = "MOAT_CONFIG")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        limits: limits_args::LimitArgs,
     },
     /// Manage the registries this server hosts (works on the data directory directly).
     Registry {
@@ -201,6 +204,7 @@ fn config(common: &Common) -> ServeConfig {
         data_link_ttl: Duration::from_secs(20 * 60),
         import_ca_bundles: vec![],
         outbound: Default::default(),
+        limits: Default::default(),
     }
 }
 
@@ -218,8 +222,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config: file,
             data_link_ttl_secs,
             import_ca_bundles,
+            limits,
         } => {
             let mut c = config(&common);
+            c.limits = limits.limits();
             c.data_link_ttl = Duration::from_secs(data_link_ttl_secs.max(1));
             c.import_ca_bundles = import_ca_bundles;
             c.trusted_proxies = trusted_proxies;

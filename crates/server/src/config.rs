@@ -31,6 +31,8 @@ pub struct ServeConfig {
     pub import_ca_bundles: Vec<PathBuf>,
     /// The operator's outbound allow/deny lists (`[outbound]`), for every connection the server makes itself.
     pub outbound: moat_model::OutboundRules,
+    /// Connection caps and timeouts, and the login throttle.
+    pub limits: crate::limits::Limits,
 }
 
 /// A private endpoint from the configuration file.

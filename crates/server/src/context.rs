@@ -150,8 +150,14 @@ impl RequestCtx {
             }
         } else if let Some((user, password)) = basic_credentials(&parts.headers) {
             ctx.principal.presented = true;
-            let Some(identity) =
-                identities::authenticate(state, &ctx.registry, &user, &password).await?
+            let Some(identity) = identities::authenticate(
+                state,
+                &ctx.registry,
+                ctx.origin.client_ip,
+                &user,
+                &password,
+            )
+            .await?
             else {
                 ctx.audit_denied(
                     state,

@@ -3,8 +3,10 @@
 
 use crate::audit_log::AuditLog;
 use crate::config::ServeConfig;
+use crate::connection::body::ReadTimeoutBody;
+use crate::connection::idle::{IdleIo, InFlight};
+use crate::connection::Connections;
 use crate::endpoints::{AcceptFn, ConnInfo, ListenerKind};
-use crate::identities::CredentialCache;
 use crate::oci::error::{Code, OciError};
 use crate::registries::RegistryDirectory;
 use crate::state::AppState;
@@ -151,6 +153,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     keys.spawn_reloader();
     let tokens = TokenIssuer::with_keys(keys.registry_tokens.clone(), keys.entra_tokens.clone());
     let links = moat_auth::LinkSigner::with_keys(keys.data_links.clone());
+    let served_names = Arc::new(tls::ServedNames::default());
     let tls = if config.insecure_http {
         None
     } else if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
@@ -162,7 +165,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             ca.cert_path.display()
         );
         let names = vec![config.listen.ip().to_string(), "localhost".to_string()];
-        Some(tls::local_ca_config(ca, &names, &config.domain)?)
+        Some(tls::local_ca_config(ca, &names, served_names.clone())?)
     };
     let config = Arc::new(config);
     let listeners: Arc<crate::endpoints::Listeners> = Default::default();
@@ -177,7 +180,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         links,
         keys,
         uploads: Default::default(),
-        credential_cache: CredentialCache::default(),
+        logins: Arc::new(crate::logins::LoginGuard::new(&config.limits)),
         manifest_cache: Default::default(),
         listeners,
         imports: Default::default(),
@@ -203,7 +206,14 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let local_ca =
         (acceptor.is_some() && config.tls_cert.is_none()).then(|| config.data_dir.join("tls"));
     let main_ip = config.listen.ip();
-    let domain = config.domain.clone();
+    let sni = local_ca.is_some().then(|| {
+        crate::connection::sni::SniCheck::new(
+            served_names.clone(),
+            state.registries.clone(),
+            config.clone(),
+        )
+    });
+    let connections = crate::connection::Connections::new(config.limits.clone(), sni);
     let accept: AcceptFn = Arc::new(move |listener, kind| {
         // A client that connects by address sends no SNI: each listener's default certificate also names its own.
         let own_ip = listener.local_addr().map(|a| a.ip()).unwrap_or(main_ip);
@@ -212,7 +222,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 .and_then(|ca| {
                     // The main address too: the default registry's login server is that address.
                     let names = [own_ip.to_string(), main_ip.to_string(), "localhost".into()];
-                    tls::local_ca_config(ca, &names, &domain)
+                    tls::local_ca_config(ca, &names, served_names.clone())
                 })
                 .map(tokio_rustls::TlsAcceptor::from)
                 .map_err(|e| tracing::warn!("certificate for {own_ip}: {e}"))
@@ -226,6 +236,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             router.clone(),
             acceptor,
             watcher.clone(),
+            connections.clone(),
         ))
         .abort_handle()
     });
@@ -323,6 +334,7 @@ async fn accept_loop(
     router: Router,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     watcher: Draining,
+    connections: Arc<Connections>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -333,23 +345,38 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Past a connection cap the socket is closed before TLS or HTTP costs anything.
+        let Some(permit) = connections.admit(peer.ip()) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let info = ConnInfo {
             peer,
             kind: kind.clone(),
         };
         let router = router.clone();
+        let in_flight = InFlight::default();
+        let stream = IdleIo::new(stream, connections.limits.idle_timeout, in_flight.clone());
+        let body_timeout = connections.limits.body_read_timeout;
         let svc =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let busy = in_flight.enter();
                 req.extensions_mut().insert(info.clone());
                 collapse_leading_slashes(&mut req);
                 let mut router = router.clone();
-                async move { router.call(req.map(Body::new)).await }
+                let req = req.map(|b| Body::new(ReadTimeoutBody::new(b, body_timeout)));
+                async move {
+                    let _busy = busy;
+                    router.call(req).await
+                }
             });
         let acceptor = acceptor.clone();
         let watcher = watcher.clone();
+        let connections = connections.clone();
         tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let _permit = permit;
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            connections.configure(&mut builder);
             match acceptor {
                 None => {
                     let conn = builder
@@ -358,10 +385,7 @@ async fn accept_loop(
                     watcher.watch(conn).await;
                 }
                 Some(acceptor) => {
-                    let Ok(Ok(tls)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                            .await
-                    else {
+                    let Some(tls) = connections.handshake(&acceptor, stream).await else {
                         return;
                     };
                     let conn = builder

@@ -22,8 +22,8 @@ pub struct AppState {
     pub uploads: UploadLocks,
     /// Audit events that record no state change (pulls, logins, denials) are written in batches.
     pub audit: AuditLog,
-    /// Verified basic credentials, so that a client sending Basic on every request does not pay argon2 each time.
-    pub credential_cache: crate::identities::CredentialCache,
+    /// Every password check: the failed-login throttle and bounded, coalesced, remembered argon2.
+    pub logins: Arc<crate::logins::LoginGuard>,
     /// Manifests by tag, the hottest read of a registry.
     pub manifest_cache: crate::oci::manifest_cache::ManifestCache,
     /// Remote imports running or finished, polled through their `Location`.

@@ -124,28 +124,37 @@ impl LocalCa {
     }
 }
 
+/// The host names the server has found it serves (see [`crate::connection::sni`]): a leaf is minted only for
+/// these. The accept loop approves a name, looking it up in the registry directory, before the handshake reaches
+/// the resolver, which is synchronous. Only real names get in, so the set stays as small as the deployment.
+#[derive(Default)]
+pub struct ServedNames(std::sync::RwLock<std::collections::HashSet<String>>);
+
+/// More served names than a deployment has; past it the set starts over (names are approved again on use).
+const MAX_SERVED_NAMES: usize = 65_536;
+
+impl ServedNames {
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.read().expect("lock").contains(name)
+    }
+
+    pub fn approve(&self, name: &str) {
+        let mut set = self.0.write().expect("lock");
+        if set.len() >= MAX_SERVED_NAMES {
+            set.clear();
+        }
+        set.insert(name.to_string());
+    }
+}
+
 /// Picks (minting on first use) a leaf for the SNI name; clients connecting by IP send no SNI and get the leaf
-/// for the listen address and `localhost`.
+/// for the listen address and `localhost`. A name nobody approved gets that default leaf: a client must not make
+/// the server mint (a key generation each) for any name it makes up, nor fill its cache.
 struct SniResolver {
     ca: LocalCa,
     default: Arc<CertifiedKey>,
     minted: Mutex<HashMap<String, Arc<CertifiedKey>>>,
-    /// Leaves are minted only for names the server can serve (`localhost`, the domain and names under it):
-    /// minting costs a key generation, and a client must not make the server mint for any name it makes up.
-    domain: String,
-}
-
-/// More names than any deployment serves: past this, the default leaf is served instead of minting.
-const MAX_MINTED: usize = 4096;
-
-impl SniResolver {
-    fn serves(&self, name: &str) -> bool {
-        name == "localhost"
-            || name == self.domain
-            || name
-                .strip_suffix(self.domain.as_str())
-                .is_some_and(|prefix| prefix.ends_with('.'))
-    }
+    served: Arc<ServedNames>,
 }
 
 impl std::fmt::Debug for SniResolver {
@@ -159,15 +168,15 @@ impl ResolvesServerCert for SniResolver {
         let Some(name) = hello.server_name().map(|n| n.to_ascii_lowercase()) else {
             return Some(self.default.clone());
         };
-        if !self.serves(&name) {
+        if !self.served.contains(&name) {
             return Some(self.default.clone());
         }
         let mut minted = self.minted.lock().expect("lock");
         if let Some(k) = minted.get(&name) {
             return Some(k.clone());
         }
-        if minted.len() >= MAX_MINTED {
-            return Some(self.default.clone());
+        if minted.len() >= MAX_SERVED_NAMES {
+            minted.clear();
         }
         match self.ca.mint(std::slice::from_ref(&name)) {
             Ok(k) => {
@@ -188,18 +197,18 @@ fn finish(mut config: ServerConfig) -> Arc<ServerConfig> {
     Arc::new(config)
 }
 
-/// TLS from the local CA, minting leaves per SNI name. `default_names` covers clients that send no SNI.
+/// TLS from the local CA, minting leaves per served SNI name. `default_names` covers clients that send no SNI.
 pub fn local_ca_config(
     ca: LocalCa,
     default_names: &[String],
-    domain: &str,
+    served: Arc<ServedNames>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let default = Arc::new(ca.mint(default_names)?);
     let resolver = SniResolver {
         ca,
         default,
         minted: Mutex::new(HashMap::new()),
-        domain: domain.to_ascii_lowercase(),
+        served,
     };
     let config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
         .with_safe_default_protocol_versions()?
@@ -236,22 +245,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn leaves_are_minted_only_for_served_names() {
-        let dir = std::env::temp_dir().join(format!("moat-tls-{}", uuid::Uuid::new_v4()));
-        let ca = LocalCa::load_or_create(&dir).unwrap();
-        let default = Arc::new(ca.mint(&["127.0.0.1".to_string()]).unwrap());
-        let r = SniResolver {
-            ca,
-            default,
-            minted: Mutex::new(HashMap::new()),
-            domain: "moat.test".into(),
-        };
-        assert!(r.serves("localhost"));
-        assert!(r.serves("moat.test"));
-        assert!(r.serves("app.moat.test"));
-        assert!(r.serves("app.westus.data.moat.test"));
-        assert!(!r.serves("evilmoat.test"));
-        assert!(!r.serves("example.org"));
-        let _ = std::fs::remove_dir_all(dir);
+    fn served_names_are_bounded() {
+        let names = ServedNames::default();
+        names.approve("app.moat.test");
+        assert!(names.contains("app.moat.test"));
+        assert!(!names.contains("evil.moat.test"));
+        for i in 0..MAX_SERVED_NAMES + 10 {
+            names.approve(&format!("r{i}.moat.test"));
+        }
+        assert!(names.0.read().unwrap().len() <= MAX_SERVED_NAMES);
     }
 }

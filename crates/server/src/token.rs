@@ -190,7 +190,7 @@ async fn password_identity(
     if user == REFRESH_TOKEN_USER {
         return Ok(refresh_identity(state, ctx, password));
     }
-    identities::authenticate(state, &ctx.registry, user, password).await
+    identities::authenticate(state, &ctx.registry, ctx.origin.client_ip, user, password).await
 }
 
 async fn issue(state: &AppState, req: Request) -> OciResult<Response> {

@@ -2,6 +2,7 @@
 //! which service principal, and what its role assignments let it do.
 
 use super::error::{ArmError, ArmResult};
+use crate::logins::{Secret, Throttled};
 use crate::state::AppState;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -65,6 +66,21 @@ fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> R
     (status, axum::Json(body)).into_response()
 }
 
+/// A throttled sign-in, as Entra answers one (AADSTS50053: locked after too many failed sign-ins), with the
+/// `Retry-After` MSAL and azure-identity honour.
+fn throttled(t: &Throttled) -> Response {
+    let mut r = aad_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "invalid_client",
+        50053,
+        &t.message(),
+    );
+    if let Ok(v) = t.retry_after_secs().to_string().parse() {
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
 fn form(text: &str) -> Vec<(String, String)> {
     text.split('&')
         .filter(|kv| !kv.is_empty())
@@ -76,7 +92,13 @@ fn form(text: &str) -> Vec<(String, String)> {
 }
 
 /// `POST /{tenant}/oauth2/v2.0/token` with the client-credentials grant.
-pub async fn token(state: &AppState, tenant: &str, headers: &HeaderMap, body: &str) -> Response {
+pub async fn token(
+    state: &AppState,
+    tenant: &str,
+    client: std::net::IpAddr,
+    headers: &HeaderMap,
+    body: &str,
+) -> Response {
     let ids = match crate::listener::cloud_ids(&state.meta).await {
         Ok(ids) => ids,
         Err(e) => return ArmError::internal(e).into_response(),
@@ -122,24 +144,34 @@ pub async fn token(state: &AppState, tenant: &str, headers: &HeaderMap, body: &s
         },
     };
     let sp = match state.meta.service_principal(&client_id).await {
-        Ok(Some(sp)) => sp,
-        Ok(None) => {
-            return aad_error(StatusCode::BAD_REQUEST, "unauthorized_client", 700016, &format!("Application with identifier '{client_id}' was not found. Create it with `moat sp create`."))
-        }
+        Ok(sp) => sp,
         Err(e) => return ArmError::from(e).into_response(),
     };
-    let hash = sp.secret_hash.clone();
-    let ok = tokio::task::spawn_blocking(move || moat_auth::password::verify(&secret, &hash))
-        .await
-        .unwrap_or(false);
-    if !ok {
-        return aad_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            7000215,
-            "Invalid client secret provided.",
-        );
-    }
+    let secret_check = match &sp {
+        Some(sp) => Secret::Hashed {
+            password: &secret,
+            stored: &sp.secret_hash,
+        },
+        None => Secret::Unknown,
+    };
+    let ok = match state.logins.check(client, &client_id, secret_check).await {
+        Ok(ok) => ok,
+        Err(t) => return throttled(&t),
+    };
+    let sp = match sp {
+        Some(sp) if ok => sp,
+        Some(_) => {
+            return aad_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided.",
+            )
+        }
+        None => {
+            return aad_error(StatusCode::BAD_REQUEST, "unauthorized_client", 700016, &format!("Application with identifier '{client_id}' was not found. Create it with `moat sp create`."))
+        }
+    };
     let scope = get("scope").unwrap_or_default();
     let resource = scope
         .split(' ')

@@ -87,9 +87,19 @@ async fn aad_token(
                 .into_response()
         }
     };
+    let client = crate::context::client_ip(
+        parts
+            .extensions
+            .get::<crate::endpoints::ConnInfo>()
+            .map(|c| c.peer.ip())
+            .unwrap_or([127, 0, 0, 1].into()),
+        &parts.headers,
+        &state.config.trusted_proxies,
+    );
     identity::token(
         &state,
         &tenant,
+        client,
         &parts.headers,
         &String::from_utf8_lossy(&body),
     )
