@@ -23,7 +23,7 @@ pub struct Limits {
     pub login_failures_per_address: u32,
     /// Failed logins per identity per minute, from all addresses together (0: unlimited).
     pub login_failures_per_identity: u32,
-    /// argon2 checks run at once (each holds ~19 MiB); defaults to the number of cores.
+    /// argon2 checks run at once, on as many dedicated threads (each check holds ~19 MiB); defaults to the cores.
     pub password_checks: usize,
 }
 

@@ -119,7 +119,9 @@ impl LoginGuard {
                 }
                 let (password, stored) = (password.to_string(), stored.to_string());
                 self.checks
-                    .verify(key, move || moat_auth::password::verify(&password, &stored))
+                    .verify(key, move || {
+                        moat_auth::password::verify_on_this_thread(&password, &stored)
+                    })
                     .await
             }
             Secret::Compared(ok) => {

@@ -1,6 +1,9 @@
 //! Password verification under load. Each argon2 check holds ~19 MiB for tens of milliseconds, so unbounded
 //! concurrent checks are a memory bomb (1,000 concurrent logins once took the server to 20 GB). Here:
-//! - at most `permits` checks run at once (one per core: more would only queue on the CPU);
+//! - at most `workers` checks run at once (one per core: more would only queue on the CPU), on that many
+//!   dedicated threads: the allocator keeps a freed 19 MiB block in the arena of the thread that used it, so
+//!   checks spread over tokio's blocking pool (up to 512 threads) would pin up to 512 such blocks even when
+//!   only a few ran at a time;
 //! - identical checks in flight (same user, secret and stored hash) are coalesced: one runs, the others wait
 //!   for its answer;
 //! - a verified secret is remembered for a minute, so clients sending Basic on every request pay argon2 once.
@@ -15,7 +18,7 @@ use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::OnceCell;
 
 /// How long a verified secret is remembered.
 const REMEMBER_FOR: Duration = Duration::from_secs(60);
@@ -24,8 +27,11 @@ const MAX_REMEMBERED: usize = 10_000;
 
 pub type CheckKey = [u8; 32];
 
+type Job = Box<dyn FnOnce() + Send>;
+
 pub struct PasswordChecks {
-    permits: Arc<Semaphore>,
+    /// Queue of the dedicated verification threads.
+    workers: Mutex<std::sync::mpsc::Sender<Job>>,
     /// Keys the HMAC of cache and in-flight entries; lives only in memory.
     key: [u8; 32],
     verified: Mutex<HashMap<CheckKey, Instant>>,
@@ -33,11 +39,27 @@ pub struct PasswordChecks {
 }
 
 impl PasswordChecks {
-    pub fn new(permits: usize) -> PasswordChecks {
+    pub fn new(workers: usize) -> PasswordChecks {
         let mut key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..workers.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("moat-password-{i}"))
+                .spawn(move || loop {
+                    let job = rx.lock().expect("lock").recv();
+                    match job {
+                        Ok(job) => job(),
+                        // The checker is gone (tests): the thread ends.
+                        Err(_) => return,
+                    }
+                })
+                .expect("spawning a password-check thread");
+        }
         PasswordChecks {
-            permits: Arc::new(Semaphore::new(permits.max(1))),
+            workers: Mutex::new(tx),
             key,
             verified: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
@@ -90,17 +112,16 @@ impl PasswordChecks {
             .clone();
         let ok = *cell
             .get_or_init(|| async {
-                let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                // A caller that goes away (client disconnect) leaves its check queued or running on a worker:
+                // the number of checks holding memory never exceeds the workers.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let job: Job = Box::new(move || {
+                    let _ = tx.send(verify());
+                });
+                if self.workers.lock().expect("lock").send(job).is_err() {
                     return false;
-                };
-                // The permit moves into the blocking task: a caller that goes away (client disconnect) does not
-                // free it while argon2 still holds its memory.
-                tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    verify()
-                })
-                .await
-                .unwrap_or(false)
+                }
+                rx.await.unwrap_or(false)
             })
             .await;
         {
@@ -177,7 +198,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn distinct_checks_never_exceed_the_permits() {
+    async fn distinct_checks_never_exceed_the_workers() {
         let checks = Arc::new(PasswordChecks::new(2));
         let running = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
