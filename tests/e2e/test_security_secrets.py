@@ -152,6 +152,16 @@ def test_serve_refuses_a_key_file_others_can_read(moat_factory, purpose):
     s.start()
 
 
+@pytest.mark.parametrize("rel", ["tls/ca-key.pem", "admin-password"])
+def test_serve_refuses_other_secret_files_others_can_read(moat_factory, rel):
+    s = moat_factory(admin_password=None)
+    s.stop()
+    os.chmod(s.data_dir / rel, 0o640)
+    serve_refused(s, f"run chmod 600 {s.data_dir / rel}")
+    os.chmod(s.data_dir / rel, 0o600)
+    s.start()
+
+
 def test_a_data_dir_owned_by_another_user_is_refused(moat_factory):
     s = moat_factory()
     s.stop()

@@ -69,6 +69,21 @@ pub fn prepare(dir: &Path) -> Result<(), DataDirError> {
     check_private_dir(dir, "data directory")
 }
 
+/// The other secrets the server keeps in files (the local CA's private key, the generated admin password): checked
+/// at start like key files, when they exist.
+pub fn check_secret_files(data_dir: &Path) -> Result<(), DataDirError> {
+    for (rel, what) in [
+        ("tls/ca-key.pem", "key file"),
+        ("admin-password", "password file"),
+    ] {
+        let path = data_dir.join(rel);
+        if path.exists() {
+            check_private_file(&path, what)?;
+        }
+    }
+    Ok(())
+}
+
 /// A directory only the server's user may enter: mode 0700 (or stricter), owned by that user.
 pub fn check_private_dir(path: &Path, what: &'static str) -> Result<(), DataDirError> {
     check(path, what, 0o700, "u=rwx")
@@ -150,5 +165,12 @@ mod tests {
         );
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
         check_private_file(&key, "key file").unwrap();
+
+        std::fs::create_dir(fresh.join("tls")).unwrap();
+        let ca_key = fresh.join("tls/ca-key.pem");
+        std::fs::write(&ca_key, b"x").unwrap();
+        check_secret_files(&fresh).unwrap();
+        std::fs::set_permissions(&ca_key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(check_secret_files(&fresh).is_err());
     }
 }

@@ -148,6 +148,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     bootstrap(&config, &meta, true).await?;
     let blobs =
         LocalBlobStore::open(config.data_dir.join("storage")).context("opening the blob store")?;
+    crate::datadir::check_secret_files(&config.data_dir)?;
     let keys = crate::keys::ServerKeys::load(&config.data_dir)?;
     crate::secrets::secure_database(&meta, &keys).await?;
     keys.spawn_reloader();
