@@ -1,12 +1,20 @@
 //! Audit events that record no state change (pulls, logins, denials) go through a queue that a background task
 //! writes in batches: one fsync'd commit for many events, so that a pull costs no synchronous disk write.
 //! Events that record a change are written by the store in the change's own transaction instead.
+//!
+//! The queue is bounded: a flood of refused requests must not grow memory without limit, and dropping events would
+//! leave holes in the trail an auditor reads. When the queue is full, the request that records an event waits for
+//! the writer (backpressure) instead: the flood slows itself down, nothing is lost.
 
 use moat_model::activity::ActivityEvent;
 use moat_model::audit::AuditEvent;
 use moat_store::MetadataStore;
 use std::time::Duration;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
+
+/// Events queued at most (a few hundred bytes each: a few MiB in all).
+pub const QUEUE_CAPACITY: usize = 16_384;
 
 enum Msg {
     Event(Box<AuditEvent>),
@@ -17,12 +25,12 @@ enum Msg {
 
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::Sender<Msg>,
 }
 
 impl AuditLog {
     pub fn start(meta: MetadataStore) -> AuditLog {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE_CAPACITY);
         tokio::spawn(async move {
             let mut batch: Vec<AuditEvent> = Vec::new();
             let mut activity: Vec<ActivityEvent> = Vec::new();
@@ -65,18 +73,86 @@ impl AuditLog {
     }
 
     pub fn record(&self, event: AuditEvent) {
-        let _ = self.tx.send(Msg::Event(Box::new(event)));
+        self.enqueue(Msg::Event(Box::new(event)));
     }
 
     pub fn record_activity(&self, event: ActivityEvent) {
-        let _ = self.tx.send(Msg::Activity(Box::new(event)));
+        self.enqueue(Msg::Activity(Box::new(event)));
+    }
+
+    /// Queues without waiting while there is room; when the queue is full, blocks this request until the writer
+    /// has made room. `block_in_place` hands the worker's other tasks to another thread meanwhile, so the writer
+    /// (and every other request) keeps running. Callers stay synchronous, which keeps recording an event a plain
+    /// statement wherever a handler decides.
+    fn enqueue(&self, msg: Msg) {
+        let msg = match self.tx.try_send(msg) {
+            Ok(()) | Err(TrySendError::Closed(_)) => return,
+            Err(TrySendError::Full(msg)) => msg,
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                let tx = self.tx.clone();
+                tokio::task::block_in_place(move || {
+                    let _ = tx.blocking_send(msg);
+                });
+            }
+            // A single-threaded runtime (unit tests) cannot block for its own writer: a task waits instead.
+            Ok(h) => {
+                let tx = self.tx.clone();
+                h.spawn(async move {
+                    let _ = tx.send(msg).await;
+                });
+            }
+            Err(_) => {
+                tracing::error!("an audit event was recorded outside the runtime and is lost")
+            }
+        }
     }
 
     /// Waits until every event queued before this call is committed (used at shutdown).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).is_ok() {
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three queues' worth of events recorded as fast as possible: every one is written (the recorders waited
+    /// instead of growing the queue or dropping events).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_slows_recorders_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/moat.db", dir.path().display());
+        let meta = MetadataStore::open(&url).await.unwrap();
+        let log = AuditLog::start(meta.clone());
+        let n = 3 * QUEUE_CAPACITY;
+        let recorders: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    for i in 0..n / 4 {
+                        log.record(AuditEvent {
+                            time_generated: "2026-12-07T00:00:00Z".into(),
+                            operation_name: "Pull".into(),
+                            registry: "r".into(),
+                            result_type: "Denied".into(),
+                            result_description: format!("403: {t}/{i}"),
+                            ..Default::default()
+                        });
+                    }
+                })
+            })
+            .collect();
+        for r in recorders {
+            r.await.unwrap();
+        }
+        log.flush().await;
+        let written = meta.audit_events(&Default::default()).await.unwrap();
+        assert_eq!(written.len(), n);
     }
 }
