@@ -7,6 +7,7 @@
 //! through a private endpoint (127.0.0.2) with 100 IP rules that admit no one. Workload 7 is ACR's `importImage`: a
 //! remote import of a 10-layer image from Distribution into a fresh Moat against `skopeo copy` of the same image
 //! between the same two servers, and the latency of a same-server (zero copy) import of a large and a 1 KiB image.
+//! Workload 8 is a login flood against Moat alone (`logins.rs`): peak RSS and the right logins' p99.
 //!
 //! `cargo run --release -p moat-bench -- [--quick]` or `scripts/bench [--quick]`.
 
@@ -33,6 +34,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
+mod logins;
 mod raw;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -291,6 +293,11 @@ impl Env {
     }
 
     async fn start_moat(&self, tls: bool) -> Result<Server> {
+        self.start_moat_with(tls, &[]).await
+    }
+
+    /// Moat with extra `serve` flags.
+    async fn start_moat_with(&self, tls: bool, extra: &[&str]) -> Result<Server> {
         let dir = self.fresh_dir(if tls { "moat-tls" } else { "moat" })?;
         let data = dir.join("data");
         let port = free_port()?;
@@ -303,6 +310,7 @@ impl Env {
         if !tls {
             cmd.arg("--insecure-http");
         }
+        cmd.args(extra);
         let log = dir.join("server.log");
         let child = spawn(cmd, &log)?;
         let mut s = Server {
@@ -2003,7 +2011,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     const USAGE: &str = "usage: moat-bench [--quick] [--only N[,N…]]";
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}\n  --only: run only these workloads (1-7; 5, the physical limits, always runs)\n  env: MOAT_BIN (default target/release/moat), DISTRIBUTION_BIN (default /usr/bin/docker-registry), SKOPEO_BIN (default /usr/bin/skopeo), BENCH_TMPDIR");
+        println!("{USAGE}\n  --only: run only these workloads (1-8; 5, the physical limits, always runs)\n  env: MOAT_BIN (default target/release/moat), DISTRIBUTION_BIN (default /usr/bin/docker-registry), SKOPEO_BIN (default /usr/bin/skopeo), BENCH_TMPDIR");
         return Ok(());
     }
     let mut only: Option<Vec<u32>> = None;
@@ -2017,10 +2025,10 @@ async fn main() -> Result<()> {
                 })?;
                 let ns = list
                     .split(',')
-                    .map(|n| n.trim().parse::<u32>().ok().filter(|n| (1..=7).contains(n)))
+                    .map(|n| n.trim().parse::<u32>().ok().filter(|n| (1..=8).contains(n)))
                     .collect::<Option<Vec<u32>>>()
                     .ok_or_else(|| {
-                        anyhow!("--only {list}: workloads are numbers 1 to 7 ({USAGE})")
+                        anyhow!("--only {list}: workloads are numbers 1 to 8 ({USAGE})")
                     })?;
                 only = Some(ns);
             }
@@ -2268,6 +2276,43 @@ async fn main() -> Result<()> {
                 "  VmHWM {:.1} MiB, sampled VmRSS peak {:.1} MiB, push {:.0} MiB/s",
                 f.hwm_mib, f.sampled_peak_mib, f.push
             );
+        }
+    }
+
+    let mut login_fig: [Option<logins::LoginFig>; 2] = [None, None];
+    if wants(8) {
+        let variants: [(&str, &[&str]); 2] = [
+            ("default limits", &[]),
+            (
+                "login throttle off",
+                &[
+                    "--login-failures-per-address",
+                    "0",
+                    "--login-failures-per-identity",
+                    "0",
+                ],
+            ),
+        ];
+        for (i, (what, flags)) in variants.into_iter().enumerate() {
+            eprintln!(
+                "[moat] 8. login flood, {what}: {} concurrent token requests, half with wrong passwords",
+                logins::LOGINS
+            );
+            login_fig[i] = note(
+                &mut errors,
+                &format!("moat: login flood ({what})"),
+                tokio::time::timeout(t, async {
+                    let s = env.start_moat_with(false, flags).await?;
+                    logins::login_flood(s.port, s.pid(), "bench").await
+                })
+                .await,
+            );
+            if let Some(f) = login_fig[i] {
+                eprintln!(
+                    "  peak RSS {:.0} MiB; right logins p50 {:.0} ms, p99 {:.0} ms ({} ok); wrong ones refused {} ({} throttled); {:.1} s",
+                    f.peak_rss_mib, f.good_p50_ms, f.good_p99_ms, f.good_ok, f.bad_refused, f.bad_throttled, f.secs
+                );
+            }
         }
     }
 
@@ -2643,6 +2688,42 @@ async fn main() -> Result<()> {
             dist: None,
             target: "< 50 ms".into(),
             pass: under_50(local(|f| f.tiny.1)),
+        },
+        Row {
+            metric: "login_flood_peak_rss",
+            label: "8 1,000 logins: peak RSS",
+            unit: "MiB",
+            moat: login_fig[0].map(|f| f.peak_rss_mib),
+            dist: None,
+            target: "< 200 MiB".into(),
+            pass: login_fig[0].map(|f| f.peak_rss_mib < 200.0),
+        },
+        Row {
+            metric: "login_flood_good_p99",
+            label: "8 1,000 logins: p99 right ones",
+            unit: "ms",
+            moat: login_fig[0].map(|f| f.good_p99_ms),
+            dist: None,
+            target: "< 1000 ms".into(),
+            pass: login_fig[0].map(|f| f.good_p99_ms < 1000.0),
+        },
+        Row {
+            metric: "login_flood_unthrottled_peak_rss",
+            label: "8b same, throttle off: RSS",
+            unit: "MiB",
+            moat: login_fig[1].map(|f| f.peak_rss_mib),
+            dist: None,
+            target: "< 200 MiB".into(),
+            pass: login_fig[1].map(|f| f.peak_rss_mib < 200.0),
+        },
+        Row {
+            metric: "login_flood_unthrottled_good_p99",
+            label: "8b same, throttle off: p99",
+            unit: "ms",
+            moat: login_fig[1].map(|f| f.good_p99_ms),
+            dist: None,
+            target: "< 1000 ms".into(),
+            pass: login_fig[1].map(|f| f.good_p99_ms < 1000.0),
         },
     ];
 
