@@ -16,6 +16,7 @@ pub mod private_endpoint;
 pub mod rbac;
 pub mod registry;
 pub mod text;
+pub mod unenforced;
 
 pub use access::{Access, Action, ResourceScope};
 pub use digest::{Algorithm, Digest, DigestError};
@@ -28,3 +29,4 @@ pub use permit::{permit, Permit};
 pub use policy::{PolicyError, PolicyFacts};
 pub use private_endpoint::{ConnectionStatus, PrivateEndpoint};
 pub use registry::{Registry, RegistrySettings, Sku};
+pub use unenforced::{NotEnforced, Unenforced};

@@ -37,17 +37,23 @@ pub enum PolicyError {
     NetworkRulesRequirePremium { name: String, sku: &'static str },
     #[error("Dedicated data endpoints are available only on Premium registries; registry '{name}' is {sku}. Update the SKU to Premium first.")]
     DataEndpointRequiresPremium { name: String, sku: &'static str },
+    #[error(transparent)]
+    NotEnforced(#[from] crate::unenforced::NotEnforced),
 }
 
 impl PolicyError {
     /// ACR answers its policy conflicts with `BadRequest` (the one code its logs show for them).
     pub fn code(&self) -> &'static str {
-        "BadRequest"
+        match self {
+            PolicyError::NotEnforced(_) => "FeatureNotSupported",
+            _ => "BadRequest",
+        }
     }
 
     /// The property the error is about, as ARM's `target`.
-    pub fn target(&self) -> &'static str {
-        match self {
+    pub fn target(&self) -> String {
+        let target = match self {
+            PolicyError::NotEnforced(e) => return e.0.target(),
             PolicyError::PublicAccessWhileExportsDisabled { .. } => "publicNetworkAccess",
             PolicyError::SkuChangeWhileExportsDisabled { .. } => "sku",
             PolicyError::AnonymousPullRequiresStandard { .. } => "anonymousPullEnabled",
@@ -58,7 +64,8 @@ impl PolicyError {
             }
             PolicyError::ExportPipelineWhileExportsDisabled { .. } => "exportPipelines",
             _ => "policies.exportPolicy",
-        }
+        };
+        target.to_string()
     }
 }
 
@@ -80,6 +87,7 @@ pub fn validate_change(
     after: &RegistrySettings,
     facts: &PolicyFacts,
 ) -> Result<(), PolicyError> {
+    crate::unenforced::check(after)?;
     let name = name.to_string();
     if after.anonymous_pull_enabled && after.sku == Sku::Basic {
         return Err(PolicyError::AnonymousPullRequiresStandard { name });

@@ -25,12 +25,14 @@ const REFRESH_TTL: u64 = 10800;
 const REFRESH_GRANT: &str = "refresh";
 /// The username that says "the password is a refresh token" (`az acr login` hands docker one this way).
 const REFRESH_TOKEN_USER: &str = "00000000-0000-0000-0000-000000000000";
-/// Audiences an Entra token may carry at `/oauth2/exchange`: ACR's own, and ARM's (the SDKs' default).
+/// Audiences an Entra token may carry at `/oauth2/exchange`: ACR's own, and ARM's (the SDKs' default) unless the
+/// registry's `azureADAuthenticationAsArmPolicy` is disabled.
 const EXCHANGE_AUDIENCES: &[&str] = &[
     "https://containerregistry.azure.net",
     "https://management.azure.com",
     "https://management.core.windows.net",
 ];
+const ACR_AUDIENCE_ONLY: &[&str] = &["https://containerregistry.azure.net"];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -158,15 +160,26 @@ async fn exchange_token(state: &AppState, req: Request) -> OciResult<Response> {
         }
     }
     let aad = field(&params, "access_token").unwrap_or_default();
+    let arm_tokens = ctx
+        .registry
+        .settings
+        .policies
+        .azure_ad_authentication_as_arm
+        .is_enabled();
+    let (audiences, fix) = if arm_tokens {
+        (EXCHANGE_AUDIENCES, "get a new one (`az login` again, or the SDK credential) for https://containerregistry.azure.net")
+    } else {
+        (ACR_AUDIENCE_ONLY, "this registry's azureADAuthenticationAsArmPolicy is disabled, so only tokens for https://containerregistry.azure.net are exchanged: get one for that audience")
+    };
     let claims = state
         .tokens
-        .verify_aad(aad.trim(), EXCHANGE_AUDIENCES)
+        .verify_aad(aad.trim(), audiences)
         .map_err(|e| {
             login_failure(
                 state,
                 &ctx,
                 &format!("the Entra access token was refused ({e})"),
-                "get a new one (`az login` again, or the SDK credential) for https://containerregistry.azure.net",
+                fix,
             )
         })?;
     let refresh = state.tokens.issue_with_grant(

@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "activity_log",
         include_str!("../migrations/0007_activity_log.sql"),
     ),
+    (
+        8,
+        "unenforced_settings",
+        include_str!("../migrations/0008_unenforced_settings.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -8,7 +8,7 @@ use super::ArmCtx;
 use crate::state::AppState;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use moat_model::{Registry, RegistryName, RegistrySettings, Sku};
+use moat_model::{Registry, RegistryName, Sku};
 use serde_json::{json, Value};
 
 fn parse_name(name: &str) -> ArmResult<String> {
@@ -175,18 +175,6 @@ pub async fn dispatch(
     }
 }
 
-/// Zone redundancy is chosen at creation, as in ACR.
-fn keeps_zone_redundancy(before: &RegistrySettings, after: &RegistrySettings) -> ArmResult<()> {
-    if before.zone_redundancy == after.zone_redundancy {
-        return Ok(());
-    }
-    Err(ArmError::bad_request(
-        "ZoneRedundancyCannotBeUpdated",
-        "zoneRedundancy cannot be changed after creation",
-    )
-    .with_target("properties.zoneRedundancy"))
-}
-
 async fn put(
     state: &AppState,
     ctx: &ArmCtx,
@@ -222,10 +210,7 @@ async fn put(
     let login_server = state.config.login_server_for(name);
     let (r, created) = state
         .meta
-        .upsert_registry::<_, ArmError>(name, &login_server, rg, ctx.activity.change(), |current| {
-            if let Some(c) = current {
-                keeps_zone_redundancy(&c.settings, &settings)?;
-            }
+        .upsert_registry::<_, ArmError>(name, &login_server, rg, ctx.activity.change(), |_| {
             Ok(settings.clone())
         })
         .await?;
@@ -268,9 +253,7 @@ async fn patch(
                 let current = current.ok_or_else(|| {
                     ArmError::not_found("Microsoft.ContainerRegistry/registries", name)
                 })?;
-                let next = registry_json::settings_from_patch(body, &current.settings, &now)?;
-                keeps_zone_redundancy(&current.settings, &next)?;
-                Ok(next)
+                registry_json::settings_from_patch(body, &current.settings, &now)
             },
         )
         .await?;

@@ -4,7 +4,7 @@
 
 use super::error::{ArmError, ArmResult};
 use moat_model::registry::{DefaultAction, IpRule, PolicyStatus};
-use moat_model::{Registry, RegistrySettings, Sku};
+use moat_model::{NotEnforced, PolicyError, Registry, RegistrySettings, Sku, Unenforced};
 use serde_json::{json, Map, Value};
 
 pub const REGISTRY_TYPE: &str = "Microsoft.ContainerRegistry/registries";
@@ -123,6 +123,71 @@ fn policy_status(v: &Value, path: &str) -> ArmResult<PolicyStatus> {
 
 fn unknown(path: &str, key: &str) -> ArmError {
     ArmError::invalid_property(&format!("{path}.{key}"), "unknown property")
+}
+
+/// A setting Moat does not enforce, turned on (the rule and its message are `moat_model::unenforced`'s).
+fn not_enforced(setting: Unenforced) -> ArmError {
+    PolicyError::from(NotEnforced(setting)).into()
+}
+
+const DISABLED: &[(&str, bool)] = &[("Disabled", true), ("Enabled", false)];
+
+/// A setting Moat does not enforce and does not store: its inert value is accepted, any other known one refused.
+fn inert(v: &Value, path: &str, setting: Unenforced, options: &[(&str, bool)]) -> ArmResult<()> {
+    if one_of(v, path, options)? {
+        Ok(())
+    } else {
+        Err(not_enforced(setting))
+    }
+}
+
+/// `encryption`: customer-managed keys. `{"status": "disabled"}` (what a GET shows) is accepted.
+fn encryption(v: &Value, path: &str) -> ArmResult<()> {
+    for (k, v) in object(v, path)? {
+        let fpath = format!("{path}.{k}");
+        match k.as_str() {
+            "status" => inert(
+                v,
+                &fpath,
+                Unenforced::Encryption,
+                &[("disabled", true), ("enabled", false)],
+            )?,
+            "keyVaultProperties" if v.is_null() => {}
+            "keyVaultProperties" => return Err(not_enforced(Unenforced::Encryption)),
+            other => return Err(unknown(path, other)),
+        }
+    }
+    Ok(())
+}
+
+/// `identity`: managed identities, which Moat has none of. Absent, null or `{"type": "None"}` is accepted.
+fn identity(v: &Value) -> ArmResult<()> {
+    if v.is_null() {
+        return Ok(());
+    }
+    for (k, v) in object(v, "identity")? {
+        let path = format!("identity.{k}");
+        match k.as_str() {
+            "type" => inert(
+                v,
+                &path,
+                Unenforced::Identity,
+                &[
+                    ("None", true),
+                    ("SystemAssigned", false),
+                    ("UserAssigned", false),
+                    ("SystemAssigned, UserAssigned", false),
+                ],
+            )?,
+            "userAssignedIdentities"
+                if v.is_null() || v.as_object().is_some_and(|o| o.is_empty()) => {}
+            "userAssignedIdentities" => return Err(not_enforced(Unenforced::Identity)),
+            // Read-only: echoed back from a GET.
+            "principalId" | "tenantId" => {}
+            other => return Err(unknown("identity", other)),
+        }
+    }
+    Ok(())
 }
 
 pub fn parse_sku(v: &Value) -> ArmResult<Sku> {
@@ -273,8 +338,11 @@ fn apply_network_rule_set(v: &Value, s: &mut RegistrySettings) -> ArmResult<()> 
                 s.network_rule_set.ip_rules = values.into_iter().map(IpRule::new).collect();
             }
             "virtualNetworkRules" => {
-                if v.as_array().is_some_and(|a| !a.is_empty()) {
-                    return Err(ArmError::bad_request("NotSupported", "virtual network rules do not exist in Moat: use ipRules or private endpoints").with_target(path));
+                let rules = v
+                    .as_array()
+                    .ok_or_else(|| ArmError::invalid_property(&path, "expected an array"))?;
+                if !rules.is_empty() {
+                    return Err(not_enforced(Unenforced::VirtualNetworkRules));
                 }
             }
             other => return Err(unknown("properties.networkRuleSet", other)),
@@ -299,26 +367,49 @@ fn apply_properties(v: &Value, s: &mut RegistrySettings, now: &str) -> ArmResult
             "zoneRedundancy" => s.zone_redundancy = enabled(v, &path)?,
             "anonymousPullEnabled" => s.anonymous_pull_enabled = boolean(v, &path)?,
             "policies" => apply_policies(v, s, now)?,
-            "encryption" => {
-                if object(v, &path)?
-                    .get("status")
-                    .and_then(Value::as_str)
-                    .is_some_and(|st| st.eq_ignore_ascii_case("enabled"))
-                {
-                    return Err(ArmError::bad_request(
-                        "NotSupported",
-                        "customer-managed key encryption is not supported by Moat",
-                    )
-                    .with_target(path));
+            "encryption" => encryption(v, &path)?,
+            "networkRuleBypassAllowedForTasks" => {
+                if boolean(v, &path)? {
+                    return Err(not_enforced(Unenforced::NetworkRuleBypassAllowedForTasks));
                 }
             }
-            "networkRuleBypassAllowedForTasks" | "roleAssignmentMode" => {}
+            "roleAssignmentMode" => inert(
+                v,
+                &path,
+                Unenforced::RoleAssignmentMode,
+                &[
+                    ("LegacyRegistryPermissions", true),
+                    ("AbacRepositoryPermissions", false),
+                ],
+            )?,
+            "metadataSearch" => inert(v, &path, Unenforced::MetadataSearch, DISABLED)?,
+            "regionalEndpoints" => inert(v, &path, Unenforced::RegionalEndpoints, DISABLED)?,
+            "writableCacheRepos" => inert(v, &path, Unenforced::WritableCacheRepos, DISABLED)?,
+            "endpointProtocol" => inert(
+                v,
+                &path,
+                Unenforced::EndpointProtocol,
+                &[("IPv4", true), ("IPv4AndIPv6", false)],
+            )?,
+            "autoGeneratedDomainNameLabelScope" => inert(
+                v,
+                &path,
+                Unenforced::AutoGeneratedDomainNameLabelScope,
+                &[
+                    ("Unsecure", true),
+                    ("TenantReuse", false),
+                    ("SubscriptionReuse", false),
+                    ("ResourceGroupReuse", false),
+                    ("NoReuse", false),
+                ],
+            )?,
             // Read-only: a client may echo them back from a GET.
             "loginServer"
             | "creationDate"
             | "provisioningState"
             | "status"
             | "dataEndpointHostNames"
+            | "regionalEndpointHostNames"
             | "privateEndpointConnections" => {}
             other => return Err(unknown("properties", other)),
         }
@@ -348,7 +439,8 @@ pub fn settings_from_put(
             "sku" | "location" => {}
             "tags" => parse_tags(v, &mut s)?,
             "properties" => apply_properties(v, &mut s, now)?,
-            "identity" | "id" | "name" | "type" | "systemData" => {}
+            "identity" => identity(v)?,
+            "id" | "name" | "type" | "systemData" => {}
             other => return Err(ArmError::invalid_property(other, "unknown property")),
         }
     }
@@ -367,7 +459,7 @@ pub fn settings_from_patch(
             "sku" => s.sku = parse_sku(v)?,
             "tags" => parse_tags(v, &mut s)?,
             "properties" => apply_properties(v, &mut s, now)?,
-            "identity" => {}
+            "identity" => identity(v)?,
             "location" if string(v, "location")?.eq_ignore_ascii_case(&current.location) => {}
             "location" => {
                 return Err(ArmError::bad_request(
@@ -454,5 +546,163 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    /// Parses a PATCH and checks the result as the store does (`validate_change` in its transaction).
+    fn patched(body: &Value) -> ArmResult<RegistrySettings> {
+        let base = RegistrySettings::new(Sku::Premium, "local");
+        let s = settings_from_patch(body, &base, "now")?;
+        moat_model::policy::validate_change("r", Some(&base), &s, &Default::default())?;
+        Ok(s)
+    }
+
+    #[test]
+    fn settings_moat_does_not_enforce_are_refused_when_turned_on() {
+        let cases = [
+            (
+                json!({"properties": {"policies": {"quarantinePolicy": {"status": "enabled"}}}}),
+                Unenforced::QuarantinePolicy,
+            ),
+            (
+                json!({"properties": {"policies": {"quarantinePolicy": {"status": "ENABLED"}}}}),
+                Unenforced::QuarantinePolicy,
+            ),
+            (
+                json!({"properties": {"policies": {"trustPolicy": {"type": "Notary", "status": "Enabled"}}}}),
+                Unenforced::TrustPolicy,
+            ),
+            (
+                json!({"properties": {"policies": {"retentionPolicy": {"days": 30, "status": "enabled"}}}}),
+                Unenforced::RetentionPolicy,
+            ),
+            (
+                json!({"properties": {"policies": {"softDeletePolicy": {"retentionDays": 7, "status": "enabled"}}}}),
+                Unenforced::SoftDeletePolicy,
+            ),
+            (
+                json!({"properties": {"zoneRedundancy": "enabled"}}),
+                Unenforced::ZoneRedundancy,
+            ),
+            (
+                json!({"properties": {"encryption": {"status": "Enabled"}}}),
+                Unenforced::Encryption,
+            ),
+            (
+                json!({"properties": {"encryption": {"status": "disabled", "keyVaultProperties": {"keyIdentifier": "https://kv/k"}}}}),
+                Unenforced::Encryption,
+            ),
+            (
+                json!({"identity": {"type": "SystemAssigned"}}),
+                Unenforced::Identity,
+            ),
+            (
+                json!({"identity": {"type": "systemassigned, userassigned"}}),
+                Unenforced::Identity,
+            ),
+            (
+                json!({"identity": {"type": "None", "userAssignedIdentities": {"/x": {}}}}),
+                Unenforced::Identity,
+            ),
+            (
+                json!({"properties": {"networkRuleSet": {"virtualNetworkRules": [{"id": "/x"}]}}}),
+                Unenforced::VirtualNetworkRules,
+            ),
+            (
+                json!({"properties": {"networkRuleBypassAllowedForTasks": true}}),
+                Unenforced::NetworkRuleBypassAllowedForTasks,
+            ),
+            (
+                json!({"properties": {"roleAssignmentMode": "AbacRepositoryPermissions"}}),
+                Unenforced::RoleAssignmentMode,
+            ),
+            (
+                json!({"properties": {"metadataSearch": "Enabled"}}),
+                Unenforced::MetadataSearch,
+            ),
+            (
+                json!({"properties": {"regionalEndpoints": "enabled"}}),
+                Unenforced::RegionalEndpoints,
+            ),
+            (
+                json!({"properties": {"endpointProtocol": "IPv4AndIPv6"}}),
+                Unenforced::EndpointProtocol,
+            ),
+            (
+                json!({"properties": {"autoGeneratedDomainNameLabelScope": "TenantReuse"}}),
+                Unenforced::AutoGeneratedDomainNameLabelScope,
+            ),
+            (
+                json!({"properties": {"writableCacheRepos": "Enabled"}}),
+                Unenforced::WritableCacheRepos,
+            ),
+        ];
+        for (body, setting) in cases {
+            let e = patched(&body).unwrap_err();
+            assert_eq!(
+                (e.status, e.code.as_str()),
+                (axum::http::StatusCode::BAD_REQUEST, "FeatureNotSupported"),
+                "{body}"
+            );
+            assert_eq!(e.message, NotEnforced(setting).to_string(), "{body}");
+            assert_eq!(e.target, Some(setting.target()), "{body}");
+            // A PUT says the same.
+            let mut put = body.clone();
+            put["sku"] = json!({"name": "Premium"});
+            let e = settings_from_put(&put, "now", "local")
+                .and_then(|s| {
+                    Ok(moat_model::policy::validate_change(
+                        "r",
+                        None,
+                        &s,
+                        &Default::default(),
+                    )?)
+                })
+                .unwrap_err();
+            assert_eq!(e.code, "FeatureNotSupported", "{put}");
+        }
+        // A value that is no value of the setting is still a plain invalid property.
+        let e = patched(&json!({"properties": {"metadataSearch": "Sometimes"}})).unwrap_err();
+        assert_eq!(e.code, "InvalidRequestContent");
+    }
+
+    #[test]
+    fn a_body_echoing_every_default_is_accepted() {
+        // ACR's GET of a new registry (2026-09-01-preview, see reference/acr-behaviour.md), sent back whole.
+        let body = json!({
+            "sku": {"name": "Premium", "tier": "Premium"}, "location": "local", "tags": {},
+            "identity": {"type": "None"},
+            "properties": {
+                "loginServer": "x", "creationDate": "2026-01-01T00:00:00Z", "provisioningState": "Succeeded", "status": null,
+                "adminUserEnabled": false,
+                "networkRuleSet": {"defaultAction": "Allow", "virtualNetworkRules": [], "ipRules": []},
+                "policies": {
+                    "quarantinePolicy": {"status": "disabled"},
+                    "trustPolicy": {"type": "Notary", "status": "disabled"},
+                    "retentionPolicy": {"days": 7, "lastUpdatedTime": "2026-01-01T00:00:00Z", "status": "disabled"},
+                    "exportPolicy": {"status": "enabled"},
+                    "azureADAuthenticationAsArmPolicy": {"status": "enabled"},
+                    "softDeletePolicy": {"retentionDays": 7, "lastUpdatedTime": "2026-01-01T00:00:00Z", "status": "disabled"}
+                },
+                "encryption": {"status": "disabled"},
+                "dataEndpointEnabled": false, "dataEndpointHostNames": [], "privateEndpointConnections": [],
+                "publicNetworkAccess": "Enabled", "networkRuleBypassOptions": "AzureServices",
+                "networkRuleBypassAllowedForTasks": false, "zoneRedundancy": "Disabled", "anonymousPullEnabled": false,
+                "roleAssignmentMode": "LegacyRegistryPermissions",
+                "regionalEndpoints": "Disabled", "regionalEndpointHostNames": [], "endpointProtocol": "IPv4",
+                "metadataSearch": "Disabled", "autoGeneratedDomainNameLabelScope": "Unsecure", "writableCacheRepos": "Disabled"
+            }
+        });
+        let s = patched(&body).unwrap();
+        assert_eq!(s, {
+            let mut want = RegistrySettings::new(Sku::Premium, "local");
+            want.policies.retention.last_updated_time = Some("now".into());
+            want.policies.soft_delete.last_updated_time = Some("now".into());
+            want
+        });
+        let s = settings_from_put(&body, "now", "local").unwrap();
+        moat_model::policy::validate_change("r", None, &s, &Default::default()).unwrap();
+        // Parameters of a disabled policy are kept (they take effect only when Moat enforces the policy).
+        let s = patched(&json!({"properties": {"policies": {"retentionPolicy": {"days": 30, "status": "disabled"}}}})).unwrap();
+        assert_eq!(s.policies.retention.days, 30);
     }
 }

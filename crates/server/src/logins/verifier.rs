@@ -186,13 +186,12 @@ mod tests {
         let runs = Arc::new(AtomicUsize::new(0));
         let r = runs.clone();
         assert!(
-            checks
+            !checks
                 .verify(key, move || {
                     r.fetch_add(1, Ordering::SeqCst);
                     false
                 })
                 .await
-                == false
         );
         assert_eq!(runs.load(Ordering::SeqCst), 1, "a failure is checked again");
     }
