@@ -639,10 +639,10 @@ class MoatServer:
         return p
 
     def audit(self, **filters) -> list[dict]:
-        """`moat audit --output json` with filters (registry=, repository=, operation=, since=, until=); data-plane
-        events only unless log="activity" or log="all" is given."""
+        """`moat audit --output json --oldest-first` with filters (registry=, repository=, operation=, result=,
+        since=, until=, limit=); data-plane events only unless log="activity" or log="all" is given."""
         filters.setdefault("log", "data")
-        args = ["audit", "--output", "json"]
+        args = ["audit", "--output", "json", "--oldest-first"]
         for k, v in filters.items():
             if v is not None:
                 args += [f"--{k.replace('_', '-')}", str(v)]

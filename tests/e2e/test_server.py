@@ -201,7 +201,9 @@ def test_audit_trail_fields_and_filters(moat):
     denied = [e for e in moat.audit(repository="audit/other") if e["ResultType"] == "Denied"]
     assert denied, "a pull refused for lack of permission is recorded as Denied"
     assert moat.audit(registry="default")
-    assert moat.audit(registry="nosuchregistry") == []
+    # a registry that never existed is a typo: refused, naming the registries there are
+    p = moat.moat("audit", "--registry", "nosuchregistry", check=False)
+    assert p.returncode == 1 and "no registry 'nosuchregistry'" in p.stderr and "default" in p.stderr, p.stderr
 
     # time filters
     future = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)).strftime(

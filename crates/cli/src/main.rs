@@ -13,7 +13,6 @@ use moat_model::{RegistryName, RegistrySettings, Sku};
 use moat_server::arm::activity::{local_event, operator};
 use moat_server::config::login_server_for;
 use moat_server::ServeConfig;
-use moat_store::meta::AuditFilter;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -111,31 +110,8 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
-    /// Print the audit trail.
-    Audit {
-        #[command(flatten)]
-        common: Common,
-        #[arg(long)]
-        registry: Option<String>,
-        #[arg(long)]
-        repository: Option<String>,
-        /// Operation name, e.g. Push, Pull, Delete, Untag, Mount, Login.
-        #[arg(long)]
-        operation: Option<String>,
-        /// Only events at or after this time (RFC 3339).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only events before this time (RFC 3339).
-        #[arg(long)]
-        until: Option<String>,
-        #[arg(long)]
-        limit: Option<i64>,
-        /// Which log: data-plane events, the activity log of management changes and refusals, or both.
-        #[arg(long, value_enum, default_value_t = audit::Log::All)]
-        log: audit::Log,
-        #[arg(long, short, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
+    /// Print the audit trail: data-plane events and the activity log, newest first.
+    Audit(audit::AuditArgs),
     /// Sign in to a Moat server's management API with a service principal (`az login`'s twin).
     Login(login::LoginArgs),
     /// Manage registries through the management API, as `az acr` does (run `moat login` first).
@@ -183,7 +159,9 @@ enum RegistryCommand {
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Output {
+    /// JSON lines: one object per line.
     Json,
+    /// Aligned columns, every cell escaped.
     Table,
 }
 
@@ -370,56 +348,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Audit {
-            common,
-            registry,
-            repository,
-            operation,
-            since,
-            until,
-            limit,
-            log,
-            output,
-        } => {
-            let parse_time = |s: Option<String>| -> anyhow::Result<Option<String>> {
-                s.map(|s| {
-                    moat_store::time_fmt::parse_user(&s).with_context(|| {
-                        format!("'{s}' is not an RFC 3339 time, e.g. 2026-11-25T08:00:00Z")
-                    })
-                })
-                .transpose()
-            };
-            let filter = AuditFilter {
-                registry,
-                repository,
-                operation,
-                since: parse_time(since)?,
-                until: parse_time(until)?,
-                limit,
-            };
-            let c = config(&common);
-            if !c.data_dir.exists() {
-                bail!(
-                    "no data directory at {}: pass --data-dir",
-                    c.data_dir.display()
-                );
-            }
-            let meta = moat_server::listener::open_store(&c).await?;
-            let rows = audit::rows(&meta, log, &filter).await?;
-            if output == Output::Table {
-                emit(format_args!(
-                    "{}",
-                    audit::table_line(&audit::HEADER.map(String::from))
-                ));
-            }
-            for row in rows {
-                match output {
-                    Output::Json => emit(format_args!("{}", row.json()?)),
-                    Output::Table => emit(format_args!("{}", audit::render_row(&row))),
-                }
-            }
-            Ok(())
-        }
+        Command::Audit(args) => audit::run(args).await,
     }
 }
 

@@ -216,6 +216,10 @@ const CANONICAL: &[&str] = &[
     "Microsoft.ContainerRegistry",
     "Microsoft.Network",
     "Microsoft.Resources",
+    "Microsoft.Graph",
+    "Microsoft.Authorization",
+    "servicePrincipals",
+    "roleAssignments",
     "registries",
     "privateEndpointConnections",
     "privateEndpoints",
@@ -237,6 +241,45 @@ fn canonical(segment: &str) -> &str {
         .find(|c| c.eq_ignore_ascii_case(segment))
         .copied()
         .unwrap_or(segment)
+}
+
+/// The provider namespaces whose operations the activity log records.
+const NAMESPACES: &[&str] = &[
+    "Microsoft.ContainerRegistry",
+    "Microsoft.Network",
+    "Microsoft.Resources",
+    "Microsoft.Graph",
+    "Microsoft.Authorization",
+];
+
+/// An activity-log operation name as a person may type it (`microsoft.containerregistry/registries/WRITE`), in the
+/// spelling the log stores, or `None` when it is not of the form `{namespace}/{type}[/…]/{read|write|delete|action}`
+/// for a namespace the log records.
+pub fn canonical_operation_name(name: &str) -> Option<String> {
+    let parts: Vec<&str> = name.trim().split('/').collect();
+    let (namespace, rest) = parts.split_first()?;
+    let namespace = NAMESPACES
+        .iter()
+        .find(|n| n.eq_ignore_ascii_case(namespace))?;
+    let verb = rest.last()?.to_ascii_lowercase();
+    if rest.len() < 2 || !["read", "write", "delete", "action"].contains(&verb.as_str()) {
+        return None;
+    }
+    let types = &rest[..rest.len() - 1];
+    if types
+        .iter()
+        .any(|t| t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return None;
+    }
+    let mut out = String::from(*namespace);
+    for t in types {
+        out.push('/');
+        out.push_str(canonical(t));
+    }
+    out.push('/');
+    out.push_str(&verb);
+    Some(out)
 }
 
 /// Reads that are `POST`s in ARM's API and change nothing.
@@ -388,6 +431,35 @@ mod tests {
             "Microsoft.Resources/subscriptions/resourceGroups/write"
         );
         assert_eq!(rg.resource_id, "/subscriptions/s1/resourceGroups/rg2");
+    }
+
+    #[test]
+    fn operation_names_are_read_in_any_case() {
+        assert_eq!(
+            canonical_operation_name("microsoft.containerregistry/REGISTRIES/Write").as_deref(),
+            Some("Microsoft.ContainerRegistry/registries/write")
+        );
+        assert_eq!(
+            canonical_operation_name(
+                "Microsoft.ContainerRegistry/registries/listcredentials/action"
+            )
+            .as_deref(),
+            Some("Microsoft.ContainerRegistry/registries/listCredentials/action")
+        );
+        assert_eq!(
+            canonical_operation_name("microsoft.authorization/roleassignments/write").as_deref(),
+            Some("Microsoft.Authorization/roleAssignments/write")
+        );
+        for bad in [
+            "Push",
+            "Microsoft.ContainerRegistry/write",
+            "Microsoft.Storage/storageAccounts/write",
+            "Microsoft.ContainerRegistry/registries/erase",
+            "Microsoft.ContainerRegistry//write",
+            "Microsoft.ContainerRegistry/regi stries/write",
+        ] {
+            assert_eq!(canonical_operation_name(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -17,6 +17,139 @@ impl Category {
     }
 }
 
+/// What a data-plane request does: one name per kind of request, whatever its outcome. A request gets its
+/// operation from its route before anything is decided, so a push refused by the network, by a missing
+/// permission or by the gate is recorded as `Push`, exactly like a push that succeeded, and
+/// `moat audit --operation Push` finds them all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// A sign-in: a token request, or the `/v2/` check clients make before it.
+    Login,
+    Push,
+    Pull,
+    /// A blob linked from another repository of the same registry.
+    Mount,
+    /// A manifest or blob deleted by digest.
+    Delete,
+    /// A tag removed.
+    Untag,
+    DeleteRepository,
+    ListRepositories,
+    ListTags,
+    ListReferrers,
+    ListManifests,
+    ShowRepository,
+    ShowTag,
+    ShowManifest,
+    /// ACR's changeable attributes (image locks); refused today, recorded when refused by the network.
+    UpdateAttributes,
+    /// An image imported into this registry (management API).
+    Import,
+    /// An image leaving this registry for another one (an import from it).
+    Export,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 17] = [
+        Operation::Login,
+        Operation::Push,
+        Operation::Pull,
+        Operation::Mount,
+        Operation::Delete,
+        Operation::Untag,
+        Operation::DeleteRepository,
+        Operation::ListRepositories,
+        Operation::ListTags,
+        Operation::ListReferrers,
+        Operation::ListManifests,
+        Operation::ShowRepository,
+        Operation::ShowTag,
+        Operation::ShowManifest,
+        Operation::UpdateAttributes,
+        Operation::Import,
+        Operation::Export,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Login => "Login",
+            Operation::Push => "Push",
+            Operation::Pull => "Pull",
+            Operation::Mount => "Mount",
+            Operation::Delete => "Delete",
+            Operation::Untag => "Untag",
+            Operation::DeleteRepository => "DeleteRepository",
+            Operation::ListRepositories => "ListRepositories",
+            Operation::ListTags => "ListTags",
+            Operation::ListReferrers => "ListReferrers",
+            Operation::ListManifests => "ListManifests",
+            Operation::ShowRepository => "ShowRepository",
+            Operation::ShowTag => "ShowTag",
+            Operation::ShowManifest => "ShowManifest",
+            Operation::UpdateAttributes => "UpdateAttributes",
+            Operation::Import => "Import",
+            Operation::Export => "Export",
+        }
+    }
+
+    /// Reads an operation name in any case (`push`, `PUSH`, `Push`).
+    pub fn parse(s: &str) -> Option<Operation> {
+        Operation::ALL
+            .into_iter()
+            .find(|o| o.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// The ACR log table the event belongs to.
+    pub fn category(self) -> Category {
+        match self {
+            Operation::Login => Category::ContainerRegistryLoginEvents,
+            _ => Category::ContainerRegistryRepositoryEvents,
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event's outcome, as ACR's `ResultType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResultType {
+    Success,
+    Failure,
+    /// Refused by a rule: the network, a missing permission, the egress gate.
+    Denied,
+}
+
+impl ResultType {
+    pub const ALL: [ResultType; 3] = [ResultType::Success, ResultType::Failure, ResultType::Denied];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultType::Success => "Success",
+            ResultType::Failure => "Failure",
+            ResultType::Denied => "Denied",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ResultType> {
+        ResultType::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// The outcome of a request answered with `status`.
+    pub fn of_status(status: u16) -> ResultType {
+        if status < 400 {
+            ResultType::Success
+        } else {
+            ResultType::Failure
+        }
+    }
+}
+
 /// One audit record. Field names follow ACR's log columns so that queries written for Log Analytics read the same.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -71,5 +204,39 @@ impl AuditEvent {
             correlation_id: opt(&self.correlation_id),
             endpoint: opt(&self.endpoint),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_parse_in_any_case_and_round_trip() {
+        for op in Operation::ALL {
+            assert_eq!(Operation::parse(op.as_str()), Some(op));
+            assert_eq!(
+                Operation::parse(&op.as_str().to_ascii_lowercase()),
+                Some(op)
+            );
+            assert_eq!(
+                Operation::parse(&op.as_str().to_ascii_uppercase()),
+                Some(op)
+            );
+        }
+        assert_eq!(Operation::parse("Connect"), None);
+        assert_eq!(
+            Operation::Login.category(),
+            Category::ContainerRegistryLoginEvents
+        );
+        assert_eq!(
+            Operation::Push.category(),
+            Category::ContainerRegistryRepositoryEvents
+        );
+        for r in ResultType::ALL {
+            assert_eq!(ResultType::parse(&r.as_str().to_ascii_lowercase()), Some(r));
+        }
+        assert_eq!(ResultType::of_status(201), ResultType::Success);
+        assert_eq!(ResultType::of_status(404), ResultType::Failure);
     }
 }

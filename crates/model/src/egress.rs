@@ -98,18 +98,6 @@ impl Egress<'_> {
             Egress::ExportPipeline { .. } => None,
         }
     }
-
-    pub fn operation(&self) -> &'static str {
-        match self {
-            Egress::PullBlob { .. } | Egress::DataEndpointDownload { .. } => "Pull",
-            Egress::PullManifest { .. } => "Pull",
-            Egress::ListTags { .. } => "ListTags",
-            Egress::ReadMetadata { .. } => "ReadMetadata",
-            Egress::ImportFrom { .. } => "Export",
-            Egress::ExportPipeline { .. } => "Export",
-            Egress::Mount { .. } => "Mount",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

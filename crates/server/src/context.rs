@@ -8,7 +8,7 @@ use crate::state::AppState;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use base64::Engine;
-use moat_model::audit::{AuditEvent, Category};
+use moat_model::audit::{AuditEvent, Operation, ResultType};
 use moat_model::{
     decide, decide_network, Access, Action, Decision, DenyReason, Egress, NetworkDecision, Origin,
     Permit, PrivateEndpointOrigin, Registry, RepositoryName,
@@ -37,6 +37,8 @@ pub struct RequestCtx {
     pub scheme: &'static str,
     /// The request came to the registry's dedicated data endpoint, not its login server.
     pub data_endpoint: bool,
+    /// What the request does, from its route: every event it causes, allowed or refused, carries this name.
+    pub operation: Operation,
 }
 
 /// The client's address: the socket peer, unless that peer is a trusted proxy, in which case the nearest
@@ -129,8 +131,12 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 impl RequestCtx {
     /// Classifies a request: registry by Host, origin from the connection, principal from the credentials.
-    pub async fn classify(state: &AppState, parts: &Parts) -> OciResult<RequestCtx> {
-        let mut ctx = Self::classify_unauthenticated(state, parts).await?;
+    pub async fn classify(
+        state: &AppState,
+        parts: &Parts,
+        operation: Operation,
+    ) -> OciResult<RequestCtx> {
+        let mut ctx = Self::classify_unauthenticated(state, parts, operation).await?;
         if let Some(token) = bearer_token(&parts.headers) {
             ctx.principal.presented = true;
             match state
@@ -144,7 +150,7 @@ impl RequestCtx {
                 Err(e) => {
                     let mut err = ctx.challenge(None, Some("invalid_token"));
                     err.message = format!("{e}: fetch a new token from the realm and retry");
-                    ctx.audit_denied(state, "Authenticate", None, "401", &e.to_string());
+                    ctx.audit_denied(state, None, "401", &e.to_string());
                     return Err(err);
                 }
             }
@@ -159,13 +165,7 @@ impl RequestCtx {
             )
             .await?
             else {
-                ctx.audit_denied(
-                    state,
-                    "Authenticate",
-                    None,
-                    "401",
-                    "invalid username or password",
-                );
+                ctx.audit_denied(state, None, "401", "invalid username or password");
                 let mut err = ctx.challenge(None, None);
                 err.message = "invalid username or password".into();
                 return Err(err);
@@ -185,8 +185,9 @@ impl RequestCtx {
     pub async fn classify_unauthenticated(
         state: &AppState,
         parts: &Parts,
+        operation: Operation,
     ) -> OciResult<RequestCtx> {
-        let ctx = Self::classify_origin(state, parts).await?;
+        let ctx = Self::classify_origin(state, parts, operation).await?;
         if ctx.data_endpoint {
             return Err(OciError::new(
                 Code::Unsupported,
@@ -199,7 +200,11 @@ impl RequestCtx {
 
     /// The registry (by login server or data endpoint) and the origin, checked against the registry's network
     /// rules before anything else is looked at.
-    pub async fn classify_origin(state: &AppState, parts: &Parts) -> OciResult<RequestCtx> {
+    pub async fn classify_origin(
+        state: &AppState,
+        parts: &Parts,
+        operation: Operation,
+    ) -> OciResult<RequestCtx> {
         let host = host_of(&parts.headers, &parts.uri);
         let routed = state.registries.for_host(&host).await?.ok_or_else(|| {
             OciError::new(
@@ -263,13 +268,14 @@ impl RequestCtx {
                 "https"
             },
             data_endpoint: routed.data_endpoint,
+            operation,
         };
         // The network comes before credentials: a refused origin learns nothing, not even whether its
         // password was right.
         if let NetworkDecision::Denied(why) =
             decide_network(&ctx.registry.id, &ctx.registry.settings, &ctx.origin)
         {
-            ctx.audit_denied(state, "Connect", None, "403", &why.to_string());
+            ctx.audit_denied(state, None, "403", &why.to_string());
             return Err(ctx.network_denied());
         }
         Ok(ctx)
@@ -339,13 +345,7 @@ impl RequestCtx {
             return Ok(());
         }
         if self.principal.presented {
-            self.audit_denied(
-                state,
-                action.as_str(),
-                Some(repo),
-                "401",
-                "insufficient scope",
-            );
+            self.audit_denied(state, Some(repo), "401", "insufficient scope");
         }
         Err(self.repo_challenge(repo, action))
     }
@@ -360,24 +360,12 @@ impl RequestCtx {
                 match &reason {
                     DenyReason::MissingPermission { repository, action } => {
                         if self.principal.presented {
-                            self.audit_denied(
-                                state,
-                                egress.operation(),
-                                repo,
-                                "401",
-                                &reason.to_string(),
-                            );
+                            self.audit_denied(state, repo, "401", &reason.to_string());
                         }
                         Err(self.repo_challenge(repository, *action))
                     }
                     _ => {
-                        self.audit_denied(
-                            state,
-                            egress.operation(),
-                            repo,
-                            "403",
-                            &reason.to_string(),
-                        );
+                        self.audit_denied(state, repo, "403", &reason.to_string());
                         Err(match reason {
                             DenyReason::Network(_) => self.network_denied(),
                             _ => OciError::new(Code::Denied, reason.to_string()),
@@ -396,12 +384,12 @@ impl RequestCtx {
             .map_err(|why| OciError::new(Code::Denied, why.to_string()))
     }
 
-    /// A repository event for this request, to be completed by the caller.
-    pub fn event(&self, operation: &str, repo: Option<&RepositoryName>, status: u16) -> AuditEvent {
+    /// The event of this request (named by its [`operation`](Self::operation)), to be completed by the caller.
+    pub fn event(&self, repo: Option<&RepositoryName>, status: u16) -> AuditEvent {
         AuditEvent {
             time_generated: moat_store::time_fmt::now(),
-            category: Category::ContainerRegistryRepositoryEvents.as_str().into(),
-            operation_name: operation.into(),
+            category: self.operation.category().as_str().into(),
+            operation_name: self.operation.as_str().into(),
             registry: self.registry.name.clone(),
             login_server: self.registry.login_server.clone(),
             repository: repo.map(|r| r.to_string()),
@@ -409,7 +397,7 @@ impl RequestCtx {
             caller_ip_address: Some(self.origin.client_ip.to_string()),
             user_agent: self.user_agent.clone(),
             duration_ms: Some(self.started.elapsed().as_millis() as i64),
-            result_type: if status < 400 { "Success" } else { "Failure" }.into(),
+            result_type: ResultType::of_status(status).as_str().into(),
             result_description: status.to_string(),
             correlation_id: Some(self.correlation_id.clone()),
             endpoint: Some(if self.data_endpoint {
@@ -421,16 +409,16 @@ impl RequestCtx {
         }
     }
 
+    /// Records a refusal of this request, under the request's own operation.
     pub fn audit_denied(
         &self,
         state: &AppState,
-        operation: &str,
         repo: Option<&RepositoryName>,
         status: &str,
         why: &str,
     ) {
-        let mut e = self.event(operation, repo, 403);
-        e.result_type = "Denied".into();
+        let mut e = self.event(repo, 403);
+        e.result_type = ResultType::Denied.as_str().into();
         e.result_description = format!("{status}: {why}");
         state.audit.record(e);
     }

@@ -12,6 +12,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use moat_auth::LinkClaims;
+use moat_model::audit::Operation;
 use moat_model::{Digest, Egress, RepositoryName};
 
 fn now() -> i64 {
@@ -74,7 +75,7 @@ pub async fn download(State(state): State<AppState>, req: Request) -> Response {
 
 async fn serve_link(state: &AppState, parts: &axum::http::request::Parts) -> OciResult<Response> {
     // The origin is classified and checked against the registry's network rules first, as on the login server.
-    let ctx = RequestCtx::classify_origin(state, parts).await?;
+    let ctx = RequestCtx::classify_origin(state, parts, Operation::Pull).await?;
     if !ctx.data_endpoint {
         return Err(
             OciError::new(Code::NameUnknown, "no such endpoint").with_status(StatusCode::NOT_FOUND)
@@ -96,7 +97,7 @@ async fn serve_link(state: &AppState, parts: &axum::http::request::Parts) -> Oci
         .map_err(|e: moat_model::NameError| OciError::new(Code::NameInvalid, e.to_string()))?;
     let digest = blobs::parse_digest(&digest)?;
     let refuse = |why: &str| {
-        ctx.audit_denied(state, "Pull", Some(&repository), "403", why);
+        ctx.audit_denied(state, Some(&repository), "403", why);
         OciError::new(Code::Denied, why.to_string())
     };
     let expires: i64 = expires

@@ -15,7 +15,7 @@ use axum::routing::any;
 use axum::Router;
 use http_body_util::BodyExt;
 use moat_model::access::{AccessGrant, ResourceScope, ScopeRequest};
-use moat_model::audit::Category;
+use moat_model::audit::Operation;
 use moat_model::{Access, Action};
 use serde_json::json;
 
@@ -101,9 +101,7 @@ fn field(params: &[(String, String)], k: &str) -> Option<String> {
 
 /// Records a failed login and answers with a challenge that says what to do.
 fn login_failure(state: &AppState, ctx: &RequestCtx, why: &str, what_next: &str) -> OciError {
-    let mut e = ctx.event("Login", None, 401);
-    e.category = Category::ContainerRegistryLoginEvents.as_str().into();
-    e.result_type = "Failure".into();
+    let mut e = ctx.event(None, 401);
     e.result_description = format!("401: {why}");
     state.audit.record(e);
     let mut err = ctx.challenge(None, None);
@@ -112,8 +110,7 @@ fn login_failure(state: &AppState, ctx: &RequestCtx, why: &str, what_next: &str)
 }
 
 fn login_success(state: &AppState, ctx: &RequestCtx, identity: &str) {
-    let mut e = ctx.event("Login", None, 200);
-    e.category = Category::ContainerRegistryLoginEvents.as_str().into();
+    let mut e = ctx.event(None, 200);
     e.identity = Some(identity.to_string());
     state.audit.record(e);
 }
@@ -134,7 +131,7 @@ fn refresh_identity(state: &AppState, ctx: &RequestCtx, token: &str) -> Option<S
 /// do is decided when the refresh token is traded for an access token, from its role assignments.
 async fn exchange_token(state: &AppState, req: Request) -> OciResult<Response> {
     let (parts, body) = req.into_parts();
-    let ctx = RequestCtx::classify_unauthenticated(state, &parts).await?;
+    let ctx = RequestCtx::classify_unauthenticated(state, &parts, Operation::Login).await?;
     let params = form(&parts, body, &[Method::POST]).await?;
     let bad = |msg: String| {
         OciError::new(Code::Unsupported, msg).with_status(axum::http::StatusCode::BAD_REQUEST)
@@ -208,7 +205,7 @@ async fn password_identity(
 
 async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
     let (parts, body) = req.into_parts();
-    let ctx = RequestCtx::classify_unauthenticated(state, &parts).await?;
+    let ctx = RequestCtx::classify_unauthenticated(state, &parts, Operation::Login).await?;
     let params = form(&parts, body, &[Method::GET, Method::POST]).await?;
     let get = |k: &str| field(&params, k);
     // Scopes may be repeated fields or space-separated values of one field.

@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "unenforced_settings",
         include_str!("../migrations/0008_unenforced_settings.sql"),
     ),
+    (
+        11,
+        "audit_operation_names",
+        include_str!("../migrations/0011_audit_operation_names.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

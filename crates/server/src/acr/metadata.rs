@@ -33,9 +33,7 @@ pub async fn repository(
         .repository_summary(&ctx.registry.id, repo)
         .await?
         .ok_or_else(|| name_unknown(repo))?;
-    state
-        .audit
-        .record(ctx.event("ShowRepository", Some(repo), 200));
+    state.audit.record(ctx.event(Some(repo), 200));
     Ok(axum::Json(json!({
         "registry": ctx.registry.login_server,
         "imageName": repo.as_str(),
@@ -54,7 +52,7 @@ pub async fn delete_repository(
     repo: &RepositoryName,
 ) -> OciResult<Response> {
     ctx.require(state, repo, Action::Delete)?;
-    let e = ctx.event("DeleteRepository", Some(repo), 202);
+    let e = ctx.event(Some(repo), 202);
     let deleted = state
         .meta
         .delete_repository(&ctx.registry.id, repo, &e)
@@ -176,7 +174,7 @@ pub async fn tags(
     order.sort(&mut rows, |t| &t.updated_at);
     let path = format!("/acr/v1/{repo}/_tags");
     let (rows, link) = page(rows, |t| t.tag.as_str(), query, &path)?;
-    state.audit.record(ctx.event("ListTags", Some(repo), 200));
+    state.audit.record(ctx.event(Some(repo), 200));
     with_link(
         json!({
             "registry": ctx.registry.login_server,
@@ -199,7 +197,7 @@ pub async fn tag(
         .tag_rows(&ctx.registry.id, repo, Some(tag))
         .await?;
     let t = rows.first().ok_or_else(|| tag_unknown(repo, tag))?;
-    state.audit.record(ctx.event("ShowTag", Some(repo), 200));
+    state.audit.record(ctx.event(Some(repo), 200));
     Ok(axum::Json(json!({
         "registry": ctx.registry.login_server,
         "imageName": repo.as_str(),
@@ -227,7 +225,7 @@ pub async fn untag(
     let parsed: Tag = tag.parse().map_err(|e: moat_model::NameError| {
         OciError::new(Code::NameInvalid, e.to_string()).with_detail(json!({"tag": tag}))
     })?;
-    let mut e = ctx.event("Untag", Some(repo), 202);
+    let mut e = ctx.event(Some(repo), 202);
     e.tag = Some(tag.to_string());
     if !state
         .meta
@@ -296,9 +294,7 @@ pub async fn manifests(
     order.sort(&mut rows, |m| &m.created_at);
     let path = format!("/acr/v1/{repo}/_manifests");
     let (rows, link) = page(rows, |m| m.digest.as_str(), query, &path)?;
-    state
-        .audit
-        .record(ctx.event("ListManifests", Some(repo), 200));
+    state.audit.record(ctx.event(Some(repo), 200));
     let listed: Vec<Value> = rows
         .iter()
         .map(|m| {
@@ -334,9 +330,7 @@ pub async fn manifest(
     })?;
     let tags = state.meta.tag_rows(&ctx.registry.id, repo, None).await?;
     let mine: Vec<&TagRow> = tags.iter().filter(|t| t.digest == m.digest).collect();
-    state
-        .audit
-        .record(ctx.event("ShowManifest", Some(repo), 200));
+    state.audit.record(ctx.event(Some(repo), 200));
     Ok(axum::Json(json!({
         "registry": ctx.registry.login_server,
         "imageName": repo.as_str(),

@@ -14,6 +14,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
+use moat_model::audit::Operation;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/acr/v1/{*rest}", any(dispatch))
@@ -51,6 +52,24 @@ fn parse_route(path: &str) -> Option<Route> {
     (!rest.is_empty() && !rest.contains("/_")).then(|| Route::Repository(rest.into()))
 }
 
+impl Route {
+    /// What a request on this route does: the name of every event it causes, allowed or refused.
+    fn operation(&self, method: &Method) -> Operation {
+        match (self, method) {
+            (_, &Method::PATCH) => Operation::UpdateAttributes,
+            (Route::Catalog, _) => Operation::ListRepositories,
+            (Route::Repository(_), &Method::DELETE) => Operation::DeleteRepository,
+            (Route::Repository(_), _) => Operation::ShowRepository,
+            (Route::Tags(_), _) => Operation::ListTags,
+            (Route::Tag(..), &Method::DELETE) => Operation::Untag,
+            (Route::Tag(..), _) => Operation::ShowTag,
+            (Route::Manifests(_), _) => Operation::ListManifests,
+            (Route::Manifest(..), &Method::DELETE) => Operation::Delete,
+            (Route::Manifest(..), _) => Operation::ShowManifest,
+        }
+    }
+}
+
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     match handle(&state, req).await {
         Ok(r) => r,
@@ -67,7 +86,7 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
         )
         .with_status(StatusCode::NOT_FOUND)
     })?;
-    let ctx = RequestCtx::classify(state, &parts).await?;
+    let ctx = RequestCtx::classify(state, &parts, route.operation(&parts.method)).await?;
     let query = parts.uri.query().unwrap_or("");
     let m = &parts.method;
     let unsupported = || error::method_not_allowed(m);

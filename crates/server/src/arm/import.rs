@@ -8,7 +8,7 @@ use super::ArmCtx;
 use crate::state::AppState;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use moat_model::audit::{AuditEvent, Category};
+use moat_model::audit::{AuditEvent, Operation as AuditOperation};
 use moat_model::{permit, Access, Egress, Origin, Permit, Registry};
 use moat_store::meta::{ImportWrite, ImportWriteError};
 use moat_transfer::progress::ProgressSnapshot;
@@ -177,13 +177,13 @@ impl Caller {
 fn event(
     caller: &Caller,
     registry: &Registry,
-    operation: &str,
+    operation: AuditOperation,
     repo: Option<String>,
 ) -> AuditEvent {
     AuditEvent {
         time_generated: moat_store::time_fmt::now(),
-        category: Category::ContainerRegistryRepositoryEvents.as_str().into(),
-        operation_name: operation.into(),
+        category: operation.category().as_str().into(),
+        operation_name: operation.as_str().into(),
         registry: registry.name.clone(),
         login_server: registry.login_server.clone(),
         repository: repo,
@@ -208,7 +208,12 @@ fn import_events(
     req.targets
         .iter()
         .map(|(repo, tag)| {
-            let mut e = event(caller, target, "Import", Some(repo.to_string()));
+            let mut e = event(
+                caller,
+                target,
+                AuditOperation::Import,
+                Some(repo.to_string()),
+            );
             e.tag = tag.as_ref().map(|t| t.to_string());
             e.digest = root.map(str::to_string);
             e
@@ -275,7 +280,7 @@ async fn import_local(
         let mut e = event(
             &caller,
             source,
-            "Export",
+            AuditOperation::Export,
             Some(req.image.repository.to_string()),
         );
         e.tag = req.image.tag().map(|t| t.to_string());

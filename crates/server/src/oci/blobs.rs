@@ -151,7 +151,7 @@ pub async fn serve(
         resp = resp.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
     }
     if with_body {
-        let mut e = ctx.event("Pull", Some(repo), status.as_u16());
+        let mut e = ctx.event(Some(repo), status.as_u16());
         e.digest = Some(digest.to_string());
         e.size = Some(len as i64);
         e.media_type = Some("application/octet-stream".into());
@@ -168,7 +168,7 @@ pub async fn delete(
 ) -> OciResult<Response> {
     let digest = parse_digest(digest)?;
     ctx.require(state, repo, Action::Delete)?;
-    let mut e = ctx.event("Delete", Some(repo), 202);
+    let mut e = ctx.event(Some(repo), 202);
     e.digest = Some(digest.to_string());
     if !state
         .meta

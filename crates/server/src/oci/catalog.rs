@@ -34,7 +34,7 @@ pub async fn list(
         .meta
         .list_repositories(&ctx.registry.id, n, last.as_deref())
         .await?;
-    state.audit.record(ctx.event("ListRepositories", None, 200));
+    state.audit.record(ctx.event(None, 200));
     let mut resp = (
         StatusCode::OK,
         axum::Json(serde_json::json!({"repositories": repos})),

@@ -79,7 +79,7 @@ pub async fn get(
         ));
     }
     if with_body {
-        let mut e = ctx.event("Pull", Some(repo), 200);
+        let mut e = ctx.event(Some(repo), 200);
         e.digest = Some(m.digest.clone());
         e.media_type = Some(m.media_type.clone());
         e.size = Some(m.body.len() as i64);
@@ -181,7 +181,7 @@ pub async fn put(
         Reference::Tag(t) => Some(t.clone()),
     };
     let record = ManifestRecord::new(digest.clone(), &parsed, bytes.to_vec());
-    let mut e = ctx.event("Push", Some(repo), 201);
+    let mut e = ctx.event(Some(repo), 201);
     e.digest = Some(digest.to_string());
     e.tag = tag.as_ref().map(|t| t.to_string());
     e.media_type = Some(parsed.media_type.clone());
@@ -213,7 +213,7 @@ pub async fn delete(
     ctx.require(state, repo, Action::Delete)?;
     let deleted = match &reference {
         Reference::Digest(d) => {
-            let mut e = ctx.event("Delete", Some(repo), 202);
+            let mut e = ctx.event(Some(repo), 202);
             e.digest = Some(d.to_string());
             state
                 .meta
@@ -221,7 +221,7 @@ pub async fn delete(
                 .await?
         }
         Reference::Tag(t) => {
-            let mut e = ctx.event("Untag", Some(repo), 202);
+            let mut e = ctx.event(Some(repo), 202);
             e.tag = Some(t.to_string());
             state.meta.delete_tag(&ctx.registry.id, repo, t, &e).await?
         }

@@ -21,6 +21,7 @@ use axum::routing::any;
 use axum::Router;
 use error::{Code, OciError, OciResult};
 use futures_util::StreamExt;
+use moat_model::audit::Operation;
 use moat_model::RepositoryName;
 
 pub fn router() -> Router<AppState> {
@@ -78,6 +79,31 @@ fn parse_route(path: &str) -> Option<Route<'_>> {
     None
 }
 
+impl Route<'_> {
+    /// What a request on this route does: the name of every event it causes, allowed or refused.
+    fn operation(&self, method: &Method, query: &str) -> Operation {
+        match self {
+            Route::Base => Operation::Login,
+            Route::Catalog => Operation::ListRepositories,
+            Route::Tags(_) => Operation::ListTags,
+            Route::Referrers(..) => Operation::ListReferrers,
+            Route::Manifest(_, reference) => match *method {
+                Method::PUT => Operation::Push,
+                // A digest has a ':'; a tag cannot.
+                Method::DELETE if reference.contains(':') => Operation::Delete,
+                Method::DELETE => Operation::Untag,
+                _ => Operation::Pull,
+            },
+            Route::Blob(..) => match *method {
+                Method::DELETE => Operation::Delete,
+                _ => Operation::Pull,
+            },
+            Route::UploadStart(_) if query_param(query, "mount").is_some() => Operation::Mount,
+            Route::UploadStart(_) | Route::Upload(..) => Operation::Push,
+        }
+    }
+}
+
 pub fn parse_name(name: &str) -> OciResult<RepositoryName> {
     name.parse().map_err(|e: moat_model::NameError| {
         OciError::new(Code::NameInvalid, e.to_string())
@@ -120,7 +146,9 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
         OciError::new(Code::NameUnknown, format!("no such endpoint: {path}"))
             .with_status(StatusCode::NOT_FOUND)
     })?;
-    let ctx = match RequestCtx::classify(state, &parts).await {
+    let query = parts.uri.query().unwrap_or("");
+    let operation = route.operation(&parts.method, query);
+    let ctx = match RequestCtx::classify(state, &parts, operation).await {
         Ok(ctx) => ctx,
         Err(e) => {
             // A client that sends a body before it reads the answer (docker's PATCH with stale credentials)
@@ -131,7 +159,6 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
             return Err(e);
         }
     };
-    let query = parts.uri.query().unwrap_or("");
     let m = &parts.method;
     let unsupported = || error::method_not_allowed(m);
     match route {
@@ -319,6 +346,59 @@ mod tests {
         );
         assert_eq!(parse_route("/v2/a/manifests/"), None);
         assert_eq!(parse_route("/v3/a"), None);
+    }
+
+    #[test]
+    fn every_route_names_its_operation_whatever_the_outcome() {
+        let op = |m: Method, path: &str, q: &str| parse_route(path).unwrap().operation(&m, q);
+        assert_eq!(
+            op(Method::POST, "/v2/a/blobs/uploads/", ""),
+            Operation::Push
+        );
+        assert_eq!(
+            op(Method::PATCH, "/v2/a/blobs/uploads/x", ""),
+            Operation::Push
+        );
+        assert_eq!(
+            op(Method::PUT, "/v2/a/blobs/uploads/x", "digest=sha256:1"),
+            Operation::Push
+        );
+        assert_eq!(op(Method::PUT, "/v2/a/manifests/v1", ""), Operation::Push);
+        assert_eq!(
+            op(
+                Method::POST,
+                "/v2/a/blobs/uploads/",
+                "mount=sha256:1&from=b"
+            ),
+            Operation::Mount
+        );
+        assert_eq!(op(Method::GET, "/v2/a/manifests/v1", ""), Operation::Pull);
+        assert_eq!(
+            op(Method::HEAD, "/v2/a/blobs/sha256:1", ""),
+            Operation::Pull
+        );
+        assert_eq!(
+            op(Method::DELETE, "/v2/a/manifests/v1", ""),
+            Operation::Untag
+        );
+        assert_eq!(
+            op(Method::DELETE, "/v2/a/manifests/sha256:1", ""),
+            Operation::Delete
+        );
+        assert_eq!(
+            op(Method::DELETE, "/v2/a/blobs/sha256:1", ""),
+            Operation::Delete
+        );
+        assert_eq!(op(Method::GET, "/v2/a/tags/list", ""), Operation::ListTags);
+        assert_eq!(
+            op(Method::GET, "/v2/_catalog", ""),
+            Operation::ListRepositories
+        );
+        assert_eq!(
+            op(Method::GET, "/v2/a/referrers/sha256:1", ""),
+            Operation::ListReferrers
+        );
+        assert_eq!(op(Method::GET, "/v2/", ""), Operation::Login);
     }
 
     #[test]

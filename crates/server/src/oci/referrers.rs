@@ -49,7 +49,7 @@ pub async fn list(
             d
         })
         .collect();
-    let mut e = ctx.event("ListReferrers", Some(repo), 200);
+    let mut e = ctx.event(Some(repo), 200);
     e.digest = Some(digest.to_string());
     state.audit.record(e);
     let body = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});

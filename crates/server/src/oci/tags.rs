@@ -26,7 +26,7 @@ pub async fn list(
         .meta
         .list_tags(&ctx.registry.id, repo, n, last.as_deref())
         .await?;
-    state.audit.record(ctx.event("ListTags", Some(repo), 200));
+    state.audit.record(ctx.event(Some(repo), 200));
     let mut resp = (
         StatusCode::OK,
         axum::Json(serde_json::json!({"name": repo.as_str(), "tags": tags})),

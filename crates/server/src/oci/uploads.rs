@@ -230,7 +230,7 @@ async fn commit(
         }
         Err(Unverified::Io(e)) => return Err(e.into()),
     };
-    let mut e = ctx.event("Push", Some(repo), 201);
+    let mut e = ctx.event(Some(repo), 201);
     e.digest = Some(expected.to_string());
     e.size = Some(received.size() as i64);
     e.media_type = Some("application/octet-stream".into());
@@ -298,7 +298,7 @@ pub async fn start(
             // A refused or impossible mount is not an error: the spec has the client upload instead. The gate's
             // permit is what the store links with: it names the registry and the repository it allowed reading.
             if let Ok(permit) = ctx.permit(state, &egress) {
-                let mut e = ctx.event("Mount", Some(repo), 201);
+                let mut e = ctx.event(Some(repo), 201);
                 e.digest = Some(digest.to_string());
                 if state
                     .meta
@@ -377,7 +377,7 @@ async fn small_blob(
             format!("provided digest {expected} does not match the uploaded content ({actual}); push again"),
         )
     })?;
-    let mut e = ctx.event("Push", Some(repo), 201);
+    let mut e = ctx.event(Some(repo), 201);
     e.digest = Some(expected.to_string());
     e.size = Some(received.size() as i64);
     e.media_type = Some("application/octet-stream".into());

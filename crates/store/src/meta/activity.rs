@@ -2,20 +2,28 @@
 //! transaction, so a change that is committed is recorded and a record never describes a change that was not
 //! made; refusals, which change nothing, come in batches from the server's audit writer.
 
+use super::audit::{conditions, order_and_limit};
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
 use moat_model::activity::{ActivityEvent, ActivityStatus};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-/// What `moat audit --log activity` asks for. Times are in the stored form (see `time_fmt`).
+/// What `moat audit --log activity` asks for. Times are in the stored form (see `time_fmt`). Text filters match
+/// in any case.
 #[derive(Clone, Debug, Default)]
 pub struct ActivityFilter {
     pub registry: Option<String>,
     pub operation: Option<String>,
+    /// `Started`, `Succeeded` or `Failed`.
+    pub status: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
+    /// Only rows written after the row with this sequence number (`moat audit --follow`).
+    pub after_seq: Option<i64>,
+    /// At most this many rows: the newest ones when `newest_first`, else the oldest.
     pub limit: Option<i64>,
+    pub newest_first: bool,
 }
 
 /// Writes `event` (bounded and escaped) on `conn`: the transaction of the change it records.
@@ -105,20 +113,30 @@ impl MetadataStore {
     }
 
     pub async fn activity_events(&self, f: &ActivityFilter) -> Result<Vec<ActivityEvent>> {
+        Ok(self
+            .activity_rows(f)
+            .await?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// The records `f` selects with their sequence numbers (the order they were written in).
+    pub async fn activity_rows(&self, f: &ActivityFilter) -> Result<Vec<(i64, ActivityEvent)>> {
         let mut sql = String::from("SELECT * FROM activity_events WHERE 1=1");
         let mut binds: Vec<&str> = Vec::new();
-        for (col, op, v) in [
-            ("registry", "=", &f.registry),
-            ("operation_name", "=", &f.operation),
-            ("time", ">=", &f.since),
-            ("time", "<", &f.until),
-        ] {
-            if let Some(v) = v {
-                sql.push_str(&format!(" AND {col} {op} ?"));
-                binds.push(v);
-            }
-        }
-        sql.push_str(" ORDER BY seq LIMIT ?");
+        conditions(
+            &mut sql,
+            &mut binds,
+            &[
+                ("registry", "=", &f.registry),
+                ("operation_name", "~", &f.operation),
+                ("status", "~", &f.status),
+                ("time", ">=", &f.since),
+                ("time", "<", &f.until),
+            ],
+        );
+        order_and_limit(&mut sql, f.after_seq, f.newest_first);
         let mut q = sqlx::query(&sql);
         for b in binds {
             q = q.bind(b);
@@ -127,7 +145,28 @@ impl MetadataStore {
             .fetch_all(&self.reader)
             .await?
             .into_iter()
-            .map(from_row)
+            .map(|r| {
+                let seq: i64 = r.get("seq");
+                from_row(r).map(|e| (seq, e))
+            })
             .collect()
+    }
+
+    /// The sequence number of the last record written (0 when there is none).
+    pub async fn activity_max_seq(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM activity_events")
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+
+    /// The operation names the activity log holds.
+    pub async fn activity_operation_names(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT operation_name FROM activity_events ORDER BY operation_name",
+        )
+        .fetch_all(&self.reader)
+        .await?)
     }
 }

@@ -8,6 +8,7 @@
 use super::{event, import_events, invalid, record_failure, Caller, Request};
 use crate::arm::error::ArmResult;
 use crate::state::AppState;
+use moat_model::audit::Operation as AuditOperation;
 use moat_model::Registry;
 use moat_outbound::{Refused, ResolveError};
 use std::sync::Arc;
@@ -89,7 +90,7 @@ fn audit_export(state: &AppState, caller: &Caller, registry: &Registry, req: &Re
     let mut e = event(
         caller,
         registry,
-        "Export",
+        AuditOperation::Export,
         Some(req.image.repository.to_string()),
     );
     e.tag = req.image.tag().map(|t| t.to_string());
