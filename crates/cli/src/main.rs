@@ -48,11 +48,12 @@ struct Common {
     )]
     listen: SocketAddr,
     /// Domain under which registries other than `default` are served (`<name>.<domain>`).
-    #[arg(long, env = "MOAT_DOMAIN", default_value = "localhost", global = true)]
-    domain: String,
-    /// Region reported as registries' location (the second label of data endpoint names).
-    #[arg(long, env = "MOAT_REGION", default_value = "local", global = true)]
-    region: String,
+    #[arg(long, env = "MOAT_DOMAIN", default_value = "localhost", global = true, value_parser = moat_model::DnsDomain::parse)]
+    domain: moat_model::DnsDomain,
+    /// Region reported as registries' location (the second label of data endpoint names): letters and digits
+    /// (`West Europe` is taken as `westeurope`).
+    #[arg(long, env = "MOAT_REGION", default_value = "local", global = true, value_parser = moat_model::Location::parse)]
+    region: moat_model::Location,
     /// Metadata database URL (`sqlite://…`); defaults to `<data dir>/moat.db`.
     #[arg(long, env = "MOAT_DATABASE_URL", global = true)]
     database_url: Option<String>,
@@ -236,7 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             moat_server::listener::bootstrap(&c, &meta, false).await?;
             let login_server =
                 login_server_for(name.as_str(), &c.domain, c.listen.port(), c.insecure_http);
-            let mut settings = RegistrySettings::new(sku, &c.region);
+            let mut settings = RegistrySettings::new(sku, c.region.clone());
             settings.anonymous_pull_enabled = anonymous_pull;
             moat_model::policy::validate_change(
                 name.as_str(),

@@ -250,7 +250,8 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn registry(id: &str, anonymous: bool) -> Registry {
-        let mut settings = RegistrySettings::new(Sku::Premium, "local");
+        let mut settings =
+            RegistrySettings::new(Sku::Premium, crate::Location::parse("local").unwrap());
         settings.anonymous_pull_enabled = anonymous;
         Registry {
             id: id.into(),

@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let mut s = RegistrySettings::new(Sku::Premium, "local");
+        let mut s = RegistrySettings::new(Sku::Premium, crate::Location::parse("local").unwrap());
         assert_eq!(
             decide_network("r", &s, &origin("8.8.8.8")),
             NetworkDecision::Public

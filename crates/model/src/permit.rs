@@ -84,7 +84,8 @@ mod tests {
     use crate::registry::{PolicyStatus, RegistrySettings, Sku};
 
     fn registry(id: &str, exports: bool) -> Registry {
-        let mut settings = RegistrySettings::new(Sku::Premium, "local");
+        let mut settings =
+            RegistrySettings::new(Sku::Premium, crate::Location::parse("local").unwrap());
         if !exports {
             settings.policies.export = PolicyStatus::Disabled;
         }

@@ -170,7 +170,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn open(sku: Sku) -> RegistrySettings {
-        RegistrySettings::new(sku, "westeurope")
+        RegistrySettings::new(sku, crate::Location::parse("westeurope").unwrap())
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A registry and its settings: what ARM shows as the registry's properties and what the policy reads.
 
+use crate::location::{Location, StoredLocation};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -167,7 +168,8 @@ impl Default for Policies {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistrySettings {
     pub sku: Sku,
-    pub location: String,
+    /// A region name, or (in a database written before locations were validated) a value that is not one.
+    pub location: StoredLocation,
     pub tags: BTreeMap<String, String>,
     pub admin_user_enabled: bool,
     pub public_network_access: bool,
@@ -182,10 +184,10 @@ pub struct RegistrySettings {
 
 impl RegistrySettings {
     /// ACR's defaults for a new registry of `sku`.
-    pub fn new(sku: Sku, location: &str) -> RegistrySettings {
+    pub fn new(sku: Sku, location: Location) -> RegistrySettings {
         RegistrySettings {
             sku,
-            location: location.to_string(),
+            location: location.into(),
             tags: BTreeMap::new(),
             admin_user_enabled: false,
             public_network_access: true,
@@ -229,6 +231,15 @@ pub struct Registry {
 impl Registry {
     pub fn anonymous_pull_enabled(&self) -> bool {
         self.settings.anonymous_pull_enabled
+    }
+
+    /// The host name of the registry's dedicated data endpoint under `domain` (no port): `None` when its stored
+    /// name or location is not valid (a database written before they were checked), so no such value ever becomes
+    /// a host a client is sent to.
+    pub fn data_endpoint_host(&self, domain: &crate::DnsDomain) -> Option<String> {
+        let name: crate::RegistryName = self.name.parse().ok()?;
+        let region = self.settings.location.region()?;
+        Some(crate::location::data_endpoint_host(&name, region, domain))
     }
 }
 

@@ -133,7 +133,8 @@ mod tests {
 
     #[test]
     fn defaults_pass_and_each_stored_setting_is_refused_by_name() {
-        let base = RegistrySettings::new(Sku::Premium, "westeurope");
+        let base =
+            RegistrySettings::new(Sku::Premium, crate::Location::parse("westeurope").unwrap());
         assert_eq!(check(&base), Ok(()));
         type TurnOn = fn(&mut RegistrySettings);
         let turn_on: [(TurnOn, Unenforced); 5] = [

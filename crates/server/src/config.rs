@@ -13,9 +13,10 @@ pub struct ServeConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// Registries other than `default` are served at `<name>.<domain>[:port]`.
-    pub domain: String,
-    /// The region registries report as their location, and the second label of their data endpoints.
-    pub region: String,
+    pub domain: moat_model::DnsDomain,
+    /// The region registries report as their location when a request names none, and the second label of their
+    /// data endpoints.
+    pub region: moat_model::Location,
     pub database_url: Option<String>,
     /// Upload sessions untouched for this long are removed with their partial bytes.
     pub upload_ttl: Duration,
@@ -135,24 +136,26 @@ impl ServeConfig {
 
 impl ServeConfig {
     /// `<registry>.<region>.data.<domain>[:port]`: the region is the second label, where `az acr show-endpoints`
-    /// reads it; the port is kept as in login servers.
-    pub fn data_endpoint_host(&self, r: &moat_model::Registry) -> String {
-        let label = format!(
-            "{}.{}.data",
-            r.name,
-            r.settings.location.to_ascii_lowercase()
-        );
-        login_server_for(&label, &self.domain, self.listen.port(), self.insecure_http)
+    /// reads it; the port is kept as in login servers. Built only from validated parts
+    /// ([`moat_model::Registry::data_endpoint_host`]): `None` for a registry whose stored location is not a region
+    /// name, which then has no data endpoint (its blobs are served by the login server).
+    pub fn data_endpoint_host(&self, r: &moat_model::Registry) -> Option<String> {
+        let host = r.data_endpoint_host(&self.domain)?;
+        Some(with_port(host, self.listen.port(), self.insecure_http))
+    }
+}
+
+fn with_port(host: String, port: u16, insecure_http: bool) -> String {
+    let default_port = if insecure_http { 80 } else { 443 };
+    if port == default_port {
+        host
+    } else {
+        format!("{host}:{port}")
     }
 }
 
 pub fn login_server_for(registry: &str, domain: &str, port: u16, insecure_http: bool) -> String {
-    let default_port = if insecure_http { 80 } else { 443 };
-    if port == default_port {
-        format!("{registry}.{domain}")
-    } else {
-        format!("{registry}.{domain}:{port}")
-    }
+    with_port(format!("{registry}.{domain}"), port, insecure_http)
 }
 
 #[cfg(test)]

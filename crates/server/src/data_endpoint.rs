@@ -36,32 +36,34 @@ fn claims<'a>(
     }
 }
 
-/// The `307` a login server answers for a blob `GET` when the registry has a data endpoint.
+/// The `307` a login server answers for a blob `GET` when the registry has a data endpoint; `None` when its data
+/// endpoint has no valid host name (a stored location that is not a region name), and the login server serves the
+/// blob itself, after the same gate: the redirect target is only ever a name built from validated parts.
 pub fn redirect(
     state: &AppState,
     ctx: &RequestCtx,
     repo: &RepositoryName,
     digest: &Digest,
-) -> OciResult<Response> {
+) -> Option<OciResult<Response>> {
+    let host = state.config.data_endpoint_host(&ctx.registry)?;
     let expires = now() + state.config.data_link_ttl.as_secs() as i64;
     let ip = ctx.origin.client_ip.to_string();
     let signature = state
         .links
         .sign(&claims(ctx, repo.as_str(), digest.as_str(), expires, &ip));
     let location = format!(
-        "{}://{}/?r={}&d={}&e={expires}&s={signature}",
-        ctx.scheme,
-        state.config.data_endpoint_host(&ctx.registry),
-        repo,
-        digest
+        "{}://{host}/?r={}&d={}&e={expires}&s={signature}",
+        ctx.scheme, repo, digest
     );
-    Response::builder()
-        .status(StatusCode::TEMPORARY_REDIRECT)
-        .header(header::LOCATION, location)
-        .header("docker-content-digest", digest.as_str())
-        .header(header::CONTENT_LENGTH, 0)
-        .body(axum::body::Body::empty())
-        .map_err(OciError::internal)
+    Some(
+        Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, location)
+            .header("docker-content-digest", digest.as_str())
+            .header(header::CONTENT_LENGTH, 0)
+            .body(axum::body::Body::empty())
+            .map_err(OciError::internal),
+    )
 }
 
 /// `GET /?r=<repository>&d=<digest>&e=<expiry>&s=<signature>` on a data endpoint host.

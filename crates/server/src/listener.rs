@@ -83,7 +83,7 @@ pub async fn bootstrap(
     let login_server = config.listen.to_string();
     match meta.default_registry().await? {
         None => {
-            let settings = RegistrySettings::new(Sku::Premium, &config.region);
+            let settings = RegistrySettings::new(Sku::Premium, config.region.clone());
             let sub = cloud_ids(meta).await?.subscription_id;
             let record = crate::arm::activity::local_event(
                 "moat:bootstrap",

@@ -70,7 +70,7 @@ impl RegistryDirectory {
             .iter()
             .enumerate()
             .filter(|(_, r)| r.settings.data_endpoint_enabled)
-            .map(|(i, r)| (self.config.data_endpoint_host(r), i))
+            .filter_map(|(i, r)| Some((self.config.data_endpoint_host(r)?, i)))
             .collect();
         let default_id = self.meta.default_registry().await?.map(|r| r.id);
         let endpoints = self

@@ -30,7 +30,8 @@ fn uuid() -> String {
 #[tokio::test]
 async fn a_change_and_its_record_commit_together() {
     let (_d, meta) = store().await;
-    let settings = RegistrySettings::new(Sku::Premium, "local");
+    let settings =
+        RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap());
     let (_, created) = meta
         .upsert_registry::<_, UpdateError>("actreg", "a", "rg", record("c1"), |_| {
             Ok(settings.clone())

@@ -40,7 +40,7 @@ async fn blobs_are_visible_only_where_linked() {
             "regone",
             "one",
             "rg",
-            &RegistrySettings::new(Sku::Premium, "local"),
+            &RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap()),
             true,
             None,
         )
@@ -51,7 +51,7 @@ async fn blobs_are_visible_only_where_linked() {
             "regtwo",
             "two",
             "rg",
-            &RegistrySettings::new(Sku::Premium, "local"),
+            &RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap()),
             false,
             None,
         )
@@ -119,7 +119,7 @@ async fn manifest_needs_its_blobs_and_failed_push_leaves_no_trace() {
             "regone",
             "one",
             "rg",
-            &RegistrySettings::new(Sku::Premium, "local"),
+            &RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap()),
             true,
             None,
         )
@@ -206,7 +206,7 @@ async fn concurrent_blob_commits_all_land() {
             "regone",
             "one",
             "rg",
-            &RegistrySettings::new(Sku::Premium, "local"),
+            &RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap()),
             true,
             None,
         )

@@ -168,7 +168,8 @@ async fn run(ops: Vec<Op>) {
     let meta = MetadataStore::open(&url).await.unwrap();
     let mut regs = Vec::new();
     for i in 0..REGISTRIES {
-        let mut settings = RegistrySettings::new(Sku::Premium, "local");
+        let mut settings =
+            RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap());
         // Registry 0 is protected: nothing leaves it by import.
         if i == 0 {
             settings.policies.export = PolicyStatus::Disabled;
@@ -361,13 +362,14 @@ async fn a_digest_held_elsewhere_proves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("m.db").display());
     let meta = MetadataStore::open(&url).await.unwrap();
-    let mut protected = RegistrySettings::new(Sku::Premium, "local");
+    let mut protected =
+        RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap());
     protected.policies.export = PolicyStatus::Disabled;
     let victim = meta
         .create_registry("victim", "victim.test", "rg", &protected, true, None)
         .await
         .unwrap();
-    let open = RegistrySettings::new(Sku::Premium, "local");
+    let open = RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap());
     let attacker = meta
         .create_registry("attacker", "attacker.test", "rg", &open, false, None)
         .await

@@ -305,7 +305,12 @@ pub fn run(args: AcrArgs) -> anyhow::Result<()> {
             if settings.public_network_enabled == Some(false) {
                 warn("Disabling the public endpoint overrides all firewall configurations.");
             }
-            let body = create_body(location.as_deref(), &sku, &settings, tags.as_deref());
+            let body = create_body(
+                location.as_ref().map(moat_model::Location::as_str),
+                &sku,
+                &settings,
+                tags.as_deref(),
+            );
             let url = with_api(&registry_path(&sub, &resource_group, &name), ACR_API);
             if let Some(v) = session.put_or_patch("PUT", &url, &body, no_wait)? {
                 show_registry(&v, out);

@@ -109,9 +109,9 @@ pub enum AcrCommand {
         /// Pricing tier.
         #[arg(long, value_name = "Basic|Standard|Premium", value_parser = commands::parse_sku)]
         sku: String,
-        /// Location; defaults to `local`.
-        #[arg(long, short = 'l')]
-        location: Option<String>,
+        /// Location, a region name (letters and digits; `West Europe` is sent as `westeurope`); defaults to `local`.
+        #[arg(long, short = 'l', value_parser = moat_model::Location::parse)]
+        location: Option<moat_model::Location>,
         #[command(flatten)]
         settings: SettingsArgs,
         /// Space-separated tags: key[=value].

@@ -402,7 +402,13 @@ async fn start_remote(
         "{}/subscriptions/{}/providers/Microsoft.ContainerRegistry/locations/{}/operationResults/{op}?api-version={}",
         ctx.base_url,
         ctx.subscription,
-        target.settings.location.to_ascii_uppercase(),
+        target
+            .settings
+            .location
+            .region()
+            .unwrap_or(&state.config.region)
+            .as_str()
+            .to_ascii_uppercase(),
         ctx.api_version
     );
     let job = RemoteJob {

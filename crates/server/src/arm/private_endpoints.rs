@@ -73,8 +73,12 @@ fn endpoint_json(
         dns.push(
             json!({"fqdn": host_only(&r.login_server), "ipAddresses": [pe.address.to_string()]}),
         );
-        if r.settings.data_endpoint_enabled {
-            dns.push(json!({"fqdn": host_only(&state.config.data_endpoint_host(r)), "ipAddresses": [pe.address.to_string()]}));
+        if let Some(host) = state
+            .config
+            .data_endpoint_host(r)
+            .filter(|_| r.settings.data_endpoint_enabled)
+        {
+            dns.push(json!({"fqdn": host_only(&host), "ipAddresses": [pe.address.to_string()]}));
         }
     }
     let (auto, manual) = if pe.status == ConnectionStatus::Pending {
@@ -86,7 +90,7 @@ fn endpoint_json(
         "id": id,
         "name": pe.name,
         "type": ENDPOINT_TYPE,
-        "location": registry.map(|r| r.settings.location.clone()).unwrap_or_else(|| state.config.region.clone()),
+        "location": registry.map_or(state.config.region.as_str(), |r| r.settings.location.as_str()),
         "properties": {
             "provisioningState": "Succeeded",
             "privateLinkServiceConnections": auto,
@@ -282,14 +286,18 @@ async fn set_connection_state(
 }
 
 fn link_resource(state: &AppState, ctx: &ArmCtx, r: &Registry) -> Value {
-    let region = r.settings.location.to_ascii_lowercase();
+    let mut members = vec![GROUP_ID.to_string()];
+    // Only a region name makes a data endpoint member (a stored location that is not one makes none).
+    if let Some(region) = r.settings.location.region() {
+        members.push(format!("registry_data_{region}"));
+    }
     json!({
         "id": format!("{}/privateLinkResources/{GROUP_ID}", registry_id(&ctx.subscription, &r.resource_group, &r.name)),
         "name": GROUP_ID,
         "type": "Microsoft.ContainerRegistry/registries/privateLinkResources",
         "properties": {
             "groupId": GROUP_ID,
-            "requiredMembers": [GROUP_ID, format!("registry_data_{region}")],
+            "requiredMembers": members,
             "requiredZoneNames": [format!("privatelink.{}", state.config.domain)],
         }
     })

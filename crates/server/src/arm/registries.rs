@@ -198,19 +198,16 @@ async fn put(
                 &registry_id(&ctx.subscription, rg, name),
             ))
         }
-        Some(r) if !r.settings.location.eq_ignore_ascii_case(&settings.location) => {
-            return Err(ArmError::bad_request(
-                "LocationNotAvailableForResourceType",
-                "the location of a registry cannot be changed",
-            )
-            .with_target("location"))
-        }
+        Some(r) => registry_json::keeps_location(&r.settings, &settings)?,
         _ => {}
     }
     let login_server = state.config.login_server_for(name);
     let (r, created) = state
         .meta
-        .upsert_registry::<_, ArmError>(name, &login_server, rg, ctx.activity.change(), |_| {
+        .upsert_registry::<_, ArmError>(name, &login_server, rg, ctx.activity.change(), |current| {
+            if let Some(c) = current {
+                registry_json::keeps_location(&c.settings, &settings)?;
+            }
             Ok(settings.clone())
         })
         .await?;
@@ -369,7 +366,7 @@ pub async fn generic_resources(state: &AppState, ctx: &ArmCtx, query: &str) -> A
             if ctx.principal.can_read(&r.resource_group, &r.name) {
                 value.push(json!({
                     "id": registry_id(&ctx.subscription, &r.resource_group, &r.name),
-                    "name": r.name, "type": REGISTRY_TYPE, "location": r.settings.location,
+                    "name": r.name, "type": REGISTRY_TYPE, "location": r.settings.location.as_str(),
                     "sku": {"name": r.settings.sku.as_str(), "tier": r.settings.sku.as_str()}, "tags": r.settings.tags,
                 }));
             }
@@ -412,13 +409,15 @@ pub async fn resource_group(
                     &format!("/subscriptions/{}/resourceGroups/{name}", ctx.subscription),
                 ));
             }
-            let location = body
-                .get("location")
-                .and_then(Value::as_str)
-                .unwrap_or(&state.config.region)
-                .to_string();
+            let location = match body.get("location") {
+                Some(l) => registry_json::parse_location(l)?,
+                None => state.config.region.clone(),
+            };
             let existed = state.meta.resource_group(name).await?.is_some();
-            let loc = state.meta.ensure_resource_group(name, &location).await?;
+            let loc = state
+                .meta
+                .ensure_resource_group(name, location.as_str())
+                .await?;
             let status = if existed {
                 StatusCode::OK
             } else {

@@ -4,7 +4,7 @@
 
 use super::error::{ArmError, ArmResult};
 use moat_model::registry::{DefaultAction, IpRule, PolicyStatus};
-use moat_model::{NotEnforced, PolicyError, Registry, RegistrySettings, Sku, Unenforced};
+use moat_model::{Location, NotEnforced, PolicyError, Registry, RegistrySettings, Sku, Unenforced};
 use serde_json::{json, Map, Value};
 
 pub const REGISTRY_TYPE: &str = "Microsoft.ContainerRegistry/registries";
@@ -30,7 +30,7 @@ pub fn to_json(
     let s = &r.settings;
     let p = &s.policies;
     let data_hosts: Vec<String> = if s.data_endpoint_enabled {
-        vec![config.data_endpoint_host(r)]
+        config.data_endpoint_host(r).into_iter().collect()
     } else {
         vec![]
     };
@@ -42,7 +42,7 @@ pub fn to_json(
         "id": registry_id(sub, &r.resource_group, &r.name),
         "name": r.name,
         "type": REGISTRY_TYPE,
-        "location": s.location,
+        "location": s.location.as_str(),
         "tags": s.tags,
         "sku": {"name": s.sku.as_str(), "tier": s.sku.as_str()},
         "properties": {
@@ -239,6 +239,36 @@ fn parse_tags(v: &Value, s: &mut RegistrySettings) -> ArmResult<()> {
     Ok(())
 }
 
+/// `location`: a region name (`westeurope`, or ARM's display form `West Europe`), stored as ARM stores it.
+pub fn parse_location(v: &Value) -> ArmResult<Location> {
+    let text = string(v, "location")?;
+    Location::parse(text).map_err(|e| {
+        ArmError::bad_request(
+            "LocationNotAvailableForResourceType",
+            format!(
+                "The provided location is not available for resource type '{REGISTRY_TYPE}'. {e}"
+            ),
+        )
+        .with_target("location")
+    })
+}
+
+/// A registry's location is chosen at creation (as in ACR); a stored value that is not a region name (written
+/// before locations were checked) may be replaced by one, the only way to repair it.
+pub fn keeps_location(before: &RegistrySettings, after: &RegistrySettings) -> ArmResult<()> {
+    match after.location.region() {
+        Some(next) if before.location.may_become(next) => Ok(()),
+        _ => Err(ArmError::bad_request(
+            "LocationNotAvailableForResourceType",
+            format!(
+                "The location of a registry cannot be changed: this one is in '{}'.",
+                moat_model::text::escape(before.location.as_str())
+            ),
+        )
+        .with_target("location")),
+    }
+}
+
 fn apply_policies(v: &Value, s: &mut RegistrySettings, now: &str) -> ArmResult<()> {
     for (k, v) in object(v, "properties.policies")? {
         let path = format!("properties.policies.{k}");
@@ -422,7 +452,7 @@ fn apply_properties(v: &Value, s: &mut RegistrySettings, now: &str) -> ArmResult
 pub fn settings_from_put(
     body: &Value,
     now: &str,
-    default_location: &str,
+    default_location: &Location,
 ) -> ArmResult<RegistrySettings> {
     let o = object(body, "body")?;
     let sku = parse_sku(
@@ -430,10 +460,10 @@ pub fn settings_from_put(
             .ok_or_else(|| ArmError::invalid_property("sku", "required"))?,
     )?;
     let location = match o.get("location") {
-        Some(l) => string(l, "location")?.to_string(),
-        None => default_location.to_string(),
+        Some(l) => parse_location(l)?,
+        None => default_location.clone(),
     };
-    let mut s = RegistrySettings::new(sku, &location);
+    let mut s = RegistrySettings::new(sku, location);
     for (k, v) in o {
         match k.as_str() {
             "sku" | "location" => {}
@@ -460,13 +490,9 @@ pub fn settings_from_patch(
             "tags" => parse_tags(v, &mut s)?,
             "properties" => apply_properties(v, &mut s, now)?,
             "identity" => identity(v)?,
-            "location" if string(v, "location")?.eq_ignore_ascii_case(&current.location) => {}
             "location" => {
-                return Err(ArmError::bad_request(
-                    "LocationNotAvailableForResourceType",
-                    "the location of a registry cannot be changed",
-                )
-                .with_target("location"))
+                s.location = parse_location(v)?.into();
+                keeps_location(current, &s)?;
             }
             other => return Err(ArmError::invalid_property(other, "unknown property")),
         }
@@ -482,7 +508,8 @@ mod tests {
     fn put_resets_and_patch_merges() {
         let now = "2026-01-01T00:00:00Z";
         let put = json!({"location": "westeurope", "sku": {"name": "premium"}, "properties": {"adminUserEnabled": true, "publicNetworkAccess": "disabled", "policies": {"exportPolicy": {"status": "Disabled"}}}});
-        let s = settings_from_put(&put, now, "local").unwrap();
+        let local = Location::parse("local").unwrap();
+        let s = settings_from_put(&put, now, &local).unwrap();
         assert_eq!(s.sku, Sku::Premium);
         assert!(!s.public_network_access && !s.exports_enabled() && s.admin_user_enabled);
         let patch = json!({"properties": {"networkRuleSet": {"defaultAction": "Deny", "ipRules": [{"action": "Allow", "value": "10.0.0.0/8"}]}}});
@@ -495,7 +522,7 @@ mod tests {
         let again = settings_from_put(
             &json!({"location": "westeurope", "sku": {"name": "Premium"}}),
             now,
-            "local",
+            &local,
         )
         .unwrap();
         assert!(
@@ -507,7 +534,8 @@ mod tests {
     #[test]
     fn refuses_bad_input_with_the_path() {
         let now = "x";
-        let base = RegistrySettings::new(Sku::Premium, "local");
+        let base =
+            RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap());
         let cases = [
             (json!({"properties": {"nope": 1}}), "properties.nope"),
             (
@@ -550,7 +578,7 @@ mod tests {
 
     /// Parses a PATCH and checks the result as the store does (`validate_change` in its transaction).
     fn patched(body: &Value) -> ArmResult<RegistrySettings> {
-        let base = RegistrySettings::new(Sku::Premium, "local");
+        let base = RegistrySettings::new(Sku::Premium, Location::parse("local").unwrap());
         let s = settings_from_patch(body, &base, "now")?;
         moat_model::policy::validate_change("r", Some(&base), &s, &Default::default())?;
         Ok(s)
@@ -648,7 +676,7 @@ mod tests {
             // A PUT says the same.
             let mut put = body.clone();
             put["sku"] = json!({"name": "Premium"});
-            let e = settings_from_put(&put, "now", "local")
+            let e = settings_from_put(&put, "now", &Location::parse("local").unwrap())
                 .and_then(|s| {
                     Ok(moat_model::policy::validate_change(
                         "r",
@@ -694,15 +722,40 @@ mod tests {
         });
         let s = patched(&body).unwrap();
         assert_eq!(s, {
-            let mut want = RegistrySettings::new(Sku::Premium, "local");
+            let mut want = RegistrySettings::new(Sku::Premium, Location::parse("local").unwrap());
             want.policies.retention.last_updated_time = Some("now".into());
             want.policies.soft_delete.last_updated_time = Some("now".into());
             want
         });
-        let s = settings_from_put(&body, "now", "local").unwrap();
+        let s = settings_from_put(&body, "now", &Location::parse("local").unwrap()).unwrap();
         moat_model::policy::validate_change("r", None, &s, &Default::default()).unwrap();
         // Parameters of a disabled policy are kept (they take effect only when Moat enforces the policy).
         let s = patched(&json!({"properties": {"policies": {"retentionPolicy": {"days": 30, "status": "disabled"}}}})).unwrap();
         assert_eq!(s.policies.retention.days, 30);
+    }
+
+    #[test]
+    fn locations_are_region_names_and_keep_to_the_registry() {
+        let now = "x";
+        let local = Location::parse("local").unwrap();
+        let put = |loc: &str| json!({"location": loc, "sku": {"name": "Premium"}});
+        for (given, stored) in [("West Europe", "westeurope"), ("EASTUS2", "eastus2")] {
+            let s = settings_from_put(&put(given), now, &local).unwrap();
+            assert_eq!(s.location.as_str(), stored);
+        }
+        for bad in ["evil.com", "westeurope\n", "west-europe", "wëst", ""] {
+            let e = settings_from_put(&put(bad), now, &local).unwrap_err();
+            assert_eq!(e.code, "LocationNotAvailableForResourceType", "{bad:?}");
+            assert_eq!(e.target.as_deref(), Some("location"));
+            assert!(!e.message.contains('\n'), "{}", e.message);
+        }
+        let base = RegistrySettings::new(Sku::Premium, Location::parse("westeurope").unwrap());
+        assert!(settings_from_patch(&json!({"location": "West Europe"}), &base, now).is_ok());
+        assert!(settings_from_patch(&json!({"location": "eastus"}), &base, now).is_err());
+        // A stored value that is not a region may be repaired, once, to a region.
+        let mut broken = base.clone();
+        broken.location = moat_model::StoredLocation::from_stored("evil.com/\n");
+        let fixed = settings_from_patch(&json!({"location": "westeurope"}), &broken, now).unwrap();
+        assert_eq!(fixed.location.as_str(), "westeurope");
     }
 }

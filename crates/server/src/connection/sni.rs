@@ -76,7 +76,10 @@ impl SniCheck {
         };
         host_part(&registry.login_server).eq_ignore_ascii_case(name)
             || (registry.settings.data_endpoint_enabled
-                && host_part(&self.config.data_endpoint_host(&registry)).eq_ignore_ascii_case(name))
+                && self
+                    .config
+                    .data_endpoint_host(&registry)
+                    .is_some_and(|h| host_part(&h).eq_ignore_ascii_case(name)))
     }
 }
 

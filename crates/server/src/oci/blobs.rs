@@ -95,7 +95,9 @@ pub async fn get(
         .ok_or_else(OciError::blob_unknown)? as u64;
     // With a dedicated data endpoint, bytes leave from there: the client follows a link bound to its origin.
     if with_body && ctx.registry.settings.data_endpoint_enabled {
-        return crate::data_endpoint::redirect(state, ctx, repo, &digest);
+        if let Some(redirect) = crate::data_endpoint::redirect(state, ctx, repo, &digest) {
+            return redirect;
+        }
     }
     serve(state, ctx, repo, &digest, size, headers, with_body).await
 }

@@ -361,7 +361,7 @@ impl MetadataStore {
                 r.map_err(db)?;
                 sqlx::query("INSERT OR IGNORE INTO resource_groups(name, location, created_at) VALUES (?, ?, ?)")
                     .bind(resource_group)
-                    .bind(&settings.location)
+                    .bind(settings.location.as_str())
                     .bind(&created_at)
                     .execute(&mut *tx)
                     .await
