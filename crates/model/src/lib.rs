@@ -16,6 +16,7 @@ pub mod policy;
 pub mod private_endpoint;
 pub mod rbac;
 pub mod registry;
+pub mod resource;
 pub mod text;
 pub mod unenforced;
 
@@ -29,6 +30,6 @@ pub use network::{decide_network, NetworkDecision, NetworkDenial};
 pub use outbound::{decide_outbound, OutboundDecision, OutboundDenial, OutboundRules};
 pub use permit::{permit, Permit};
 pub use policy::{PolicyError, PolicyFacts};
-pub use private_endpoint::{ConnectionStatus, PrivateEndpoint};
+pub use private_endpoint::{ConnectionStatus, HostAddress, PrivateEndpoint};
 pub use registry::{Registry, RegistrySettings, Sku};
 pub use unenforced::{NotEnforced, Unenforced};

@@ -3,7 +3,74 @@
 //! the rule that a protected registry keeps at least one approved connection lives in [`crate::policy`].
 
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// ACR's limit: at most 200 private endpoints per registry. Every endpoint holds a listener (whatever its
+/// connection's state: a pending, rejected or disconnected one answers `403 DENIED`), so this also bounds the
+/// listeners a registry's endpoints open. Counted in the transaction that creates an endpoint.
+pub const MAX_PRIVATE_ENDPOINTS_PER_REGISTRY: usize = 200;
+
+/// Why an address cannot be a private endpoint's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("{0} is not a unicast host address ({1}): a private endpoint listens on one address of one host, e.g. 198.18.0.5")]
+    NotUnicast(IpAddr, &'static str),
+}
+
+/// An address a private endpoint may listen on: one host's unicast address. Built only by [`HostAddress::new`],
+/// and the only thing the server binds an endpoint's listener to, so a wildcard (which would make every local
+/// address "private" traffic), a multicast or broadcast group, or a cloud metadata address is never bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HostAddress(IpAddr);
+
+impl HostAddress {
+    /// Refuses what is decidable from the address alone, in every spelling (IPv4-mapped, IPv4-compatible and
+    /// NAT64 forms are judged as the IPv4 address they carry): the unspecified addresses (`0.0.0.0/8`, `::`),
+    /// limited broadcast, multicast (`224.0.0.0/4`, `ff00::/8`) and the cloud metadata addresses
+    /// (`169.254.169.254`, `fd00:ec2::254`), which local processes trust with the host's credentials.
+    pub fn new(ip: IpAddr) -> Result<HostAddress, AddressError> {
+        let refuse = |why| Err(AddressError::NotUnicast(ip, why));
+        match crate::outbound::canonical(ip) {
+            IpAddr::V4(v4) if v4.octets()[0] == 0 => {
+                refuse("unspecified: it means every address of this host")
+            }
+            IpAddr::V4(v4) if v4 == Ipv4Addr::BROADCAST => refuse("the limited broadcast address"),
+            IpAddr::V4(v4) if v4.is_multicast() => refuse("a multicast group"),
+            IpAddr::V4(v4) if v4 == Ipv4Addr::new(169, 254, 169, 254) => {
+                refuse("the cloud instance metadata address")
+            }
+            IpAddr::V6(v6) if v6.is_unspecified() => {
+                refuse("unspecified: it means every address of this host")
+            }
+            IpAddr::V6(v6) if v6.is_multicast() => refuse("a multicast group"),
+            IpAddr::V6(v6)
+                if v6
+                    == "fd00:ec2::254"
+                        .parse::<std::net::Ipv6Addr>()
+                        .expect("literal") =>
+            {
+                refuse("the cloud instance metadata address")
+            }
+            _ => Ok(HostAddress(ip)),
+        }
+    }
+
+    pub fn ip(self) -> IpAddr {
+        self.0
+    }
+}
+
+impl std::fmt::Display for HostAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for HostAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        HostAddress::new(IpAddr::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
 
 /// `privateLinkServiceConnectionState.status`, as ACR names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -112,6 +179,43 @@ mod tests {
         );
         assert!(transition(Approved, Pending).is_err());
         assert!(transition(Approved, Disconnected).is_err());
+    }
+
+    #[test]
+    fn endpoint_addresses_are_unicast_host_addresses() {
+        for bad in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "::",
+            "::ffff:0.0.0.0",
+            "255.255.255.255",
+            "::ffff:255.255.255.255",
+            "224.0.0.1",
+            "239.255.255.250",
+            "::ffff:224.0.0.1",
+            "::224.0.0.1",
+            "64:ff9b::e000:1",
+            "ff02::1",
+            "ff05::1:3",
+            "169.254.169.254",
+            "::ffff:169.254.169.254",
+            "fd00:ec2::254",
+        ] {
+            let ip: IpAddr = bad.parse().unwrap();
+            assert!(HostAddress::new(ip).is_err(), "{bad}");
+        }
+        for good in [
+            "198.18.0.5",
+            "127.0.0.10",
+            "10.1.2.3",
+            "::1",
+            "fd00::5",
+            "2001:db8::1",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: IpAddr = good.parse().unwrap();
+            assert_eq!(HostAddress::new(ip).unwrap().ip(), ip, "{good}");
+        }
     }
 
     #[test]

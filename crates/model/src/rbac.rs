@@ -81,9 +81,12 @@ pub enum RoleScope {
 
 impl RoleScope {
     /// Parses an ARM scope (`/subscriptions/S`, `/subscriptions/S/resourceGroups/G`, or a registry id) of
-    /// subscription `sub`.
+    /// subscription `sub`; a resource group name must be one by ARM's rule.
     pub fn parse(scope: &str, sub: &str) -> Option<RoleScope> {
         let parts: Vec<&str> = scope.trim_matches('/').split('/').collect();
+        if parts.len() >= 4 && crate::resource::check_resource_group_name(parts[3]).is_err() {
+            return None;
+        }
         match parts.as_slice() {
             ["subscriptions", s] if s.eq_ignore_ascii_case(sub) => Some(RoleScope::Subscription),
             ["subscriptions", s, rg_kw, rg]
@@ -169,6 +172,12 @@ mod tests {
                 .covers_group("rg1")
         );
         assert!(RoleScope::parse("/subscriptions/other", sub).is_none());
+        assert!(
+            RoleScope::parse(&format!("/subscriptions/{sub}/resourceGroups/a b"), sub).is_none()
+        );
+        assert!(
+            RoleScope::parse(&format!("/subscriptions/{sub}/resourceGroups/rg."), sub).is_none()
+        );
         assert_eq!(Role::parse("acrpull"), Some(Role::AcrPull));
         assert!(!Role::AcrPush.can_read_resources());
         assert!(Role::AcrPush.data_actions().contains(&Action::Push));

@@ -1,4 +1,4 @@
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,9 +43,18 @@ pub struct DeclaredEndpoint {
     pub name: String,
     pub registry: String,
     /// The address it listens on; the port is the server's (`listen`'s), so login server names stay valid.
-    pub address: IpAddr,
-    #[serde(default = "default_resource_group")]
+    pub address: moat_model::HostAddress,
+    #[serde(
+        default = "default_resource_group",
+        deserialize_with = "resource_group"
+    )]
     pub resource_group: String,
+}
+
+fn resource_group<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name: String = serde::Deserialize::deserialize(d)?;
+    moat_model::resource::check_resource_group_name(&name).map_err(serde::de::Error::custom)?;
+    Ok(name)
 }
 
 fn default_resource_group() -> String {
@@ -182,5 +191,18 @@ mod tests {
             "[[private_endpoint]]\nname = \"pe\"\nregistry = \"a\"\naddress = \"nope\""
         )
         .is_err());
+        for bad in ["0.0.0.0", "::", "224.0.0.1", "::ffff:224.0.0.1", "ff02::1"] {
+            let text = format!(
+                "[[private_endpoint]]\nname = \"pe\"\nregistry = \"a\"\naddress = \"{bad}\""
+            );
+            let e = toml::from_str::<ConfigFile>(&text).unwrap_err().to_string();
+            assert!(e.contains("not a unicast host address"), "{bad}: {e}");
+        }
+        let e = toml::from_str::<ConfigFile>(
+            "[[private_endpoint]]\nname = \"pe\"\nregistry = \"a\"\naddress = \"198.18.0.5\"\nresource_group = \"a/b\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("Resource group name 'a/b' is invalid"), "{e}");
     }
 }

@@ -3,7 +3,7 @@
 //! in on, which is all the edge needs to classify its origin.
 
 use crate::state::AppState;
-use moat_model::PrivateEndpoint;
+use moat_model::{HostAddress, PrivateEndpoint};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -52,12 +52,13 @@ impl Listeners {
     }
 
     /// Binds an endpoint's address on the server's port, so that a request for an endpoint the server cannot
-    /// serve fails before anything is recorded.
-    pub fn bind(&self, addr: IpAddr) -> Result<Option<std::net::TcpListener>, BindError> {
+    /// serve fails before anything is recorded. Only a [`HostAddress`] is ever bound: never a wildcard, which
+    /// would make traffic to every local address an endpoint's private traffic.
+    pub fn bind(&self, addr: HostAddress) -> Result<Option<std::net::TcpListener>, BindError> {
         let Some(port) = self.port.get() else {
             return Ok(None);
         };
-        let sa = SocketAddr::new(addr, *port);
+        let sa = SocketAddr::new(addr.ip(), *port);
         let l = std::net::TcpListener::bind(sa)
             .map_err(|e| BindError::Unavailable(sa, e.to_string()))?;
         l.set_nonblocking(true)
@@ -107,7 +108,15 @@ impl Listeners {
             if self.running.lock().expect("lock").contains_key(&pe.id) {
                 continue;
             }
-            match self.bind(pe.address) {
+            // A database written before addresses were checked may hold one that is not a host's: not served.
+            let addr = match HostAddress::new(pe.address) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("private endpoint '{}' is not served: {e}", pe.name);
+                    continue;
+                }
+            };
+            match self.bind(addr) {
                 Ok(Some(l)) => self.adopt(pe, l),
                 Ok(None) => {}
                 Err(e) => tracing::warn!("private endpoint '{}' is not served: {e}", pe.name),

@@ -294,7 +294,7 @@ async fn declare_endpoints(state: &AppState) -> anyhow::Result<Vec<moat_model::P
             )
         })?;
         match state.meta.private_endpoint(&d.resource_group, &d.name).await? {
-            Some(pe) if pe.registry_id != registry.id || pe.address != d.address => anyhow::bail!(
+            Some(pe) if pe.registry_id != registry.id || pe.address != d.address.ip() => anyhow::bail!(
                 "private endpoint '{}' exists on {} for another registry or address than the configuration says; delete it first (moat acr private-endpoint delete -n {} -g {})",
                 d.name, pe.address, d.name, d.resource_group
             ),

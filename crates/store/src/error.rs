@@ -20,6 +20,9 @@ pub enum StoreError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("{0}")]
     Invalid(String),
+    /// A bound on how many of something may exist was reached.
+    #[error("{0}")]
+    Limit(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -68,6 +68,7 @@ impl From<StoreError> for ArmError {
             StoreError::NotFound => {
                 ArmError::new(StatusCode::NOT_FOUND, "ResourceNotFound", "not found")
             }
+            StoreError::Limit(m) => ArmError::bad_request("QuotaExceeded", m),
             other => ArmError::internal(other),
         }
     }

@@ -143,17 +143,21 @@ async fn parse(state: &AppState, ctx: &ArmCtx, body: &Value) -> ArmResult<Reques
     })
 }
 
-/// A registry of this server named by its ARM id, readable by the caller.
+/// A registry of this server named by its ARM id, readable by the caller. The caller's rights are checked on the
+/// id as given before it is looked up: a source it may not read is refused the same way whether it exists or not.
 async fn local_registry(state: &AppState, ctx: &ArmCtx, id: &str) -> ArmResult<Registry> {
-    let registry = super::registries::by_resource_id(state, ctx, id)
+    let not_found = || {
+        invalid(format!(
+            "source registry '{id}' was not found on this server: give its resource id (`moat acr show -n <name> --query id`)"
+        ))
+    };
+    let (rg, name) = super::registries::registry_id_parts(ctx, id).ok_or_else(not_found)?;
+    if !ctx.principal.can_read(rg, name) {
+        return Err(ctx.principal.denied(IMPORT_ACTION, id));
+    }
+    super::registries::by_resource_id(state, ctx, id)
         .await?
-        .ok_or_else(|| {
-            invalid(format!(
-                "source registry '{id}' was not found on this server: give its resource id (`moat acr show -n <name> --query id`)"
-            ))
-        })?;
-    super::registries::require_read(ctx, &registry, IMPORT_ACTION)?;
-    Ok(registry)
+        .ok_or_else(not_found)
 }
 
 /// Who asked for an import, as its audit events name them (kept by a remote import that outlives its request).
@@ -338,6 +342,8 @@ fn write_error(e: ImportWriteError<String>) -> ArmError {
 
 /// The state of one remote import, polled through its `Location`.
 pub struct Operation {
+    /// The target registry's resource group and name: only a caller who may read it sees the operation.
+    target: (String, String),
     progress: Arc<Progress>,
     result: Option<Result<(), ArmError>>,
     finished: Option<std::time::Instant>,
@@ -392,6 +398,7 @@ async fn start_remote(
         ops.insert(
             op.clone(),
             Operation {
+                target: (target.resource_group.clone(), target.name.clone()),
                 progress: progress.clone(),
                 result: None,
                 finished: None,
@@ -447,15 +454,19 @@ async fn start_remote(
 
 /// `GET …/locations/{location}/operationResults/{op}`: `202` with progress while the import runs, `200` when it
 /// succeeded, the import's error when it failed.
-pub fn operation_result(state: &AppState, op: &str) -> ArmResult<Response> {
+/// An operation on a registry the caller may not read is answered as one that does not exist.
+pub fn operation_result(state: &AppState, ctx: &ArmCtx, op: &str) -> ArmResult<Response> {
     let ops = state.imports.0.lock().expect("lock");
-    let o = ops.get(op).ok_or_else(|| {
-        ArmError::new(
-            StatusCode::NOT_FOUND,
-            "OperationNotFound",
-            format!("no operation '{op}' on this server"),
-        )
-    })?;
+    let o = ops
+        .get(op)
+        .filter(|o| ctx.principal.can_read(&o.target.0, &o.target.1))
+        .ok_or_else(|| {
+            ArmError::new(
+                StatusCode::NOT_FOUND,
+                "OperationNotFound",
+                format!("no operation '{op}' on this server"),
+            )
+        })?;
     let p = o.progress.snapshot();
     match &o.result {
         None => {

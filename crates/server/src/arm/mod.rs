@@ -4,6 +4,7 @@
 
 pub mod activity;
 pub mod api_version;
+mod authz;
 pub mod error;
 pub mod identity;
 pub mod import;
@@ -158,7 +159,14 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().trim_end_matches('/').to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // Path segments are percent-decoded once, here: a name is compared, validated and stored as the caller meant
+    // it (the Azure SDK encodes `(` and `)` of a resource group name), never in one of its encodings.
+    let decoded: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(crate::oci::percent_decode)
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
     let ids = crate::listener::cloud_ids(&state.meta)
@@ -171,10 +179,11 @@ async fn handle(
         registry_route,
     )?;
 
-    // `GET /subscriptions` needs only a valid token.
+    // Who asks comes first: nothing about the subscription (its id, what exists in it) is answered before.
+    let principal = identity::authenticate(state, &parts.headers, &ids.subscription_id).await?;
+    scope.set_caller(&principal.app_id);
+    // `GET /subscriptions` lists the subscription to whoever has a role in it (ARM's rule), else nothing.
     if l.len() == 1 {
-        let principal = identity::authenticate(state, &parts.headers, &ids.subscription_id).await?;
-        scope.set_caller(&principal.app_id);
         let value = if principal.can_read_subscription() {
             vec![subscription_json(&ids)]
         } else {
@@ -182,18 +191,28 @@ async fn handle(
         };
         return Ok(axum::Json(json!({ "value": value })).into_response());
     }
+    // A caller without any role is refused everything under `/subscriptions/{id}` alike, whichever id it names and
+    // whatever exists there: ARM's `AuthorizationFailed` for the scope as it spelled it.
+    if !principal.can_read_subscription() {
+        let (action, requested) = authz::requested(&parts.method, &decoded, &lower);
+        return Err(principal.denied(&action, &requested));
+    }
     if !l[1].eq_ignore_ascii_case(&ids.subscription_id) {
         return Err(ArmError::new(
             axum::http::StatusCode::NOT_FOUND,
             "SubscriptionNotFound",
             format!(
-                "The subscription '{}' could not be found. This server's subscription is {}.",
-                segments[1], ids.subscription_id
+                "The subscription '{}' could not be found. `moat acr list` and `az account list` show yours.",
+                segments[1]
             ),
         ));
     }
-    let principal = identity::authenticate(state, &parts.headers, &ids.subscription_id).await?;
-    scope.set_caller(&principal.app_id);
+    // Every route with a resource group names it in the path: held to ARM's grammar before anything else.
+    if l.len() >= 4 && l[2] == "resourcegroups" {
+        moat_model::resource::check_resource_group_name(segments[3]).map_err(|e| {
+            ArmError::bad_request(e.code(), e.to_string()).with_target("resourceGroupName")
+        })?;
+    }
     let ctx = ArmCtx {
         subscription: ids.subscription_id.clone(),
         tenant: ids.tenant_id.clone(),
@@ -236,7 +255,7 @@ async fn handle(
         (
             &Method::GET,
             ["providers", "microsoft.containerregistry", "locations", _, "operationresults", _],
-        ) => import::operation_result(state, segments[7]),
+        ) => import::operation_result(state, &ctx, segments[7]),
         (&Method::GET, ["providers", "microsoft.containerregistry", "registries"]) => {
             registries::list(state, &ctx, None).await
         }

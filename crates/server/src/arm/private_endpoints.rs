@@ -11,7 +11,7 @@ use crate::state::AppState;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use moat_model::private_endpoint::{transition, ConnectionStatus};
-use moat_model::{PrivateEndpoint, Registry};
+use moat_model::{HostAddress, PrivateEndpoint, Registry};
 use moat_store::meta::{EndpointChange, EndpointSelector, NewPrivateEndpoint, UpdateError};
 use serde_json::{json, Value};
 use std::net::IpAddr;
@@ -339,10 +339,16 @@ pub async fn endpoint_dispatch(
                     .into_response(),
             )
         }
-        (&Method::GET, [_, "operationstatuses", _]) => Ok(super::operation_status(
-            &endpoint_id(&ctx.subscription, rg, rest_original[0]),
-            rest_original[2],
-        )),
+        (&Method::GET, [_, "operationstatuses", _]) => {
+            let id = endpoint_id(&ctx.subscription, rg, rest_original[0]);
+            if !ctx.principal.can_read_group(rg) {
+                return Err(ctx.principal.denied(
+                    "Microsoft.Network/privateEndpoints/operationStatuses/read",
+                    &id,
+                ));
+            }
+            Ok(super::operation_status(&id, rest_original[2]))
+        }
         (&Method::PUT, [_]) => create_endpoint(state, ctx, rg, rest_original[0], body).await,
         (&Method::DELETE, [_]) => {
             let name = rest_original[0];
@@ -402,7 +408,7 @@ async fn find_endpoint(
 /// What a `PUT` of an endpoint asks for.
 struct EndpointRequest {
     registry: Registry,
-    address: IpAddr,
+    address: HostAddress,
     manual: bool,
     message: String,
 }
@@ -474,8 +480,15 @@ async fn parse_endpoint(
     let address: IpAddr = address.parse().map_err(|_| {
         ArmError::invalid_property(
             "properties.ipConfigurations[0].properties.privateIPAddress",
-            format!("'{address}' is not an IP address"),
+            format!(
+                "'{}' is not an IP address",
+                moat_model::text::escape(address)
+            ),
         )
+    })?;
+    let address = HostAddress::new(address).map_err(|e| {
+        ArmError::bad_request("PrivateIPAddressInReservedRange", e.to_string())
+            .with_target("properties.ipConfigurations[0].properties.privateIPAddress")
     })?;
     let message = conn
         .pointer("/properties/requestMessage")
@@ -516,7 +529,7 @@ async fn create_endpoint(
     }
     let req = parse_endpoint(state, ctx, body).await?;
     if let Some(existing) = state.meta.private_endpoint(rg, name).await? {
-        if existing.registry_id == req.registry.id && existing.address == req.address {
+        if existing.registry_id == req.registry.id && existing.address == req.address.ip() {
             return Ok(super::lro(
                 ctx,
                 &id,

@@ -32,7 +32,10 @@ async fn json_of(state: &AppState, ctx: &ArmCtx, r: &Registry) -> ArmResult<Valu
     ))
 }
 
-async fn find(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult<Registry> {
+/// The registry `rg/name` (the caller's rights on that scope are checked before, from the path: see
+/// [`authorize`]). A registry of that name in another resource group is not this one: the answer is the same
+/// `404` as for no registry at all.
+async fn find(state: &AppState, rg: &str, name: &str) -> ArmResult<Registry> {
     let not_found = || {
         ArmError::new(
             StatusCode::NOT_FOUND,
@@ -48,33 +51,57 @@ async fn find(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult
     if !r.resource_group.eq_ignore_ascii_case(rg) {
         return Err(not_found());
     }
-    if !ctx.principal.can_read(&r.resource_group, &r.name) {
-        return Err(ctx.principal.denied(
-            "Microsoft.ContainerRegistry/registries/read",
-            &registry_id(&ctx.subscription, rg, name),
-        ));
-    }
     Ok(r)
 }
 
-/// The registry a resource id names (`/subscriptions/{sub}/resourceGroups/{rg}/providers/
-/// Microsoft.ContainerRegistry/registries/{name}`, fixed segments in any case), if it is one of this server's.
+/// Whether the caller may do what the request asks on the registry scope `rg/name` as it spelled it, decided
+/// before anything is looked up: without rights there, the answer is `AuthorizationFailed` whether the registry
+/// exists or not. Reads need a reading role on the scope; everything else a writing one.
+fn authorize(ctx: &ArmCtx, rg: &str, name: &str, rest: &[&str]) -> ArmResult<()> {
+    let read_only = matches!(ctx.method, Method::GET | Method::HEAD);
+    let allowed = if read_only {
+        ctx.principal.can_read(rg, name)
+    } else {
+        ctx.principal.can_write(rg, name)
+    };
+    if allowed {
+        return Ok(());
+    }
+    let id = registry_id(&ctx.subscription, rg, name);
+    let action = match (&ctx.method, rest) {
+        (&Method::POST, [action]) => format!("{REGISTRY_TYPE}/{action}/action"),
+        (&Method::DELETE, []) => format!("{REGISTRY_TYPE}/delete"),
+        (_, [child, ..]) if read_only => format!("{REGISTRY_TYPE}/{child}/read"),
+        (_, [child, ..]) => format!("{REGISTRY_TYPE}/{child}/write"),
+        _ if read_only => format!("{REGISTRY_TYPE}/read"),
+        _ => format!("{REGISTRY_TYPE}/write"),
+    };
+    Err(ctx.principal.denied(&action, &id))
+}
+
+/// The resource group and name of a registry resource id of this subscription (`/subscriptions/{sub}/
+/// resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{name}`, fixed segments in any case).
+pub fn registry_id_parts<'a>(ctx: &ArmCtx, id: &'a str) -> Option<(&'a str, &'a str)> {
+    let segments: Vec<&str> = id.trim_matches('/').split('/').collect();
+    let ["subscriptions", sub, rg_key, rg, "providers", provider, kind, name] = segments[..] else {
+        return None;
+    };
+    (sub.eq_ignore_ascii_case(&ctx.subscription)
+        && rg_key.eq_ignore_ascii_case("resourceGroups")
+        && provider.eq_ignore_ascii_case("Microsoft.ContainerRegistry")
+        && kind.eq_ignore_ascii_case("registries"))
+    .then_some((rg, name))
+}
+
+/// The registry a resource id names, if it is one of this server's.
 pub async fn by_resource_id(
     state: &AppState,
     ctx: &ArmCtx,
     id: &str,
 ) -> ArmResult<Option<Registry>> {
-    let segments: Vec<&str> = id.trim_matches('/').split('/').collect();
-    let ["subscriptions", sub, rg_key, rg, "providers", provider, kind, name] = segments[..] else {
+    let Some((rg, name)) = registry_id_parts(ctx, id) else {
         return Ok(None);
     };
-    if !(sub.eq_ignore_ascii_case(&ctx.subscription)
-        && rg_key.eq_ignore_ascii_case("resourceGroups")
-        && provider.eq_ignore_ascii_case("Microsoft.ContainerRegistry")
-        && kind.eq_ignore_ascii_case("registries"))
-    {
-        return Ok(None);
-    }
     Ok(state
         .meta
         .registry_by_name(&name.to_ascii_lowercase())
@@ -130,10 +157,11 @@ pub async fn dispatch(
     rest_original: &[&str],
     body: &Value,
 ) -> ArmResult<Response> {
+    authorize(ctx, rg, name, rest_original)?;
     let name = parse_name(name)?;
     match (&ctx.method, rest) {
         (&Method::GET, []) => {
-            let r = find(state, ctx, rg, &name).await?;
+            let r = find(state, rg, &name).await?;
             Ok(axum::Json(json_of(state, ctx, &r).await?).into_response())
         }
         (&Method::PUT, []) => put(state, ctx, rg, &name, body).await,
@@ -150,18 +178,18 @@ pub async fn dispatch(
             }
             credentials(state, ctx, rg, &name, Some(which)).await
         }
-        (&Method::GET, ["listusages"]) => usages(state, ctx, rg, &name).await,
+        (&Method::GET, ["listusages"]) => usages(state, rg, &name).await,
         (&Method::POST, ["importimage"]) => {
-            let r = find(state, ctx, rg, &name).await?;
+            let r = find(state, rg, &name).await?;
             super::import::import_image(state, ctx, &r, body).await
         }
         (_, ["privateendpointconnections", ..] | ["privatelinkresources", ..]) => {
-            let r = find(state, ctx, rg, &name).await?;
+            let r = find(state, rg, &name).await?;
             super::private_endpoints::registry_dispatch(state, ctx, &r, rest, rest_original, body)
                 .await
         }
         (&Method::GET, ["operationstatuses", _]) => {
-            let r = find(state, ctx, rg, &name).await?;
+            let r = find(state, rg, &name).await?;
             Ok(super::operation_status(
                 &registry_id(&ctx.subscription, &r.resource_group, &r.name),
                 rest_original[1],
@@ -182,24 +210,25 @@ async fn put(
     name: &str,
     body: &Value,
 ) -> ArmResult<Response> {
-    let now = moat_store::time_fmt::now();
-    let settings = registry_json::settings_from_put(body, &now, &state.config.region)?;
+    // The caller's rights on `rg/name` were checked from the path; a registry is created only by whoever may write
+    // the whole resource group.
     let existing = state.meta.registry_by_name(name).await?;
     match &existing {
-        Some(r) if !ctx.principal.can_write(&r.resource_group, &r.name) => {
-            return Err(ctx.principal.denied(
-                "Microsoft.ContainerRegistry/registries/write",
-                &registry_id(&ctx.subscription, rg, name),
-            ))
-        }
+        // Names are unique per server, as ACR's are per cloud (`checkNameAvailability` says as much): the answer
+        // names neither the other registry's resource group nor anything else about it.
+        Some(r) if !r.resource_group.eq_ignore_ascii_case(rg) => return Err(name_in_use(name)),
         None if !ctx.principal.can_write_group(rg) => {
             return Err(ctx.principal.denied(
                 "Microsoft.ContainerRegistry/registries/write",
                 &registry_id(&ctx.subscription, rg, name),
             ))
         }
-        Some(r) => registry_json::keeps_location(&r.settings, &settings)?,
         _ => {}
+    }
+    let now = moat_store::time_fmt::now();
+    let settings = registry_json::settings_from_put(body, &now, &state.config.region)?;
+    if let Some(r) = &existing {
+        registry_json::keeps_location(&r.settings, &settings)?;
     }
     let login_server = state.config.login_server_for(name);
     let (r, created) = state
@@ -210,7 +239,15 @@ async fn put(
             }
             Ok(settings.clone())
         })
-        .await?;
+        .await
+        .map_err(|e| {
+            // A registry of the same name created in another group in between: the same answer as above.
+            if e.status == StatusCode::CONFLICT && e.message.contains("already in use") {
+                name_in_use(name)
+            } else {
+                e
+            }
+        })?;
     state.registries.invalidate();
     lro(
         state,
@@ -225,6 +262,14 @@ async fn put(
     .await
 }
 
+fn name_in_use(name: &str) -> ArmError {
+    ArmError::new(
+        StatusCode::CONFLICT,
+        "AlreadyInUse",
+        format!("The registry name '{name}' is already in use on this server. Registry names are unique per server; choose another (`POST …/checkNameAvailability` tells whether a name is free)."),
+    )
+}
+
 async fn patch(
     state: &AppState,
     ctx: &ArmCtx,
@@ -232,7 +277,7 @@ async fn patch(
     name: &str,
     body: &Value,
 ) -> ArmResult<Response> {
-    let current = find(state, ctx, rg, name).await?;
+    let current = find(state, rg, name).await?;
     require_write(
         ctx,
         &current,
@@ -259,7 +304,7 @@ async fn patch(
 }
 
 async fn delete(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult<Response> {
-    let r = match find(state, ctx, rg, name).await {
+    let r = match find(state, rg, name).await {
         Ok(r) => r,
         Err(e) if e.status == StatusCode::NOT_FOUND => {
             return Ok(StatusCode::NO_CONTENT.into_response())
@@ -289,7 +334,7 @@ async fn credentials(
     name: &str,
     regenerate: Option<&str>,
 ) -> ArmResult<Response> {
-    let r = find(state, ctx, rg, name).await?;
+    let r = find(state, rg, name).await?;
     require_write(
         ctx,
         &r,
@@ -317,8 +362,8 @@ async fn credentials(
     Ok(axum::Json(json!({"username": r.name, "passwords": passwords})).into_response())
 }
 
-async fn usages(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResult<Response> {
-    let r = find(state, ctx, rg, name).await?;
+async fn usages(state: &AppState, rg: &str, name: &str) -> ArmResult<Response> {
+    let r = find(state, rg, name).await?;
     let size = state.meta.registry_size(&r.id).await?;
     // ACR's included storage and webhook limits per SKU.
     let (storage, webhooks) = match r.settings.sku {
@@ -333,7 +378,7 @@ async fn usages(state: &AppState, ctx: &ArmCtx, rg: &str, name: &str) -> ArmResu
         usage("Geo-replications", if r.settings.sku == Sku::Premium { 50 } else { 0 }, 0, "Count"),
         usage("IPRules", 200, r.settings.network_rule_set.ip_rules.len() as i64, "Count"),
         usage("VNetRules", 100, 0, "Count"),
-        usage("PrivateEndpointConnections", 200, state.meta.private_endpoint_connections(&r.id).await?.len() as i64, "Count"),
+        usage("PrivateEndpointConnections", moat_model::private_endpoint::MAX_PRIVATE_ENDPOINTS_PER_REGISTRY as u64, state.meta.private_endpoint_connections(&r.id).await?.len() as i64, "Count"),
     ]}))
     .into_response())
 }
@@ -383,36 +428,44 @@ fn group_json(ctx: &ArmCtx, name: &str, location: &str) -> Value {
     })
 }
 
+/// The resource groups the caller may read (ARM lists only those): all of them for a role at the subscription,
+/// its own for a role on a group, none for roles on single registries.
 pub async fn list_resource_groups(state: &AppState, ctx: &ArmCtx) -> ArmResult<Response> {
     let value: Vec<Value> = state
         .meta
         .resource_groups()
         .await?
         .iter()
+        .filter(|(n, _)| ctx.principal.can_read_group(n))
         .map(|(n, l)| group_json(ctx, n, l))
         .collect();
     Ok(axum::Json(json!({ "value": value })).into_response())
 }
 
-/// A minimal resource-group API: `GET`/`HEAD` read one, `PUT` creates one (`az group create`).
+/// A minimal resource-group API: `GET`/`HEAD` read one, `PUT` creates one (`az group create`). The caller's rights
+/// on the group are checked before it is looked up, so a group it may not read is refused whether it exists or not.
 pub async fn resource_group(
     state: &AppState,
     ctx: &ArmCtx,
     name: &str,
     body: &Value,
 ) -> ArmResult<Response> {
+    let id = format!("/subscriptions/{}/resourceGroups/{name}", ctx.subscription);
     match ctx.method {
         Method::PUT => {
             if !ctx.principal.can_write_group(name) {
                 return Err(ctx.principal.denied(
                     "Microsoft.Resources/subscriptions/resourceGroups/write",
-                    &format!("/subscriptions/{}/resourceGroups/{name}", ctx.subscription),
+                    &id,
                 ));
             }
             let location = match body.get("location") {
                 Some(l) => registry_json::parse_location(l)?,
                 None => state.config.region.clone(),
             };
+            if let Some(tags) = body.get("tags") {
+                registry_json::parse_tags(tags)?;
+            }
             let existed = state.meta.resource_group(name).await?.is_some();
             let loc = state
                 .meta
@@ -425,14 +478,21 @@ pub async fn resource_group(
             };
             Ok((status, axum::Json(group_json(ctx, name, &loc))).into_response())
         }
-        Method::GET | Method::HEAD => match state.meta.resource_group(name).await? {
-            Some((n, l)) => Ok(axum::Json(group_json(ctx, &n, &l)).into_response()),
-            None => Err(ArmError::new(
-                StatusCode::NOT_FOUND,
-                "ResourceGroupNotFound",
-                format!("Resource group '{name}' could not be found."),
-            )),
-        },
+        Method::GET | Method::HEAD => {
+            if !ctx.principal.can_read_group(name) {
+                return Err(ctx
+                    .principal
+                    .denied("Microsoft.Resources/subscriptions/resourceGroups/read", &id));
+            }
+            match state.meta.resource_group(name).await? {
+                Some((n, l)) => Ok(axum::Json(group_json(ctx, &n, &l)).into_response()),
+                None => Err(ArmError::new(
+                    StatusCode::NOT_FOUND,
+                    "ResourceGroupNotFound",
+                    format!("Resource group '{name}' could not be found."),
+                )),
+            }
+        }
         _ => Err(ArmError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",

@@ -226,17 +226,24 @@ pub fn parse_sku(v: &Value) -> ArmResult<Sku> {
     sku.ok_or_else(|| ArmError::invalid_property("sku.name", "required"))
 }
 
-fn parse_tags(v: &Value, s: &mut RegistrySettings) -> ArmResult<()> {
+/// `tags`: an object of strings, within ARM's bounds (50 tags, names 512 and values 256 characters).
+pub fn parse_tags(v: &Value) -> ArmResult<std::collections::BTreeMap<String, String>> {
+    let mut tags = std::collections::BTreeMap::new();
     if v.is_null() {
-        s.tags.clear();
-        return Ok(());
+        return Ok(tags);
     }
-    s.tags.clear();
-    for (k, v) in object(v, "tags")? {
-        s.tags
-            .insert(k.clone(), string(v, &format!("tags.{k}"))?.to_string());
+    let o = object(v, "tags")?;
+    // Counted before the values are read: a body of a million tags is refused without walking it.
+    if o.len() > moat_model::resource::MAX_TAGS {
+        let e = moat_model::resource::TagError::TooMany(o.len());
+        return Err(ArmError::bad_request(e.code(), e.to_string()).with_target("tags"));
     }
-    Ok(())
+    for (k, v) in o {
+        tags.insert(k.clone(), string(v, "tags")?.to_string());
+    }
+    moat_model::resource::check_tags(&tags)
+        .map_err(|e| ArmError::bad_request(e.code(), e.to_string()).with_target("tags"))?;
+    Ok(tags)
 }
 
 /// `location`: a region name (`westeurope`, or ARM's display form `West Europe`), stored as ARM stores it.
@@ -467,7 +474,7 @@ pub fn settings_from_put(
     for (k, v) in o {
         match k.as_str() {
             "sku" | "location" => {}
-            "tags" => parse_tags(v, &mut s)?,
+            "tags" => s.tags = parse_tags(v)?,
             "properties" => apply_properties(v, &mut s, now)?,
             "identity" => identity(v)?,
             "id" | "name" | "type" | "systemData" => {}
@@ -487,7 +494,7 @@ pub fn settings_from_patch(
     for (k, v) in object(body, "body")? {
         match k.as_str() {
             "sku" => s.sku = parse_sku(v)?,
-            "tags" => parse_tags(v, &mut s)?,
+            "tags" => s.tags = parse_tags(v)?,
             "properties" => apply_properties(v, &mut s, now)?,
             "identity" => identity(v)?,
             "location" => {
@@ -757,5 +764,23 @@ mod tests {
         broken.location = moat_model::StoredLocation::from_stored("evil.com/\n");
         let fixed = settings_from_patch(&json!({"location": "westeurope"}), &broken, now).unwrap();
         assert_eq!(fixed.location.as_str(), "westeurope");
+    }
+
+    #[test]
+    fn tags_are_bounded() {
+        let now = "x";
+        let base = RegistrySettings::new(Sku::Premium, Location::parse("local").unwrap());
+        let many: serde_json::Map<String, Value> =
+            (0..51).map(|i| (format!("t{i}"), json!("v"))).collect();
+        let e = settings_from_patch(&json!({"tags": many}), &base, now).unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.target.as_deref()),
+            ("TooManyTags", Some("tags"))
+        );
+        let e =
+            settings_from_patch(&json!({"tags": {"k": "v".repeat(257)}}), &base, now).unwrap_err();
+        assert_eq!(e.code, "InvalidTagValueLength");
+        let ok = settings_from_patch(&json!({"tags": {"k": "v".repeat(256)}}), &base, now).unwrap();
+        assert_eq!(ok.tags.len(), 1);
     }
 }

@@ -296,9 +296,9 @@ impl MetadataStore {
             .map_err(|e| E::from(UpdateError::Store(e)))?;
         if let Some(c) = &current {
             if !c.resource_group.eq_ignore_ascii_case(resource_group) {
+                // The other registry's group is not named: the caller may have no rights on it.
                 return Err(E::from(UpdateError::Rejected(format!(
-                    "registry '{name}' already exists in resource group '{}'; registry names are unique per server",
-                    c.resource_group
+                    "registry name '{name}' is already in use; registry names are unique per server"
                 ))));
             }
         }

@@ -6,7 +6,9 @@ use super::management::UpdateError;
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
 use moat_model::activity::ActivityEvent;
-use moat_model::private_endpoint::{ConnectionStatus, PrivateEndpoint};
+use moat_model::private_endpoint::{
+    ConnectionStatus, PrivateEndpoint, MAX_PRIVATE_ENDPOINTS_PER_REGISTRY,
+};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
@@ -47,7 +49,8 @@ pub struct NewPrivateEndpoint {
     pub resource_group: String,
     pub registry_id: String,
     pub registry_name: String,
-    pub address: std::net::IpAddr,
+    /// Only a host's unicast address can be an endpoint's.
+    pub address: moat_model::HostAddress,
     pub status: ConnectionStatus,
     pub description: String,
 }
@@ -79,13 +82,25 @@ impl MetadataStore {
             resource_group: new.resource_group.clone(),
             registry_id: new.registry_id.clone(),
             connection_name: format!("{}.{}", new.registry_name, uuid::Uuid::new_v4().simple()),
-            address: new.address,
+            address: new.address.ip(),
             status: new.status,
             description: new.description.clone(),
             created_at: crate::time_fmt::now(),
         };
         // The registry must still exist when the row is written: a delete racing the create wins or loses whole.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        // Counted in the writing transaction, so concurrent creates cannot together pass the bound.
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM private_endpoints WHERE registry_id = ?")
+                .bind(&pe.registry_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if count as usize >= MAX_PRIVATE_ENDPOINTS_PER_REGISTRY {
+            return Err(StoreError::Limit(format!(
+                "Registry '{}' has {count} private endpoints, the most a registry can have ({MAX_PRIVATE_ENDPOINTS_PER_REGISTRY}, as in ACR); delete one first (`moat acr private-endpoint delete`).",
+                new.registry_name
+            )));
+        }
         let r = sqlx::query(&format!(
             "INSERT INTO private_endpoints({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
              WHERE EXISTS (SELECT 1 FROM registries WHERE id = ?)"
