@@ -208,6 +208,10 @@ pub struct ArmOperation {
     pub resource_id: String,
     /// Whether the request asks for a change (anything but a read): such a request is always recorded.
     pub is_change: bool,
+    /// The resource type the request is about, e.g. `Microsoft.ContainerRegistry/registries/webhooks`.
+    pub resource_type: String,
+    /// Whether the path names a collection (`…/webhooks`), not one resource (`…/webhooks/hook1`).
+    pub collection: bool,
 }
 
 /// Canonical spellings of the provider namespaces, types and actions Moat serves (ARM paths are
@@ -226,6 +230,22 @@ const CANONICAL: &[&str] = &[
     "privateLinkResources",
     "resourceGroups",
     "subscriptions",
+    "locations",
+    "providers",
+    "replications",
+    "webhooks",
+    "tasks",
+    "taskRuns",
+    "runs",
+    "agentPools",
+    "connectedRegistries",
+    "cacheRules",
+    "credentialSets",
+    "scopeMaps",
+    "tokens",
+    "exportPipelines",
+    "importPipelines",
+    "pipelineRuns",
     "importImage",
     "listCredentials",
     "regenerateCredential",
@@ -298,10 +318,11 @@ pub fn arm_operation(method: &str, path: &str) -> ArmOperation {
     let mut id: Vec<&str> = Vec::new();
     let mut namespace = "Microsoft.Resources";
     let mut action: Option<&str> = None;
+    let mut collection = false;
     let mut i = 0;
     while i < segments.len() {
         let s = canonical(segments[i]);
-        if s == "providers" || segments[i].eq_ignore_ascii_case("providers") {
+        if s == "providers" && i + 1 < segments.len() {
             if let Some(ns) = segments.get(i + 1) {
                 namespace = canonical(ns);
                 id.push("providers");
@@ -324,16 +345,18 @@ pub fn arm_operation(method: &str, path: &str) -> ArmOperation {
                     action = Some(s);
                 } else {
                     types.push(s);
+                    collection = true;
                 }
                 i += 1;
             }
         }
     }
-    let mut name = String::from(namespace);
+    let mut resource_type = String::from(namespace);
     for t in &types {
-        name.push('/');
-        name.push_str(t);
+        resource_type.push('/');
+        resource_type.push_str(t);
     }
+    let name = &resource_type;
     let verb = match (method.as_str(), action) {
         ("POST", Some(a)) => format!("{a}/action"),
         ("POST", None) => "action".into(),
@@ -350,6 +373,8 @@ pub fn arm_operation(method: &str, path: &str) -> ArmOperation {
         operation_name: format!("{name}/{verb}"),
         resource_id: format!("/{}", id.join("/")),
         is_change,
+        resource_type,
+        collection,
     }
 }
 

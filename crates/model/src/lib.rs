@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod activity;
+pub mod arm_support;
 pub mod audit;
 pub mod digest;
 pub mod egress;

@@ -363,7 +363,7 @@ async fn accept_loop(
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let busy = in_flight.enter();
                 req.extensions_mut().insert(info.clone());
-                collapse_leading_slashes(&mut req);
+                normalize_path(&mut req);
                 let mut router = router.clone();
                 let req = req.map(|b| Body::new(ReadTimeoutBody::new(b, body_timeout)));
                 async move {
@@ -447,14 +447,23 @@ impl Draining {
     }
 }
 
-/// az joins its resource-manager URL (which ends in '/') with paths that start with one, and asks for
-/// `//metadata/endpoints`: collapse repeated leading slashes before routing.
-fn collapse_leading_slashes<B>(req: &mut hyper::Request<B>) {
+/// Two spellings the routers would miss, fixed before routing: az joins its resource-manager URL (which ends in
+/// '/') with paths that start with one and asks for `//metadata/endpoints`, so repeated leading slashes collapse;
+/// and ARM paths are case-insensitive, so `/SUBSCRIPTIONS/…` reaches the management router (which reads every
+/// later fixed segment in any case) instead of the registry's 404.
+fn normalize_path<B>(req: &mut hyper::Request<B>) {
     let path = req.uri().path();
-    if !path.starts_with("//") {
+    let trimmed = path.trim_start_matches('/');
+    let first = trimmed.split('/').next().unwrap_or("");
+    let arm = first.eq_ignore_ascii_case("subscriptions") && first != "subscriptions";
+    if !path.starts_with("//") && !arm {
         return;
     }
-    let fixed = format!("/{}", path.trim_start_matches('/'));
+    let fixed = if arm {
+        format!("/subscriptions{}", &trimmed[first.len()..])
+    } else {
+        format!("/{trimmed}")
+    };
     let pq = match req.uri().query() {
         Some(q) => format!("{fixed}?{q}"),
         None => fixed,
@@ -474,5 +483,32 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_path;
+
+    fn normalized(uri: &str) -> String {
+        let mut req = hyper::Request::builder().uri(uri).body(()).unwrap();
+        normalize_path(&mut req);
+        req.uri().to_string()
+    }
+
+    #[test]
+    fn arm_prefix_in_any_case_and_leading_slashes() {
+        assert_eq!(
+            normalized("//metadata/endpoints?a=1"),
+            "/metadata/endpoints?a=1"
+        );
+        assert_eq!(
+            normalized("/SUBSCRIPTIONS/s1/RESOURCEGROUPS/rg?api-version=x"),
+            "/subscriptions/s1/RESOURCEGROUPS/rg?api-version=x"
+        );
+        assert_eq!(normalized("//Subscriptions"), "/subscriptions");
+        assert_eq!(normalized("/subscriptions/s1"), "/subscriptions/s1");
+        assert_eq!(normalized("/v2/SUBSCRIPTIONS/x"), "/v2/SUBSCRIPTIONS/x");
+        assert_eq!(normalized("/subscriptionsX/y"), "/subscriptionsX/y");
     }
 }

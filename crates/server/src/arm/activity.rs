@@ -56,6 +56,11 @@ impl ActivityScope {
         &self.correlation_id
     }
 
+    /// What the request does, by ARM's naming rule (also what decides whether Moat serves it).
+    pub fn operation(&self) -> &ArmOperation {
+        &self.operation
+    }
+
     pub fn set_caller(&self, app_id: &str) {
         let _ = self.caller.set(app_id.to_string());
     }

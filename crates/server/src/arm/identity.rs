@@ -49,7 +49,10 @@ pub fn cloud_metadata(base: &str, acr_suffix: &str) -> Response {
             "tenant": "common",
             "identityProvider": "AAD",
         },
-        "suffixes": {"acrLoginServer": acr_suffix},
+        // `az acr show-endpoints` on a registry without dedicated data endpoints prints `*.blob.<storage>`, and az
+        // fails when the cloud has no storage suffix. Moat has no storage endpoint (blobs come from the login
+        // server or the data endpoint), so the suffix is a name that never resolves (RFC 2606).
+        "suffixes": {"acrLoginServer": acr_suffix, "storage": "invalid"},
     }))
     .into_response()
 }

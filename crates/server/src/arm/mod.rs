@@ -22,6 +22,7 @@ use axum::Router;
 use error::{ArmError, ArmResult};
 use http_body_util::BodyExt;
 use identity::ArmPrincipal;
+use moat_model::arm_support;
 use serde_json::{json, Value};
 
 pub fn router(state: AppState) -> Router<AppState> {
@@ -172,12 +173,21 @@ async fn handle(
     let ids = crate::listener::cloud_ids(&state.meta)
         .await
         .map_err(ArmError::internal)?;
+    // A feature Moat does not implement is named as such whatever api-version the client's SDK for it sends.
+    let not_served = matches!(
+        arm_support::support(scope.operation()),
+        arm_support::Support::Unsupported(_)
+    );
     let registry_route =
         l.len() >= 5 && l[2] != "resources" && l.contains(&"microsoft.containerregistry");
-    let api_version = api_version::check(
-        query_param(&query, "api-version").as_deref(),
-        registry_route,
-    )?;
+    let api_version = if not_served {
+        query_param(&query, "api-version").unwrap_or_default()
+    } else {
+        api_version::check(
+            query_param(&query, "api-version").as_deref(),
+            registry_route,
+        )?
+    };
 
     // Who asks comes first: nothing about the subscription (its id, what exists in it) is answered before.
     let principal = identity::authenticate(state, &parts.headers, &ids.subscription_id).await?;
@@ -232,18 +242,14 @@ async fn handle(
         correlation_id: scope.correlation_id().to_string(),
         activity: scope.clone(),
     };
+    if not_served {
+        return Err(unsupported(&ctx));
+    }
     let m = parts.method.clone();
     let body = if matches!(m, Method::PUT | Method::PATCH | Method::POST) {
         read_json(body).await?
     } else {
         json!({})
-    };
-    let no_route = || {
-        ArmError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("No route for {m} {path}"),
-        )
     };
     match (&m, &l[2..]) {
         (&Method::GET, []) => Ok(axum::Json(subscription_json(&ids)).into_response()),
@@ -287,8 +293,17 @@ async fn handle(
             )
             .await
         }
-        _ => Err(no_route()),
+        _ => Err(unsupported(&ctx)),
     }
+}
+
+/// The answer to a management request no route serves: `400 FeatureNotSupported` naming the feature (or, on a
+/// resource type Moat serves, the operation), never a bare "no route". One rule for every router below.
+pub fn unsupported(ctx: &ArmCtx) -> ArmError {
+    ArmError::bad_request(
+        arm_support::CODE,
+        arm_support::unsupported_message(ctx.activity.operation()),
+    )
 }
 
 /// The answer to a change: done already, but shaped as ARM's async operation so that every Azure poller

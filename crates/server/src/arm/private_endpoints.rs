@@ -185,11 +185,7 @@ pub async fn registry_dispatch(
             "Microsoft.ContainerRegistry/registries/privateLinkResources",
             rest_original[1],
         )),
-        _ => Err(ArmError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("No route for {} on registry '{}'", ctx.method, r.name),
-        )),
+        _ => Err(super::unsupported(ctx)),
     }
 }
 
@@ -378,11 +374,7 @@ pub async fn endpoint_dispatch(
                 }
             }
         }
-        _ => Err(ArmError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("No route for {} on private endpoints", ctx.method),
-        )),
+        _ => Err(super::unsupported(ctx)),
     }
 }
 

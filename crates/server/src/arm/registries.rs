@@ -8,6 +8,7 @@ use super::ArmCtx;
 use crate::state::AppState;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use moat_model::arm_support;
 use moat_model::{Registry, RegistryName, Sku};
 use serde_json::{json, Value};
 
@@ -195,11 +196,12 @@ pub async fn dispatch(
                 rest_original[1],
             ))
         }
-        _ => Err(ArmError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("No route for {} on registry '{name}'", ctx.method),
-        )),
+        // A collection a supported az command lists (replications, for `az acr show-endpoints`): none.
+        _ if arm_support::support(ctx.activity.operation()) == arm_support::Support::EmptyList => {
+            find(state, rg, &name).await?;
+            Ok(axum::Json(json!({ "value": [] })).into_response())
+        }
+        _ => Err(super::unsupported(ctx)),
     }
 }
 
