@@ -2,6 +2,7 @@
 
 mod acr;
 mod audit;
+mod gc;
 mod keys;
 mod limits_args;
 mod login;
@@ -77,6 +78,12 @@ enum Command {
         /// Upload sessions idle longer than this many seconds are removed with their partial bytes.
         #[arg(long, env = "MOAT_UPLOAD_TTL_SECS", default_value_t = 24 * 3600)]
         upload_ttl_secs: u64,
+        /// Garbage collection: seconds a blob, link or manifest that nothing needs waits before it is removed.
+        #[arg(long, env = "MOAT_GC_GRACE_SECS", default_value_t = 24 * 3600)]
+        gc_grace_secs: u64,
+        /// Seconds between runs of the background garbage collector; 0 turns it off (`moat gc` still works).
+        #[arg(long, env = "MOAT_GC_INTERVAL_SECS", default_value_t = 3600)]
+        gc_interval_secs: u64,
         /// A proxy (address or CIDR) whose X-Forwarded-For/Forwarded headers are believed; repeatable.
         #[arg(long = "trusted-proxy", env = "MOAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
         trusted_proxies: Vec<ipnet::IpNet>,
@@ -111,6 +118,9 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Remove what nothing needs any more: unreferenced blobs and links, manifests whose index or subject was
+    /// deleted, abandoned uploads. Asks the server serving the data directory, else works on it directly.
+    Gc(gc::GcArgs),
     /// Print the audit trail: data-plane events and the activity log, newest first.
     Audit(audit::AuditArgs),
     /// Sign in to a Moat server's management API with a service principal (`az login`'s twin).
@@ -177,6 +187,8 @@ fn config(common: &Common) -> ServeConfig {
         region: common.region.clone(),
         database_url: common.database_url.clone(),
         upload_ttl: Duration::from_secs(24 * 3600),
+        gc_grace: Duration::from_secs(24 * 3600),
+        gc_interval: Duration::from_secs(3600),
         trusted_proxies: vec![],
         extra_listeners: vec![],
         private_endpoints: vec![],
@@ -192,11 +204,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => tokio::task::spawn_blocking(move || login::run(args)).await?,
         Command::Acr(args) => tokio::task::spawn_blocking(move || acr::run(args)).await?,
         Command::Keys { command } => keys::run(command).await,
+        Command::Gc(args) => {
+            let c = config(&args.common);
+            gc::run(args, c).await
+        }
         Command::Serve {
             common,
             tls_cert,
             tls_key,
             upload_ttl_secs,
+            gc_grace_secs,
+            gc_interval_secs,
             trusted_proxies,
             config: file,
             data_link_ttl_secs,
@@ -218,6 +236,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c.tls_cert = tls_cert;
             c.tls_key = tls_key;
             c.upload_ttl = Duration::from_secs(upload_ttl_secs.max(1));
+            c.gc_grace = Duration::from_secs(gc_grace_secs);
+            c.gc_interval = Duration::from_secs(gc_interval_secs);
             moat_server::serve(c).await
         }
         Command::Registry {

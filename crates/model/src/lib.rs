@@ -7,6 +7,7 @@ pub mod arm_support;
 pub mod audit;
 pub mod digest;
 pub mod egress;
+pub mod gc;
 pub mod location;
 pub mod manifest;
 pub mod names;

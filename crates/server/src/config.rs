@@ -20,6 +20,10 @@ pub struct ServeConfig {
     pub database_url: Option<String>,
     /// Upload sessions untouched for this long are removed with their partial bytes.
     pub upload_ttl: Duration,
+    /// Garbage collection: how long a queued item waits before it is reviewed (see `moat_store::gc`).
+    pub gc_grace: Duration,
+    /// How often the background collector runs; zero turns it off (`moat gc` still works).
+    pub gc_interval: Duration,
     /// Peers whose `X-Forwarded-For`/`Forwarded` headers are believed; everyone else's are ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// More public listeners besides `listen` (same port semantics: the login servers keep `listen`'s port).

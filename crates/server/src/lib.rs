@@ -10,6 +10,7 @@ pub mod context;
 pub mod data_endpoint;
 pub mod datadir;
 pub mod endpoints;
+pub mod gc;
 pub mod identities;
 pub mod keys;
 pub mod limits;

@@ -190,6 +190,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     if removed > 0 {
         tracing::info!("removed {removed} abandoned upload(s)");
     }
+    crate::gc::spawn_background(&state);
+    crate::gc::serve_admin_socket(&state).await?;
     let sweeper = state.clone();
     tokio::spawn(async move {
         loop {
@@ -277,6 +279,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         h.abort();
     }
     state.listeners.stop_all();
+    crate::gc::remove_admin_socket(&config.data_dir);
     draining.finish(Duration::from_secs(30)).await;
     state.audit.flush().await;
     Ok(())

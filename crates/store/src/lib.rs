@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod error;
+pub mod gc;
 pub mod meta;
 mod migrate;
 pub mod time_fmt;

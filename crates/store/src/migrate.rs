@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "unenforced_settings",
         include_str!("../migrations/0008_unenforced_settings.sql"),
     ),
+    (9, "gc", include_str!("../migrations/0009_gc.sql")),
     (
         11,
         "audit_operation_names",

@@ -11,6 +11,7 @@ use base64::Engine;
 use bytes::Bytes;
 use moat_model::{Algorithm, Digest, Reference};
 use moat_store::blobs::Unverified;
+use moat_store::gc::BlobPins;
 use moat_store::{BlobStore, ReceivedBlob};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -373,6 +374,7 @@ impl Remote {
             repo,
             progress,
             cancel,
+            pins,
         } = *f;
         let path = format!("/v2/{repo}/blobs/{digest}");
         let mut writer = store.open_upload(id, 0, None)?;
@@ -431,7 +433,7 @@ impl Remote {
             }
             if !cut && writer.size() == size {
                 writer.sync()?;
-                return ReceivedBlob::commit(store, id, writer.finish()?, digest).map_err(
+                return ReceivedBlob::commit(store, id, writer.finish()?, digest, pins).map_err(
                     |e| match e {
                         Unverified::Mismatch { actual } => ImportError::DigestMismatch {
                             expected: digest.clone(),
@@ -454,13 +456,15 @@ impl Remote {
         )))
     }
 
-    /// Downloads every blob in `blobs`, `PARALLEL_BLOBS` at a time; the first failure stops the rest.
+    /// Downloads every blob in `blobs`, `PARALLEL_BLOBS` at a time; the first failure stops the rest. `pins` holds
+    /// every one of them against the collector until the import links them.
     pub fn fetch_blobs(
         &self,
         store: &dyn BlobStore,
         repo: &str,
         blobs: &[(Digest, u64)],
         progress: &Progress,
+        pins: &BlobPins,
     ) -> Result<Vec<ReceivedBlob>, ImportError> {
         let received = Mutex::new(Vec::with_capacity(blobs.len()));
         let queue = Mutex::new(blobs.iter());
@@ -470,6 +474,7 @@ impl Remote {
             repo,
             progress,
             cancel: &cancel,
+            pins,
         };
         let first_error: Mutex<Option<ImportError>> = Mutex::new(None);
         std::thread::scope(|s| {
@@ -507,6 +512,7 @@ struct Fetch<'a> {
     progress: &'a Progress,
     /// Set by the first failure: the other downloads stop.
     cancel: &'a AtomicBool,
+    pins: &'a BlobPins,
 }
 
 #[cfg(test)]

@@ -351,6 +351,8 @@ pub struct Operation {
 
 /// How long a finished operation's result stays available to pollers.
 const KEEP_FINISHED: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How long an import's pins hold the bytes it downloads against the collector (a pin left by a crash lapses).
+const IMPORT_PIN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Running and finished remote imports, by operation id. Kept in memory: a restart forgets them (their target
 /// is untouched unless the import finished).
@@ -579,17 +581,27 @@ impl RemoteJob {
                 missing.push((digest.clone(), *size));
             }
         }
+        // Held against the collector from before their bytes are placed until the import links them (or fails).
+        let digests: Vec<_> = missing.iter().map(|(d, _)| d.clone()).collect();
+        let pins = self.state.meta.pin_blobs(&digests, IMPORT_PIN_TTL).await?;
         let (blobs, repo, progress) = (
             self.state.blobs.clone(),
             self.req.image.repository.to_string(),
             self.progress.clone(),
         );
-        let received = tokio::task::spawn_blocking(move || {
-            remote.fetch_blobs(blobs.as_ref(), &repo, &missing, &progress)
+        let (fetched, pins) = tokio::task::spawn_blocking(move || {
+            let r = remote.fetch_blobs(blobs.as_ref(), &repo, &missing, &progress, &pins);
+            (r, pins)
         })
         .await
-        .map_err(ArmError::internal)?
-        .map_err(|e| self.noted(e))?;
+        .map_err(ArmError::internal)?;
+        let received = match fetched {
+            Ok(r) => r,
+            Err(e) => {
+                self.state.meta.unpin(&pins).await?;
+                return Err(self.noted(e));
+            }
+        };
         let root = artifact.root().map(|d| d.to_string());
         let events = self.events(root.as_deref());
         let write = ImportWrite {
@@ -605,6 +617,8 @@ impl RemoteJob {
             .meta
             .import_remote::<String>(&write, &received)
             .await;
+        // Linked blobs' pins went with their links; these are the rest (a refused write).
+        self.state.meta.unpin(&pins).await?;
         self.state.manifest_cache.invalidate();
         result.map_err(write_error)
     }

@@ -41,6 +41,15 @@ impl UploadLocks {
     fn forget(&self, id: &str) {
         self.0.lock().expect("lock").remove(id);
     }
+
+    /// Whether a request is writing this session right now (the collector leaves it alone).
+    pub fn busy(&self, id: &str) -> bool {
+        self.0
+            .lock()
+            .expect("lock")
+            .get(id)
+            .is_some_and(|m| m.try_lock().is_err())
+    }
 }
 
 fn location(repo: &RepositoryName, id: &str) -> String {
@@ -202,6 +211,10 @@ async fn append(
     Ok(written)
 }
 
+/// How long a pin holds bytes an upload is placing: far more than placing and linking take; a pin left by a
+/// crash lapses then.
+const PIN_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Ends a session as the blob `expected`: checks the digest, makes the bytes durable under their name, then
 /// commits the blob row, its link and the audit event together.
 async fn commit(
@@ -212,13 +225,23 @@ async fn commit(
     expected: &Digest,
     hashed: Hashed,
 ) -> OciResult<Response> {
+    // The bytes are pinned before they are put under their name, so that the collector cannot remove the stored
+    // copy this upload may rely on before the link is written (see moat_store::gc::pins).
+    let pins = state
+        .meta
+        .pin_blobs(std::slice::from_ref(expected), PIN_TTL)
+        .await?;
     // Bytes are hashed with sha256 as they stream; a client that names them by sha512 pays one more read.
     let (blobs, id2, d2) = (state.blobs.clone(), id.to_string(), expected.clone());
-    let received = tokio::task::spawn_blocking(move || {
-        ReceivedBlob::commit(blobs.as_ref(), &id2, hashed, &d2)
+    let (received, pins) = tokio::task::spawn_blocking(move || {
+        let r = ReceivedBlob::commit(blobs.as_ref(), &id2, hashed, &d2, &pins);
+        (r, pins)
     })
     .await
     .map_err(OciError::internal)?;
+    if received.is_err() {
+        state.meta.unpin(&pins).await?;
+    }
     let received = match received {
         Ok(r) => r,
         Err(Unverified::Mismatch { actual }) => {

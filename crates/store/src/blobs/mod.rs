@@ -32,6 +32,10 @@ pub trait BlobStore: Send + Sync + 'static {
     fn remove_upload(&self, id: &str) -> io::Result<()>;
     /// Ids of every upload object present, for sweeping those no session owns.
     fn list_uploads(&self) -> io::Result<Vec<String>>;
+    /// An upload object's size and last modification (how the collector tells an abandoned one).
+    fn upload_info(&self, id: &str) -> io::Result<(u64, std::time::SystemTime)>;
+    /// Every stored blob and its size: the collector's sweep for files no row knows.
+    fn list_blobs(&self) -> io::Result<Vec<(Digest, u64)>>;
     /// A reader over `[start, start+len)` of a blob.
     fn open_blob(&self, digest: &Digest, start: u64, len: u64) -> io::Result<Box<dyn Read + Send>>;
     fn blob_exists(&self, digest: &Digest) -> bool;
@@ -147,6 +151,38 @@ impl BlobStore for LocalBlobStore {
         let mut out = Vec::new();
         for entry in fs::read_dir(self.root.join("uploads"))? {
             out.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(out)
+    }
+
+    fn upload_info(&self, id: &str) -> io::Result<(u64, std::time::SystemTime)> {
+        let meta = fs::metadata(self.upload_path(id))?;
+        Ok((meta.len(), meta.modified()?))
+    }
+
+    fn list_blobs(&self) -> io::Result<Vec<(Digest, u64)>> {
+        let mut out = Vec::new();
+        for algorithm in fs::read_dir(self.root.join("blobs"))? {
+            let algorithm = algorithm?;
+            let Some(name) = algorithm.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            for shard in fs::read_dir(algorithm.path())? {
+                let shard = shard?;
+                if !shard.file_type()?.is_dir() {
+                    continue;
+                }
+                for file in fs::read_dir(shard.path())? {
+                    let file = file?;
+                    let hex = file.file_name().to_string_lossy().into_owned();
+                    // Anything that is not a blob's name (a stray file) is not the collector's to touch.
+                    if let Ok(d) = format!("{name}:{hex}").parse::<Digest>() {
+                        if self.blob_path(&d) == file.path() {
+                            out.push((d, file.metadata()?.len()));
+                        }
+                    }
+                }
+            }
         }
         Ok(out)
     }

@@ -7,6 +7,7 @@
 //! for bytes it has.
 
 use super::BlobStore;
+use crate::gc::BlobPins;
 use bytes::Bytes;
 use moat_model::{Algorithm, Digest};
 use sha2::Sha256;
@@ -70,18 +71,28 @@ pub struct ReceivedBlob {
     size: u64,
     /// The bytes of a small blob kept in the metadata store instead of a file (they become durable with its row).
     inline: Option<Bytes>,
+    /// The pin that held the bytes against the collector while they were placed (see `gc/pins.rs`); the link
+    /// writer removes it.
+    pin: Option<String>,
 }
 
 impl ReceivedBlob {
     /// Makes upload `id`, whose bytes `hashed` covers, the blob `expected`: compared with the sha256 computed
     /// while the bytes streamed in (or, for another algorithm, with the store's hash of the object), then made
-    /// durable under its name. On a mismatch nothing is committed and the caller discards the upload.
+    /// durable under its name. On a mismatch nothing is committed and the caller discards the upload. `pins` must
+    /// hold `expected`: the collector keeps off pinned bytes until the link is written (see `gc/pins.rs`).
     pub fn commit(
         store: &dyn BlobStore,
         id: &str,
         hashed: Hashed,
         expected: &Digest,
+        pins: &BlobPins,
     ) -> Result<ReceivedBlob, Unverified> {
+        if !pins.holds(expected) {
+            return Err(Unverified::Io(io::Error::other(format!(
+                "{expected} is not pinned: its bytes could be collected before they are linked"
+            ))));
+        }
         let actual = match expected.algorithm() {
             Algorithm::Sha256 => hashed.digest,
             other => store.digest_upload(id, other)?,
@@ -94,6 +105,7 @@ impl ReceivedBlob {
             digest: actual,
             size: hashed.size,
             inline: None,
+            pin: Some(pins.holder().to_string()),
         })
     }
 
@@ -107,6 +119,7 @@ impl ReceivedBlob {
             digest: actual,
             size: bytes.len() as u64,
             inline: Some(bytes),
+            pin: None,
         })
     }
 
@@ -121,6 +134,10 @@ impl ReceivedBlob {
     /// The bytes to store in the metadata store, for a small blob.
     pub fn inline(&self) -> Option<&Bytes> {
         self.inline.as_ref()
+    }
+
+    pub(crate) fn pin(&self) -> Option<&str> {
+        self.pin.as_deref()
     }
 }
 
@@ -145,13 +162,18 @@ mod tests {
             store.create_upload(id, false).unwrap();
             let mut w = store.open_upload(id, 0, None).unwrap();
             w.write(Bytes::copy_from_slice(body)).unwrap();
-            let result = ReceivedBlob::commit(&store, id, w.finish().unwrap(), &named);
-            if body == b"layer" {
+            let pins = BlobPins::unrecorded(&[Digest::sha256_of(b"layer")]);
+            let result = ReceivedBlob::commit(&store, id, w.finish().unwrap(), &named, &pins);
+            if body == b"layer" && pins.holds(&named) {
                 let blob = result.unwrap();
                 assert_eq!((blob.digest(), blob.size()), (&named, 5));
                 assert!(store.blob_exists(&named));
-            } else {
+            } else if pins.holds(&named) {
                 assert!(matches!(result, Err(Unverified::Mismatch { .. })));
+            } else {
+                // Right bytes under a digest nobody pinned: refused before anything is placed.
+                assert!(matches!(result, Err(Unverified::Io(_))));
+                assert!(!store.blob_exists(&named));
             }
         }
         let d = Digest::sha256_of(b"small");

@@ -128,8 +128,24 @@ pub(crate) async fn insert_manifest(
     .bind(m.body.len() as i64)
     .bind(&m.body)
     .bind(now)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    // What the manifest requires, for the collector: a link or child manifest it names is not garbage.
+    let references = (m.required_blobs.iter().map(|d| ("blob", d)))
+        .chain(m.required_manifests.iter().map(|d| ("manifest", d)));
+    for (kind, child) in references {
+        sqlx::query(
+            "INSERT INTO manifest_references(registry_id, repository, manifest, kind, child) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(registry_id)
+        .bind(repo.as_str())
+        .bind(m.digest.as_str())
+        .bind(kind)
+        .bind(child.as_str())
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 

@@ -110,6 +110,14 @@ pub(crate) async fn link(
                 .execute(&mut *conn)
                 .await?;
         }
+        // The bytes are linked in this transaction: the pin that held them against the collector has done its job.
+        if let Some(holder) = blob.pin() {
+            sqlx::query("DELETE FROM blob_pins WHERE holder = ? AND digest = ?")
+                .bind(holder)
+                .bind(blob.digest().as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     ensure_repository(&mut *conn, proof.registry_id, repo).await?;
     sqlx::query("INSERT OR IGNORE INTO blob_links(registry_id, repository, digest, created_at) VALUES (?, ?, ?, ?)")

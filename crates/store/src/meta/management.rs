@@ -416,10 +416,15 @@ impl MetadataStore {
         Ok(true)
     }
 
-    /// Total bytes of distinct blobs linked in a registry (listUsages' `Size`).
+    /// The storage a registry uses (listUsages' `Size`): the distinct blobs linked in any of its repositories, each
+    /// counted once however many repositories share it, plus its distinct manifests. Bytes no link holds any
+    /// more (waiting for the collector) are not counted; a blob shared with another registry counts in both.
     pub async fn registry_size(&self, registry_id: &str) -> Result<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT COALESCE(SUM(size), 0) FROM blobs WHERE digest IN (SELECT DISTINCT digest FROM blob_links WHERE registry_id = ?)",
+            "SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE digest IN
+                        (SELECT digest FROM blob_links WHERE registry_id = ?1))
+                  + (SELECT COALESCE(SUM(size), 0) FROM
+                        (SELECT digest, MAX(size) AS size FROM manifests WHERE registry_id = ?1 GROUP BY digest))",
         )
         .bind(registry_id)
         .fetch_one(&self.reader)

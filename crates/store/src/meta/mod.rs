@@ -3,7 +3,7 @@
 //! instead of in `SQLITE_BUSY` retries keeps every check-and-write inside one transaction without deadlocks.
 
 mod activity;
-mod audit;
+pub(crate) mod audit;
 mod content;
 mod group_commit;
 mod import;
@@ -130,6 +130,14 @@ impl MetadataStore {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.reader
     }
 
     /// How many distinct blobs the store holds (tests check that a mount copies nothing).

@@ -1,0 +1,33 @@
+//! Leases of background jobs: among processes that share one metadata store, one holds a job at a time; a holder
+//! that dies lets its lease lapse.
+
+use super::pins::NOW;
+use crate::error::Result;
+use crate::meta::MetadataStore;
+use std::time::Duration;
+
+impl MetadataStore {
+    /// Takes (or renews) the lease `name` for `holder` for `ttl`; false while another holder's lease runs.
+    pub async fn take_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let done = sqlx::query(&format!(
+            "INSERT INTO job_leases(name, holder, expires_at) VALUES (?, ?, {NOW} + ?)
+             ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE job_leases.holder = excluded.holder OR job_leases.expires_at <= {NOW}"
+        ))
+        .bind(name)
+        .bind(holder)
+        .bind(ttl.as_secs_f64())
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM job_leases WHERE name = ? AND holder = ?")
+            .bind(name)
+            .bind(holder)
+            .execute(self.writer())
+            .await?;
+        Ok(())
+    }
+}

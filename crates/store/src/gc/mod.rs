@@ -1,0 +1,317 @@
+//! Online garbage collection: review queues in the metadata store, the way GitLab's registry database keeps them.
+//!
+//! Triggers (migration 0009) queue whatever may have become garbage when the thing that needed it goes away (a new
+//! link is queued too: a blob nobody references one grace period after its push is garbage). A run takes the rows
+//! that have waited the grace period, and for each one re-checks the rules of `moat_model::gc` and removes what
+//! they allow in one write transaction: a push that links the blob or a manifest that references it in the
+//! meantime is either committed before that transaction (and the check sees it) or after it (and finds the link
+//! gone, so the manifest is refused with `MANIFEST_BLOB_UNKNOWN`, never stored pointing at nothing). Bytes being
+//! placed by an upload are pinned (`pins.rs`). The queue is the job's durable state: a run that stops anywhere
+//! leaves the rest queued for the next one, and two processes reviewing the same row both re-check it in their
+//! transaction, so nothing is removed twice.
+//!
+//! A run also removes abandoned uploads (sessions idle longer than the upload TTL, and upload objects no session
+//! owns that old) and, when asked, sweeps the blob directory for files no row knows (left by a crash between
+//! placing bytes and linking them).
+
+mod lease;
+pub mod pins;
+mod review;
+mod sweep;
+
+pub use pins::BlobPins;
+
+use crate::blobs::BlobStore;
+use crate::error::Result;
+use crate::meta::MetadataStore;
+use moat_model::gc::Kind;
+use review::Outcome;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a run behaves.
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    /// How long a queued item waits before it is reviewed.
+    pub grace: Duration,
+    /// Report what would be removed; remove nothing.
+    pub dry_run: bool,
+    /// Upload sessions idle this long (and upload objects no session owns, this old) are abandoned.
+    pub upload_ttl: Duration,
+    /// At most this share of the time is spent in the collector's write transactions (it sleeps the rest), so
+    /// pushes keep the writer; `None` runs flat out.
+    pub share: Option<f64>,
+    /// Also walk the blob directory for files no row knows.
+    pub sweep_files: bool,
+}
+
+/// Where a removed blob's bytes were.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StoredIn {
+    File,
+    Database,
+    /// A row whose bytes were missing already.
+    Nowhere,
+}
+
+/// One thing a run removed (or, in a dry run, would remove).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Removed {
+    Manifest {
+        registry: String,
+        repository: String,
+        digest: String,
+        size: i64,
+    },
+    Link {
+        registry: String,
+        repository: String,
+        digest: String,
+    },
+    Blob {
+        digest: String,
+        size: i64,
+        stored: StoredIn,
+    },
+    Upload {
+        id: String,
+        registry: String,
+        repository: String,
+        size: i64,
+    },
+    OrphanFile {
+        digest: String,
+        size: i64,
+    },
+    OrphanUpload {
+        id: String,
+        size: i64,
+    },
+}
+
+impl Removed {
+    /// The storage it frees: blob bytes (files and database rows), upload objects and orphan files. Links and
+    /// manifests are rows of the metadata store and count nothing here.
+    pub fn reclaimed(&self) -> i64 {
+        match self {
+            Removed::Blob { size, stored, .. } if *stored != StoredIn::Nowhere => *size,
+            Removed::Upload { size, .. }
+            | Removed::OrphanFile { size, .. }
+            | Removed::OrphanUpload { size, .. } => *size,
+            _ => 0,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Removed::Manifest { .. } => "manifest",
+            Removed::Link { .. } => "link",
+            Removed::Blob { .. } => "blob",
+            Removed::Upload { .. } => "upload",
+            Removed::OrphanFile { .. } => "orphanFile",
+            Removed::OrphanUpload { .. } => "orphanUpload",
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcSummary {
+    pub dry_run: bool,
+    /// Removed items by kind.
+    pub removed: std::collections::BTreeMap<String, u64>,
+    pub reclaimed_bytes: i64,
+    /// Queued items found still needed (their review ended).
+    pub kept: u64,
+    /// Pinned bytes left for a later run.
+    pub postponed: u64,
+    pub passes: u32,
+    pub duration_ms: u64,
+}
+
+impl GcSummary {
+    fn add(&mut self, r: &Removed) {
+        *self.removed.entry(r.kind().to_string()).or_default() += 1;
+        self.reclaimed_bytes += r.reclaimed();
+    }
+}
+
+/// Items reviewed per write transaction: short enough that a push waits little for the writer.
+const BATCH: usize = 64;
+/// A run ends after this many passes even if removals keep making more items due (with a zero grace, a removed
+/// index makes its children due at once, and their removal their blobs).
+const MAX_PASSES: u32 = 8;
+
+/// The collector over one metadata store and its blob store.
+#[derive(Clone)]
+pub struct Collector {
+    meta: MetadataStore,
+    blobs: Arc<dyn BlobStore>,
+}
+
+impl Collector {
+    pub fn new(meta: MetadataStore, blobs: Arc<dyn BlobStore>) -> Collector {
+        Collector { meta, blobs }
+    }
+
+    /// Runs once. `upload_busy` says whether an upload session is being written right now (the server's locks);
+    /// `report` sees each removal after it is committed (in a dry run, each one that would be made).
+    pub async fn run(
+        &self,
+        opts: &GcOptions,
+        upload_busy: &(dyn Fn(&str) -> bool + Sync),
+        report: &mut (dyn FnMut(&Removed) + Send),
+    ) -> Result<GcSummary> {
+        let started = Instant::now();
+        let mut summary = GcSummary {
+            dry_run: opts.dry_run,
+            ..GcSummary::default()
+        };
+        let mut emit = |r: Removed, s: &mut GcSummary| {
+            s.add(&r);
+            report(&r);
+        };
+        let grace = opts.grace.as_secs_f64();
+        if opts.dry_run {
+            summary.passes = 1;
+            for r in self.simulate(grace).await? {
+                emit(r, &mut summary);
+            }
+        } else {
+            self.meta.drop_expired_pins().await?;
+            while summary.passes < MAX_PASSES {
+                summary.passes += 1;
+                let keys = {
+                    let mut conn = self.meta.reader().acquire().await?;
+                    review::due_keys(&mut conn, grace).await?
+                };
+                let mut progress = false;
+                for chunk in keys.chunks(BATCH) {
+                    let t0 = Instant::now();
+                    let mut tx = self.meta.writer().begin_with("BEGIN IMMEDIATE").await?;
+                    let mut removed = Vec::new();
+                    for key in chunk {
+                        match review::apply(&mut tx, self.blobs.as_ref(), key, grace).await? {
+                            Outcome::Removed(r) => removed.extend(r),
+                            Outcome::Needed => summary.kept += 1,
+                            Outcome::Postponed => summary.postponed += 1,
+                            Outcome::NotDue => {}
+                        }
+                    }
+                    tx.commit().await?;
+                    progress |= !removed.is_empty();
+                    for r in removed {
+                        emit(r, &mut summary);
+                    }
+                    pace(opts.share, t0.elapsed()).await;
+                }
+                if !progress {
+                    break;
+                }
+            }
+        }
+        for r in sweep::uploads(&self.meta, self.blobs.as_ref(), opts, upload_busy).await? {
+            emit(r, &mut summary);
+        }
+        if opts.sweep_files {
+            for r in sweep::orphan_files(&self.meta, self.blobs.as_ref(), opts).await? {
+                emit(r, &mut summary);
+            }
+        }
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(summary)
+    }
+
+    /// A dry run: the first pass of a real run, judged on a read snapshot with the same rules. Removals that only
+    /// become due because of others (an index's children once the index is gone) show on a later run.
+    async fn simulate(&self, grace: f64) -> Result<Vec<Removed>> {
+        let mut tx = self.meta.reader().begin().await?;
+        let keys = review::due_keys(&mut tx, grace).await?;
+        let mut out = Vec::new();
+        // Links that would go, by digest: their bytes go too when no other link remains.
+        let mut unlinked: HashMap<String, u64> = HashMap::new();
+        let mut bytes_reviewed = Vec::new();
+        for key in &keys {
+            match key.kind {
+                Kind::Link => {
+                    if review::link_facts(&mut tx, key).await? == Some(false) {
+                        let (registry, _) =
+                            review::registry_name(&mut tx, &key.registry_id).await?;
+                        out.push(Removed::Link {
+                            registry,
+                            repository: key.repository.clone(),
+                            digest: key.digest.clone(),
+                        });
+                        *unlinked.entry(key.digest.clone()).or_default() += 1;
+                    }
+                }
+                Kind::Blob => bytes_reviewed.push(key.digest.clone()),
+                Kind::Manifest => {
+                    if let Some((facts, size)) = review::manifest_facts(&mut tx, key).await? {
+                        if moat_model::gc::manifest_is_garbage(facts) {
+                            let (registry, _) =
+                                review::registry_name(&mut tx, &key.registry_id).await?;
+                            out.push(Removed::Manifest {
+                                registry,
+                                repository: key.repository.clone(),
+                                digest: key.digest.clone(),
+                                size,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let mut candidates: Vec<String> = unlinked.keys().cloned().collect();
+        candidates.extend(
+            bytes_reviewed
+                .into_iter()
+                .filter(|d| !unlinked.contains_key(d)),
+        );
+        for digest in candidates {
+            let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blob_links WHERE digest = ?")
+                .bind(&digest)
+                .fetch_one(&mut *tx)
+                .await?;
+            let going = unlinked.get(&digest).copied().unwrap_or(0) as i64;
+            let (_, pinned) = review::bytes_facts(&mut tx, &digest).await?;
+            if links > going || pinned {
+                continue;
+            }
+            let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
+                .bind(&digest)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let inline: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM blob_data WHERE digest = ?")
+                    .bind(&digest)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let file = digest.parse().is_ok_and(|d| self.blobs.blob_exists(&d));
+            let stored = match (file, inline.is_some(), size.is_some()) {
+                (true, _, _) => StoredIn::File,
+                (false, true, _) => StoredIn::Database,
+                (false, false, true) => StoredIn::Nowhere,
+                (false, false, false) => continue,
+            };
+            out.push(Removed::Blob {
+                digest,
+                size: size.unwrap_or(0),
+                stored,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// Sleeps so that the collector's transactions take at most `share` of the time.
+async fn pace(share: Option<f64>, worked: Duration) {
+    if let Some(share) = share.filter(|s| *s > 0.0 && *s < 1.0) {
+        tokio::time::sleep(worked.mul_f64((1.0 - share) / share)).await;
+    }
+}

@@ -1,0 +1,402 @@
+//! Garbage collection's queue rules on a real SQLite file and blob directory: what is queued when, what a run
+//! removes and keeps, grace periods, pins, and (as a property over random interleavings of pushes, manifest
+//! writes, deletions and runs) that no stored manifest ever references bytes that are gone.
+
+use bytes::Bytes;
+use moat_model::audit::AuditEvent;
+use moat_model::{Digest, RegistrySettings, RepositoryName, Sku};
+use moat_store::gc::{Collector, GcOptions, GcSummary, Removed};
+use moat_store::meta::{FinishedBlob, ManifestRecord};
+use moat_store::{BlobStore, LocalBlobStore, MetadataStore, ReceivedBlob};
+use proptest::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn event() -> AuditEvent {
+    AuditEvent {
+        time_generated: moat_store::time_fmt::now(),
+        category: "ContainerRegistryRepositoryEvents".into(),
+        operation_name: "Push".into(),
+        registry: "default".into(),
+        login_server: "x".into(),
+        result_type: "Success".into(),
+        result_description: "201".into(),
+        ..Default::default()
+    }
+}
+
+fn repo(s: &str) -> RepositoryName {
+    s.parse().unwrap()
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    meta: MetadataStore,
+    blobs: Arc<LocalBlobStore>,
+    check: sqlx::SqlitePool,
+    registry: String,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let meta = MetadataStore::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let blobs = Arc::new(LocalBlobStore::open(dir.path().join("storage")).unwrap());
+    let registry = meta
+        .create_registry(
+            "reg",
+            "reg.test",
+            "rg",
+            &RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap()),
+            true,
+            None,
+        )
+        .await
+        .unwrap()
+        .id;
+    let check = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
+        .await
+        .unwrap();
+    Env {
+        _dir: dir,
+        meta,
+        blobs,
+        check,
+        registry,
+    }
+}
+
+impl Env {
+    async fn run(&self, grace_secs: u64) -> (Vec<Removed>, GcSummary) {
+        let opts = GcOptions {
+            grace: Duration::from_secs(grace_secs),
+            dry_run: false,
+            upload_ttl: Duration::from_secs(3600),
+            share: None,
+            sweep_files: true,
+        };
+        let mut removed = Vec::new();
+        let summary = Collector::new(self.meta.clone(), self.blobs.clone())
+            .run(&opts, &|_| false, &mut |r| removed.push(r.clone()))
+            .await
+            .unwrap();
+        (removed, summary)
+    }
+
+    /// A small blob, pushed whole (kept in the database).
+    async fn push_inline(&self, r: &str, data: &'static [u8]) -> Digest {
+        let d = Digest::sha256_of(data);
+        self.meta
+            .commit_blob(
+                FinishedBlob {
+                    registry_id: &self.registry,
+                    repo: &repo(r),
+                    blob: ReceivedBlob::from_bytes(Bytes::from_static(data), &d).unwrap(),
+                    upload_id: "",
+                },
+                &event(),
+            )
+            .await
+            .unwrap();
+        d
+    }
+
+    /// Bytes written through an upload object and placed under their name with a pin; linked only by `link`.
+    async fn place_file(&self, data: &[u8]) -> ReceivedBlob {
+        let d = Digest::sha256_of(data);
+        let id = uuid::Uuid::new_v4().to_string();
+        self.blobs.create_upload(&id, false).unwrap();
+        let mut w = self.blobs.open_upload(&id, 0, None).unwrap();
+        w.write(Bytes::copy_from_slice(data)).unwrap();
+        let pins = self
+            .meta
+            .pin_blobs(std::slice::from_ref(&d), Duration::from_secs(60))
+            .await
+            .unwrap();
+        ReceivedBlob::commit(self.blobs.as_ref(), &id, w.finish().unwrap(), &d, &pins).unwrap()
+    }
+
+    async fn link(&self, r: &str, blob: ReceivedBlob) {
+        self.meta
+            .commit_blob(
+                FinishedBlob {
+                    registry_id: &self.registry,
+                    repo: &repo(r),
+                    blob,
+                    upload_id: "",
+                },
+                &event(),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn put_manifest(&self, r: &str, blobs: &[Digest], tag: &str) -> Result<Digest, String> {
+        let body = format!("{{\"blobs\":{:?},\"tag\":\"{tag}\"}}", blobs).into_bytes();
+        let digest = Digest::sha256_of(&body);
+        let m = ManifestRecord {
+            digest: digest.clone(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            body,
+            required_blobs: blobs.to_vec(),
+            required_manifests: vec![],
+        };
+        self.meta
+            .put_manifest(
+                &self.registry,
+                &repo(r),
+                &m,
+                Some(&tag.parse().unwrap()),
+                &event(),
+            )
+            .await
+            .map(|_| digest)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn delete_manifest(&self, r: &str, d: &Digest) {
+        self.meta
+            .delete_manifest(&self.registry, &repo(r), d, &event())
+            .await
+            .unwrap();
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.check)
+            .await
+            .unwrap()
+    }
+
+    /// Every stored manifest's blobs are linked in its repository and their bytes are stored.
+    async fn no_manifest_lacks_its_bytes(&self) {
+        let broken = self
+            .count(
+                "SELECT COUNT(*) FROM manifest_references r
+                 WHERE r.kind = 'blob' AND (
+                   NOT EXISTS (SELECT 1 FROM blob_links l WHERE l.registry_id = r.registry_id
+                               AND l.repository = r.repository AND l.digest = r.child)
+                   OR NOT EXISTS (SELECT 1 FROM blob_data d WHERE d.digest = r.child))",
+            )
+            .await;
+        assert_eq!(broken, 0, "a manifest references bytes that are gone");
+    }
+}
+
+fn kinds(removed: &[Removed]) -> Vec<(&'static str, String)> {
+    let mut v: Vec<_> = removed
+        .iter()
+        .map(|r| {
+            let d = match r {
+                Removed::Link { digest, .. }
+                | Removed::Blob { digest, .. }
+                | Removed::Manifest { digest, .. }
+                | Removed::OrphanFile { digest, .. } => digest.clone(),
+                Removed::Upload { id, .. } | Removed::OrphanUpload { id, .. } => id.clone(),
+            };
+            (r.kind(), d)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn what_a_run_removes_and_keeps() {
+    let e = env().await;
+    let layer = e.place_file(&[7u8; 100_000]).await;
+    let layer_d = layer.digest().clone();
+    e.link("app", layer).await;
+    let config = e.push_inline("app", b"config").await;
+    let orphan = e.push_inline("app", b"pushed, never referenced").await;
+    let m = e
+        .put_manifest("app", &[config.clone(), layer_d.clone()], "v1")
+        .await
+        .unwrap();
+    // The same bytes in a second repository, referenced there: they outlive app's deletion.
+    let shared = e.push_inline("other", b"config").await;
+    e.put_manifest("other", &[shared], "v1").await.unwrap();
+
+    // Nothing is due within the grace period.
+    let (removed, s) = e.run(3600).await;
+    assert!(removed.is_empty(), "{removed:?}");
+    assert_eq!(s.reclaimed_bytes, 0);
+    // With none, the blob nobody references goes, link and bytes.
+    let (removed, s) = e.run(0).await;
+    assert_eq!(
+        kinds(&removed),
+        vec![("blob", orphan.to_string()), ("link", orphan.to_string())]
+    );
+    assert_eq!(s.reclaimed_bytes, 24);
+    assert!(e.blobs.blob_exists(&layer_d));
+
+    e.delete_manifest("app", &m).await;
+    let (removed, s) = e.run(0).await;
+    let mut want = vec![
+        ("blob", layer_d.to_string()),
+        ("link", config.to_string()),
+        ("link", layer_d.to_string()),
+    ];
+    want.sort();
+    assert_eq!(
+        kinds(&removed),
+        want,
+        "the config's bytes stay: 'other' links them"
+    );
+    assert_eq!(s.reclaimed_bytes, 100_000);
+    assert!(!e.blobs.blob_exists(&layer_d), "the layer's file is gone");
+    assert_eq!(e.count("SELECT COUNT(*) FROM blob_data").await, 1);
+    // Every review ended: nothing left queued but what is still needed.
+    assert_eq!(e.run(0).await.0, vec![]);
+    assert_eq!(e.count("SELECT COUNT(*) FROM gc_review").await, 0);
+}
+
+#[tokio::test]
+async fn a_link_collected_first_refuses_the_manifest_that_comes_later() {
+    let e = env().await;
+    let d = e.push_inline("app", b"layer").await;
+    let (removed, _) = e.run(0).await;
+    assert_eq!(removed.len(), 2);
+    // The push that uploaded it and now sends its manifest is refused, not stored pointing at nothing.
+    let err = e.put_manifest("app", &[d], "v1").await.unwrap_err();
+    assert!(err.contains("does not hold"), "{err}");
+    e.no_manifest_lacks_its_bytes().await;
+}
+
+#[tokio::test]
+async fn pinned_bytes_stay_until_the_upload_links_them() {
+    let e = env().await;
+    let data = [3u8; 80_000];
+    let first = e.place_file(&data).await;
+    let d = first.digest().clone();
+    e.link("app", first).await;
+    e.meta
+        .unlink_blob(&e.registry, &repo("app"), &d, &event())
+        .await
+        .unwrap();
+    // A second upload of the same bytes pins them, finds them stored and drops its own copy; then a run comes.
+    let second = e.place_file(&data).await;
+    let (removed, s) = e.run(0).await;
+    assert!(removed.is_empty(), "pinned bytes were removed: {removed:?}");
+    assert_eq!(s.postponed, 1);
+    assert!(e.blobs.blob_exists(&d));
+    // The link takes over from the pin.
+    e.link("app", second).await;
+    assert_eq!(e.count("SELECT COUNT(*) FROM blob_pins").await, 0);
+    assert_eq!(
+        e.meta
+            .linked_blob_size(&e.registry, &repo("app"), &d)
+            .await
+            .unwrap(),
+        Some(80_000)
+    );
+    assert!(e.blobs.blob_exists(&d));
+}
+
+#[tokio::test]
+async fn a_file_no_row_knows_is_swept_unless_pinned() {
+    let e = env().await;
+    // Placed and never linked: the remains of a crash between the two steps, once its pin has lapsed.
+    let lost = e.place_file(&[9u8; 70_000]).await;
+    let lost_d = lost.digest().clone();
+    drop(lost);
+    let (removed, _) = e.run(0).await;
+    assert!(removed.is_empty(), "a pinned file was swept: {removed:?}");
+    sqlx::query("UPDATE blob_pins SET expires_at = 0")
+        .execute(
+            &sqlx::SqlitePool::connect(&format!(
+                "sqlite://{}",
+                e._dir.path().join("m.db").display()
+            ))
+            .await
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (removed, s) = e.run(0).await;
+    assert_eq!(kinds(&removed), vec![("orphanFile", lost_d.to_string())]);
+    assert_eq!(s.reclaimed_bytes, 70_000);
+    assert!(!e.blobs.blob_exists(&lost_d));
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Push { repo: usize, blob: usize },
+    Manifest { repo: usize, blobs: Vec<usize> },
+    DeleteManifest { repo: usize, nth: usize },
+    Collect,
+}
+
+const BLOBS: [&[u8]; 4] = [b"b0", b"b1", b"b2", b"b3"];
+const REPOS: [&str; 2] = ["r0", "r1"];
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..2usize, 0..4usize).prop_map(|(repo, blob)| Op::Push { repo, blob }),
+        2 => (0..2usize, proptest::collection::vec(0..4usize, 1..3))
+            .prop_map(|(repo, blobs)| Op::Manifest { repo, blobs }),
+        1 => (0..2usize, 0..4usize).prop_map(|(repo, nth)| Op::DeleteManifest { repo, nth }),
+        2 => Just(Op::Collect),
+    ]
+}
+
+async fn interleaving(ops: Vec<Op>) {
+    let e = env().await;
+    let mut manifests: Vec<Vec<Digest>> = vec![vec![], vec![]];
+    for (i, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::Push { repo, blob } => {
+                e.push_inline(REPOS[repo], BLOBS[blob]).await;
+            }
+            Op::Manifest { repo, blobs } => {
+                let ds: Vec<Digest> = blobs.iter().map(|b| Digest::sha256_of(BLOBS[*b])).collect();
+                // Refused when a blob is not linked (never pushed, or collected since): never stored broken.
+                if let Ok(d) = e.put_manifest(REPOS[repo], &ds, &format!("t{i}")).await {
+                    manifests[repo].push(d);
+                }
+            }
+            Op::DeleteManifest { repo, nth } => {
+                if !manifests[repo].is_empty() {
+                    let n = nth % manifests[repo].len();
+                    let d = manifests[repo].remove(n);
+                    e.delete_manifest(REPOS[repo], &d).await;
+                }
+            }
+            Op::Collect => {
+                e.run(0).await;
+            }
+        }
+        e.no_manifest_lacks_its_bytes().await;
+    }
+    // With nothing pushing, one run leaves nothing unneeded: every link is referenced, all bytes are linked.
+    e.run(0).await;
+    e.no_manifest_lacks_its_bytes().await;
+    let unreferenced = e
+        .count(
+            "SELECT COUNT(*) FROM blob_links l WHERE NOT EXISTS (SELECT 1 FROM manifest_references r
+             WHERE r.registry_id = l.registry_id AND r.repository = l.repository AND r.child = l.digest)",
+        )
+        .await;
+    assert_eq!(unreferenced, 0, "an unneeded link survived a run");
+    let unlinked = e
+        .count("SELECT COUNT(*) FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM blob_links l WHERE l.digest = b.digest)")
+        .await;
+    assert_eq!(unlinked, 0, "unlinked bytes survived a run");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    #[test]
+    fn no_manifest_ever_references_collected_bytes(ops in proptest::collection::vec(op(), 1..30)) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(interleaving(ops));
+    }
+}
