@@ -190,6 +190,7 @@ fn config(common: &Common) -> ServeConfig {
         gc_grace: Duration::from_secs(24 * 3600),
         gc_interval: Duration::from_secs(3600),
         trusted_proxies: vec![],
+        trusted_proxy_header: Default::default(),
         extra_listeners: vec![],
         private_endpoints: vec![],
         data_link_ttl: Duration::from_secs(20 * 60),
@@ -229,6 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(path) = file {
                 let file = moat_server::config::ConfigFile::load(&path)?;
                 c.trusted_proxies.extend(file.trusted_proxies);
+                c.trusted_proxy_header = file.trusted_proxy_header;
                 c.extra_listeners = file.listeners;
                 c.private_endpoints = file.private_endpoints;
                 c.outbound = file.outbound.rules();

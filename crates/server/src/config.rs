@@ -26,6 +26,8 @@ pub struct ServeConfig {
     pub gc_interval: Duration,
     /// Peers whose `X-Forwarded-For`/`Forwarded` headers are believed; everyone else's are ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which of the two headers the trusted proxies write (see [`crate::edge::forwarded`]).
+    pub trusted_proxy_header: crate::edge::forwarded::ProxyHeader,
     /// More public listeners besides `listen` (same port semantics: the login servers keep `listen`'s port).
     pub extra_listeners: Vec<SocketAddr>,
     /// Private endpoints declared by the operator; created (approved) at start if they do not exist yet.
@@ -69,6 +71,7 @@ fn default_resource_group() -> String {
 ///
 /// ```toml
 /// trusted_proxies = ["192.0.2.10/32"]
+/// trusted_proxy_header = "x-forwarded-for"   # or "forwarded"; default "auto"
 /// listeners = ["198.18.0.1:5000"]
 ///
 /// [[private_endpoint]]
@@ -84,6 +87,8 @@ fn default_resource_group() -> String {
 pub struct ConfigFile {
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    #[serde(default)]
+    pub trusted_proxy_header: crate::edge::forwarded::ProxyHeader,
     #[serde(default)]
     pub listeners: Vec<SocketAddr>,
     #[serde(default, rename = "private_endpoint")]
@@ -184,6 +189,17 @@ mod tests {
         assert_eq!(c.listeners, vec!["198.18.0.1:5000".parse().unwrap()]);
         assert_eq!(c.private_endpoints[0].resource_group, "moat");
         assert!(toml::from_str::<ConfigFile>("listener = []").is_err());
+        use crate::edge::forwarded::ProxyHeader;
+        assert_eq!(c.trusted_proxy_header, ProxyHeader::Auto);
+        for (v, want) in [
+            ("auto", ProxyHeader::Auto),
+            ("forwarded", ProxyHeader::Forwarded),
+            ("x-forwarded-for", ProxyHeader::XForwardedFor),
+        ] {
+            let f: ConfigFile = toml::from_str(&format!("trusted_proxy_header = \"{v}\"")).unwrap();
+            assert_eq!(f.trusted_proxy_header, want);
+        }
+        assert!(toml::from_str::<ConfigFile>("trusted_proxy_header = \"x-real-ip\"").is_err());
         let o: ConfigFile =
             toml::from_str("[outbound]\nallow = [\"10.0.0.0/8\"]\ndeny = [\"10.1.2.3\"]\n")
                 .unwrap();

@@ -13,7 +13,6 @@ use moat_model::{
     decide, decide_network, Access, Action, Decision, DenyReason, Egress, NetworkDecision, Origin,
     Permit, PrivateEndpointOrigin, Registry, RepositoryName,
 };
-use std::net::IpAddr;
 use std::time::Instant;
 
 #[derive(Clone, Debug)]
@@ -41,55 +40,6 @@ pub struct RequestCtx {
     pub operation: Operation,
 }
 
-/// The client's address: the socket peer, unless that peer is a trusted proxy, in which case the nearest
-/// address its forwarding headers name that is not itself a trusted proxy. Untrusted peers' headers are ignored.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let mut hops: Vec<IpAddr> = Vec::new();
-    for v in headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-    {
-        hops.extend(v.split(',').filter_map(|h| h.trim().parse::<IpAddr>().ok()));
-    }
-    if hops.is_empty() {
-        for v in headers
-            .get_all("forwarded")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-        {
-            for element in v.split(',') {
-                for pair in element.split(';') {
-                    if let Some(addr) = pair
-                        .trim()
-                        .strip_prefix("for=")
-                        .or_else(|| pair.trim().strip_prefix("For="))
-                    {
-                        let addr = addr.trim_matches('"').trim_start_matches('[');
-                        let addr = addr.split(']').next().unwrap_or(addr);
-                        if let Ok(ip) = addr.parse::<IpAddr>() {
-                            hops.push(ip);
-                        } else if let Some((ip, _port)) = addr.rsplit_once(':') {
-                            if let Ok(ip) = ip.parse::<IpAddr>() {
-                                hops.push(ip);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    // The rightmost hop that is not one of our proxies is the first address no trusted party vouches for.
-    hops.into_iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .unwrap_or(peer)
-}
-
 /// The caller's `x-ms-correlation-request-id`, else a new one: it ties the audit events of one request together.
 pub fn correlation_id(headers: &HeaderMap) -> String {
     headers
@@ -99,6 +49,8 @@ pub fn correlation_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
+/// The authority the request names: the edge ([`crate::edge`]) leaves exactly one `Host`, the target's authority
+/// when it has one.
 pub fn host_of(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
     headers
         .get(header::HOST)
@@ -213,10 +165,6 @@ impl RequestCtx {
             )
         })?;
         let conn = parts.extensions.get::<ConnInfo>().cloned();
-        let peer = conn
-            .as_ref()
-            .map(|c| c.peer.ip())
-            .unwrap_or([127, 0, 0, 1].into());
         let (listener, private_endpoint) = match conn.map(|c| c.kind) {
             Some(ListenerKind::PrivateEndpoint(id)) => {
                 match state.registries.endpoint(&id).await? {
@@ -242,7 +190,7 @@ impl RequestCtx {
             _ => ("public".to_string(), None),
         };
         let origin = Origin {
-            client_ip: client_ip(peer, &parts.headers, &state.config.trusted_proxies),
+            client_ip: crate::edge::ClientAddr::of(&parts.extensions),
             listener,
             private_endpoint,
             trusted_service: false,
@@ -421,42 +369,5 @@ impl RequestCtx {
         e.result_type = ResultType::Denied.as_str().into();
         e.result_description = format!("{status}: {why}");
         state.audit.record(e);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::client_ip;
-    use axum::http::HeaderMap;
-
-    #[test]
-    fn forwarded_headers_are_believed_only_from_trusted_proxies() {
-        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.7".parse().unwrap());
-        assert_eq!(
-            client_ip("10.0.0.1".parse().unwrap(), &h, &trusted).to_string(),
-            "203.0.113.9"
-        );
-        assert_eq!(
-            client_ip("198.51.100.1".parse().unwrap(), &h, &trusted).to_string(),
-            "198.51.100.1",
-            "untrusted peer"
-        );
-        let mut f = HeaderMap::new();
-        f.insert(
-            "forwarded",
-            "for=\"[2001:db8::1]:4711\";proto=https, for=192.0.2.60"
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(
-            client_ip("10.0.0.1".parse().unwrap(), &f, &trusted).to_string(),
-            "192.0.2.60"
-        );
-        assert_eq!(
-            client_ip("10.0.0.1".parse().unwrap(), &HeaderMap::new(), &trusted).to_string(),
-            "10.0.0.1"
-        );
     }
 }

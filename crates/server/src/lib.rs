@@ -9,6 +9,7 @@ pub mod connection;
 pub mod context;
 pub mod data_endpoint;
 pub mod datadir;
+pub mod edge;
 pub mod endpoints;
 pub mod gc;
 pub mod identities;

@@ -140,6 +140,10 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::arm::router(state.clone()))
         .route("/", axum::routing::get(crate::data_endpoint::download))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::edge::admit,
+        ))
         .with_state(state)
 }
 

@@ -32,17 +32,11 @@ pub struct ActivityScope {
 pub const CORRELATION_HEADER: &str = "x-ms-correlation-request-id";
 
 impl ActivityScope {
-    pub fn of(state: &AppState, req: &Request) -> ActivityScope {
+    pub fn of(req: &Request) -> ActivityScope {
         let headers = req.headers();
-        let peer = req
-            .extensions()
-            .get::<crate::endpoints::ConnInfo>()
-            .map(|c| c.peer.ip())
-            .unwrap_or([127, 0, 0, 1].into());
         ActivityScope {
             operation: arm_operation(req.method().as_str(), req.uri().path()),
-            caller_ip: crate::context::client_ip(peer, headers, &state.config.trusted_proxies)
-                .to_string(),
+            caller_ip: crate::edge::ClientAddr::of(req.extensions()).to_string(),
             correlation_id: crate::context::correlation_id(headers),
             user_agent: headers
                 .get(axum::http::header::USER_AGENT)

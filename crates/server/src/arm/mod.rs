@@ -89,15 +89,7 @@ async fn aad_token(
                 .into_response()
         }
     };
-    let client = crate::context::client_ip(
-        parts
-            .extensions
-            .get::<crate::endpoints::ConnInfo>()
-            .map(|c| c.peer.ip())
-            .unwrap_or([127, 0, 0, 1].into()),
-        &parts.headers,
-        &state.config.trusted_proxies,
-    );
+    let client = crate::edge::ClientAddr::of(&parts.extensions);
     identity::token(
         &state,
         &tenant,
@@ -124,7 +116,7 @@ pub struct ArmCtx {
 }
 
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
-    let scope = std::sync::Arc::new(activity::ActivityScope::of(&state, &req));
+    let scope = std::sync::Arc::new(activity::ActivityScope::of(&req));
     let result = handle(&state, req, &scope).await;
     activity::finish(&state, &scope, result).await
 }
@@ -230,15 +222,7 @@ async fn handle(
         api_version,
         base_url: identity::base_url(&parts.headers, &parts.uri, scheme(state)),
         method: parts.method.clone(),
-        caller_ip: crate::context::client_ip(
-            parts
-                .extensions
-                .get::<crate::endpoints::ConnInfo>()
-                .map(|c| c.peer.ip())
-                .unwrap_or([127, 0, 0, 1].into()),
-            &parts.headers,
-            &state.config.trusted_proxies,
-        ),
+        caller_ip: crate::edge::ClientAddr::of(&parts.extensions),
         correlation_id: scope.correlation_id().to_string(),
         activity: scope.clone(),
     };

@@ -18,6 +18,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
+/// HTTP/2's `SETTINGS_MAX_HEADER_LIST_SIZE` (counted with 32 bytes per field): room for the edge's target and
+/// header bounds with their per-field overhead.
+const H2_MAX_HEADER_LIST: u32 =
+    (crate::edge::MAX_HEADER_BYTES * 2 + crate::edge::MAX_TARGET_BYTES * 2) as u32;
+
 pub struct Connections {
     pub limits: Limits,
     caps: Arc<ConnCaps>,
@@ -44,12 +49,15 @@ impl Connections {
     }
 
     /// The header read timeout (HTTP/1; it also bounds the wait for the next request on a kept-alive
-    /// connection). HTTP/2 connections are bounded by the idle timeout at the socket.
+    /// connection). HTTP/2 connections are bounded by the idle timeout at the socket. HTTP/2's header list
+    /// limit (hyper's default is 16 KiB) is set above the edge's own bounds, so that an oversized request is
+    /// answered by [`crate::edge`] with an error body rather than by the h2 layer with a bare 431.
     pub fn configure(&self, builder: &mut auto::Builder<TokioExecutor>) {
         builder
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_read_timeout);
+        builder.http2().max_header_list_size(H2_MAX_HEADER_LIST);
     }
 
     /// The TLS handshake, within the handshake timeout; with the local CA, the SNI name is checked against the
