@@ -137,7 +137,7 @@ mod tests {
         links
             .replace(vec![links.current(), Key::new("0002", b"link2")])
             .unwrap();
-        assert_eq!(signer.verify(&c, &sig, 1), Ok(()));
+        assert_eq!(signer.verify(&c, &sig, 1, 60), Ok(()));
         assert_ne!(signer.sign(&c), sig);
     }
 }

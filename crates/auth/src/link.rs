@@ -29,6 +29,8 @@ pub enum LinkError {
     Expired,
     #[error("the download link's signature does not match: it was altered, or is used from another address or endpoint than the one it was issued to")]
     BadSignature,
+    #[error("the download link expires later than any link this server issues: request the blob from the login server again")]
+    NotYetValid,
 }
 
 /// Links carry no key id (the URL stays short); a link verifies under any key the ring holds, and a ring holds
@@ -74,8 +76,16 @@ impl LinkSigner {
             .encode(Self::mac(&key.secret, c).finalize().into_bytes())
     }
 
-    /// Checks a link's signature (in constant time) and expiry against the claims rebuilt from the request.
-    pub fn verify(&self, c: &LinkClaims, signature: &str, now: i64) -> Result<(), LinkError> {
+    /// Checks a link's signature (in constant time) and expiry against the claims rebuilt from the request. A
+    /// link is issued `ttl` seconds before it expires, so one that expires later than `now + ttl` (plus the
+    /// tokens' clock skew) is not valid yet: that is a link's `nbf`.
+    pub fn verify(
+        &self,
+        c: &LinkClaims,
+        signature: &str,
+        now: i64,
+        ttl: i64,
+    ) -> Result<(), LinkError> {
         let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(signature)
             .map_err(|_| LinkError::BadSignature)?;
@@ -90,6 +100,9 @@ impl LinkSigner {
         }
         if now > c.expires {
             return Err(LinkError::Expired);
+        }
+        if c.expires - ttl > now + crate::token::NBF_SKEW_SECS as i64 {
+            return Err(LinkError::NotYetValid);
         }
         Ok(())
     }
@@ -114,30 +127,46 @@ mod tests {
     fn a_link_verifies_only_for_its_claims_and_before_expiry() {
         let s = LinkSigner::new(b"secret");
         let sig = s.sign(&claims("203.0.113.7", 100));
-        assert_eq!(s.verify(&claims("203.0.113.7", 100), &sig, 50), Ok(()));
         assert_eq!(
-            s.verify(&claims("203.0.113.8", 100), &sig, 50),
+            s.verify(&claims("203.0.113.7", 100), &sig, 50, 1000),
+            Ok(())
+        );
+        assert_eq!(
+            s.verify(&claims("203.0.113.8", 100), &sig, 50, 1000),
             Err(LinkError::BadSignature)
         );
         assert_eq!(
-            s.verify(&claims("203.0.113.7", 101), &sig, 50),
+            s.verify(&claims("203.0.113.7", 101), &sig, 50, 1000),
             Err(LinkError::BadSignature)
         );
         assert_eq!(
-            s.verify(&claims("203.0.113.7", 100), &sig, 101),
+            s.verify(&claims("203.0.113.7", 100), &sig, 101, 1000),
             Err(LinkError::Expired)
         );
         assert_eq!(
-            s.verify(&claims("203.0.113.7", 100), "not base64!", 50),
+            s.verify(&claims("203.0.113.7", 100), "not base64!", 50, 1000),
             Err(LinkError::BadSignature)
         );
         let other = LinkSigner::new(b"other secret");
         assert_eq!(
-            other.verify(&claims("203.0.113.7", 100), &sig, 50),
+            other.verify(&claims("203.0.113.7", 100), &sig, 50, 1000),
             Err(LinkError::BadSignature)
+        );
+        // Issued with a TTL longer than the server's: not valid yet.
+        let far = s.sign(&claims("203.0.113.7", 5000));
+        assert_eq!(
+            s.verify(&claims("203.0.113.7", 5000), &far, 50, 1000),
+            Err(LinkError::NotYetValid)
+        );
+        assert_eq!(
+            s.verify(&claims("203.0.113.7", 5000), &far, 4000, 1000),
+            Ok(())
         );
         let mut moved = claims("203.0.113.7", 100);
         moved.endpoint = "privateEndpoint/pe1";
-        assert_eq!(s.verify(&moved, &sig, 50), Err(LinkError::BadSignature));
+        assert_eq!(
+            s.verify(&moved, &sig, 50, 1000),
+            Err(LinkError::BadSignature)
+        );
     }
 }

@@ -58,6 +58,21 @@ pub const AAD_ISSUER: &str = "moat-aad";
 pub enum TokenError {
     #[error("token is invalid or expired: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("token is not valid yet (nbf is {0} s ahead of this server's clock)")]
+    NotYetValid(u64),
+}
+
+/// How far ahead of this server's clock a token's `nbf` may lie: the clocks of the nodes that issue and verify
+/// tokens may differ a little, but a token made to become valid later was not made by this server.
+pub const NBF_SKEW_SECS: u64 = 60;
+
+/// RFC 7519 §4.1.5 with [`NBF_SKEW_SECS`] of skew (jsonwebtoken does not check `nbf` unless asked, and then
+/// with the expiry's leeway).
+fn check_not_before(nbf: u64, now: u64) -> Result<(), TokenError> {
+    if nbf > now + NBF_SKEW_SECS {
+        return Err(TokenError::NotYetValid(nbf - now));
+    }
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -185,6 +200,7 @@ impl TokenIssuer {
         v.set_issuer(&[ISSUER]);
         v.leeway = 5;
         let claims: Claims = decode_with(&self.registry, token, &v)?;
+        check_not_before(claims.nbf, now())?;
         if claims.rid != registry_id {
             return Err(TokenError::Invalid(
                 jsonwebtoken::errors::ErrorKind::InvalidAudience.into(),
@@ -223,6 +239,7 @@ impl TokenIssuer {
         v.set_issuer(&[AAD_ISSUER]);
         v.leeway = 5;
         let claims: AadClaims = decode_with(&self.entra, token, &v)?;
+        check_not_before(claims.nbf, now())?;
         let norm = |s: &str| s.trim_end_matches('/').to_ascii_lowercase();
         if !audiences.iter().any(|a| norm(a) == norm(&claims.aud)) {
             return Err(TokenError::Invalid(
@@ -303,5 +320,64 @@ mod tests {
         assert!(separate.verify(&aad, "reg.example", "rid1").is_err());
         tampered.insert(tampered.len() - 3, 'x');
         assert!(issuer.verify(&tampered, "reg.example", "rid1").is_err());
+    }
+
+    #[test]
+    fn a_token_whose_nbf_lies_ahead_is_refused() {
+        let issuer = TokenIssuer::new(b"secret-secret-secret-secret-1234");
+        let now = now();
+        let registry = |nbf: u64| Claims {
+            jti: "j".into(),
+            sub: "admin".into(),
+            iss: ISSUER.into(),
+            aud: "reg.example".into(),
+            iat: now,
+            nbf,
+            exp: now + 3600,
+            version: "1.0".into(),
+            rid: "rid1".into(),
+            grant_type: "access_token".into(),
+            access: vec![],
+        };
+        let entra = |nbf: u64| AadClaims {
+            iss: AAD_ISSUER.into(),
+            aud: "https://management.azure.com".into(),
+            tid: "t".into(),
+            appid: "app".into(),
+            oid: "app".into(),
+            sub: "app".into(),
+            iat: now,
+            nbf,
+            exp: now + 3600,
+        };
+        let aud = ["https://management.azure.com"];
+        for ahead in [NBF_SKEW_SECS + 5, 3600, 86_400 * 365] {
+            let t = sign_with(&issuer.registry, &registry(now + ahead));
+            let err = issuer.verify_access(&t, "reg.example", "rid1").unwrap_err();
+            assert!(matches!(err, TokenError::NotYetValid(_)), "{ahead}: {err}");
+            let t = sign_with(&issuer.entra, &entra(now + ahead));
+            let err = issuer.verify_aad(&t, &aud).unwrap_err();
+            assert!(matches!(err, TokenError::NotYetValid(_)), "{ahead}: {err}");
+        }
+        // Within the skew, and in the past, a token is valid.
+        for nbf in [now + NBF_SKEW_SECS - 5, now, now - 3600] {
+            let t = sign_with(&issuer.registry, &registry(nbf));
+            assert!(issuer.verify_access(&t, "reg.example", "rid1").is_ok());
+            let t = sign_with(&issuer.entra, &entra(nbf));
+            assert!(issuer.verify_aad(&t, &aud).is_ok());
+        }
+        // A token without nbf does not decode.
+        let t = encode(
+            &{
+                let mut h = Header::new(Algorithm::HS256);
+                h.kid = Some(issuer.registry.current().kid.clone());
+                h
+            },
+            &serde_json::json!({"sub": "admin", "iss": ISSUER, "aud": "reg.example", "exp": now + 60,
+                "iat": now, "jti": "j", "version": "1.0", "rid": "rid1", "grant_type": "access_token"}),
+            &EncodingKey::from_secret(&issuer.registry.current().secret),
+        )
+        .unwrap();
+        assert!(issuer.verify_access(&t, "reg.example", "rid1").is_err());
     }
 }

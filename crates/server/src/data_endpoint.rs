@@ -112,6 +112,7 @@ async fn serve_link(state: &AppState, parts: &axum::http::request::Parts) -> Oci
             &claims(&ctx, repository.as_str(), digest.as_str(), expires, &ip),
             &signature,
             now(),
+            state.config.data_link_ttl.as_secs() as i64,
         )
         .map_err(|e| refuse(&e.to_string()))?;
     ctx.gate(
