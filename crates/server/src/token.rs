@@ -13,7 +13,6 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use http_body_util::BodyExt;
 use moat_model::access::{AccessGrant, ResourceScope, ScopeRequest};
 use moat_model::audit::Operation;
 use moat_model::{Access, Action};
@@ -64,6 +63,9 @@ fn fields(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A token request's form is a few fields: anything longer is refused with 413.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
 /// The query's and (for a POST) the form body's fields; `methods` are those the endpoint answers.
 async fn form(
     parts: &axum::http::request::Parts,
@@ -79,14 +81,20 @@ async fn form(
     }
     let mut params = fields(parts.uri.query().unwrap_or(""));
     if parts.method == Method::POST {
-        let bytes = http_body_util::Limited::new(body, 64 * 1024)
-            .collect()
+        let declared = parts
+            .headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let bytes = crate::oci::read_bounded(body, declared, MAX_FORM_BYTES)
             .await
-            .map_err(|e| {
-                OciError::new(Code::Unsupported, format!("unreadable form: {e}"))
-                    .with_status(axum::http::StatusCode::BAD_REQUEST)
-            })?
-            .to_bytes();
+            .map_err(|e| match e {
+                crate::oci::BoundedReadError::TooLarge(_) => {
+                    OciError::new(Code::SizeInvalid, format!("the form {e}"))
+                        .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
+                }
+                e => OciError::new(Code::Unsupported, format!("unreadable form: {e}"))
+                    .with_status(axum::http::StatusCode::BAD_REQUEST),
+            })?;
         params.extend(fields(&String::from_utf8_lossy(&bytes)));
     }
     Ok(params)

@@ -16,22 +16,31 @@ pub fn parse_digest(s: &str) -> OciResult<Digest> {
         .map_err(|e: moat_model::DigestError| OciError::new(Code::DigestInvalid, e.to_string()))
 }
 
-/// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n` against a blob of `size` bytes into `[start, end]`.
-fn parse_range(v: &str, size: u64) -> Option<(u64, u64)> {
-    let spec = v.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') || size == 0 {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            (size.saturating_sub(n), size - 1)
-        }
-        (a, "") => (a.parse().ok()?, size - 1),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(size - 1)),
+/// What a `Range` header asks of a blob of `size` bytes. RFC 9110 §14.2: a server may ignore `Range`, and must
+/// ignore one it does not understand, so only a single well-formed byte range is served as such; any other
+/// value (another unit, a malformed or multi-range set) gets the whole blob. A single range that selects nothing
+/// is unsatisfiable (416).
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAsk {
+    Whole,
+    /// `[start, end]`, inclusive.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+fn range_ask(value: Option<&str>, size: u64) -> RangeAsk {
+    use http_range_header::RangeUnsatisfiableError as E;
+    let Some(ranges) = value.and_then(|v| http_range_header::parse_range_header(v).ok()) else {
+        return RangeAsk::Whole;
     };
-    (start <= end && start < size).then_some((start, end))
+    if ranges.len() != 1 {
+        return RangeAsk::Whole;
+    }
+    match ranges.validate(size).as_deref() {
+        Ok([r]) => RangeAsk::Part(*r.start(), *r.end()),
+        Err(E::Unsatisfiable) => RangeAsk::Unsatisfiable,
+        _ => RangeAsk::Whole,
+    }
 }
 
 /// Bytes read from a blob file per message to the response body.
@@ -114,18 +123,19 @@ pub async fn serve(
 ) -> OciResult<Response> {
     let digest = digest.clone();
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let (status, start, end) = match range {
-        Some(r) => match parse_range(r, size) {
-            Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e),
-            None => {
-                return Err(OciError::new(
-                    Code::RangeInvalid,
-                    format!("range '{r}' is not satisfiable for {size} bytes"),
-                )
-                .with_header(header::CONTENT_RANGE, format!("bytes */{size}")))
-            }
-        },
-        None => (StatusCode::OK, 0, size.saturating_sub(1)),
+    let (status, start, end) = match range_ask(range, size) {
+        RangeAsk::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s, e),
+        RangeAsk::Whole => (StatusCode::OK, 0, size.saturating_sub(1)),
+        RangeAsk::Unsatisfiable => {
+            return Err(OciError::new(
+                Code::RangeInvalid,
+                format!(
+                    "range '{}' is not satisfiable for {size} bytes",
+                    range.unwrap_or_default()
+                ),
+            )
+            .with_header(header::CONTENT_RANGE, format!("bytes */{size}")))
+        }
     };
     let len = if size == 0 { 0 } else { end - start + 1 };
     let body = if with_body && len > 0 {
@@ -152,13 +162,13 @@ pub async fn serve(
     if status == StatusCode::PARTIAL_CONTENT {
         resp = resp.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
     }
-    if with_body {
-        let mut e = ctx.event(Some(repo), status.as_u16());
-        e.digest = Some(digest.to_string());
-        e.size = Some(len as i64);
-        e.media_type = Some("application/octet-stream".into());
-        state.audit.record(e);
-    }
+    // A HEAD passed the same gate as a GET and tells the caller the blob is there and its size: it is recorded
+    // the same way, so an investigation sees every probe, not only the downloads.
+    let mut e = ctx.event(Some(repo), status.as_u16());
+    e.digest = Some(digest.to_string());
+    e.size = Some(len as i64);
+    e.media_type = Some("application/octet-stream".into());
+    state.audit.record(e);
     resp.body(body).map_err(OciError::internal)
 }
 
@@ -184,17 +194,41 @@ pub async fn delete(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{range_ask, RangeAsk};
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-1", 100), None);
-        assert_eq!(parse_range("bytes=0-1,3-4", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
+        use RangeAsk::*;
+        let table: &[(&str, u64, RangeAsk)] = &[
+            ("bytes=0-9", 100, Part(0, 9)),
+            ("bytes=90-", 100, Part(90, 99)),
+            ("bytes=-10", 100, Part(90, 99)),
+            ("bytes=-1000", 100, Part(0, 99)),
+            ("bytes=50-500", 100, Part(50, 99)),
+            ("Bytes=0-0", 100, Part(0, 0)),
+            ("bytes=0-3", 10, Part(0, 3)),
+            ("bytes=-4", 10, Part(6, 9)),
+            // Unsatisfiable: a single range that selects nothing.
+            ("bytes=100-", 100, Unsatisfiable),
+            ("bytes=100-", 10, Unsatisfiable),
+            ("bytes=100-200", 10, Unsatisfiable),
+            ("bytes=-0", 10, Unsatisfiable),
+            ("bytes=0-", 0, Unsatisfiable),
+            // Ignored: what the server does not support or cannot parse gets the whole blob.
+            ("bytes=0-1,3-4", 100, Whole),
+            ("bytes=0-1, 3-4", 10, Whole),
+            ("items=0-3", 100, Whole),
+            ("bytes=abc", 100, Whole),
+            ("bytes=5-1", 100, Whole),
+            ("bytes=", 100, Whole),
+            ("bytes=--1", 100, Whole),
+            ("bytes = 0-1", 100, Whole),
+            ("0-1", 100, Whole),
+            ("", 100, Whole),
+        ];
+        for (v, size, want) in table {
+            assert_eq!(&range_ask(Some(v), *size), want, "{v} on {size} bytes");
+        }
+        assert_eq!(range_ask(None, 100), Whole);
     }
 }

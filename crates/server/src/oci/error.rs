@@ -23,6 +23,8 @@ pub enum Code {
     Unsupported,
     TooManyRequests,
     RangeInvalid,
+    /// A failure of the server's own (storage, database): Distribution's `UNKNOWN`, a 500.
+    Unknown,
 }
 
 /// `405 UNSUPPORTED` for a method the endpoint does not answer.
@@ -52,6 +54,7 @@ impl Code {
             Code::Denied => "DENIED",
             Code::Unsupported => "UNSUPPORTED",
             Code::TooManyRequests => "TOOMANYREQUESTS",
+            Code::Unknown => "UNKNOWN",
         }
     }
 
@@ -67,6 +70,7 @@ impl Code {
             Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Code::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -115,11 +119,11 @@ impl OciError {
         self.status.unwrap_or(self.code.status())
     }
 
+    /// A failure of the server's own: `500 UNKNOWN`, not a code that blames the request. (A 503 would tell
+    /// clients the service is overloaded and to come back, which a broken disk will not fix.)
     pub fn internal(what: impl std::fmt::Display) -> OciError {
         tracing::error!("internal error: {what}");
-        OciError::new(Code::Unsupported, format!("internal error: {what}"))
-            .with_status(StatusCode::SERVICE_UNAVAILABLE)
-            .with_header(header::RETRY_AFTER, "1")
+        OciError::new(Code::Unknown, format!("internal error: {what}"))
     }
 
     pub fn blob_unknown() -> OciError {
@@ -190,3 +194,25 @@ impl IntoResponse for OciError {
 }
 
 pub type OciResult<T> = Result<T, OciError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn internal_errors_are_500_unknown() {
+        let resp =
+            OciError::from(StoreError::Io(std::io::Error::other("a broken row"))).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(resp.headers().get(header::RETRY_AFTER).is_none());
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errors"][0]["code"], "UNKNOWN");
+        assert!(v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a broken row"));
+    }
+}

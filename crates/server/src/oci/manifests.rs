@@ -7,7 +7,6 @@ use crate::state::AppState;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
-use http_body_util::BodyExt;
 use moat_model::manifest::MAX_MANIFEST_BYTES;
 use moat_model::{Action, Digest, Egress, ParsedManifest, Reference, RepositoryName};
 use moat_store::meta::ManifestRecord;
@@ -78,16 +77,15 @@ pub async fn get(
             ),
         ));
     }
-    if with_body {
-        let mut e = ctx.event(Some(repo), 200);
-        e.digest = Some(m.digest.clone());
-        e.media_type = Some(m.media_type.clone());
-        e.size = Some(m.body.len() as i64);
-        if let Reference::Tag(t) = &reference {
-            e.tag = Some(t.to_string());
-        }
-        state.audit.record(e);
+    // A HEAD is recorded like a GET: it passed the same gate and resolves the tag to its digest.
+    let mut e = ctx.event(Some(repo), 200);
+    e.digest = Some(m.digest.clone());
+    e.media_type = Some(m.media_type.clone());
+    e.size = Some(m.body.len() as i64);
+    if let Reference::Tag(t) = &reference {
+        e.tag = Some(t.to_string());
     }
+    state.audit.record(e);
     let len = m.body.len();
     Response::builder()
         .status(StatusCode::OK)
@@ -124,36 +122,19 @@ pub async fn put(
             return Err(e);
         }
     };
-    let too_large = || {
-        OciError::new(
-            Code::SizeInvalid,
-            format!("manifest is over the {MAX_MANIFEST_BYTES} byte limit"),
-        )
-        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-    };
-    if headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .is_some_and(|n| n > MAX_MANIFEST_BYTES)
-    {
-        return Err(too_large());
-    }
-    let bytes = http_body_util::Limited::new(body, MAX_MANIFEST_BYTES)
-        .collect()
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let bytes = super::read_bounded(body, declared, MAX_MANIFEST_BYTES)
         .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                too_large()
-            } else {
-                OciError::new(
-                    Code::ManifestInvalid,
-                    format!("request body ended early: {e}"),
-                )
-            }
-        })?
-        .to_bytes();
+        .map_err(|e| match e {
+            super::BoundedReadError::TooLarge(_) => OciError::new(
+                Code::SizeInvalid,
+                format!("manifest is over the {MAX_MANIFEST_BYTES} byte limit"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+            e => OciError::new(Code::ManifestInvalid, e.to_string()),
+        })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -293,21 +293,61 @@ pub fn pagination(query: &str) -> OciResult<(Option<i64>, Option<String>)> {
     ))
 }
 
+/// How much of a refused body [`drain`] reads, and for how long.
+const DRAIN_BYTES: usize = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Reads and discards a refused request's body (bounded), so that a client still sending it gets the error
-/// response instead of a reset connection: HTTP/1.1 clients send the whole body before they read an answer.
+/// response instead of a reset connection: HTTP/1.1 clients send the whole body before they read an answer, and
+/// some HTTP/2 clients (curl before 8) drop a response that a reset of their upload follows.
 pub async fn drain(body: Body) {
-    const LIMIT: usize = 64 << 20;
-    let mut stream = body.into_data_stream();
+    drain_stream(body.into_data_stream()).await
+}
+
+async fn drain_stream(mut stream: axum::body::BodyDataStream) {
     let mut seen = 0;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
         while let Some(Ok(chunk)) = stream.next().await {
             seen += chunk.len();
-            if seen > LIMIT {
+            if seen > DRAIN_BYTES {
                 break;
             }
         }
     })
     .await;
+}
+
+/// Why [`read_bounded`] returned no body.
+#[derive(Debug, thiserror::Error)]
+pub enum BoundedReadError {
+    #[error("the body is over the {0} byte limit")]
+    TooLarge(usize),
+    #[error("the request body ended early: {0}")]
+    Broken(axum::Error),
+}
+
+/// Reads a body of at most `limit` bytes (refused at once when its `Content-Length` says more). An oversized body
+/// is drained before the caller answers 413, as every refused body is.
+pub async fn read_bounded(
+    body: Body,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<bytes::Bytes, BoundedReadError> {
+    let mut stream = body.into_data_stream();
+    if declared.is_some_and(|n| n > limit as u64) {
+        drain_stream(stream).await;
+        return Err(BoundedReadError::TooLarge(limit));
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(BoundedReadError::Broken)?;
+        if buf.len() + chunk.len() > limit {
+            drain_stream(stream).await;
+            return Err(BoundedReadError::TooLarge(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 pub fn empty(status: StatusCode) -> Response {
