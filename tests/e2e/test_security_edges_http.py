@@ -132,13 +132,17 @@ def test_a_client_behind_a_trusted_proxy_cannot_choose_its_address(moat_factory)
                                                "ipRules": [{"action": "Allow", "value": ALLOWED}]}})
     assert r.status_code == 200, r.text
 
-    # The proxy's own entry names the allowed client: believed, whichever header carries it, in every spelling.
-    for h in ({"Forwarded": f"for={ALLOWED}"}, {"Forwarded": f'for="{ALLOWED}:4711";proto=https'},
-              {"Forwarded": f"for=198.51.100.7, for={ALLOWED}"}, {"X-Forwarded-For": ALLOWED},
-              {"X-Forwarded-For": f"198.51.100.7, {ALLOWED}"}, {"X-Forwarded-For": f"{ALLOWED}:4711"},
-              {"X-Forwarded-For": f"{ALLOWED}, {PROXY}"}, {"Forwarded": f"for={ALLOWED}", "X-Forwarded-For": ALLOWED}):
-        assert pull_from(PROXY, moat, digest, headers=h).status_code == 200, h
-
+    # The attack: the proxy writes Forwarded with the real client; the client adds X-Forwarded-For naming the allowed
+    # address (or the other way round). Refused, never read as the allowed address.
+    conflicts = ({"Forwarded": "for=198.51.100.7", "X-Forwarded-For": ALLOWED},
+                 {"Forwarded": 'for="[2001:db8::7]:4711"', "X-Forwarded-For": ALLOWED},
+                 {"Forwarded": "for=unknown", "X-Forwarded-For": ALLOWED})
+    for h in conflicts:
+        r = token_from(PROXY, moat, headers=h)
+        assert_oci_error(r, "UNSUPPORTED", 400)
+        assert "Forwarded" in r.json()["errors"][0]["message"] and "X-Forwarded-For" in r.text, r.text
+        r = session_from(PROXY, moat).get(f"{moat.base_url}/v2/net/app/blobs/{digest}", headers=h, timeout=30)
+        assert_oci_error(r, "UNSUPPORTED", 400)
     # The proxy appended the real client (198.51.100.7); the client wrote the allowed address in front of it, or
     # in the header the proxy does not write. Never taken as the client's.
     for h in ({"Forwarded": f"for={ALLOWED}, for=198.51.100.7"},
@@ -149,15 +153,6 @@ def test_a_client_behind_a_trusted_proxy_cannot_choose_its_address(moat_factory)
             assert_oci_error(r, "UNSUPPORTED", 400)
         else:
             assert_denied(r, "198.51.100.7")
-    conflicts = ({"Forwarded": "for=198.51.100.7", "X-Forwarded-For": ALLOWED},
-                 {"Forwarded": 'for="[2001:db8::7]:4711"', "X-Forwarded-For": ALLOWED},
-                 {"Forwarded": "for=unknown", "X-Forwarded-For": ALLOWED})
-    for h in conflicts:
-        r = token_from(PROXY, moat, headers=h)
-        assert_oci_error(r, "UNSUPPORTED", 400)
-        assert "Forwarded" in r.json()["errors"][0]["message"] and "X-Forwarded-For" in r.text, r.text
-        r = session_from(PROXY, moat).get(f"{moat.base_url}/v2/net/app/blobs/{digest}", headers=h, timeout=30)
-        assert_oci_error(r, "UNSUPPORTED", 400)
     # A proxy that does not disclose the client: nobody can say who it is.
     for h in ({"Forwarded": "for=unknown"}, {"Forwarded": "for=_hidden"}, {"X-Forwarded-For": "unknown"},
               {"Forwarded": f'for="{ALLOWED}, for=198.51.100.7'}):
@@ -166,6 +161,12 @@ def test_a_client_behind_a_trusted_proxy_cannot_choose_its_address(moat_factory)
     r = session_from(PROXY, moat).post(f"{moat.base_url}/{arm.sp['tenant']}/oauth2/v2.0/token",
                                        data={"grant_type": "client_credentials"}, headers=conflicts[0], timeout=30)
     assert_arm_error(r, 400, "ClientAddressUnknown")
+    # The proxy's own entry names the allowed client: believed, whichever header carries it, in every spelling.
+    for h in ({"Forwarded": f"for={ALLOWED}"}, {"Forwarded": f'for="{ALLOWED}:4711";proto=https'},
+              {"Forwarded": f"for=198.51.100.7, for={ALLOWED}"}, {"X-Forwarded-For": ALLOWED},
+              {"X-Forwarded-For": f"198.51.100.7, {ALLOWED}"}, {"X-Forwarded-For": f"{ALLOWED}:4711"},
+              {"X-Forwarded-For": f"{ALLOWED}, {PROXY}"}, {"Forwarded": f"for={ALLOWED}", "X-Forwarded-For": ALLOWED}):
+        assert pull_from(PROXY, moat, digest, headers=h).status_code == 200, h
     # An untrusted peer's headers are not read at all.
     assert_denied(pull_from("127.0.0.3", moat, digest, headers={"X-Forwarded-For": ALLOWED}), "127.0.0.3")
 
