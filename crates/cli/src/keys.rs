@@ -35,29 +35,31 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::List { common } => {
             let c = super::config(&common);
-            moat_server::datadir::prepare(&c.data_dir)?;
+            moat_server::operator::existing(&c)?;
             for k in KeyFiles::new(&c.data_dir).list()? {
                 super::emit(format_args!("{}", serde_json::to_string(&k)?));
             }
             Ok(())
         }
         KeysCommand::Rotate { purpose, common } => {
-            let c = super::config(&common);
             // Opening the store checks the data directory, and a rotation of `secrets` re-seals rows in it.
-            let meta = moat_server::listener::open_store(&c).await?;
+            let dd = moat_server::operator::open(super::config(&common)).await?;
+            let (c, meta) = (&dd.config, &dd.meta);
             let files = KeyFiles::new(&c.data_dir);
             let kid = files.rotate(purpose)?;
             let mut resealed = 0;
             if purpose == Purpose::Secrets {
                 let keys = ServerKeys::load(&c.data_dir)?;
                 resealed = moat_server::secrets::seal_stored(
-                    &meta,
+                    meta,
                     &moat_auth::SecretBox::new(keys.secrets.clone()),
                 )
                 .await
                 .context("re-sealing stored secrets under the new key")?;
             }
             let pruned = files.prune(purpose)?;
+            // The running server signs with the new key now rather than at its next reload.
+            dd.changed();
             super::emit(format_args!(
                 "{}",
                 serde_json::json!({"purpose": purpose.as_str(), "kid": kid, "resealed": resealed, "removed": pruned})

@@ -6,13 +6,10 @@ mod gc;
 mod keys;
 mod limits_args;
 mod login;
+mod registry;
+mod sp;
 
-use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use moat_model::rbac::{Role, RoleScope};
-use moat_model::{RegistryName, RegistrySettings, Sku};
-use moat_server::arm::activity::{local_event, operator};
-use moat_server::config::login_server_for;
 use moat_server::ServeConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -103,15 +100,16 @@ enum Command {
         #[command(flatten)]
         limits: limits_args::LimitArgs,
     },
-    /// Manage the registries this server hosts (works on the data directory directly).
+    /// Manage the registries this server hosts: create, list, delete (on the data directory; see `moat serve`).
     Registry {
         #[command(subcommand)]
-        command: RegistryCommand,
+        command: registry::RegistryCommand,
     },
-    /// Service principals for the management API (`az ad sp create-for-rbac`'s twin; works on the data directory).
+    /// Service principals for the management API and the data plane (`az ad sp`'s twin): create, list, show,
+    /// reset-credentials, delete.
     Sp {
         #[command(subcommand)]
-        command: SpCommand,
+        command: sp::SpCommand,
     },
     /// The server's signing and encryption keys (key files under `<data dir>/keys`): list, rotate.
     Keys {
@@ -127,45 +125,6 @@ enum Command {
     Login(login::LoginArgs),
     /// Manage registries through the management API, as `az acr` does (run `moat login` first).
     Acr(acr::AcrArgs),
-}
-
-#[derive(Subcommand)]
-enum SpCommand {
-    /// Create a service principal and print its credentials (shown once) as `az ad sp create-for-rbac` does.
-    Create {
-        #[arg(long, short)]
-        name: String,
-        /// Owner, Contributor, Reader, AcrPush, AcrPull or AcrDelete.
-        #[arg(long)]
-        role: Option<String>,
-        /// ARM scope of the role: the subscription (default), a resource group or a registry id.
-        #[arg(long, alias = "scopes")]
-        scope: Option<String>,
-        #[command(flatten)]
-        common: Common,
-    },
-}
-
-#[derive(Subcommand)]
-enum RegistryCommand {
-    /// Create a registry served at `<name>.<domain>[:port]`.
-    Create {
-        name: String,
-        #[arg(long, default_value = "Premium")]
-        sku: String,
-        /// Let callers without credentials pull.
-        #[arg(long)]
-        anonymous_pull: bool,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// List registries.
-    List {
-        #[command(flatten)]
-        common: Common,
-        #[arg(long, short, value_enum, default_value_t = Output::Table)]
-        output: Output,
-    },
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -242,135 +201,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c.gc_interval = Duration::from_secs(gc_interval_secs);
             moat_server::serve(c).await
         }
-        Command::Registry {
-            command:
-                RegistryCommand::Create {
-                    name,
-                    sku,
-                    anonymous_pull,
-                    common,
-                },
-        } => {
-            let name: RegistryName = name.parse()?;
-            let sku = Sku::parse(&sku)
-                .with_context(|| format!("unknown SKU '{sku}': use Basic, Standard or Premium"))?;
-            let c = config(&common);
-            let meta = moat_server::listener::open_store(&c).await?;
-            moat_server::listener::bootstrap(&c, &meta, false).await?;
-            let login_server =
-                login_server_for(name.as_str(), &c.domain, c.listen.port(), c.insecure_http);
-            let mut settings = RegistrySettings::new(sku, c.region.clone());
-            settings.anonymous_pull_enabled = anonymous_pull;
-            moat_model::policy::validate_change(
-                name.as_str(),
-                None,
-                &settings,
-                &Default::default(),
-            )?;
-            let sub = moat_server::listener::cloud_ids(&meta)
-                .await?
-                .subscription_id;
-            let record = local_event(
-                &operator(),
-                "Microsoft.ContainerRegistry/registries/write",
-                &moat_server::arm::registry_json::registry_id(
-                    &sub,
-                    moat_server::listener::DEFAULT_RESOURCE_GROUP,
-                    name.as_str(),
-                ),
-            );
-            let r = meta
-                .create_registry(
-                    name.as_str(),
-                    &login_server,
-                    moat_server::listener::DEFAULT_RESOURCE_GROUP,
-                    &settings,
-                    false,
-                    Some(&record),
-                )
-                .await?;
-            emit(format_args!(
-                "{}",
-                serde_json::json!({"name": r.name, "loginServer": r.login_server, "sku": r.settings.sku.as_str(), "id": r.id})
-            ));
-            Ok(())
-        }
-        Command::Sp {
-            command:
-                SpCommand::Create {
-                    name,
-                    role,
-                    scope,
-                    common,
-                },
-        } => {
-            let c = config(&common);
-            let meta = moat_server::listener::open_store(&c).await?;
-            moat_server::listener::bootstrap(&c, &meta, false).await?;
-            let ids = moat_server::listener::cloud_ids(&meta).await?;
-            let role = role
-                .map(|r| Role::parse(&r).with_context(|| format!("unknown role '{r}': use Owner, Contributor, Reader, AcrPush, AcrPull or AcrDelete")))
-                .transpose()?;
-            let scope = match (&role, scope) {
-                (None, Some(_)) => bail!("--scope needs --role"),
-                (Some(_), Some(s)) => Some(
-                    RoleScope::parse(&s, &ids.subscription_id)
-                        .with_context(|| format!("'{s}' is not a scope of subscription {}: use /subscriptions/{0}[/resourceGroups/RG[/providers/Microsoft.ContainerRegistry/registries/NAME]]", ids.subscription_id))?,
-                ),
-                (Some(_), None) => Some(RoleScope::Subscription),
-                (None, None) => None,
-            };
-            let password = moat_auth::password::generate();
-            let sp = meta
-                .create_service_principal(&name, &moat_auth::password::hash(&password), |app_id| {
-                    let mut e = local_event(
-                        &operator(),
-                        "Microsoft.Graph/servicePrincipals/write",
-                        &format!("/servicePrincipals/{app_id}"),
-                    );
-                    e.set_property("displayName", name.as_str().into());
-                    e
-                })
-                .await?;
-            if let (Some(role), Some(scope)) = (role, scope) {
-                let scope = scope.to_arm(&ids.subscription_id);
-                let mut record = local_event(
-                    &operator(),
-                    "Microsoft.Authorization/roleAssignments/write",
-                    &scope,
-                );
-                record.set_property(
-                    "after",
-                    serde_json::json!({"principalId": sp.app_id, "role": role.as_str(), "scope": scope}),
-                );
-                meta.assign_role(&sp.app_id, role.as_str(), &scope, &record)
-                    .await?;
-            }
-            emit(format_args!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "appId": sp.app_id, "displayName": sp.display_name, "password": password, "tenant": ids.tenant_id,
-                }))?
-            ));
-            Ok(())
-        }
-        Command::Registry {
-            command: RegistryCommand::List { common, output },
-        } => {
-            let meta = moat_server::listener::open_store(&config(&common)).await?;
-            for r in meta.list_registries().await? {
-                match output {
-                    Output::Json => emit(format_args!("{}", serde_json::to_string(&r)?)),
-                    Output::Table => emit(format_args!(
-                        "{:<20} {:<40} {}",
-                        moat_model::text::escape(&r.name),
-                        moat_model::text::escape(&r.login_server),
-                        r.settings.sku.as_str()
-                    )),
-                }
-            }
-            Ok(())
-        }
+        Command::Registry { command } => registry::run(command).await,
+        Command::Sp { command } => sp::run(command).await,
         Command::Audit(args) => audit::run(args).await,
     }
 }

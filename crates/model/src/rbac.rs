@@ -145,6 +145,14 @@ impl RoleScope {
     }
 }
 
+/// A role assignment's resource id: an extension resource of its scope.
+pub fn assignment_id(scope: &str, name: &str) -> String {
+    format!(
+        "{}/providers/Microsoft.Authorization/roleAssignments/{name}",
+        scope.trim_end_matches('/')
+    )
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleAssignment {
     pub role: Role,

@@ -9,6 +9,7 @@ use crate::connection::Connections;
 use crate::endpoints::{AcceptFn, ConnInfo, ListenerKind};
 use crate::oci::error::{Code, OciError};
 use crate::registries::RegistryDirectory;
+use crate::serve_lock::{ServeLock, ServerInfo};
 use crate::state::AppState;
 use crate::{acr, oci, tls, token};
 use anyhow::Context;
@@ -30,8 +31,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::Service;
 
-/// Opens the metadata store under the data directory (used by the CLI's offline commands too), after making
-/// sure the directory is the server's alone.
+/// Opens (creating if needed) the metadata store under the data directory, after making sure the directory is
+/// the server's alone. Operator commands open an existing one instead (`crate::operator`).
 pub async fn open_store(config: &ServeConfig) -> anyhow::Result<MetadataStore> {
     crate::datadir::prepare(&config.data_dir)?;
     MetadataStore::open(&config.database_url())
@@ -39,14 +40,9 @@ pub async fn open_store(config: &ServeConfig) -> anyhow::Result<MetadataStore> {
         .context("opening the metadata store")
 }
 
-/// First-start work, idempotent: the admin identity and the `default` registry. Only the
-/// server itself (`serving`) moves the default registry's login server to its listen address: an offline
-/// command run with other flags must not change what a running server answers.
-pub async fn bootstrap(
-    config: &ServeConfig,
-    meta: &MetadataStore,
-    serving: bool,
-) -> anyhow::Result<()> {
+/// First-start work, idempotent: the admin identity and the `default` registry; then every registry's login
+/// server follows the address, domain and port this server answers on.
+pub async fn bootstrap(config: &ServeConfig, meta: &MetadataStore) -> anyhow::Result<()> {
     let from_env = std::env::var("MOAT_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
@@ -81,29 +77,40 @@ pub async fn bootstrap(
         _ => {}
     }
     let login_server = config.listen.to_string();
-    match meta.default_registry().await? {
-        None => {
-            let settings = RegistrySettings::new(Sku::Premium, config.region.clone());
-            let sub = cloud_ids(meta).await?.subscription_id;
-            let record = crate::arm::activity::local_event(
-                "moat:bootstrap",
-                "Microsoft.ContainerRegistry/registries/write",
-                &crate::arm::registry_json::registry_id(&sub, DEFAULT_RESOURCE_GROUP, "default"),
-            );
-            meta.create_registry(
-                "default",
-                &login_server,
-                DEFAULT_RESOURCE_GROUP,
-                &settings,
-                true,
-                Some(&record),
-            )
-            .await?;
-        }
-        Some(r) if serving && r.login_server != login_server => {
-            meta.set_login_server("default", &login_server).await?
-        }
-        Some(_) => {}
+    if meta.default_registry().await?.is_none() {
+        let settings = RegistrySettings::new(Sku::Premium, config.region.clone());
+        let sub = cloud_ids(meta).await?.subscription_id;
+        let record = crate::arm::activity::local_event(
+            "moat:bootstrap",
+            "Microsoft.ContainerRegistry/registries/write",
+            &crate::arm::registry_json::registry_id(&sub, DEFAULT_RESOURCE_GROUP, "default"),
+        );
+        meta.create_registry(
+            "default",
+            &login_server,
+            DEFAULT_RESOURCE_GROUP,
+            &settings,
+            true,
+            Some(&record),
+        )
+        .await?;
+    }
+    // Every login server is the one this server answers on (its address for `default`, `<name>.<domain>` with its
+    // port for the others), whatever address, domain or port made them: a registry never keeps a name the server
+    // does not answer to, where its traffic would fall to `default`.
+    let changed = meta
+        .restamp_login_servers(|r, is_default| {
+            if is_default {
+                login_server.clone()
+            } else {
+                config.login_server_for(&r.name)
+            }
+        })
+        .await?;
+    if changed > 0 {
+        tracing::info!(
+            "login servers of {changed} registries follow the listen address and domain"
+        );
     }
     Ok(())
 }
@@ -148,8 +155,15 @@ pub fn app(state: AppState) -> Router {
 }
 
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // Before the lock file names this process: an operator command may signal it from then on, and SIGHUP's
+    // default action would end it.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("handling SIGHUP")?;
+    crate::datadir::prepare(&config.data_dir)?;
+    // Held until the process ends: one server per data directory, and operator commands find it.
+    let _serving = ServeLock::acquire(&config.data_dir, &ServerInfo::of(&config))?;
     let meta = open_store(&config).await?;
-    bootstrap(&config, &meta, true).await?;
+    bootstrap(&config, &meta).await?;
     let blobs =
         LocalBlobStore::open(config.data_dir.join("storage")).context("opening the blob store")?;
     crate::datadir::check_secret_files(&config.data_dir)?;
@@ -203,6 +217,14 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             if let Err(e) = oci::uploads::sweep(&sweeper, false).await {
                 tracing::warn!("upload sweep failed: {e}");
             }
+        }
+    });
+
+    // An operator command that changed the database signals SIGHUP: serve its change now, not within a second.
+    let reloader = state.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            crate::endpoints::refresh(&reloader).await;
         }
     });
 

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_operation_names",
         include_str!("../migrations/0011_audit_operation_names.sql"),
     ),
+    (
+        12,
+        "identities",
+        include_str!("../migrations/0012_identities.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -236,14 +236,9 @@ pub async fn run(a: AuditArgs) -> anyhow::Result<()> {
         since: parse_time(a.since)?,
         until: parse_time(a.until)?,
     };
-    let c = crate::config(&a.common);
-    if !c.data_dir.exists() {
-        anyhow::bail!(
-            "no data directory at {}: pass --data-dir (or run moat audit where moat serve runs)",
-            c.data_dir.display()
-        );
-    }
-    let meta = moat_server::listener::open_store(&c).await?;
+    let meta = moat_server::operator::open(crate::config(&a.common))
+        .await?
+        .meta;
     let filters = filter::resolve(&meta, &asked).await?;
     if !a.follow {
         let rows = read(&meta, &filters, !a.oldest_first, a.limit, Cursor::default()).await?;

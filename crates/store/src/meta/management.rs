@@ -1,5 +1,6 @@
-//! The management plane's state: service principals and their role assignments, resource groups, registry
-//! admin credentials, and registry changes checked against the export policy in the transaction that writes them.
+//! The management plane's state: resource groups, registry admin credentials, and registry changes checked
+//! against the export policy in the transaction that writes them (service principals and role assignments have
+//! modules of their own).
 
 use super::activity::insert_activity;
 use super::registries::settings_json;
@@ -8,21 +9,6 @@ use crate::error::{Result, StoreError};
 use moat_model::activity::ActivityEvent;
 use moat_model::policy::{PolicyError, PolicyFacts};
 use moat_model::{Registry, RegistrySettings};
-
-#[derive(Clone, Debug)]
-pub struct ServicePrincipal {
-    pub app_id: String,
-    pub display_name: String,
-    pub secret_hash: String,
-}
-
-#[derive(Clone, Debug)]
-pub struct RoleAssignmentRow {
-    pub id: String,
-    pub principal_id: String,
-    pub role: String,
-    pub scope: String,
-}
 
 /// Why a registry change was not written.
 #[derive(Debug, thiserror::Error)]
@@ -50,94 +36,6 @@ fn settings_value(s: &RegistrySettings) -> serde_json::Value {
 }
 
 impl MetadataStore {
-    /// Creates a service principal; `activity` makes the record of it (it names the new app id), written with it.
-    pub async fn create_service_principal(
-        &self,
-        display_name: &str,
-        secret_hash: &str,
-        activity: impl FnOnce(&str) -> ActivityEvent,
-    ) -> Result<ServicePrincipal> {
-        let app_id = uuid::Uuid::new_v4().to_string();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let r = sqlx::query("INSERT INTO service_principals(app_id, display_name, secret_hash, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&app_id)
-            .bind(display_name)
-            .bind(secret_hash)
-            .bind(crate::time_fmt::now())
-            .execute(&mut *tx)
-            .await;
-        match r {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!(
-                    "a service principal named '{display_name}' exists"
-                )))
-            }
-            r => r?,
-        };
-        insert_activity(&mut tx, &activity(&app_id)).await?;
-        tx.commit().await?;
-        Ok(ServicePrincipal {
-            app_id,
-            display_name: display_name.into(),
-            secret_hash: secret_hash.into(),
-        })
-    }
-
-    pub async fn service_principal(&self, app_id: &str) -> Result<Option<ServicePrincipal>> {
-        let row: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT app_id, display_name, secret_hash FROM service_principals WHERE app_id = ?",
-        )
-        .bind(app_id)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(
-            row.map(|(app_id, display_name, secret_hash)| ServicePrincipal {
-                app_id,
-                display_name,
-                secret_hash,
-            }),
-        )
-    }
-
-    pub async fn assign_role(
-        &self,
-        principal_id: &str,
-        role: &str,
-        scope: &str,
-        activity: &ActivityEvent,
-    ) -> Result<()> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT INTO role_assignments(id, principal_id, role, scope, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(uuid::Uuid::new_v4().to_string())
-            .bind(principal_id)
-            .bind(role)
-            .bind(scope)
-            .bind(crate::time_fmt::now())
-            .execute(&mut *tx)
-            .await?;
-        insert_activity(&mut tx, activity).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn role_assignments(&self, principal_id: &str) -> Result<Vec<RoleAssignmentRow>> {
-        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-            "SELECT id, principal_id, role, scope FROM role_assignments WHERE principal_id = ?",
-        )
-        .bind(principal_id)
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, principal_id, role, scope)| RoleAssignmentRow {
-                id,
-                principal_id,
-                role,
-                scope,
-            })
-            .collect())
-    }
-
     /// Creates the resource group if it does not exist; returns its location.
     pub async fn ensure_resource_group(&self, name: &str, location: &str) -> Result<String> {
         sqlx::query(
@@ -386,11 +284,12 @@ impl MetadataStore {
     /// Deletes a registry with everything in it (its blob links, manifests, tags; stored bytes are left to GC).
     pub async fn delete_registry(&self, name: &str, activity: &ActivityEvent) -> Result<bool> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(id): Option<String> =
-            sqlx::query_scalar("SELECT id FROM registries WHERE name = ? AND is_default = 0")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?
+        let Some((id, rg)): Option<(String, String)> = sqlx::query_as(
+            "SELECT id, resource_group FROM registries WHERE name = ? AND is_default = 0",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
         else {
             return Ok(false);
         };
@@ -411,7 +310,14 @@ impl MetadataStore {
             .bind(&id)
             .execute(&mut *tx)
             .await?;
-        insert_activity(&mut tx, activity).await?;
+        // Role assignments are extension resources of their scope: they go with the registry, so a registry
+        // created later under the same name starts with none.
+        let removed = super::role_assignments::delete_at_registry(&mut tx, &rg, name).await?;
+        let mut activity = activity.clone();
+        if removed > 0 {
+            activity.set_property("roleAssignmentsRemoved", removed.into());
+        }
+        insert_activity(&mut tx, &activity).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -9,18 +9,22 @@ mod group_commit;
 mod import;
 mod links;
 mod management;
+mod principals;
 mod private_endpoints;
 mod registries;
 mod repository_metadata;
+mod role_assignments;
 mod uploads;
 
 pub use activity::ActivityFilter;
 pub use audit::AuditFilter;
 pub use content::{FinishedBlob, ManifestRecord, ReferrerRow, StoredManifest};
 pub use import::{ImportWrite, ImportWriteError};
-pub use management::{RoleAssignmentRow, ServicePrincipal, UpdateError};
+pub use management::UpdateError;
+pub use principals::ServicePrincipal;
 pub use private_endpoints::{EndpointChange, EndpointSelector, NewPrivateEndpoint};
 pub use repository_metadata::{DeletedRepository, ManifestRow, RepositorySummary, TagRow};
+pub use role_assignments::{AssignError, NewRoleAssignment, RoleAssignmentRow};
 pub use uploads::UploadRow;
 
 use crate::error::Result;
@@ -43,8 +47,23 @@ pub struct MetadataStore {
 impl MetadataStore {
     /// Opens (creating if needed) the database at a `sqlite://` URL and brings its schema up to date.
     pub async fn open(url: &str) -> Result<MetadataStore> {
+        Self::open_with(url, true).await
+    }
+
+    /// Opens a database that must exist already (operator commands never make one).
+    pub async fn open_existing(url: &str) -> Result<MetadataStore> {
+        Self::open_with(url, false).await
+    }
+
+    /// Whether the database file a `sqlite://` URL names exists.
+    pub fn database_exists(url: &str) -> Result<bool> {
+        let options = SqliteConnectOptions::from_str(url)?;
+        Ok(options.get_filename().exists())
+    }
+
+    async fn open_with(url: &str, create: bool) -> Result<MetadataStore> {
         let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)

@@ -131,12 +131,39 @@ impl MetadataStore {
             .collect()
     }
 
-    pub async fn set_login_server(&self, name: &str, login_server: &str) -> Result<()> {
-        sqlx::query("UPDATE registries SET login_server = ? WHERE name = ?")
-            .bind(login_server)
-            .bind(name)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+    /// Gives every registry the login server `login_server` computes for it (the server's own address at start),
+    /// in one transaction; returns how many changed.
+    pub async fn restamp_login_servers(
+        &self,
+        login_server: impl Fn(&Registry, bool) -> String,
+    ) -> Result<usize> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let q = format!("SELECT {COLUMNS}, is_default FROM registries ORDER BY name");
+        let rows = sqlx::query(&q).fetch_all(&mut *tx).await?;
+        let mut changed = 0;
+        for row in rows {
+            let is_default: bool = row.get(6);
+            let r = from_row(row)?;
+            let want = login_server(&r, is_default);
+            if want != r.login_server {
+                let done = sqlx::query("UPDATE registries SET login_server = ? WHERE id = ?")
+                    .bind(&want)
+                    .bind(&r.id)
+                    .execute(&mut *tx)
+                    .await;
+                match done {
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        return Err(StoreError::Conflict(format!(
+                            "login server '{want}' of registry '{}' is another registry's",
+                            r.name
+                        )))
+                    }
+                    r => r?,
+                };
+                changed += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 }

@@ -1,0 +1,84 @@
+//! What the operator commands (`moat registry|sp|role|keys|audit`) open: an existing data directory, never a new
+//! one, and — while `moat serve` runs on it — the running server's address, domain, region and scheme instead of
+//! the command's own flags.
+//!
+//! Why commands work on the database directly even while a server runs: every change they make is one SQLite
+//! WAL transaction (`BEGIN IMMEDIATE`, the same writer rule and the same policy checks as the server's own
+//! changes), so it cannot race a request. What the server keeps in memory follows: it reads identities, role
+//! assignments and credential generations from the database on every use, reloads its registry directory and
+//! private endpoints every second, and at once when a command signals it (SIGHUP, sent by [`DataDir::changed`]).
+
+use crate::serve_lock::{ServeLock, ServerInfo};
+use crate::ServeConfig;
+use moat_store::MetadataStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("no Moat data at {dir}{why}: start `moat serve` first or pass --data-dir")]
+    NoData { dir: String, why: &'static str },
+    #[error(
+        "no Moat database at {url}: start `moat serve` first or pass the --database-url it uses"
+    )]
+    NoDatabase { url: String },
+}
+
+/// An existing data directory, opened for an operator command.
+pub struct DataDir {
+    pub meta: MetadataStore,
+    /// The command's configuration with the running server's address, domain, region and scheme, if one runs.
+    pub config: ServeConfig,
+    /// The server serving this directory now.
+    pub server: Option<ServerInfo>,
+}
+
+impl DataDir {
+    /// Tells the running server (if any) to re-read what the command changed now.
+    pub fn changed(&self) {
+        if let Some(s) = &self.server {
+            s.notify();
+        }
+    }
+}
+
+/// Refuses a data directory that does not exist or holds no Moat data, creating nothing; checks its
+/// permissions as the server does.
+pub fn existing(config: &ServeConfig) -> anyhow::Result<()> {
+    let dir = &config.data_dir;
+    let no_data = |why| OperatorError::NoData {
+        dir: dir.display().to_string(),
+        why,
+    };
+    if !dir.exists() {
+        return Err(no_data("").into());
+    }
+    if !dir.is_dir() {
+        return Err(no_data(" (it is not a directory)").into());
+    }
+    crate::datadir::restrict_umask();
+    crate::datadir::check_private_dir(dir, "data directory")?;
+    if config.database_url.is_none() && !dir.join("moat.db").exists() {
+        return Err(no_data(" (no moat.db in it)").into());
+    }
+    Ok(())
+}
+
+/// Opens an existing data directory and its database for an operator command.
+pub async fn open(mut config: ServeConfig) -> anyhow::Result<DataDir> {
+    existing(&config)?;
+    let server = ServeLock::running(&config.data_dir)?;
+    if let Some(s) = &server {
+        s.apply(&mut config)?;
+    }
+    let url = config.database_url();
+    if !MetadataStore::database_exists(&url)? {
+        return Err(OperatorError::NoDatabase { url }.into());
+    }
+    let meta = MetadataStore::open_existing(&url)
+        .await
+        .map_err(|e| anyhow::Error::new(e).context("opening the metadata store"))?;
+    Ok(DataDir {
+        meta,
+        config,
+        server,
+    })
+}

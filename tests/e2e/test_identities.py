@@ -1,0 +1,214 @@
+"""Operator commands that cannot pick the wrong data, and identities with a lifecycle (issue 10, items 2 and 3).
+
+- Commands that act on a server's data refuse a data directory that does not exist or holds no Moat data, and
+  create nothing; a second `moat serve` on a served directory is refused.
+- While a server serves the directory, commands use its address, domain and scheme (from `<data dir>/serve.lock`)
+  and tell it to serve their change at once (SIGHUP); without one, a server started later re-stamps every login
+  server with the address it answers on.
+- `moat registry delete`: refusals, the activity record, what goes with the registry.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import (Arm, build_image, moat_bin, parse_json_lines, protect_registry, repo_scope, run_concurrently,
+                      sp_create)
+
+NO_DATA = "start `moat serve` first or pass --data-dir"
+
+
+def cli(*args, cwd=None, check=False, env=None, input=None) -> subprocess.CompletedProcess:
+    """`moat ARGS` with no MOAT_ variable set, stdin not a terminal."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("MOAT_")}
+    e.update(env or {})
+    p = subprocess.run([moat_bin(), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=e,
+                       input=input if input is not None else "")
+    if check:
+        assert p.returncode == 0, f"moat {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+def activity(server, **filters) -> list[dict]:
+    return server.audit(log="activity", **filters)
+
+
+# Every operator command that reads or changes a data directory, with arguments that would otherwise work.
+OPERATOR_COMMANDS = [
+    ["sp", "create", "--name", "ci"],
+    ["registry", "create", "team2"],
+    ["registry", "list"],
+    ["registry", "delete", "team2", "--yes"],
+    ["keys", "list"],
+    ["keys", "rotate", "--purpose", "secrets"],
+    ["audit"],
+]
+
+
+@pytest.mark.parametrize("command", OPERATOR_COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_commands_refuse_a_directory_without_moat_data_and_create_nothing(tmp_path, command):
+    # The default ./moat-data, run elsewhere than the server's directory.
+    p = cli(*command, cwd=tmp_path)
+    assert p.returncode != 0, p.stdout
+    assert f"no Moat data at ./moat-data: {NO_DATA}" in p.stderr, p.stderr
+    assert p.stdout == "", "a refused command printed a result (credentials that can never log in?)"
+    assert list(tmp_path.iterdir()) == [], "the refused command created something"
+    # A --data-dir that does not exist, nested or not.
+    for missing in (tmp_path / "nowhere", tmp_path / "a" / "b"):
+        p = cli(*command, "--data-dir", str(missing))
+        assert p.returncode != 0 and f"no Moat data at {missing}: {NO_DATA}" in p.stderr, p.stderr
+        assert not missing.exists() and not (tmp_path / "a").exists(), "the refused command made the directory"
+    # The wrong directory: one that exists but holds no Moat data (stays empty), and a file.
+    wrong = tmp_path / "wrong"
+    wrong.mkdir(mode=0o700)
+    p = cli(*command, "--data-dir", str(wrong))
+    assert p.returncode != 0 and f"no Moat data at {wrong} (no moat.db in it): {NO_DATA}" in p.stderr, p.stderr
+    assert list(wrong.iterdir()) == [], "the refused command wrote into a directory that holds no Moat data"
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    p = cli(*command, "--data-dir", str(afile))
+    assert p.returncode != 0 and "(it is not a directory)" in p.stderr, p.stderr
+
+
+def test_a_second_server_on_a_served_directory_is_refused(moat):
+    lock = json.loads((moat.data_dir / "serve.lock").read_text())
+    assert lock["pid"] == moat.proc.pid and lock["listen"] == moat.login_server, lock
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    port = other.getsockname()[1]
+    other.close()
+    p = subprocess.run([moat_bin(), "serve", "--data-dir", str(moat.data_dir), "--listen", f"127.0.0.1:{port}"],
+                       capture_output=True, text=True, timeout=60, env=moat.process_env())
+    assert p.returncode != 0, p.stderr
+    assert f"another `moat serve` (pid {moat.proc.pid}, https://{moat.login_server}) serves" in p.stderr, p.stderr
+    # The first server still serves, and still owns the lock.
+    assert moat.client().push_blob("still/here", b"first server") and moat.running()
+    assert json.loads((moat.data_dir / "serve.lock").read_text())["pid"] == moat.proc.pid
+
+
+def test_registry_created_beside_a_running_server_gets_its_port_and_serves_at_once(moat):
+    # The command's own --listen and --domain say something else: the running server's address wins, since that
+    # is where the registry will be served.
+    for name, flags in (("cliport", []), ("cliflags", ["--listen", "127.0.0.1:1", "--domain", "elsewhere.test"])):
+        p = moat.moat("registry", "create", name, *flags)
+        made = json.loads(p.stdout)
+        login = f"{name}.localhost:{moat.port}"
+        assert made["loginServer"] == login, made
+        # Served at once (no retry): a push through its login server lands in it, not in `default`.
+        c = moat.client(host=login)
+        c.push_image("app", build_image(1, seed=name), tag="v1")
+        assert c.tags("app") == ["v1"]
+        r = moat.client().request("GET", "/v2/app/tags/list", repo="app")
+        assert r.status_code == 404, f"the push fell to the default registry: {r.status_code} {r.text}"
+    listed = {r["name"]: r["login_server"] for r in parse_json_lines(moat.moat("registry", "list", "-o", "json").stdout)}
+    assert listed["cliport"] == f"cliport.localhost:{moat.port}" and listed["default"] == moat.login_server, listed
+
+
+def test_registry_created_offline_follows_the_server_that_starts_later(moat_factory):
+    s = moat_factory(https=True)
+    s.stop()
+    # No server: the command's own --listen (default 127.0.0.1:5000) is used...
+    made = json.loads(s.moat("registry", "create", "offreg").stdout)
+    assert made["loginServer"] == "offreg.localhost:5000", made
+    # ...until a server starts on the directory: every login server is the one it answers on.
+    s.start()
+    listed = {r["name"]: r["login_server"] for r in parse_json_lines(s.moat("registry", "list", "-o", "json").stdout)}
+    assert listed["offreg"] == f"offreg.localhost:{s.port}", listed
+    c = s.client(host=f"offreg.localhost:{s.port}")
+    c.push_image("app", build_image(1), tag="v1")
+    assert c.tags("app") == ["v1"]
+    assert s.client().request("GET", "/v2/app/tags/list", repo="app").status_code == 404
+
+
+def test_operator_commands_beside_a_busy_server_do_not_race_it(moat):
+    """Changes made by commands are WAL transactions beside the server's: all of them and all the pushes made
+    meanwhile succeed, and each new registry serves."""
+    errors: list[str] = []
+
+    def create(i):
+        def go():
+            p = moat.moat("registry", "create", f"race{i}", check=False)
+            if p.returncode != 0:
+                errors.append(p.stderr)
+            p = moat.moat("sp", "create", "--name", f"race-sp{i}", "--role", "AcrPull", check=False)
+            if p.returncode != 0:
+                errors.append(p.stderr)
+        return go
+
+    def push(i):
+        def go():
+            c = moat.client()
+            for k in range(6):
+                c.push_image(f"busy/{i}", build_image(1, layer_size=256), tag=f"t{k}")
+        return go
+
+    run_concurrently([create(i) for i in range(4)] + [push(i) for i in range(3)])
+    assert errors == [], errors
+    for i in range(4):
+        c = moat.client(host=f"race{i}.localhost:{moat.port}")
+        dg = c.push_blob("x/y", f"race {i}".encode())
+        assert c.head_blob("x/y", dg).status_code == 200
+        assert moat.client().head_blob("x/y", dg).status_code == 404, "the push fell to the default registry"
+    for i in range(3):
+        assert len(moat.client().tags(f"busy/{i}")) == 6
+
+
+def test_registry_delete(moat):
+    arm = Arm(moat, sp_create(moat, "owner-delete"))
+    sub = arm.subscription
+    # Refusals: the default registry, an unknown name (the registries are listed), no confirmation.
+    p = moat.moat("registry", "delete", "default", "--yes", check=False)
+    assert p.returncode != 0 and "the default registry cannot be deleted" in p.stderr, p.stderr
+    p = moat.moat("registry", "delete", "nosuchreg", "--yes", check=False)
+    assert p.returncode != 0 and "no registry named 'nosuchreg'" in p.stderr and "default" in p.stderr, p.stderr
+    moat.moat("registry", "create", "gonereg")
+    login = f"gonereg.localhost:{moat.port}"
+    p = cli("registry", "delete", "gonereg", "--data-dir", str(moat.data_dir), input="y\n")
+    assert p.returncode != 0 and "pass --yes" in p.stderr, p.stderr
+    assert "gonereg" in moat.moat("registry", "list").stdout, "a refused delete deleted"
+
+    # A principal with a role on the registry; the registry holds an image.
+    reg_id = f"/subscriptions/{sub}/resourceGroups/moat/providers/Microsoft.ContainerRegistry/registries/gonereg"
+    puller = sp_create(moat, "gonereg-puller", role="AcrPull", scope=reg_id)
+    moat.client(host=login).push_image("app", build_image(1), tag="v1")
+    assert moat.client(host=login, user=puller["appId"], password=puller["password"]) \
+        .get_manifest("app", "v1").status_code == 200
+
+    moat.moat("registry", "delete", "GoneReg", "--yes")  # names in any case
+    assert "gonereg" not in moat.moat("registry", "list").stdout
+    # At once, its host falls to `default`, which does not hold its repository.
+    r = moat.client(host=login).request("GET", "/v2/app/tags/list", repo="app")
+    assert r.status_code == 404, r.text
+    [rec] = [e for e in activity(moat, registry="gonereg")
+             if e["operationName"] == "Microsoft.ContainerRegistry/registries/delete"]
+    assert rec["caller"].startswith("local:") and rec["status"] == "Succeeded", rec
+    assert rec["resourceId"] == reg_id and rec["properties"]["before"]["sku"] and \
+        rec["properties"]["roleAssignmentsRemoved"] == 1, rec
+    # Its role assignments went with it: a registry made again under the name does not inherit them.
+    moat.moat("registry", "create", "gonereg")
+    moat.client(host=login).push_image("app", build_image(1), tag="v1")
+    r = moat.client(host=login, user=puller["appId"], password=puller["password"]).get_manifest("app", "v1")
+    assert r.status_code in (401, 403), f"the re-created registry inherited a role assignment: {r.status_code}"
+
+
+def test_deleting_a_protected_registry_removes_its_data_and_is_recorded(moat):
+    """Deleting a registry whose exports are disabled is allowed (its data is removed, nothing leaves) and recorded
+    with the settings it had; its private endpoint stops listening at once."""
+    arm = Arm(moat, sp_create(moat, "owner-protected"))
+    r = arm.put_registry("lockedreg", {"location": "local", "sku": {"name": "Premium"}})
+    assert r.status_code == 201, r.text
+    pe = protect_registry(arm, "lockedreg")
+    with socket.create_connection((pe["address"], moat.port), timeout=5):
+        pass
+    moat.moat("registry", "delete", "lockedreg", "--yes")
+    with pytest.raises(OSError):
+        socket.create_connection((pe["address"], moat.port), timeout=5).close()
+    assert arm.get_registry("lockedreg").status_code == 404
+    [rec] = [e for e in activity(moat, registry="lockedreg")
+             if e["operationName"] == "Microsoft.ContainerRegistry/registries/delete"]
+    assert rec["properties"]["before"]["policies"]["export"] == "disabled", rec
