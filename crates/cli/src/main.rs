@@ -5,6 +5,7 @@ mod audit;
 mod gc;
 mod keys;
 mod limits_args;
+mod logging;
 mod login;
 mod registry;
 mod sp;
@@ -99,6 +100,8 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         limits: limits_args::LimitArgs,
+        #[command(flatten)]
+        logs: logging::LogArgs,
     },
     /// Manage the registries this server hosts: create, list, delete (on the data directory; see `moat serve`).
     Registry {
@@ -156,6 +159,7 @@ fn config(common: &Common) -> ServeConfig {
         import_ca_bundles: vec![],
         outbound: Default::default(),
         limits: Default::default(),
+        access_log: false,
     }
 }
 
@@ -180,9 +184,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_link_ttl_secs,
             import_ca_bundles,
             limits,
+            logs,
         } => {
             let mut c = config(&common);
             c.limits = limits.limits();
+            c.access_log = logs.access_log;
             c.data_link_ttl = Duration::from_secs(data_link_ttl_secs.max(1));
             c.import_ca_bundles = import_ca_bundles;
             c.trusted_proxies = trusted_proxies;
@@ -193,6 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 c.extra_listeners = file.listeners;
                 c.private_endpoints = file.private_endpoints;
                 c.outbound = file.outbound.rules();
+                c.access_log |= file.access_log.unwrap_or(false);
             }
             c.tls_cert = tls_cert;
             c.tls_key = tls_key;
@@ -232,14 +239,12 @@ fn emit(line: std::fmt::Arguments) {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MOAT_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let (format, access_log) = match &cli.command {
+        Command::Serve { logs, config, .. } => logging::settings(logs, config.as_deref()),
+        _ => Default::default(),
+    };
+    logging::init(format, access_log);
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -247,7 +252,10 @@ fn main() -> anyhow::Result<()> {
     if let Err(e) = result {
         // One line a person can act on; the chain of causes follows the colon.
         // The message may quote stored or remote text: printed inert.
-        eprintln!("error: {}", moat_model::text::escape(&format!("{e:#}")));
+        moat_server::notice::say_at(
+            "ERROR",
+            format_args!("error: {}", moat_model::text::escape(&format!("{e:#}"))),
+        );
         std::process::exit(1);
     }
     Ok(())

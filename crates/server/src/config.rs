@@ -40,6 +40,19 @@ pub struct ServeConfig {
     pub outbound: moat_model::OutboundRules,
     /// Connection caps and timeouts, and the login throttle.
     pub limits: crate::limits::Limits,
+    /// One line per request on the `moat::access` log target (see [`crate::access_log`]).
+    pub access_log: bool,
+}
+
+/// How the server's log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `time LEVEL target: message key=value …`
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the fields, `message`.
+    Json,
 }
 
 /// A private endpoint from the configuration file.
@@ -95,6 +108,12 @@ pub struct ConfigFile {
     pub private_endpoints: Vec<DeclaredEndpoint>,
     #[serde(default)]
     pub outbound: OutboundSection,
+    /// `true`: one line per request (as `--access-log`).
+    #[serde(default)]
+    pub access_log: Option<bool>,
+    /// `text` or `json` (as `--log-format`; the flag wins).
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// `[outbound]`: addresses or CIDR ranges the server may (`allow`, when set: only those) or may not (`deny`, wins)
@@ -207,6 +226,13 @@ mod tests {
         assert_eq!(o.outbound.deny, vec!["10.1.2.3/32".parse().unwrap()]);
         assert!(toml::from_str::<ConfigFile>("[outbound]\ndeny = [\"nope\"]").is_err());
         assert!(toml::from_str::<ConfigFile>("[outbound]\nblock = []").is_err());
+        let logs: ConfigFile =
+            toml::from_str("access_log = true\nlog_format = \"json\"\n").unwrap();
+        assert_eq!(
+            (logs.access_log, logs.log_format),
+            (Some(true), Some(LogFormat::Json))
+        );
+        assert!(toml::from_str::<ConfigFile>("log_format = \"xml\"").is_err());
         assert!(toml::from_str::<ConfigFile>(
             "[[private_endpoint]]\nname = \"pe\"\nregistry = \"a\"\naddress = \"nope\""
         )

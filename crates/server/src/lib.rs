@@ -1,6 +1,7 @@
 //! HTTP: the OCI Distribution API on `/v2`, the Docker token service on `/oauth2`, TLS with a local CA,
 //! routing by `Host`, and the classification of every request's origin and principal at the edge.
 
+pub mod access_log;
 pub mod acr;
 pub mod arm;
 pub mod audit_log;
@@ -12,11 +13,13 @@ pub mod datadir;
 pub mod edge;
 pub mod endpoints;
 pub mod gc;
+pub mod health;
 pub mod identities;
 pub mod keys;
 pub mod limits;
 pub mod listener;
 pub mod logins;
+pub mod notice;
 pub mod oci;
 pub mod operator;
 pub mod registries;

@@ -63,10 +63,10 @@ pub async fn bootstrap(config: &ServeConfig, meta: &MetadataStore) -> anyhow::Re
                 writeln!(f, "{password}")?;
                 f.sync_all()?;
                 // The path only: a log or a terminal scrollback is readable by more people than the file.
-                eprintln!(
+                crate::notice::say(format_args!(
                     "moat: created the admin user; its password is in {} (readable by this user only)",
                     path.display()
-                );
+                ));
             }
         }
         // An operator who sets the variable means it: the stored hash follows it.
@@ -145,6 +145,7 @@ pub fn app(state: AppState) -> Router {
         .merge(token::router())
         .merge(acr::router())
         .merge(crate::arm::router(state.clone()))
+        .merge(crate::health::router())
         .route("/", axum::routing::get(crate::data_endpoint::download))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -179,10 +180,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Some(tls::operator_config(cert, key)?)
     } else {
         let ca = tls::LocalCa::load_or_create(&config.data_dir.join("tls"))?;
-        eprintln!(
+        crate::notice::say(format_args!(
             "moat: TLS from the local CA {}: trust it with `--cert-dir` (skopeo, podman), /etc/docker/certs.d/<host>/ca.crt (docker) or REQUESTS_CA_BUNDLE (Azure clients)",
             ca.cert_path.display()
-        );
+        ));
         let names = vec![config.listen.ip().to_string(), "localhost".to_string()];
         Some(tls::local_ca_config(ca, &names, served_names.clone())?)
     };
@@ -243,6 +244,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         )
     });
     let connections = crate::connection::Connections::new(config.limits.clone(), sni);
+    // With the access log on: the configuration that says who the client is (trusted proxies).
+    let access = config.access_log.then(|| config.clone());
     let accept: AcceptFn = Arc::new(move |listener, kind| {
         // A client that connects by address sends no SNI: each listener's default certificate also names its own.
         let own_ip = listener.local_addr().map(|a| a.ip()).unwrap_or(main_ip);
@@ -266,6 +269,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             acceptor,
             watcher.clone(),
             connections.clone(),
+            access.clone(),
         ))
         .abort_handle()
     });
@@ -279,7 +283,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        eprintln!("moat listening on {scheme}://{addr}");
+        crate::notice::say(format_args!("moat listening on {scheme}://{addr}"));
         state.listeners.add_public(listener.local_addr()?);
         public.push(accept(listener, ListenerKind::Public));
     }
@@ -300,7 +304,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
 
     shutdown_signal().await;
-    eprintln!("moat: shutting down, finishing in-flight requests");
+    crate::notice::say("moat: shutting down, finishing in-flight requests");
     for h in public {
         h.abort();
     }
@@ -365,7 +369,9 @@ async fn accept_loop(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     watcher: Draining,
     connections: Arc<Connections>,
+    access: Option<Arc<ServeConfig>>,
 ) {
+    let local = listener.local_addr().ok();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -388,16 +394,24 @@ async fn accept_loop(
         let in_flight = InFlight::default();
         let stream = IdleIo::new(stream, connections.limits.idle_timeout, in_flight.clone());
         let body_timeout = connections.limits.body_read_timeout;
+        let access = access.clone();
         let svc =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let busy = in_flight.enter();
                 req.extensions_mut().insert(info.clone());
                 normalize_path(&mut req);
+                let entry = access
+                    .as_ref()
+                    .map(|config| crate::access_log::Entry::begin(&req, &info, local, config));
                 let mut router = router.clone();
                 let req = req.map(|b| Body::new(ReadTimeoutBody::new(b, body_timeout)));
                 async move {
                     let _busy = busy;
-                    router.call(req).await
+                    let resp = router.call(req).await?;
+                    Ok::<_, std::convert::Infallible>(match entry {
+                        Some(entry) => entry.finish(resp),
+                        None => resp,
+                    })
                 }
             });
         let acceptor = acceptor.clone();

@@ -114,28 +114,12 @@ fn check(state: &AppState, req: &mut Request) -> Result<(), Refusal> {
     let authority = authority::authority(req.uri(), &hosts)?;
     // Only the target's authority needs writing back: otherwise the one Host header is already it.
     let rewrite = req.uri().authority().is_some();
-    let lines = |name: &str| -> Vec<&str> {
-        req.headers()
-            .get_all(name)
-            .iter()
-            // A value that is not text cannot name an address: it stays in the list, as a hop that does not parse.
-            .map(|v| v.to_str().unwrap_or("\u{0}"))
-            .collect()
-    };
     let peer = req
         .extensions()
         .get::<ConnInfo>()
         .map(|c| c.peer.ip())
         .unwrap_or([127, 0, 0, 1].into());
-    let proxies = TrustedProxies {
-        nets: &state.config.trusted_proxies,
-        header: state.config.trusted_proxy_header,
-    };
-    let client = if proxies.trusts(peer) {
-        proxies.client(peer, &lines("forwarded"), &lines("x-forwarded-for"))?
-    } else {
-        peer.to_canonical()
-    };
+    let client = client_address(&state.config, req.headers(), peer)?;
     if let Some(a) = authority
         .filter(|_| rewrite)
         .and_then(|a| HeaderValue::from_str(&a).ok())
@@ -144,6 +128,31 @@ fn check(state: &AppState, req: &mut Request) -> Result<(), Refusal> {
     }
     req.extensions_mut().insert(ClientAddr(client));
     Ok(())
+}
+
+/// The client's address for a request from the socket peer `peer` carrying `headers`: the peer, unless it is a
+/// trusted proxy, then what the forwarding headers say (see [`forwarded`]).
+pub fn client_address(
+    config: &crate::config::ServeConfig,
+    headers: &axum::http::HeaderMap,
+    peer: IpAddr,
+) -> Result<IpAddr, ClientAddrError> {
+    let proxies = TrustedProxies {
+        nets: &config.trusted_proxies,
+        header: config.trusted_proxy_header,
+    };
+    if !proxies.trusts(peer) {
+        return Ok(peer.to_canonical());
+    }
+    let lines = |name: &str| -> Vec<&str> {
+        headers
+            .get_all(name)
+            .iter()
+            // A value that is not text cannot name an address: it stays in the list, as a hop that does not parse.
+            .map(|v| v.to_str().unwrap_or("\u{0}"))
+            .collect()
+    };
+    proxies.client(peer, &lines("forwarded"), &lines("x-forwarded-for"))
 }
 
 fn refuse(req: &Request, refusal: Refusal) -> Response {

@@ -85,6 +85,16 @@ impl MetadataStore {
         })
     }
 
+    /// Whether the store answers a query and holds every migration this binary knows, applied successfully
+    /// (`/readyz`: a node sharing a database that another version has not finished migrating is not ready).
+    pub async fn ready(&self) -> Result<bool> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(migrator().iter().all(|m| applied.contains(&m.version)))
+    }
+
     pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
         Ok(
             sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
