@@ -6,6 +6,8 @@
   and tell it to serve their change at once (SIGHUP); without one, a server started later re-stamps every login
   server with the address it answers on.
 - `moat registry delete`: refusals, the activity record, what goes with the registry.
+- `moat sp list|show|reset-credentials|delete`: a reset or deleted principal's tokens (registry access and refresh
+  tokens, Entra tokens, refresh tokens exchanged for them) are refused at once; its role assignments go with it.
 """
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
-from conftest import (Arm, build_image, moat_bin, parse_json_lines, protect_registry, repo_scope, run_concurrently,
-                      sp_create)
+from conftest import (Arm, aad_token, build_image, make_session, moat_bin, parse_json_lines, protect_registry,
+                      repo_scope, run_concurrently, sp_create)
 
 NO_DATA = "start `moat serve` first or pass --data-dir"
 
@@ -212,3 +215,156 @@ def test_deleting_a_protected_registry_removes_its_data_and_is_recorded(moat):
     [rec] = [e for e in activity(moat, registry="lockedreg")
              if e["operationName"] == "Microsoft.ContainerRegistry/registries/delete"]
     assert rec["properties"]["before"]["policies"]["export"] == "disabled", rec
+
+
+# ------------------------------------------------------------------------------------------------ service principals
+
+def registry_token(server, sp: dict, repo: str, actions: str = "pull,push") -> requests.Response:
+    """GET /oauth2/token with the principal's appId and password (what `docker login` does)."""
+    s = make_session(server.base_url, verify=server.verify)
+    return s.get(server.base_url + "/oauth2/token", auth=(sp["appId"], sp["password"]), timeout=30,
+                 params={"service": server.login_server, "scope": repo_scope(repo, actions)})
+
+
+def refresh_token(server, sp: dict) -> str:
+    """POST /oauth2/token with the password grant: a refresh token (3 hours)."""
+    s = make_session(server.base_url, verify=server.verify)
+    r = s.post(server.base_url + "/oauth2/token", timeout=30, data={
+        "grant_type": "password", "service": server.login_server, "username": sp["appId"],
+        "password": sp["password"], "scope": repo_scope("life/app", "pull")})
+    assert r.status_code == 200 and r.json().get("refresh_token"), r.text
+    return r.json()["refresh_token"]
+
+
+def exchange(server, entra: str) -> requests.Response:
+    """POST /oauth2/exchange: an Entra access token for a registry refresh token (`az acr login`)."""
+    s = make_session(server.base_url, verify=server.verify)
+    return s.post(server.base_url + "/oauth2/exchange", timeout=30, data={
+        "grant_type": "access_token", "service": server.login_server, "access_token": entra})
+
+
+def refreshed(server, rt: str) -> requests.Response:
+    s = make_session(server.base_url, verify=server.verify)
+    return s.post(server.base_url + "/oauth2/token", timeout=30, data={
+        "grant_type": "refresh_token", "service": server.login_server, "refresh_token": rt,
+        "scope": repo_scope("life/app", "pull")})
+
+
+def v2_with(server, token: str) -> requests.Response:
+    s = make_session(server.base_url, verify=server.verify)
+    return s.get(server.base_url + "/v2/life/app/tags/list", headers={"Authorization": "Bearer " + token}, timeout=30)
+
+
+def arm_with(server, entra: str) -> requests.Response:
+    s = make_session(server.base_url, verify=server.verify)
+    return s.get(server.base_url + "/subscriptions?api-version=2022-12-01",
+                 headers={"Authorization": "Bearer " + entra}, timeout=30)
+
+
+class Tokens:
+    """Every kind of token a principal can hold: registry access and refresh tokens (from its password and from an
+    Entra token) and an Entra token for the management API."""
+
+    def __init__(self, server, sp: dict):
+        r = registry_token(server, sp, "life/app")
+        assert r.status_code == 200, r.text
+        self.access = r.json()["token"]
+        self.refresh = refresh_token(server, sp)
+        self.entra = aad_token(server, sp)
+        r = exchange(server, self.entra)
+        assert r.status_code == 200, r.text
+        self.exchanged = r.json()["refresh_token"]
+
+    def all_work(self, server):
+        assert v2_with(server, self.access).status_code == 200
+        for rt in (self.refresh, self.exchanged):
+            r = refreshed(server, rt)
+            assert r.status_code == 200, r.text
+        assert arm_with(server, self.entra).status_code == 200
+        assert exchange(server, self.entra).status_code == 200
+
+    def all_refused(self, server, why: str):
+        r = v2_with(server, self.access)
+        assert r.status_code == 401 and "revoked" in r.text, f"{why}: access token {r.status_code} {r.text}"
+        for rt in (self.refresh, self.exchanged):
+            r = refreshed(server, rt)
+            assert r.status_code == 401, f"{why}: refresh token {r.status_code} {r.text}"
+        r = arm_with(server, self.entra)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "InvalidAuthenticationToken" \
+            and "revoked" in r.json()["error"]["message"], f"{why}: Entra token on ARM {r.status_code} {r.text}"
+        r = exchange(server, self.entra)
+        assert r.status_code == 401, f"{why}: Entra token at /oauth2/exchange {r.status_code} {r.text}"
+
+
+def test_service_principal_lifecycle_and_tokens(moat):
+    moat.client().push_image("life/app", build_image(1), tag="v1")
+    sp = sp_create(moat, "life-sp", role="AcrPush")
+    other = sp_create(moat, "bystander", role="AcrPull")
+    # list and show, by appId or display name in any case
+    rows = {r["displayName"]: r for r in parse_json_lines(moat.moat("sp", "list", "-o", "json").stdout)}
+    assert rows["life-sp"]["appId"] == sp["appId"] and \
+        [a["roleDefinitionName"] for a in rows["life-sp"]["roleAssignments"]] == ["AcrPush"], rows
+    table = moat.moat("sp", "list").stdout
+    assert table.splitlines()[0].split() == ["APP", "ID", "DISPLAY", "NAME", "CREATED", "ROLES"], table
+    assert f"{sp['appId']}  life-sp" in table and "AcrPush@subscription" in table, table
+    for key in (sp["appId"], "LIFE-SP"):
+        shown = json.loads(moat.moat("sp", "show", "--id", key).stdout)
+        assert shown["appId"] == sp["appId"] and shown["credentialsResetDateTime"] is None, shown
+    p = moat.moat("sp", "show", "--id", "nobody", check=False)
+    assert p.returncode != 0 and "no service principal 'nobody'" in p.stderr and "life-sp" in p.stderr, p.stderr
+
+    before = Tokens(moat, sp)
+    before.all_work(moat)
+    bystander = Tokens(moat, other)
+
+    # Reset: a new password, shown once; every token issued before is refused at once, the new password works.
+    reset = json.loads(moat.moat("sp", "reset-credentials", "--id", sp["appId"]).stdout)
+    assert set(reset) == {"appId", "password", "tenant"} and reset["appId"] == sp["appId"], reset
+    assert reset["password"] != sp["password"] and reset["tenant"] == sp["tenant"]
+    before.all_refused(moat, "after reset")
+    assert registry_token(moat, sp, "life/app").status_code == 401, "the old password still signs in"
+    renewed = dict(sp, password=reset["password"])
+    after = Tokens(moat, renewed)
+    after.all_work(moat)
+    bystander.all_work(moat)  # another principal's tokens are untouched
+    assert json.loads(moat.moat("sp", "show", "--id", "life-sp").stdout)["credentialsResetDateTime"]
+
+    # Delete: its tokens and its password stop working, its role assignments go with it.
+    moat.moat("sp", "delete", "--id", "life-sp")
+    after.all_refused(moat, "after delete")
+    assert registry_token(moat, renewed, "life/app").status_code == 401
+    r = make_session(moat.base_url, verify=moat.verify).post(
+        f"{moat.base_url}/{sp['tenant']}/oauth2/v2.0/token", timeout=30,
+        data={"client_id": sp["appId"], "client_secret": reset["password"], "grant_type": "client_credentials",
+              "scope": "https://management.azure.com/.default"})
+    assert r.status_code == 400 and "was not found" in r.text, r.text
+    assert "life-sp" not in moat.moat("sp", "list").stdout
+    p = moat.moat("sp", "delete", "--id", sp["appId"], check=False)
+    assert p.returncode != 0 and "no service principal" in p.stderr, p.stderr
+    bystander.all_work(moat)
+
+    rows = [e for e in activity(moat) if e["resourceId"] == f"/servicePrincipals/{sp['appId']}"]
+    ops = [e["operationName"] for e in rows]
+    assert ops == ["Microsoft.Graph/servicePrincipals/write",
+                   "Microsoft.Graph/servicePrincipals/resetCredentials/action",
+                   "Microsoft.Graph/servicePrincipals/delete"], ops
+    assert all(e["caller"].startswith("local:") and e["status"] == "Succeeded" for e in rows), rows
+    assert rows[1]["properties"]["credentialGeneration"] == 1, rows[1]
+    assert len(rows[2]["properties"]["roleAssignmentsRemoved"]) == 1 and \
+        rows[2]["properties"]["displayName"] == "life-sp", rows[2]
+    assert not any("password" in json.dumps(e).lower() and reset["password"] in json.dumps(e) for e in rows)
+
+
+def test_sp_create_refusals_leave_nothing_behind(moat):
+    sub = Arm(moat, sp_create(moat, "owner-refusals")).subscription
+    missing = f"/subscriptions/{sub}/resourceGroups/moat/providers/Microsoft.ContainerRegistry/registries/nosuchreg"
+    for args, needle in (
+        (["--role", "AcrPull", "--scope", missing], "registry 'nosuchreg' does not exist"),
+        (["--role", "Writer"], "unknown role 'Writer'"),
+        (["--scope", f"/subscriptions/{sub}"], "--scope needs --role"),
+        (["--role", "AcrPull", "--scope", "/subscriptions/other"], "is not a scope of subscription"),
+    ):
+        p = moat.moat("sp", "create", "--name", "refused-sp", *args, check=False)
+        assert p.returncode != 0 and needle in p.stderr, (args, p.stderr)
+        assert p.stdout == ""
+        assert "refused-sp" not in moat.moat("sp", "list").stdout, f"{args}: a refused create made a principal"

@@ -108,7 +108,13 @@ mod tests {
         let entra = Keyring::single("e1", b"entra-key-entra-key-entra-key-00");
         let issuer = TokenIssuer::with_keys(ring.clone(), entra);
         let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
-        let old = issuer.issue("admin", "reg", "rid", Default::default(), 300);
+        let old = issuer.issue(
+            &crate::token::Subject::named("admin"),
+            "reg",
+            "rid",
+            Default::default(),
+            300,
+        );
         assert_eq!(kid(&old), "0001");
         let first = ring.current();
         ring.replace(vec![
@@ -116,7 +122,13 @@ mod tests {
             Key::new("0002", b"second-key-second-key-second-k00"),
         ])
         .unwrap();
-        let new = issuer.issue("admin", "reg", "rid", Default::default(), 300);
+        let new = issuer.issue(
+            &crate::token::Subject::named("admin"),
+            "reg",
+            "rid",
+            Default::default(),
+            300,
+        );
         assert_eq!(kid(&new), "0002");
         assert!(issuer.verify(&old, "reg", "rid").is_ok(), "overlap window");
         assert!(issuer.verify(&new, "reg", "rid").is_ok());

@@ -11,4 +11,4 @@ pub use keyring::{Key, Keyring};
 pub use sealed::{SealError, SecretBox};
 
 pub use link::{LinkClaims, LinkError, LinkSigner};
-pub use token::{Claims, TokenError, TokenIssuer};
+pub use token::{Claims, Subject, TokenError, TokenIssuer};

@@ -26,9 +26,44 @@ pub struct Claims {
     pub grant_type: String,
     #[serde(default)]
     pub access: Vec<AccessGrant>,
+    /// For a service principal, the credential generation it signed in under (see [`Subject`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgen: Option<i64>,
+}
+
+/// Who a token is issued to. A service principal's tokens carry the credential generation it signed in under:
+/// the server refuses them once the principal is deleted or its credentials are reset (the generation moves on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subject {
+    pub name: String,
+    pub generation: Option<i64>,
+}
+
+impl Subject {
+    /// An identity without credential generations: the server's admin, a registry's admin user, anonymous.
+    pub fn named(name: &str) -> Subject {
+        Subject {
+            name: name.into(),
+            generation: None,
+        }
+    }
+
+    pub fn principal(app_id: &str, generation: i64) -> Subject {
+        Subject {
+            name: app_id.into(),
+            generation: Some(generation),
+        }
+    }
 }
 
 impl Claims {
+    pub fn subject(&self) -> Subject {
+        Subject {
+            name: self.sub.clone(),
+            generation: self.pgen,
+        }
+    }
+
     pub fn access(&self) -> Access {
         Access {
             any_repository: Default::default(),
@@ -50,6 +85,15 @@ pub struct AadClaims {
     pub iat: u64,
     pub nbf: u64,
     pub exp: u64,
+    /// The principal's credential generation when the token was issued (absent in tokens of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgen: Option<i64>,
+}
+
+impl AadClaims {
+    pub fn subject(&self) -> Subject {
+        Subject::principal(&self.appid, self.pgen.unwrap_or(0))
+    }
 }
 
 pub const AAD_ISSUER: &str = "moat-aad";
@@ -127,7 +171,7 @@ impl TokenIssuer {
     /// Issues an access token for `subject` on the registry (`registry_id`, `login_server`).
     pub fn issue(
         &self,
-        subject: &str,
+        subject: &Subject,
         login_server: &str,
         registry_id: &str,
         access: Access,
@@ -146,7 +190,7 @@ impl TokenIssuer {
     /// Issues a token of another grant type (a refresh token carries no access of its own).
     pub fn issue_with_grant(
         &self,
-        subject: &str,
+        subject: &Subject,
         login_server: &str,
         registry_id: &str,
         grant: &str,
@@ -164,7 +208,7 @@ impl TokenIssuer {
 
     fn sign(
         &self,
-        subject: &str,
+        subject: &Subject,
         login_server: &str,
         registry_id: &str,
         grant: &str,
@@ -174,7 +218,7 @@ impl TokenIssuer {
         let iat = now();
         let claims = Claims {
             jti: uuid::Uuid::new_v4().to_string(),
-            sub: subject.to_string(),
+            sub: subject.name.clone(),
             iss: ISSUER.to_string(),
             aud: login_server.to_string(),
             iat,
@@ -184,6 +228,7 @@ impl TokenIssuer {
             rid: registry_id.to_string(),
             grant_type: grant.into(),
             access: access.grants,
+            pgen: subject.generation,
         };
         sign_with(&self.registry, &claims)
     }
@@ -209,11 +254,12 @@ impl TokenIssuer {
         Ok(claims)
     }
 
-    /// Issues an AAD-shaped access token for a service principal.
+    /// Issues an AAD-shaped access token for a service principal, under its credential `generation`.
     pub fn issue_aad(
         &self,
         tenant: &str,
         app_id: &str,
+        generation: i64,
         audience: &str,
         ttl_secs: u64,
     ) -> (String, u64) {
@@ -228,6 +274,7 @@ impl TokenIssuer {
             iat,
             nbf: iat.saturating_sub(5),
             exp: iat + ttl_secs,
+            pgen: Some(generation),
         };
         (sign_with(&self.entra, &claims), ttl_secs)
     }
@@ -282,7 +329,7 @@ mod tests {
                 actions: [Action::Pull].into(),
             }],
         };
-        let (aad, _) = issuer.issue_aad("tenant", "app", "https://management.azure.com", 60);
+        let (aad, _) = issuer.issue_aad("tenant", "app", 0, "https://management.azure.com", 60);
         assert_eq!(
             issuer
                 .verify_aad(&aad, &["https://management.azure.com/"])
@@ -297,7 +344,13 @@ mod tests {
             issuer.verify(&aad, "reg.example", "rid1").is_err(),
             "an AAD token is not a registry token"
         );
-        let t = issuer.issue("admin", "reg.example", "rid1", access.clone(), 300);
+        let t = issuer.issue(
+            &Subject::named("admin"),
+            "reg.example",
+            "rid1",
+            access.clone(),
+            300,
+        );
         let c = issuer.verify(&t, "reg.example", "rid1").unwrap();
         assert_eq!(c.access(), access);
         assert!(
@@ -316,10 +369,40 @@ mod tests {
             Keyring::single("r1", b"registry-key-registry-key-000000"),
             Keyring::single("e1", b"entra-key-entra-key-entra-key-00"),
         );
-        let (aad, _) = separate.issue_aad("tenant", "app", "https://management.azure.com", 60);
+        let (aad, _) = separate.issue_aad("tenant", "app", 0, "https://management.azure.com", 60);
         assert!(separate.verify(&aad, "reg.example", "rid1").is_err());
         tampered.insert(tampered.len() - 3, 'x');
         assert!(issuer.verify(&tampered, "reg.example", "rid1").is_err());
+    }
+
+    #[test]
+    fn tokens_carry_the_principals_credential_generation() {
+        let issuer = TokenIssuer::new(b"secret-secret-secret-secret-1234");
+        let sp = Subject::principal("6f0c1d2e-0000-4000-8000-000000000001", 3);
+        let t = issuer.issue(&sp, "reg.example", "rid1", Access::default(), 300);
+        assert_eq!(
+            issuer.verify(&t, "reg.example", "rid1").unwrap().subject(),
+            sp
+        );
+        let r = issuer.issue_with_grant(&sp, "reg.example", "rid1", "refresh", 300);
+        assert_eq!(
+            issuer.verify(&r, "reg.example", "rid1").unwrap().subject(),
+            sp
+        );
+        let admin = issuer.issue(
+            &Subject::named("admin"),
+            "reg.example",
+            "rid1",
+            Access::default(),
+            300,
+        );
+        let c = issuer.verify(&admin, "reg.example", "rid1").unwrap();
+        assert_eq!((c.sub.as_str(), c.pgen), ("admin", None));
+        let (aad, _) = issuer.issue_aad("t", &sp.name, 3, "https://management.azure.com", 60);
+        let c = issuer
+            .verify_aad(&aad, &["https://management.azure.com"])
+            .unwrap();
+        assert_eq!(c.subject(), sp);
     }
 
     #[test]
@@ -338,6 +421,7 @@ mod tests {
             rid: "rid1".into(),
             grant_type: "access_token".into(),
             access: vec![],
+            pgen: None,
         };
         let entra = |nbf: u64| AadClaims {
             iss: AAD_ISSUER.into(),
@@ -349,6 +433,7 @@ mod tests {
             iat: now,
             nbf,
             exp: now + 3600,
+            pgen: None,
         };
         let aud = ["https://management.azure.com"];
         for ahead in [NBF_SKEW_SECS + 5, 3600, 86_400 * 365] {

@@ -9,6 +9,7 @@ mod logging;
 mod login;
 mod registry;
 mod sp;
+mod table;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use moat_server::ServeConfig;

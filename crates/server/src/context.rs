@@ -91,20 +91,26 @@ impl RequestCtx {
         let mut ctx = Self::classify_unauthenticated(state, parts, operation).await?;
         if let Some(token) = bearer_token(&parts.headers) {
             ctx.principal.presented = true;
-            match state
+            let refused = match state
                 .tokens
                 .verify_access(token, &ctx.registry.login_server, &ctx.registry.id)
             {
-                Ok(claims) => {
+                Ok(claims) if identities::is_current(&state.meta, &claims.subject()).await? => {
                     ctx.principal.access = claims.access();
                     ctx.principal.identity = Some(claims.sub);
+                    None
                 }
-                Err(e) => {
-                    let mut err = ctx.challenge(None, Some("invalid_token"));
-                    err.message = format!("{e}: fetch a new token from the realm and retry");
-                    ctx.audit_denied(state, None, "401", &e.to_string());
-                    return Err(err);
-                }
+                Ok(claims) => Some(format!(
+                    "the token was revoked: service principal {} was deleted or its credentials were reset after it was issued",
+                    claims.sub
+                )),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = refused {
+                let mut err = ctx.challenge(None, Some("invalid_token"));
+                err.message = format!("{why}: fetch a new token from the realm and retry");
+                ctx.audit_denied(state, None, "401", &why);
+                return Err(err);
             }
         } else if let Some((user, password)) = basic_credentials(&parts.headers) {
             ctx.principal.presented = true;
@@ -122,12 +128,12 @@ impl RequestCtx {
                 err.message = "invalid username or password".into();
                 return Err(err);
             };
-            let may = identities::permissions(state, &ctx.registry, &identity).await?;
+            let may = identities::permissions(state, &ctx.registry, &identity.name).await?;
             ctx.principal.access = Access {
                 any_repository: may,
                 grants: vec![],
             };
-            ctx.principal.identity = Some(identity);
+            ctx.principal.identity = Some(identity.name);
         }
         Ok(ctx)
     }

@@ -5,8 +5,10 @@
 use crate::logins::{Secret, Throttled};
 use crate::oci::error::{Code, OciError, OciResult};
 use crate::state::AppState;
+use moat_auth::Subject;
 use moat_model::rbac::{Role, RoleScope};
 use moat_model::{Action, Registry};
+use moat_store::{MetadataStore, StoreError};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -26,20 +28,21 @@ pub async fn authenticate(
     client: IpAddr,
     user: &str,
     password: &str,
-) -> OciResult<Option<String>> {
+) -> OciResult<Option<Subject>> {
     let (secret, identity) = if let Some(hash) = state.meta.identity_password_hash(user).await? {
-        (Stored::Hash(hash), user.to_string())
+        (Stored::Hash(hash), Subject::named(user))
     } else if user.eq_ignore_ascii_case(&registry.name) {
         let ok = registry.settings.admin_user_enabled
             && crate::secrets::admin_credentials(state, &registry.id)
                 .await?
                 .iter()
                 .any(|(_, v)| constant_time_eq(v.as_bytes(), password.as_bytes()));
-        (Stored::Compared(ok), registry.name.clone())
+        (Stored::Compared(ok), Subject::named(&registry.name))
     } else if let Some(sp) = state.meta.service_principal(user).await? {
-        (Stored::Hash(sp.secret_hash), sp.app_id)
+        let subject = Subject::principal(&sp.app_id, sp.generation);
+        (Stored::Hash(sp.secret_hash), subject)
     } else {
-        (Stored::Unknown, String::new())
+        (Stored::Unknown, Subject::named(""))
     };
     let secret = match &secret {
         Stored::Hash(stored) => Secret::Hashed { password, stored },
@@ -51,6 +54,26 @@ pub async fn authenticate(
         Ok(false) => Ok(None),
         Err(t) => Err(throttled(&t)),
     }
+}
+
+/// Whether a token's subject may still use it: a service principal's token only while the principal exists with
+/// the credential generation the token names (a reset moves it on, a delete removes it), so the tokens of a reset
+/// or deleted principal are refused on their next use. One indexed read per use of such a token; the server's
+/// admin, registry admin users and anonymous tokens need none.
+pub async fn is_current(meta: &MetadataStore, subject: &Subject) -> Result<bool, StoreError> {
+    if subject.generation.is_none() && !looks_like_app_id(&subject.name) {
+        return Ok(true);
+    }
+    Ok(meta
+        .principal_generation(&subject.name)
+        .await?
+        // A token from before generations were recorded names none: it is valid until the first reset.
+        .is_some_and(|g| g == subject.generation.unwrap_or(0)))
+}
+
+/// App ids are hyphenated GUIDs, which no other identity's name can be (registry names are letters and digits).
+fn looks_like_app_id(name: &str) -> bool {
+    name.len() == 36 && name.contains('-') && uuid::Uuid::parse_str(name).is_ok()
 }
 
 /// What the server holds for a user name.
@@ -104,6 +127,21 @@ pub async fn permissions(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_guids_name_service_principals() {
+        assert!(super::looks_like_app_id(
+            "6f0c1d2e-0000-4000-8000-000000000001"
+        ));
+        for other in [
+            "admin",
+            "acr_anon_pull",
+            "myregistry",
+            "6f0c1d2e000040008000000000000001",
+        ] {
+            assert!(!super::looks_like_app_id(other), "{other}");
+        }
+    }
+
     #[test]
     fn constant_time_compare() {
         assert!(super::constant_time_eq(b"abc", b"abc"));

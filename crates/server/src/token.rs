@@ -13,6 +13,7 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
+use moat_auth::Subject;
 use moat_model::access::{AccessGrant, ResourceScope, ScopeRequest};
 use moat_model::audit::Operation;
 use moat_model::{Access, Action};
@@ -123,14 +124,23 @@ fn login_success(state: &AppState, ctx: &RequestCtx, identity: &str) {
     state.audit.record(e);
 }
 
-/// A refresh token this registry issued: the identity it was issued to.
-fn refresh_identity(state: &AppState, ctx: &RequestCtx, token: &str) -> Option<String> {
+/// A refresh token this registry issued: the identity it was issued to, while that identity may still use it.
+async fn refresh_identity(
+    state: &AppState,
+    ctx: &RequestCtx,
+    token: &str,
+) -> OciResult<Option<Subject>> {
     match state
         .tokens
         .verify(token, &ctx.registry.login_server, &ctx.registry.id)
     {
-        Ok(c) if c.grant_type == REFRESH_GRANT => Some(c.sub),
-        _ => None,
+        Ok(c) if c.grant_type == REFRESH_GRANT => {
+            let subject = c.subject();
+            Ok(identities::is_current(&state.meta, &subject)
+                .await?
+                .then_some(subject))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -187,14 +197,24 @@ async fn exchange_token(state: &AppState, req: Request) -> OciResult<Response> {
                 fix,
             )
         })?;
+    // The refresh token carries the generation the Entra token was issued under: a reset revokes both.
+    let subject = claims.subject();
+    if !identities::is_current(&state.meta, &subject).await? {
+        return Err(login_failure(
+            state,
+            &ctx,
+            "the Entra access token was revoked (its service principal was deleted or its credentials were reset)",
+            "sign in again with the principal's current credentials",
+        ));
+    }
     let refresh = state.tokens.issue_with_grant(
-        &claims.appid,
+        &subject,
         &ctx.registry.login_server,
         &ctx.registry.id,
         REFRESH_GRANT,
         REFRESH_TTL,
     );
-    login_success(state, &ctx, &claims.appid);
+    login_success(state, &ctx, &subject.name);
     Ok(axum::Json(json!({ "refresh_token": refresh })).into_response())
 }
 
@@ -204,9 +224,9 @@ async fn password_identity(
     ctx: &RequestCtx,
     user: &str,
     password: &str,
-) -> OciResult<Option<String>> {
+) -> OciResult<Option<Subject>> {
     if user == REFRESH_TOKEN_USER {
-        return Ok(refresh_identity(state, ctx, password));
+        return refresh_identity(state, ctx, password).await;
     }
     identities::authenticate(state, &ctx.registry, ctx.origin.client_ip, user, password).await
 }
@@ -238,22 +258,22 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
             .then(|| Some((get("username")?, get("password").unwrap_or_default())))
             .flatten()
     });
-    let identity: Option<String> = if let Some((user, password)) = credentials {
+    let identity: Option<Subject> = if let Some((user, password)) = credentials {
         match password_identity(state, &ctx, &user, &password).await? {
             Some(id) => Some(id),
             None => return Err(login_failure("invalid username or password")),
         }
     } else if grant_type.as_deref() == Some("refresh_token") {
         let rt = get("refresh_token").unwrap_or_default();
-        match refresh_identity(state, &ctx, &rt) {
+        match refresh_identity(state, &ctx, &rt).await? {
             Some(id) => Some(id),
-            None => return Err(login_failure("invalid or expired refresh token")),
+            None => return Err(login_failure("invalid, expired or revoked refresh token")),
         }
     } else {
         None
     };
     let may = match &identity {
-        Some(id) => identities::permissions(state, &ctx.registry, id).await?,
+        Some(id) => identities::permissions(state, &ctx.registry, &id.name).await?,
         None => Default::default(),
     };
     let grants: Vec<AccessGrant> = scopes
@@ -282,7 +302,9 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
             }
         })
         .collect();
-    let subject = identity.clone().unwrap_or_else(|| "acr_anon_pull".into());
+    let subject = identity
+        .clone()
+        .unwrap_or_else(|| Subject::named("acr_anon_pull"));
     let access = Access {
         any_repository: Default::default(),
         grants,
@@ -313,7 +335,7 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
         ));
     }
     if let Some(id) = &identity {
-        login_success(state, &ctx, id);
+        login_success(state, &ctx, &id.name);
     }
     Ok(axum::Json(body).into_response())
 }

@@ -187,10 +187,13 @@ pub async fn token(
     } else {
         resource
     };
-    let (access_token, expires_in) =
-        state
-            .tokens
-            .issue_aad(&ids.tenant_id, &sp.app_id, resource, TOKEN_TTL);
+    let (access_token, expires_in) = state.tokens.issue_aad(
+        &ids.tenant_id,
+        &sp.app_id,
+        sp.generation,
+        resource,
+        TOKEN_TTL,
+    );
     axum::Json(json!({"token_type": "Bearer", "expires_in": expires_in, "ext_expires_in": expires_in, "access_token": access_token})).into_response()
 }
 
@@ -270,6 +273,16 @@ pub async fn authenticate(
                 format!("The access token is invalid: {e}. Run `moat login` again."),
             )
         })?;
+    if !crate::identities::is_current(&state.meta, &claims.subject()).await? {
+        return Err(ArmError::new(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            format!(
+                "The access token was revoked: service principal '{}' was deleted or its credentials were reset after it was issued. Sign in again with its current credentials.",
+                claims.appid
+            ),
+        ));
+    }
     let assignments = state
         .meta
         .role_assignments(&claims.appid)
