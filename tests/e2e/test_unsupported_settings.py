@@ -1,7 +1,7 @@
 """Every ACR setting Moat accepts is enforced; one it does not enforce is refused when a request turns it on.
 
 The refusal is ARM's JSON, 400 `FeatureNotSupported`, naming the setting ("Moat does not enforce
-retentionPolicy; it cannot be enabled ..."), through the real `az acr config ...` commands, the SDK and raw
+quarantinePolicy; it cannot be enabled ..."), through the real `az acr config ...` commands, the SDK and raw
 requests in several spellings; a request that sends the inert values (az acr create, a PUT of every default, a
 GET echoed back) keeps working, and nothing a refused request names is stored. `azureADAuthenticationAsArmPolicy`
 is enforced: disabled, `/oauth2/exchange` takes tokens for ACR's audience only.
@@ -31,10 +31,6 @@ def test_az_config_commands_refuse_what_moat_does_not_enforce(moat, az):
     name = "unsupp1"
     az("acr", "create", "-n", name, "-g", "rg1", "--sku", "Premium", "-l", "westeurope", json_out=True)
 
-    p = az("acr", "config", "retention", "update", "-r", name, "--status", "enabled", "--days", "30",
-           "--type", "UntaggedManifests", ok=False)
-    assert p.returncode != 0 and "(FeatureNotSupported)" in p.stderr, p.stderr
-    assert not_enforced("retentionPolicy") in p.stderr, p.stderr
     # az 2.91 itself allows only `--status disabled` for content trust (deprecated); enabling it is refused
     # below through the SDK and raw requests, and the inert value goes through az here.
     trust = az("acr", "config", "content-trust", "update", "-r", name, "--status", "disabled", "--yes",
@@ -83,7 +79,6 @@ def test_sdk_patch_of_quarantine_is_refused_and_a_put_of_every_default_works(env
     for policies, setting in [
         (m.Policies(quarantine_policy=m.QuarantinePolicy(status="enabled")), "quarantinePolicy"),
         (m.Policies(trust_policy=m.TrustPolicy(type="Notary", status="enabled")), "trustPolicy"),
-        (m.Policies(retention_policy=m.RetentionPolicy(days=1, status="enabled")), "retentionPolicy"),
     ]:
         e = expect_http_error(sdk, lambda: c.registries.begin_update(
             rg, name, m.RegistryUpdateParameters(policies=policies)), 400, "FeatureNotSupported")
@@ -108,7 +103,6 @@ RAW_REFUSALS = [
     ({"properties": {"policies": {"quarantinePolicy": {"status": "ENABLED"}}}}, "quarantinePolicy"),
     ({"properties": {"policies": {"softDeletePolicy": {"retentionDays": 7, "status": "enabled"}}}},
      "softDeletePolicy"),
-    ({"properties": {"policies": {"retentionPolicy": {"status": "enabled"}}}}, "retentionPolicy"),
     ({"properties": {"zoneRedundancy": "enabled"}}, "zoneRedundancy"),
     ({"properties": {"encryption": {"status": "enabled", "keyVaultProperties": {"keyIdentifier": "https://kv/k"}}}},
      "encryption"),

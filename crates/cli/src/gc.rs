@@ -29,6 +29,10 @@ pub struct GcArgs {
     /// Skip the walk of the blob directory for files no row knows (the slow part on a large store).
     #[arg(long)]
     pub no_sweep: bool,
+    /// Judge the ages of the retention and soft-delete policies (counted in days) as if this many days later.
+    /// For tests of those policies; the grace period is not shifted.
+    #[arg(long, value_name = "DAYS", default_value_t = 0)]
+    pub days_later: u32,
     /// `table`: one line per removal and a total; `json`: one JSON object per line, the last one the summary.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -46,6 +50,7 @@ pub async fn run(args: GcArgs, config: ServeConfig) -> anyhow::Result<()> {
         grace_secs: args.grace,
         upload_ttl_secs: args.upload_ttl_secs,
         sweep_files: !args.no_sweep,
+        days_later: args.days_later,
     };
     let printer = Printer {
         output: args.output,
@@ -95,6 +100,7 @@ async fn local(config: &ServeConfig, req: &GcRequest, printer: &Printer) -> anyh
         // No server shares the writer: as fast as it goes.
         share: None,
         sweep_files: req.sweep_files,
+        clock_offset: moat_server::gc::days(req.days_later),
     };
     let summary =
         moat_server::gc::run_local(meta, Arc::new(blobs), &opts, &mut |r| printer.removed(r))

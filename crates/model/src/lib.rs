@@ -19,6 +19,7 @@ pub mod private_endpoint;
 pub mod rbac;
 pub mod registry;
 pub mod resource;
+pub mod retention;
 pub mod text;
 pub mod unenforced;
 

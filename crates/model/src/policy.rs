@@ -37,6 +37,10 @@ pub enum PolicyError {
     NetworkRulesRequirePremium { name: String, sku: &'static str },
     #[error("Dedicated data endpoints are available only on Premium registries; registry '{name}' is {sku}. Update the SKU to Premium first.")]
     DataEndpointRequiresPremium { name: String, sku: &'static str },
+    #[error("The retention policy for untagged manifests is available only on Premium registries; registry '{name}' is {sku}. Update the SKU to Premium first, or leave the retention policy disabled.")]
+    RetentionRequiresPremium { name: String, sku: &'static str },
+    #[error("The retention policy and the soft delete policy cannot both be enabled on registry '{name}'. Disable one of them first (e.g. `az acr config retention update -r {name} --status disabled --type UntaggedManifests`).")]
+    RetentionWithSoftDelete { name: String },
     #[error(transparent)]
     NotEnforced(#[from] crate::unenforced::NotEnforced),
 }
@@ -59,6 +63,8 @@ impl PolicyError {
             PolicyError::AnonymousPullRequiresStandard { .. } => "anonymousPullEnabled",
             PolicyError::NetworkRulesRequirePremium { .. } => "networkRuleSet",
             PolicyError::DataEndpointRequiresPremium { .. } => "dataEndpointEnabled",
+            PolicyError::RetentionRequiresPremium { .. } => "policies.retentionPolicy",
+            PolicyError::RetentionWithSoftDelete { .. } => "policies",
             PolicyError::PrivateEndpointRequiredWhileExportsDisabled { .. } => {
                 "privateEndpointConnections"
             }
@@ -87,8 +93,9 @@ pub fn validate_change(
     after: &RegistrySettings,
     facts: &PolicyFacts,
 ) -> Result<(), PolicyError> {
-    crate::unenforced::check(after)?;
     let name = name.to_string();
+    retention_allowed(&name, after)?;
+    crate::unenforced::check(after)?;
     if after.anonymous_pull_enabled && after.sku == Sku::Basic {
         return Err(PolicyError::AnonymousPullRequiresStandard { name });
     }
@@ -126,6 +133,25 @@ pub fn validate_change(
         return Err(PolicyError::ExportRequiresPrivateEndpoint { name });
     }
     network_rules_allowed(&name, after)
+}
+
+/// ACR's rules for the retention policy: Premium only (a SKU change away from Premium is refused while it is
+/// enabled, so that no stored state breaks the rule), and never together with soft delete.
+fn retention_allowed(name: &str, s: &RegistrySettings) -> Result<(), PolicyError> {
+    let p = &s.policies;
+    if !p.retention.status.is_enabled() {
+        return Ok(());
+    }
+    if p.soft_delete.status.is_enabled() {
+        return Err(PolicyError::RetentionWithSoftDelete { name: name.into() });
+    }
+    if s.sku != Sku::Premium {
+        return Err(PolicyError::RetentionRequiresPremium {
+            name: name.into(),
+            sku: s.sku.as_str(),
+        });
+    }
+    Ok(())
 }
 
 /// Whether the settings use network rules, which only Premium registries have (ACR's `networkRuleSet`).
@@ -171,6 +197,42 @@ mod tests {
 
     fn open(sku: Sku) -> RegistrySettings {
         RegistrySettings::new(sku, crate::Location::parse("westeurope").unwrap())
+    }
+
+    #[test]
+    fn retention_is_premium_only_and_never_with_soft_delete() {
+        let facts = PolicyFacts::default();
+        for sku in [Sku::Basic, Sku::Standard, Sku::Premium] {
+            for (retention, soft) in [(false, false), (true, false), (false, true), (true, true)] {
+                let mut s = open(sku);
+                s.policies.retention.status = PolicyStatus::from_bool(retention);
+                s.policies.soft_delete.status = PolicyStatus::from_bool(soft);
+                let got = validate_change("reg", Some(&open(sku)), &s, &facts);
+                match (retention, soft, sku) {
+                    (true, true, _) => {
+                        let e = got.unwrap_err();
+                        assert!(matches!(e, PolicyError::RetentionWithSoftDelete { .. }));
+                        assert!(e.to_string().contains("cannot both be enabled"));
+                    }
+                    (true, false, Sku::Basic | Sku::Standard) => {
+                        let e = got.unwrap_err();
+                        assert!(
+                            matches!(e, PolicyError::RetentionRequiresPremium { .. }),
+                            "{e}"
+                        );
+                        assert_eq!(e.target(), "policies.retentionPolicy");
+                    }
+                    _ => assert!(
+                        !matches!(
+                            got,
+                            Err(PolicyError::RetentionRequiresPremium { .. }
+                                | PolicyError::RetentionWithSoftDelete { .. })
+                        ),
+                        "{sku:?} {retention} {soft}: {got:?}"
+                    ),
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! not acted on would let an operator believe something holds that does not (a retention policy that purges
 //! nothing, content trust that verifies nothing), so each one here is refused as soon as a request turns it on,
 //! with an error that names it. A request that sends the inert value (`az acr create`, an SDK round-trip of a
-//! GET) is accepted. When Moat comes to enforce one of them, it leaves this list.
+//! GET) is accepted. When Moat comes to enforce one of them, it leaves this list (the retention policy has:
+//! the collector enforces it, see `crate::retention`).
 
 use crate::registry::RegistrySettings;
 
@@ -10,7 +11,6 @@ use crate::registry::RegistrySettings;
 pub enum Unenforced {
     QuarantinePolicy,
     TrustPolicy,
-    RetentionPolicy,
     SoftDeletePolicy,
     ZoneRedundancy,
     Encryption,
@@ -26,10 +26,9 @@ pub enum Unenforced {
 }
 
 impl Unenforced {
-    pub const ALL: [Unenforced; 15] = [
+    pub const ALL: [Unenforced; 14] = [
         Unenforced::QuarantinePolicy,
         Unenforced::TrustPolicy,
-        Unenforced::RetentionPolicy,
         Unenforced::SoftDeletePolicy,
         Unenforced::ZoneRedundancy,
         Unenforced::Encryption,
@@ -49,7 +48,6 @@ impl Unenforced {
         match self {
             Unenforced::QuarantinePolicy => "quarantinePolicy",
             Unenforced::TrustPolicy => "trustPolicy",
-            Unenforced::RetentionPolicy => "retentionPolicy",
             Unenforced::SoftDeletePolicy => "softDeletePolicy",
             Unenforced::ZoneRedundancy => "zoneRedundancy",
             Unenforced::Encryption => "encryption",
@@ -70,7 +68,6 @@ impl Unenforced {
         match self {
             Unenforced::QuarantinePolicy
             | Unenforced::TrustPolicy
-            | Unenforced::RetentionPolicy
             | Unenforced::SoftDeletePolicy => format!("policies.{}", self.name()),
             Unenforced::VirtualNetworkRules => "networkRuleSet.virtualNetworkRules".into(),
             Unenforced::Identity => "identity".into(),
@@ -83,7 +80,6 @@ impl Unenforced {
         match self {
             Unenforced::QuarantinePolicy
             | Unenforced::TrustPolicy
-            | Unenforced::RetentionPolicy
             | Unenforced::SoftDeletePolicy
             | Unenforced::Encryption => "status 'disabled'",
             Unenforced::ZoneRedundancy
@@ -113,7 +109,6 @@ pub fn check(s: &RegistrySettings) -> Result<(), NotEnforced> {
     let on = [
         (p.quarantine.is_enabled(), Unenforced::QuarantinePolicy),
         (p.trust.is_enabled(), Unenforced::TrustPolicy),
-        (p.retention.status.is_enabled(), Unenforced::RetentionPolicy),
         (
             p.soft_delete.status.is_enabled(),
             Unenforced::SoftDeletePolicy,
@@ -137,7 +132,7 @@ mod tests {
             RegistrySettings::new(Sku::Premium, crate::Location::parse("westeurope").unwrap());
         assert_eq!(check(&base), Ok(()));
         type TurnOn = fn(&mut RegistrySettings);
-        let turn_on: [(TurnOn, Unenforced); 5] = [
+        let turn_on: [(TurnOn, Unenforced); 4] = [
             (
                 |s| s.policies.quarantine = PolicyStatus::Enabled,
                 Unenforced::QuarantinePolicy,
@@ -145,10 +140,6 @@ mod tests {
             (
                 |s| s.policies.trust = PolicyStatus::Enabled,
                 Unenforced::TrustPolicy,
-            ),
-            (
-                |s| s.policies.retention.status = PolicyStatus::Enabled,
-                Unenforced::RetentionPolicy,
             ),
             (
                 |s| s.policies.soft_delete.status = PolicyStatus::Enabled,

@@ -36,6 +36,9 @@ pub struct GcRequest {
     pub grace_secs: Option<u64>,
     pub upload_ttl_secs: Option<u64>,
     pub sweep_files: bool,
+    /// `moat gc --days-later`: the policies' ages judged this many days later (tests).
+    #[serde(default)]
+    pub days_later: u32,
 }
 
 /// One line of the answer: each removal, then the summary (or an error).
@@ -103,6 +106,7 @@ pub fn spawn_background(state: &AppState) {
                 upload_ttl: state.config.upload_ttl,
                 share: Some(SHARE),
                 sweep_files: sweep,
+                clock_offset: Duration::ZERO,
             };
             match run(&state, &opts, &mut |_| {}).await {
                 Ok(s) => {
@@ -198,6 +202,7 @@ async fn answer(state: &AppState, stream: UnixStream) -> anyhow::Result<()> {
             .unwrap_or(state.config.upload_ttl),
         share: Some(SHARE),
         sweep_files: req.sweep_files,
+        clock_offset: days(req.days_later),
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let writer = tokio::spawn(async move {
@@ -220,6 +225,11 @@ async fn answer(state: &AppState, stream: UnixStream) -> anyhow::Result<()> {
     drop(tx);
     let _ = writer.await;
     Ok(())
+}
+
+/// `n` days.
+pub fn days(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n) * 86_400)
 }
 
 /// For a caller outside the server (`moat gc` run with no server): the same run on the stores it opened.

@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "identities",
         include_str!("../migrations/0012_identities.sql"),
     ),
+    (
+        13,
+        "retention",
+        include_str!("../migrations/0013_retention.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -38,6 +38,14 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(RegistrySettings::new(
+        Sku::Premium,
+        moat_model::Location::parse("local").unwrap(),
+    ))
+    .await
+}
+
+async fn env_with(settings: RegistrySettings) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.db");
     let meta = MetadataStore::open(&format!("sqlite://{}", db.display()))
@@ -45,14 +53,7 @@ async fn env() -> Env {
         .unwrap();
     let blobs = Arc::new(LocalBlobStore::open(dir.path().join("storage")).unwrap());
     let registry = meta
-        .create_registry(
-            "reg",
-            "reg.test",
-            "rg",
-            &RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap()),
-            true,
-            None,
-        )
+        .create_registry("reg", "reg.test", "rg", &settings, true, None)
         .await
         .unwrap()
         .id;
@@ -76,6 +77,7 @@ impl Env {
             upload_ttl: Duration::from_secs(3600),
             share: None,
             sweep_files: true,
+            clock_offset: Duration::ZERO,
         };
         let mut removed = Vec::new();
         let summary = Collector::new(self.meta.clone(), self.blobs.clone())
@@ -399,4 +401,67 @@ proptest! {
             .unwrap()
             .block_on(interleaving(ops));
     }
+}
+
+/// A registry whose retention policy (0 days) was enabled at `enabled` (RFC 3339).
+async fn retention_env(enabled: String) -> Env {
+    let mut s = RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap());
+    s.policies.retention.status = moat_model::registry::PolicyStatus::Enabled;
+    s.policies.retention.days = 0;
+    s.policies.retention.last_updated_time = Some(enabled);
+    env_with(s).await
+}
+
+#[tokio::test]
+async fn retention_purges_what_lost_its_tag_after_the_policy_was_enabled() {
+    let e = retention_env("2000-01-01T00:00:00Z".into()).await;
+    let shared = e.push_inline("app", b"shared").await;
+    let only_old = e.push_inline("app", b"only-old").await;
+    let old = e
+        .put_manifest("app", &[shared.clone(), only_old.clone()], "v1")
+        .await
+        .unwrap();
+    let new = e
+        .put_manifest("app", std::slice::from_ref(&shared), "v1")
+        .await
+        .unwrap();
+    let (removed, _) = e.run(0).await;
+    let got = kinds(&removed);
+    assert!(got.contains(&("manifest", old.to_string())), "{got:?}");
+    assert!(got.contains(&("blob", only_old.to_string())), "{got:?}");
+    assert!(
+        !got.iter()
+            .any(|(_, d)| *d == new.to_string() || *d == shared.to_string()),
+        "{got:?}"
+    );
+    assert_eq!(
+        e.count("SELECT COUNT(*) FROM audit_events WHERE operation_name = 'Purge'")
+            .await,
+        1
+    );
+    e.no_manifest_lacks_its_bytes().await;
+
+    // Untagged before the policy was enabled: kept, as ACR keeps it.
+    let later = retention_env("2999-01-01T00:00:00Z".into()).await;
+    let b = later.push_inline("app", b"b").await;
+    let first = later
+        .put_manifest("app", std::slice::from_ref(&b), "v1")
+        .await
+        .unwrap();
+    later.put_manifest("app", &[b], "v2").await.unwrap();
+    later
+        .meta
+        .delete_tag(
+            &later.registry,
+            &repo("app"),
+            &"v1".parse().unwrap(),
+            &event(),
+        )
+        .await
+        .unwrap();
+    let (removed, _) = later.run(0).await;
+    assert!(
+        !kinds(&removed).contains(&("manifest", first.to_string())),
+        "{removed:?}"
+    );
 }

@@ -607,10 +607,6 @@ mod tests {
                 Unenforced::TrustPolicy,
             ),
             (
-                json!({"properties": {"policies": {"retentionPolicy": {"days": 30, "status": "enabled"}}}}),
-                Unenforced::RetentionPolicy,
-            ),
-            (
                 json!({"properties": {"policies": {"softDeletePolicy": {"retentionDays": 7, "status": "enabled"}}}}),
                 Unenforced::SoftDeletePolicy,
             ),
