@@ -7,7 +7,9 @@
 //! through a private endpoint (127.0.0.2) with 100 IP rules that admit no one. Workload 7 is ACR's `importImage`: a
 //! remote import of a 10-layer image from Distribution into a fresh Moat against `skopeo copy` of the same image
 //! between the same two servers, and the latency of a same-server (zero copy) import of a large and a 1 KiB image.
-//! Workload 8 is a login flood against Moat alone (`logins.rs`): peak RSS and the right logins' p99.
+//! Workload 8 is a login flood against Moat alone (`logins.rs`): peak RSS and the right logins' p99. Workload 9 is
+//! garbage collection of 100,000 blobs, half unreferenced, while 4 KiB pushes run (`gc.rs`): the pushes' rate during
+//! the collection against without it, and the collection's duration.
 //!
 //! `cargo run --release -p moat-bench -- [--quick]` or `scripts/bench [--quick]`.
 
@@ -34,6 +36,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
+mod gc;
 mod logins;
 mod raw;
 
@@ -2011,7 +2014,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     const USAGE: &str = "usage: moat-bench [--quick] [--only N[,N…]]";
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}\n  --only: run only these workloads (1-8; 5, the physical limits, always runs)\n  env: MOAT_BIN (default target/release/moat), DISTRIBUTION_BIN (default /usr/bin/docker-registry), SKOPEO_BIN (default /usr/bin/skopeo), BENCH_TMPDIR");
+        println!("{USAGE}\n  --only: run only these workloads (1-9; 5, the physical limits, always runs)\n  env: MOAT_BIN (default target/release/moat), DISTRIBUTION_BIN (default /usr/bin/docker-registry), SKOPEO_BIN (default /usr/bin/skopeo), BENCH_TMPDIR");
         return Ok(());
     }
     let mut only: Option<Vec<u32>> = None;
@@ -2025,10 +2028,10 @@ async fn main() -> Result<()> {
                 })?;
                 let ns = list
                     .split(',')
-                    .map(|n| n.trim().parse::<u32>().ok().filter(|n| (1..=8).contains(n)))
+                    .map(|n| n.trim().parse::<u32>().ok().filter(|n| (1..=9).contains(n)))
                     .collect::<Option<Vec<u32>>>()
                     .ok_or_else(|| {
-                        anyhow!("--only {list}: workloads are numbers 1 to 8 ({USAGE})")
+                        anyhow!("--only {list}: workloads are numbers 1 to 9 ({USAGE})")
                     })?;
                 only = Some(ns);
             }
@@ -2313,6 +2316,40 @@ async fn main() -> Result<()> {
                     f.peak_rss_mib, f.good_p50_ms, f.good_p99_ms, f.good_ok, f.bad_refused, f.bad_throttled, f.secs
                 );
             }
+        }
+    }
+
+    let mut gc_fig: Option<gc::GcFig> = None;
+    if wants(9) {
+        let blobs = if sizes.quick { 10_000 } else { 100_000 };
+        eprintln!(
+            "[moat] 9. garbage collection of {blobs} blobs of {} KiB, half unreferenced, while 16 connections push 4 KiB blobs",
+            gc::BLOB >> 10
+        );
+        gc_fig = note(
+            &mut errors,
+            "moat: garbage collection under pushes",
+            tokio::time::timeout(t, async {
+                let s = env
+                    .start_moat_with(false, &["--gc-interval-secs", "0"])
+                    .await?;
+                let data = s.dir.join("data");
+                gc::gc_under_pushes(&Reg::plain(&s), &env.moat_bin, &data, blobs).await
+            })
+            .await,
+        );
+        if let Some(f) = gc_fig {
+            eprintln!(
+                "  {} blobs seeded at {:.0}/s; collection {:.1} s ({} blobs, {} links removed); pushes {:.0}/s during it, {:.0}/s without ({:.2}x)",
+                f.blobs,
+                f.seed_rate,
+                f.gc_secs,
+                f.removed_blobs,
+                f.removed_links,
+                f.during,
+                f.baseline,
+                f.during / f.baseline
+            );
         }
     }
 
@@ -2724,6 +2761,24 @@ async fn main() -> Result<()> {
             dist: None,
             target: "< 1000 ms".into(),
             pass: login_fig[1].map(|f| f.good_p99_ms < 1000.0),
+        },
+        Row {
+            metric: "gc_push_rate_ratio",
+            label: "9 pushes during GC / without",
+            unit: "x",
+            moat: gc_fig.map(|f| f.during / f.baseline),
+            dist: None,
+            target: ">= 0.90".into(),
+            pass: gc_fig.map(|f| f.during / f.baseline >= 0.9),
+        },
+        Row {
+            metric: "gc_duration",
+            label: "9 GC, half of 100k blobs",
+            unit: "s",
+            moat: gc_fig.map(|f| f.gc_secs),
+            dist: None,
+            target: "-".into(),
+            pass: None,
         },
     ];
 

@@ -40,6 +40,15 @@ pub trait BlobStore: Send + Sync + 'static {
     fn open_blob(&self, digest: &Digest, start: u64, len: u64) -> io::Result<Box<dyn Read + Send>>;
     fn blob_exists(&self, digest: &Digest) -> bool;
     fn remove_blob(&self, digest: &Digest) -> io::Result<()>;
+    /// Moves a blob out of its name into the trash (the collector, inside the transaction that removes its rows);
+    /// false when there was no such blob.
+    fn trash_blob(&self, digest: &Digest) -> io::Result<bool>;
+    /// Digests in the trash: after a crash, those whose rows came back are restored, the others emptied.
+    fn list_trash(&self) -> io::Result<Vec<Digest>>;
+    /// Puts a trashed blob back under its name.
+    fn restore_blob(&self, digest: &Digest) -> io::Result<()>;
+    /// Removes a trashed blob for good (its rows are committed gone).
+    fn empty_trash(&self, digest: &Digest) -> io::Result<()>;
     /// Digest of an upload's bytes by another algorithm than the sha256 computed while they streamed in.
     fn digest_upload(&self, id: &str, algorithm: Algorithm) -> io::Result<Digest>;
 }
@@ -57,6 +66,7 @@ impl LocalBlobStore {
         let root = root.into();
         fs::create_dir_all(root.join("blobs/sha256"))?;
         fs::create_dir_all(root.join("uploads"))?;
+        fs::create_dir_all(root.join("trash"))?;
         sync_dir(&root)?;
         Ok(LocalBlobStore { root })
     }
@@ -65,6 +75,12 @@ impl LocalBlobStore {
         // Ids are server-generated UUIDs; refuse anything else so a crafted id cannot name another path.
         debug_assert!(id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
         self.root.join("uploads").join(id)
+    }
+
+    fn trash_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("trash")
+            .join(format!("{}-{}", digest.algorithm().as_str(), digest.hex()))
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -211,6 +227,44 @@ impl BlobStore for LocalBlobStore {
         match algorithm {
             Algorithm::Sha512 => Ok(Digest::from_bytes(Algorithm::Sha512, &h.finalize())),
             Algorithm::Sha256 => Err(io::Error::other("sha256 is computed while streaming")),
+        }
+    }
+
+    fn trash_blob(&self, digest: &Digest) -> io::Result<bool> {
+        match fs::rename(self.blob_path(digest), self.trash_path(digest)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list_trash(&self) -> io::Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.root.join("trash"))? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if let Some(d) = name
+                .split_once('-')
+                .and_then(|(a, h)| format!("{a}:{h}").parse::<Digest>().ok())
+            {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    fn restore_blob(&self, digest: &Digest) -> io::Result<()> {
+        let to = self.blob_path(digest);
+        if let Some(dir) = to.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        // Same name, same bytes: if an upload put them back meanwhile, either copy will do.
+        fs::rename(self.trash_path(digest), to)
+    }
+
+    fn empty_trash(&self, digest: &Digest) -> io::Result<()> {
+        match fs::remove_file(self.trash_path(digest)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
         }
     }
 

@@ -14,6 +14,7 @@
 //! owns that old) and, when asked, sweeps the blob directory for files no row knows (left by a crash between
 //! placing bytes and linking them).
 
+mod batch;
 mod lease;
 pub mod pins;
 mod retention;
@@ -145,10 +146,11 @@ impl GcSummary {
     }
 }
 
-/// Items reviewed per write transaction: short enough that a push waits little for the writer.
-const BATCH: usize = 64;
-/// A run ends after this many passes even if removals keep making more items due (with a zero grace, a removed
-/// index makes its children due at once, and their removal their blobs).
+/// Items reviewed per write transaction: a few milliseconds of the writer, so that a push waits little for it,
+/// and few enough commits (each one an fsync) for the whole run.
+const BATCH: usize = 512;
+/// A run with a zero grace ends after this many passes even if removals keep making more items due (a removed index
+/// makes its children due at once, and their removal their blobs).
 const MAX_PASSES: u32 = 8;
 
 /// The collector over one metadata store and its blob store.
@@ -194,7 +196,12 @@ impl Collector {
             }
         } else {
             self.meta.drop_expired_pins().await?;
-            while summary.passes < MAX_PASSES {
+            self.recover_trash().await?;
+            // What a removal makes due (a removed index's children) is due one grace period later: with a grace,
+            // not in this run. Without one, passes go on while removals make more due.
+            let passes = if grace > 0.0 { 1 } else { MAX_PASSES };
+            let mut names = HashMap::new();
+            while summary.passes < passes {
                 summary.passes += 1;
                 let keys = {
                     let mut conn = self.meta.reader().acquire().await?;
@@ -202,18 +209,44 @@ impl Collector {
                 };
                 let mut progress = false;
                 for chunk in keys.chunks(BATCH) {
-                    let t0 = Instant::now();
                     let mut tx = self.meta.writer().begin_with("BEGIN IMMEDIATE").await?;
+                    // Paced on the time the writer is held, not the wait for it (pushes hold it then).
+                    let t0 = Instant::now();
                     let mut removed = Vec::new();
+                    let (mut links, mut bytes) = (Vec::new(), Vec::new());
                     for key in chunk {
-                        match review::apply(&mut tx, self.blobs.as_ref(), key, grace).await? {
-                            Outcome::Removed(r) => removed.extend(r),
-                            Outcome::Needed => summary.kept += 1,
-                            Outcome::Postponed => summary.postponed += 1,
-                            Outcome::NotDue => {}
+                        match key.kind {
+                            Kind::Link => links.push((
+                                key.registry_id.clone(),
+                                key.repository.clone(),
+                                key.digest.clone(),
+                            )),
+                            Kind::Blob => bytes.push(key.digest.clone()),
+                            Kind::Manifest => {
+                                match review::apply_manifest(&mut tx, key, grace).await? {
+                                    Outcome::Removed(r) => removed.extend(r),
+                                    Outcome::Needed => summary.kept += 1,
+                                    Outcome::NotDue => {}
+                                }
+                            }
                         }
                     }
+                    let b = batch::review(
+                        &mut tx,
+                        self.blobs.as_ref(),
+                        &links,
+                        &bytes,
+                        grace,
+                        &mut names,
+                    )
+                    .await?;
+                    removed.extend(b.removed);
+                    summary.kept += b.needed;
+                    summary.postponed += b.postponed;
                     tx.commit().await?;
+                    for d in &b.trashed {
+                        self.blobs.empty_trash(d)?;
+                    }
                     progress |= !removed.is_empty();
                     for r in removed {
                         emit(r, &mut summary);
@@ -265,8 +298,8 @@ impl Collector {
             }
             drop(conn);
             for chunk in keys.chunks(BATCH) {
-                let t0 = Instant::now();
                 let mut tx = self.meta.writer().begin_with("BEGIN IMMEDIATE").await?;
+                let t0 = Instant::now();
                 let mut removed = Vec::new();
                 for key in chunk {
                     removed.extend(retention::purge(&mut tx, target, key, now).await?);
@@ -277,6 +310,23 @@ impl Collector {
             }
         }
         Ok(out)
+    }
+
+    /// Files a run moved to the trash and did not empty (it stopped before or after its commit): those whose rows
+    /// are still there (the removal did not commit) go back under their name, the others are emptied.
+    async fn recover_trash(&self) -> Result<()> {
+        for d in self.blobs.list_trash()? {
+            let row: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
+                .bind(d.as_str())
+                .fetch_optional(self.meta.writer())
+                .await?;
+            if row.is_some() {
+                self.blobs.restore_blob(&d)?;
+            } else {
+                self.blobs.empty_trash(&d)?;
+            }
+        }
+        Ok(())
     }
 
     /// A dry run: the first pass of a real run, judged on a read snapshot with the same rules. Removals that only

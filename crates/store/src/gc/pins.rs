@@ -5,8 +5,10 @@
 //! could remove those stored bytes between the two steps (nothing linked them yet), and the link would then point
 //! at nothing. So the bytes are pinned first, in a committed row the collector reads in the transaction that would
 //! remove them; [`crate::ReceivedBlob::commit`] takes the pin, and the transaction that writes the link removes it.
-//! The collector removes files only inside its transaction, so either it ran before the pin (and the upload then
-//! finds no file and puts its own under the name) or it sees the pin and keeps the bytes.
+//! The collector moves files out of their name only inside its transaction, so either it ran before the pin (and
+//! the upload then finds no file and puts its own under the name) or it sees the pin and keeps the bytes. (It moves
+//! them to a trash it empties after the commit, so that a run that stops before its commit takes nothing away: the
+//! next run puts back what its rolled-back rows still describe.)
 
 use crate::error::Result;
 use crate::meta::MetadataStore;

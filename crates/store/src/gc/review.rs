@@ -1,13 +1,12 @@
-//! One queued item: its facts, read in the caller's transaction, and its removal. The rules themselves are
-//! `moat_model::gc`'s; this module only gathers what they ask and does what they decide.
+//! The facts about queued items, read in the caller's transaction (by a run, and by a dry run on a snapshot), and
+//! the review of a queued manifest. The rules themselves are `moat_model::gc`'s; this module only gathers what they
+//! ask and does what they decide.
 
 use super::pins::NOW;
-use super::{Removed, StoredIn};
-use crate::blobs::BlobStore;
+use super::Removed;
 use crate::error::Result;
 use moat_model::audit::{AuditEvent, Category};
 use moat_model::gc::{self, Kind, ManifestFacts};
-use moat_model::Digest;
 use sqlx::SqliteConnection;
 
 /// A row of the review queue.
@@ -19,14 +18,11 @@ pub(crate) struct Key {
     pub digest: String,
 }
 
-/// What reviewing an item did.
+/// What reviewing a manifest did.
 pub(crate) enum Outcome {
-    /// Removed what it was about (and what that left unneeded).
     Removed(Vec<Removed>),
     /// Found it needed (or gone already): the review is dropped.
     Needed,
-    /// Pinned bytes: reviewed again later.
-    Postponed,
     /// Queued again since the run listed it (something needed it in the meantime), or already reviewed.
     NotDue,
 }
@@ -201,95 +197,41 @@ pub(crate) async fn registry_name(
     Ok(row.unwrap_or_else(|| (registry_id.to_string(), String::new())))
 }
 
-/// Reviews one item and removes it if the rules say so, in the caller's write transaction. A file is removed
-/// before that transaction commits, so an upload that pins the same bytes after it finds no file and places its
-/// own (see `pins.rs`); should the commit fail after the file went, the row stays queued and the next run ends it.
-pub(crate) async fn apply(
+/// Reviews a queued manifest and removes it if the rules say so, in the caller's write transaction (links and
+/// bytes are reviewed in batches, `batch.rs`; manifests come rarely and one at a time).
+pub(crate) async fn apply_manifest(
     tx: &mut SqliteConnection,
-    blobs: &dyn BlobStore,
     key: &Key,
     grace_secs: f64,
 ) -> Result<Outcome> {
     if !still_due(tx, key, grace_secs).await? {
         return Ok(Outcome::NotDue);
     }
-    match key.kind {
-        Kind::Link => {
-            let Some(referenced) = link_facts(tx, key).await? else {
-                dequeue(tx, Kind::Link, key).await?;
-                return Ok(Outcome::Needed);
-            };
-            if !gc::link_is_garbage(referenced) {
-                dequeue(tx, Kind::Link, key).await?;
-                return Ok(Outcome::Needed);
-            }
-            sqlx::query(
-                "DELETE FROM blob_links WHERE registry_id = ? AND repository = ? AND digest = ?",
-            )
-            .bind(&key.registry_id)
-            .bind(&key.repository)
-            .bind(&key.digest)
-            .execute(&mut *tx)
-            .await?;
-            dequeue(tx, Kind::Link, key).await?;
-            let (registry, _) = registry_name(tx, &key.registry_id).await?;
-            let mut removed = vec![Removed::Link {
-                registry,
-                repository: key.repository.clone(),
-                digest: key.digest.clone(),
-            }];
-            // The link waited its grace period: if it was the last one, its bytes go with it now rather than
-            // after a second one (the blob review the removal queued is ended here).
-            if let Some(bytes) = remove_bytes_if_unneeded(tx, blobs, &key.digest).await? {
-                removed.push(bytes);
-            }
-            Ok(Outcome::Removed(removed))
-        }
-        Kind::Blob => {
-            let (linked, pinned) = bytes_facts(tx, &key.digest).await?;
-            if linked {
-                dequeue(tx, Kind::Blob, key).await?;
-                return Ok(Outcome::Needed);
-            }
-            if pinned {
-                postpone(tx, key).await?;
-                return Ok(Outcome::Postponed);
-            }
-            Ok(match remove_bytes(tx, blobs, &key.digest).await? {
-                Some(r) => Outcome::Removed(vec![r]),
-                None => Outcome::Needed,
-            })
-        }
-        Kind::Manifest => {
-            let Some((facts, size)) = manifest_facts(tx, key).await? else {
-                dequeue(tx, Kind::Manifest, key).await?;
-                return Ok(Outcome::Needed);
-            };
-            if !gc::manifest_is_garbage(facts) {
-                dequeue(tx, Kind::Manifest, key).await?;
-                return Ok(Outcome::Needed);
-            }
-            // The delete trigger queues what it referenced and its referrers for review.
-            sqlx::query(
-                "DELETE FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
-            )
-            .bind(&key.registry_id)
-            .bind(&key.repository)
-            .bind(&key.digest)
-            .execute(&mut *tx)
-            .await?;
-            dequeue(tx, Kind::Manifest, key).await?;
-            let (registry, login_server) = registry_name(tx, &key.registry_id).await?;
-            let event = purge_event(&registry, &login_server, key, size);
-            crate::meta::audit::insert_event(tx, &event).await?;
-            Ok(Outcome::Removed(vec![Removed::Manifest {
-                registry,
-                repository: key.repository.clone(),
-                digest: key.digest.clone(),
-                size,
-            }]))
-        }
+    let Some((facts, size)) = manifest_facts(tx, key).await? else {
+        dequeue(tx, Kind::Manifest, key).await?;
+        return Ok(Outcome::Needed);
+    };
+    if !gc::manifest_is_garbage(facts) {
+        dequeue(tx, Kind::Manifest, key).await?;
+        return Ok(Outcome::Needed);
     }
+    // The delete trigger queues what it referenced and its referrers for review.
+    sqlx::query("DELETE FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?")
+        .bind(&key.registry_id)
+        .bind(&key.repository)
+        .bind(&key.digest)
+        .execute(&mut *tx)
+        .await?;
+    dequeue(tx, Kind::Manifest, key).await?;
+    let (registry, login_server) = registry_name(tx, &key.registry_id).await?;
+    let event = purge_event(&registry, &login_server, key, size);
+    crate::meta::audit::insert_event(tx, &event).await?;
+    Ok(Outcome::Removed(vec![Removed::Manifest {
+        registry,
+        repository: key.repository.clone(),
+        digest: key.digest.clone(),
+        size,
+    }]))
 }
 
 /// A manifest the collector removed is a change to a repository: it is audited like one, as ACR audits what its
@@ -310,74 +252,4 @@ fn purge_event(registry: &str, login_server: &str, key: &Key, size: i64) -> Audi
             "200: garbage collection: untagged, and the index or subject that referenced it was deleted".into(),
         ..AuditEvent::default()
     }
-}
-
-async fn postpone(tx: &mut SqliteConnection, key: &Key) -> Result<()> {
-    sqlx::query(&format!(
-        "UPDATE gc_review SET queued_at = {NOW} WHERE kind = ? AND registry_id = ? AND repository = ? AND digest = ?"
-    ))
-    .bind(key.kind.as_str())
-    .bind(&key.registry_id)
-    .bind(&key.repository)
-    .bind(&key.digest)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-async fn remove_bytes_if_unneeded(
-    tx: &mut SqliteConnection,
-    blobs: &dyn BlobStore,
-    digest: &str,
-) -> Result<Option<Removed>> {
-    let (linked, pinned) = bytes_facts(tx, digest).await?;
-    if !gc::bytes_are_garbage(linked, pinned) {
-        // Still linked elsewhere: the queued blob review finds that; pinned: it waits.
-        return Ok(None);
-    }
-    remove_bytes(tx, blobs, digest).await
-}
-
-/// Removes a blob's rows and file, and ends its review. `None` when there was nothing stored.
-async fn remove_bytes(
-    tx: &mut SqliteConnection,
-    blobs: &dyn BlobStore,
-    digest: &str,
-) -> Result<Option<Removed>> {
-    let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
-        .bind(digest)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let in_database = sqlx::query("DELETE FROM blob_data WHERE digest = ?")
-        .bind(digest)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-        > 0;
-    sqlx::query("DELETE FROM blobs WHERE digest = ?")
-        .bind(digest)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM gc_review WHERE kind = 'blob' AND digest = ?")
-        .bind(digest)
-        .execute(&mut *tx)
-        .await?;
-    let file = match digest.parse::<Digest>() {
-        Ok(d) if blobs.blob_exists(&d) => {
-            blobs.remove_blob(&d)?;
-            true
-        }
-        _ => false,
-    };
-    let stored = match (file, in_database) {
-        (true, _) => StoredIn::File,
-        (false, true) => StoredIn::Database,
-        (false, false) if size.is_some() => StoredIn::Nowhere,
-        (false, false) => return Ok(None),
-    };
-    Ok(Some(Removed::Blob {
-        digest: digest.to_string(),
-        size: size.unwrap_or(0),
-        stored,
-    }))
 }

@@ -86,8 +86,8 @@ pub(crate) async fn orphan_files(
     let files = blobs.list_blobs()?;
     let mut out = Vec::new();
     for chunk in files.chunks(256) {
-        let t0 = std::time::Instant::now();
         let mut tx = meta.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let t0 = std::time::Instant::now();
         let mut removed = Vec::new();
         for (digest, size) in chunk {
             let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
