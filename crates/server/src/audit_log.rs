@@ -15,6 +15,12 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Events queued at most (a few hundred bytes each: a few MiB in all).
 pub const QUEUE_CAPACITY: usize = 16_384;
+/// Events written in one transaction at most. Large enough that one commit (one fsync) per batch keeps up with the
+/// fastest pulls: the writer, not the fsync, must set the pace once the queue is busy.
+const MAX_BATCH: usize = 4_096;
+/// When the writer finds the queue nearly empty, it waits this long before the next batch so that a light load
+/// still shares one commit among many events.
+const GATHER: Duration = Duration::from_millis(2);
 
 enum Msg {
     Event(Box<AuditEvent>),
@@ -44,10 +50,12 @@ impl AuditLog {
                         Msg::Activity(e) => activity.push(*e),
                         Msg::Flush(w) => waiters.push(w),
                     }
-                    if batch.len() + activity.len() >= 512 {
+                    if batch.len() + activity.len() >= MAX_BATCH {
                         break;
                     }
                 }
+                // A full batch means events are waiting: write the next one at once.
+                let busy = batch.len() + activity.len() >= MAX_BATCH;
                 if !batch.is_empty() {
                     if let Err(e) = meta.record_batch(&batch).await {
                         tracing::error!("audit batch of {} events not written: {e}", batch.len());
@@ -66,7 +74,9 @@ impl AuditLog {
                 for w in waiters.drain(..) {
                     let _ = w.send(());
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                if !busy {
+                    tokio::time::sleep(GATHER).await;
+                }
             }
         });
         AuditLog { tx }
