@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const BLOB: usize = 4096;
+pub const TIMEOUT: Duration = Duration::from_secs(1800);
 const LAYERS_PER_MANIFEST: usize = 100;
 const CONNECTIONS: usize = 16;
 /// The pause between seeding and the pushes (see `gc_under_pushes`).

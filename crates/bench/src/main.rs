@@ -2329,7 +2329,8 @@ async fn main() -> Result<()> {
         gc_fig = note(
             &mut errors,
             "moat: garbage collection under pushes",
-            tokio::time::timeout(t, async {
+            // The collection yields the writer to the pushes, so it takes minutes: its own bound.
+            tokio::time::timeout(gc::TIMEOUT, async {
                 let s = env
                     .start_moat_with(false, &["--gc-interval-secs", "0"])
                     .await?;

@@ -41,8 +41,8 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Upload sessions idle this long (and upload objects no session owns, this old) are abandoned.
     pub upload_ttl: Duration,
-    /// At most this share of the time is spent in the collector's write transactions (it sleeps the rest), so
-    /// pushes keep the writer; `None` runs flat out.
+    /// While pushes commit, at most this share of the time is spent in the collector's write transactions (it
+    /// sleeps the rest), so pushes keep the writer; `None` runs flat out.
     pub share: Option<f64>,
     /// Also walk the blob directory for files no row knows.
     pub sweep_files: bool,
@@ -201,6 +201,7 @@ impl Collector {
             // not in this run. Without one, passes go on while removals make more due.
             let passes = if grace > 0.0 { 1 } else { MAX_PASSES };
             let mut names = HashMap::new();
+            let mut pacer = Pacer::new(&self.meta, opts.share);
             while summary.passes < passes {
                 summary.passes += 1;
                 let keys = {
@@ -251,7 +252,7 @@ impl Collector {
                     for r in removed {
                         emit(r, &mut summary);
                     }
-                    pace(opts.share, t0.elapsed()).await;
+                    pacer.pace(t0.elapsed()).await;
                 }
                 if !progress {
                     break;
@@ -274,6 +275,7 @@ impl Collector {
     /// a dry run, listed), each re-judged in the write transaction that removes it.
     async fn policies(&self, now: f64, opts: &GcOptions) -> Result<Vec<Removed>> {
         let mut out = Vec::new();
+        let mut pacer = Pacer::new(&self.meta, opts.share);
         let targets = {
             let mut conn = self.meta.reader().acquire().await?;
             retention::targets(&mut conn).await?
@@ -306,7 +308,7 @@ impl Collector {
                 }
                 tx.commit().await?;
                 out.extend(removed);
-                pace(opts.share, t0.elapsed()).await;
+                pacer.pace(t0.elapsed()).await;
             }
         }
         Ok(out)
@@ -419,9 +421,30 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Sleeps so that the collector's transactions take at most `share` of the time.
-async fn pace(share: Option<f64>, worked: Duration) {
-    if let Some(share) = share.filter(|s| *s > 0.0 && *s < 1.0) {
-        tokio::time::sleep(worked.mul_f64((1.0 - share) / share)).await;
+/// Tracks whether pushes are using the writer, so that the collector yields it only then.
+pub(crate) struct Pacer<'a> {
+    meta: &'a MetadataStore,
+    share: Option<f64>,
+    seen: u64,
+}
+
+impl<'a> Pacer<'a> {
+    pub(crate) fn new(meta: &'a MetadataStore, share: Option<f64>) -> Pacer<'a> {
+        Pacer {
+            meta,
+            share,
+            seen: meta.push_commits(),
+        }
+    }
+
+    /// After a transaction that held the writer for `worked`: while pushes commit, sleeps so that the collector's
+    /// transactions take at most `share` of the time; with none since the last call, goes on at once.
+    pub(crate) async fn pace(&mut self, worked: Duration) {
+        let now = self.meta.push_commits();
+        let busy = now != self.seen;
+        self.seen = now;
+        if let Some(share) = self.share.filter(|s| busy && *s > 0.0 && *s < 1.0) {
+            tokio::time::sleep(worked.mul_f64((1.0 - share) / share)).await;
+        }
     }
 }

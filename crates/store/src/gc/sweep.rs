@@ -85,6 +85,7 @@ pub(crate) async fn orphan_files(
 ) -> Result<Vec<Removed>> {
     let files = blobs.list_blobs()?;
     let mut out = Vec::new();
+    let mut pacer = super::Pacer::new(meta, opts.share);
     for chunk in files.chunks(256) {
         let mut tx = meta.writer().begin_with("BEGIN IMMEDIATE").await?;
         let t0 = std::time::Instant::now();
@@ -113,7 +114,7 @@ pub(crate) async fn orphan_files(
         }
         tx.commit().await?;
         out.extend(removed);
-        super::pace(opts.share, t0.elapsed()).await;
+        pacer.pace(t0.elapsed()).await;
     }
     Ok(out)
 }

@@ -24,7 +24,10 @@ pub(crate) struct PendingBlob {
 /// Most blobs one transaction takes: bounds the latency of the first waiter.
 const MAX_BATCH: usize = 256;
 
-pub(crate) fn start(writer: SqlitePool) -> mpsc::UnboundedSender<PendingBlob> {
+pub(crate) fn start(
+    writer: SqlitePool,
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> mpsc::UnboundedSender<PendingBlob> {
     let (tx, mut rx) = mpsc::unbounded_channel::<PendingBlob>();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
@@ -36,6 +39,7 @@ pub(crate) fn start(writer: SqlitePool) -> mpsc::UnboundedSender<PendingBlob> {
                 }
             }
             let result = write(&writer, &batch).await;
+            commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             for p in batch {
                 let _ = p.done.send(match &result {
                     Ok(()) => Ok(()),

@@ -42,6 +42,8 @@ pub struct MetadataStore {
     reader: SqlitePool,
     /// Finished uploads waiting for the next group commit.
     blob_commits: tokio::sync::mpsc::UnboundedSender<group_commit::PendingBlob>,
+    /// Group commits so far: the collector yields the writer only while pushes are using it.
+    pushes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MetadataStore {
@@ -77,11 +79,13 @@ impl MetadataStore {
             .max_connections(8)
             .connect_with(options.read_only(true))
             .await?;
-        let blob_commits = group_commit::start(writer.clone());
+        let pushes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let blob_commits = group_commit::start(writer.clone(), pushes.clone());
         Ok(MetadataStore {
             writer,
             reader,
             blob_commits,
+            pushes,
         })
     }
 
@@ -167,6 +171,11 @@ impl MetadataStore {
 
     pub(crate) fn reader(&self) -> &SqlitePool {
         &self.reader
+    }
+
+    /// How many group commits of pushed blobs this process has made (a measure of push activity).
+    pub(crate) fn push_commits(&self) -> u64 {
+        self.pushes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many distinct blobs the store holds (tests check that a mount copies nothing).
