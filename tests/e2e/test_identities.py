@@ -8,6 +8,8 @@
 - `moat registry delete`: refusals, the activity record, what goes with the registry.
 - `moat sp list|show|reset-credentials|delete`: a reset or deleted principal's tokens (registry access and refresh
   tokens, Entra tokens, refresh tokens exchanged for them) are refused at once; its role assignments go with it.
+- Role assignments with `moat role assignment`, over ARM (`Microsoft.Authorization/roleAssignments` and
+  `roleDefinitions`), and with the real `az role assignment create/list/delete`.
 """
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import (Arm, aad_token, build_image, make_session, moat_bin, parse_json_lines, protect_registry,
-                      repo_scope, run_concurrently, sp_create)
+from conftest import (Arm, aad_token, assert_arm_error, build_image, make_session, moat_bin, parse_json_lines,
+                      protect_registry, repo_scope, run_concurrently, sp_create)
+from test_arm_az import Az
 
 NO_DATA = "start `moat serve` first or pass --data-dir"
 
@@ -368,3 +371,234 @@ def test_sp_create_refusals_leave_nothing_behind(moat):
         assert p.returncode != 0 and needle in p.stderr, (args, p.stderr)
         assert p.stdout == ""
         assert "refused-sp" not in moat.moat("sp", "list").stdout, f"{args}: a refused create made a principal"
+
+
+# ------------------------------------------------------------------------------------------------ role assignments
+
+def registry_id(sub: str, name: str, rg: str = "moat") -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{name}"
+
+
+def may_push(server, sp: dict, login: str) -> bool:
+    """Whether a fresh token of the principal lets it push a blob into `login`'s registry."""
+    c = server.client(host=login, user=sp["appId"], password=sp["password"])
+    r = c.start_upload("roles/app")
+    return r.status_code == 202
+
+
+def test_role_assignments_with_moat_role(moat):
+    owner = sp_create(moat, "roles-owner")
+    sub = Arm(moat, owner).subscription
+    moat.moat("registry", "create", "rolesreg")
+    login = f"rolesreg.localhost:{moat.port}"
+    reg = registry_id(sub, "rolesreg")
+    pusher = sp_create(moat, "roles-pusher", role=None)
+    assert not may_push(moat, pusher, login)
+
+    made = json.loads(moat.moat("role", "assignment", "create", "--assignee", "roles-pusher", "--role", "acrpush",
+                                "--scope", reg).stdout)
+    assert made["principalId"] == pusher["appId"] and made["roleDefinitionName"] == "AcrPush", made
+    assert made["scope"] == reg and made["id"] == f"{reg}/providers/Microsoft.Authorization/roleAssignments/" \
+        f"{made['name']}", made
+    assert made["roleDefinitionId"].endswith("/roleDefinitions/8311e382-0749-4cb8-b61a-304f252e45ec"), made
+    assert may_push(moat, pusher, login), "the new role does not hold on the next token"
+    # Assigning it again answers the same assignment (as az does); nothing doubles.
+    again = json.loads(moat.moat("role", "assignment", "create", "--assignee", pusher["appId"], "--role", "AcrPush",
+                                 "--scope", reg).stdout)
+    assert again["name"] == made["name"], again
+    moat.moat("role", "assignment", "create", "--assignee", "roles-pusher", "--role", "Reader", "--scope",
+              f"/subscriptions/{sub}/resourceGroups/moat")
+
+    def listed(*args):
+        return parse_json_lines(moat.moat("role", "assignment", "list", "-o", "json", *args).stdout)
+
+    mine = listed("--assignee", "roles-pusher")
+    assert sorted(a["roleDefinitionName"] for a in mine) == ["AcrPush", "Reader"], mine
+    assert all(a["principalName"] == "roles-pusher" for a in mine), mine
+    assert [a["name"] for a in listed("--scope", reg)] == [made["name"]]
+    inherited = {a["roleDefinitionName"] for a in listed("--scope", reg, "--include-inherited")}
+    assert inherited == {"AcrPush", "Reader", "Owner"}, inherited  # the owner's is at the subscription
+    assert [a["roleDefinitionName"] for a in listed("--role", "reader")] == ["Reader"]
+    table = moat.moat("role", "assignment", "list", "--assignee", "roles-pusher").stdout.splitlines()
+    assert table[0].split() == ["NAME", "PRINCIPAL", "DISPLAY", "NAME", "ROLE", "SCOPE"], table
+    assert any(line.split()[-2:] == ["AcrPush", "moat/rolesreg"] for line in table), table
+
+    # Refusals: each says what to do, and changes nothing.
+    for args, needle in (
+        (["create", "--assignee", "nobody", "--role", "AcrPull", "--scope", reg], "no service principal 'nobody'"),
+        (["create", "--assignee", "roles-pusher", "--role", "Writer", "--scope", reg], "unknown role 'Writer'"),
+        (["create", "--assignee", "roles-pusher", "--role", "AcrPull", "--scope", reg + "/x"], "is not a scope"),
+        (["create", "--assignee", "roles-pusher", "--role", "AcrPull", "--scope", registry_id(sub, "nosuchreg")],
+         "registry 'nosuchreg' does not exist"),
+        (["delete"], "say which assignments to delete"),
+        (["delete", "--assignee", "roles-pusher", "--role", "AcrDelete"], "no matched assignments"),
+        (["delete", "--ids", "/subscriptions/x"], "is not a role assignment id"),
+    ):
+        p = moat.moat("role", "assignment", *args, check=False)
+        assert p.returncode != 0 and needle in p.stderr, (args, p.stderr)
+    assert len(listed("--assignee", "roles-pusher")) == 2
+
+    # Delete by selection and by id; the next token no longer has the role.
+    moat.moat("role", "assignment", "delete", "--assignee", "roles-pusher", "--scope", reg)
+    assert not may_push(moat, pusher, login), "a deleted role assignment still holds"
+    [reader] = listed("--assignee", "roles-pusher")
+    moat.moat("role", "assignment", "delete", "--ids", reader["id"])
+    assert listed("--assignee", "roles-pusher") == []
+
+    rows = [e for e in activity(moat) if "/providers/Microsoft.Authorization/roleAssignments/" in e["resourceId"]
+            and e["caller"].startswith("local:")]
+    ours = [(e["operationName"].rsplit("/", 1)[1], e["resourceId"]) for e in rows
+            if e["resourceId"] in (made["id"], reader["id"])]
+    assert ours == [("write", made["id"]), ("write", reader["id"]), ("delete", made["id"]),
+                    ("delete", reader["id"])], ours
+    regs = [e["registry"] for e in rows if e["resourceId"] == made["id"]]
+    assert regs == ["rolesreg", "rolesreg"], regs
+
+
+def test_role_assignments_over_arm(moat):
+    """The ARM shapes and rules, with a plain HTTP client: PUT/GET/list/DELETE at every scope kind, role definitions,
+    Owner-only writes, and the refusals."""
+    owner = Arm(moat, sp_create(moat, "arm-roles-owner"))
+    sub = owner.subscription
+    assert owner.put_registry("armroles", {"location": "local", "sku": {"name": "Premium"}}).status_code == 201
+    reg = owner.registry_path("armroles")
+    target = sp_create(moat, "arm-roles-target", role=None)
+    contributor = Arm(moat, sp_create(moat, "arm-roles-contrib", role="Contributor"))
+    auth = "/providers/Microsoft.Authorization"
+    api = "2022-04-01"
+
+    defs = owner.request("GET", f"{reg}{auth}/roleDefinitions", api_version=api,
+                         params={"$filter": "roleName eq 'AcrPush'"})
+    assert defs.status_code == 200, defs.text
+    [d] = defs.json()["value"]
+    push_def = f"/subscriptions/{sub}{auth}/roleDefinitions/8311e382-0749-4cb8-b61a-304f252e45ec"
+    assert d["id"] == push_def and d["properties"]["roleName"] == "AcrPush" and \
+        d["properties"]["type"] == "BuiltInRole", d
+    names = {x["properties"]["roleName"] for x in owner.request(
+        "GET", f"/subscriptions/{sub}{auth}/roleDefinitions", api_version=api).json()["value"]}
+    assert names == {"Owner", "Contributor", "Reader", "AcrPush", "AcrPull", "AcrDelete"}, names
+    r = owner.request("GET", f"/subscriptions/{sub}{auth}/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7",
+                      api_version=api)
+    assert r.status_code == 200 and r.json()["properties"]["roleName"] == "Reader", r.text
+
+    name = "0b2f4e1c-1111-4a2b-9c3d-000000000001"
+    path = f"{reg}{auth}/roleAssignments/{name}"
+    body = {"properties": {"roleDefinitionId": push_def, "principalId": target["appId"],
+                           "principalType": "ServicePrincipal"}}
+    # Only an Owner of the scope (or above) assigns roles: a Contributor is refused, naming the action.
+    r = contributor.request("PUT", path, body, api_version=api)
+    err = assert_arm_error(r, 403, "AuthorizationFailed")
+    assert "Microsoft.Authorization/roleAssignments/write" in err["message"] and path in err["message"], err
+    r = owner.request("PUT", path, body, api_version=api)
+    assert r.status_code == 201, r.text
+    a = r.json()
+    assert a["id"] == path and a["name"] == name and a["type"] == "Microsoft.Authorization/roleAssignments", a
+    assert a["properties"]["roleDefinitionId"] == push_def and a["properties"]["principalId"] == target["appId"]
+    assert a["properties"]["scope"] == reg and a["properties"]["createdBy"] == owner.sp["appId"], a
+    assert owner.request("PUT", path, body, api_version=api).status_code == 200, "the same PUT again"
+    assert_arm_error(owner.request("PUT", f"{reg}{auth}/roleAssignments/0b2f4e1c-1111-4a2b-9c3d-000000000002",
+                                   body, api_version=api), 409, "RoleAssignmentExists")
+    other = dict(body, properties=dict(body["properties"], roleDefinitionId=push_def.replace(
+        "8311e382-0749-4cb8-b61a-304f252e45ec", "7f951dda-4ed3-4680-a7ca-43fe172d538d")))
+    assert_arm_error(owner.request("PUT", path, other, api_version=api), 409, "RoleAssignmentUpdateNotPermitted")
+    assert may_push(moat, target, f"armroles.localhost:{moat.port}")
+
+    # Reads: one, at the scope (atScope(): the owner's subscription assignment above it too), by principal.
+    assert owner.request("GET", path, api_version=api).json()["id"] == path
+    at = owner.request("GET", f"{reg}{auth}/roleAssignments", api_version=api,
+                       params={"$filter": "atScope()"}).json()["value"]
+    assert {x["properties"]["principalId"] for x in at} >= {target["appId"], owner.sp["appId"]}, at
+    sub_at = owner.request("GET", f"/subscriptions/{sub}{auth}/roleAssignments", api_version=api,
+                           params={"$filter": "atScope()"}).json()["value"]
+    assert path not in [x["id"] for x in sub_at], "atScope() listed an assignment below the scope"
+    by_principal = owner.request("GET", f"/subscriptions/{sub}{auth}/roleAssignments", api_version=api,
+                                 params={"$filter": f"principalId eq '{target['appId']}'"}).json()["value"]
+    assert [x["id"] for x in by_principal] == [path], by_principal
+    assert_arm_error(owner.request("GET", f"{reg}{auth}/roleAssignments", api_version=api,
+                                   params={"$filter": "roleName eq 'x'"}), 400, "InvalidFilter")
+
+    # Bad input: each a clear ARM error, nothing written.
+    for bad_name, bad_body, status, code in (
+        ("not-a-guid", body, 400, "InvalidRoleAssignmentId"),
+        (name[:-1] + "3", {"properties": {"roleDefinitionId": push_def.replace("8311e382", "00000000"),
+                                          "principalId": target["appId"]}}, 400, "RoleDefinitionDoesNotExist"),
+        (name[:-1] + "3", {"properties": {"roleDefinitionId": push_def,
+                                          "principalId": "0b2f4e1c-9999-4a2b-9c3d-000000000000"}}, 400,
+         "PrincipalNotFound"),
+        (name[:-1] + "3", {"properties": {"roleDefinitionId": push_def, "principalId": target["appId"],
+                                          "principalType": "User"}}, 400, "UnmatchedPrincipalType"),
+        (name[:-1] + "3", {"properties": {"roleDefinitionId": push_def, "principalId": target["appId"],
+                                          "condition": "@Resource[x] == 'y'"}}, 400, "FeatureNotSupported"),
+        (name[:-1] + "3", {"properties": {"principalId": target["appId"]}}, 400, None),
+    ):
+        r = owner.request("PUT", f"{reg}{auth}/roleAssignments/{bad_name}", bad_body, api_version=api)
+        assert r.status_code == status and (code is None or r.json()["error"]["code"] == code), (bad_name, r.text)
+    r = owner.request("PUT", f"{owner.registry_path('nosuchreg')}{auth}/roleAssignments/{name[:-1]}4", body,
+                      api_version=api)
+    assert_arm_error(r, 404, "ResourceNotFound")
+    assert len(owner.request("GET", f"/subscriptions/{sub}{auth}/roleAssignments", api_version=api,
+                             params={"$filter": f"principalId eq '{target['appId']}'"}).json()["value"]) == 1
+
+    # Delete: Owner only; the assignment's body, then 204 once gone; the role no longer holds.
+    assert_arm_error(contributor.request("DELETE", path, api_version=api), 403, "AuthorizationFailed")
+    r = owner.request("DELETE", path, api_version=api)
+    assert r.status_code == 200 and r.json()["id"] == path, r.text
+    assert owner.request("DELETE", path, api_version=api).status_code == 204
+    assert_arm_error(owner.request("GET", path, api_version=api), 404, "RoleAssignmentNotFound")
+    assert not may_push(moat, target, f"armroles.localhost:{moat.port}")
+
+    rows = [e for e in activity(moat) if e["resourceId"] == path]
+    ops = [(e["operationName"], e["status"], e["caller"]) for e in rows]
+    assert ("Microsoft.Authorization/roleAssignments/write", "Failed", contributor.sp["appId"]) in ops, ops
+    assert ("Microsoft.Authorization/roleAssignments/write", "Succeeded", owner.sp["appId"]) in ops, ops
+    assert ("Microsoft.Authorization/roleAssignments/delete", "Succeeded", owner.sp["appId"]) in ops, ops
+    assert all(e["registry"] == "armroles" for e in rows), rows
+
+
+def test_role_assignments_with_the_real_az(moat, tmp_path):
+    """`az role assignment create/list/delete` as people type them: `--assignee <appId>` (resolved through Moat's
+    directory), `--assignee-object-id` with `--assignee-principal-type`, `--role` by name, `--scope`, `--ids`."""
+    az = Az(moat, tmp_path / "azcfg")
+    owner = sp_create(moat, "az-roles-owner")
+    az.register_and_login(owner)
+    sub = Arm(moat, owner).subscription
+    az("group", "create", "-n", "rg1", "-l", "local")
+    az("acr", "create", "-n", "azroles", "-g", "rg1", "--sku", "Premium")
+    reg = registry_id(sub, "azroles", "rg1")
+    login = f"azroles.localhost:{moat.port}"
+    target = sp_create(moat, "az-roles-target", role=None)
+
+    made = az("role", "assignment", "create", "--assignee", target["appId"], "--role", "AcrPush", "--scope", reg,
+              json_out=True).json
+    assert made["principalId"] == target["appId"] and made["principalType"] == "ServicePrincipal", made
+    assert made["roleDefinitionId"].endswith("8311e382-0749-4cb8-b61a-304f252e45ec"), made
+    assert may_push(moat, target, login)
+    again = az("role", "assignment", "create", "--assignee", target["appId"], "--role", "AcrPush", "--scope", reg,
+               json_out=True).json
+    assert again["name"] == made["name"], "az create twice made a second assignment"
+    az("role", "assignment", "create", "--assignee-object-id", target["appId"], "--assignee-principal-type",
+       "ServicePrincipal", "--role", "AcrPull", "--scope", reg)
+
+    listed = az("role", "assignment", "list", "--scope", reg, json_out=True).json
+    assert sorted(a["roleDefinitionName"] for a in listed) == ["AcrPull", "AcrPush"], listed
+    assert {a["principalName"] for a in listed} == {target["appId"]}, listed
+    mine = az("role", "assignment", "list", "--assignee", target["appId"], "--all", json_out=True).json
+    assert len(mine) == 2, mine
+    # moat role sees what az made, and the other way round.
+    assert len(parse_json_lines(moat.moat("role", "assignment", "list", "-o", "json", "--assignee",
+                                          target["appId"]).stdout)) == 2
+
+    az("role", "assignment", "delete", "--assignee", target["appId"], "--role", "AcrPush", "--scope", reg)
+    assert not may_push(moat, target, login)
+    [pull] = az("role", "assignment", "list", "--scope", reg, json_out=True).json
+    az("role", "assignment", "delete", "--ids", pull["id"])
+    assert az("role", "assignment", "list", "--scope", reg, json_out=True).json == []
+    # A role az names that Moat does not have is refused by name.
+    p = az("role", "assignment", "create", "--assignee", target["appId"], "--role", "Storage Blob Data Reader",
+           "--scope", reg, ok=False)
+    assert p.returncode != 0 and "doesn't exist" in p.stderr, p.stderr
+
+    ops = [e["operationName"] for e in activity(moat) if e["caller"] == owner["appId"]
+           and "roleAssignments" in e["resourceId"] and e["status"] == "Succeeded"]
+    assert ops.count("Microsoft.Authorization/roleAssignments/write") == 2 and \
+        ops.count("Microsoft.Authorization/roleAssignments/delete") == 2, ops

@@ -8,6 +8,7 @@ mod limits_args;
 mod logging;
 mod login;
 mod registry;
+mod role;
 mod sp;
 mod table;
 
@@ -108,6 +109,11 @@ enum Command {
     Registry {
         #[command(subcommand)]
         command: registry::RegistryCommand,
+    },
+    /// Role assignments: `moat role assignment create|list|delete` (`az role assignment`'s twin).
+    Role {
+        #[command(subcommand)]
+        command: role::RoleCommand,
     },
     /// Service principals for the management API and the data plane (`az ad sp`'s twin): create, list, show,
     /// reset-credentials, delete.
@@ -211,6 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Registry { command } => registry::run(command).await,
         Command::Sp { command } => sp::run(command).await,
+        Command::Role { command } => role::run(command).await,
         Command::Audit(args) => audit::run(args).await,
     }
 }

@@ -224,6 +224,8 @@ const CANONICAL: &[&str] = &[
     "Microsoft.Authorization",
     "servicePrincipals",
     "roleAssignments",
+    "roleDefinitions",
+    "resetCredentials",
     "registries",
     "privateEndpointConnections",
     "privateEndpoints",

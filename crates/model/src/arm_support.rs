@@ -27,6 +27,8 @@ const SERVED: &[&str] = &[
     "Microsoft.ContainerRegistry/registries/privateLinkResources",
     "Microsoft.Network/privateEndpoints",
     "Microsoft.Network/privateEndpoints/operationStatuses",
+    "Microsoft.Authorization/roleAssignments",
+    "Microsoft.Authorization/roleDefinitions",
 ];
 
 /// Collections Moat does not implement but answers empty, because a supported command lists them: a registry

@@ -20,6 +20,7 @@ pub mod rbac;
 pub mod registry;
 pub mod resource;
 pub mod retention;
+pub mod role_definitions;
 pub mod text;
 pub mod unenforced;
 

@@ -135,6 +135,19 @@ impl RoleScope {
         }
     }
 
+    /// Whether this scope is `other` or above it (the subscription above its groups, a group above its
+    /// registries): an assignment here holds there too.
+    pub fn covers_scope(&self, other: &RoleScope) -> bool {
+        match other {
+            RoleScope::Subscription => *self == RoleScope::Subscription,
+            RoleScope::ResourceGroup(rg) => self.covers_group(rg),
+            RoleScope::Registry {
+                resource_group,
+                name,
+            } => self.covers(resource_group, name),
+        }
+    }
+
     /// Whether an assignment at this scope covers a whole resource group (to create registries in it).
     pub fn covers_group(&self, resource_group: &str) -> bool {
         match self {
@@ -190,5 +203,11 @@ mod tests {
         assert!(!Role::AcrPush.can_read_resources());
         assert!(Role::AcrPush.data_actions().contains(&Action::Push));
         assert!(!Role::AcrPull.data_actions().contains(&Action::Push));
+        let rg =
+            RoleScope::parse(&format!("/subscriptions/{sub}/resourceGroups/RG1"), sub).unwrap();
+        assert!(
+            RoleScope::Subscription.covers_scope(&s) && rg.covers_scope(&s) && s.covers_scope(&s)
+        );
+        assert!(!s.covers_scope(&rg) && !rg.covers_scope(&RoleScope::Subscription));
     }
 }

@@ -40,6 +40,20 @@ pub fn requested(m: &Method, segments: &[String], lower: &[String]) -> (String, 
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
     let upto = |n: usize| format!("/{}", segments[..n.min(segments.len())].join("/"));
     let verb = verb(m);
+    // `{scope}/providers/Microsoft.Authorization/{type}[/{name}]`: an extension resource of its scope, named with
+    // the whole path (ARM names a role assignment write over the assignment's id).
+    if let Some(k) = super::authorization::extension_at(&l) {
+        let kind = match l.get(k + 2).copied() {
+            Some("roleassignments") => "roleAssignments",
+            Some("roledefinitions") => "roleDefinitions",
+            Some(other) => other,
+            None => "resources",
+        };
+        return (
+            format!("Microsoft.Authorization/{kind}/{verb}"),
+            upto(segments.len()),
+        );
+    }
     match &l[..] {
         [_] | [_, _] => (format!("Microsoft.Resources/subscriptions/{verb}"), upto(2)),
         [_, _, "resourcegroups"] => (
@@ -143,6 +157,29 @@ mod tests {
         assert_eq!(
             of(Method::GET, "/subscriptions/S").0,
             "Microsoft.Resources/subscriptions/read"
+        );
+        // Role assignments extend any scope and are named over their whole path.
+        for scope in ["/subscriptions/S", "/subscriptions/S/resourceGroups/g", reg] {
+            let path = format!("{scope}/providers/microsoft.authorization/ROLEASSIGNMENTS/a1");
+            assert_eq!(
+                of(Method::PUT, &path),
+                (
+                    "Microsoft.Authorization/roleAssignments/write".into(),
+                    path.clone()
+                )
+            );
+            assert_eq!(
+                of(Method::DELETE, &path).0,
+                "Microsoft.Authorization/roleAssignments/delete"
+            );
+        }
+        assert_eq!(
+            of(
+                Method::GET,
+                &format!("{reg}/providers/Microsoft.Authorization/roleDefinitions")
+            )
+            .0,
+            "Microsoft.Authorization/roleDefinitions/read"
         );
     }
 }

@@ -52,6 +52,8 @@ pub fn cloud_metadata(base: &str, acr_suffix: &str) -> Response {
         // `az acr show-endpoints` on a registry without dedicated data endpoints prints `*.blob.<storage>`, and az
         // fails when the cloud has no storage suffix. Moat has no storage endpoint (blobs come from the login
         // server or the data endpoint), so the suffix is a name that never resolves (RFC 2606).
+        // az resolves principals through Graph (`az role assignment`): this server answers the reads it makes.
+        "microsoftGraphResourceId": format!("{base}/"),
         "suffixes": {"acrLoginServer": acr_suffix, "storage": "invalid"},
     }))
     .into_response()
@@ -225,6 +227,16 @@ impl ArmPrincipal {
         self.any(|a| a.role.can_write_resources() && a.scope.covers_group(rg))
     }
 
+    /// Reading what is at a scope (role assignments included): a role that reads resources, at it or above.
+    pub fn can_read_scope(&self, scope: &RoleScope) -> bool {
+        self.any(|a| a.role.can_read_resources() && a.scope.covers_scope(scope))
+    }
+
+    /// Creating and deleting role assignments at a scope: Owner, at it or above.
+    pub fn can_assign_roles(&self, scope: &RoleScope) -> bool {
+        self.any(|a| a.role.can_assign_roles() && a.scope.covers_scope(scope))
+    }
+
     pub fn can_read_subscription(&self) -> bool {
         !self.assignments.is_empty()
     }
@@ -241,10 +253,21 @@ impl ArmPrincipal {
     }
 }
 
+/// The caller of a management request: a current Entra token for ARM's audience.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     sub: &str,
+) -> ArmResult<ArmPrincipal> {
+    authenticate_for(state, headers, sub, ARM_AUDIENCES).await
+}
+
+/// The caller, with a current Entra token for one of `audiences` (ARM's, or the directory's for Graph).
+pub async fn authenticate_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    sub: &str,
+    audiences: &[&str],
 ) -> ArmResult<ArmPrincipal> {
     let Some(auth) = headers
         .get(header::AUTHORIZATION)
@@ -265,7 +288,7 @@ pub async fn authenticate(
     })?;
     let claims = state
         .tokens
-        .verify_aad(token.trim(), ARM_AUDIENCES)
+        .verify_aad(token.trim(), audiences)
         .map_err(|e| {
             ArmError::new(
                 StatusCode::UNAUTHORIZED,

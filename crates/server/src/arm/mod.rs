@@ -4,8 +4,10 @@
 
 pub mod activity;
 pub mod api_version;
+pub mod authorization;
 mod authz;
 pub mod error;
+pub mod graph;
 pub mod identity;
 pub mod import;
 mod loopback_only;
@@ -36,6 +38,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/{tenant}/.well-known/openid-configuration", get(openid))
         .route("/{tenant}/oauth2/v2.0/token", post(aad_token))
+        .merge(graph::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             loopback_only::guard,
@@ -170,8 +173,11 @@ async fn handle(
         arm_support::support(scope.operation()),
         arm_support::Support::Unsupported(_)
     );
-    let registry_route =
-        l.len() >= 5 && l[2] != "resources" && l.contains(&"microsoft.containerregistry");
+    let extension = authorization::extension_at(&l);
+    let registry_route = l.len() >= 5
+        && l[2] != "resources"
+        && extension.is_none()
+        && l.contains(&"microsoft.containerregistry");
     let api_version = if not_served {
         query_param(&query, "api-version").unwrap_or_default()
     } else {
@@ -235,6 +241,19 @@ async fn handle(
     } else {
         json!({})
     };
+    // Role assignments and definitions extend every scope: routed before the resources they extend.
+    if let Some(k) = extension {
+        return authorization::dispatch(
+            state,
+            &ctx,
+            &segments[..k],
+            &l[k + 2..],
+            &segments[k + 2..],
+            &query,
+            &body,
+        )
+        .await;
+    }
     match (&m, &l[2..]) {
         (&Method::GET, []) => Ok(axum::Json(subscription_json(&ids)).into_response()),
         (&Method::GET, ["resources"]) => registries::generic_resources(state, &ctx, &query).await,
