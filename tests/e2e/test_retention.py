@@ -129,3 +129,62 @@ def test_retention_counts_days_from_untagging(moat, az):
     c.push_image(repo, build_image(1, seed="ret-days-2", layer_size=LAYER))
     removed, _ = gc(moat, "--days-later", "365")
     assert manifests_removed(removed) == set(), removed
+
+
+def test_soft_delete_keeps_lists_restores_and_purges(moat, az):
+    """Soft delete (`az acr config soft-delete update --status enabled --days 1`): a deleted manifest and its tags
+    are kept, listed by az and restored; the image pulls again with the same digest; after the retention days the
+    collector purges what is still deleted (audited `Purge`)."""
+    sp = sp_create(moat, "softdel-az", "Owner")
+    az.register_and_login(sp)
+    c = moat.client()
+    repo = "soft/app"
+    shown = az("acr", "config", "soft-delete", "update", "-r", "default", "--status", "enabled", "--days", "1",
+               "--yes", json_out=True).json
+    assert (shown["status"], shown["retentionDays"]) == ("enabled", 1), shown
+    img = build_image(1, seed="soft-img", layer_size=LAYER)
+    gone = build_image(1, seed="soft-gone", layer_size=LAYER)
+    c.push_image(repo, img, "v1")
+    c.push_image(repo, gone, "v2")
+    # Deleted by digest over /v2 and through az.
+    r = c.request("DELETE", f"/v2/{repo}/manifests/{img.manifest_digest}", repo=repo)
+    assert r.status_code == 202, r.text
+    az("acr", "repository", "delete", "-n", "default", "--image", f"{repo}@{gone.manifest_digest}", "--yes")
+    assert c.get_manifest(repo, "v1").status_code == 404
+    # Its layers stay through a collection with no grace: the kept manifest holds them.
+    gc(moat)
+    assert az("acr", "repository", "list-deleted", "-n", "default", json_out=True).json == [repo]
+    listed = az("acr", "manifest", "list-deleted", "-r", "default", "-n", repo, json_out=True).json
+    assert {m["digest"] for m in listed} == {img.manifest_digest, gone.manifest_digest}, listed
+    assert all(m["deletedAt"] and m["expiresAfter"] for m in listed), listed
+    tags = az("acr", "manifest", "list-deleted-tags", "-r", "default", "-n", repo, json_out=True).json
+    assert {(t["tag"], t["digest"]) for t in tags} == {("v1", img.manifest_digest), ("v2", gone.manifest_digest)}
+
+    # A tag that now points elsewhere is moved only with --force.
+    other = build_image(1, seed="soft-other", layer_size=LAYER)
+    c.push_image(repo, other, "v1")
+    p = az("acr", "manifest", "restore", "-r", "default", "-n", f"{repo}:v1", "-d", img.manifest_digest, "--yes",
+           ok=False)
+    assert p.returncode != 0 and "force" in (p.stderr + p.stdout), p.stderr
+    az("acr", "manifest", "restore", "-r", "default", "-n", f"{repo}:v1", "--force", "--yes")
+    r = c.get_manifest(repo, "v1")
+    assert r.status_code == 200 and sha256(r.content) == img.manifest_digest
+    assert c.get_blob(repo, img.layers[0][0]).status_code == 200, "the restored image's layers are stored"
+    assert {m["digest"] for m in az("acr", "manifest", "list-deleted", "-r", "default", "-n", repo,
+                                    json_out=True).json} == {gone.manifest_digest}
+    restores = moat.audit(operation="Restore")
+    assert restores and restores[-1]["Digest"] == img.manifest_digest, restores
+
+    # Within a day nothing is purged; after it, what is still deleted is (and its layers with it).
+    removed, _ = gc(moat)
+    assert manifests_removed(removed) == set(), removed
+    removed, _ = gc(moat, "--days-later", "1")
+    assert manifests_removed(removed) == {(repo, gone.manifest_digest)}, removed
+    assert gone.layers[0][0] in {r["digest"] for r in removed if r["kind"] == "blob"}, removed
+    assert az("acr", "manifest", "list-deleted", "-r", "default", "-n", repo, json_out=True).json == []
+    purges = moat.audit(operation="Purge")
+    assert (repo, gone.manifest_digest) in {(e["Repository"], e["Digest"]) for e in purges}, purges
+    p = az("acr", "manifest", "restore", "-r", "default", "-n", f"{repo}:v2", "-d", gone.manifest_digest, "--yes",
+           ok=False)
+    assert p.returncode != 0
+    assert c.get_manifest(repo, "v1").status_code == 200, "the restored image stays"

@@ -36,9 +36,6 @@ def test_az_config_commands_refuse_what_moat_does_not_enforce(moat, az):
     trust = az("acr", "config", "content-trust", "update", "-r", name, "--status", "disabled", "--yes",
                json_out=True).json
     assert trust["status"] == "disabled", trust
-    p = az("acr", "config", "soft-delete", "update", "-r", name, "--status", "enabled", "--days", "7", "--yes",
-           ok=False)
-    assert p.returncode != 0 and not_enforced("softDeletePolicy") in p.stderr, p.stderr
 
     # Nothing of the refused requests was stored; the same commands with the inert value work.
     assert az("acr", "config", "retention", "show", "-r", name, json_out=True).json["status"] == "disabled"
@@ -101,8 +98,6 @@ def test_sdk_patch_of_quarantine_is_refused_and_a_put_of_every_default_works(env
 RAW_REFUSALS = [
     ({"properties": {"policies": {"quarantinePolicy": {"status": "Enabled"}}}}, "quarantinePolicy"),
     ({"properties": {"policies": {"quarantinePolicy": {"status": "ENABLED"}}}}, "quarantinePolicy"),
-    ({"properties": {"policies": {"softDeletePolicy": {"retentionDays": 7, "status": "enabled"}}}},
-     "softDeletePolicy"),
     ({"properties": {"zoneRedundancy": "enabled"}}, "zoneRedundancy"),
     ({"properties": {"encryption": {"status": "enabled", "keyVaultProperties": {"keyIdentifier": "https://kv/k"}}}},
      "encryption"),

@@ -151,6 +151,18 @@ impl Printer {
                 esc(repository),
                 esc(digest)
             ),
+            Removed::Tag {
+                registry,
+                repository,
+                tag,
+                digest,
+            } => format!(
+                "tag      {}/{}:{} (soft-deleted, was {})",
+                esc(registry),
+                esc(repository),
+                esc(tag),
+                esc(digest)
+            ),
             Removed::Blob {
                 digest,
                 size,

@@ -12,15 +12,22 @@ pub enum Action {
     Delete,
     MetadataRead,
     MetadataWrite,
+    /// ACR's soft delete: listing a repository's deleted manifests and tags (and, on `registry:deleted_catalog`,
+    /// the repositories that have some).
+    DeletedRead,
+    /// ACR's soft delete: restoring a deleted manifest.
+    DeletedRestore,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 7] = [
         Action::Pull,
         Action::Push,
         Action::Delete,
         Action::MetadataRead,
         Action::MetadataWrite,
+        Action::DeletedRead,
+        Action::DeletedRestore,
     ];
 
     /// Accepts the Docker spellings and ACR's camelCase twins (`metadataRead`), as the az CLI sends both.
@@ -43,6 +50,12 @@ impl Action {
                 "metadata_write" | "metadataWrite" => {
                     out.insert(Action::MetadataWrite);
                 }
+                "deleted_read" | "deletedRead" => {
+                    out.insert(Action::DeletedRead);
+                }
+                "deleted_restore" | "deletedRestore" => {
+                    out.insert(Action::DeletedRestore);
+                }
                 "*" => out.extend(Action::ALL),
                 _ => {}
             }
@@ -57,6 +70,8 @@ impl Action {
             Action::Delete => "delete",
             Action::MetadataRead => "metadata_read",
             Action::MetadataWrite => "metadata_write",
+            Action::DeletedRead => "deleted_read",
+            Action::DeletedRestore => "deleted_restore",
         }
     }
 }
@@ -67,6 +82,8 @@ impl Action {
 pub enum ResourceScope {
     Repository(RepositoryName),
     Catalog,
+    /// `registry:deleted_catalog:*` (az acr repository list-deleted): the repositories with deleted artifacts.
+    DeletedCatalog,
 }
 
 /// One requested scope: a resource and the actions asked for it.
@@ -85,6 +102,7 @@ impl ScopeRequest {
         let resource = match kind {
             "repository" | "artifact-repository" => ResourceScope::Repository(name.parse().ok()?),
             "registry" if name == "catalog" => ResourceScope::Catalog,
+            "registry" if name == "deleted_catalog" => ResourceScope::DeletedCatalog,
             _ => return None,
         };
         Some(ScopeRequest {
@@ -98,6 +116,7 @@ impl ScopeRequest {
         match &self.resource {
             ResourceScope::Repository(r) => format!("repository:{}:{}", r, actions.join(",")),
             ResourceScope::Catalog => "registry:catalog:*".to_string(),
+            ResourceScope::DeletedCatalog => "registry:deleted_catalog:*".to_string(),
         }
     }
 }
@@ -159,7 +178,18 @@ mod tests {
         assert_eq!(c.resource, ResourceScope::Catalog);
         assert_eq!(
             ScopeRequest::parse("repository:a:*").unwrap().actions.len(),
-            5
+            7
+        );
+        let d = ScopeRequest::parse("repository:a:deleted_read,deleted_restore").unwrap();
+        assert_eq!(
+            d.actions,
+            BTreeSet::from([Action::DeletedRead, Action::DeletedRestore])
+        );
+        assert_eq!(
+            ScopeRequest::parse("registry:deleted_catalog:*")
+                .unwrap()
+                .resource,
+            ResourceScope::DeletedCatalog
         );
         assert!(ScopeRequest::parse("repository:a:metadataRead")
             .unwrap()

@@ -47,10 +47,14 @@ pub enum Operation {
     Import,
     /// An image leaving this registry for another one (an import from it).
     Export,
+    /// Soft delete: deleted repositories, manifests or tags listed (`/acr/v1/_deleted/...`).
+    ListDeleted,
+    /// Soft delete: a deleted manifest restored under a tag.
+    Restore,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 17] = [
+    pub const ALL: [Operation; 19] = [
         Operation::Login,
         Operation::Push,
         Operation::Pull,
@@ -68,6 +72,8 @@ impl Operation {
         Operation::UpdateAttributes,
         Operation::Import,
         Operation::Export,
+        Operation::ListDeleted,
+        Operation::Restore,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +95,8 @@ impl Operation {
             Operation::UpdateAttributes => "UpdateAttributes",
             Operation::Import => "Import",
             Operation::Export => "Export",
+            Operation::ListDeleted => "ListDeleted",
+            Operation::Restore => "Restore",
         }
     }
 

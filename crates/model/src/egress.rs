@@ -53,6 +53,9 @@ pub enum Egress<'a> {
     ListTags { repository: &'a RepositoryName },
     /// A repository's metadata (tags, manifests, digests, sizes, platforms) read through ACR's `/acr/v1` API.
     ReadMetadata { repository: &'a RepositoryName },
+    /// A repository's soft-deleted manifests and tags listed (`/acr/v1/_deleted/...`): metadata of what was
+    /// deleted, for callers holding `deleted_read` (never anonymous).
+    ReadDeleted { repository: &'a RepositoryName },
     /// A manifest served to a client (by tag or digest).
     PullManifest {
         repository: &'a RepositoryName,
@@ -93,6 +96,7 @@ impl Egress<'_> {
             | Egress::PullManifest { repository, .. }
             | Egress::ListTags { repository }
             | Egress::ReadMetadata { repository }
+            | Egress::ReadDeleted { repository }
             | Egress::ImportFrom { repository, .. } => Some(repository),
             Egress::Mount { to, .. } => Some(to),
             Egress::ExportPipeline { .. } => None,
@@ -188,6 +192,16 @@ pub fn decide(registry: &Registry, origin: &Origin, access: &Access, egress: &Eg
                 Decision::Deny(DenyReason::MissingPermission {
                     repository: (*repository).clone(),
                     action: Action::MetadataRead,
+                })
+            }
+        }
+        Egress::ReadDeleted { repository } => {
+            if access.allows_repo(repository, Action::DeletedRead) {
+                Decision::Allow
+            } else {
+                Decision::Deny(DenyReason::MissingPermission {
+                    repository: (*repository).clone(),
+                    action: Action::DeletedRead,
                 })
             }
         }

@@ -61,6 +61,7 @@ pub fn permit(
         Egress::PullBlob { .. }
         | Egress::ListTags { .. }
         | Egress::ReadMetadata { .. }
+        | Egress::ReadDeleted { .. }
         | Egress::PullManifest { .. }
         | Egress::DataEndpointDownload { .. }
         | Egress::ExportPipeline { .. } => {

@@ -2,8 +2,8 @@
 //! not acted on would let an operator believe something holds that does not (a retention policy that purges
 //! nothing, content trust that verifies nothing), so each one here is refused as soon as a request turns it on,
 //! with an error that names it. A request that sends the inert value (`az acr create`, an SDK round-trip of a
-//! GET) is accepted. When Moat comes to enforce one of them, it leaves this list (the retention policy has:
-//! the collector enforces it, see `crate::retention`).
+//! GET) is accepted. When Moat comes to enforce one of them, it leaves this list (the retention and soft-delete
+//! policies have: the collector enforces them, see `crate::retention`).
 
 use crate::registry::RegistrySettings;
 
@@ -11,7 +11,6 @@ use crate::registry::RegistrySettings;
 pub enum Unenforced {
     QuarantinePolicy,
     TrustPolicy,
-    SoftDeletePolicy,
     ZoneRedundancy,
     Encryption,
     Identity,
@@ -26,10 +25,9 @@ pub enum Unenforced {
 }
 
 impl Unenforced {
-    pub const ALL: [Unenforced; 14] = [
+    pub const ALL: [Unenforced; 13] = [
         Unenforced::QuarantinePolicy,
         Unenforced::TrustPolicy,
-        Unenforced::SoftDeletePolicy,
         Unenforced::ZoneRedundancy,
         Unenforced::Encryption,
         Unenforced::Identity,
@@ -48,7 +46,6 @@ impl Unenforced {
         match self {
             Unenforced::QuarantinePolicy => "quarantinePolicy",
             Unenforced::TrustPolicy => "trustPolicy",
-            Unenforced::SoftDeletePolicy => "softDeletePolicy",
             Unenforced::ZoneRedundancy => "zoneRedundancy",
             Unenforced::Encryption => "encryption",
             Unenforced::Identity => "identity",
@@ -66,9 +63,9 @@ impl Unenforced {
     /// Where it sits in a registry body (ARM's error `target`, in the style of the other policy errors).
     pub fn target(self) -> String {
         match self {
-            Unenforced::QuarantinePolicy
-            | Unenforced::TrustPolicy
-            | Unenforced::SoftDeletePolicy => format!("policies.{}", self.name()),
+            Unenforced::QuarantinePolicy | Unenforced::TrustPolicy => {
+                format!("policies.{}", self.name())
+            }
             Unenforced::VirtualNetworkRules => "networkRuleSet.virtualNetworkRules".into(),
             Unenforced::Identity => "identity".into(),
             other => other.name().into(),
@@ -78,10 +75,9 @@ impl Unenforced {
     /// The value Moat accepts, as a request spells it.
     pub fn accepted(self) -> &'static str {
         match self {
-            Unenforced::QuarantinePolicy
-            | Unenforced::TrustPolicy
-            | Unenforced::SoftDeletePolicy
-            | Unenforced::Encryption => "status 'disabled'",
+            Unenforced::QuarantinePolicy | Unenforced::TrustPolicy | Unenforced::Encryption => {
+                "status 'disabled'"
+            }
             Unenforced::ZoneRedundancy
             | Unenforced::MetadataSearch
             | Unenforced::RegionalEndpoints
@@ -109,10 +105,6 @@ pub fn check(s: &RegistrySettings) -> Result<(), NotEnforced> {
     let on = [
         (p.quarantine.is_enabled(), Unenforced::QuarantinePolicy),
         (p.trust.is_enabled(), Unenforced::TrustPolicy),
-        (
-            p.soft_delete.status.is_enabled(),
-            Unenforced::SoftDeletePolicy,
-        ),
         (s.zone_redundancy, Unenforced::ZoneRedundancy),
     ];
     match on.into_iter().find(|(enabled, _)| *enabled) {
@@ -132,7 +124,7 @@ mod tests {
             RegistrySettings::new(Sku::Premium, crate::Location::parse("westeurope").unwrap());
         assert_eq!(check(&base), Ok(()));
         type TurnOn = fn(&mut RegistrySettings);
-        let turn_on: [(TurnOn, Unenforced); 4] = [
+        let turn_on: [(TurnOn, Unenforced); 3] = [
             (
                 |s| s.policies.quarantine = PolicyStatus::Enabled,
                 Unenforced::QuarantinePolicy,
@@ -140,10 +132,6 @@ mod tests {
             (
                 |s| s.policies.trust = PolicyStatus::Enabled,
                 Unenforced::TrustPolicy,
-            ),
-            (
-                |s| s.policies.soft_delete.status = PolicyStatus::Enabled,
-                Unenforced::SoftDeletePolicy,
             ),
             (|s| s.zone_redundancy = true, Unenforced::ZoneRedundancy),
         ];

@@ -277,6 +277,8 @@ impl RequestCtx {
             Action::Delete => "delete",
             Action::MetadataRead => "metadata_read",
             Action::MetadataWrite => "metadata_write",
+            Action::DeletedRead => "deleted_read",
+            Action::DeletedRestore => "deleted_read,deleted_restore",
             _ => "pull",
         };
         let scope = format!("repository:{repo}:{actions}");

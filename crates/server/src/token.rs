@@ -286,6 +286,10 @@ async fn issue(state: &AppState, req: Request) -> OciResult<Response> {
                 (Some(_), ResourceScope::Catalog) if may.contains(&Action::Pull) => {
                     s.actions.clone()
                 }
+                // Listing the repositories that have deleted artifacts: for who may read deleted artifacts.
+                (Some(_), ResourceScope::DeletedCatalog) if may.contains(&Action::DeletedRead) => {
+                    [Action::DeletedRead].into()
+                }
                 (None, ResourceScope::Repository(_)) if ctx.registry.anonymous_pull_enabled() => s
                     .actions
                     .iter()

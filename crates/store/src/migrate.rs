@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "retention",
         include_str!("../migrations/0013_retention.sql"),
     ),
+    (
+        14,
+        "soft_delete",
+        include_str!("../migrations/0014_soft_delete.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -23,3 +23,10 @@ pub fn parse_user(s: &str) -> Option<String> {
         .ok()
         .map(format)
 }
+
+/// The stored form of a time kept as unix seconds (the collector's queues and soft delete).
+pub fn from_unix(secs: f64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128)
+        .map(format)
+        .unwrap_or_else(|_| now())
+}

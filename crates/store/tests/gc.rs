@@ -205,7 +205,8 @@ fn kinds(removed: &[Removed]) -> Vec<(&'static str, String)> {
                 Removed::Link { digest, .. }
                 | Removed::Blob { digest, .. }
                 | Removed::Manifest { digest, .. }
-                | Removed::OrphanFile { digest, .. } => digest.clone(),
+                | Removed::OrphanFile { digest, .. }
+                | Removed::Tag { digest, .. } => digest.clone(),
                 Removed::Upload { id, .. } | Removed::OrphanUpload { id, .. } => id.clone(),
             };
             (r.kind(), d)
@@ -501,4 +502,72 @@ async fn a_run_that_stopped_before_its_commit_takes_nothing_away() {
     assert!(!e.blobs.blob_exists(&gone));
     assert!(e.blobs.list_trash().unwrap().is_empty());
     e.no_manifest_lacks_its_bytes().await;
+}
+
+#[tokio::test]
+async fn soft_deleted_manifests_keep_their_bytes_until_purged_and_can_be_restored() {
+    let mut settings =
+        RegistrySettings::new(Sku::Basic, moat_model::Location::parse("local").unwrap());
+    settings.policies.soft_delete.status = moat_model::registry::PolicyStatus::Enabled;
+    settings.policies.soft_delete.retention_days = 1;
+    let e = env_with(settings).await;
+    let layer = e.push_inline("app", b"soft-layer").await;
+    let m = e
+        .put_manifest("app", std::slice::from_ref(&layer), "v1")
+        .await
+        .unwrap();
+    e.delete_manifest("app", &m).await;
+    let (removed, _) = e.run(0).await;
+    assert!(removed.is_empty(), "kept: {removed:?}");
+    let kept = e
+        .meta
+        .deleted_manifests(&e.registry, &repo("app"))
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    let tags = e
+        .meta
+        .deleted_tags(&e.registry, &repo("app"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (tags[0].tag.as_str(), tags[0].digest.as_str()),
+        ("v1", m.as_str())
+    );
+    let v1: moat_model::Tag = "v1".parse().unwrap();
+    e.meta
+        .restore_manifest(&e.registry, &repo("app"), &m, Some(&v1), false, &event())
+        .await
+        .unwrap();
+    assert_eq!(e.count("SELECT COUNT(*) FROM tags").await, 1);
+    e.no_manifest_lacks_its_bytes().await;
+
+    // Deleted again: after one day (as if), the collector purges it and its bytes.
+    e.delete_manifest("app", &m).await;
+    let later = GcOptions {
+        grace: Duration::ZERO,
+        dry_run: false,
+        upload_ttl: Duration::from_secs(3600),
+        share: None,
+        sweep_files: false,
+        clock_offset: Duration::from_secs(86_400),
+    };
+    let mut removed = Vec::new();
+    Collector::new(e.meta.clone(), e.blobs.clone())
+        .run(&later, &|_| false, &mut |r| removed.push(r.clone()))
+        .await
+        .unwrap();
+    let got = kinds(&removed);
+    assert!(got.contains(&("manifest", m.to_string())), "{got:?}");
+    assert!(got.contains(&("tag", m.to_string())), "{got:?}");
+    assert!(got.contains(&("blob", layer.to_string())), "{got:?}");
+    let err = e
+        .meta
+        .restore_manifest(&e.registry, &repo("app"), &m, Some(&v1), false, &event())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, moat_store::meta::RestoreError::NotFound(_)),
+        "{err}"
+    );
 }

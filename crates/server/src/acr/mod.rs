@@ -3,6 +3,7 @@
 //! (`Egress::ReadMetadata`): tag names and digests tell what a registry holds. Repository names arrive raw or
 //! `%2F`-encoded; both are accepted.
 
+mod deleted;
 mod metadata;
 
 use crate::context::RequestCtx;
@@ -28,6 +29,10 @@ enum Route {
     Tag(String, String),
     Manifests(String),
     Manifest(String, String),
+    DeletedCatalog,
+    DeletedManifests(String),
+    DeletedTags(String),
+    DeletedManifest(String, String),
 }
 
 fn parse_route(path: &str) -> Option<Route> {
@@ -35,6 +40,17 @@ fn parse_route(path: &str) -> Option<Route> {
     let rest = rest.trim_end_matches('/');
     if rest == "_catalog" {
         return Some(Route::Catalog);
+    }
+    if rest == "_deleted/_catalog" {
+        return Some(Route::DeletedCatalog);
+    }
+    if let Some(deleted) = rest.strip_prefix("_deleted/") {
+        return match parse_route(&format!("/acr/v1/{deleted}"))? {
+            Route::Manifests(n) => Some(Route::DeletedManifests(n)),
+            Route::Tags(n) => Some(Route::DeletedTags(n)),
+            Route::Manifest(n, d) => Some(Route::DeletedManifest(n, d)),
+            _ => None,
+        };
     }
     // Repository name components never start with '_', so the markers cannot be part of a name.
     if let Some(name) = rest.strip_suffix("/_tags") {
@@ -56,6 +72,10 @@ impl Route {
     /// What a request on this route does: the name of every event it causes, allowed or refused.
     fn operation(&self, method: &Method) -> Operation {
         match (self, method) {
+            (Route::DeletedManifest(..), _) => Operation::Restore,
+            (Route::DeletedCatalog | Route::DeletedManifests(_) | Route::DeletedTags(_), _) => {
+                Operation::ListDeleted
+            }
             (_, &Method::PATCH) => Operation::UpdateAttributes,
             (Route::Catalog, _) => Operation::ListRepositories,
             (Route::Repository(_), &Method::DELETE) => Operation::DeleteRepository,
@@ -78,7 +98,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
-    let (parts, _body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let route = parse_route(parts.uri.path()).ok_or_else(|| {
         OciError::new(
             Code::NameUnknown,
@@ -134,6 +154,22 @@ async fn handle(state: &AppState, req: Request) -> OciResult<Response> {
                 _ => Err(unsupported()),
             }
         }
+        Route::DeletedCatalog if m == Method::GET => deleted::catalog(state, ctx).await,
+        Route::DeletedManifests(name) if m == Method::GET => {
+            deleted::manifests(state, ctx, &parse_name(&name)?).await
+        }
+        Route::DeletedTags(name) if m == Method::GET => {
+            deleted::tags(state, ctx, &parse_name(&name)?).await
+        }
+        Route::DeletedManifest(name, digest) if m == Method::POST => {
+            let repo = parse_name(&name)?;
+            // A restore body is one small JSON object.
+            let body = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| {
+                OciError::new(Code::SizeInvalid, "the request body is too large")
+                    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            })?;
+            deleted::restore(state, ctx, &repo, &digest, query, &body).await
+        }
         _ => Err(unsupported()),
     }
 }
@@ -166,6 +202,23 @@ mod tests {
             Some(Route::Manifest("a".into(), "sha256:00".into()))
         );
         assert_eq!(parse_route("/acr/v1/a/_other"), None);
+        assert_eq!(
+            parse_route("/acr/v1/_deleted/_catalog"),
+            Some(Route::DeletedCatalog)
+        );
+        assert_eq!(
+            parse_route("/acr/v1/_deleted/a%2Fb/_manifests"),
+            Some(Route::DeletedManifests("a/b".into()))
+        );
+        assert_eq!(
+            parse_route("/acr/v1/_deleted/a/b/_tags"),
+            Some(Route::DeletedTags("a/b".into()))
+        );
+        assert_eq!(
+            parse_route("/acr/v1/_deleted/a/_manifests/sha256:00"),
+            Some(Route::DeletedManifest("a".into(), "sha256:00".into()))
+        );
+        assert_eq!(parse_route("/acr/v1/_deleted/a"), None);
         assert_eq!(parse_route("/acr/v1/"), None);
     }
 }

@@ -607,10 +607,6 @@ mod tests {
                 Unenforced::TrustPolicy,
             ),
             (
-                json!({"properties": {"policies": {"softDeletePolicy": {"retentionDays": 7, "status": "enabled"}}}}),
-                Unenforced::SoftDeletePolicy,
-            ),
-            (
                 json!({"properties": {"zoneRedundancy": "enabled"}}),
                 Unenforced::ZoneRedundancy,
             ),

@@ -63,6 +63,9 @@ pub(crate) async fn review(
                    AND l.digest = d.digest),
            EXISTS (SELECT 1 FROM manifest_references r WHERE r.registry_id = d.registry_id
                    AND r.repository = d.repository AND r.child = d.digest AND r.kind = 'blob')
+           -- A soft-deleted manifest's references hold its links until it is purged or restored.
+           OR EXISTS (SELECT 1 FROM deleted_manifest_references r WHERE r.registry_id = d.registry_id
+                   AND r.repository = d.repository AND r.child = d.digest AND r.kind = 'blob')
          FROM d"
     ))
     .bind(triples(&due))

@@ -19,6 +19,7 @@ mod lease;
 pub mod pins;
 mod retention;
 mod review;
+mod soft_delete;
 mod sweep;
 
 pub use pins::BlobPins;
@@ -77,6 +78,13 @@ pub enum Removed {
         repository: String,
         digest: String,
     },
+    /// A soft-deleted tag whose retention is over.
+    Tag {
+        registry: String,
+        repository: String,
+        tag: String,
+        digest: String,
+    },
     Blob {
         digest: String,
         size: i64,
@@ -115,6 +123,7 @@ impl Removed {
         match self {
             Removed::Manifest { .. } => "manifest",
             Removed::Link { .. } => "link",
+            Removed::Tag { .. } => "tag",
             Removed::Blob { .. } => "blob",
             Removed::Upload { .. } => "upload",
             Removed::OrphanFile { .. } => "orphanFile",
@@ -271,8 +280,9 @@ impl Collector {
         Ok(summary)
     }
 
-    /// The retention policy of every registry that has it enabled: untagged manifests old enough are purged (in
-    /// a dry run, listed), each re-judged in the write transaction that removes it.
+    /// The retention policy of every registry that has it enabled (untagged manifests old enough) and the
+    /// soft-delete policy (kept manifests and tags whose time is up) are purged (in a dry run, listed), each
+    /// re-judged in the write transaction that removes it.
     async fn policies(&self, now: f64, opts: &GcOptions) -> Result<Vec<Removed>> {
         let mut out = Vec::new();
         let mut pacer = Pacer::new(&self.meta, opts.share);
@@ -310,6 +320,29 @@ impl Collector {
                 out.extend(removed);
                 pacer.pace(t0.elapsed()).await;
             }
+        }
+        // Soft delete: what was kept and whose time is up.
+        let expired = {
+            let mut conn = self.meta.reader().acquire().await?;
+            soft_delete::expired(&mut conn, now).await?
+        };
+        for chunk in expired.chunks(BATCH) {
+            let t0 = Instant::now();
+            if opts.dry_run {
+                let mut conn = self.meta.reader().acquire().await?;
+                for (item, days) in chunk {
+                    out.extend(soft_delete::purge(&mut conn, item, *days, now, true).await?);
+                }
+                continue;
+            }
+            let mut tx = self.meta.writer().begin_with("BEGIN IMMEDIATE").await?;
+            let mut removed = Vec::new();
+            for (item, days) in chunk {
+                removed.extend(soft_delete::purge(&mut tx, item, *days, now, false).await?);
+            }
+            tx.commit().await?;
+            out.extend(removed);
+            pace(opts.share, t0.elapsed()).await;
         }
         Ok(out)
     }

@@ -104,8 +104,11 @@ pub(crate) async fn link_facts(conn: &mut SqliteConnection, key: &Key) -> Result
     Ok(Some(
         exists(
             conn,
+            // A soft-deleted manifest's references hold its links until it is purged or restored.
             "SELECT 1 FROM manifest_references WHERE registry_id = ? AND repository = ? AND child = ?
-             AND kind = 'blob' LIMIT 1",
+             AND kind = 'blob'
+             UNION ALL SELECT 1 FROM deleted_manifest_references WHERE registry_id = ?1 AND repository = ?2
+             AND child = ?3 AND kind = 'blob' LIMIT 1",
             &k,
         )
         .await?,
@@ -159,7 +162,9 @@ pub(crate) async fn manifest_facts(
     let listed = exists(
         conn,
         "SELECT 1 FROM manifest_references WHERE registry_id = ? AND repository = ? AND child = ?
-         AND kind = 'manifest' LIMIT 1",
+         AND kind = 'manifest'
+         UNION ALL SELECT 1 FROM deleted_manifest_references WHERE registry_id = ?1 AND repository = ?2
+         AND child = ?3 AND kind = 'manifest' LIMIT 1",
         &k,
     )
     .await?;

@@ -172,6 +172,15 @@ pub(crate) async fn set_tag(
     Ok(())
 }
 
+/// What a soft delete keeps of a delete (see `soft_delete`).
+#[derive(Clone, Copy)]
+enum Kept {
+    Manifest,
+    Tag,
+    /// A blob unlinked by digest: a kept manifest that needed it can no longer be restored (restore says so).
+    Nothing,
+}
+
 impl MetadataStore {
     /// The size of `digest` if it is linked in this repository: the only way a blob is visible.
     pub async fn linked_blob_size(
@@ -267,8 +276,15 @@ impl MetadataStore {
         event: &AuditEvent,
     ) -> Result<bool> {
         let sql = "DELETE FROM blob_links WHERE registry_id = ? AND repository = ? AND digest = ?";
-        self.delete_recorded(registry_id, repo, digest.as_str(), &[sql], event)
-            .await
+        self.delete_recorded(
+            registry_id,
+            repo,
+            digest.as_str(),
+            &[sql],
+            event,
+            Kept::Nothing,
+        )
+        .await
     }
 
     /// Stores a manifest (and tags it) after checking, in the same transaction, that the repository holds every
@@ -361,8 +377,15 @@ impl MetadataStore {
             "DELETE FROM tags WHERE registry_id = ? AND repository = ? AND digest = ?",
             "DELETE FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
         ];
-        self.delete_recorded(registry_id, repo, digest.as_str(), &sql, event)
-            .await
+        self.delete_recorded(
+            registry_id,
+            repo,
+            digest.as_str(),
+            &sql,
+            event,
+            Kept::Manifest,
+        )
+        .await
     }
 
     pub async fn delete_tag(
@@ -373,7 +396,7 @@ impl MetadataStore {
         event: &AuditEvent,
     ) -> Result<bool> {
         let sql = "DELETE FROM tags WHERE registry_id = ? AND repository = ? AND tag = ?";
-        self.delete_recorded(registry_id, repo, tag.as_str(), &[sql], event)
+        self.delete_recorded(registry_id, repo, tag.as_str(), &[sql], event, Kept::Tag)
             .await
     }
 
@@ -386,8 +409,21 @@ impl MetadataStore {
         key: &str,
         statements: &[&str],
         event: &AuditEvent,
+        kept: Kept,
     ) -> Result<bool> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        if super::soft_delete::enabled(&mut tx, registry_id).await? {
+            match kept {
+                Kept::Manifest => {
+                    super::soft_delete::keep_manifest(&mut tx, registry_id, repo.as_str(), key)
+                        .await?
+                }
+                Kept::Tag => {
+                    super::soft_delete::keep_tag(&mut tx, registry_id, repo.as_str(), key).await?
+                }
+                Kept::Nothing => {}
+            }
+        }
         let mut deleted = 0;
         for sql in statements {
             deleted = sqlx::query(sql)

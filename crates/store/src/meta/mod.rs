@@ -14,6 +14,7 @@ mod private_endpoints;
 mod registries;
 mod repository_metadata;
 mod role_assignments;
+pub(crate) mod soft_delete;
 mod uploads;
 
 pub use activity::ActivityFilter;
@@ -25,6 +26,7 @@ pub use principals::ServicePrincipal;
 pub use private_endpoints::{EndpointChange, EndpointSelector, NewPrivateEndpoint};
 pub use repository_metadata::{DeletedRepository, ManifestRow, RepositorySummary, TagRow};
 pub use role_assignments::{AssignError, NewRoleAssignment, RoleAssignmentRow};
+pub use soft_delete::{DeletedManifestRow, DeletedTagRow, RestoreError};
 pub use uploads::UploadRow;
 
 use crate::error::Result;

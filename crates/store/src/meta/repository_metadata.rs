@@ -157,12 +157,26 @@ impl MetadataStore {
         .bind(repo.as_str())
         .fetch_all(&mut *tx)
         .await?;
-        for sql in [
-            "DELETE FROM tags WHERE registry_id = ? AND repository = ?",
-            "DELETE FROM manifests WHERE registry_id = ? AND repository = ?",
-            "DELETE FROM blob_links WHERE registry_id = ? AND repository = ?",
-            "DELETE FROM repositories WHERE registry_id = ? AND name = ?",
-        ] {
+        // Under soft delete the repository keeps its links (the kept manifests' references hold them for the
+        // collector) and its row; the catalog lists only repositories with a manifest.
+        let soft = super::soft_delete::enabled(&mut tx, registry_id).await?;
+        if soft {
+            super::soft_delete::keep_repository(&mut tx, registry_id, repo.as_str()).await?;
+        }
+        let statements: &[&str] = if soft {
+            &[
+                "DELETE FROM tags WHERE registry_id = ? AND repository = ?",
+                "DELETE FROM manifests WHERE registry_id = ? AND repository = ?",
+            ]
+        } else {
+            &[
+                "DELETE FROM tags WHERE registry_id = ? AND repository = ?",
+                "DELETE FROM manifests WHERE registry_id = ? AND repository = ?",
+                "DELETE FROM blob_links WHERE registry_id = ? AND repository = ?",
+                "DELETE FROM repositories WHERE registry_id = ? AND name = ?",
+            ]
+        };
+        for sql in statements {
             sqlx::query(sql)
                 .bind(registry_id)
                 .bind(repo.as_str())
