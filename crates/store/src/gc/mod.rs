@@ -327,7 +327,6 @@ impl Collector {
             soft_delete::expired(&mut conn, now).await?
         };
         for chunk in expired.chunks(BATCH) {
-            let t0 = Instant::now();
             if opts.dry_run {
                 let mut conn = self.meta.reader().acquire().await?;
                 for (item, days) in chunk {
@@ -336,13 +335,14 @@ impl Collector {
                 continue;
             }
             let mut tx = self.meta.writer().begin_with("BEGIN IMMEDIATE").await?;
+            let t0 = Instant::now();
             let mut removed = Vec::new();
             for (item, days) in chunk {
                 removed.extend(soft_delete::purge(&mut tx, item, *days, now, false).await?);
             }
             tx.commit().await?;
             out.extend(removed);
-            pace(opts.share, t0.elapsed()).await;
+            pacer.pace(t0.elapsed()).await;
         }
         Ok(out)
     }
