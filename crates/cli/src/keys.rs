@@ -59,7 +59,7 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
             }
             let pruned = files.prune(purpose)?;
             // The running server signs with the new key now rather than at its next reload.
-            dd.changed();
+            dd.changed().await;
             super::emit(format_args!(
                 "{}",
                 serde_json::json!({"purpose": purpose.as_str(), "kid": kid, "resealed": resealed, "removed": pruned})

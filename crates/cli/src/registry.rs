@@ -88,7 +88,7 @@ async fn create(
             Some(&record),
         )
         .await?;
-    dd.changed();
+    dd.changed().await;
     emit(format_args!(
         "{}",
         serde_json::json!({"name": r.name, "loginServer": r.login_server, "sku": r.settings.sku.as_str(), "id": r.id})
@@ -149,7 +149,7 @@ async fn delete(name: String, yes: bool, common: Common) -> anyhow::Result<()> {
     if !dd.meta.delete_registry(&r.name, &record).await? {
         bail!("registry '{}' was deleted meanwhile", r.name);
     }
-    dd.changed();
+    dd.changed().await;
     Ok(())
 }
 

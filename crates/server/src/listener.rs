@@ -225,7 +225,14 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let reloader = state.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            // What was recorded before the reload began is served after it: say how far that is.
+            let seen = reloader.meta.activity_max_seq().await;
             crate::endpoints::refresh(&reloader).await;
+            if let Ok(seen) = seen {
+                if let Err(e) = crate::serve_lock::write_reloaded(&reloader.config.data_dir, seen) {
+                    tracing::warn!("writing {}: {e}", crate::serve_lock::RELOADED_FILE);
+                }
+            }
         }
     });
 

@@ -5,8 +5,9 @@
 //! Why commands work on the database directly even while a server runs: every change they make is one SQLite
 //! WAL transaction (`BEGIN IMMEDIATE`, the same writer rule and the same policy checks as the server's own
 //! changes), so it cannot race a request. What the server keeps in memory follows: it reads identities, role
-//! assignments and credential generations from the database on every use, reloads its registry directory and
-//! private endpoints every second, and at once when a command signals it (SIGHUP, sent by [`DataDir::changed`]).
+//! assignments and credential generations from the database on every use, reloads its registry directory every
+//! second, and re-reads registries and private endpoints at once when a command signals it (SIGHUP, sent by
+//! [`DataDir::changed`], which waits for the server to confirm).
 
 use crate::serve_lock::{ServeLock, ServerInfo};
 use crate::ServeConfig;
@@ -32,11 +33,24 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Tells the running server (if any) to re-read what the command changed now.
-    pub fn changed(&self) {
-        if let Some(s) = &self.server {
-            s.notify();
+    /// Tells the running server (if any) to re-read what the command changed, and waits (up to a few seconds)
+    /// until it has: it says so by writing the activity sequence number it had seen when its reload began, and
+    /// every change a command makes is recorded in the activity log in its own transaction.
+    pub async fn changed(&self) {
+        let Some(s) = &self.server else { return };
+        let target = self.meta.activity_max_seq().await.unwrap_or(i64::MAX);
+        s.notify();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if crate::serve_lock::reloaded(&self.config.data_dir) >= target {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        eprintln!(
+            "moat: the server (pid {}) did not confirm it re-read the data directory; it does within a second",
+            s.pid
+        );
     }
 }
 

@@ -17,6 +17,25 @@ use std::time::{Duration, Instant};
 
 /// The lock file's name under the data directory.
 pub const LOCK_FILE: &str = "serve.lock";
+/// Where a running server says how far it has re-read the database after a SIGHUP: the activity log's sequence
+/// number it had seen when the reload began (so every change recorded up to it is served).
+pub const RELOADED_FILE: &str = "serve.reloaded";
+
+/// Records that the server has re-read everything recorded up to activity sequence `seq` (written whole: a
+/// reader sees the old value or the new one).
+pub fn write_reloaded(data_dir: &Path, seq: i64) -> std::io::Result<()> {
+    let tmp = data_dir.join(format!("{RELOADED_FILE}.tmp"));
+    std::fs::write(&tmp, seq.to_string())?;
+    std::fs::rename(&tmp, data_dir.join(RELOADED_FILE))
+}
+
+/// How far the running server has re-read (0: not since it started, or never).
+pub fn reloaded(data_dir: &Path) -> i64 {
+    std::fs::read_to_string(data_dir.join(RELOADED_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
 
 /// What a running server writes into its lock file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
