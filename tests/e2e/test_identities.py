@@ -50,13 +50,21 @@ OPERATOR_COMMANDS = [
     ["registry", "create", "team2"],
     ["registry", "list"],
     ["registry", "delete", "team2", "--yes"],
+    ["sp", "list"],
+    ["sp", "show", "--id", "ci"],
+    ["sp", "reset-credentials", "--id", "ci"],
+    ["sp", "delete", "--id", "ci"],
+    ["role", "assignment", "list"],
+    ["role", "assignment", "create", "--assignee", "ci", "--role", "AcrPull", "--scope", "/subscriptions/x"],
+    ["role", "assignment", "delete", "--assignee", "ci"],
     ["keys", "list"],
     ["keys", "rotate", "--purpose", "secrets"],
     ["audit"],
+    ["gc", "--dry-run"],
 ]
 
 
-@pytest.mark.parametrize("command", OPERATOR_COMMANDS, ids=lambda c: " ".join(c[:2]))
+@pytest.mark.parametrize("command", OPERATOR_COMMANDS, ids=lambda c: " ".join(c[:3]))
 def test_commands_refuse_a_directory_without_moat_data_and_create_nothing(tmp_path, command):
     # The default ./moat-data, run elsewhere than the server's directory.
     p = cli(*command, cwd=tmp_path)

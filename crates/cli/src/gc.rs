@@ -39,12 +39,8 @@ pub struct GcArgs {
 }
 
 pub async fn run(args: GcArgs, config: ServeConfig) -> anyhow::Result<()> {
-    if !config.data_dir.join("moat.db").exists() && config.database_url.is_none() {
-        bail!(
-            "no Moat data at {}: start `moat serve` first or pass --data-dir",
-            config.data_dir.display()
-        );
-    }
+    // The rule of every operator command: an existing data directory, never a new one.
+    moat_server::operator::existing(&config)?;
     let req = GcRequest {
         dry_run: args.dry_run,
         grace_secs: args.grace,

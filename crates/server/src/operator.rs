@@ -54,8 +54,8 @@ impl DataDir {
     }
 }
 
-/// Refuses a data directory that does not exist or holds no Moat data, creating nothing; checks its
-/// permissions as the server does.
+/// Refuses a data directory that does not exist or holds no Moat data (or a database URL naming none), creating
+/// nothing; checks the directory's permissions as the server does.
 pub fn existing(config: &ServeConfig) -> anyhow::Result<()> {
     let dir = &config.data_dir;
     let no_data = |why| OperatorError::NoData {
@@ -73,6 +73,10 @@ pub fn existing(config: &ServeConfig) -> anyhow::Result<()> {
     if config.database_url.is_none() && !dir.join("moat.db").exists() {
         return Err(no_data(" (no moat.db in it)").into());
     }
+    let url = config.database_url();
+    if !MetadataStore::database_exists(&url)? {
+        return Err(OperatorError::NoDatabase { url }.into());
+    }
     Ok(())
 }
 
@@ -84,9 +88,6 @@ pub async fn open(mut config: ServeConfig) -> anyhow::Result<DataDir> {
         s.apply(&mut config)?;
     }
     let url = config.database_url();
-    if !MetadataStore::database_exists(&url)? {
-        return Err(OperatorError::NoDatabase { url }.into());
-    }
     let meta = MetadataStore::open_existing(&url)
         .await
         .map_err(|e| anyhow::Error::new(e).context("opening the metadata store"))?;
