@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "soft_delete",
         include_str!("../migrations/0014_soft_delete.sql"),
     ),
+    (16, "jobs", include_str!("../migrations/0016_jobs.sql")),
 ];
 
 pub fn migrator() -> Migrator {

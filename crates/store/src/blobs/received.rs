@@ -123,6 +123,17 @@ impl ReceivedBlob {
         })
     }
 
+    /// A blob an earlier attempt of a job received and recorded (`MetadataStore::record_job_blob`, which takes a
+    /// `ReceivedBlob`), placed under its digest and still pinned by `pin`: only the store rebuilds one.
+    pub(crate) fn recorded(digest: Digest, size: u64, pin: String) -> ReceivedBlob {
+        ReceivedBlob {
+            digest,
+            size,
+            inline: None,
+            pin: Some(pin),
+        }
+    }
+
     pub fn digest(&self) -> &Digest {
         &self.digest
     }

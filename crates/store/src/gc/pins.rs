@@ -30,6 +30,10 @@ impl BlobPins {
         self.digests.contains(digest)
     }
 
+    pub(crate) fn new(holder: String, digests: Vec<Digest>) -> BlobPins {
+        BlobPins { holder, digests }
+    }
+
     pub(crate) fn holder(&self) -> &str {
         &self.holder
     }
