@@ -77,6 +77,15 @@ pub enum Egress<'a> {
     /// An export pipeline run writing this registry's artifacts to outside storage (ACR Transfer). Not built
     /// yet: refused, so that the transfer issue only has to say when it is allowed.
     ExportPipeline { pipeline: &'a str },
+    /// One run of an export pipeline: `artifacts` (as the run's request names them) leave this registry for the
+    /// pipeline's storage target. Decided again when the run starts, in the transaction that marks it started, so a
+    /// run queued before exports were disabled never writes a byte after. The server acts on its own here, as a
+    /// trusted service: a registry whose network is restricted lets the run through only when it trusts them.
+    PipelineRun {
+        pipeline: &'a str,
+        run: &'a str,
+        artifacts: &'a [String],
+    },
     /// A blob linked from one repository into another (`POST ?mount=&from=`). `source_registry` is the registry
     /// the `from` repository is looked up in, which is always the one the request is routed to; it is kept in the
     /// variant so that the rule against cross-registry mounts is stated here and not assumed by callers.
@@ -99,8 +108,63 @@ impl Egress<'_> {
             | Egress::ReadDeleted { repository }
             | Egress::ImportFrom { repository, .. } => Some(repository),
             Egress::Mount { to, .. } => Some(to),
-            Egress::ExportPipeline { .. } => None,
+            Egress::ExportPipeline { .. } | Egress::PipelineRun { .. } => None,
         }
+    }
+
+    /// What left (or would have left), in the words an audit event's description uses.
+    pub fn describe(&self) -> String {
+        match self {
+            Egress::PullBlob { repository, digest }
+            | Egress::DataEndpointDownload { repository, digest } => {
+                format!("blob {digest} of '{repository}'")
+            }
+            Egress::ListTags { repository } => format!("the tags of '{repository}'"),
+            Egress::ReadMetadata { repository } => format!("the metadata of '{repository}'"),
+            Egress::ReadDeleted { repository } => {
+                format!("the deleted artifacts of '{repository}'")
+            }
+            Egress::PullManifest {
+                repository,
+                reference,
+            } => format!("manifest '{repository}{}'", at(reference)),
+            Egress::ImportFrom {
+                target_registry,
+                repository,
+                reference,
+            } => format!(
+                "'{repository}{}' imported into registry '{}'",
+                at(reference),
+                target_registry.name
+            ),
+            Egress::ExportPipeline { pipeline } => format!("export pipeline '{pipeline}'"),
+            Egress::PipelineRun {
+                pipeline,
+                run,
+                artifacts,
+            } => format!(
+                "run '{run}' of export pipeline '{pipeline}' ({}: {})",
+                plural(artifacts.len(), "artifact"),
+                artifacts.join(", ")
+            ),
+            Egress::Mount { from, to, .. } => format!("a blob mounted from '{from}' into '{to}'"),
+        }
+    }
+}
+
+/// `:tag` or `@digest`, as a reference follows a repository name.
+fn at(reference: &Reference) -> String {
+    match reference {
+        Reference::Tag(t) => format!(":{t}"),
+        Reference::Digest(d) => format!("@{d}"),
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
@@ -226,6 +290,15 @@ pub fn decide(registry: &Registry, origin: &Origin, access: &Access, egress: &Eg
                 })
             } else {
                 Decision::Deny(DenyReason::NotSupported("an export pipeline"))
+            }
+        }
+        Egress::PipelineRun { .. } => {
+            if registry.settings.exports_enabled() {
+                Decision::Allow
+            } else {
+                Decision::Deny(DenyReason::ExportsDisabled {
+                    registry: registry.name.clone(),
+                })
             }
         }
         Egress::DataEndpointDownload { .. } => {
@@ -402,6 +475,49 @@ mod tests {
         ));
         let pipeline = Egress::ExportPipeline { pipeline: "p" };
         assert!(!decide(&target, &origin(), &Access::default(), &pipeline).is_allowed());
+    }
+
+    #[test]
+    fn a_pipeline_run_leaves_only_a_registry_that_allows_exports() {
+        let artifacts = vec!["app:v1".to_string(), "lib@sha256:00".to_string()];
+        let run = Egress::PipelineRun {
+            pipeline: "exporter1",
+            run: "run00001",
+            artifacts: &artifacts,
+        };
+        let trusted = Origin::trusted_service("127.0.0.1".parse().unwrap());
+        let mut r = registry("r1", false);
+        r.name = "protected".into();
+        assert_eq!(
+            decide(&r, &trusted, &Access::default(), &run),
+            Decision::Allow
+        );
+        assert_eq!(run.repository(), None);
+        // Exports disabled: refused, whatever the caller may do, with the reason an audit row and a failed run show.
+        r.settings.public_network_access = false;
+        r.settings.policies.export = crate::registry::PolicyStatus::Disabled;
+        let denied = decide(&r, &trusted, &Access::everything(), &run);
+        assert_eq!(
+            denied,
+            Decision::Deny(DenyReason::ExportsDisabled {
+                registry: "protected".into()
+            })
+        );
+        let Decision::Deny(why) = denied else {
+            unreachable!()
+        };
+        assert!(why.to_string().contains("transferred"), "{why}");
+        // Exports enabled but the network closed to trusted services: the run is the server acting on its own.
+        r.settings.policies.export = crate::registry::PolicyStatus::Enabled;
+        r.settings.bypass_trusted_services = false;
+        assert!(matches!(
+            decide(&r, &trusted, &Access::everything(), &run),
+            Decision::Deny(DenyReason::Network(_))
+        ));
+        assert_eq!(
+            run.describe(),
+            "run 'run00001' of export pipeline 'exporter1' (2 artifacts: app:v1, lib@sha256:00)"
+        );
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub fn permit(
         | Egress::ReadDeleted { .. }
         | Egress::PullManifest { .. }
         | Egress::DataEndpointDownload { .. }
-        | Egress::ExportPipeline { .. } => {
+        | Egress::ExportPipeline { .. }
+        | Egress::PipelineRun { .. } => {
             return Err(DenyReason::NotSupported("linking blobs by this egress"))
         }
     };

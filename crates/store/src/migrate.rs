@@ -52,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0014_soft_delete.sql"),
     ),
     (16, "jobs", include_str!("../migrations/0016_jobs.sql")),
+    (
+        18,
+        "trigger_seen",
+        include_str!("../migrations/0018_trigger_seen.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -132,6 +132,57 @@ impl MetadataStore {
         tx.commit().await?;
         Ok(())
     }
+
+    /// Writes the artifacts of a transfer archive (an import pipeline run) into the target, in one transaction,
+    /// each blob on the proof [`import_remote`](Self::import_remote) takes: its bytes received and hashed by this
+    /// run, or a link in the target registry already. Each artifact is written whole or not at all (a savepoint):
+    /// with `continue_on_errors` one that cannot be written (a tag that exists without `OverwriteTags`) is left
+    /// out and the others are written; without, the first such artifact leaves the target exactly as it was.
+    /// Returns each write's outcome, in order.
+    pub async fn import_archive(
+        &self,
+        writes: &[ImportWrite<'_>],
+        received: &[ReceivedBlob],
+        continue_on_errors: bool,
+    ) -> Result<Vec<Result<(), ImportWriteError<String>>>, ImportWriteError<String>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for write in writes {
+            sqlx::query("SAVEPOINT artifact").execute(&mut *tx).await?;
+            let outcome = async {
+                let mut proofs = Vec::with_capacity(write.blobs.len());
+                for (digest, _) in write.blobs {
+                    let proof = match received.iter().find(|b| b.digest() == digest) {
+                        Some(blob) => Proven::received(write.target_registry_id, blob),
+                        None => Proven::in_registry(&mut tx, write.target_registry_id, digest)
+                            .await?
+                            .ok_or_else(|| ImportWriteError::Unproven(digest.to_string()))?,
+                    };
+                    proofs.push(proof);
+                }
+                write_image(&mut tx, write, &proofs).await
+            }
+            .await;
+            match outcome {
+                Ok(()) => {
+                    sqlx::query("RELEASE artifact").execute(&mut *tx).await?;
+                    outcomes.push(Ok(()));
+                }
+                // A store failure is never an artifact's own problem: nothing is written.
+                Err(ImportWriteError::Store(e)) => return Err(ImportWriteError::Store(e)),
+                Err(e) if continue_on_errors => {
+                    sqlx::query("ROLLBACK TO artifact")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("RELEASE artifact").execute(&mut *tx).await?;
+                    outcomes.push(Err(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
 }
 
 /// Writes the image into the target once every blob has its proof: the tags checked under `NoForce`, every blob

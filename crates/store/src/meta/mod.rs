@@ -16,6 +16,7 @@ mod registries;
 mod repository_metadata;
 mod role_assignments;
 pub(crate) mod soft_delete;
+mod trigger_seen;
 mod uploads;
 
 pub use activity::ActivityFilter;
