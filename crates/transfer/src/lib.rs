@@ -3,6 +3,7 @@
 //! source on this server: the target links what the source holds, on the gate's permit), and writes the whole
 //! image into the target in one transaction.
 
+pub mod archive;
 pub mod artifact;
 pub mod error;
 pub mod local;
