@@ -10,6 +10,7 @@ pub mod local;
 pub mod progress;
 pub mod remote;
 pub mod spec;
+pub mod storage;
 
 pub use artifact::Artifact;
 pub use error::ImportError;

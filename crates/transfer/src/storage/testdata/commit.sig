@@ -1,0 +1,1 @@
+SharedKey devstoreaccount1:34ClH5iHKk3OzumbcRlOMuKEGJM6wF2O9sGeJVrixPY=

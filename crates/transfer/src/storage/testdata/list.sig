@@ -1,0 +1,1 @@
+SharedKey devstoreaccount1:+Wac5LhPQdxU/0ralOqm2FKJQXvJ1nZq9jZp3vRolws=
