@@ -298,10 +298,12 @@ impl<'a> ArchiveReader<'a> {
             .map_or_else(|| tar::next_entry(&mut self.input), |e| Ok(Some(e)))?
         {
             None => {}
-            Some(e) => return Err(ArchiveError::Corrupt(format!(
+            Some(e) => {
+                return Err(ArchiveError::Corrupt(format!(
                 "'{}' follows the last entry of the contents list: the archive has extra entries",
                 e.name
-            ))),
+            )))
+            }
         }
         // The rest is the second zero block and any padding to a record size: zeros only.
         loop {

@@ -72,8 +72,22 @@ impl AzureStore {
                 block_size: options.block_size.clamp(64 << 10, 4000 << 20),
                 parallel: options.parallel.clamp(1, 32),
                 tls: None,
+                list_page: options.list_page.clamp(1, 5000),
             },
         })
+    }
+
+    /// Creates the container (an operator's or a test's step; pipelines expect it to exist, as ACR does).
+    /// `false`: it existed already.
+    pub fn create_container(&self) -> Result<bool, StorageError> {
+        match self
+            .client
+            .send_retrying(|| Req::new("PUT", None).q("restype", "container"), &[])
+        {
+            Ok(_) => Ok(true),
+            Err(StorageError::Status { status: 409, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn check_name(&self, name: &str) -> Result<(), StorageError> {
@@ -130,6 +144,14 @@ fn read_body(resp: ureq::Response, uri: &str) -> Result<String, StorageError> {
     Ok(body)
 }
 
+fn quoted(etag: &str) -> String {
+    if etag.starts_with('"') {
+        etag.to_string()
+    } else {
+        format!("\"{etag}\"")
+    }
+}
+
 fn entry_from_xml(blob: &str) -> Option<ArchiveEntry> {
     let name = xml::text(blob, "Name")?;
     let props = xml::elements(blob, "Properties")
@@ -149,7 +171,8 @@ fn entry_from_xml(blob: &str) -> Option<ArchiveEntry> {
         name,
         size: xml::text(props, "Content-Length")?.parse().ok()?,
         last_modified: parse_http_date(&xml::text(props, "Last-Modified")?)?,
-        etag: xml::text(props, "Etag").unwrap_or_default(),
+        // List Blobs gives the ETag bare, Get Blob Properties quoted: kept quoted, so both compare equal.
+        etag: quoted(&xml::text(props, "Etag").unwrap_or_default()),
         content_md5: xml::text(props, "Content-MD5").filter(|s| !s.is_empty()),
         metadata,
     })
@@ -227,7 +250,8 @@ impl ArchiveStore for AzureStore {
                     let mut r = Req::new("GET", None)
                         .q("restype", "container")
                         .q("comp", "list")
-                        .q("include", "metadata");
+                        .q("include", "metadata")
+                        .q("maxresults", self.options.list_page.to_string());
                     if let Some(m) = &marker {
                         r = r.q("marker", m.clone());
                     }
@@ -278,7 +302,7 @@ impl ArchiveStore for AzureStore {
             last_modified: header("last-modified")
                 .and_then(|v| parse_http_date(&v))
                 .unwrap_or(std::time::UNIX_EPOCH),
-            etag: header("etag").unwrap_or_default(),
+            etag: quoted(&header("etag").unwrap_or_default()),
             content_md5: header("content-md5"),
             metadata,
         }))

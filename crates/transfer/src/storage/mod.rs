@@ -180,6 +180,8 @@ pub struct StorageOptions {
     pub parallel: usize,
     /// TLS roots for https endpoints (`None`: the system's).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Blobs per List Blobs page (Azure's maximum is 5,000; tests page with fewer).
+    pub list_page: u32,
 }
 
 impl Default for StorageOptions {
@@ -188,6 +190,7 @@ impl Default for StorageOptions {
             block_size: 8 << 20,
             parallel: 4,
             tls: None,
+            list_page: 5000,
         }
     }
 }
