@@ -3,6 +3,7 @@
 mod acr;
 mod audit;
 mod gc;
+mod jobs;
 mod keys;
 mod limits_args;
 mod logging;
@@ -84,6 +85,9 @@ enum Command {
         /// Seconds between runs of the background garbage collector; 0 turns it off (`moat gc` still works).
         #[arg(long, env = "MOAT_GC_INTERVAL_SECS", default_value_t = 3600)]
         gc_interval_secs: u64,
+        /// Durable jobs (remote imports, pipeline runs) this server runs at once.
+        #[arg(long, env = "MOAT_JOBS_CONCURRENCY", default_value_t = 2)]
+        jobs_concurrency: usize,
         /// A proxy (address or CIDR) whose X-Forwarded-For/Forwarded headers are believed; repeatable.
         #[arg(long = "trusted-proxy", env = "MOAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
         trusted_proxies: Vec<ipnet::IpNet>,
@@ -131,6 +135,11 @@ enum Command {
     Gc(gc::GcArgs),
     /// Print the audit trail: data-plane events and the activity log, newest first.
     Audit(audit::AuditArgs),
+    /// Durable jobs (remote imports, pipeline runs): list, show, cancel.
+    Jobs {
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+    },
     /// Sign in to a Moat server's management API with a service principal (`az login`'s twin).
     Login(login::LoginArgs),
     /// Manage registries through the management API, as `az acr` does (run `moat login` first).
@@ -167,6 +176,7 @@ fn config(common: &Common) -> ServeConfig {
         outbound: Default::default(),
         limits: Default::default(),
         access_log: false,
+        jobs: Default::default(),
     }
 }
 
@@ -186,6 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             upload_ttl_secs,
             gc_grace_secs,
             gc_interval_secs,
+            jobs_concurrency,
             trusted_proxies,
             config: file,
             data_link_ttl_secs,
@@ -213,12 +224,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c.upload_ttl = Duration::from_secs(upload_ttl_secs.max(1));
             c.gc_grace = Duration::from_secs(gc_grace_secs);
             c.gc_interval = Duration::from_secs(gc_interval_secs);
+            c.jobs.concurrency = jobs_concurrency.max(1);
             moat_server::serve(c).await
         }
         Command::Registry { command } => registry::run(command).await,
         Command::Sp { command } => sp::run(command).await,
         Command::Role { command } => role::run(command).await,
         Command::Audit(args) => audit::run(args).await,
+        Command::Jobs { command } => jobs::run(command).await,
     }
 }
 

@@ -42,6 +42,8 @@ pub struct ServeConfig {
     pub limits: crate::limits::Limits,
     /// One line per request on the `moat::access` log target (see [`crate::access_log`]).
     pub access_log: bool,
+    /// The durable job runner's pace (jobs at once, lease length).
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 /// How the server's log lines are written.

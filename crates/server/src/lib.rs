@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod gc;
 pub mod health;
 pub mod identities;
+pub mod jobs;
 pub mod keys;
 pub mod limits;
 pub mod listener;

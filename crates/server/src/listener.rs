@@ -189,6 +189,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     };
     let config = Arc::new(config);
     let listeners: Arc<crate::endpoints::Listeners> = Default::default();
+    let jobs = crate::jobs::Jobs::new(meta.clone(), config.jobs.clone());
     let state = AppState {
         outbound: listeners.outbound(config.outbound.clone()),
         config: config.clone(),
@@ -204,6 +205,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         manifest_cache: Default::default(),
         listeners,
         imports: Default::default(),
+        jobs,
     };
     let removed = oci::uploads::sweep(&state, true).await?;
     if removed > 0 {
@@ -211,6 +213,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
     crate::gc::spawn_background(&state);
     crate::gc::serve_admin_socket(&state).await?;
+    crate::jobs::start(&state).await?;
     let sweeper = state.clone();
     tokio::spawn(async move {
         loop {
@@ -316,6 +319,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         h.abort();
     }
     state.listeners.stop_all();
+    state.jobs.shutdown().await;
     crate::gc::remove_admin_socket(&config.data_dir);
     draining.finish(Duration::from_secs(30)).await;
     state.audit.flush().await;

@@ -30,6 +30,8 @@ pub struct AppState {
     pub imports: crate::arm::import::ImportOperations,
     /// The private endpoints' listeners.
     pub listeners: Arc<crate::endpoints::Listeners>,
+    /// The durable job runner (remote imports, pipeline runs): see [`crate::jobs`].
+    pub jobs: crate::jobs::Jobs,
     /// Every connection the server makes on its own goes through this (DESIGN principle 7).
     pub outbound: moat_outbound::Outbound,
 }
