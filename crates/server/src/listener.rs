@@ -204,7 +204,6 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         logins: Arc::new(crate::logins::LoginGuard::new(&config.limits)),
         manifest_cache: Default::default(),
         listeners,
-        imports: Default::default(),
         jobs,
     };
     let removed = oci::uploads::sweep(&state, true).await?;

@@ -26,8 +26,6 @@ pub struct AppState {
     pub logins: Arc<crate::logins::LoginGuard>,
     /// Manifests by tag, the hottest read of a registry.
     pub manifest_cache: crate::oci::manifest_cache::ManifestCache,
-    /// Remote imports running or finished, polled through their `Location`.
-    pub imports: crate::arm::import::ImportOperations,
     /// The private endpoints' listeners.
     pub listeners: Arc<crate::endpoints::Listeners>,
     /// The durable job runner (remote imports, pipeline runs): see [`crate::jobs`].

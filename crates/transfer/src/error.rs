@@ -27,6 +27,9 @@ pub enum ImportError {
     TooManyManifests(usize),
     #[error("manifest {digest} is not valid: {why}")]
     BadManifest { digest: String, why: String },
+    /// Whoever runs the import asked it to stop (its job was cancelled or handed to another process).
+    #[error("the import was stopped")]
+    Stopped,
     #[error("storage error: {0}")]
     Store(#[from] moat_store::StoreError),
     #[error("storage error: {0}")]

@@ -457,7 +457,9 @@ impl Remote {
     }
 
     /// Downloads every blob in `blobs`, `PARALLEL_BLOBS` at a time; the first failure stops the rest. `pins` holds
-    /// every one of them against the collector until the import links them.
+    /// every one of them against the collector until the import links them. `done` is told of each blob as it is
+    /// received (a durable job records it there); when it answers false the downloads stop with
+    /// [`ImportError::Stopped`].
     pub fn fetch_blobs(
         &self,
         store: &dyn BlobStore,
@@ -465,6 +467,7 @@ impl Remote {
         blobs: &[(Digest, u64)],
         progress: &Progress,
         pins: &BlobPins,
+        done: &(dyn Fn(&ReceivedBlob) -> bool + Sync),
     ) -> Result<Vec<ReceivedBlob>, ImportError> {
         let received = Mutex::new(Vec::with_capacity(blobs.len()));
         let queue = Mutex::new(blobs.iter());
@@ -485,8 +488,17 @@ impl Remote {
                     };
                     match self.fetch_blob(&fetch, digest, *size) {
                         Ok(blob) => {
+                            let go_on = done(&blob);
                             received.lock().expect("lock").push(blob);
-                            Progress::add(&progress.layers_done, 1)
+                            Progress::add(&progress.layers_done, 1);
+                            if !go_on {
+                                cancel.store(true, Ordering::Relaxed);
+                                first_error
+                                    .lock()
+                                    .expect("lock")
+                                    .get_or_insert(ImportError::Stopped);
+                                return;
+                            }
                         }
                         Err(e) => {
                             cancel.store(true, Ordering::Relaxed);

@@ -1,23 +1,23 @@
 //! `POST REG/importImage`, ACR's import. From a registry on this server it is zero copy and synchronous: the
 //! egress gate decides on the source inside the transaction that links the image into the target. From a remote
-//! registry it is a long-running operation (`202` + `Location`): manifests and blobs stream into the blob store,
-//! then the same transaction writes the whole image, or nothing.
+//! registry it is a long-running operation (`202` + `Location`): this handler checks the request and submits a
+//! durable job (`crate::jobs::remote_import`), which streams manifests and blobs into the blob store and then
+//! writes the whole image in one transaction, or nothing; `operationResults/{op}` reads the job.
 
 use super::error::{ArmError, ArmResult};
 use super::ArmCtx;
+use crate::jobs::remote_import::{self, event, Caller, RemoteImport};
+use crate::jobs::JobState;
 use crate::state::AppState;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use moat_model::audit::{AuditEvent, Operation as AuditOperation};
 use moat_model::{permit, Access, Egress, Origin, Permit, Registry};
 use moat_store::meta::{ImportWrite, ImportWriteError};
-use moat_transfer::progress::ProgressSnapshot;
-use moat_transfer::remote::{Credentials, Remote};
+use moat_transfer::remote::Credentials;
 use moat_transfer::spec::targets;
-use moat_transfer::{Artifact, ImageRef, ImportError, ImportTargets, Progress};
+use moat_transfer::{ImageRef, ImportError, ImportTargets};
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 mod own_source;
 
@@ -160,13 +160,6 @@ async fn local_registry(state: &AppState, ctx: &ArmCtx, id: &str) -> ArmResult<R
         .ok_or_else(not_found)
 }
 
-/// Who asked for an import, as its audit events name them (kept by a remote import that outlives its request).
-struct Caller {
-    app_id: String,
-    ip: std::net::IpAddr,
-    correlation_id: String,
-}
-
 impl Caller {
     fn of(ctx: &ArmCtx) -> Caller {
         Caller {
@@ -177,60 +170,13 @@ impl Caller {
     }
 }
 
-/// An audit event of the import on `registry`.
-fn event(
-    caller: &Caller,
-    registry: &Registry,
-    operation: AuditOperation,
-    repo: Option<String>,
-) -> AuditEvent {
-    AuditEvent {
-        time_generated: moat_store::time_fmt::now(),
-        category: operation.category().as_str().into(),
-        operation_name: operation.as_str().into(),
-        registry: registry.name.clone(),
-        login_server: registry.login_server.clone(),
-        repository: repo,
-        identity: Some(caller.app_id.clone()),
-        caller_ip_address: Some(caller.ip.to_string()),
-        user_agent: None,
-        result_type: "Success".into(),
-        result_description: "200".into(),
-        correlation_id: Some(caller.correlation_id.clone()),
-        endpoint: Some("managementApi".into()),
-        ..Default::default()
-    }
-}
-
-/// The target's `Import` events, one per target repository (and tag).
 fn import_events(
     caller: &Caller,
     target: &Registry,
     req: &Request,
     root: Option<&str>,
 ) -> Vec<AuditEvent> {
-    req.targets
-        .iter()
-        .map(|(repo, tag)| {
-            let mut e = event(
-                caller,
-                target,
-                AuditOperation::Import,
-                Some(repo.to_string()),
-            );
-            e.tag = tag.as_ref().map(|t| t.to_string());
-            e.digest = root.map(str::to_string);
-            e
-        })
-        .collect()
-}
-
-fn record_failure(state: &AppState, events: Vec<AuditEvent>, why: &str, denied: bool) {
-    for mut e in events {
-        e.result_type = if denied { "Denied" } else { "Failure" }.into();
-        e.result_description = format!("400: {why}");
-        state.audit.record(e);
-    }
+    remote_import::import_events(caller, target, &req.targets, root)
 }
 
 pub async fn import_image(
@@ -294,7 +240,7 @@ async fn import_local(
     if let Err(why) = gate(ctx, source, target, &req.image) {
         let mut events = import_events(&caller, target, req, None);
         events.push(export_event());
-        record_failure(state, events, &why, true);
+        remote_import::record_failure(state, events, &why, true);
         return Err(invalid(why));
     }
     let artifact = moat_transfer::local::collect(&state.meta, &source.id, &req.image).await?;
@@ -323,7 +269,7 @@ async fn import_local(
             // changed) a failure of the import.
             let denied = matches!(e, ImportWriteError::Refused(_));
             let e = write_error(e);
-            record_failure(state, events, &e.message, denied);
+            remote_import::record_failure(state, events, &e.message, denied);
             Err(e)
         }
     }
@@ -338,36 +284,7 @@ fn write_error(e: ImportWriteError<String>) -> ArmError {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Remote imports: a long-running operation.
-
-/// The state of one remote import, polled through its `Location`.
-pub struct Operation {
-    /// The target registry's resource group and name: only a caller who may read it sees the operation.
-    target: (String, String),
-    progress: Arc<Progress>,
-    result: Option<Result<(), ArmError>>,
-    finished: Option<std::time::Instant>,
-}
-
-/// How long a finished operation's result stays available to pollers.
-const KEEP_FINISHED: std::time::Duration = std::time::Duration::from_secs(3600);
-/// How long an import's pins hold the bytes it downloads against the collector (a pin left by a crash lapses).
-const IMPORT_PIN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-/// Running and finished remote imports, by operation id. Kept in memory: a restart forgets them (their target
-/// is untouched unless the import finished).
-#[derive(Clone, Default)]
-pub struct ImportOperations(Arc<Mutex<HashMap<String, Operation>>>);
-
-fn progress_json(p: ProgressSnapshot) -> Value {
-    json!({
-        "bytesTotal": p.bytes_total,
-        "bytesDone": p.bytes_done,
-        "layersTotal": p.layers_total,
-        "layersDone": p.layers_done,
-        "manifests": p.manifests,
-    })
-}
+// Remote imports: a long-running operation, run as a durable job.
 
 async fn start_remote(
     state: &AppState,
@@ -392,23 +309,31 @@ async fn start_remote(
             }
         }
     }
-    let op = format!("registries-{}", uuid::Uuid::new_v4());
-    let progress = Arc::new(Progress::default());
-    {
-        let mut ops = state.imports.0.lock().expect("lock");
-        ops.retain(|_, o| o.finished.is_none_or(|t| t.elapsed() < KEEP_FINISHED));
-        ops.insert(
-            op.clone(),
-            Operation {
-                target: (target.resource_group.clone(), target.name.clone()),
-                progress: progress.clone(),
-                result: None,
-                finished: None,
-            },
-        );
-    }
+    let Source::Remote { uri, credentials } = req.source else {
+        return Err(ArmError::internal(
+            "a remote import without a remote source",
+        ));
+    };
+    let job = remote_import::submit(
+        state,
+        target,
+        RemoteImport {
+            uri,
+            credentials,
+            image: req.image,
+            targets: req.targets,
+            force: req.force,
+            caller: Caller::of(ctx),
+            completion: ctx.activity.completion(),
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        remote_import::SubmitError::Store(e) => e.into(),
+        remote_import::SubmitError::Seal(e) => ArmError::internal(e),
+    })?;
     let location = format!(
-        "{}/subscriptions/{}/providers/Microsoft.ContainerRegistry/locations/{}/operationResults/{op}?api-version={}",
+        "{}/subscriptions/{}/providers/Microsoft.ContainerRegistry/locations/{}/operationResults/{OPERATION_PREFIX}{job}?api-version={}",
         ctx.base_url,
         ctx.subscription,
         target
@@ -420,27 +345,6 @@ async fn start_remote(
             .to_ascii_uppercase(),
         ctx.api_version
     );
-    let job = RemoteJob {
-        state: state.clone(),
-        target: target.clone(),
-        req,
-        progress,
-        caller: Caller::of(ctx),
-        refused: Mutex::new(None),
-    };
-    let state2 = state.clone();
-    let op2 = op.clone();
-    let completion = ctx.activity.completion();
-    tokio::spawn(async move {
-        let result = job.run().await;
-        state2
-            .audit
-            .record_activity(super::activity::completed(completion, &result));
-        if let Some(o) = state2.imports.0.lock().expect("lock").get_mut(&op2) {
-            o.result = Some(result);
-            o.finished = Some(std::time::Instant::now());
-        }
-    });
     let mut resp = (
         StatusCode::ACCEPTED,
         axum::Json(json!({"status": "InProgress"})),
@@ -454,172 +358,61 @@ async fn start_remote(
     Ok(resp)
 }
 
-/// `GET …/locations/{location}/operationResults/{op}`: `202` with progress while the import runs, `200` when it
-/// succeeded, the import's error when it failed.
-/// An operation on a registry the caller may not read is answered as one that does not exist.
-pub fn operation_result(state: &AppState, ctx: &ArmCtx, op: &str) -> ArmResult<Response> {
-    let ops = state.imports.0.lock().expect("lock");
-    let o = ops
-        .get(op)
-        .filter(|o| ctx.principal.can_read(&o.target.0, &o.target.1))
-        .ok_or_else(|| {
-            ArmError::new(
-                StatusCode::NOT_FOUND,
-                "OperationNotFound",
-                format!("no operation '{op}' on this server"),
-            )
-        })?;
-    let p = o.progress.snapshot();
-    match &o.result {
-        None => {
+/// Operation ids are the job's id with this prefix (ACR's look like `registries-<guid>`).
+const OPERATION_PREFIX: &str = "registries-";
+
+/// `GET …/locations/{location}/operationResults/{op}`: `202` with progress while the import's job is queued or
+/// running, `200` when it succeeded, the import's error when it failed. The job is durable: the answer survives a
+/// restart of the server. An operation on a registry the caller may not read is answered as one that does not
+/// exist.
+pub async fn operation_result(state: &AppState, ctx: &ArmCtx, op: &str) -> ArmResult<Response> {
+    let not_found = || {
+        ArmError::new(
+            StatusCode::NOT_FOUND,
+            "OperationNotFound",
+            format!("no operation '{op}' on this server"),
+        )
+    };
+    let Some(id) = op.strip_prefix(OPERATION_PREFIX) else {
+        return Err(not_found());
+    };
+    let job = state
+        .jobs
+        .get(id)
+        .await?
+        .filter(|j| j.kind == remote_import::KIND)
+        .filter(|j| {
+            remote_import::job_target(&j.payload)
+                .is_some_and(|(rg, name)| ctx.principal.can_read(&rg, &name))
+        })
+        .ok_or_else(not_found)?;
+    let p = &job.progress;
+    let num = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let percent = match (num("bytesTotal"), num("bytesDone")) {
+        (0, _) => 0.0,
+        (total, done) => (done as f64 * 100.0 / total as f64).min(100.0),
+    };
+    match job.state {
+        JobState::Queued | JobState::Running => {
             let mut resp = (
                 StatusCode::ACCEPTED,
-                axum::Json(json!({"status": "InProgress", "percentComplete": p.percent(), "properties": progress_json(p)})),
-            )
-                .into_response();
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            Ok(resp)
-        }
-        Some(Ok(())) => Ok(axum::Json(json!({"status": "Succeeded", "percentComplete": 100.0, "properties": progress_json(p)})).into_response()),
-        Some(Err(e)) => Err(ArmError::new(e.status, &e.code, e.message.clone())),
-    }
-}
-
-struct RemoteJob {
-    state: AppState,
-    target: Registry,
-    req: Request,
-    progress: Arc<Progress>,
-    caller: Caller,
-    /// The outbound connector's refusal that stopped the import (a redirect or realm pointing at this server).
-    refused: Mutex<Option<moat_outbound::Refused>>,
-}
-
-impl RemoteJob {
-    async fn run(self) -> Result<(), ArmError> {
-        let result = self.import().await;
-        if let Err(e) = &result {
-            let refused = self.refused.lock().expect("lock").take();
-            if let Some(r) = &refused {
-                own_source::audit_refusal(&self.state, &self.caller, &self.req, r).await;
-            }
-            record_failure(
-                &self.state,
-                self.events(None),
-                &e.message,
-                refused.is_some(),
-            );
-        }
-        result.map_err(|e| {
-            ArmError::new(
-                e.status,
-                &e.code,
-                format!(
-                    "Import of '{}' into registry '{}' failed: {}",
-                    self.req.image, self.target.name, e.message
+                axum::Json(
+                    json!({"status": "InProgress", "percentComplete": percent, "properties": p}),
                 ),
             )
-        })
-    }
-
-    fn events(&self, root: Option<&str>) -> Vec<AuditEvent> {
-        import_events(&self.caller, &self.target, &self.req, root)
-    }
-
-    /// An import error as ARM reports it, keeping the connector's refusal for the audit trail.
-    fn noted(&self, e: ImportError) -> ArmError {
-        if let ImportError::Refused(r) = &e {
-            *self.refused.lock().expect("lock") = Some(r.clone());
+                .into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Ok(resp)
         }
-        e.into()
-    }
-
-    async fn import(&self) -> Result<(), ArmError> {
-        let Source::Remote { uri, credentials } = &self.req.source else {
-            return Err(ArmError::internal(
-                "a remote import without a remote source",
-            ));
-        };
-        let tls = if self.state.config.import_ca_bundles.is_empty() {
-            None
-        } else {
-            Some(
-                moat_transfer::remote::tls_config(&self.state.config.import_ca_bundles)
-                    .map_err(ArmError::internal)?,
-            )
-        };
-        let (uri, credentials, image, progress, outbound) = (
-            uri.clone(),
-            credentials.clone(),
-            self.req.image.clone(),
-            self.progress.clone(),
-            self.state.outbound.clone(),
-        );
-        let (remote, artifact) =
-            tokio::task::spawn_blocking(move || -> Result<(Remote, Artifact), ImportError> {
-                let remote = Remote::connect(&uri, credentials, &outbound, tls)?;
-                let artifact = remote.collect(&image, &progress)?;
-                Ok((remote, artifact))
-            })
-            .await
-            .map_err(ArmError::internal)?
-            .map_err(|e| self.noted(e))?;
-        // Proof of possession (DESIGN principle 6): every blob is downloaded and hashed, unless the target registry
-        // links it already. That a digest is stored for another registry proves nothing and is never asked.
-        let mut missing = Vec::new();
-        for (digest, size) in &artifact.blobs {
-            let held = self
-                .state
-                .meta
-                .linked_in_registry(&self.target.id, digest)
-                .await?;
-            Progress::add(&self.progress.layers_total, 1);
-            if held {
-                Progress::add(&self.progress.layers_done, 1);
-            } else {
-                Progress::add(&self.progress.bytes_total, *size);
-                missing.push((digest.clone(), *size));
-            }
+        JobState::Succeeded => Ok(axum::Json(
+            json!({"status": "Succeeded", "percentComplete": 100.0, "properties": p}),
+        )
+        .into_response()),
+        JobState::Failed => {
+            Err(invalid(job.error.unwrap_or_else(|| {
+                "the import failed without a message".to_string()
+            })))
         }
-        // Held against the collector from before their bytes are placed until the import links them (or fails).
-        let digests: Vec<_> = missing.iter().map(|(d, _)| d.clone()).collect();
-        let pins = self.state.meta.pin_blobs(&digests, IMPORT_PIN_TTL).await?;
-        let (blobs, repo, progress) = (
-            self.state.blobs.clone(),
-            self.req.image.repository.to_string(),
-            self.progress.clone(),
-        );
-        let (fetched, pins) = tokio::task::spawn_blocking(move || {
-            let r = remote.fetch_blobs(blobs.as_ref(), &repo, &missing, &progress, &pins);
-            (r, pins)
-        })
-        .await
-        .map_err(ArmError::internal)?;
-        let received = match fetched {
-            Ok(r) => r,
-            Err(e) => {
-                self.state.meta.unpin(&pins).await?;
-                return Err(self.noted(e));
-            }
-        };
-        let root = artifact.root().map(|d| d.to_string());
-        let events = self.events(root.as_deref());
-        let write = ImportWrite {
-            target_registry_id: &self.target.id,
-            targets: &self.req.targets,
-            manifests: &artifact.manifests,
-            blobs: &artifact.blobs,
-            force: self.req.force,
-            events: &events,
-        };
-        let result = self
-            .state
-            .meta
-            .import_remote::<String>(&write, &received)
-            .await;
-        // Linked blobs' pins went with their links; these are the rest (a refused write).
-        self.state.meta.unpin(&pins).await?;
-        self.state.manifest_cache.invalidate();
-        result.map_err(write_error)
     }
 }

@@ -264,7 +264,7 @@ async fn handle(
         (
             &Method::GET,
             ["providers", "microsoft.containerregistry", "locations", _, "operationresults", _],
-        ) => import::operation_result(state, &ctx, segments[7]),
+        ) => import::operation_result(state, &ctx, segments[7]).await,
         (&Method::GET, ["providers", "microsoft.containerregistry", "registries"]) => {
             registries::list(state, &ctx, None).await
         }

@@ -3,15 +3,20 @@
 //! the export policy. So a `registryUri` that names one of this server's registries (a login server or data
 //! endpoint name, on any port) or resolves to an address where the server listens is refused before anything
 //! moves, and the refusal is audited as an attempted export on that registry. A redirect or token realm that
-//! points here later is refused by the outbound connector when it dials, and audited the same way.
+//! points here later is refused by the outbound connector when it dials, and audited the same way (by the job,
+//! `crate::jobs::remote_import`).
 
-use super::{event, import_events, invalid, record_failure, Caller, Request};
+use super::{import_events, invalid, Caller, Request};
 use crate::arm::error::ArmResult;
+use crate::jobs::remote_import::{reached, record_failure};
 use crate::state::AppState;
-use moat_model::audit::Operation as AuditOperation;
 use moat_model::Registry;
 use moat_outbound::{Refused, ResolveError};
-use std::sync::Arc;
+
+/// Records the attempted export on `registry` (Denied).
+fn audit_export(state: &AppState, caller: &Caller, registry: &Registry, req: &Request, why: &str) {
+    crate::jobs::remote_import::audit_export(state, caller, registry, &req.image, why);
+}
 
 /// `registryUri` as the importer dials it: the host as the URL parser (the one the connector's agent uses)
 /// normalises it (`127.1`, `0x7f000001` and `2130706433` are `127.0.0.1`; IPv6 in brackets), the ports it may
@@ -57,60 +62,6 @@ fn authority(uri: &str) -> Option<Authority> {
         ports,
         authority,
     })
-}
-
-/// The registry a connection to `refused` would have reached: the private endpoint's at that address, else the one
-/// `Host` routing picks for the name (a login server's, else `default`).
-async fn reached(state: &AppState, refused: &Refused) -> Option<Arc<Registry>> {
-    if let Ok(Some(r)) = state.registries.behind_endpoint(refused.addr.ip()).await {
-        return Some(r);
-    }
-    let host = refused.host.to_ascii_lowercase();
-    let name = match host.rsplit_once(':') {
-        Some((n, p)) if !n.ends_with(':') && p.parse::<u16>().is_ok() => n,
-        _ => host.as_str(),
-    };
-    let name = name.trim_end_matches('.');
-    if !name.starts_with('[') && name.parse::<std::net::IpAddr>().is_err() {
-        if let Ok(Some(r)) = state.registries.named(name).await {
-            return Some(r);
-        }
-    }
-    state
-        .registries
-        .for_host(&refused.host)
-        .await
-        .ok()
-        .flatten()
-        .map(|m| m.registry)
-}
-
-/// Records the attempted export on `registry` (Denied).
-fn audit_export(state: &AppState, caller: &Caller, registry: &Registry, req: &Request, why: &str) {
-    let mut e = event(
-        caller,
-        registry,
-        AuditOperation::Export,
-        Some(req.image.repository.to_string()),
-    );
-    e.tag = req.image.tag().map(|t| t.to_string());
-    record_failure(state, vec![e], why, true);
-}
-
-/// The connector refused a connection during a running import (a redirect, a token realm): the export it would
-/// have been is recorded on the registry it would have reached.
-pub(super) async fn audit_refusal(
-    state: &AppState,
-    caller: &Caller,
-    req: &Request,
-    refused: &Refused,
-) {
-    if !refused.reason.is_self() {
-        return;
-    }
-    if let Some(registry) = reached(state, refused).await {
-        audit_export(state, caller, &registry, req, &refused.to_string());
-    }
 }
 
 const USE_RESOURCE_ID: &str = "import from a registry on this server with source.resourceId (the registry's ARM resource id) instead of source.registryUri, so that its export policy applies";
