@@ -321,6 +321,7 @@ class FakeRegistry:
         self.missing = self.children[-1].manifest_digest if mode == "missing-child" else None
         self.victim = max(((dg, d) for img in images for dg, d in img.layers), key=lambda l: len(l[1]))[0]
         self.seen: list[tuple[str, str, str | None]] = []
+        self.slow_step = 0.1  # ``slow``: seconds between the victim's 20 pieces
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -411,7 +412,7 @@ class FakeRegistry:
                 for off in range(0, len(body), step):
                     self.wfile.write(body[off:off + step])
                     self.wfile.flush()
-                    time.sleep(0.1)
+                    time.sleep(fake.slow_step)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
