@@ -88,7 +88,7 @@ def test_data_dir_is_0700_and_every_file_0600(server):
              if (p.is_dir() and mode(p) != 0o700) or (p.is_file() and mode(p) != 0o600)]
     assert not wrong, wrong
     purposes = sorted(p.name for p in (server.data_dir / "keys").iterdir())
-    assert purposes == ["data-links", "entra-tokens", "registry-tokens", "secrets"]
+    assert purposes == ["data-links", "entra-tokens", "registry-tokens", "secrets", "transfer"]
 
 
 def test_an_unprivileged_user_reads_nothing(server):
@@ -285,7 +285,7 @@ def test_keys_rotate_keeps_issued_tokens_valid_and_signs_new_ones_with_the_new_k
 
 def test_rotate_refuses_an_unknown_purpose(moat):
     p = moat.moat("keys", "rotate", "--purpose", "everything", check=False)
-    assert p.returncode != 0 and "registry-tokens, entra-tokens, data-links or secrets" in p.stderr
+    assert p.returncode != 0 and "registry-tokens, entra-tokens, data-links, secrets or transfer" in p.stderr
 
 
 def test_the_generated_admin_password_is_not_printed(moat_factory):

@@ -12,6 +12,8 @@ mod registry;
 mod role;
 mod sp;
 mod table;
+mod transfer_archive;
+mod transfer_key;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use moat_server::ServeConfig;
@@ -130,6 +132,17 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// The key this server signs transfer archives with: `moat transfer-key show` prints its public key.
+    TransferKey {
+        #[command(subcommand)]
+        command: transfer_key::TransferKeyCommand,
+    },
+    /// Write a transfer archive from the data directory (maintenance and tests; pipelines are the way to export).
+    #[command(hide = true)]
+    TransferArchive {
+        #[command(subcommand)]
+        command: transfer_archive::TransferArchiveCommand,
+    },
     /// Remove what nothing needs any more: unreferenced blobs and links, manifests whose index or subject was
     /// deleted, abandoned uploads. Asks the server serving the data directory, else works on it directly.
     Gc(gc::GcArgs),
@@ -177,6 +190,7 @@ fn config(common: &Common) -> ServeConfig {
         limits: Default::default(),
         access_log: false,
         jobs: Default::default(),
+        transfer: Default::default(),
     }
 }
 
@@ -185,6 +199,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => tokio::task::spawn_blocking(move || login::run(args)).await?,
         Command::Acr(args) => tokio::task::spawn_blocking(move || acr::run(args)).await?,
         Command::Keys { command } => keys::run(command).await,
+        Command::TransferKey { command } => transfer_key::run(command),
+        Command::TransferArchive { command } => transfer_archive::run(command).await,
         Command::Gc(args) => {
             let c = config(&args.common);
             gc::run(args, c).await
@@ -217,6 +233,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 c.extra_listeners = file.listeners;
                 c.private_endpoints = file.private_endpoints;
                 c.outbound = file.outbound.rules();
+                c.transfer = file.transfer;
                 c.access_log |= file.access_log.unwrap_or(false);
             }
             c.tls_cert = tls_cert;

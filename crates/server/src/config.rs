@@ -44,6 +44,8 @@ pub struct ServeConfig {
     pub access_log: bool,
     /// The durable job runner's pace (jobs at once, lease length).
     pub jobs: crate::jobs::JobsConfig,
+    /// `[transfer]`: which exporters' archives an import pipeline accepts.
+    pub transfer: TransferSection,
 }
 
 /// How the server's log lines are written.
@@ -116,6 +118,41 @@ pub struct ConfigFile {
     /// `text` or `json` (as `--log-format`; the flag wins).
     #[serde(default)]
     pub log_format: Option<LogFormat>,
+    #[serde(default)]
+    pub transfer: TransferSection,
+}
+
+/// `[transfer]`: the exporters whose archives import pipelines accept. An import pipeline's own
+/// `trustedExporterKeys` replace `trusted_keys` for that pipeline. With keys (or `require_signature`), an archive
+/// must be signed by one of them; with neither, unsigned archives and any valid signature are accepted (the
+/// archive's digest is still checked against the run's catalogDigest).
+///
+/// ```toml
+/// [transfer]
+/// trusted_keys = ["ed25519:…"]   # `moat transfer-key show` on each exporting server
+/// require_signature = true
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferSection {
+    #[serde(default)]
+    pub trusted_keys: Vec<moat_transfer::archive::TransferPublicKey>,
+    #[serde(default)]
+    pub require_signature: bool,
+}
+
+impl TransferSection {
+    /// The trust policy of an import whose pipeline names `pipeline_keys` (none: the server's keys decide).
+    pub fn trust(
+        &self,
+        pipeline_keys: &[moat_transfer::archive::TransferPublicKey],
+    ) -> moat_transfer::archive::TrustPolicy {
+        moat_transfer::archive::TrustPolicy::from_config(
+            pipeline_keys,
+            &self.trusted_keys,
+            self.require_signature,
+        )
+    }
 }
 
 /// `[outbound]`: addresses or CIDR ranges the server may (`allow`, when set: only those) or may not (`deny`, wins)
@@ -252,5 +289,31 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("Resource group name 'a/b' is invalid"), "{e}");
+    }
+
+    #[test]
+    fn transfer_section_parses_keys_and_refuses_bad_ones() {
+        let key = moat_transfer::archive::TransferSigner::from_seed("k", &[5u8; 32])
+            .unwrap()
+            .public_key();
+        let c: ConfigFile = toml::from_str(&format!(
+            "[transfer]\ntrusted_keys = [\"{key}\"]\nrequire_signature = true\n"
+        ))
+        .unwrap();
+        assert_eq!(c.transfer.trusted_keys, vec![key.clone()]);
+        assert!(c.transfer.require_signature);
+        assert_eq!(
+            c.transfer.trust(&[]),
+            moat_transfer::archive::TrustPolicy::Require(vec![key])
+        );
+        assert_eq!(
+            ConfigFile::default().transfer.trust(&[]),
+            moat_transfer::archive::TrustPolicy::AnySignatureOrNone
+        );
+        let e = toml::from_str::<ConfigFile>("[transfer]\ntrusted_keys = [\"ed25519:nope\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("moat transfer-key show"), "{e}");
+        assert!(toml::from_str::<ConfigFile>("[transfer]\ntrusted = []").is_err());
     }
 }

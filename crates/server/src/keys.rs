@@ -32,14 +32,18 @@ pub enum Purpose {
     DataLinks,
     /// Secrets at rest (registry admin passwords).
     Secrets,
+    /// The Ed25519 key that signs transfer archives (export pipeline runs): the key file's 32 bytes are its seed.
+    /// Importers trust its public key (`moat transfer-key show`), so a rotation means telling them the new one.
+    Transfer,
 }
 
 impl Purpose {
-    pub const ALL: [Purpose; 4] = [
+    pub const ALL: [Purpose; 5] = [
         Purpose::RegistryTokens,
         Purpose::EntraTokens,
         Purpose::DataLinks,
         Purpose::Secrets,
+        Purpose::Transfer,
     ];
 
     /// The name on the command line and of the directory.
@@ -49,6 +53,7 @@ impl Purpose {
             Purpose::EntraTokens => "entra-tokens",
             Purpose::DataLinks => "data-links",
             Purpose::Secrets => "secrets",
+            Purpose::Transfer => "transfer",
         }
     }
 
@@ -242,6 +247,12 @@ impl KeyFiles {
     }
 }
 
+/// The Ed25519 signer whose seed is `key`'s 32 bytes.
+pub fn transfer_signer(key: &Key) -> moat_transfer::archive::TransferSigner {
+    moat_transfer::archive::TransferSigner::from_seed(&key.kid, &key.secret)
+        .expect("key files hold 32 bytes, an Ed25519 seed")
+}
+
 /// The server's keyrings, one per purpose. Clones share the rings, so `reload` reaches every holder.
 #[derive(Clone)]
 pub struct ServerKeys {
@@ -250,6 +261,7 @@ pub struct ServerKeys {
     pub entra_tokens: Keyring,
     pub data_links: Keyring,
     pub secrets: Keyring,
+    pub transfer: Keyring,
 }
 
 impl ServerKeys {
@@ -263,6 +275,7 @@ impl ServerKeys {
             entra_tokens: ring(Purpose::EntraTokens)?,
             data_links: ring(Purpose::DataLinks)?,
             secrets: ring(Purpose::Secrets)?,
+            transfer: ring(Purpose::Transfer)?,
             files,
         })
     }
@@ -273,7 +286,13 @@ impl ServerKeys {
             Purpose::EntraTokens => &self.entra_tokens,
             Purpose::DataLinks => &self.data_links,
             Purpose::Secrets => &self.secrets,
+            Purpose::Transfer => &self.transfer,
         }
+    }
+
+    /// The signer of transfer archives: the current `transfer` key.
+    pub fn transfer_signer(&self) -> moat_transfer::archive::TransferSigner {
+        transfer_signer(&self.transfer.current())
     }
 
     /// Re-reads every purpose's key files. A purpose whose files cannot be used (a key file made readable to
@@ -361,7 +380,7 @@ mod tests {
             .unwrap()
             .is_empty());
         let listed = keys.files.list().unwrap();
-        assert_eq!(listed.len(), 5);
+        assert_eq!(listed.len(), 6);
         assert!(listed
             .iter()
             .any(|k| k.kid == first.kid && k.status == "retired"));

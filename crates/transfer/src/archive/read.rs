@@ -77,16 +77,28 @@ pub struct StorePinner {
     pub handle: tokio::runtime::Handle,
     /// Long enough for the whole import: a pin that lapses lets the collector take unlinked bytes.
     pub ttl: Duration,
+    /// Pin under this job (`MetadataStore::pin_blobs_for_job`): the job's end releases the pins, and a resumed
+    /// attempt finds them. Without, the pins belong to this read alone.
+    pub job: Option<String>,
 }
 
 impl Pinner for StorePinner {
     fn pin(&self, digests: &[Digest]) -> Result<BlobPins, ArchiveError> {
-        Ok(self
-            .handle
-            .block_on(self.meta.pin_blobs(digests, self.ttl))?)
+        Ok(match &self.job {
+            Some(id) => self
+                .handle
+                .block_on(self.meta.pin_blobs_for_job(id, digests, self.ttl))?,
+            None => self
+                .handle
+                .block_on(self.meta.pin_blobs(digests, self.ttl))?,
+        })
     }
 
     fn unpin(&self, pins: &BlobPins) {
+        if self.job.is_some() {
+            // The job's pins go when the job ends.
+            return;
+        }
         if let Err(e) = self.handle.block_on(self.meta.unpin(pins)) {
             tracing::warn!(
                 "releasing the pins of a refused archive: {e} (they lapse on their own)"

@@ -159,6 +159,7 @@ async fn read_into(
             meta,
             handle,
             ttl: std::time::Duration::from_secs(3600),
+            job: None,
         };
         let _keep = dir;
         read_archive(
