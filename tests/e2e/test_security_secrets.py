@@ -182,7 +182,7 @@ def test_the_database_holds_no_key_and_no_admin_password(server):
     db.close()
     assert len(stored) == 2 and all(v.startswith("moat-sealed:v1:") for v in stored), stored
     keys = [k.read_text().strip() for k in (server.data_dir / "keys").rglob("*.key")]
-    assert len(keys) == 4
+    assert len(keys) == 5  # one per purpose: registry-tokens, entra-tokens, data-links, secrets, transfer
     # Byte-level: no secret anywhere in the database files, in any encoding the server might use.
     blob = b"".join(p.read_bytes() for p in server.data_dir.glob("moat.db*"))
     for secret in passwords + keys:
