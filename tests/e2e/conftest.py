@@ -1063,3 +1063,7 @@ def protect_registry(arm: Arm, registry_name: str, rg: str = "rg1") -> dict:
     assert r.status_code == 200, f"PATCH exports disabled: {r.status_code} {r.text[:500]}"
     assert export_invariant_violation(r.json()) is None, r.text
     return pe
+
+
+# The `azurite` session fixture (a real Azure Storage emulator on loopback) for the transfer tests.
+from azurite import Azurite, azurite  # noqa: E402,F401

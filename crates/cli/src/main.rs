@@ -10,7 +10,9 @@ mod logging;
 mod login;
 mod registry;
 mod role;
+mod secret;
 mod sp;
+mod storage_account;
 mod table;
 mod transfer_archive;
 mod transfer_key;
@@ -126,6 +128,17 @@ enum Command {
     Sp {
         #[command(subcommand)]
         command: sp::SpCommand,
+    },
+    /// The secret store transfer pipelines read their SAS tokens from, addressed like Key Vault secrets
+    /// (`az keyvault secret`'s twin): set, show, list, delete.
+    Secret {
+        #[command(subcommand)]
+        command: secret::SecretCommand,
+    },
+    /// Storage account keys for transfer pipelines with storageAccessMode ManagedIdentity: add, list, delete.
+    StorageAccount {
+        #[command(subcommand)]
+        command: storage_account::StorageAccountCommand,
     },
     /// The server's signing and encryption keys (key files under `<data dir>/keys`): list, rotate.
     Keys {
@@ -246,6 +259,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Registry { command } => registry::run(command).await,
         Command::Sp { command } => sp::run(command).await,
+        Command::Secret { command } => secret::run(command).await,
+        Command::StorageAccount { command } => storage_account::run(command).await,
         Command::Role { command } => role::run(command).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Jobs { command } => jobs::run(command).await,

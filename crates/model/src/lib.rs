@@ -21,6 +21,7 @@ pub mod registry;
 pub mod resource;
 pub mod retention;
 pub mod role_definitions;
+pub mod secret_uri;
 pub mod storage_uri;
 pub mod text;
 pub mod unenforced;

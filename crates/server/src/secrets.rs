@@ -128,7 +128,7 @@ pub async fn seal_stored(meta: &MetadataStore, sb: &SecretBox) -> Result<usize, 
             changed += 1;
         }
     }
-    Ok(changed)
+    Ok(changed + seal_transfer_secrets(meta, sb).await?)
 }
 
 /// Start-of-server upgrade of a data directory from before key files: the signing secret that lived in the
@@ -146,4 +146,127 @@ pub async fn secure_database(
         tracing::info!("sealed {sealed} stored secret(s) under the current secrets key");
     }
     Ok(())
+}
+
+/// Why a secret or storage credential could not be had, worded for a failed pipeline run's message.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(transparent)]
+    Uri(#[from] moat_model::secret_uri::SecretUriError),
+    #[error("the secret {uri} does not exist in this server's secret store: create it with `moat secret set --id {uri} --value <SAS token>`")]
+    NotFound { uri: String },
+    #[error("the key registered for storage account '{account}' is for {registered}, not {asked}: register the endpoint the pipeline uses (moat storage-account add --name {account} --blob-endpoint …)")]
+    EndpointMismatch {
+        account: String,
+        registered: String,
+        asked: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+/// What a Key Vault-shaped secret version is sealed to: moved to another row, it does not open.
+pub fn secret_context(vault: &str, name: &str, version: &str) -> String {
+    format!("secret/{vault}/{name}/{version}")
+}
+
+pub fn storage_account_context(account: &str) -> String {
+    format!("storage-account/{account}")
+}
+
+/// Opens one value, re-reading the key files once if it was sealed under a key this process has not loaded.
+async fn open_one(state: &AppState, sealed: &str, ctx: &str) -> Result<String, SealError> {
+    match sealer(state).open(sealed, ctx) {
+        Err(SealError::UnknownKey(_)) => {
+            let keys = state.keys.clone();
+            let _ = tokio::task::spawn_blocking(move || keys.reload()).await;
+            sealer(state).open(sealed, ctx)
+        }
+        other => other,
+    }
+}
+
+/// The value of the secret a `keyVaultUri` names (its latest version unless the URI names one), read from the
+/// store at each call: a `moat secret set` is used by the next run without a reload.
+pub async fn resolve_secret(state: &AppState, key_vault_uri: &str) -> Result<String, SecretError> {
+    let uri: moat_model::secret_uri::SecretUri = key_vault_uri.parse()?;
+    let row = state
+        .meta
+        .secret(&uri.vault, &uri.name, uri.version.as_deref())
+        .await?
+        .ok_or_else(|| SecretError::NotFound {
+            uri: uri.to_string(),
+        })?;
+    Ok(open_one(
+        state,
+        &row.value,
+        &secret_context(&row.vault, &row.name, &row.version),
+    )
+    .await?)
+}
+
+/// The account key registered (`moat storage-account add`) for the storage account a pipeline URI names, for
+/// storageAccessMode ManagedIdentity; `None` if the operator registered none. The key is used only at the blob
+/// endpoint it was registered with: a pipeline naming the same account at another host (`acct.blob.example.com`)
+/// would otherwise get requests signed with it that could be replayed against the real account.
+pub async fn storage_credential(
+    state: &AppState,
+    uri: &moat_model::storage_uri::StorageUri,
+) -> Result<Option<moat_transfer::storage::Credential>, SecretError> {
+    let moat_model::storage_uri::StorageUri::AzureBlob {
+        endpoint, account, ..
+    } = uri
+    else {
+        return Ok(None);
+    };
+    let Some(row) = state.meta.storage_account(account).await? else {
+        return Ok(None);
+    };
+    if !row.blob_endpoint.eq_ignore_ascii_case(endpoint) {
+        return Err(SecretError::EndpointMismatch {
+            account: account.clone(),
+            registered: row.blob_endpoint,
+            asked: endpoint.clone(),
+        });
+    }
+    let key = open_one(state, &row.key, &storage_account_context(account)).await?;
+    Ok(Some(moat_transfer::storage::Credential::SharedKey {
+        account: account.clone(),
+        key,
+    }))
+}
+
+/// Re-seals secrets and storage account keys (see [`seal_stored`]).
+async fn seal_transfer_secrets(
+    meta: &MetadataStore,
+    sb: &SecretBox,
+) -> Result<usize, SecretsError> {
+    let mut changed = 0;
+    for (vault, name, version, stored) in meta.all_secret_values().await? {
+        if sb.needs_sealing(&stored) {
+            let ctx = secret_context(&vault, &name, &version);
+            let sealed = sb.seal(&sb.open(&stored, &ctx)?, &ctx)?;
+            if meta
+                .reseal_secret(&vault, &name, &version, &stored, &sealed)
+                .await?
+            {
+                changed += 1;
+            }
+        }
+    }
+    for row in meta.storage_accounts().await? {
+        if sb.needs_sealing(&row.key) {
+            let ctx = storage_account_context(&row.account);
+            let sealed = sb.seal(&sb.open(&row.key, &ctx)?, &ctx)?;
+            if meta
+                .reseal_storage_account(&row.account, &row.key, &sealed)
+                .await?
+            {
+                changed += 1;
+            }
+        }
+    }
+    Ok(changed)
 }

@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "soft_delete",
         include_str!("../migrations/0014_soft_delete.sql"),
     ),
+    (
+        15,
+        "secrets",
+        include_str!("../migrations/0015_secrets.sql"),
+    ),
     (16, "jobs", include_str!("../migrations/0016_jobs.sql")),
     (
         18,

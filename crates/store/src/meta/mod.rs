@@ -15,6 +15,7 @@ mod private_endpoints;
 mod registries;
 mod repository_metadata;
 mod role_assignments;
+mod secrets;
 pub(crate) mod soft_delete;
 mod trigger_seen;
 mod uploads;
@@ -29,6 +30,7 @@ pub use principals::ServicePrincipal;
 pub use private_endpoints::{EndpointChange, EndpointSelector, NewPrivateEndpoint};
 pub use repository_metadata::{DeletedRepository, ManifestRow, RepositorySummary, TagRow};
 pub use role_assignments::{AssignError, NewRoleAssignment, RoleAssignmentRow};
+pub use secrets::{SecretRow, StorageAccountRow};
 pub use soft_delete::{DeletedManifestRow, DeletedTagRow, RestoreError};
 pub use uploads::UploadRow;
 
