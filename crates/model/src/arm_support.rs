@@ -25,6 +25,12 @@ const SERVED: &[&str] = &[
     "Microsoft.ContainerRegistry/registries/privateEndpointConnections",
     "Microsoft.ContainerRegistry/registries/privateEndpointConnections/operationStatuses",
     "Microsoft.ContainerRegistry/registries/privateLinkResources",
+    "Microsoft.ContainerRegistry/registries/exportPipelines",
+    "Microsoft.ContainerRegistry/registries/exportPipelines/operationStatuses",
+    "Microsoft.ContainerRegistry/registries/importPipelines",
+    "Microsoft.ContainerRegistry/registries/importPipelines/operationStatuses",
+    "Microsoft.ContainerRegistry/registries/pipelineRuns",
+    "Microsoft.ContainerRegistry/registries/pipelineRuns/operationStatuses",
     "Microsoft.Network/privateEndpoints",
     "Microsoft.Network/privateEndpoints/operationStatuses",
     "Microsoft.Authorization/roleAssignments",
@@ -100,9 +106,6 @@ mod tests {
             "credentialSets",
             "scopeMaps",
             "tokens",
-            "exportPipelines",
-            "importPipelines",
-            "pipelineRuns",
             "somethingNew",
         ];
         for f in features {
@@ -187,6 +190,14 @@ mod tests {
             ("GET", format!("{REG}/privateEndpointConnections")),
             ("PUT", format!("{REG}/PRIVATEENDPOINTCONNECTIONS/app.x")),
             ("GET", format!("{REG}/privateLinkResources")),
+            ("PUT", format!("{REG}/exportPipelines/exp01")),
+            ("GET", format!("{REG}/IMPORTPIPELINES")),
+            ("DELETE", format!("{REG}/pipelineRuns/run01")),
+            ("PATCH", format!("{REG}/exportPipelines/exp01")),
+            (
+                "GET",
+                format!("{REG}/pipelineRuns/run01/operationStatuses/op-1"),
+            ),
             ("GET", format!("{REG}/operationStatuses/op-1")),
             (
                 "GET",

@@ -74,8 +74,9 @@ pub enum Egress<'a> {
         repository: &'a RepositoryName,
         reference: &'a Reference,
     },
-    /// An export pipeline run writing this registry's artifacts to outside storage (ACR Transfer). Not built
-    /// yet: refused, so that the transfer issue only has to say when it is allowed.
+    /// An export pipeline created or replaced on this registry (ACR Transfer): the standing permission for its runs
+    /// to write the registry's artifacts to outside storage. A management-plane change, so the registry's network
+    /// rules do not apply to it (they govern the clients that reach the registry, as in ACR); its export policy does.
     ExportPipeline { pipeline: &'a str },
     /// One run of an export pipeline: `artifacts` (as the run's request names them) leave this registry for the
     /// pipeline's storage target. Decided again when the run starts, in the transaction that marks it started, so a
@@ -240,8 +241,12 @@ fn may_read(registry: &Registry, access: &Access, repo: &RepositoryName) -> Deci
 /// Decides one egress from `registry` (the registry the request is routed to), for a caller holding `access`,
 /// arriving from `origin`: first whether the origin may reach the registry at all, then the variant's own rule.
 pub fn decide(registry: &Registry, origin: &Origin, access: &Access, egress: &Egress) -> Decision {
-    if let NetworkDecision::Denied(d) = decide_network(&registry.id, &registry.settings, origin) {
-        return Decision::Deny(DenyReason::Network(d));
+    let network_applies = !matches!(egress, Egress::ExportPipeline { .. });
+    if network_applies {
+        if let NetworkDecision::Denied(d) = decide_network(&registry.id, &registry.settings, origin)
+        {
+            return Decision::Deny(DenyReason::Network(d));
+        }
     }
     match egress {
         Egress::PullBlob { repository, .. }
@@ -289,7 +294,7 @@ pub fn decide(registry: &Registry, origin: &Origin, access: &Access, egress: &Eg
                     registry: registry.name.clone(),
                 })
             } else {
-                Decision::Deny(DenyReason::NotSupported("an export pipeline"))
+                Decision::Allow
             }
         }
         Egress::PipelineRun { .. } => {
@@ -474,7 +479,19 @@ mod tests {
             Decision::Deny(DenyReason::Network(_))
         ));
         let pipeline = Egress::ExportPipeline { pipeline: "p" };
-        assert!(!decide(&target, &origin(), &Access::default(), &pipeline).is_allowed());
+        assert!(decide(&target, &origin(), &Access::default(), &pipeline).is_allowed());
+        // Creating a pipeline is a management change: refused by the export policy, not by the network rules.
+        assert_eq!(
+            decide(&source, &origin(), &Access::default(), &pipeline),
+            Decision::Allow
+        );
+        source.settings.policies.export = crate::registry::PolicyStatus::Disabled;
+        assert_eq!(
+            decide(&source, &origin(), &Access::default(), &pipeline),
+            Decision::Deny(DenyReason::ExportsDisabled {
+                registry: "source".into()
+            })
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod role_definitions;
 pub mod secret_uri;
 pub mod storage_uri;
 pub mod text;
+pub mod transfer;
 pub mod unenforced;
 
 pub use access::{Access, Action, ResourceScope};

@@ -58,6 +58,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (16, "jobs", include_str!("../migrations/0016_jobs.sql")),
     (
+        17,
+        "pipelines",
+        include_str!("../migrations/0017_pipelines.sql"),
+    ),
+    (
         18,
         "trigger_seen",
         include_str!("../migrations/0018_trigger_seen.sql"),

@@ -242,6 +242,9 @@ fn command_name(c: &AcrCommand) -> &'static str {
         AcrCommand::PrivateEndpointConnection { command } => command.name(),
         AcrCommand::PrivateEndpoint { command } => command.name(),
         AcrCommand::Import(_) => "acr import",
+        AcrCommand::ExportPipeline { .. } => "acr export-pipeline",
+        AcrCommand::ImportPipeline { .. } => "acr import-pipeline",
+        AcrCommand::PipelineRun { .. } => "acr pipeline-run",
     }
 }
 
@@ -402,6 +405,15 @@ pub fn run(args: AcrArgs) -> anyhow::Result<()> {
             super::private_link::endpoint(&mut session, command, out)?
         }
         AcrCommand::Import(a) => super::import::run(&mut session, a, out)?,
+        AcrCommand::ExportPipeline { command } => {
+            super::pipelines::export_pipeline(&mut session, command, out)?
+        }
+        AcrCommand::ImportPipeline { command } => {
+            super::pipelines::import_pipeline(&mut session, command, out)?
+        }
+        AcrCommand::PipelineRun { command } => {
+            super::pipelines::pipeline_run(&mut session, command, out)?
+        }
         AcrCommand::NetworkRule { command } => {
             let (name, resource_group, change) = match command {
                 NetworkRuleCommand::Add {

@@ -4,6 +4,7 @@ pub mod client;
 pub mod commands;
 pub mod import;
 pub mod output;
+pub mod pipelines;
 pub mod private_link;
 
 use clap::{Args, Subcommand};
@@ -194,6 +195,21 @@ pub enum AcrCommand {
     },
     /// Import an image into the registry from another registry of the subscription or from any registry.
     Import(import::ImportArgs),
+    /// ACR Transfer: export pipelines write a registry's artifacts to a storage container or a directory.
+    ExportPipeline {
+        #[command(subcommand)]
+        command: pipelines::ExportPipelineCommand,
+    },
+    /// ACR Transfer: import pipelines read archives from a storage container or a directory.
+    ImportPipeline {
+        #[command(subcommand)]
+        command: pipelines::ImportPipelineCommand,
+    },
+    /// ACR Transfer: runs of export and import pipelines.
+    PipelineRun {
+        #[command(subcommand)]
+        command: pipelines::PipelineRunCommand,
+    },
 }
 
 #[derive(Subcommand)]

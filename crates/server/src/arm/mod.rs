@@ -11,6 +11,7 @@ pub mod graph;
 pub mod identity;
 pub mod import;
 mod loopback_only;
+pub mod pipelines;
 pub mod private_endpoints;
 pub mod registries;
 pub mod registry_json;
@@ -180,6 +181,8 @@ async fn handle(
         && l.contains(&"microsoft.containerregistry");
     let api_version = if not_served {
         query_param(&query, "api-version").unwrap_or_default()
+    } else if registry_route && pipelines::is_pipeline_path(&l) {
+        pipelines::check_api_version(query_param(&query, "api-version").as_deref())?
     } else {
         api_version::check(
             query_param(&query, "api-version").as_deref(),

@@ -189,6 +189,10 @@ pub async fn dispatch(
             super::private_endpoints::registry_dispatch(state, ctx, &r, rest, rest_original, body)
                 .await
         }
+        (_, ["exportpipelines" | "importpipelines" | "pipelineruns", ..]) => {
+            let r = find(state, rg, &name).await?;
+            super::pipelines::dispatch(state, ctx, &r, rest, rest_original, body).await
+        }
         (&Method::GET, ["operationstatuses", _]) => {
             let r = find(state, rg, &name).await?;
             Ok(super::operation_status(

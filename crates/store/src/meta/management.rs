@@ -161,7 +161,8 @@ impl MetadataStore {
         .fetch_one(&mut *conn)
         .await?;
         Ok(PolicyFacts {
-            export_pipelines: 0,
+            export_pipelines: super::pipelines::count_export_pipelines(&mut *conn, registry_id)
+                .await?,
             approved_private_endpoints: approved as usize,
         })
     }
@@ -293,6 +294,8 @@ impl MetadataStore {
         else {
             return Ok(false);
         };
+        // A registry's pipelines and runs go with it; their jobs find their run gone and stop.
+        super::pipelines::delete_for_registry(&mut tx, &id).await?;
         for table in [
             "tags",
             "manifests",
