@@ -5,6 +5,7 @@
 
 use crate::digest::Digest;
 use crate::names::{RepositoryName, Tag};
+use crate::storage_uri::StorageUri;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -277,8 +278,13 @@ impl StorageEndpoint {
         mode: Option<&str>,
     ) -> Result<StorageEndpoint, TransferError> {
         let t = |field: &str| format!("{prefix}.{field}");
+        // Without a type, a file:// URI is a LocalDirectory (Moat's type: ACR clients never send it) and anything
+        // else ACR's default, a container.
         let storage_type = match type_ {
             Some(s) => StorageType::parse(kind, &t("type"), s)?,
+            None if uri.is_some_and(|u| u.trim().starts_with("file://")) => {
+                StorageType::LocalDirectory
+            }
             None => StorageType::AzureStorageBlobContainer,
         };
         let mode = match mode {
@@ -321,34 +327,34 @@ impl StorageEndpoint {
     }
 }
 
-/// The storage URI's form for its type. Until `StorageUri` (the storage module's parser) is used here, this is
-/// the whole check; the run reports what it cannot reach.
+/// The storage URI's form for its type, by the storage module's parser ([`StorageUri`]).
 pub fn check_storage_uri(kind: StorageType, uri: &str) -> Result<(), String> {
+    if uri.contains(['?', '#']) {
+        // Not echoed: a query here is likely a SAS token, which must not reach a log.
+        return Err("the URI has a query or fragment: a SAS token belongs in the secret keyVaultUri names, never in the URI".into());
+    }
+    let parsed: StorageUri = uri
+        .parse()
+        .map_err(|e: crate::storage_uri::StorageUriError| e.to_string())?;
     let shown = crate::text::escape(uri);
-    if kind == StorageType::LocalDirectory {
-        let Some(path) = uri.strip_prefix("file://") else {
-            return Err(format!(
-                "'{shown}' is not a file:// URI: a LocalDirectory is named file:///<absolute path>"
-            ));
-        };
-        if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
-            return Err(format!("'{shown}' does not name an absolute directory: use file:///<absolute path> without '..'"));
-        }
-        return Ok(());
+    match (kind, &parsed) {
+        (StorageType::LocalDirectory, StorageUri::LocalDirectory { .. }) => Ok(()),
+        (StorageType::LocalDirectory, _) => Err(format!(
+            "'{shown}' is not a file:// URI: a LocalDirectory is named file:///<absolute path>"
+        )),
+        (_, StorageUri::LocalDirectory { .. }) => Err(format!(
+            "'{shown}' names a directory: its type is LocalDirectory, not {}",
+            kind.as_str()
+        )),
+        (StorageType::AzureStorageBlobContainer, StorageUri::AzureBlob { blob: None, .. }) => Ok(()),
+        (StorageType::AzureStorageBlobContainer, _) => Err(format!(
+            "'{shown}' names a blob, not a container: use https://<account>.blob.core.windows.net/<container> (or type AzureStorageBlob for an export to one blob)"
+        )),
+        (StorageType::AzureStorageBlob, StorageUri::AzureBlob { blob: Some(_), .. }) => Ok(()),
+        (StorageType::AzureStorageBlob, _) => Err(format!(
+            "'{shown}' does not name a blob: an AzureStorageBlob target is https://<account>.blob.core.windows.net/<container>/<blob>"
+        )),
     }
-    let rest = uri
-        .strip_prefix("https://")
-        .or_else(|| uri.strip_prefix("http://"))
-        .ok_or_else(|| format!("'{shown}' is not an https:// URI of a storage container"))?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if host.is_empty() || segments.is_empty() || rest.contains(['?', '#']) {
-        return Err(format!("'{shown}' does not name a container: use https://<account>.blob.core.windows.net/<container> (no query: the SAS token belongs in the secret)"));
-    }
-    if kind == StorageType::AzureStorageBlob && segments.len() < 2 && !host.contains(':') {
-        return Err(format!("'{shown}' does not name a blob: an AzureStorageBlob target is https://<account>.blob.core.windows.net/<container>/<blob>"));
-    }
-    Ok(())
 }
 
 /// A Key Vault-shaped secret URI: `https://<vault>.<host>/secrets/<name>[/<version>]`.

@@ -161,13 +161,10 @@ async fn submit_run_job(
     registry_id: &str,
     run: &str,
 ) -> Result<Option<String>> {
-    // Until the job store lands on this branch: the run is recorded without a job.
-    let _ = (
-        conn,
-        json!({"registry_id": registry_id, "run": run}),
-        RUN_JOB_KIND,
-    );
-    Ok(None)
+    let payload = json!({"registry_id": registry_id, "run": run});
+    super::jobs::insert_job(conn, RUN_JOB_KIND, registry_id, &payload)
+        .await
+        .map(Some)
 }
 
 async fn registry_exists(conn: &mut SqliteConnection, registry_id: &str) -> Result<bool> {

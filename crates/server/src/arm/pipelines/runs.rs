@@ -65,13 +65,40 @@ pub async fn dispatch(
 
 /// Stops a deleted run's job at its next checkpoint.
 async fn cancel_job(state: &AppState, job: &str) {
-    let _ = (state, job);
+    if let Err(e) = state.jobs.cancel(job).await {
+        tracing::warn!("pipeline run deleted, its job {job} not cancelled: {e}");
+    }
 }
 
 /// The run as its job leaves it. A job that ended without reporting (it failed before the run's own code could
 /// say why, e.g. after its attempts ran out) shows as a failed run with the job's error.
-async fn current(state: &AppState, row: PipelineRunRow) -> PipelineRunRow {
-    let _ = state;
+async fn current(state: &AppState, mut row: PipelineRunRow) -> PipelineRunRow {
+    if row.provisioning_state != "Creating" {
+        return row;
+    }
+    let Some(job) = row.job_id.as_deref() else {
+        return row;
+    };
+    let failed = match state.jobs.get(job).await {
+        Ok(Some(j)) if j.state == moat_store::meta::jobs::JobState::Failed => j
+            .error
+            .unwrap_or_else(|| "the pipeline run's job failed".into()),
+        Ok(Some(_)) => return row,
+        Ok(None) => "the pipeline run's job is gone: run it again with a new forceUpdateTag (`moat acr pipeline-run create … --force-redeploy`)".into(),
+        Err(_) => return row,
+    };
+    row.provisioning_state = "Failed".into();
+    if !row.response.is_object() {
+        row.response = json!({});
+    }
+    row.response["status"] = json!("Failed");
+    if row
+        .response
+        .get("pipelineRunErrorMessage")
+        .is_none_or(Value::is_null)
+    {
+        row.response["pipelineRunErrorMessage"] = json!(failed);
+    }
     row
 }
 
@@ -244,5 +271,5 @@ async fn put(
 
 /// Nudges the job runner: a run's job was just recorded.
 fn wake_jobs(state: &AppState) {
-    let _ = state;
+    state.jobs.wake();
 }
