@@ -15,7 +15,7 @@ from test_arm_az import Az
 
 UNSUPPORTED = ["replications/r1", "webhooks", "webhooks/h1", "tasks", "taskRuns/t1", "runs", "agentPools",
                "connectedRegistries/c1", "cacheRules", "credentialSets/c", "scopeMaps", "tokens/t",
-               "exportPipelines", "importPipelines/p", "pipelineRuns", "somethingElse"]
+               "somethingElse"]
 
 
 @pytest.fixture
