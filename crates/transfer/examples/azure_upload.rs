@@ -12,7 +12,11 @@ fn main() {
     let uri: StorageUri = args[1].parse().expect("container URI");
     let mib: usize = args[2].parse().expect("MiB");
     let parallel = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(4);
-    let block = args.get(4).map(|s| s.parse::<usize>().unwrap()).unwrap_or(8) << 20;
+    let block = args
+        .get(4)
+        .map(|s| s.parse::<usize>().unwrap())
+        .unwrap_or(8)
+        << 20;
     let outbound = moat_outbound::Outbound::new(Default::default(), Arc::new(Vec::new));
     let store = open_with(
         &uri,
@@ -24,7 +28,9 @@ fn main() {
         &StorageOptions { block_size: block, parallel, ..Default::default() },
     )
     .unwrap();
-    let chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let chunk: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let t = std::time::Instant::now();
     let mut w = store.begin_write("bench.bin", None).unwrap();
     for _ in 0..mib {
@@ -32,5 +38,9 @@ fn main() {
     }
     w.commit().unwrap();
     let s = t.elapsed().as_secs_f64();
-    println!("moat: {mib} MiB in {s:.2} s = {:.0} MiB/s (parallel {parallel}, block {} MiB)", mib as f64 / s, block >> 20);
+    println!(
+        "moat: {mib} MiB in {s:.2} s = {:.0} MiB/s (parallel {parallel}, block {} MiB)",
+        mib as f64 / s,
+        block >> 20
+    );
 }
