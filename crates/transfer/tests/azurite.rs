@@ -332,3 +332,23 @@ fn errors_say_what_to_do() {
     .unwrap_err();
     assert!(matches!(e, StorageError::Unreachable { .. }), "{e:?}");
 }
+
+/// The storage going away mid-export: the staged blocks fail (after their retries) and the commit reports the
+/// storage unreachable instead of publishing anything.
+#[test]
+fn storage_lost_midway_fails_the_write() {
+    let mut az = azurite();
+    let store = container(&az, "lost");
+    let mut w = store.begin_write("run.tar", None).unwrap();
+    w.write_all(&data(1 << 20, 3)).unwrap();
+    w.checkpoint().unwrap();
+    let _ = az.child.kill();
+    let _ = az.child.wait();
+    let written = w.write_all(&data(3 << 20, 4));
+    let e = match written {
+        Err(io) => StorageError::from_io(io, "x"),
+        Ok(()) => w.commit().unwrap_err(),
+    };
+    assert!(matches!(e, StorageError::Unreachable { .. }), "{e:?}");
+    assert!(e.to_string().contains("/lost/run.tar"), "{e}");
+}
