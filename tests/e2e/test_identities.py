@@ -61,6 +61,9 @@ OPERATOR_COMMANDS = [
     ["keys", "rotate", "--purpose", "secrets"],
     ["audit"],
     ["gc", "--dry-run"],
+    ["jobs", "list"],
+    ["jobs", "show", "0f6c1f4e-0000-4000-8000-000000000000"],
+    ["jobs", "cancel", "0f6c1f4e-0000-4000-8000-000000000000"],
 ]
 
 

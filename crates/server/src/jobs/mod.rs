@@ -321,3 +321,37 @@ pub async fn start(state: &AppState) -> Result<(), StoreError> {
     worker::register_test_kinds(&state.jobs);
     state.jobs.start(state, true).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[tokio::test]
+    async fn every_runs_in_one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("m.db").display());
+        let meta = moat_store::MetadataStore::open(&url).await.unwrap();
+        let (a, b) = (
+            Jobs::new(meta.clone(), JobsConfig::default()),
+            Jobs::new(meta, JobsConfig::default()),
+        );
+        let ticks = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+        for (jobs, n) in [(&a, ticks[0].clone()), (&b, ticks[1].clone())] {
+            jobs.every("poll", Duration::from_millis(50), move || {
+                let n = n.clone();
+                async move {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let (ta, tb) = (
+            ticks[0].load(Ordering::Relaxed),
+            ticks[1].load(Ordering::Relaxed),
+        );
+        // One of the two holds the lease and ticks; the other never does while the holder lives.
+        assert!(ta.max(tb) >= 5, "{ta} {tb}");
+        assert_eq!(ta.min(tb), 0, "{ta} {tb}");
+    }
+}
