@@ -135,6 +135,12 @@ def test_a_job_whose_process_keeps_dying_fails_after_three_attempts(moat_factory
     j = wait_job(moat, job_id, ("failed",))
     assert "interrupted 3 times" in j["error"], j
     assert j["checkpoint"] == {"attempt": 3}, j
+    # The kind's on_abandoned callback is told (a pipeline run writes its failure there).
+    told = 'test-abort abandoned: Some("the job was interrupted 3 times'
+    deadline = time.monotonic() + 10
+    while told not in moat.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"on_abandoned was not called:\n{moat.log_tail()}"
+        time.sleep(0.2)
     time.sleep(1.5)
     assert moat.proc.poll() is None, f"the server died again:\n{moat.log_tail()}"
     listed = jobs_cli(moat, "list", "--state", "failed")

@@ -74,6 +74,10 @@ pub enum JobError {
 pub type Handler =
     Arc<dyn Fn(JobCtx) -> BoxFuture<'static, Result<Value, JobFailure>> + Send + Sync>;
 
+/// Told of a job of its kind that failed without its handler (cancelled while nobody ran it, or interrupted
+/// [`MAX_ATTEMPTS`] times), with the job as it ended.
+pub type Abandoned = Arc<dyn Fn(AppState, JobRecord) -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// How the runner paces itself (`moat serve --jobs-concurrency`; the rest are fixed but tests may shorten them).
 #[derive(Clone, Debug)]
 pub struct JobsConfig {
@@ -105,6 +109,7 @@ struct Inner {
     owner: String,
     config: JobsConfig,
     handlers: RwLock<HashMap<String, Handler>>,
+    abandoned: RwLock<HashMap<String, Abandoned>>,
     wake: tokio::sync::Notify,
     stopping: AtomicBool,
     /// The handlers running now, by job id: aborted when the lease is lost or the server stops.
@@ -122,6 +127,7 @@ impl Jobs {
             ),
             config,
             handlers: RwLock::new(HashMap::new()),
+            abandoned: RwLock::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
             running: Mutex::new(HashMap::new()),
@@ -146,6 +152,21 @@ impl Jobs {
             .write()
             .expect("lock")
             .insert(kind.to_string(), handler);
+    }
+
+    /// Adds what to do when a job of `kind` fails without its handler (its handler never sees it again): e.g.
+    /// write the failure where the handler would have (a pipeline run's response, an import's audit events).
+    pub fn on_abandoned<F, Fut>(&self, kind: &str, callback: F)
+    where
+        F: Fn(AppState, JobRecord) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let callback: Abandoned = Arc::new(move |state, job| Box::pin(callback(state, job)));
+        self.0
+            .abandoned
+            .write()
+            .expect("lock")
+            .insert(kind.to_string(), callback);
     }
 
     /// Records a queued job and nudges the runner.

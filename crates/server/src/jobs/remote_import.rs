@@ -265,6 +265,46 @@ pub fn progress_json(p: ProgressSnapshot) -> Value {
 /// Registers the handler of remote imports.
 pub fn register(jobs: &Jobs) {
     jobs.register(KIND, |ctx: JobCtx| async move { run(ctx).await });
+    jobs.on_abandoned(KIND, abandoned);
+}
+
+/// An import the runner failed without running it again (interrupted too often, or cancelled): its failure is
+/// audited and completes its activity-log record, as the handler would have.
+async fn abandoned(state: AppState, job: moat_store::meta::JobRecord) {
+    let Ok(p) = serde_json::from_value::<Payload>(job.payload) else {
+        return;
+    };
+    let why = job.error.unwrap_or_default();
+    let message = format!(
+        "Import of '{}' into registry '{}' failed: {why}",
+        p.image, p.target_name
+    );
+    if let Ok(Some(target)) = state.meta.registry_by_id(&job.registry_id).await {
+        let targets: ImportTargets = p
+            .targets
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.repository.parse().ok()?,
+                    match &t.tag {
+                        None => None,
+                        Some(tag) => Some(tag.parse().ok()?),
+                    },
+                ))
+            })
+            .collect();
+        record_failure(
+            &state,
+            import_events(&p.caller, &target, &targets, None),
+            &why,
+            false,
+        );
+    }
+    let mut completion = p.completion;
+    completion.time = moat_store::time_fmt::now();
+    state
+        .audit
+        .record_activity(completion.failed(400, "InvalidParameters", &message));
 }
 
 /// How an attempt ended short of success.

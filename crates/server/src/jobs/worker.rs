@@ -96,11 +96,17 @@ pub(super) async fn claim_loop(jobs: Jobs, state: AppState) {
             .keys()
             .cloned()
             .collect();
-        match inner
+        let claimed = inner
             .meta
-            .claim_job(&inner.owner, &kinds, inner.config.lease, MAX_ATTEMPTS)
+            .claim_job_reporting(&inner.owner, &kinds, inner.config.lease, MAX_ATTEMPTS)
             .await
-        {
+            .map(|(job, abandoned)| {
+                for job in abandoned {
+                    tell_abandoned(&jobs, &state, job);
+                }
+                job
+            });
+        match claimed {
             Ok(Some(job)) if !inner.stopping.load(Ordering::Relaxed) => {
                 let (jobs, state) = (jobs.clone(), state.clone());
                 tokio::spawn(async move {
@@ -122,6 +128,27 @@ pub(super) async fn claim_loop(jobs: Jobs, state: AppState) {
             _ = inner.wake.notified() => {}
             _ = tokio::time::sleep(inner.config.poll) => {}
         }
+    }
+}
+
+/// A job the claim failed (cancelled while nobody ran it, or interrupted too often): its kind's `on_abandoned`
+/// callback records the end where its handler would have.
+fn tell_abandoned(jobs: &Jobs, state: &AppState, job: JobRecord) {
+    tracing::warn!(
+        job = job.id,
+        kind = job.kind,
+        "job failed: {}",
+        job.error.as_deref().unwrap_or("")
+    );
+    let callback = jobs
+        .0
+        .abandoned
+        .read()
+        .expect("lock")
+        .get(&job.kind)
+        .cloned();
+    if let Some(callback) = callback {
+        tokio::spawn(callback(state.clone(), job));
     }
 }
 
@@ -246,14 +273,19 @@ pub(super) fn register_test_kinds(jobs: &Jobs) {
     };
     for kind in kinds.split(',').map(str::trim) {
         match kind {
-            "abort" => jobs.register("test-abort", |ctx: JobCtx| async move {
-                ctx.checkpoint(json!({"attempt": ctx.attempt})).await?;
-                if ctx.attempt > 0 {
-                    tracing::error!(job = ctx.id, "test-abort: killing this process");
-                    std::process::abort();
-                }
-                Ok(Value::Null)
-            }),
+            "abort" => {
+                jobs.register("test-abort", |ctx: JobCtx| async move {
+                    ctx.checkpoint(json!({"attempt": ctx.attempt})).await?;
+                    if ctx.attempt > 0 {
+                        tracing::error!(job = ctx.id, "test-abort: killing this process");
+                        std::process::abort();
+                    }
+                    Ok(Value::Null)
+                });
+                jobs.on_abandoned("test-abort", |_state, job: JobRecord| async move {
+                    tracing::warn!(job = job.id, "test-abort abandoned: {:?}", job.error);
+                });
+            }
             "sleep" => jobs.register("test-sleep", |ctx: JobCtx| async move {
                 let secs = ctx.payload["secs"].as_f64().unwrap_or(1.0);
                 let start = Instant::now();

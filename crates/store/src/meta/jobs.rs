@@ -223,8 +223,25 @@ impl MetadataStore {
         lease: Duration,
         max_attempts: i64,
     ) -> Result<Option<JobRecord>> {
+        Ok(self
+            .claim_job_reporting(owner, kinds, lease, max_attempts)
+            .await?
+            .0)
+    }
+
+    /// [`MetadataStore::claim_job`], also returning the jobs it failed on the way (cancelled, or interrupted
+    /// `max_attempts` times), as they ended: their handlers never see them again, so the runner tells whoever
+    /// must know (a pipeline run's response, an import's audit trail).
+    pub async fn claim_job_reporting(
+        &self,
+        owner: &str,
+        kinds: &[String],
+        lease: Duration,
+        max_attempts: i64,
+    ) -> Result<(Option<JobRecord>, Vec<JobRecord>)> {
+        let mut abandoned = Vec::new();
         if kinds.is_empty() {
-            return Ok(None);
+            return Ok((None, abandoned));
         }
         let kinds_json = json_text(&Value::from(kinds.to_vec()));
         let mut tx = self.writer().begin().await?;
@@ -242,7 +259,7 @@ impl MetadataStore {
             .await?;
             let Some((id, state, attempts, cancel)) = candidate else {
                 tx.commit().await?;
-                return Ok(None);
+                return Ok((None, abandoned));
             };
             let stamp = crate::time_fmt::now();
             let why = if cancel != 0 {
@@ -266,6 +283,11 @@ impl MetadataStore {
                 .execute(&mut *tx)
                 .await?;
                 release_job_pins(&mut tx, &id).await?;
+                let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
+                    .bind(&id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                abandoned.push(record(&row)?);
                 continue;
             }
             sqlx::query(
@@ -284,7 +306,7 @@ impl MetadataStore {
                 .await?;
             let job = record(&row)?;
             tx.commit().await?;
-            return Ok(Some(job));
+            return Ok((Some(job), abandoned));
         }
     }
 
