@@ -402,3 +402,87 @@ async fn an_archive_imports_into_another_server_with_every_digest() {
             .collect::<Vec<u8>>()
     )));
 }
+
+/// Rough throughput of an archive write and read against a plain copy of the same bytes, in the same run
+/// (`cargo test --release -p moat-transfer --test archive_store -- --ignored --nocapture`). The benchmark proper
+/// (Azurite, LocalDirectory with fsync) is the runs' workload in crates/bench.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn throughput_against_a_plain_copy() {
+    use std::io::{Read, Write};
+    let e = env().await;
+    let reg = registry(&e, "src").await;
+    let layers: Vec<Vec<u8>> = (0..4u8)
+        .map(|n| {
+            (0..(128u32 << 20))
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ n)
+                .collect()
+        })
+        .collect();
+    let config = b"{}".to_vec();
+    let m = record(
+        serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": desc(&Digest::sha256_of(&config), 2, "application/vnd.oci.image.config.v1+json"),
+            "layers": layers.iter().map(|l| desc(&Digest::sha256_of(l), l.len(), "application/vnd.oci.image.layer.v1.tar")).collect::<Vec<_>>()}),
+        OCI_MANIFEST,
+    );
+    let refs: Vec<&[u8]> = std::iter::once(config.as_slice())
+        .chain(layers.iter().map(|l| l.as_slice()))
+        .collect();
+    put(&e, &reg, "big", Some("v1"), &[m], &refs).await;
+    drop(layers);
+    let set = collect_export(&e.meta, &reg, &["big:v1".into()])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir_in("/work").unwrap();
+    let blobs = e.blobs.clone();
+    let meta = e.meta.clone();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let signer = TransferSigner::from_seed("k", &[1u8; 32]).unwrap();
+        for round in 0..2 {
+            let t = std::time::Instant::now();
+            let mut f = std::fs::File::create(dir.path().join("plain")).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            for (d, size) in &set.blobs {
+                let mut r = blobs.open_blob(d, 0, *size).unwrap_or_else(|_| Box::new(std::io::empty()));
+                loop {
+                    let n = r.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    f.write_all(&buf[..n]).unwrap();
+                }
+            }
+            f.sync_all().unwrap();
+            let plain = t.elapsed();
+            let t = std::time::Instant::now();
+            let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.path().join("a.tar")).unwrap());
+            let s = write_archive(&set, blobs.as_ref(), &signer, &mut f, 0, &mut |_, _| Ok(())).unwrap();
+            f.into_inner().unwrap().sync_all().unwrap();
+            let write = t.elapsed();
+            let mb = s.size as f64 / 1e6;
+            // Reading: a plain read of the file against the archive read into a fresh blob store.
+            let t = std::time::Instant::now();
+            let mut r = std::fs::File::open(dir.path().join("a.tar")).unwrap();
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+            let plain_read = t.elapsed();
+            let target = LocalBlobStore::open(dir.path().join(format!("dst{round}"))).unwrap();
+            let pinner = StorePinner { meta: meta.clone(), handle: handle.clone(), ttl: std::time::Duration::from_secs(600), job: None };
+            let t = std::time::Instant::now();
+            let mut r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(dir.path().join("a.tar")).unwrap());
+            read_archive(&mut r, &TrustPolicy::AnySignatureOrNone, Some(&s.digest), &target, &pinner, &|_, _| {}).unwrap();
+            let read = t.elapsed();
+            println!(
+                "round {round}: {mb:.0} MB; write {:.0} MB/s vs plain copy {:.0} MB/s ({:.0}%); read into a store {:.0} MB/s vs plain read {:.0} MB/s",
+                mb / write.as_secs_f64(),
+                mb / plain.as_secs_f64(),
+                100.0 * plain.as_secs_f64() / write.as_secs_f64(),
+                mb / read.as_secs_f64(),
+                mb / plain_read.as_secs_f64(),
+            );
+        }
+    })
+    .await
+    .unwrap();
+}

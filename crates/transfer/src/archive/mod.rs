@@ -18,6 +18,7 @@
 
 mod collect;
 mod contents;
+mod hasher;
 mod read;
 mod signed;
 mod tar;

@@ -7,6 +7,7 @@
 //! blobs of a refused archive become unlinked bytes the collector removes.
 
 use super::contents::{Contents, CONTENTS_NAME, OCI_LAYOUT, SIGNATURE_NAME};
+use super::hasher::ParallelHasher;
 use super::signed::decode_signature;
 use super::tar::{self, Kind};
 use super::{ArchiveError, ExportedArtifact, TransferPublicKey, TrustPolicy, INLINE_MAX};
@@ -15,7 +16,6 @@ use moat_model::{Digest, ParsedManifest};
 use moat_store::gc::BlobPins;
 use moat_store::meta::ManifestRecord;
 use moat_store::{BlobStore, MetadataStore, ReceivedBlob};
-use sha2::{Digest as _, Sha256};
 use std::io::{self, Read};
 use std::time::Duration;
 
@@ -110,7 +110,7 @@ impl Pinner for StorePinner {
 /// Hashes and counts every byte read.
 struct Hashing<'a> {
     inner: &'a mut dyn Read,
-    hasher: Sha256,
+    hasher: ParallelHasher,
     pos: u64,
 }
 
@@ -168,7 +168,7 @@ impl<'a> ArchiveReader<'a> {
     ) -> Result<ArchiveReader<'a>, ArchiveError> {
         let mut r = Hashing {
             inner: input,
-            hasher: Sha256::new(),
+            hasher: ParallelHasher::new(),
             pos: 0,
         };
         let e = expect(&mut r, "oci-layout")?;
@@ -329,7 +329,7 @@ impl<'a> ArchiveReader<'a> {
                 ));
             }
         }
-        let catalog_digest = Digest::from_sha256_bytes(&self.input.hasher.clone().finalize());
+        let catalog_digest = self.input.hasher.digest();
         if let Some(expected) = expected {
             if expected != &catalog_digest {
                 return Err(ArchiveError::CatalogMismatch {

@@ -3,12 +3,12 @@
 //! byte but sending only those after `skip` (what the target holds already).
 
 use super::contents::{self, ContentsEntry, CONTENTS_NAME, OCI_LAYOUT, SIGNATURE_NAME};
+use super::hasher::ParallelHasher;
 use super::signed::{encode_signature, SIGNATURE_FILE_LEN};
 use super::tar::{self, Kind};
 use super::{ArchiveError, ExportSet, TransferSigner};
 use moat_model::Digest;
 use moat_store::BlobStore;
-use sha2::{Digest as _, Sha256};
 use std::io::{Read, Write};
 
 /// What an archive write reports to its caller, which may persist a checkpoint there (and stop the write by
@@ -41,7 +41,7 @@ pub struct ArchiveSummary {
 /// Hashes every byte and passes on only those at or after `skip`.
 struct Out<'a, W: Write + ?Sized> {
     inner: &'a mut W,
-    hasher: Sha256,
+    hasher: ParallelHasher,
     pos: u64,
     skip: u64,
 }
@@ -111,7 +111,7 @@ pub(crate) fn write_inner<W: Write + ?Sized>(
     let head = contents::head(set, key_of(signer));
     let mut o = Out {
         inner: out,
-        hasher: Sha256::new(),
+        hasher: ParallelHasher::new(),
         pos: 0,
         skip,
     };
@@ -166,7 +166,7 @@ pub(crate) fn write_inner<W: Write + ?Sized>(
     debug_assert_eq!(o.pos, total);
     o.inner.flush()?;
     Ok(ArchiveSummary {
-        digest: Digest::from_sha256_bytes(&o.hasher.finalize()),
+        digest: o.hasher.digest(),
         size: o.pos,
         blobs: head.contents.entries.len(),
     })
