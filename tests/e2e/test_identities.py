@@ -64,6 +64,13 @@ OPERATOR_COMMANDS = [
     ["jobs", "list"],
     ["jobs", "show", "0f6c1f4e-0000-4000-8000-000000000000"],
     ["jobs", "cancel", "0f6c1f4e-0000-4000-8000-000000000000"],
+    ["secret", "set", "--id", "https://kv1.vault.azure.net/secrets/sas", "--value", "x"],
+    ["secret", "show", "--id", "https://kv1.vault.azure.net/secrets/sas", "--reveal"],
+    ["secret", "list"],
+    ["secret", "delete", "--vault-name", "kv1", "--name", "sas"],
+    ["storage-account", "add", "--name", "acct1", "--key", "c2VjcmV0"],
+    ["storage-account", "list"],
+    ["storage-account", "delete", "--name", "acct1"],
 ]
 
 
