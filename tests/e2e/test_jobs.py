@@ -57,7 +57,7 @@ def test_remote_import_resumes_after_kill9_without_fetching_twice(moat, tmp_path
     img = build_image(8, layer_size=4 * 1024 * 1024)
     secret = "pw-remote-" + tmp_path.name
     fake = fake_registry(img, mode="slow", auth=("puller", secret))
-    fake.slow_step = 0.4  # the largest layer takes ~8 s: the kill lands while it downloads
+    fake.slow_step = 0.6  # the largest layer takes ~12 s: the kill lands while it downloads
     r = env.import_request("default", {
         "source": {"registryUri": f"http://{fake.host}", "sourceImage": "fake/app:1",
                    "credentials": {"username": "puller", "password": secret}},
