@@ -28,7 +28,7 @@ pub use collect::{collect_export, MAX_ARTIFACTS, MAX_EXPORT_MANIFESTS};
 pub use contents::{Contents, ContentsArtifact, ContentsEntry};
 pub use read::{read_archive, ArchiveReader, Pinner, ReadArchive, StorePinner};
 pub use signed::{BadPublicKey, TransferPublicKey, TransferSigner, TrustPolicy};
-pub use write::{archive_size, write_archive, WriteStep};
+pub use write::{archive_size, write_archive, ArchiveSummary, WriteStep};
 
 use moat_model::Digest;
 use moat_store::meta::ManifestRecord;
