@@ -7,6 +7,7 @@ disable exactly one wins. What a run does with storage is tested in test_transfe
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 
 from conftest import (REPO_ROOT, Arm, assert_arm_error, azure_env, create_private_endpoint,
@@ -275,3 +276,32 @@ def test_moat_acr_commands(moat, tmp_path):
         cli("acr", kind, "delete", "-r", "clireg", "-n", name)
     assert cli.json("acr", "export-pipeline", "list", "-r", "clireg") == []
     assert_error(cli("acr", "import-pipeline", "delete", "-r", "clireg", "-n", "import01", rc=None), 3)
+
+
+def test_sas_secret_stays_in_the_secret_store(moat, tmp_path):
+    """A pipeline names its SAS secret by URI (`moat secret set`); the token itself appears in no management
+    answer, activity or audit row, nor in the server's log."""
+    owner = sp_create(moat, "sas-owner", "Owner")
+    arm = Arm(moat, owner, api_version=API)
+    premium(arm, "sasreg")
+    token_sig = secrets.token_urlsafe(24)
+    sas = f"sv=2024-11-04&ss=b&srt=sco&sp=rwlac&se=2030-01-01&spr=https&sig={token_sig}"
+    value = tmp_path / "sas.txt"
+    value.write_text(sas)
+    moat.moat("secret", "set", "--id", KV, "--file", str(value), "--listen", moat.login_server)
+    answers = []
+    for kind, prop in [("exportPipelines", "target"), ("importPipelines", "source")]:
+        path = pipeline_path(arm, "sasreg", kind, "sasuser01")
+        r = arm.request("PUT", path, {"identity": {"type": "SystemAssigned"},
+                                      "properties": {prop: {"uri": CONTAINER, "keyVaultUri": KV}}})
+        assert r.status_code == 201, r.text
+        assert r.json()["properties"][prop]["keyVaultUri"] == KV, r.text
+        answers += [r.text, arm.request("GET", path).text, arm.request("GET", pipeline_path(arm, "sasreg", kind)).text]
+    answers.append(arm.request("GET", arm.registry_path("sasreg"), api_version="2025-11-01").text)
+    answers.append(moat.moat("audit", "--output", "json", "--log", "all").stdout)
+    answers.append(moat.log_path.read_text(errors="replace"))
+    for text in answers:
+        assert token_sig not in text, text[:2000]
+    # The value is there to be found (the search could fail): the secret store has it, sealed.
+    shown = moat.moat("secret", "show", "--id", KV, "--reveal", "--listen", moat.login_server).stdout
+    assert token_sig in shown, shown
