@@ -336,7 +336,7 @@ mod tests {
     fn an_import_pipeline_gets_acrs_defaults() {
         let p = parse_pipeline(
             PipelineKind::Import,
-            &json!({"identity": {"type": "SystemAssigned"}, "properties": {"source": {"uri": "https://a.blob.core.windows.net/c", "keyVaultUri": KV}}}),
+            &json!({"identity": {"type": "SystemAssigned"}, "properties": {"source": {"uri": "https://acct1.blob.core.windows.net/exports", "keyVaultUri": KV}}}),
         )
         .unwrap();
         assert_eq!(p.trigger, Some(TriggerStatus::Enabled));
@@ -352,7 +352,7 @@ mod tests {
     fn bad_input_is_named() {
         let e = parse_pipeline(
             PipelineKind::Export,
-            &json!({"properties": {"target": {"uri": "https://a.blob.core.windows.net/c", "keyVaultUri": KV}, "options": ["OverwriteTags"]}}),
+            &json!({"properties": {"target": {"uri": "https://acct1.blob.core.windows.net/exports", "keyVaultUri": KV}, "options": ["OverwriteTags"]}}),
         )
         .unwrap_err();
         assert_eq!(e.target.as_deref(), Some("properties.options"));
@@ -360,7 +360,7 @@ mod tests {
         assert_eq!(e.target.as_deref(), Some("properties.target"));
         let e = parse_pipeline(
             PipelineKind::Export,
-            &json!({"properties": {"target": {"uri": "https://a.blob.core.windows.net/c", "keyVaultUri": KV}, "tirgger": {}}}),
+            &json!({"properties": {"target": {"uri": "https://acct1.blob.core.windows.net/exports", "keyVaultUri": KV}, "tirgger": {}}}),
         )
         .unwrap_err();
         assert_eq!(e.target.as_deref(), Some("properties.tirgger"));
@@ -370,7 +370,7 @@ mod tests {
     fn managed_identity_mode_gets_a_system_identity_and_no_secret() {
         let p = parse_pipeline(
             PipelineKind::Export,
-            &json!({"properties": {"target": {"uri": "https://a.blob.core.windows.net/c", "keyVaultUri": KV, "storageAccessMode": "ManagedIdentity"}}}),
+            &json!({"properties": {"target": {"uri": "https://acct1.blob.core.windows.net/exports", "keyVaultUri": KV, "storageAccessMode": "ManagedIdentity"}}}),
         )
         .unwrap();
         assert_eq!(p.storage.key_vault_uri, None);
