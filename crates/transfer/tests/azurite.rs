@@ -331,6 +331,21 @@ fn errors_say_what_to_do() {
     .list()
     .unwrap_err();
     assert!(matches!(e, StorageError::Unreachable { .. }), "{e:?}");
+
+    // A SAS token never shows in an error: ureq's own message starts with the whole URL.
+    let e = open_with(
+        &uri(closed, "exists"),
+        Credential::Sas(account_sas("rl", KEY)),
+        &outbound(OutboundRules::default()),
+        &options(1 << 20),
+    )
+    .unwrap()
+    .list()
+    .unwrap_err();
+    let sas = account_sas("rl", KEY);
+    let sig = sas.split("sig=").nth(1).unwrap();
+    let shown = format!("{e} {e:?}");
+    assert!(!shown.contains(sig) && !shown.contains("sig=%"), "{shown}");
 }
 
 /// The storage going away mid-export: the staged blocks fail (after their retries) and the commit reports the

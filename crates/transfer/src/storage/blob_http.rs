@@ -71,6 +71,38 @@ pub fn parse_http_date(s: &str) -> Option<std::time::SystemTime> {
     Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(dt.unix_timestamp()).ok()?))
 }
 
+/// A transport failure without its URL: ureq's own text starts with the full URL, SAS token included, and this
+/// text ends up in a run's `pipelineRunErrorMessage`.
+fn transport_why(t: &ureq::Transport) -> String {
+    let mut s = t.kind().to_string();
+    if let Some(m) = t.message() {
+        s.push_str(": ");
+        s.push_str(m);
+    }
+    if let Some(src) = std::error::Error::source(t) {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+    }
+    redact_sig(&s)
+}
+
+/// Hides every `sig=` value (a SAS signature) in a text.
+pub fn redact_sig(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("sig=") {
+        out.push_str(&rest[..i + 4]);
+        out.push_str("REDACTED");
+        rest = &rest[i + 4..];
+        let end = rest
+            .find(|c: char| c == '&' || c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn query_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -226,7 +258,7 @@ impl Client {
                 Some(r) => StorageError::Refused(r),
                 None => StorageError::Unreachable {
                     uri: url,
-                    why: t.to_string(),
+                    why: transport_why(&t),
                 },
             }),
         }
@@ -246,6 +278,7 @@ impl Client {
         let message = xml::text(&body, "Message")
             .map(|m| m.lines().next().unwrap_or("").to_string())
             .unwrap_or_else(|| moat_model::text::bound(body.trim(), 300));
+        let message = redact_sig(&message);
         match (status, code.as_deref()) {
             (401 | 403, _) => StorageError::CredentialRefused {
                 uri: self.url(None),
@@ -294,6 +327,14 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sas_signatures_are_redacted() {
+        assert_eq!(
+            redact_sig("http://h/c?sv=1&sig=abc%2F&se=2 and sig=x"),
+            "http://h/c?sv=1&sig=REDACTED&se=2 and sig=REDACTED"
+        );
+    }
 
     #[test]
     fn dates_round_trip() {
