@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 mod gc;
 mod logins;
 mod raw;
+mod transfer;
 
 const MIB: f64 = 1024.0 * 1024.0;
 const FRAME: usize = 1 << 20;
@@ -2014,7 +2015,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     const USAGE: &str = "usage: moat-bench [--quick] [--only N[,N…]]";
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}\n  --only: run only these workloads (1-9; 5, the physical limits, always runs)\n  env: MOAT_BIN (default target/release/moat), DISTRIBUTION_BIN (default /usr/bin/docker-registry), SKOPEO_BIN (default /usr/bin/skopeo), BENCH_TMPDIR");
+        println!("{USAGE}\n  --only: run only these workloads (1-10; 5, the physical limits, always runs)\n  env: MOAT_BIN (default target/release/moat), DISTRIBUTION_BIN (default /usr/bin/docker-registry), SKOPEO_BIN (default /usr/bin/skopeo), BENCH_TMPDIR; workload 10: MOAT_AZURITE (default .tools/azurite), BENCH_PYTHON (default .venv-transfer/bin/python)");
         return Ok(());
     }
     let mut only: Option<Vec<u32>> = None;
@@ -2028,10 +2029,15 @@ async fn main() -> Result<()> {
                 })?;
                 let ns = list
                     .split(',')
-                    .map(|n| n.trim().parse::<u32>().ok().filter(|n| (1..=9).contains(n)))
+                    .map(|n| {
+                        n.trim()
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|n| (1..=10).contains(n))
+                    })
                     .collect::<Option<Vec<u32>>>()
                     .ok_or_else(|| {
-                        anyhow!("--only {list}: workloads are numbers 1 to 9 ({USAGE})")
+                        anyhow!("--only {list}: workloads are numbers 1 to 10 ({USAGE})")
                     })?;
                 only = Some(ns);
             }
@@ -2468,6 +2474,32 @@ async fn main() -> Result<()> {
         drop((big, tiny));
     }
 
+    let mut transfer_fig: Option<transfer::TransferFig> = None;
+    if wants(10) {
+        eprintln!(
+            "[moat] 10. ACR Transfer: a {} MiB image of {IMPORT_LAYERS} gzip layers exported to a LocalDirectory and to Azurite, imported into a second moat; against the disk and azure-storage-blob ({} rounds)",
+            sizes.large >> 20,
+            sizes.rounds
+        );
+        let img = {
+            let n = sizes.large;
+            tokio::task::spawn_blocking(move || Image::random(n, IMPORT_LAYERS, 100)).await?
+        };
+        transfer_fig = note(
+            &mut errors,
+            "moat: transfer pipelines",
+            tokio::time::timeout(t * 2, transfer::transfer(&env, &img, sizes.rounds)).await,
+        );
+        if let Some(f) = transfer_fig {
+            eprintln!(
+                "  archive {:.0} MiB; export to Azurite {:.0} MiB/s vs SDK upload {:.0} ({:.2}x); import {:.0} vs SDK download {:.0} ({:.2}x); LocalDirectory {:.0} vs disk {:.0} ({:.2}x)",
+                f.archive_mib, f.export_azure, f.sdk_upload, f.export_azure / f.sdk_upload,
+                f.import_azure, f.sdk_download, f.import_azure / f.sdk_download,
+                f.export_local, f.disk, f.export_local / f.disk
+            );
+        }
+    }
+
     // Report
     let ge = |m: Option<f64>, d: Option<f64>, k: f64| match (m, d) {
         (Some(m), Some(d)) if d > 0.0 => Some(m >= k * d),
@@ -2771,6 +2803,33 @@ async fn main() -> Result<()> {
             dist: None,
             target: ">= 0.90".into(),
             pass: gc_fig.map(|f| f.during / f.baseline >= 0.9),
+        },
+        Row {
+            metric: "transfer_export_azure",
+            label: "10a export to Azurite / SDK upload",
+            unit: "MiB/s",
+            moat: transfer_fig.map(|f| f.export_azure),
+            dist: transfer_fig.map(|f| f.sdk_upload),
+            target: ">= 0.8x".into(),
+            pass: transfer_fig.map(|f| f.export_azure >= 0.8 * f.sdk_upload),
+        },
+        Row {
+            metric: "transfer_import_azure",
+            label: "10b import from Azurite / SDK download",
+            unit: "MiB/s",
+            moat: transfer_fig.map(|f| f.import_azure),
+            dist: transfer_fig.map(|f| f.sdk_download),
+            target: ">= 0.8x".into(),
+            pass: transfer_fig.map(|f| f.import_azure >= 0.8 * f.sdk_download),
+        },
+        Row {
+            metric: "transfer_export_local",
+            label: "10c LocalDirectory export / fsync'd disk",
+            unit: "MiB/s",
+            moat: transfer_fig.map(|f| f.export_local),
+            dist: transfer_fig.map(|f| f.disk),
+            target: ">= 0.8x".into(),
+            pass: transfer_fig.map(|f| f.export_local >= 0.8 * f.disk),
         },
         Row {
             metric: "gc_duration",
