@@ -483,12 +483,19 @@ def parse_challenge(value: str) -> tuple[str, dict]:
 
 class MoatServer:
     def __init__(self, workdir: Path, https: bool = True, admin_password: str | None = "generate",
-                 extra_args=None, env=None, port: int | None = None, tls_ca: str | None = None):
+                 extra_args=None, env=None, port: int | None = None, tls_ca: str | None = None,
+                 transfer_dirs=None):
         self.workdir = Path(workdir)
         self.data_dir = self.workdir / "data"
         self.https = https
         self.port = port or free_port()
         self.extra_args = list(extra_args or [])
+        if transfer_dirs:
+            # LocalDirectory pipelines may use only the operator's `[outbound] directories`.
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            cfg = self.workdir / "transfer-dirs.toml"
+            cfg.write_text("[outbound]\ndirectories = [%s]\n" % ", ".join(json.dumps(str(d)) for d in transfer_dirs))
+            self.extra_args += ["--config", str(cfg)]
         self.tls_ca = tls_ca  # trust this instead of <data dir>/tls/ca.pem (with --tls-cert)
         self.env = dict(env or {})
         if admin_password == "generate":

@@ -10,6 +10,8 @@ import json
 import secrets
 import subprocess
 
+import pytest
+
 from conftest import (REPO_ROOT, Arm, assert_arm_error, azure_env, create_private_endpoint,
                       export_invariant_violation, protect_registry, run_concurrently, sp_create, venv_python)
 from test_moat_acr import Cli, assert_error
@@ -116,8 +118,18 @@ def test_gate_blocks_disabling_exports_and_races(moat):
             assert arm.request("DELETE", p, api_version=API).status_code == 200
 
 
-def test_arm_edges(moat):
+@pytest.fixture
+def moat_dirs(moat_factory, tmp_path_factory):
+    """A Moat whose operator lists /media/usb and a temp directory as transfer directories."""
+    base = tmp_path_factory.mktemp("transferdirs")
+    s = moat_factory(transfer_dirs=["/media/usb", str(base)], start=False)
+    s.transfer_base = base
+    return s.start()
+
+
+def test_arm_edges(moat_dirs):
     """Methods, api-versions, the Premium rule, names, bad bodies and run requests: ARM errors, never a 500."""
+    moat = moat_dirs
     owner = sp_create(moat, "edge-owner", "Owner")
     arm = Arm(moat, owner, api_version=API)
     premium(arm, "edgereg")
@@ -222,12 +234,15 @@ def test_arm_edges(moat):
     assert arm.request("GET", pipeline_path(arm, "edgereg", "importPipelines")).json()["value"] == []
 
 
-def test_moat_acr_commands(moat, tmp_path):
+def test_moat_acr_commands(moat_dirs, tmp_path):
     """`moat acr export-pipeline|import-pipeline|pipeline-run` with the acrtransfer extension's flags."""
+    moat = moat_dirs
+    cli_dir = tmp_path
+    tmp_path = moat.transfer_base
     owner = sp_create(moat, "cli-xfer", "Owner")
     arm = Arm(moat, owner)
     premium(arm, "clireg")
-    cli = Cli(moat, tmp_path / "cfg")
+    cli = Cli(moat, cli_dir / "cfg")
     cli.login(owner)
     p = cli.json("acr", "export-pipeline", "create", "-r", "clireg", "-n", "export01",
                  "-c", "https://XferAcct.blob.core.windows.net/Exports", "-s", KV, "-m", "SasToken",
@@ -305,3 +320,34 @@ def test_sas_secret_stays_in_the_secret_store(moat, tmp_path):
     # The value is there to be found (the search could fail): the secret store has it, sealed.
     shown = moat.moat("secret", "show", "--id", KV, "--reveal", "--listen", moat.login_server).stdout
     assert token_sig in shown, shown
+
+def test_local_directories_are_the_operators(moat_dirs, tmp_path):
+    """A LocalDirectory pipeline may name only a directory the operator listed (`[outbound] directories`), in
+    every spelling: outside the list, a sibling sharing its prefix, '..', a symbolic link out of a listed one."""
+    moat = moat_dirs
+    owner = sp_create(moat, "dir-owner", "Owner")
+    arm = Arm(moat, owner, api_version=API)
+    premium(arm, "dirreg")
+    base = moat.transfer_base
+    (base / "ok").mkdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (base / "escape").symlink_to(outside)
+    def put(kind, name, uri):
+        side = "target" if kind == "exportPipelines" else "source"
+        body = {"properties": {side: {"type": "LocalDirectory", "uri": uri}}}
+        if kind == "importPipelines":
+            body["properties"]["trigger"] = {"sourceTrigger": {"status": "Disabled"}}
+        return arm.request("PUT", pipeline_path(arm, "dirreg", kind, name), body)
+    for kind in ("exportPipelines", "importPipelines"):
+        assert put(kind, "okdir1", f"file://{base}/ok").status_code == 201
+        assert put(kind, "okdir2", f"file://{base}/not-yet-mounted").status_code == 201
+        for i, uri in enumerate([f"file://{outside}", "file:///etc", f"file://{base}2", f"file://{base}/escape",
+                                 f"file://{base}/escape/sub", "file:///media/usb/../../etc", "file:///"]):
+            r = put(kind, f"baddir{i}", uri)
+            err = assert_arm_error(r, 400, r.json().get("error", {}).get("code", "?"), target=True)
+            assert err["target"].endswith(".uri"), (uri, err)
+            assert "directories" in err["message"] or "'..'" in err["message"], (uri, err)
+            assert arm.request("GET", pipeline_path(arm, "dirreg", kind, f"baddir{i}")).status_code == 404
+    # Nothing was written outside the listed directories.
+    assert list(outside.iterdir()) == []

@@ -17,6 +17,41 @@ pub struct OutboundRules {
     pub allow: Vec<IpNet>,
     /// Destinations refused; wins over `allow`.
     pub deny: Vec<IpNet>,
+    /// The directories transfer pipelines may write archives to and read them from (`LocalDirectory`: removable
+    /// media, a data diode's inbox), each with everything below it. None by default: a management caller must not
+    /// choose where on the server's disks files are written.
+    pub directories: Vec<std::path::PathBuf>,
+}
+
+/// Why a directory is refused to a transfer pipeline.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryDenial {
+    #[error("the directory '{0}' is not one of this server's transfer directories: add it (or a directory above it) to `directories` under [outbound] in the configuration file (moat.toml) and restart the server")]
+    NotListed(String),
+    #[error("the directory '{0}' is not an absolute path without '.' or '..' segments")]
+    NotPlain(String),
+}
+
+/// Whether `dir` is one of `allowed` or below one, comparing whole path components (never string prefixes: `/media/usb2`
+/// is not below `/media/usb`). Pure: the connector also checks the path with its symbolic links resolved.
+pub fn decide_directory(
+    dir: &std::path::Path,
+    allowed: &[std::path::PathBuf],
+) -> Result<(), DirectoryDenial> {
+    use std::path::Component;
+    let shown = || crate::text::escape(&dir.to_string_lossy());
+    if !dir.is_absolute()
+        || dir
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(DirectoryDenial::NotPlain(shown()));
+    }
+    if allowed.iter().any(|a| dir.starts_with(a)) {
+        Ok(())
+    } else {
+        Err(DirectoryDenial::NotListed(shown()))
+    }
 }
 
 /// The ranges refused unless the operator allows them: instance metadata services answer there with the host's
@@ -236,6 +271,7 @@ mod tests {
         let rules = OutboundRules {
             allow: nets(&["10.0.0.0/8", "127.0.0.0/8"]),
             deny: nets(&["10.9.0.0/16", "127.0.0.9"]),
+            ..Default::default()
         };
         assert!(!deny("10.1.2.3:443", false, &[], &rules));
         assert!(deny("10.9.2.3:443", false, &[], &rules));
@@ -246,6 +282,29 @@ mod tests {
             decide_outbound(sa("192.0.2.1:443"), false, &[], &rules),
             OutboundDecision::Deny(OutboundDenial::NotAllowed)
         );
+    }
+
+    #[test]
+    fn directories_are_whole_components_below_a_listed_one() {
+        let allowed = vec![std::path::PathBuf::from("/media/usb")];
+        let d = |p: &str| decide_directory(std::path::Path::new(p), &allowed);
+        assert_eq!(d("/media/usb"), Ok(()));
+        assert_eq!(d("/media/usb/moat/exports"), Ok(()));
+        assert!(matches!(
+            d("/media/usb2"),
+            Err(DirectoryDenial::NotListed(_))
+        ));
+        assert!(matches!(d("/media"), Err(DirectoryDenial::NotListed(_))));
+        assert!(matches!(d("/etc"), Err(DirectoryDenial::NotListed(_))));
+        assert!(matches!(
+            d("/media/usb/../../etc"),
+            Err(DirectoryDenial::NotPlain(_))
+        ));
+        assert!(matches!(d("media/usb"), Err(DirectoryDenial::NotPlain(_))));
+        assert!(matches!(
+            decide_directory(std::path::Path::new("/media/usb"), &[]),
+            Err(DirectoryDenial::NotListed(_))
+        ));
     }
 
     #[test]
@@ -262,6 +321,7 @@ mod tests {
         let allow = OutboundRules {
             allow: nets(&["169.254.169.254/32"]),
             deny: vec![],
+            ..Default::default()
         };
         assert!(!deny("169.254.169.254:80", false, &[], &allow));
     }
@@ -299,7 +359,11 @@ mod tests {
             proptest::collection::vec(net(), 0..3),
             proptest::collection::vec(net(), 0..3),
         )
-            .prop_map(|(allow, deny)| OutboundRules { allow, deny })
+            .prop_map(|(allow, deny)| OutboundRules {
+                allow,
+                deny,
+                ..Default::default()
+            })
     }
 
     proptest! {

@@ -11,9 +11,13 @@
 //! they were given for (a blob redirect to a CDN carries its own signature in the URL). No proxy is used, from the
 //! environment or otherwise: the address checked is the address connected to.
 
-use moat_model::outbound::{decide_outbound, OutboundDecision, OutboundDenial, OutboundRules};
+pub use moat_model::outbound::DirectoryDenial;
+use moat_model::outbound::{
+    decide_directory, decide_outbound, OutboundDecision, OutboundDenial, OutboundRules,
+};
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +65,25 @@ fn is_local(ip: IpAddr) -> bool {
     ip.is_loopback() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
+/// `path` with the symbolic links of its longest existing ancestor resolved (the rest appended as written): a
+/// directory not made yet still cannot hide behind a link that leads elsewhere.
+fn resolved(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 impl Outbound {
     pub fn new(rules: OutboundRules, listening: Arc<dyn Listening>) -> Outbound {
         Outbound {
@@ -101,6 +124,18 @@ impl Outbound {
             self.check(netloc, *a)?;
         }
         Ok(addrs)
+    }
+
+    /// Whether a transfer pipeline may use directory `dir` (the operator's `[outbound] directories`), first as
+    /// written and then, when it exists, with its symbolic links resolved (a link inside a listed directory
+    /// pointing elsewhere is refused). Returns the path to use: the resolved one when it exists.
+    pub fn check_directory(&self, dir: &Path) -> Result<PathBuf, DirectoryDenial> {
+        decide_directory(dir, &self.rules.directories)?;
+        // The listed directories themselves may be links (/media/usb -> /run/media/…): compared resolved too.
+        let listed: Vec<PathBuf> = self.rules.directories.iter().map(|d| resolved(d)).collect();
+        let real = resolved(dir);
+        decide_directory(&real, &listed)?;
+        Ok(real)
     }
 
     /// The HTTP agent every outbound feature uses; `user_agent` names the feature (`moat-import/0.1.0`).
@@ -235,6 +270,7 @@ mod tests {
         let rules = OutboundRules {
             allow: vec![],
             deny: vec!["127.0.0.0/8".parse().unwrap()],
+            ..Default::default()
         };
         let closed = connector(vec![], rules).agent("t", None);
         let r = refused_by(&closed, &format!("http://{remote}/v2/"));

@@ -164,6 +164,9 @@ pub struct OutboundSection {
     pub allow: Vec<ipnet::IpNet>,
     #[serde(default, deserialize_with = "nets")]
     pub deny: Vec<ipnet::IpNet>,
+    /// Directories transfer pipelines of type `LocalDirectory` may use (absolute paths; everything below each).
+    #[serde(default, deserialize_with = "directories")]
+    pub directories: Vec<std::path::PathBuf>,
 }
 
 impl OutboundSection {
@@ -171,8 +174,28 @@ impl OutboundSection {
         moat_model::OutboundRules {
             allow: self.allow,
             deny: self.deny,
+            directories: self.directories,
         }
     }
+}
+
+fn directories<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<std::path::PathBuf>, D::Error> {
+    let raw: Vec<String> = serde::Deserialize::deserialize(d)?;
+    raw.iter()
+        .map(|s| {
+            let p = std::path::PathBuf::from(s.trim_end_matches('/'));
+            let p = if p.as_os_str().is_empty() {
+                "/".into()
+            } else {
+                p
+            };
+            moat_model::outbound::decide_directory(&p, std::slice::from_ref(&p))
+                .map(|()| p)
+                .map_err(|e| serde::de::Error::custom(format!("[outbound] directories: {e}")))
+        })
+        .collect()
 }
 
 fn nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
@@ -264,6 +287,14 @@ mod tests {
         assert_eq!(o.outbound.allow, vec!["10.0.0.0/8".parse().unwrap()]);
         assert_eq!(o.outbound.deny, vec!["10.1.2.3/32".parse().unwrap()]);
         assert!(toml::from_str::<ConfigFile>("[outbound]\ndeny = [\"nope\"]").is_err());
+        let o: ConfigFile =
+            toml::from_str("[outbound]\ndirectories = [\"/media/usb/\"]\n").unwrap();
+        assert_eq!(
+            o.outbound.directories,
+            vec![std::path::PathBuf::from("/media/usb")]
+        );
+        assert!(toml::from_str::<ConfigFile>("[outbound]\ndirectories = [\"media\"]").is_err());
+        assert!(toml::from_str::<ConfigFile>("[outbound]\ndirectories = [\"/a/../b\"]").is_err());
         assert!(toml::from_str::<ConfigFile>("[outbound]\nblock = []").is_err());
         let logs: ConfigFile =
             toml::from_str("access_log = true\nlog_format = \"json\"\n").unwrap();

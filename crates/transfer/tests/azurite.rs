@@ -312,6 +312,7 @@ fn errors_say_what_to_do() {
     let deny = OutboundRules {
         allow: vec![],
         deny: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Default::default()
     };
     let e = open("exists", key(), deny).list().unwrap_err();
     assert!(matches!(e, StorageError::Refused(_)), "{e:?}");

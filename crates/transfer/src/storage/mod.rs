@@ -73,6 +73,8 @@ pub enum StorageError {
     /// The outbound connector refused the address (this server itself, or the operator's lists).
     #[error("{0}")]
     Refused(#[from] moat_outbound::Refused),
+    #[error(transparent)]
+    DirectoryRefused(#[from] moat_outbound::DirectoryDenial),
 }
 
 fn code_suffix(code: &Option<String>) -> String {
@@ -215,7 +217,9 @@ pub fn open_with(
             uri, cred, outbound, options,
         )?)),
         StorageUri::LocalDirectory { dir } => match cred {
-            Credential::None => Ok(Box::new(local_dir::LocalDir::new(dir.clone()))),
+            Credential::None => Ok(Box::new(local_dir::LocalDir::new(
+                outbound.check_directory(dir)?,
+            ))),
             other => Err(StorageError::Invalid(format!(
                 "a local directory ({uri}) takes no credential, but {} was given",
                 match other {

@@ -15,7 +15,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use moat_model::audit::{AuditEvent, Operation as AuditOperation};
 use moat_model::policy::PolicyError;
-use moat_model::transfer::{check_name, PipelineKind};
+use moat_model::transfer::{check_name, Pipeline, PipelineKind};
 use moat_model::{decide, Access, Decision, DenyReason, Egress, Origin, Registry, Sku};
 use moat_store::meta::PipelineWriteError;
 use serde_json::{json, Value};
@@ -194,6 +194,24 @@ fn export_event(ctx: &ArmCtx, r: &Registry, status: u16, result: &str, why: &str
     }
 }
 
+/// A `LocalDirectory` pipeline names a directory of the server's host: only the operator's transfer directories
+/// (`[outbound] directories`), decided by the connector as each run decides it again.
+fn check_directory(state: &AppState, kind: PipelineKind, p: &Pipeline) -> ArmResult<()> {
+    let Ok(moat_model::storage_uri::StorageUri::LocalDirectory { dir }) = p.storage.uri.parse()
+    else {
+        return Ok(());
+    };
+    let field = match kind {
+        PipelineKind::Export => "properties.target.uri",
+        PipelineKind::Import => "properties.source.uri",
+    };
+    state
+        .outbound
+        .check_directory(&dir)
+        .map(|_| ())
+        .map_err(|e| ArmError::bad_request("InvalidParameter", e.to_string()).with_target(field))
+}
+
 async fn put(
     state: &AppState,
     ctx: &ArmCtx,
@@ -207,6 +225,7 @@ async fn put(
     check_name("Pipeline", name).map_err(json::invalid)?;
     require_premium(r)?;
     let pipeline = json::parse_pipeline(kind, body)?;
+    check_directory(state, kind, &pipeline)?;
     let origin = Origin::trusted_service(ctx.caller_ip);
     // The gate runs on the registry as the writing transaction reads it: a concurrent "disable exports" either
     // committed before (and this is refused) or counts this pipeline (and is refused itself).
