@@ -92,6 +92,13 @@ enum Command {
         /// Durable jobs (remote imports, pipeline runs) this server runs at once.
         #[arg(long, env = "MOAT_JOBS_CONCURRENCY", default_value_t = 2)]
         jobs_concurrency: usize,
+        /// Seconds between two looks of import pipelines' source triggers at their storage; 0 turns them off.
+        #[arg(
+            long,
+            env = "MOAT_TRANSFER_TRIGGER_INTERVAL_SECS",
+            default_value_t = 60
+        )]
+        transfer_trigger_interval_secs: u64,
         /// A proxy (address or CIDR) whose X-Forwarded-For/Forwarded headers are believed; repeatable.
         #[arg(long = "trusted-proxy", env = "MOAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
         trusted_proxies: Vec<ipnet::IpNet>,
@@ -204,6 +211,7 @@ fn config(common: &Common) -> ServeConfig {
         access_log: false,
         jobs: Default::default(),
         transfer: Default::default(),
+        transfer_trigger_interval: Duration::from_secs(60),
     }
 }
 
@@ -226,6 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             gc_grace_secs,
             gc_interval_secs,
             jobs_concurrency,
+            transfer_trigger_interval_secs,
             trusted_proxies,
             config: file,
             data_link_ttl_secs,
@@ -255,6 +264,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c.gc_grace = Duration::from_secs(gc_grace_secs);
             c.gc_interval = Duration::from_secs(gc_interval_secs);
             c.jobs.concurrency = jobs_concurrency.max(1);
+            c.transfer_trigger_interval = Duration::from_secs(transfer_trigger_interval_secs);
             moat_server::serve(c).await
         }
         Command::Registry { command } => registry::run(command).await,

@@ -46,6 +46,8 @@ pub struct ServeConfig {
     pub jobs: crate::jobs::JobsConfig,
     /// `[transfer]`: which exporters' archives an import pipeline accepts.
     pub transfer: TransferSection,
+    /// How often import pipelines' source triggers list their containers (zero: never).
+    pub transfer_trigger_interval: Duration,
 }
 
 /// How the server's log lines are written.

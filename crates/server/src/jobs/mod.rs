@@ -17,7 +17,9 @@
 //! (`job_leases`) so that among processes sharing one store only one runs it. What a tick finds that must be done
 //! durably it submits as jobs.
 
+pub mod pipeline_run;
 pub mod remote_import;
+pub mod source_trigger;
 mod worker;
 
 use crate::state::AppState;
@@ -339,6 +341,8 @@ pub(crate) fn unix_now() -> f64 {
 /// Registers every job kind this server runs and starts the runner (`moat serve`).
 pub async fn start(state: &AppState) -> Result<(), StoreError> {
     remote_import::register(&state.jobs);
+    pipeline_run::register(&state.jobs);
+    source_trigger::register(&state.jobs, state);
     worker::register_test_kinds(&state.jobs);
     state.jobs.start(state, true).await
 }
