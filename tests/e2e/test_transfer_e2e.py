@@ -238,9 +238,10 @@ def test_sdk_export_to_azurite_and_import_on_a_second_server(moat_factory, azuri
 
 def test_local_directory_with_moat_acr_commands(moat_factory, tmp_path):
     from test_moat_acr import Cli
-    a, b = moat_factory(), moat_factory()
     media = tmp_path / "usb"
     media.mkdir()
+    # LocalDirectory pipelines may use only the operator's `[outbound] directories`.
+    a, b = moat_factory(transfer_dirs=[media]), moat_factory(transfer_dirs=[media])
     digests = push_multiarch_with_referrer(a, "app", "v2")
     for server, sp_name in ((a, "ops-a"), (b, "ops-b")):
         server.cli = Cli(server, tmp_path / f"cfg-{server.port}")
