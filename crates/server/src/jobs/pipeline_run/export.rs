@@ -12,7 +12,7 @@ use crate::jobs::JobError;
 use moat_model::transfer::{PipelineOption, StorageEndpoint};
 use moat_model::{decide, Access, Decision, Egress, Origin};
 use moat_transfer::archive::{self, ArchiveError, ExportSet, TransferSigner, WriteStep};
-use moat_transfer::storage::{ArchiveStore, ArchiveWriter};
+use moat_transfer::storage::{ArchiveStore, ArchiveWriter, StorageError};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -177,16 +177,18 @@ pub(super) async fn run(job: &mut RunJob<'_>) -> Result<(), RunError> {
     let created = set.created.clone();
     let set = Arc::new(set);
     let writer = {
-        let (store, name, set, blobs, stop) = (
+        let (store, name, set, blobs, stop, ep) = (
             store.clone(),
             name.clone(),
             set.clone(),
             state.blobs.clone(),
             stop.clone(),
+            ep.clone(),
         );
         tokio::task::spawn_blocking(move || {
             write(
                 store.as_ref(),
+                &ep,
                 &name,
                 writer_state,
                 &set,
@@ -284,10 +286,12 @@ fn fingerprint(set: &ExportSet) -> String {
     hex::encode(h.finalize())
 }
 
-/// Writes and commits the archive, on a blocking thread. Errors are the run's message.
+/// Writes and commits the archive, on a blocking thread. Errors are the run's message; a storage error (a SAS
+/// without write permission fails at the first block) says which credential to check, as every other one does.
 #[allow(clippy::too_many_arguments)]
 fn write(
     store: &dyn ArchiveStore,
+    ep: &StorageEndpoint,
     name: &str,
     resume: Option<Value>,
     set: &ExportSet,
@@ -304,9 +308,11 @@ fn write(
             tracing::info!(
                 "export of '{name}' starts again: its checkpoint could not be resumed ({why})"
             );
-            store.begin_write(name, None).map_err(|e| e.to_string())?
+            store
+                .begin_write(name, None)
+                .map_err(|e| credentials::storage_message(ep, &e))?
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(credentials::storage_message(ep, &e)),
     };
     let skip = writer.durable_len();
     let mut blobs_checkpointed = 0usize;
@@ -320,7 +326,7 @@ fn write(
                 blobs_checkpointed = s.blobs_done;
                 let state = w
                     .checkpoint()
-                    .map_err(|e| ArchiveError::Stopped(e.to_string()))?;
+                    .map_err(|e| ArchiveError::Stopped(credentials::storage_message(ep, &e)))?;
                 let _ = notes.send(Note::Checkpoint {
                     writer: state,
                     bytes: s.bytes,
@@ -338,7 +344,9 @@ fn write(
     let result = archive::write_archive(set, blobs, signer, &mut *writer, skip, &mut step);
     match (result, stop.load(Ordering::SeqCst)) {
         (Ok(summary), GO) => {
-            writer.commit().map_err(|e| e.to_string())?;
+            writer
+                .commit()
+                .map_err(|e| credentials::storage_message(ep, &e))?;
             Ok(summary.digest)
         }
         // Handed over: the new owner resumes from the temporary bytes.
@@ -349,6 +357,12 @@ fn write(
         (Ok(_), _) => {
             writer.abort();
             Err("the run was cancelled".into())
+        }
+        // The writer's own failure (wrapped for `io::Write`); other I/O errors (the blob store's) stay as they are.
+        (Err(ArchiveError::Io(e)), _) if e.get_ref().is_some_and(|i| i.is::<StorageError>()) => {
+            writer.abort();
+            let e = StorageError::from_io(e, &store.uri_of(name));
+            Err(credentials::storage_message(ep, &e))
         }
         (Err(e), _) => {
             writer.abort();
