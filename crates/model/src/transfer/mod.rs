@@ -81,8 +81,6 @@ pub fn check_name(what: &str, name: &str) -> Result<(), TransferError> {
     }
 }
 
-/// `PipelineOptions` (modelAsString in the spec; Moat accepts the four names in any case and stores them as spelt there).
-
 impl fmt::Display for PipelineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{PipelineKind, TransferError};
 
+/// `PipelineOptions` (modelAsString in the spec; Moat accepts the four names in any case and stores them as spelt there).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PipelineOption {
     OverwriteTags,
