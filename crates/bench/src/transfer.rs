@@ -25,7 +25,7 @@ const API: &str = "api-version=2025-06-01-preview";
 /// Azurite's well-known development account (published in Azure's docs; not a secret).
 const ACCOUNT: &str = "devstoreaccount1";
 const ACCOUNT_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFr/ZZZtw4v/JKQoTPw==";
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 /// What Moat's Azure client uses (`moat_transfer::storage::StorageOptions::default`), given to the SDK too.
 const CONCURRENCY: usize = 4;
 const BLOCK: usize = 8 << 20;
@@ -277,12 +277,22 @@ pub async fn transfer(env: &Env, img: &Image, rounds: usize) -> Result<TransferF
         sdk.call(&["container", c]).await?;
     }
 
-    let exporter = env.start_moat(false).await?;
+    // The LocalDirectory is one the operator lists (`[outbound] directories`).
+    let out_dir = env.fresh_dir("removable")?;
+    let config = env.fresh_dir("config")?.join("moat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[outbound]\ndirectories = [{:?}]\n",
+            out_dir.display().to_string()
+        ),
+    )?;
+    let config = config.display().to_string();
+    let exporter = env.start_moat_with(false, &["--config", &config]).await?;
     let reg = Reg::plain(&exporter);
     let arm = Arm::login(env, &exporter, &reg).await?;
     img.push(&reg, REPO, "v1").await?;
     set_secret(env, &exporter, &sas).await?;
-    let out_dir = env.fresh_dir("removable")?;
     let to_local = arm
         .pipeline(
             "exportPipelines",
