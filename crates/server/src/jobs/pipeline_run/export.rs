@@ -140,7 +140,9 @@ pub(super) async fn run(job: &mut RunJob<'_>) -> Result<(), RunError> {
             skipped.join(", ")
         ));
     }
-    let fingerprint = fingerprint(&set);
+    // The signing key is in the archive's head: a rotation between two attempts makes another archive.
+    let signer = super::signer(&state).map_err(failed)?;
+    let fingerprint = fingerprint(&set, signer.kid());
     // A checkpoint of the same archive resumes it (with the contents list's time of the first attempt, so the
     // bytes are the same); one of an archive whose artifacts changed meanwhile starts again.
     let resume = job
@@ -171,7 +173,6 @@ pub(super) async fn run(job: &mut RunJob<'_>) -> Result<(), RunError> {
         }
     }
 
-    let signer = super::signer(&state).map_err(failed)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Note>();
     let stop = Arc::new(AtomicU8::new(GO));
     let created = set.created.clone();
@@ -270,9 +271,10 @@ fn archive_name(job: &RunJob<'_>, ep: &StorageEndpoint) -> Result<String, String
     }
 }
 
-/// The same archive, byte for byte: the artifacts, every manifest and every blob, in order.
-fn fingerprint(set: &ExportSet) -> String {
+/// The same archive, byte for byte: the artifacts, every manifest and every blob, in order, signed by one key.
+fn fingerprint(set: &ExportSet, kid: &str) -> String {
     let mut h = Sha256::new();
+    h.update(format!("k {kid}\n"));
     for a in &set.artifacts {
         h.update(format!("a {}|{:?}|{}\n", a.repository, a.tag, a.digest));
     }
