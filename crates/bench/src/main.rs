@@ -183,6 +183,28 @@ struct Server {
 }
 
 impl Server {
+    /// Spawns `cmd` with its output in `<dir>/<log>` and waits until it listens on `port` (and `file` exists).
+    async fn start(
+        name: &'static str,
+        cmd: Command,
+        dir: PathBuf,
+        log: &str,
+        port: u16,
+        file: Option<PathBuf>,
+    ) -> Result<Server> {
+        let log = dir.join(log);
+        let child = spawn(cmd, &log)?;
+        let mut s = Server {
+            name,
+            child,
+            dir,
+            log,
+            port,
+        };
+        s.wait_ready(file).await?;
+        Ok(s)
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -315,18 +337,8 @@ impl Env {
             cmd.arg("--insecure-http");
         }
         cmd.args(extra);
-        let log = dir.join("server.log");
-        let child = spawn(cmd, &log)?;
-        let mut s = Server {
-            name: "moat",
-            child,
-            dir,
-            log,
-            port,
-        };
-        s.wait_ready(tls.then(|| data.join("tls").join("ca.pem")))
-            .await?;
-        Ok(s)
+        let ca = tls.then(|| data.join("tls").join("ca.pem"));
+        Server::start("moat", cmd, dir, "server.log", port, ca).await
     }
 
     async fn start_distribution(&self) -> Result<Server> {
@@ -344,17 +356,7 @@ impl Env {
         )?;
         let mut cmd = Command::new(&self.dist_bin);
         cmd.arg("serve").arg(&config);
-        let log = dir.join("server.log");
-        let child = spawn(cmd, &log)?;
-        let mut s = Server {
-            name: "distribution",
-            child,
-            dir,
-            log,
-            port,
-        };
-        s.wait_ready(None).await?;
-        Ok(s)
+        Server::start("distribution", cmd, dir, "server.log", port, None).await
     }
 }
 

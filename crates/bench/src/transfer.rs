@@ -9,8 +9,8 @@
 //! Moat's rates are timed from the run's PUT to its terminal state (polled every 20 ms), over the archive's size.
 
 use super::{
-    disk_throughput, free_port, json_call, mib_s, random_bytes, repo_root, spawn, Arm, Env, Image,
-    Reg, Server, IMPORT_POLL, MIB,
+    disk_throughput, free_port, json_call, mib_s, random_bytes, repo_root, Arm, Env, Image, Reg,
+    Server, IMPORT_POLL, MIB,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
@@ -70,17 +70,7 @@ async fn start_azurite(env: &Env) -> Result<Server> {
         "--loose",
         "--silent",
     ]);
-    let log = dir.join("azurite.log");
-    let child = spawn(cmd, &log)?;
-    let mut s = Server {
-        name: "azurite",
-        child,
-        dir,
-        log,
-        port,
-    };
-    s.wait_ready(None).await?;
-    Ok(s)
+    Server::start("azurite", cmd, dir, "azurite.log", port, None).await
 }
 
 /// The SDK side: `crates/bench/azure_blob_baseline.py` in the transfer venv scripts/test makes.
