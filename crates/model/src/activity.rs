@@ -222,6 +222,7 @@ const CANONICAL: &[&str] = &[
     "Microsoft.Resources",
     "Microsoft.Graph",
     "Microsoft.Authorization",
+    "Microsoft.Insights",
     "servicePrincipals",
     "roleAssignments",
     "roleDefinitions",
@@ -255,6 +256,19 @@ const CANONICAL: &[&str] = &[
     "checkNameAvailability",
     "operationStatuses",
     "operationResults",
+    "diagnosticSettings",
+    "diagnosticSettingsCategories",
+    "metrics",
+    "metricDefinitions",
+    "metricNamespaces",
+    "actionGroups",
+    "metricAlerts",
+    "activityLogAlerts",
+    "eventtypes",
+    "values",
+    "ping",
+    "listEvents",
+    "getCallbackConfig",
 ];
 
 fn canonical(segment: &str) -> &str {
@@ -272,6 +286,7 @@ const NAMESPACES: &[&str] = &[
     "Microsoft.Resources",
     "Microsoft.Graph",
     "Microsoft.Authorization",
+    "Microsoft.Insights",
 ];
 
 /// An activity-log operation name as a person may type it (`microsoft.containerregistry/registries/WRITE`), in the
@@ -305,7 +320,7 @@ pub fn canonical_operation_name(name: &str) -> Option<String> {
 }
 
 /// Reads that are `POST`s in ARM's API and change nothing.
-const READ_ACTIONS: &[&str] = &["checkNameAvailability"];
+const READ_ACTIONS: &[&str] = &["checkNameAvailability", "listEvents", "getCallbackConfig"];
 
 /// The operation a management request names. `path` is the request path (`/subscriptions/…`).
 pub fn arm_operation(method: &str, path: &str) -> ArmOperation {

@@ -10,6 +10,7 @@ pub mod egress;
 pub mod gc;
 pub mod location;
 pub mod manifest;
+pub mod monitor;
 pub mod names;
 pub mod network;
 pub mod outbound;

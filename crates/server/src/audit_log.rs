@@ -83,6 +83,7 @@ impl AuditLog {
     }
 
     pub fn record(&self, event: AuditEvent) {
+        crate::monitor::metrics::observe(&event);
         self.enqueue(Msg::Event(Box::new(event)));
     }
 

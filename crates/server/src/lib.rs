@@ -20,6 +20,7 @@ pub mod keys;
 pub mod limits;
 pub mod listener;
 pub mod logins;
+pub mod monitor;
 pub mod notice;
 pub mod oci;
 pub mod operator;

@@ -213,6 +213,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     crate::gc::spawn_background(&state);
     crate::gc::serve_admin_socket(&state).await?;
     crate::jobs::start(&state).await?;
+    crate::monitor::start(&state);
     let sweeper = state.clone();
     tokio::spawn(async move {
         loop {

@@ -10,11 +10,13 @@ pub mod error;
 pub mod graph;
 pub mod identity;
 pub mod import;
+pub mod insights;
 mod loopback_only;
 pub mod pipelines;
 pub mod private_endpoints;
 pub mod registries;
 pub mod registry_json;
+pub mod webhooks;
 
 use crate::state::AppState;
 use axum::extract::{Request, State};
@@ -179,8 +181,12 @@ async fn handle(
         && l[2] != "resources"
         && extension.is_none()
         && l.contains(&"microsoft.containerregistry");
+    // Azure Monitor's resources (Microsoft.Insights) have api-versions of their own: each route checks its own.
+    let insights_route = insights::is_insights_path(&l);
     let api_version = if not_served {
         query_param(&query, "api-version").unwrap_or_default()
+    } else if insights_route {
+        api_version::check(query_param(&query, "api-version").as_deref(), false)?
     } else if registry_route && pipelines::is_pipeline_path(&l) {
         pipelines::check_api_version(query_param(&query, "api-version").as_deref())?
     } else {
@@ -278,6 +284,24 @@ async fn handle(
             &Method::GET,
             ["resourcegroups", _, "providers", "microsoft.containerregistry", "registries"],
         ) => registries::list(state, &ctx, Some(segments[3])).await,
+        // Azure Monitor on a registry: diagnostic settings, metrics (before the registry's own routes).
+        (
+            _,
+            ["resourcegroups", _, "providers", "microsoft.containerregistry", "registries", _, "providers", "microsoft.insights", rest @ ..],
+        ) => {
+            let (rg, name) = (segments[3], segments[7]);
+            insights::registry_dispatch(state, &ctx, rg, name, rest, &segments[10..], &body, &query)
+                .await
+        }
+        // Azure Monitor in a resource group: action groups, metric alerts, activity-log alerts.
+        (_, ["resourcegroups", _, "providers", "microsoft.insights", rest @ ..]) => {
+            insights::group_dispatch(state, &ctx, segments[3], rest, &segments[6..], &body, &query)
+                .await
+        }
+        // Azure Monitor on the subscription: the activity log, alerts listed across groups.
+        (_, ["providers", "microsoft.insights", rest @ ..]) => {
+            insights::subscription_dispatch(state, &ctx, rest, &segments[4..], &body, &query).await
+        }
         (
             _,
             ["resourcegroups", _, "providers", "microsoft.containerregistry", "registries", _, rest @ ..],

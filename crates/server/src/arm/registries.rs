@@ -12,7 +12,7 @@ use moat_model::arm_support;
 use moat_model::{Registry, RegistryName, Sku};
 use serde_json::{json, Value};
 
-fn parse_name(name: &str) -> ArmResult<String> {
+pub(crate) fn parse_name(name: &str) -> ArmResult<String> {
     name.parse::<RegistryName>().map(|n| n.as_str().to_string()).map_err(|_| {
         ArmError::bad_request(
             "InvalidResourceName",
@@ -36,7 +36,7 @@ async fn json_of(state: &AppState, ctx: &ArmCtx, r: &Registry) -> ArmResult<Valu
 /// The registry `rg/name` (the caller's rights on that scope are checked before, from the path: see
 /// [`authorize`]). A registry of that name in another resource group is not this one: the answer is the same
 /// `404` as for no registry at all.
-async fn find(state: &AppState, rg: &str, name: &str) -> ArmResult<Registry> {
+pub(crate) async fn find(state: &AppState, rg: &str, name: &str) -> ArmResult<Registry> {
     let not_found = || {
         ArmError::new(
             StatusCode::NOT_FOUND,
@@ -192,6 +192,10 @@ pub async fn dispatch(
         (_, ["exportpipelines" | "importpipelines" | "pipelineruns", ..]) => {
             let r = find(state, rg, &name).await?;
             super::pipelines::dispatch(state, ctx, &r, rest, rest_original, body).await
+        }
+        (_, ["webhooks", ..]) => {
+            let r = find(state, rg, &name).await?;
+            super::webhooks::dispatch(state, ctx, &r, &rest[1..], &rest_original[1..], body).await
         }
         (&Method::GET, ["operationstatuses", _]) => {
             let r = find(state, rg, &name).await?;

@@ -5,6 +5,7 @@
 mod activity;
 pub(crate) mod audit;
 mod content;
+pub mod consumers;
 mod group_commit;
 mod import;
 pub mod jobs;
@@ -23,6 +24,7 @@ mod uploads;
 
 pub use activity::ActivityFilter;
 pub use audit::AuditFilter;
+pub use consumers::{set_consumer_seq_on, ConsumerCursor};
 pub use content::{FinishedBlob, ManifestRecord, ReferrerRow, StoredManifest};
 pub use import::{ImportWrite, ImportWriteError};
 pub use jobs::{insert_job, JobFilter, JobRecord, JobState, Lease};

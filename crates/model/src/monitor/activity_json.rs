@@ -1,0 +1,1 @@
+//! (Owned by the activity_json work; empty until it lands.)

@@ -1,0 +1,1 @@
+//! (Owned by the alert work; empty until it lands.)

@@ -1,0 +1,1 @@
+//! (Owned by the metric work; empty until it lands.)

@@ -1,0 +1,1 @@
+//! (Owned by the resource_log work; empty until it lands.)

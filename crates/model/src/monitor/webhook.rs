@@ -1,0 +1,1 @@
+//! (Owned by the webhook work; empty until it lands.)

@@ -1,0 +1,2 @@
+-- Placeholder: the sinks work replaces this file (a fresh database runs it once).
+SELECT 1;

@@ -1,0 +1,2 @@
+-- Placeholder: the alerts work replaces this file (a fresh database runs it once).
+SELECT 1;
