@@ -72,26 +72,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "log_consumers",
         include_str!("../migrations/0019_log_consumers.sql"),
     ),
-    (
-        20,
-        "trail",
-        include_str!("../migrations/0020_trail.sql"),
-    ),
-    (
-        21,
-        "sinks",
-        include_str!("../migrations/0021_sinks.sql"),
-    ),
+    (20, "trail", include_str!("../migrations/0020_trail.sql")),
+    (21, "sinks", include_str!("../migrations/0021_sinks.sql")),
     (
         22,
         "metrics",
         include_str!("../migrations/0022_metrics.sql"),
     ),
-    (
-        23,
-        "alerts",
-        include_str!("../migrations/0023_alerts.sql"),
-    ),
+    (23, "alerts", include_str!("../migrations/0023_alerts.sql")),
     (
         24,
         "webhooks",

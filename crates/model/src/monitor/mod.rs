@@ -18,6 +18,9 @@ mod tests {
     #[test]
     fn record_ids_name_the_store_the_log_and_the_sequence() {
         assert_eq!(super::record_id("s1", "audit", 7), "s1/audit/7");
-        assert_ne!(super::record_id("s1", "audit", 7), super::record_id("s1", "activity", 7));
+        assert_ne!(
+            super::record_id("s1", "audit", 7),
+            super::record_id("s1", "activity", 7)
+        );
     }
 }

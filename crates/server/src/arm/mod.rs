@@ -295,8 +295,16 @@ async fn handle(
         }
         // Azure Monitor in a resource group: action groups, metric alerts, activity-log alerts.
         (_, ["resourcegroups", _, "providers", "microsoft.insights", rest @ ..]) => {
-            insights::group_dispatch(state, &ctx, segments[3], rest, &segments[6..], &body, &query)
-                .await
+            insights::group_dispatch(
+                state,
+                &ctx,
+                segments[3],
+                rest,
+                &segments[6..],
+                &body,
+                &query,
+            )
+            .await
         }
         // Azure Monitor on the subscription: the activity log, alerts listed across groups.
         (_, ["providers", "microsoft.insights", rest @ ..]) => {

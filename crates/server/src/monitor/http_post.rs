@@ -71,10 +71,7 @@ pub fn post_blocking(
         .collect();
     let mut buf = Vec::new();
     use std::io::Read;
-    let _ = resp
-        .into_reader()
-        .take(MAX_RESPONSE)
-        .read_to_end(&mut buf);
+    let _ = resp.into_reader().take(MAX_RESPONSE).read_to_end(&mut buf);
     Ok(Delivered {
         status,
         reason,
@@ -137,12 +134,17 @@ mod tests {
         .unwrap();
         let req = t.join().unwrap();
         assert!(req.starts_with("POST /hook?sig=secret"));
-        assert!(req.to_ascii_lowercase().contains("content-type: application/json"));
+        assert!(req
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"));
         assert!(req.to_ascii_lowercase().contains("x-custom: 1"));
         assert_eq!(d.status, 202);
         assert!(d.is_success());
         assert_eq!(d.body.len() as u64, MAX_RESPONSE);
-        assert!(d.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("x-seen") && v == "yes"));
+        assert!(d
+            .headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("x-seen") && v == "yes"));
     }
 
     #[test]
@@ -151,7 +153,8 @@ mod tests {
         let addr = l.local_addr().unwrap();
         drop(l);
         let agent = ureq::AgentBuilder::new().build();
-        let e = post_blocking(&agent, &format!("http://{addr}/h?sig=secret"), &[], b"{}").unwrap_err();
+        let e =
+            post_blocking(&agent, &format!("http://{addr}/h?sig=secret"), &[], b"{}").unwrap_err();
         assert!(!e.to_string().contains("secret"), "{e}");
     }
 }

@@ -122,16 +122,33 @@ mod tests {
             .unwrap();
         assert_eq!(meta.consumer_seq("sink:a", "audit").await.unwrap(), 0);
         assert_eq!(meta.min_consumer_seq("audit", "app").await.unwrap(), None);
-        meta.set_consumer_seq("sink:a", "audit", Some("App"), 10).await.unwrap();
-        meta.set_consumer_seq("sink:a", "audit", Some("App"), 5).await.unwrap();
+        meta.set_consumer_seq("sink:a", "audit", Some("App"), 10)
+            .await
+            .unwrap();
+        meta.set_consumer_seq("sink:a", "audit", Some("App"), 5)
+            .await
+            .unwrap();
         assert_eq!(meta.consumer_seq("sink:a", "audit").await.unwrap(), 10);
-        meta.set_consumer_seq("metrics", "audit", None, 7).await.unwrap();
-        meta.set_consumer_seq("sink:b", "audit", Some("other"), 2).await.unwrap();
-        assert_eq!(meta.min_consumer_seq("audit", "app").await.unwrap(), Some(7));
-        assert_eq!(meta.min_consumer_seq("audit", "third").await.unwrap(), Some(7));
+        meta.set_consumer_seq("metrics", "audit", None, 7)
+            .await
+            .unwrap();
+        meta.set_consumer_seq("sink:b", "audit", Some("other"), 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            meta.min_consumer_seq("audit", "app").await.unwrap(),
+            Some(7)
+        );
+        assert_eq!(
+            meta.min_consumer_seq("audit", "third").await.unwrap(),
+            Some(7)
+        );
         assert_eq!(meta.consumers("audit").await.unwrap().len(), 3);
         meta.delete_consumer("metrics").await.unwrap();
-        assert_eq!(meta.min_consumer_seq("audit", "app").await.unwrap(), Some(10));
+        assert_eq!(
+            meta.min_consumer_seq("audit", "app").await.unwrap(),
+            Some(10)
+        );
         assert_eq!(meta.min_consumer_seq("audit", "third").await.unwrap(), None);
     }
 }

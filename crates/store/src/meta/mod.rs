@@ -4,8 +4,8 @@
 
 mod activity;
 pub(crate) mod audit;
-mod content;
 pub mod consumers;
+mod content;
 mod group_commit;
 mod import;
 pub mod jobs;
