@@ -99,6 +99,14 @@ enum Command {
             default_value_t = 60
         )]
         transfer_trigger_interval_secs: u64,
+        /// Seconds between two looks at alert rules (below 60, also every metric rule's evaluation frequency).
+        #[arg(
+            long,
+            env = "MOAT_ALERT_INTERVAL_SECS",
+            default_value_t = 60,
+            hide = true
+        )]
+        alert_interval_secs: u64,
         /// A proxy (address or CIDR) whose X-Forwarded-For/Forwarded headers are believed; repeatable.
         #[arg(long = "trusted-proxy", env = "MOAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
         trusted_proxies: Vec<ipnet::IpNet>,
@@ -212,6 +220,7 @@ fn config(common: &Common) -> ServeConfig {
         jobs: Default::default(),
         transfer: Default::default(),
         transfer_trigger_interval: Duration::from_secs(60),
+        alert_interval: Duration::from_secs(60),
     }
 }
 
@@ -235,6 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             gc_interval_secs,
             jobs_concurrency,
             transfer_trigger_interval_secs,
+            alert_interval_secs,
             trusted_proxies,
             config: file,
             data_link_ttl_secs,
@@ -265,6 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c.gc_interval = Duration::from_secs(gc_interval_secs);
             c.jobs.concurrency = jobs_concurrency.max(1);
             c.transfer_trigger_interval = Duration::from_secs(transfer_trigger_interval_secs);
+            c.alert_interval = Duration::from_secs(alert_interval_secs.max(1));
             moat_server::serve(c).await
         }
         Command::Registry { command } => registry::run(command).await,

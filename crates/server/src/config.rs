@@ -48,6 +48,9 @@ pub struct ServeConfig {
     pub transfer: TransferSection,
     /// How often import pipelines' source triggers list their containers (zero: never).
     pub transfer_trigger_interval: Duration,
+    /// How often alert rules are looked at and notifications sent; below a minute it also replaces every metric
+    /// rule's evaluation frequency (tests).
+    pub alert_interval: Duration,
 }
 
 /// How the server's log lines are written.

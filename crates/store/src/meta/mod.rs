@@ -3,6 +3,7 @@
 //! instead of in `SQLITE_BUSY` retries keeps every check-and-write inside one transaction without deadlocks.
 
 mod activity;
+pub mod alerts;
 pub(crate) mod audit;
 pub mod consumers;
 mod content;
@@ -23,6 +24,7 @@ mod trigger_seen;
 mod uploads;
 
 pub use activity::ActivityFilter;
+pub use alerts::{AlertResourceRow, AlertStateRow, NewNotification, NotificationRow};
 pub use audit::AuditFilter;
 pub use consumers::{set_consumer_seq_on, ConsumerCursor};
 pub use content::{FinishedBlob, ManifestRecord, ReferrerRow, StoredManifest};
