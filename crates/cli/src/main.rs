@@ -8,6 +8,7 @@ mod keys;
 mod limits_args;
 mod logging;
 mod login;
+mod metrics_args;
 mod registry;
 mod role;
 mod secret;
@@ -127,6 +128,8 @@ enum Command {
         limits: limits_args::LimitArgs,
         #[command(flatten)]
         logs: logging::LogArgs,
+        #[command(flatten)]
+        metrics: metrics_args::MetricsArgs,
     },
     /// Manage the registries this server hosts: create, list, delete (on the data directory; see `moat serve`).
     Registry {
@@ -221,6 +224,7 @@ fn config(common: &Common) -> ServeConfig {
         transfer: Default::default(),
         transfer_trigger_interval: Duration::from_secs(60),
         alert_interval: Duration::from_secs(60),
+        metrics: Default::default(),
     }
 }
 
@@ -251,6 +255,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             import_ca_bundles,
             limits,
             logs,
+            metrics,
         } => {
             let mut c = config(&common);
             c.limits = limits.limits();
@@ -267,6 +272,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 c.outbound = file.outbound.rules();
                 c.transfer = file.transfer;
                 c.access_log |= file.access_log.unwrap_or(false);
+                c.metrics.admin_listen = file.admin_listen;
             }
             c.tls_cert = tls_cert;
             c.tls_key = tls_key;
@@ -276,6 +282,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c.jobs.concurrency = jobs_concurrency.max(1);
             c.transfer_trigger_interval = Duration::from_secs(transfer_trigger_interval_secs);
             c.alert_interval = Duration::from_secs(alert_interval_secs.max(1));
+            metrics.apply(&mut c.metrics);
             moat_server::serve(c).await
         }
         Command::Registry { command } => registry::run(command).await,

@@ -120,6 +120,11 @@ impl AuditLog {
         }
     }
 
+    /// Events queued and not yet taken by the writer (Prometheus' `moat_audit_queue_depth`).
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Waits until every event queued before this call is committed (used at shutdown).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();

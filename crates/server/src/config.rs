@@ -51,6 +51,8 @@ pub struct ServeConfig {
     /// How often alert rules are looked at and notifications sent; below a minute it also replaces every metric
     /// rule's evaluation frequency (tests).
     pub alert_interval: Duration,
+    /// The metrics aggregator's pace and the admin listener (Prometheus).
+    pub metrics: crate::monitor::metrics::MetricsConfig,
 }
 
 /// How the server's log lines are written.
@@ -125,6 +127,9 @@ pub struct ConfigFile {
     pub log_format: Option<LogFormat>,
     #[serde(default)]
     pub transfer: TransferSection,
+    /// Where Prometheus' `GET /metrics` is served (as `--admin-listen`; the flag wins).
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// `[transfer]`: the exporters whose archives import pipelines accept. An import pipeline's own

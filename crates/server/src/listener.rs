@@ -163,6 +163,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     crate::datadir::prepare(&config.data_dir)?;
     // Held until the process ends: one server per data directory, and operator commands find it.
     let _serving = ServeLock::acquire(&config.data_dir, &ServerInfo::of(&config))?;
+    crate::monitor::metrics::admin::check(&config)?;
     let meta = open_store(&config).await?;
     bootstrap(&config, &meta).await?;
     let blobs =
@@ -298,6 +299,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         public.push(accept(listener, ListenerKind::Public));
     }
     state.listeners.start(config.listen.port(), accept);
+    let admin = crate::monitor::metrics::admin::start(&state).await?;
     let declared = declare_endpoints(&state).await?;
     crate::endpoints::refresh(&state).await;
     // An endpoint the operator declared but the server cannot serve would count for the export policy while
@@ -315,7 +317,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     crate::notice::say("moat: shutting down, finishing in-flight requests");
-    for h in public {
+    for h in public.into_iter().chain(admin) {
         h.abort();
     }
     state.listeners.stop_all();
