@@ -70,6 +70,11 @@ async fn run(
         .await;
     // A collected manifest may be one a cached tag pointed at before it was untagged elsewhere.
     state.manifest_cache.invalidate();
+    if let Ok(s) = &result {
+        if !s.dry_run {
+            crate::monitor::metrics::prom::gc_run(s);
+        }
+    }
     result
 }
 

@@ -173,6 +173,7 @@ pub async fn put(
         .await;
     state.manifest_cache.invalidate();
     stored?;
+    crate::monitor::metrics::observe(&e);
     let mut resp = Response::builder()
         .status(StatusCode::CREATED)
         .header(header::LOCATION, format!("/v2/{repo}/manifests/{digest}"))

@@ -264,6 +264,7 @@ async fn commit(
         upload_id: id,
     };
     state.meta.commit_blob(blob, &e).await?;
+    crate::monitor::metrics::observe(&e);
     state.uploads.forget(id);
     created(repo, expected)
 }
@@ -411,6 +412,7 @@ async fn small_blob(
         upload_id: "",
     };
     state.meta.commit_blob(blob, &e).await?;
+    crate::monitor::metrics::observe(&e);
     created(repo, expected)
 }
 
