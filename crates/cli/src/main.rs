@@ -9,6 +9,7 @@ mod limits_args;
 mod logging;
 mod login;
 mod metrics_args;
+mod monitor;
 mod registry;
 mod role;
 mod secret;
@@ -179,6 +180,11 @@ enum Command {
     Gc(gc::GcArgs),
     /// Print the audit trail: data-plane events and the activity log, newest first.
     Audit(audit::AuditArgs),
+    /// Monitoring the operator sets up on the data directory: `moat monitor sink add|list|show|delete`.
+    Monitor {
+        #[command(subcommand)]
+        command: monitor::MonitorCommand,
+    },
     /// Durable jobs (remote imports, pipeline runs): list, show, cancel.
     Jobs {
         #[command(subcommand)]
@@ -292,6 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Role { command } => role::run(command).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Jobs { command } => jobs::run(command).await,
+        Command::Monitor { command } => monitor::run(command).await,
     }
 }
 

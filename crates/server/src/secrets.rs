@@ -268,5 +268,5 @@ async fn seal_transfer_secrets(
             }
         }
     }
-    Ok(changed)
+    Ok(changed + crate::monitor::sinks::partner::reseal(meta, sb).await?)
 }

@@ -85,6 +85,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../migrations/0024_webhooks.sql"),
     ),
+    (
+        25,
+        "partner_sinks",
+        include_str!("../migrations/0025_partner_sinks.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -5,6 +5,7 @@ pub mod activity_json;
 pub mod alert;
 pub mod metric;
 pub mod metric_query;
+pub mod partner;
 pub mod resource_log;
 pub mod webhook;
 
