@@ -15,50 +15,7 @@ use std::sync::Arc;
 #[derive(Subcommand)]
 pub enum SinkCommand {
     /// Register (or replace) a sink; prints its id, the `marketplacePartnerId` of a diagnostic setting.
-    Add {
-        #[arg(long, short)]
-        name: String,
-        /// syslog (RFC 5424 over TLS, RFC 5425 framing) or http (JSON events, Splunk HEC style).
-        #[arg(long)]
-        kind: String,
-        /// The resource group in the sink's id.
-        #[arg(long, short = 'g', default_value = DEFAULT_RESOURCE_GROUP)]
-        resource_group: String,
-        /// syslog: the collector's TLS listener, host:port (6514 by convention).
-        #[arg(long)]
-        address: Option<String>,
-        /// http: the collector's URL, https://…/services/collector (http:// only to a loopback address).
-        #[arg(long)]
-        url: Option<String>,
-        /// PEM certificates to trust for the collector (syslog: instead of the system's roots; http: besides).
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
-        /// syslog: a PEM certificate chain to present when the collector asks for one.
-        #[arg(long, requires = "client_key")]
-        client_cert: Option<PathBuf>,
-        /// syslog: the PEM private key of --client-cert (stored sealed).
-        #[arg(long, requires = "client_cert")]
-        client_key: Option<PathBuf>,
-        /// syslog: APP-NAME of the messages (default moat).
-        #[arg(long)]
-        app_name: Option<String>,
-        /// syslog: facility, a name (local0 … local7, auth, …) or 0-23 (default local0).
-        #[arg(long)]
-        facility: Option<String>,
-        /// http: a `moat secret` (https://<vault>.vault.azure.net/secrets/<name>) holding the HEC token, sent as
-        /// `Authorization: Splunk <token>` and read again whenever the sink is opened.
-        #[arg(long)]
-        token_secret: Option<String>,
-        /// http: a header to send, 'Name: value' (stored sealed, never shown); repeatable.
-        #[arg(long = "header")]
-        headers: Vec<String>,
-        /// The server's TOML file, for its [outbound] allow and deny lists (the probe obeys them as the server
-        /// will).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[command(flatten)]
-        common: Common,
-    },
+    Add(Box<AddArgs>),
     /// The registered sinks (never their secrets).
     List {
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
@@ -82,6 +39,52 @@ pub enum SinkCommand {
     },
 }
 
+#[derive(clap::Args)]
+pub struct AddArgs {
+    #[arg(long, short)]
+    name: String,
+    /// syslog (RFC 5424 over TLS, RFC 5425 framing) or http (JSON events, Splunk HEC style).
+    #[arg(long)]
+    kind: String,
+    /// The resource group in the sink's id.
+    #[arg(long, short = 'g', default_value = DEFAULT_RESOURCE_GROUP)]
+    resource_group: String,
+    /// syslog: the collector's TLS listener, host:port (6514 by convention).
+    #[arg(long)]
+    address: Option<String>,
+    /// http: the collector's URL, https://…/services/collector (http:// only to a loopback address).
+    #[arg(long)]
+    url: Option<String>,
+    /// PEM certificates to trust for the collector (syslog: instead of the system's roots; http: besides).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// syslog: a PEM certificate chain to present when the collector asks for one.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// syslog: the PEM private key of --client-cert (stored sealed).
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// syslog: APP-NAME of the messages (default moat).
+    #[arg(long)]
+    app_name: Option<String>,
+    /// syslog: facility, a name (local0 … local7, auth, …) or 0-23 (default local0).
+    #[arg(long)]
+    facility: Option<String>,
+    /// http: a `moat secret` (https://<vault>.vault.azure.net/secrets/<name>) holding the HEC token, sent as
+    /// `Authorization: Splunk <token>` and read again whenever the sink is opened.
+    #[arg(long)]
+    token_secret: Option<String>,
+    /// http: a header to send, 'Name: value' (stored sealed, never shown); repeatable.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// The server's TOML file, for its [outbound] allow and deny lists (the probe obeys them as the server
+    /// will).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+}
+
 fn read(path: &Option<PathBuf>, what: &str) -> anyhow::Result<Option<String>> {
     path.as_ref()
         .map(|p| {
@@ -92,22 +95,23 @@ fn read(path: &Option<PathBuf>, what: &str) -> anyhow::Result<Option<String>> {
 
 pub async fn run(command: SinkCommand) -> anyhow::Result<()> {
     match command {
-        SinkCommand::Add {
-            name,
-            kind,
-            resource_group,
-            address,
-            url,
-            ca_file,
-            client_cert,
-            client_key,
-            app_name,
-            facility,
-            token_secret,
-            headers,
-            config,
-            common,
-        } => {
+        SinkCommand::Add(args) => {
+            let AddArgs {
+                name,
+                kind,
+                resource_group,
+                address,
+                url,
+                ca_file,
+                client_cert,
+                client_key,
+                app_name,
+                facility,
+                token_secret,
+                headers,
+                config,
+                common,
+            } = *args;
             let new = NewSink {
                 name,
                 resource_group,

@@ -197,7 +197,8 @@ pub fn tls_config(
 
 /// A built sink of either kind.
 pub enum PartnerSink {
-    Syslog(syslog::SyslogSink),
+    /// Boxed: it holds a TLS connection's buffers.
+    Syslog(Box<syslog::SyslogSink>),
     Http(http::HttpSink),
 }
 
@@ -248,7 +249,7 @@ pub fn build(
                 _ => None,
             };
             let tls = tls_config(c.ca_pem.as_deref(), false, client).map_err(misconfigured)?;
-            Ok(PartnerSink::Syslog(syslog::SyslogSink::new(
+            Ok(PartnerSink::Syslog(Box::new(syslog::SyslogSink::new(
                 outbound.clone(),
                 tls,
                 host,
@@ -259,7 +260,7 @@ pub fn build(
                     app_name: c.app_name,
                     proc_id: std::process::id(),
                 },
-            )))
+            ))))
         }
         SinkKind::Http => {
             let c: HttpConfig = serde_json::from_value(row.config.clone()).map_err(|e| {

@@ -306,10 +306,7 @@ mod tests {
                     assert!(n > 0);
                     buf.extend_from_slice(&chunk[..n]);
                     // Split complete `LEN SP MSG` frames.
-                    loop {
-                        let Some(sp) = buf.iter().position(|b| *b == b' ') else {
-                            break;
-                        };
+                    while let Some(sp) = buf.iter().position(|b| *b == b' ') {
                         let len: usize = std::str::from_utf8(&buf[..sp]).unwrap().parse().unwrap();
                         if buf.len() < sp + 1 + len {
                             break;
