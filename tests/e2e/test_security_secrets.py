@@ -182,7 +182,7 @@ def test_the_database_holds_no_key_and_no_admin_password(server):
     db.close()
     assert len(stored) == 2 and all(v.startswith("moat-sealed:v1:") for v in stored), stored
     keys = [k.read_text().strip() for k in (server.data_dir / "keys").rglob("*.key")]
-    assert len(keys) == 5  # one per purpose: registry-tokens, entra-tokens, data-links, secrets, transfer
+    assert len(keys) == 6  # one per purpose: registry-tokens, entra-tokens, data-links, secrets, transfer, audit
     # Byte-level: no secret anywhere in the database files, in any encoding the server might use.
     blob = b"".join(p.read_bytes() for p in server.data_dir.glob("moat.db*"))
     for secret in passwords + keys:
@@ -285,7 +285,7 @@ def test_keys_rotate_keeps_issued_tokens_valid_and_signs_new_ones_with_the_new_k
 
 def test_rotate_refuses_an_unknown_purpose(moat):
     p = moat.moat("keys", "rotate", "--purpose", "everything", check=False)
-    assert p.returncode != 0 and "registry-tokens, entra-tokens, data-links, secrets or transfer" in p.stderr
+    assert p.returncode != 0 and "registry-tokens, entra-tokens, data-links, secrets, transfer or audit" in p.stderr
 
 
 def test_the_generated_admin_password_is_not_printed(moat_factory):

@@ -15,7 +15,7 @@ pub enum KeysCommand {
     /// Make a new key for one purpose. Tokens signed with the old key stay valid until they expire; rotating
     /// `secrets` re-seals every stored secret under the new key. Keys retired over a day ago are removed.
     Rotate {
-        /// registry-tokens, entra-tokens, data-links, secrets or transfer.
+        /// registry-tokens, entra-tokens, data-links, secrets, transfer or audit.
         #[arg(long, value_parser = parse_purpose)]
         purpose: Purpose,
         #[command(flatten)]
@@ -26,7 +26,7 @@ pub enum KeysCommand {
 fn parse_purpose(s: &str) -> Result<Purpose, String> {
     Purpose::parse(s).ok_or_else(|| {
         format!(
-            "'{s}' is not a key purpose: use registry-tokens, entra-tokens, data-links, secrets or transfer"
+            "'{s}' is not a key purpose: use registry-tokens, entra-tokens, data-links, secrets, transfer or audit"
         )
     })
 }

@@ -109,6 +109,8 @@ enum Command {
             hide = true
         )]
         alert_interval_secs: u64,
+        #[command(flatten)]
+        trail: audit::TrailFlags,
         /// A proxy (address or CIDR) whose X-Forwarded-For/Forwarded headers are believed; repeatable.
         #[arg(long = "trusted-proxy", env = "MOAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
         trusted_proxies: Vec<ipnet::IpNet>,
@@ -231,6 +233,7 @@ fn config(common: &Common) -> ServeConfig {
         transfer_trigger_interval: Duration::from_secs(60),
         alert_interval: Duration::from_secs(60),
         metrics: Default::default(),
+        audit: Default::default(),
     }
 }
 
@@ -255,6 +258,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             jobs_concurrency,
             transfer_trigger_interval_secs,
             alert_interval_secs,
+            trail,
             trusted_proxies,
             config: file,
             data_link_ttl_secs,
@@ -277,6 +281,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 c.private_endpoints = file.private_endpoints;
                 c.outbound = file.outbound.rules();
                 c.transfer = file.transfer;
+                c.audit = file.audit;
                 c.access_log |= file.access_log.unwrap_or(false);
                 c.metrics.admin_listen = file.admin_listen;
             }
@@ -289,6 +294,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c.transfer_trigger_interval = Duration::from_secs(transfer_trigger_interval_secs);
             c.alert_interval = Duration::from_secs(alert_interval_secs.max(1));
             metrics.apply(&mut c.metrics);
+            trail.apply(&mut c.audit);
             moat_server::serve(c).await
         }
         Command::Registry { command } => registry::run(command).await,

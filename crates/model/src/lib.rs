@@ -25,6 +25,7 @@ pub mod role_definitions;
 pub mod secret_uri;
 pub mod storage_uri;
 pub mod text;
+pub mod trail;
 pub mod transfer;
 pub mod unenforced;
 

@@ -53,6 +53,8 @@ pub struct ServeConfig {
     pub alert_interval: Duration,
     /// The metrics aggregator's pace and the admin listener (Prometheus).
     pub metrics: crate::monitor::metrics::MetricsConfig,
+    /// `[audit]`: the trail's retention and upkeep intervals.
+    pub audit: crate::monitor::trail::AuditSection,
 }
 
 /// How the server's log lines are written.
@@ -130,6 +132,8 @@ pub struct ConfigFile {
     /// Where Prometheus' `GET /metrics` is served (as `--admin-listen`; the flag wins).
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub audit: crate::monitor::trail::AuditSection,
 }
 
 /// `[transfer]`: the exporters whose archives import pipelines accept. An import pipeline's own

@@ -35,15 +35,19 @@ pub enum Purpose {
     /// The Ed25519 key that signs transfer archives (export pipeline runs): the key file's 32 bytes are its seed.
     /// Importers trust its public key (`moat transfer-key show`), so a rotation means telling them the new one.
     Transfer,
+    /// The Ed25519 key that signs the audit trail's chain heads (checkpoints). Its retired keys are never removed:
+    /// `moat audit verify` checks checkpoints signed long ago.
+    Audit,
 }
 
 impl Purpose {
-    pub const ALL: [Purpose; 5] = [
+    pub const ALL: [Purpose; 6] = [
         Purpose::RegistryTokens,
         Purpose::EntraTokens,
         Purpose::DataLinks,
         Purpose::Secrets,
         Purpose::Transfer,
+        Purpose::Audit,
     ];
 
     /// The name on the command line and of the directory.
@@ -54,6 +58,7 @@ impl Purpose {
             Purpose::DataLinks => "data-links",
             Purpose::Secrets => "secrets",
             Purpose::Transfer => "transfer",
+            Purpose::Audit => "audit",
         }
     }
 
@@ -214,6 +219,9 @@ impl KeyFiles {
 
     /// Removes the keys of `p` retired more than `OVERLAP` ago; returns their ids.
     pub fn prune(&self, p: Purpose) -> Result<Vec<String>, KeyError> {
+        if p == Purpose::Audit {
+            return Ok(Vec::new());
+        }
         let kids = self.kids(p)?;
         let mut removed = Vec::new();
         for pair in kids.windows(2) {
@@ -262,6 +270,7 @@ pub struct ServerKeys {
     pub data_links: Keyring,
     pub secrets: Keyring,
     pub transfer: Keyring,
+    pub audit: Keyring,
 }
 
 impl ServerKeys {
@@ -276,6 +285,7 @@ impl ServerKeys {
             data_links: ring(Purpose::DataLinks)?,
             secrets: ring(Purpose::Secrets)?,
             transfer: ring(Purpose::Transfer)?,
+            audit: ring(Purpose::Audit)?,
             files,
         })
     }
@@ -287,6 +297,7 @@ impl ServerKeys {
             Purpose::DataLinks => &self.data_links,
             Purpose::Secrets => &self.secrets,
             Purpose::Transfer => &self.transfer,
+            Purpose::Audit => &self.audit,
         }
     }
 

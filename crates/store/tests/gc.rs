@@ -443,8 +443,14 @@ async fn retention_purges_what_lost_its_tag_after_the_policy_was_enabled() {
         "{got:?}"
     );
     assert_eq!(
-        e.count("SELECT COUNT(*) FROM audit_events WHERE operation_name = 'Purge'")
-            .await,
+        e.meta
+            .audit_events(&moat_store::meta::AuditFilter {
+                operation: Some("Purge".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
         1
     );
     e.no_manifest_lacks_its_bytes().await;

@@ -15,6 +15,8 @@ pub struct Asked {
     pub log: Option<Log>,
     pub registry: Option<String>,
     pub repository: Option<String>,
+    /// Data-plane events only.
+    pub identity: Option<String>,
     pub operation: Option<String>,
     pub result: Option<String>,
     /// Stored time form (see `time_fmt`).
@@ -134,6 +136,9 @@ pub async fn resolve(meta: &MetadataStore, asked: &Asked) -> anyhow::Result<Filt
     if asked.repository.is_some() {
         wanted.push(("--repository", Side::Data));
     }
+    if asked.identity.is_some() {
+        wanted.push(("--identity", Side::Data));
+    }
     let registry = match &asked.registry {
         Some(r) => Some(registry(meta, r).await?),
         None => None,
@@ -176,6 +181,7 @@ pub async fn resolve(meta: &MetadataStore, asked: &Asked) -> anyhow::Result<Filt
         data: reads(Side::Data).then(|| AuditFilter {
             registry: registry.clone(),
             repository: asked.repository.clone(),
+            identity: asked.identity.clone(),
             operation: operation.clone(),
             result: result.clone(),
             since: asked.since.clone(),

@@ -4,6 +4,9 @@
 
 mod filter;
 mod table;
+mod verify;
+
+pub use verify::TrailFlags;
 
 use crate::{emit, Common, Output};
 use anyhow::Context;
@@ -25,8 +28,18 @@ pub enum Log {
     All,
 }
 
+#[derive(clap::Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the audit trail's hash chains and check their heads and signed checkpoints: exit 0 when the
+    /// trail is intact, else name the first edited, deleted or reordered record of each broken chain.
+    Verify(verify::VerifyArgs),
+}
+
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    command: Option<AuditCommand>,
     #[command(flatten)]
     common: Common,
     /// Only this registry's rows (any case; a deleted registry's trail is still found by its name).
@@ -35,6 +48,9 @@ pub struct AuditArgs {
     /// Only this repository's data-plane events.
     #[arg(long)]
     repository: Option<String>,
+    /// Only this identity's data-plane events (any case).
+    #[arg(long)]
+    identity: Option<String>,
     /// Only this operation, in any case: Login, Push, Pull, Mount, Delete, Untag, DeleteRepository,
     /// ListRepositories, ListTags, ListReferrers, ListManifests, ShowRepository, ShowTag, ShowManifest,
     /// UpdateAttributes, Import, Export (the same name whether it succeeded or was refused), or a management
@@ -215,10 +231,34 @@ fn print(rows: &[Row], output: Output, layout: &Layout) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `-o json` of data-plane events alone: streamed from the store in write order (newest first unless
+/// `--oldest-first`), each line written from the stored form without building an event (the export path).
+async fn export(
+    meta: &MetadataStore,
+    f: &moat_store::meta::AuditFilter,
+    newest_first: bool,
+    limit: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut f = f.clone();
+    f.newest_first = newest_first;
+    f.limit = limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+    let mut out = std::io::stdout().lock();
+    match meta.audit_export(&f, &mut out).await {
+        Ok(_) => Ok(()),
+        // The reader has gone (`moat audit -o json | head`): end quietly, as `emit` does.
+        Err(e) if e.to_string().contains("Broken pipe") => std::process::exit(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// How often `--follow` looks for new rows.
 const POLL: Duration = Duration::from_millis(400);
 
 pub async fn run(a: AuditArgs) -> anyhow::Result<()> {
+    if let Some(AuditCommand::Verify(v)) = a.command {
+        let dd = moat_server::operator::open(crate::config(&a.common)).await?;
+        return verify::run(&dd.meta, &dd.config.data_dir, v).await;
+    }
     let parse_time = |s: Option<String>| -> anyhow::Result<Option<String>> {
         s.map(|s| {
             moat_store::time_fmt::parse_user(&s).with_context(|| {
@@ -231,6 +271,7 @@ pub async fn run(a: AuditArgs) -> anyhow::Result<()> {
         log: Some(a.log),
         registry: a.registry,
         repository: a.repository,
+        identity: a.identity,
         operation: a.operation,
         result: a.result,
         since: parse_time(a.since)?,
@@ -240,6 +281,11 @@ pub async fn run(a: AuditArgs) -> anyhow::Result<()> {
         .await?
         .meta;
     let filters = filter::resolve(&meta, &asked).await?;
+    if !a.follow && a.output == Output::Json && filters.activity.is_none() {
+        if let Some(f) = &filters.data {
+            return export(&meta, f, !a.oldest_first, a.limit).await;
+        }
+    }
     if !a.follow {
         let rows = read(&meta, &filters, !a.oldest_first, a.limit, Cursor::default()).await?;
         let cells: Vec<Cells> = rows.iter().map(Row::cells).collect();

@@ -3,9 +3,11 @@
 //! made; refusals, which change nothing, come in batches from the server's audit writer.
 
 use super::audit::{conditions, order_and_limit};
+use super::trail;
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
 use moat_model::activity::{ActivityEvent, ActivityStatus};
+use moat_model::trail::{chain_name, AuditCanonical, ACTIVITY_LOG};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
@@ -26,33 +28,102 @@ pub struct ActivityFilter {
     pub newest_first: bool,
 }
 
-/// Writes `event` (bounded and escaped) on `conn`: the transaction of the change it records.
+/// The bytes an activity record is chained by: its stored columns, in order (shared with the verifier).
+pub(crate) fn canonical<'c>(c: &'c mut AuditCanonical, cols: &ActivityColumns<'_>) -> &'c [u8] {
+    c.start()
+        .str(Some(cols.event_data_id))
+        .str(Some(cols.time))
+        .str(Some(cols.category))
+        .str(Some(cols.operation_name))
+        .str(Some(cols.resource_id))
+        .str(cols.registry)
+        .str(Some(cols.caller))
+        .str(Some(cols.caller_ip_address))
+        .str(Some(cols.status))
+        .str(Some(cols.sub_status))
+        .int(Some(cols.http_status_code))
+        .str(Some(cols.level))
+        .str(Some(cols.correlation_id))
+        .str(Some(cols.properties));
+    c.bytes()
+}
+
+/// An activity row's stored columns.
+pub(crate) struct ActivityColumns<'a> {
+    pub event_data_id: &'a str,
+    pub time: &'a str,
+    pub category: &'a str,
+    pub operation_name: &'a str,
+    pub resource_id: &'a str,
+    pub registry: Option<&'a str>,
+    pub caller: &'a str,
+    pub caller_ip_address: &'a str,
+    pub status: &'a str,
+    pub sub_status: &'a str,
+    pub http_status_code: i64,
+    pub level: &'a str,
+    pub correlation_id: &'a str,
+    pub properties: &'a str,
+}
+
+/// Writes `event` (bounded and escaped) on `conn`: the transaction of the change it records. The record is
+/// chained to its registry's activity chain (or the chain of records of no registry) in that transaction.
 pub(crate) async fn insert_activity(
     conn: &mut SqliteConnection,
     event: &ActivityEvent,
 ) -> Result<()> {
     let e = event.sanitized();
-    sqlx::query(
-        "INSERT INTO activity_events(event_data_id, time, category, operation_name, resource_id, registry, caller,
-            caller_ip_address, status, sub_status, http_status_code, level, correlation_id, properties)
-         VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    let properties = e.properties.to_string();
+    let cols = ActivityColumns {
+        event_data_id: &e.event_data_id,
+        time: &e.time,
+        category: &e.category,
+        operation_name: &e.operation_name,
+        resource_id: &e.resource_id,
+        registry: e.registry.as_deref(),
+        caller: &e.caller,
+        caller_ip_address: &e.caller_ip_address,
+        status: e.status.as_str(),
+        sub_status: &e.sub_status,
+        http_status_code: e.http_status_code as i64,
+        level: &e.level,
+        correlation_id: &e.correlation_id,
+        properties: &properties,
+    };
+    let last: i64 = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'activity_events'), 0)",
     )
-    .bind(&e.event_data_id)
-    .bind(&e.time)
-    .bind(&e.category)
-    .bind(&e.operation_name)
-    .bind(&e.resource_id)
-    .bind(&e.registry)
-    .bind(&e.caller)
-    .bind(&e.caller_ip_address)
-    .bind(e.status.as_str())
-    .bind(&e.sub_status)
-    .bind(e.http_status_code as i64)
-    .bind(&e.level)
-    .bind(&e.correlation_id)
-    .bind(e.properties.to_string())
+    .fetch_one(&mut *conn)
+    .await?;
+    let seq = last + 1;
+    let chain = chain_name(ACTIVITY_LOG, cols.registry);
+    let mut head = trail::head(conn, &chain).await?;
+    let link = head.append(seq, canonical(&mut AuditCanonical::default(), &cols));
+    sqlx::query(
+        "INSERT INTO activity_events(seq, event_data_id, time, category, operation_name, resource_id, registry,
+            caller, caller_ip_address, status, sub_status, http_status_code, level, correlation_id, properties,
+            link)
+         VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    )
+    .bind(seq)
+    .bind(cols.event_data_id)
+    .bind(cols.time)
+    .bind(cols.category)
+    .bind(cols.operation_name)
+    .bind(cols.resource_id)
+    .bind(cols.registry)
+    .bind(cols.caller)
+    .bind(cols.caller_ip_address)
+    .bind(cols.status)
+    .bind(cols.sub_status)
+    .bind(cols.http_status_code)
+    .bind(cols.level)
+    .bind(cols.correlation_id)
+    .bind(cols.properties)
+    .bind(link)
     .execute(&mut *conn)
     .await?;
+    trail::set_head(conn, &chain, ACTIVITY_LOG, cols.registry, &head).await?;
     Ok(())
 }
 
@@ -154,11 +225,11 @@ impl MetadataStore {
 
     /// The sequence number of the last record written (0 when there is none).
     pub async fn activity_max_seq(&self) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM activity_events")
-                .fetch_one(&self.reader)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'activity_events'), 0)",
         )
+        .fetch_one(&self.reader)
+        .await?)
     }
 
     /// The operation names the activity log holds.

@@ -1,8 +1,17 @@
+//! The data-plane log, stored compactly and chained (see `moat_model::trail`): one `audit_records` row per
+//! event, its repeated strings by id (`trail_strings`), the rest packed. Every writer goes through
+//! [`insert_events`], which appends each record to its registry's chain and moves the chain's head in the same
+//! transaction, so a committed record is always chained and a chained record always committed.
+
+use super::trail::{intern, map_times, Dictionary};
 use super::MetadataStore;
 use crate::error::Result;
 use moat_model::audit::AuditEvent;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use moat_model::trail::codec::{micros_of, put_opt_i, put_u, uuid_bytes};
+use moat_model::trail::{chain_name, AuditCanonical, ChainState, TimeValue, AUDIT_LOG};
+use sqlx::SqliteConnection;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What `moat audit` asks for. Times are in the stored form (see `time_fmt`). Text filters match in any case.
 #[derive(Clone, Debug, Default)]
@@ -12,6 +21,8 @@ pub struct AuditFilter {
     pub operation: Option<String>,
     /// `ResultType`: `Success`, `Failure` or `Denied`.
     pub result: Option<String>,
+    /// Only this identity's events (any case).
+    pub identity: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
     /// Only rows written after the row with this sequence number (`moat audit --follow`).
@@ -53,166 +64,223 @@ pub(crate) fn order_and_limit(sql: &mut String, after_seq: Option<i64>, newest_f
     });
 }
 
-const COLUMNS: &str = "INSERT INTO audit_events(time_generated, category, operation_name, registry, login_server,
-    repository, tag, digest, media_type, size, identity, caller_ip_address, user_agent, duration_ms, result_type,
-    result_description, correlation_id, endpoint) VALUES ";
-const ROW: &str = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
-/// Rows per multi-row INSERT: one statement per many pulls keeps the batch writer's cost per event small.
-const ROWS_PER_STATEMENT: usize = 50;
-
-fn insert_sql(rows: usize) -> String {
-    let mut sql = String::from(COLUMNS);
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(ROW);
+/// The record's time as stored: microseconds when the text is in the stored form, else the text itself.
+pub(crate) fn stored_time(s: &str) -> TimeValue<'_> {
+    match micros_of(s) {
+        Some(us) => TimeValue::Micros(us),
+        None => TimeValue::Text(s),
     }
-    sql
 }
 
-/// Writes events on `conn`, which is the transaction of the change they record where there is one.
-async fn insert_events(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<()> {
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        // Stored bounded and escaped: these fields carry client input, and `moat audit` prints them.
-        let chunk: Vec<AuditEvent> = chunk.iter().map(AuditEvent::sanitized).collect();
-        let sql = insert_sql(chunk.len());
+/// The bytes an audit record is chained by, from its resolved fields (the one definition writers and the
+/// verifier share).
+pub(crate) fn canonical<'c>(
+    c: &'c mut AuditCanonical,
+    time: TimeValue<'_>,
+    e: &AuditEvent,
+) -> &'c [u8] {
+    c.start()
+        .time(time)
+        .str(Some(&e.category))
+        .str(Some(&e.operation_name))
+        .str(Some(&e.registry))
+        .str(Some(&e.login_server))
+        .str(e.repository.as_deref())
+        .str(e.tag.as_deref())
+        .str(e.digest.as_deref())
+        .str(e.media_type.as_deref())
+        .int(e.size)
+        .str(e.identity.as_deref())
+        .str(e.caller_ip_address.as_deref())
+        .str(e.user_agent.as_deref())
+        .int(e.duration_ms)
+        .str(Some(&e.result_type))
+        .str(Some(&e.result_description))
+        .str(e.correlation_id.as_deref())
+        .str(e.endpoint.as_deref());
+    c.bytes()
+}
+
+/// The strings of `e` that go to the dictionary.
+fn strings(e: &AuditEvent) -> impl Iterator<Item = &str> {
+    let corr = e
+        .correlation_id
+        .as_deref()
+        .filter(|c| uuid_bytes(c).is_none());
+    [
+        Some(e.category.as_str()),
+        Some(&e.operation_name),
+        Some(&e.registry),
+        Some(&e.login_server),
+        e.repository.as_deref(),
+        e.tag.as_deref(),
+        e.digest.as_deref(),
+        e.media_type.as_deref(),
+        e.identity.as_deref(),
+        e.caller_ip_address.as_deref(),
+        e.user_agent.as_deref(),
+        Some(&e.result_type),
+        Some(&e.result_description),
+        corr,
+        e.endpoint.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The packed fields (`f`): string ids (0: none), optional integers, the correlation id.
+fn pack(e: &AuditEvent, ids: &HashMap<String, i64>, out: &mut Vec<u8>) {
+    let id = |s: &str| ids.get(s).copied().unwrap_or(0) as u64;
+    let opt = |s: &Option<String>| s.as_deref().map(id).unwrap_or(0);
+    out.clear();
+    put_u(out, id(&e.category));
+    put_u(out, id(&e.operation_name));
+    put_u(out, id(&e.login_server));
+    put_u(out, opt(&e.repository));
+    put_u(out, opt(&e.tag));
+    put_u(out, opt(&e.digest));
+    put_u(out, opt(&e.media_type));
+    put_opt_i(out, e.size);
+    put_u(out, opt(&e.caller_ip_address));
+    put_u(out, opt(&e.user_agent));
+    put_opt_i(out, e.duration_ms);
+    put_u(out, id(&e.result_type));
+    put_u(out, id(&e.result_description));
+    match e.correlation_id.as_deref() {
+        None => put_u(out, 0),
+        Some(c) => match uuid_bytes(c) {
+            Some(b) => {
+                put_u(out, 1);
+                out.extend_from_slice(&b);
+            }
+            None => {
+                put_u(out, 2);
+                put_u(out, id(c));
+            }
+        },
+    }
+    put_u(out, opt(&e.endpoint));
+}
+
+/// A row about to be inserted: seq, time, registry id, identity id, packed fields, link.
+type NewRow<'a> = (i64, TimeValue<'a>, i64, Option<i64>, Vec<u8>, i64);
+
+/// Rows per multi-row INSERT (6 parameters each).
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// Writes events on `conn` (the transaction of the change they record where there is one), chained. `dict` is
+/// the writer's cache of committed ids; the pairs this call took from the database are returned so that the
+/// caller can [`Dictionary::learn`] them once its transaction has committed.
+pub(crate) async fn insert_events(
+    conn: &mut SqliteConnection,
+    events: &[AuditEvent],
+    dict: Option<&Dictionary>,
+) -> Result<Vec<(Arc<str>, i64)>> {
+    insert_events_at(conn, events, dict, None).await
+}
+
+/// [`insert_events`] at given sequence numbers (ascending, after every existing row of their chains): the
+/// conversion of rows written before the trail keeps their seqs.
+pub(crate) async fn insert_events_at(
+    conn: &mut SqliteConnection,
+    events: &[AuditEvent],
+    dict: Option<&Dictionary>,
+    seqs: Option<&[i64]>,
+) -> Result<Vec<(Arc<str>, i64)>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Stored bounded and escaped: these fields carry client input, and `moat audit` prints them.
+    let events: Vec<AuditEvent> = events.iter().map(AuditEvent::sanitized).collect();
+    let all: Vec<&str> = events.iter().flat_map(strings).collect();
+    let (ids, fresh) = intern(conn, dict, &all).await?;
+    let last: i64 = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_records'), 0)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut heads: HashMap<String, (ChainState, String)> = HashMap::new();
+    let mut canon = AuditCanonical::default();
+    let mut rows: Vec<NewRow<'_>> = Vec::with_capacity(events.len());
+    let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
+    for (i, e) in events.iter().enumerate() {
+        let seq = seqs.map_or(last + 1 + i as i64, |s| s[i]);
+        let time = stored_time(&e.time_generated);
+        if let TimeValue::Micros(us) = time {
+            min_t = min_t.min(us);
+            max_t = max_t.max(us);
+        }
+        let chain = chain_name(AUDIT_LOG, Some(&e.registry));
+        if !heads.contains_key(&chain) {
+            let h = super::trail::head(conn, &chain).await?;
+            heads.insert(chain.clone(), (h, e.registry.clone()));
+        }
+        let (head, _) = heads.get_mut(&chain).expect("inserted above");
+        let link = head.append(seq, canonical(&mut canon, time, e));
+        let mut f = Vec::with_capacity(48);
+        pack(e, &ids, &mut f);
+        let reg = ids.get(e.registry.as_str()).copied().unwrap_or(0);
+        let ident = e.identity.as_deref().and_then(|s| ids.get(s).copied());
+        rows.push((seq, time, reg, ident, f, link));
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql =
+            String::from("INSERT INTO audit_records(seq, t, reg, ident, f, link) VALUES ");
+        sql.push_str(&vec!["(?,?,?,?,?,?)"; chunk.len()].join(","));
         let mut q = sqlx::query(&sql);
-        for e in &chunk {
-            q = q
-                .bind(&e.time_generated)
-                .bind(&e.category)
-                .bind(&e.operation_name)
-                .bind(&e.registry)
-                .bind(&e.login_server)
-                .bind(&e.repository)
-                .bind(&e.tag)
-                .bind(&e.digest)
-                .bind(&e.media_type)
-                .bind(e.size)
-                .bind(&e.identity)
-                .bind(&e.caller_ip_address)
-                .bind(&e.user_agent)
-                .bind(e.duration_ms)
-                .bind(&e.result_type)
-                .bind(&e.result_description)
-                .bind(&e.correlation_id)
-                .bind(&e.endpoint);
+        for (seq, time, reg, ident, f, link) in chunk {
+            q = q.bind(seq);
+            q = match time {
+                TimeValue::Micros(us) => q.bind(*us),
+                TimeValue::Text(s) => q.bind(*s),
+            };
+            q = q.bind(reg).bind(ident).bind(f.as_slice()).bind(link);
         }
         q.execute(&mut *conn).await?;
     }
-    Ok(())
-}
-
-pub(crate) async fn insert_event(conn: &mut SqliteConnection, e: &AuditEvent) -> Result<()> {
-    insert_events(conn, std::slice::from_ref(e)).await
-}
-
-fn from_row(r: SqliteRow) -> AuditEvent {
-    AuditEvent {
-        time_generated: r.get("time_generated"),
-        category: r.get("category"),
-        operation_name: r.get("operation_name"),
-        registry: r.get("registry"),
-        login_server: r.get("login_server"),
-        repository: r.get("repository"),
-        tag: r.get("tag"),
-        digest: r.get("digest"),
-        media_type: r.get("media_type"),
-        size: r.get("size"),
-        identity: r.get("identity"),
-        caller_ip_address: r.get("caller_ip_address"),
-        user_agent: r.get("user_agent"),
-        duration_ms: r.get("duration_ms"),
-        result_type: r.get("result_type"),
-        result_description: r.get("result_description"),
-        correlation_id: r.get("correlation_id"),
-        endpoint: r.get("endpoint"),
+    for (chain, (head, registry)) in &heads {
+        super::trail::set_head(conn, chain, AUDIT_LOG, Some(registry), head).await?;
     }
+    let (first, end) = match seqs {
+        Some(s) => (s[0], s[s.len() - 1]),
+        None => (last + 1, last + events.len() as i64),
+    };
+    if min_t <= max_t {
+        map_times(conn, first, end, min_t, max_t).await?;
+    }
+    let mut ops: Vec<i64> = events
+        .iter()
+        .filter_map(|e| ids.get(e.operation_name.as_str()).copied())
+        .collect();
+    ops.sort_unstable();
+    ops.dedup();
+    for op in ops {
+        sqlx::query("INSERT INTO audit_operations(id) VALUES (?) ON CONFLICT(id) DO NOTHING")
+            .bind(op)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(fresh)
+}
+
+/// Writes one event in the caller's transaction (a change's own record).
+pub(crate) async fn insert_event(conn: &mut SqliteConnection, e: &AuditEvent) -> Result<()> {
+    insert_events(conn, std::slice::from_ref(e), None).await?;
+    Ok(())
 }
 
 impl MetadataStore {
     /// Records an event that has no state change of its own (a pull, a login, a denial).
     pub async fn record(&self, event: &AuditEvent) -> Result<()> {
-        let mut conn = self.writer.acquire().await?;
-        insert_event(&mut conn, event).await
+        self.record_batch(std::slice::from_ref(event)).await
     }
 
     /// Records many change-less events in one commit.
     pub async fn record_batch(&self, events: &[AuditEvent]) -> Result<()> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        insert_events(&mut tx, events).await?;
+        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let fresh = insert_events(&mut tx, events, Some(&self.dictionary)).await?;
         tx.commit().await?;
+        self.dictionary.learn(fresh);
         Ok(())
-    }
-
-    pub async fn audit_events(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
-        Ok(self
-            .audit_rows(f)
-            .await?
-            .into_iter()
-            .map(|(_, e)| e)
-            .collect())
-    }
-
-    /// The events `f` selects with their sequence numbers (the order they were written in).
-    pub async fn audit_rows(&self, f: &AuditFilter) -> Result<Vec<(i64, AuditEvent)>> {
-        let mut sql = String::from("SELECT * FROM audit_events WHERE 1=1");
-        let mut binds: Vec<&str> = Vec::new();
-        conditions(
-            &mut sql,
-            &mut binds,
-            &[
-                ("registry", "=", &f.registry),
-                ("repository", "~", &f.repository),
-                ("operation_name", "~", &f.operation),
-                ("result_type", "~", &f.result),
-                ("time_generated", ">=", &f.since),
-                ("time_generated", "<", &f.until),
-            ],
-        );
-        order_and_limit(&mut sql, f.after_seq, f.newest_first);
-        let mut q = sqlx::query(&sql);
-        for b in binds {
-            q = q.bind(b);
-        }
-        let rows = q
-            .bind(f.limit.unwrap_or(-1))
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get::<i64, _>("seq"), from_row(r)))
-            .collect())
-    }
-
-    /// The sequence number of the last event written (0 when there is none).
-    pub async fn audit_max_seq(&self) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
-                .fetch_one(&self.reader)
-                .await?,
-        )
-    }
-
-    /// The operation names the data-plane log holds (names recorded by earlier versions included).
-    pub async fn audit_operation_names(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT operation_name FROM audit_events ORDER BY operation_name",
-        )
-        .fetch_all(&self.reader)
-        .await?)
-    }
-
-    /// Whether either log holds a row of `registry` (a registry deleted since still has its trail).
-    pub async fn logs_mention_registry(&self, registry: &str) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 WHERE EXISTS (SELECT 1 FROM activity_events WHERE registry = ?1)
-                OR EXISTS (SELECT 1 FROM audit_events WHERE registry = ?1)",
-        )
-        .bind(registry.to_ascii_lowercase())
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(found.is_some())
     }
 }

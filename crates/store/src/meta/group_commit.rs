@@ -2,8 +2,9 @@
 //! WAL); with many small blobs pushed at once, one transaction for all the blobs waiting at that moment pays
 //! one fsync instead of one each, and every caller still gets its answer only after its row is durable.
 
-use super::audit::insert_event;
+use super::audit::insert_events;
 use super::links::{link, Proven};
+use super::trail::Dictionary;
 use crate::blobs::ReceivedBlob;
 use crate::error::{Result, StoreError};
 use moat_model::audit::AuditEvent;
@@ -27,6 +28,7 @@ const MAX_BATCH: usize = 256;
 pub(crate) fn start(
     writer: SqlitePool,
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    dictionary: std::sync::Arc<Dictionary>,
 ) -> mpsc::UnboundedSender<PendingBlob> {
     let (tx, mut rx) = mpsc::unbounded_channel::<PendingBlob>();
     tokio::spawn(async move {
@@ -38,7 +40,7 @@ pub(crate) fn start(
                     Err(_) => break,
                 }
             }
-            let result = write(&writer, &batch).await;
+            let result = write(&writer, &batch, &dictionary).await;
             commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             for p in batch {
                 let _ = p.done.send(match &result {
@@ -51,7 +53,7 @@ pub(crate) fn start(
     tx
 }
 
-async fn write(writer: &SqlitePool, batch: &[PendingBlob]) -> Result<()> {
+async fn write(writer: &SqlitePool, batch: &[PendingBlob], dictionary: &Dictionary) -> Result<()> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     for p in batch {
         link(&mut tx, &Proven::received(&p.registry_id, &p.blob), &p.repo).await?;
@@ -59,8 +61,11 @@ async fn write(writer: &SqlitePool, batch: &[PendingBlob]) -> Result<()> {
             .bind(&p.upload_id)
             .execute(&mut *tx)
             .await?;
-        insert_event(&mut tx, &p.event).await?;
     }
+    // The batch's events in one chained append (one head update, one dictionary lookup for all).
+    let events: Vec<AuditEvent> = batch.iter().map(|p| p.event.clone()).collect();
+    let fresh = insert_events(&mut tx, &events, Some(dictionary)).await?;
     tx.commit().await?;
+    dictionary.learn(fresh);
     Ok(())
 }

@@ -5,6 +5,8 @@
 mod activity;
 pub mod alerts;
 pub(crate) mod audit;
+mod audit_json;
+mod audit_read;
 pub mod consumers;
 mod content;
 mod group_commit;
@@ -22,6 +24,10 @@ mod repository_metadata;
 mod role_assignments;
 mod secrets;
 pub(crate) mod soft_delete;
+pub mod trail;
+mod trail_convert;
+mod trail_prune;
+mod trail_verify;
 mod trigger_seen;
 mod uploads;
 
@@ -42,6 +48,9 @@ pub use repository_metadata::{DeletedRepository, ManifestRow, RepositorySummary,
 pub use role_assignments::{AssignError, NewRoleAssignment, RoleAssignmentRow};
 pub use secrets::{SecretRow, StorageAccountRow};
 pub use soft_delete::{DeletedManifestRow, DeletedTagRow, RestoreError};
+pub use trail::TrailHead;
+pub use trail_prune::PruneReport;
+pub use trail_verify::{TrailProblem, TrailReport};
 pub use uploads::UploadRow;
 
 use crate::error::Result;
@@ -61,6 +70,8 @@ pub struct MetadataStore {
     blob_commits: tokio::sync::mpsc::UnboundedSender<group_commit::PendingBlob>,
     /// Group commits so far: the collector yields the writer only while pushes are using it.
     pushes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Committed string ids of the audit trail's dictionary (the batch writer's and the readers' cache).
+    dictionary: std::sync::Arc<trail::Dictionary>,
 }
 
 impl MetadataStore {
@@ -92,17 +103,21 @@ impl MetadataStore {
             .connect_with(options.clone())
             .await?;
         migrator().run(&writer).await?;
+        // Rows written before the trail was chained (and the old audit table) are converted once, here.
+        trail_convert::run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options.read_only(true))
             .await?;
         let pushes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let blob_commits = group_commit::start(writer.clone(), pushes.clone());
+        let dictionary = std::sync::Arc::new(trail::Dictionary::default());
+        let blob_commits = group_commit::start(writer.clone(), pushes.clone(), dictionary.clone());
         Ok(MetadataStore {
             writer,
             reader,
             blob_commits,
             pushes,
+            dictionary,
         })
     }
 
