@@ -13,7 +13,7 @@ from conftest import (ARM_API_VERSION, Arm, assert_arm_error, build_image, clien
                       make_session, moat_bin, run, sp_create)
 from test_arm_az import Az
 
-UNSUPPORTED = ["replications/r1", "webhooks", "webhooks/h1", "tasks", "taskRuns/t1", "runs", "agentPools",
+UNSUPPORTED = ["replications/r1", "tasks", "taskRuns/t1", "runs", "agentPools",
                "connectedRegistries/c1", "cacheRules", "credentialSets/c", "scopeMaps", "tokens/t",
                "somethingElse"]
 
@@ -54,11 +54,11 @@ def test_unsupported_management_routes_name_the_feature(moat):
     assert body["message"] == "Moat does not support storageAccounts (Microsoft.Storage/storageAccounts).", body
     # a change Moat refused is in the activity log with the refusal
     rows = [e for e in moat.audit(log="activity", registry="opsfeat")
-            if e["operationName"] == "Microsoft.ContainerRegistry/registries/webhooks/write"]
+            if e["operationName"] == "Microsoft.ContainerRegistry/registries/replications/write"]
     assert rows and rows[0]["properties"]["error"]["code"] == "FeatureNotSupported", rows
     # unauthenticated callers still get 401 first
     anon = make_session(moat.base_url, verify=moat.verify)
-    r = anon.get(moat.base_url + f"{reg}/webhooks", params={"api-version": ARM_API_VERSION})
+    r = anon.get(moat.base_url + f"{reg}/tasks", params={"api-version": ARM_API_VERSION})
     assert r.status_code == 401, r.text
 
 
@@ -101,7 +101,7 @@ def test_az_show_endpoints_and_unsupported_commands(moat, az):
     assert shown["dataEndpoints"] == [{"region": "local", "endpoint": f"{name}.local.data.localhost:{moat.port}"}], \
         shown
     assert az("acr", "replication", "list", "-r", name, json_out=True).json == []
-    for args, feature in ((["webhook", "list", "-r", name], "webhooks"),
+    for args, feature in ((["token", "list", "-r", name], "tokens"),
                           (["task", "list", "-r", name], "tasks"),
                           (["scope-map", "list", "-r", name], "scopeMaps")):
         p = az("acr", *args, ok=False)

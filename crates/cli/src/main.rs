@@ -111,6 +111,14 @@ enum Command {
         alert_interval_secs: u64,
         #[command(flatten)]
         trail: audit::TrailFlags,
+        /// Milliseconds between two rounds of ACR webhook deliveries (tests run it fast).
+        #[arg(
+            long,
+            env = "MOAT_WEBHOOK_INTERVAL_MS",
+            default_value_t = 1000,
+            hide = true
+        )]
+        webhook_interval_ms: u64,
         /// A proxy (address or CIDR) whose X-Forwarded-For/Forwarded headers are believed; repeatable.
         #[arg(long = "trusted-proxy", env = "MOAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
         trusted_proxies: Vec<ipnet::IpNet>,
@@ -234,6 +242,7 @@ fn config(common: &Common) -> ServeConfig {
         alert_interval: Duration::from_secs(60),
         metrics: Default::default(),
         audit: Default::default(),
+        webhook_interval: Duration::from_secs(1),
     }
 }
 
@@ -259,6 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             transfer_trigger_interval_secs,
             alert_interval_secs,
             trail,
+            webhook_interval_ms,
             trusted_proxies,
             config: file,
             data_link_ttl_secs,
@@ -295,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             c.alert_interval = Duration::from_secs(alert_interval_secs.max(1));
             metrics.apply(&mut c.metrics);
             trail.apply(&mut c.audit);
+            c.webhook_interval = Duration::from_millis(webhook_interval_ms.max(10));
             moat_server::serve(c).await
         }
         Command::Registry { command } => registry::run(command).await,

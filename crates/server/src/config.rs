@@ -55,6 +55,8 @@ pub struct ServeConfig {
     pub metrics: crate::monitor::metrics::MetricsConfig,
     /// `[audit]`: the trail's retention and upkeep intervals.
     pub audit: crate::monitor::trail::AuditSection,
+    /// How often ACR webhooks' deliveries are queued from the audit log and sent (retries back off from 10×).
+    pub webhook_interval: Duration,
 }
 
 /// How the server's log lines are written.

@@ -376,15 +376,16 @@ async fn usages(state: &AppState, rg: &str, name: &str) -> ArmResult<Response> {
     let r = find(state, rg, name).await?;
     let size = state.meta.registry_size(&r.id).await?;
     // ACR's included storage and webhook limits per SKU.
-    let (storage, webhooks) = match r.settings.sku {
-        Sku::Basic => (10u64 << 30, 2),
-        Sku::Standard => (100u64 << 30, 10),
-        Sku::Premium => (500u64 << 30, 500),
+    let storage = match r.settings.sku {
+        Sku::Basic => 10u64 << 30,
+        Sku::Standard => 100u64 << 30,
+        Sku::Premium => 500u64 << 30,
     };
+    let webhooks = moat_model::monitor::webhook::limit(r.settings.sku) as u64;
     let usage = |name: &str, limit: u64, current: i64, unit: &str| json!({"name": name, "limit": limit, "currentValue": current, "unit": unit});
     Ok(axum::Json(json!({"value": [
         usage("Size", storage, size, "Bytes"),
-        usage("Webhooks", webhooks, 0, "Count"),
+        usage("Webhooks", webhooks, state.meta.webhooks(&r.id).await?.len() as i64, "Count"),
         usage("Geo-replications", if r.settings.sku == Sku::Premium { 50 } else { 0 }, 0, "Count"),
         usage("IPRules", 200, r.settings.network_rule_set.ip_rules.len() as i64, "Count"),
         usage("VNetRules", 100, 0, "Count"),

@@ -182,6 +182,8 @@ pub async fn delete(
     ctx.require(state, repo, Action::Delete)?;
     let mut e = ctx.event(Some(repo), 202);
     e.digest = Some(digest.to_string());
+    // Marks the event as a blob's (a manifest delete has no media type here): webhooks fire on manifests only.
+    e.media_type = Some("application/octet-stream".into());
     if !state
         .meta
         .unlink_blob(&ctx.registry.id, repo, &digest, &e)

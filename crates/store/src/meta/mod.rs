@@ -30,6 +30,7 @@ mod trail_prune;
 mod trail_verify;
 mod trigger_seen;
 mod uploads;
+pub mod webhooks;
 
 pub use activity::ActivityFilter;
 pub use alerts::{AlertResourceRow, AlertStateRow, NewNotification, NotificationRow};
@@ -52,6 +53,7 @@ pub use trail::TrailHead;
 pub use trail_prune::PruneReport;
 pub use trail_verify::{TrailProblem, TrailReport};
 pub use uploads::UploadRow;
+pub use webhooks::{DeliveryRow, NewDelivery, WebhookRow, WEBHOOK_CONSUMER};
 
 use crate::error::Result;
 use crate::migrate::migrator;

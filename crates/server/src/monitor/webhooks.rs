@@ -1,5 +1,0 @@
-//! (Owned by the webhooks work; a stub until it lands.)
-
-use crate::state::AppState;
-
-pub fn start(_state: &AppState) {}
