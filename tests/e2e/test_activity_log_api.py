@@ -65,7 +65,7 @@ def test_az_monitor_activity_log_list_shows_changes_with_caller_and_before_after
     window = "eventTimestamp ge '{}' and eventTimestamp le '{}'".format(
         min(e["eventTimestamp"] for e in events)[:19], "2100-01-01T00:00:00Z")
     r = arm.request("GET", values_path(arm), params={"$filter": window}, api_version=API)
-    assert r.status_code == 400 and "90 days" in r.json()["error"]["message"], r.text
+    assert r.status_code == 400 and "longer than 90 days" in r.json()["error"]["message"], r.text
     start = min(e["eventTimestamp"] for e in events)[:19]
     end = _plus_minute(max(e["eventTimestamp"] for e in events))
     window = f"eventTimestamp ge '{start}Z' and eventTimestamp le '{end}Z' and resourceUri eq '{reg_id}'"
@@ -97,7 +97,7 @@ def test_az_monitor_activity_log_list_shows_changes_with_caller_and_before_after
         assert err["code"] and "accepts" in err["message"], err
     p = az("monitor", "activity-log", "list", "--resource-id", reg_id, "--start-time", "2020-01-01T00:00:00Z",
            "--end-time", "2021-01-01T00:00:00Z", ok=False)
-    assert p.returncode != 0 and "90 days" in p.stderr, p.stderr
+    assert p.returncode != 0 and "longer than 90 days" in p.stderr, p.stderr
 
     # A principal that may read nothing of rg1 sees none of its records.
     other = sp_create(moat, "act-other", "Reader", scope=f"/subscriptions/{arm.subscription}/resourceGroups/rg2")

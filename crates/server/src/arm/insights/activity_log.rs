@@ -278,8 +278,15 @@ fn scope_of(e: &ActivityEvent) -> RoleScope {
     }
 }
 
+/// A query parameter, its name and value percent-decoded and `+` read as a space (clients send `$filter` as
+/// `%24filter`, and form-encode spaces).
 fn query_param(query: &str, key: &str) -> Option<String> {
-    crate::oci::query_param(query, key)
+    let decode = crate::oci::percent_decode;
+    query
+        .split('&')
+        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+        .find(|(k, _)| decode(k) == key)
+        .map(|(_, v)| decode(v))
 }
 
 fn select(v: Value, fields: &Option<Vec<String>>) -> Value {
@@ -451,6 +458,17 @@ mod tests {
             let e = parse_filter(bad).unwrap_err();
             assert!(e.message.contains("accepts"), "{bad}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn query_names_and_values_are_decoded() {
+        let q = "api-version=2015-04-01&%24filter=caller+eq+%27a%2Bb%27&$top=3";
+        assert_eq!(
+            query_param(q, "$filter").as_deref(),
+            Some("caller eq 'a+b'")
+        );
+        assert_eq!(query_param(q, "$top").as_deref(), Some("3"));
+        assert_eq!(query_param(q, "$select"), None);
     }
 
     #[test]
