@@ -119,6 +119,9 @@ enum Command {
             hide = true
         )]
         webhook_interval_ms: u64,
+        /// Milliseconds between two looks of the diagnostic-setting sinks at the logs (tests make it short).
+        #[arg(long, env = "MOAT_SINK_INTERVAL_MS", default_value_t = 1000, hide = true)]
+        sink_interval_ms: u64,
         /// A proxy (address or CIDR) whose X-Forwarded-For/Forwarded headers are believed; repeatable.
         #[arg(long = "trusted-proxy", env = "MOAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
         trusted_proxies: Vec<ipnet::IpNet>,
@@ -243,6 +246,7 @@ fn config(common: &Common) -> ServeConfig {
         metrics: Default::default(),
         audit: Default::default(),
         webhook_interval: Duration::from_secs(1),
+        sink_interval: Duration::from_millis(1000),
     }
 }
 
@@ -269,6 +273,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             alert_interval_secs,
             trail,
             webhook_interval_ms,
+            sink_interval_ms,
             trusted_proxies,
             config: file,
             data_link_ttl_secs,
@@ -306,6 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             metrics.apply(&mut c.metrics);
             trail.apply(&mut c.audit);
             c.webhook_interval = Duration::from_millis(webhook_interval_ms.max(10));
+            c.sink_interval = Duration::from_millis(sink_interval_ms);
             moat_server::serve(c).await
         }
         Command::Registry { command } => registry::run(command).await,

@@ -57,6 +57,8 @@ pub struct ServeConfig {
     pub audit: crate::monitor::trail::AuditSection,
     /// How often ACR webhooks' deliveries are queued from the audit log and sent (retries back off from 10×).
     pub webhook_interval: Duration,
+    /// How often the diagnostic-setting sinks look for records to ship (zero: never).
+    pub sink_interval: Duration,
 }
 
 /// How the server's log lines are written.

@@ -3,6 +3,7 @@
 
 pub mod activity_json;
 pub mod alert;
+pub mod diagnostic_setting;
 pub mod metric;
 pub mod metric_query;
 pub mod partner;

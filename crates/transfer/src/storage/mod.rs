@@ -5,6 +5,7 @@
 //!
 //! Blocking code (ureq, std::fs): the server calls it on a blocking thread.
 
+pub mod append_blob;
 pub mod azure_blob;
 mod azure_writer;
 mod blob_http;
