@@ -120,7 +120,12 @@ enum Command {
         )]
         webhook_interval_ms: u64,
         /// Milliseconds between two looks of the diagnostic-setting sinks at the logs (tests make it short).
-        #[arg(long, env = "MOAT_SINK_INTERVAL_MS", default_value_t = 1000, hide = true)]
+        #[arg(
+            long,
+            env = "MOAT_SINK_INTERVAL_MS",
+            default_value_t = 1000,
+            hide = true
+        )]
         sink_interval_ms: u64,
         /// A proxy (address or CIDR) whose X-Forwarded-For/Forwarded headers are believed; repeatable.
         #[arg(long = "trusted-proxy", env = "MOAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]

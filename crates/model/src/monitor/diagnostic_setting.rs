@@ -11,7 +11,8 @@ pub const LOGIN_EVENTS: &str = "ContainerRegistryLoginEvents";
 
 /// The log categories a registry's setting can route: ACR's two, and Moat's own two (the registry's activity
 /// log records and the trail's signed chain heads), each in the groups `allLogs` and `audit`.
-pub const LOG_CATEGORIES: [&str; 4] = [REPOSITORY_EVENTS, LOGIN_EVENTS, ADMINISTRATIVE, AUDIT_TRAIL];
+pub const LOG_CATEGORIES: [&str; 4] =
+    [REPOSITORY_EVENTS, LOGIN_EVENTS, ADMINISTRATIVE, AUDIT_TRAIL];
 pub const METRIC_CATEGORIES: [&str; 1] = [ALL_METRICS];
 pub const CATEGORY_GROUPS: [&str; 2] = ["allLogs", "audit"];
 
@@ -84,10 +85,17 @@ fn retention(v: &Value, target: &str) -> Result<Option<Retention>, SettingError>
     if v.is_null() {
         return Ok(None);
     }
-    let r: Retention = serde_json::from_value(v.clone())
-        .map_err(|e| err(target, format!("retentionPolicy must be {{\"enabled\": bool, \"days\": int}}: {e}")))?;
+    let r: Retention = serde_json::from_value(v.clone()).map_err(|e| {
+        err(
+            target,
+            format!("retentionPolicy must be {{\"enabled\": bool, \"days\": int}}: {e}"),
+        )
+    })?;
     if !(0..=365).contains(&r.days) {
-        return Err(err(target, "retentionPolicy.days must be between 0 and 365"));
+        return Err(err(
+            target,
+            "retentionPolicy.days must be between 0 and 365",
+        ));
     }
     if r.enabled && r.days > 0 {
         return Err(err(
@@ -139,8 +147,14 @@ impl DiagnosticSetting {
                 .get("enabled")
                 .and_then(Value::as_bool)
                 .ok_or_else(|| err(&target, "'enabled' (true or false) is required"))?;
-            let category = l.get("category").and_then(Value::as_str).filter(|s| !s.is_empty());
-            let group = l.get("categoryGroup").and_then(Value::as_str).filter(|s| !s.is_empty());
+            let category = l
+                .get("category")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty());
+            let group = l
+                .get("categoryGroup")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty());
             let (category, category_group) = match (category, group) {
                 (Some(c), None) => (
                     Some(canonical(&LOG_CATEGORIES, c).ok_or_else(|| {
@@ -159,8 +173,14 @@ impl DiagnosticSetting {
                 ),
                 _ => return Err(err(&target, "give exactly one of 'category' and 'categoryGroup'")),
             };
-            let retention_policy = retention(l.get("retentionPolicy").unwrap_or(&Value::Null), &target)?;
-            logs.push(LogSetting { category, category_group, enabled, retention_policy });
+            let retention_policy =
+                retention(l.get("retentionPolicy").unwrap_or(&Value::Null), &target)?;
+            logs.push(LogSetting {
+                category,
+                category_group,
+                enabled,
+                retention_policy,
+            });
         }
         let mut metrics = vec![];
         for (i, m) in array(props, "metrics")?.iter().enumerate() {
@@ -169,22 +189,47 @@ impl DiagnosticSetting {
                 .get("enabled")
                 .and_then(Value::as_bool)
                 .ok_or_else(|| err(&target, "'enabled' (true or false) is required"))?;
-            let c = m.get("category").and_then(Value::as_str).unwrap_or("AllMetrics");
+            let c = m
+                .get("category")
+                .and_then(Value::as_str)
+                .unwrap_or("AllMetrics");
             let category = canonical(&METRIC_CATEGORIES, c)
                 .ok_or_else(|| err(&target, format!("Category '{c}' is not supported. A registry's metric category is AllMetrics")))?
                 .to_string();
-            let time_grain = m.get("timeGrain").and_then(Value::as_str).map(str::to_string);
+            let time_grain = m
+                .get("timeGrain")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             if let Some(g) = &time_grain {
                 if !g.eq_ignore_ascii_case("PT1M") {
-                    return Err(err(&target, format!("timeGrain '{g}' is not served: metrics are archived per minute (PT1M)")));
+                    return Err(err(
+                        &target,
+                        format!(
+                            "timeGrain '{g}' is not served: metrics are archived per minute (PT1M)"
+                        ),
+                    ));
                 }
             }
-            let retention_policy = retention(m.get("retentionPolicy").unwrap_or(&Value::Null), &target)?;
-            metrics.push(MetricSetting { category, time_grain, enabled, retention_policy });
+            let retention_policy =
+                retention(m.get("retentionPolicy").unwrap_or(&Value::Null), &target)?;
+            metrics.push(MetricSetting {
+                category,
+                time_grain,
+                enabled,
+                retention_policy,
+            });
         }
-        let s = DiagnosticSetting { storage_account_id, marketplace_partner_id, logs, metrics };
+        let s = DiagnosticSetting {
+            storage_account_id,
+            marketplace_partner_id,
+            logs,
+            metrics,
+        };
         if s.categories().is_empty() {
-            return Err(err("properties", "enable at least one log category, category group or AllMetrics"));
+            return Err(err(
+                "properties",
+                "enable at least one log category, category group or AllMetrics",
+            ));
         }
         Ok(s)
     }
@@ -195,8 +240,7 @@ impl DiagnosticSetting {
             .into_iter()
             .filter(|c| {
                 self.logs.iter().any(|l| {
-                    l.enabled
-                        && (l.category.as_deref() == Some(*c) || l.category_group.is_some())
+                    l.enabled && (l.category.as_deref() == Some(*c) || l.category_group.is_some())
                 })
             })
             .collect();
@@ -209,7 +253,8 @@ impl DiagnosticSetting {
     /// The `properties` ARM answers.
     pub fn properties_json(&self) -> Value {
         let ret = |r: &Option<Retention>| {
-            r.as_ref().map(|r| json!({"enabled": r.enabled, "days": r.days}))
+            r.as_ref()
+                .map(|r| json!({"enabled": r.enabled, "days": r.days}))
                 .unwrap_or(json!({"enabled": false, "days": 0}))
         };
         json!({
@@ -236,7 +281,10 @@ fn array<'a>(props: &'a Value, key: &str) -> Result<&'a [Value], SettingError> {
     match props.get(key) {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(a)) => Ok(a),
-        Some(_) => Err(err(&format!("properties.{key}"), format!("'{key}' must be an array"))),
+        Some(_) => Err(err(
+            &format!("properties.{key}"),
+            format!("'{key}' must be an array"),
+        )),
     }
 }
 
@@ -263,7 +311,11 @@ pub fn storage_account_name(id: &str) -> Result<String, SettingError> {
 /// `diagnosticSettingsCategories` as Azure lists them on a resource.
 pub fn categories_json(resource_id: &str) -> Vec<Value> {
     let one = |name: &str, kind: &str| {
-        let groups: Vec<&str> = if kind == "Logs" { CATEGORY_GROUPS.to_vec() } else { vec![] };
+        let groups: Vec<&str> = if kind == "Logs" {
+            CATEGORY_GROUPS.to_vec()
+        } else {
+            vec![]
+        };
         json!({
             "id": format!("{resource_id}/providers/microsoft.insights/diagnosticSettingsCategories/{name}"),
             "name": name,
@@ -282,7 +334,8 @@ pub fn categories_json(resource_id: &str) -> Vec<Value> {
 mod tests {
     use super::*;
 
-    const SA: &str = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/Acct1";
+    const SA: &str =
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/Acct1";
 
     #[test]
     fn a_setting_with_categories_and_a_group_parses() {
@@ -309,18 +362,51 @@ mod tests {
     #[test]
     fn refusals_say_what_to_use() {
         let cases = [
-            (json!({"workspaceId": "/subscriptions/s/x", "logs": []}), "Log Analytics"),
-            (json!({"eventHubAuthorizationRuleId": "/x", "storageAccountId": SA}), "Event Hubs"),
-            (json!({"serviceBusRuleId": "/x", "storageAccountId": SA}), "Service Bus"),
-            (json!({"logs": [{"category": LOGIN_EVENTS, "enabled": true}]}), "needs a destination"),
-            (json!({"storageAccountId": SA, "logs": [{"category": "Nope", "enabled": true}]}), "'Nope' is not supported"),
-            (json!({"storageAccountId": SA, "logs": [{"categoryGroup": "x", "enabled": true}]}), "allLogs or audit"),
-            (json!({"storageAccountId": SA, "logs": [{"category": LOGIN_EVENTS}]}), "'enabled'"),
-            (json!({"storageAccountId": SA, "logs": [{"category": LOGIN_EVENTS, "enabled": false}]}), "at least one"),
-            (json!({"storageAccountId": "/subscriptions/s/other", "logs": []}), "not a storage account"),
-            (json!({"storageAccountId": SA, "logs": [{"category": LOGIN_EVENTS, "enabled": true,
-                "retentionPolicy": {"enabled": true, "days": 30}}]}), "lifecycle"),
-            (json!({"storageAccountId": SA, "metrics": [{"category": "AllMetrics", "enabled": true, "timeGrain": "PT1H"}]}), "PT1M"),
+            (
+                json!({"workspaceId": "/subscriptions/s/x", "logs": []}),
+                "Log Analytics",
+            ),
+            (
+                json!({"eventHubAuthorizationRuleId": "/x", "storageAccountId": SA}),
+                "Event Hubs",
+            ),
+            (
+                json!({"serviceBusRuleId": "/x", "storageAccountId": SA}),
+                "Service Bus",
+            ),
+            (
+                json!({"logs": [{"category": LOGIN_EVENTS, "enabled": true}]}),
+                "needs a destination",
+            ),
+            (
+                json!({"storageAccountId": SA, "logs": [{"category": "Nope", "enabled": true}]}),
+                "'Nope' is not supported",
+            ),
+            (
+                json!({"storageAccountId": SA, "logs": [{"categoryGroup": "x", "enabled": true}]}),
+                "allLogs or audit",
+            ),
+            (
+                json!({"storageAccountId": SA, "logs": [{"category": LOGIN_EVENTS}]}),
+                "'enabled'",
+            ),
+            (
+                json!({"storageAccountId": SA, "logs": [{"category": LOGIN_EVENTS, "enabled": false}]}),
+                "at least one",
+            ),
+            (
+                json!({"storageAccountId": "/subscriptions/s/other", "logs": []}),
+                "not a storage account",
+            ),
+            (
+                json!({"storageAccountId": SA, "logs": [{"category": LOGIN_EVENTS, "enabled": true,
+                "retentionPolicy": {"enabled": true, "days": 30}}]}),
+                "lifecycle",
+            ),
+            (
+                json!({"storageAccountId": SA, "metrics": [{"category": "AllMetrics", "enabled": true, "timeGrain": "PT1H"}]}),
+                "PT1M",
+            ),
         ];
         for (body, says) in cases {
             let e = DiagnosticSetting::parse(&body).unwrap_err();
@@ -332,7 +418,10 @@ mod tests {
     fn categories_list_logs_with_groups_and_metrics() {
         let c = categories_json("/r");
         assert_eq!(c.len(), 5);
-        assert_eq!(c[0]["properties"]["categoryGroups"], json!(["allLogs", "audit"]));
+        assert_eq!(
+            c[0]["properties"]["categoryGroups"],
+            json!(["allLogs", "audit"])
+        );
         assert_eq!(c[4]["name"], "AllMetrics");
         assert_eq!(c[4]["properties"]["categoryType"], "Metrics");
     }

@@ -41,8 +41,14 @@ pub fn blob_path(resource_path: &str, time: &str) -> Option<String> {
             .filter(|s| s.iter().all(u8::is_ascii_digit))
             .map(|_| &time[r])
     };
-    let (y, mo, d, h) = (digits(0..4)?, digits(5..7)?, digits(8..10)?, digits(11..13)?);
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || !matches!(b.get(10), Some(b'T' | b' ')) {
+    let (y, mo, d, h) = (
+        digits(0..4)?,
+        digits(5..7)?,
+        digits(8..10)?,
+        digits(11..13)?,
+    );
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || !matches!(b.get(10), Some(b'T' | b' '))
+    {
         return None;
     }
     Some(format!(
@@ -157,7 +163,14 @@ mod tests {
     #[test]
     fn audit_events_take_the_common_schema_with_the_tables_columns() {
         let id = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/app";
-        let r = audit_record(&pull(), &Resource { id, location: "westeurope" }, "s1/audit/9");
+        let r = audit_record(
+            &pull(),
+            &Resource {
+                id,
+                location: "westeurope",
+            },
+            "s1/audit/9",
+        );
         assert_eq!(r["resourceId"], id.to_ascii_uppercase());
         assert_eq!(r["time"], "2026-12-07T18:05:01.123456Z");
         assert_eq!(r["operationName"], "Pull");
@@ -194,7 +207,10 @@ mod tests {
         );
         assert!(blob_path("/x", "yesterday").is_none());
         assert!(blob_path("/x", "2026-1-07T18:00").is_none());
-        assert_eq!(container("ContainerRegistryLoginEvents"), "insights-logs-containerregistryloginevents");
+        assert_eq!(
+            container("ContainerRegistryLoginEvents"),
+            "insights-logs-containerregistryloginevents"
+        );
         assert_eq!(container(ADMINISTRATIVE), "insights-activity-logs");
         assert_eq!(container(ALL_METRICS), "insights-metrics-pt1m");
         assert_eq!(container(AUDIT_TRAIL), "insights-logs-moataudittrail");
@@ -202,10 +218,22 @@ mod tests {
 
     #[test]
     fn metric_minutes_carry_the_average() {
-        let r = metric_record("/x/y", "TotalPullCount", "2026-12-07T18:05:00Z", 4, 8.0, 1.0, 3.0, "id");
+        let r = metric_record(
+            "/x/y",
+            "TotalPullCount",
+            "2026-12-07T18:05:00Z",
+            4,
+            8.0,
+            1.0,
+            3.0,
+            "id",
+        );
         assert_eq!(r["average"], 2.0);
         assert_eq!(r["timeGrain"], "PT1M");
         assert_eq!(r["resourceId"], "/X/Y");
-        assert_eq!(metric_record("/x", "m", "t", 0, 0.0, 0.0, 0.0, "i")["average"], 0.0);
+        assert_eq!(
+            metric_record("/x", "m", "t", 0, 0.0, 0.0, 0.0, "i")["average"],
+            0.0
+        );
     }
 }

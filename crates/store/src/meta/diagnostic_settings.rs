@@ -36,7 +36,10 @@ const COLUMNS: &str = "key, registry_id, name, body, created, updated";
 
 impl MetadataStore {
     /// Every setting of a registry (by its id), in name order.
-    pub async fn diagnostic_settings(&self, registry_id: &str) -> Result<Vec<DiagnosticSettingRow>> {
+    pub async fn diagnostic_settings(
+        &self,
+        registry_id: &str,
+    ) -> Result<Vec<DiagnosticSettingRow>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM diagnostic_settings WHERE registry_id = ? ORDER BY name_lower"
         ))
@@ -221,7 +224,15 @@ mod tests {
             .create_registry("default", "d.test", "rg", &settings, false, None)
             .await
             .unwrap();
-        let ev = ActivityEvent::new("e1".into(), crate::time_fmt::now(), "op", "/r", "c", "1.2.3.4", "x");
+        let ev = ActivityEvent::new(
+            "e1".into(),
+            crate::time_fmt::now(),
+            "op",
+            "/r",
+            "c",
+            "1.2.3.4",
+            "x",
+        );
         let (a, created) = meta
             .put_diagnostic_setting(&reg.id, "Arch", &serde_json::json!({"a": 1}), &ev)
             .await
@@ -236,12 +247,22 @@ mod tests {
         assert_eq!(b.name, "Arch");
         assert_eq!(b.body["a"], 2);
         let consumer = format!("sink:{}:storage", a.key);
-        meta.set_consumer_seq(&consumer, "audit", Some("default"), 3).await.unwrap();
-        meta.set_consumer_seq("sink:gone:storage", "audit", None, 1).await.unwrap();
+        meta.set_consumer_seq(&consumer, "audit", Some("default"), 3)
+            .await
+            .unwrap();
+        meta.set_consumer_seq("sink:gone:storage", "audit", None, 1)
+            .await
+            .unwrap();
         assert_eq!(meta.forget_orphan_sinks().await.unwrap(), 1);
         assert_eq!(meta.consumer_seq(&consumer, "audit").await.unwrap(), 3);
-        assert!(meta.delete_diagnostic_setting(&reg.id, "ARCH", &ev).await.unwrap());
+        assert!(meta
+            .delete_diagnostic_setting(&reg.id, "ARCH", &ev)
+            .await
+            .unwrap());
         assert_eq!(meta.consumer_seq(&consumer, "audit").await.unwrap(), 0);
-        assert!(!meta.delete_diagnostic_setting(&reg.id, "arch", &ev).await.unwrap());
+        assert!(!meta
+            .delete_diagnostic_setting(&reg.id, "arch", &ev)
+            .await
+            .unwrap());
     }
 }

@@ -21,15 +21,22 @@ pub async fn dispatch(
     body: &Value,
     _query: &str,
 ) -> ArmResult<Response> {
-    let registry_id =
-        crate::arm::registry_json::registry_id(&ctx.subscription, &registry.resource_group, &registry.name);
+    let registry_id = crate::arm::registry_json::registry_id(
+        &ctx.subscription,
+        &registry.resource_group,
+        &registry.name,
+    );
     match (&ctx.method, rest) {
         (&Method::GET, ["diagnosticsettingscategories"]) => {
             Ok(axum::Json(json!({ "value": categories_json(&registry_id) })).into_response())
         }
         (&Method::GET, ["diagnosticsettingscategories", name]) => categories_json(&registry_id)
             .into_iter()
-            .find(|c| c["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+            .find(|c| {
+                c["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
             .map(|c| axum::Json(c).into_response())
             .ok_or_else(|| ArmError::not_found("diagnosticSettingsCategories", rest_original[1])),
         (&Method::GET, ["diagnosticsettings"]) => {
@@ -60,7 +67,12 @@ pub async fn dispatch(
                 .meta
                 .delete_diagnostic_setting(&registry.id, name, &ctx.activity.change())
                 .await?;
-            Ok(if deleted { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+            Ok(if deleted {
+                StatusCode::OK
+            } else {
+                StatusCode::NO_CONTENT
+            }
+            .into_response())
         }
         _ => Err(crate::arm::unsupported(ctx)),
     }
@@ -94,7 +106,9 @@ fn setting_error(e: SettingError) -> ArmError {
 fn check_name(name: &str) -> ArmResult<()> {
     let ok = !name.is_empty()
         && name.chars().count() <= 260
-        && !name.chars().any(|c| c.is_control() || "<>*%&:\\?/#".contains(c));
+        && !name
+            .chars()
+            .any(|c| c.is_control() || "<>*%&:\\?/#".contains(c));
     if ok {
         Ok(())
     } else {
@@ -143,6 +157,8 @@ async fn put(
         .meta
         .put_diagnostic_setting(&registry.id, name, &stored, &ctx.activity.change())
         .await?;
-    sinks::register(state, &row).await.map_err(ArmError::internal)?;
+    sinks::register(state, &row)
+        .await
+        .map_err(ArmError::internal)?;
     Ok(axum::Json(setting_json(registry_id, &row)).into_response())
 }

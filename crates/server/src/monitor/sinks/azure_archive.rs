@@ -81,7 +81,8 @@ impl AzureArchive {
 
     /// Checks the connection and the credential: creates (or finds) one container. The settings PUT calls it.
     pub fn probe(&mut self, category: &str) -> Result<(), StorageError> {
-        self.container(&resource_log::container(category)).map(|_| ())
+        self.container(&resource_log::container(category))
+            .map(|_| ())
     }
 
     /// Appends `lines` (records of one blob, in order) exactly once; `Ok(n)`: all arrived; on error, how many
@@ -118,7 +119,7 @@ impl AzureArchive {
             let mut in_chunk = 0;
             let mut done = start;
             let mut failed = None;
-            for (i, r) in group.iter().enumerate().skip(start) {
+            for r in group.iter().skip(start) {
                 let mut line = r.json.to_string().into_bytes();
                 line.push(b'\n');
                 if !lines.is_empty() && lines.len() + line.len() > MAX_APPEND {
@@ -137,10 +138,13 @@ impl AzureArchive {
                 }
                 lines.extend_from_slice(&line);
                 in_chunk += 1;
-                let _ = i;
             }
             if failed.is_none() && !lines.is_empty() {
-                match self.container(container).map_err(|e| (done, e))?.append(blob, at, &lines) {
+                match self
+                    .container(container)
+                    .map_err(|e| (done, e))?
+                    .append(blob, at, &lines)
+                {
                     Ok(n) => {
                         at = n;
                         done += in_chunk;
@@ -174,7 +178,10 @@ fn already_there(
     len: u64,
     group: &[&SinkRecord],
 ) -> Result<usize, StorageError> {
-    let group_bytes: u64 = group.iter().map(|r| r.json.to_string().len() as u64 + 1).sum();
+    let group_bytes: u64 = group
+        .iter()
+        .map(|r| r.json.to_string().len() as u64 + 1)
+        .sum();
     let from = len.saturating_sub(group_bytes + (1 << 20));
     let tail = c.read_from(blob, from)?;
     let mut ids = HashSet::new();

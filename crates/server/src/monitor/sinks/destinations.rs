@@ -64,9 +64,19 @@ pub async fn context(state: &AppState, row: &DiagnosticSettingRow) -> anyhow::Re
 }
 
 /// The archive sink of a registered storage account (`moat storage-account add`).
-async fn archive(state: &AppState, ctx: &Context, account_id: &str) -> Result<AzureArchive, DestinationError> {
-    let name = storage_account_name(account_id).map_err(|e| DestinationError::Refused(e.message))?;
-    let Some(row) = state.meta.storage_account(&name).await.map_err(anyhow::Error::from)? else {
+async fn archive(
+    state: &AppState,
+    ctx: &Context,
+    account_id: &str,
+) -> Result<AzureArchive, DestinationError> {
+    let name =
+        storage_account_name(account_id).map_err(|e| DestinationError::Refused(e.message))?;
+    let Some(row) = state
+        .meta
+        .storage_account(&name)
+        .await
+        .map_err(anyhow::Error::from)?
+    else {
         return Err(DestinationError::Refused(format!(
             "the storage account '{name}' is not registered with Moat: register its blob endpoint and key with \
              `moat storage-account add --name {name} --blob-endpoint <url> --key-file <file>` first"
@@ -81,7 +91,9 @@ async fn archive(state: &AppState, ctx: &Context, account_id: &str) -> Result<Az
     let cred = crate::secrets::storage_credential(state, &uri)
         .await
         .map_err(|e| DestinationError::Refused(format!("the storage account '{name}': {e}")))?
-        .ok_or_else(|| DestinationError::Refused(format!("the storage account '{name}' has no key")))?;
+        .ok_or_else(|| {
+            DestinationError::Refused(format!("the storage account '{name}' has no key"))
+        })?;
     Ok(AzureArchive::new(
         &name,
         row.blob_endpoint.trim_end_matches('/'),
@@ -96,17 +108,27 @@ async fn archive(state: &AppState, ctx: &Context, account_id: &str) -> Result<Az
 pub async fn open(state: &AppState, ctx: &Context, dest: &str) -> Result<Box<dyn Sink>, SinkError> {
     match dest {
         "storage" => {
-            let id = ctx.setting.storage_account_id.as_deref().unwrap_or_default();
+            let id = ctx
+                .setting
+                .storage_account_id
+                .as_deref()
+                .unwrap_or_default();
             archive(state, ctx, id)
                 .await
                 .map(|a| Box::new(a) as Box<dyn Sink>)
                 .map_err(|e| SinkError::Misconfigured(e.to_string()))
         }
         "partner" => {
-            let id = ctx.setting.marketplace_partner_id.as_deref().unwrap_or_default();
+            let id = ctx
+                .setting
+                .marketplace_partner_id
+                .as_deref()
+                .unwrap_or_default();
             super::marketplace::open(state, id).await
         }
-        other => Err(SinkError::Misconfigured(format!("no destination kind {other}"))),
+        other => Err(SinkError::Misconfigured(format!(
+            "no destination kind {other}"
+        ))),
     }
 }
 
@@ -126,7 +148,12 @@ pub async fn check_destinations(
                 .and_then(|x| storage_account_name(x).ok())
                 .is_some_and(|n| n == name);
             if let Some(c) = same
-                .then(|| ctx.setting.categories().into_iter().find(|c| o.categories().contains(c)))
+                .then(|| {
+                    ctx.setting
+                        .categories()
+                        .into_iter()
+                        .find(|c| o.categories().contains(c))
+                })
                 .flatten()
             {
                 return Err(DestinationError::Refused(format!(
@@ -136,7 +163,12 @@ pub async fn check_destinations(
             }
         }
         let mut a = archive(state, ctx, id).await?;
-        let category = ctx.setting.categories().first().copied().unwrap_or("AllMetrics");
+        let category = ctx
+            .setting
+            .categories()
+            .first()
+            .copied()
+            .unwrap_or("AllMetrics");
         let category = category.to_string();
         tokio::task::spawn_blocking(move || a.probe(&category))
             .await

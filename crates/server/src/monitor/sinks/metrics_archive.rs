@@ -27,9 +27,12 @@ async fn minutes(
 ) -> anyhow::Result<BTreeMap<(i64, String), Minute>> {
     let mut out: BTreeMap<(i64, String), Minute> = BTreeMap::new();
     for p in points(state, registry, from, to).await? {
-        let e = out
-            .entry((p.minute, p.metric.clone()))
-            .or_insert((0, 0.0, f64::INFINITY, f64::NEG_INFINITY));
+        let e = out.entry((p.minute, p.metric.clone())).or_insert((
+            0,
+            0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ));
         e.0 += p.count;
         e.1 += p.total;
         e.2 = e.2.min(p.minimum);
@@ -47,7 +50,12 @@ struct Point {
     maximum: f64,
 }
 
-async fn points(_state: &AppState, _registry: &str, _from: i64, _to: i64) -> anyhow::Result<Vec<Point>> {
+async fn points(
+    _state: &AppState,
+    _registry: &str,
+    _from: i64,
+    _to: i64,
+) -> anyhow::Result<Vec<Point>> {
     Ok(vec![])
 }
 
@@ -60,7 +68,10 @@ async fn aggregator_caught_up(state: &AppState) -> anyhow::Result<bool> {
 fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -107,7 +118,16 @@ pub async fn ship(
                 );
                 let time = rfc3339(minute);
                 SinkRecord {
-                    json: metric_record(scope.resource.id, &metric, &time, count, total, min, max, &id),
+                    json: metric_record(
+                        scope.resource.id,
+                        &metric,
+                        &time,
+                        count,
+                        total,
+                        min,
+                        max,
+                        &id,
+                    ),
                     id,
                     category: ALL_METRICS.into(),
                     time,
@@ -122,7 +142,12 @@ pub async fn ship(
             .await;
             let (s, r) = match out {
                 Ok(x) => x,
-                Err(e) => return (None, Err(fail(anyhow::anyhow!("metric delivery task: {e}")))),
+                Err(e) => {
+                    return (
+                        None,
+                        Err(fail(anyhow::anyhow!("metric delivery task: {e}"))),
+                    )
+                }
             };
             sink = s;
             // A partial delivery is retried whole: the archive skips what is already in the blob by recordId.

@@ -70,7 +70,7 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 async fn tick(state: &AppState, workers: &Workers, n: u64) -> anyhow::Result<()> {
-    if n % 30 == 0 {
+    if n.is_multiple_of(30) {
         let forgotten = state.meta.forget_orphan_sinks().await?;
         if forgotten > 0 {
             tracing::info!("diagnostic settings: forgot {forgotten} cursor(s) of deleted settings");

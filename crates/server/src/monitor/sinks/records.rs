@@ -48,7 +48,10 @@ fn push(batch: &mut Batch, bytes: &mut usize, seq: i64, r: SinkRecord) -> bool {
 /// Which logs a category set reads.
 pub fn logs_of(categories: &[&str]) -> Vec<&'static str> {
     let mut logs = vec![];
-    if categories.iter().any(|c| *c == REPOSITORY_EVENTS || *c == LOGIN_EVENTS) {
+    if categories
+        .iter()
+        .any(|c| *c == REPOSITORY_EVENTS || *c == LOGIN_EVENTS)
+    {
         logs.push("audit");
     }
     if categories.contains(&ADMINISTRATIVE) {
@@ -91,7 +94,12 @@ async fn checkpoints(
 
 /// The next batch of `log` after `cursor` for `scope`; empty `records` with `last_seq` > cursor when only
 /// other categories' rows followed, `last_seq` == cursor when the log has nothing more.
-pub async fn next(state: &AppState, scope: &Scope<'_>, log: &str, cursor: i64) -> anyhow::Result<Batch> {
+pub async fn next(
+    state: &AppState,
+    scope: &Scope<'_>,
+    log: &str,
+    cursor: i64,
+) -> anyhow::Result<Batch> {
     let mut batch = Batch {
         records: vec![],
         seqs: vec![],
@@ -99,7 +107,7 @@ pub async fn next(state: &AppState, scope: &Scope<'_>, log: &str, cursor: i64) -
         exhausted: false,
     };
     let mut bytes = 0;
-    let mut read = 0usize;
+    let read;
     let mut cut = false;
     match log {
         "audit" => {
@@ -114,13 +122,22 @@ pub async fn next(state: &AppState, scope: &Scope<'_>, log: &str, cursor: i64) -
                 .await?;
             read = rows.len();
             for (seq, e) in rows {
-                if !scope.categories.iter().any(|c| c.eq_ignore_ascii_case(&e.category)) {
+                if !scope
+                    .categories
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(&e.category))
+                {
                     batch.last_seq = seq;
                     continue;
                 }
                 let id = record_id(scope.subscription, "audit", seq);
                 let json = resource_log::audit_record(&e, &scope.resource, &id);
-                let r = SinkRecord { id, category: e.category.clone(), time: e.time_generated.clone(), json };
+                let r = SinkRecord {
+                    id,
+                    category: e.category.clone(),
+                    time: e.time_generated.clone(),
+                    json,
+                };
                 if !push(&mut batch, &mut bytes, seq, r) {
                     cut = true;
                     break;
@@ -142,7 +159,12 @@ pub async fn next(state: &AppState, scope: &Scope<'_>, log: &str, cursor: i64) -
                 let id = record_id(scope.subscription, "activity", seq);
                 let mut json = activity_json::event_data(&e, scope.subscription);
                 json["recordId"] = id.clone().into();
-                let r = SinkRecord { id, category: ADMINISTRATIVE.into(), time: e.time.clone(), json };
+                let r = SinkRecord {
+                    id,
+                    category: ADMINISTRATIVE.into(),
+                    time: e.time.clone(),
+                    json,
+                };
                 if !push(&mut batch, &mut bytes, seq, r) {
                     cut = true;
                     break;
@@ -162,9 +184,17 @@ pub async fn next(state: &AppState, scope: &Scope<'_>, log: &str, cursor: i64) -
                     "recordId": id,
                     "properties": c,
                 });
-                let time = json["properties"]["time"].as_str().map(str::to_string).unwrap_or(now);
+                let time = json["properties"]["time"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or(now);
                 json["time"] = time.clone().into();
-                let r = SinkRecord { id, category: AUDIT_TRAIL.into(), time, json };
+                let r = SinkRecord {
+                    id,
+                    category: AUDIT_TRAIL.into(),
+                    time,
+                    json,
+                };
                 if !push(&mut batch, &mut bytes, seq, r) {
                     cut = true;
                     break;
