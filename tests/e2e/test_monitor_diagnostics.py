@@ -5,7 +5,8 @@ azure-mgmt-monitor, and the storage archive they produce in a real Azurite.
   against a storage account registered with `moat storage-account add`, then list, show, categories list and
   delete; pushes, pulls, logins and a denial appear in Azurite under `insights-logs-<category>` at
   `resourceId=/SUBSCRIPTIONS/…/y=YYYY/m=MM/d=DD/h=HH/m=00/PT1H.json`, one JSON record a line in the resource-log
-  common schema, each with its `recordId`, within 90 seconds (the server's sink interval is short here).
+  common schema, each with its `recordId`, within 90 seconds (the server's sink interval is short here); each
+  finished minute's metrics in `insights-metrics-pt1m`, one line per metric.
 - azure-mgmt-monitor 6.0.2 (the last release with diagnostic settings; scripts/test puts it in
   .tools/py-monitor6) creates, gets, lists and deletes a setting, and sees a refusal.
 - Refusals (ARM error, nothing stored): Log Analytics, Event Hubs, Service Bus, an unknown category, no
@@ -80,7 +81,7 @@ def expected_blob(resource_id: str, time_: str) -> str:
 
 @pytest.fixture
 def server(moat_factory):
-    return moat_factory(extra_args=["--sink-interval-ms", "250"])
+    return moat_factory(extra_args=["--sink-interval-ms", "250", "--metrics-interval-ms", "250"])
 
 
 def test_az_diagnostic_settings_ship_pulls_pushes_logins_and_denials_to_azurite(server, azurite, tmp_path):
@@ -152,6 +153,18 @@ def test_az_diagnostic_settings_ship_pulls_pushes_logins_and_denials_to_azurite(
     # Each record once, by recordId; the data-plane log itself agrees on what happened.
     ids = [x["recordId"] for x in records + logins]
     assert len(ids) == len(set(ids))
+
+    # AllMetrics: each finished minute's metrics, one line per metric, in insights-metrics-pt1m.
+    got = wait_archived(azurite, "insights-metrics-pt1m",
+                        lambda recs: sum(x["total"] for x in recs if x["metricName"] == "TotalPullCount") >= 1
+                        and any(x["metricName"] == "SuccessfulPushCount" for x in recs), timeout=150)
+    for name, recs in got.items():
+        for m in recs:
+            assert name == expected_blob(reg_id, m["time"]) and m["timeGrain"] == "PT1M", (name, m)
+            assert m["resourceId"] == reg_id.upper() and m["time"].endswith(":00Z"), m
+            assert m["average"] == pytest.approx(m["total"] / m["count"]) if m["count"] else True, m
+    metric_ids = [m["recordId"] for recs in got.values() for m in recs]
+    assert len(metric_ids) == len(set(metric_ids))
 
     # The change is in the activity log; deleted, the setting is gone and its archive stops.
     ops = [e["operationName"] for e in server.audit(log="activity")]

@@ -26,7 +26,7 @@ async fn minutes(
     to: i64,
 ) -> anyhow::Result<BTreeMap<(i64, String), Minute>> {
     let mut out: BTreeMap<(i64, String), Minute> = BTreeMap::new();
-    for p in points(state, registry, from, to).await? {
+    for p in state.meta.metric_points(registry, None, from, to).await? {
         let e = out.entry((p.minute, p.metric.clone())).or_insert((
             0,
             0.0,
@@ -41,28 +41,14 @@ async fn minutes(
     Ok(out)
 }
 
-struct Point {
-    metric: String,
-    minute: i64,
-    count: i64,
-    total: f64,
-    minimum: f64,
-    maximum: f64,
-}
-
-async fn points(
-    _state: &AppState,
-    _registry: &str,
-    _from: i64,
-    _to: i64,
-) -> anyhow::Result<Vec<Point>> {
-    Ok(vec![])
-}
-
 /// Whether the aggregator has taken the audit log up to its current end.
 async fn aggregator_caught_up(state: &AppState) -> anyhow::Result<bool> {
     let end = state.meta.audit_max_seq().await?;
-    Ok(state.meta.consumer_seq("metrics", "audit").await? >= end)
+    Ok(state
+        .meta
+        .consumer_seq(crate::monitor::metrics::aggregate::CONSUMER, "audit")
+        .await?
+        >= end)
 }
 
 fn rfc3339(unix: i64) -> String {

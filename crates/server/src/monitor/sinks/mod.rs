@@ -137,10 +137,15 @@ async fn tick(state: &AppState, workers: &Workers, n: u64) -> anyhow::Result<()>
             });
         }
     }
-    workers
-        .lock()
-        .expect("workers lock")
-        .retain(|k, w| w.busy || live.contains(k));
+    workers.lock().expect("workers lock").retain(|k, w| {
+        let keep = w.busy || live.contains(k);
+        if !keep {
+            for log in ["audit", "activity", "checkpoint"] {
+                crate::monitor::metrics::prom::remove_sink_backlog(&format!("{k}:{log}"));
+            }
+        }
+        keep
+    });
     Ok(())
 }
 
@@ -261,7 +266,7 @@ async fn deliver(
 }
 
 /// The sink's backlog on `log` (the log's last seq minus its cursor), for operators: a debug line, and the
-/// Prometheus gauge `moat_sink_backlog` once the metrics work exports it.
+/// Prometheus gauge `moat_sink_backlog{sink="<consumer>:<log>"}`.
 async fn report_backlog(state: &AppState, consumer: &str, log: &str) {
     if let (Ok(max), Ok(cur)) = (
         records::max_seq(state, log).await,
@@ -269,6 +274,7 @@ async fn report_backlog(state: &AppState, consumer: &str, log: &str) {
     ) {
         let backlog = (max - cur).max(0);
         tracing::debug!(consumer, log, backlog, "sink backlog");
+        crate::monitor::metrics::prom::set_sink_backlog(&format!("{consumer}:{log}"), backlog);
     }
 }
 
