@@ -224,22 +224,24 @@ mod tests {
             .create_registry("default", "d.test", "rg", &settings, false, None)
             .await
             .unwrap();
-        let ev = ActivityEvent::new(
-            "e1".into(),
-            crate::time_fmt::now(),
-            "op",
-            "/r",
-            "c",
-            "1.2.3.4",
-            "x",
-        );
+        let ev = || {
+            ActivityEvent::new(
+                uuid::Uuid::new_v4().to_string(),
+                crate::time_fmt::now(),
+                "op",
+                "/r",
+                "c",
+                "1.2.3.4",
+                "x",
+            )
+        };
         let (a, created) = meta
-            .put_diagnostic_setting(&reg.id, "Arch", &serde_json::json!({"a": 1}), &ev)
+            .put_diagnostic_setting(&reg.id, "Arch", &serde_json::json!({"a": 1}), &ev())
             .await
             .unwrap();
         assert!(created);
         let (b, created) = meta
-            .put_diagnostic_setting(&reg.id, "arch", &serde_json::json!({"a": 2}), &ev)
+            .put_diagnostic_setting(&reg.id, "arch", &serde_json::json!({"a": 2}), &ev())
             .await
             .unwrap();
         assert!(!created);
@@ -256,12 +258,12 @@ mod tests {
         assert_eq!(meta.forget_orphan_sinks().await.unwrap(), 1);
         assert_eq!(meta.consumer_seq(&consumer, "audit").await.unwrap(), 3);
         assert!(meta
-            .delete_diagnostic_setting(&reg.id, "ARCH", &ev)
+            .delete_diagnostic_setting(&reg.id, "ARCH", &ev())
             .await
             .unwrap());
         assert_eq!(meta.consumer_seq(&consumer, "audit").await.unwrap(), 0);
         assert!(!meta
-            .delete_diagnostic_setting(&reg.id, "arch", &ev)
+            .delete_diagnostic_setting(&reg.id, "arch", &ev())
             .await
             .unwrap());
     }
