@@ -85,11 +85,17 @@ pub async fn max_seq(state: &AppState, log: &str) -> anyhow::Result<i64> {
 
 /// The trail's signed chain heads after `after`.
 async fn checkpoints(
-    _state: &AppState,
-    _after: i64,
-    _limit: i64,
+    state: &AppState,
+    after: i64,
+    limit: i64,
 ) -> anyhow::Result<Vec<(i64, serde_json::Value)>> {
-    Ok(vec![])
+    Ok(state
+        .meta
+        .checkpoint_rows(after, limit)
+        .await?
+        .into_iter()
+        .map(|(s, c)| (s, serde_json::to_value(c).unwrap_or_default()))
+        .collect())
 }
 
 /// The next batch of `log` after `cursor` for `scope`; empty `records` with `last_seq` > cursor when only
@@ -175,6 +181,14 @@ pub async fn next(
             let rows = checkpoints(state, cursor, BATCH_ROWS).await?;
             read = rows.len();
             for (seq, c) in rows {
+                // A chain of another registry is not this setting's to ship.
+                if c["registry"]
+                    .as_str()
+                    .is_some_and(|r| !r.eq_ignore_ascii_case(scope.registry))
+                {
+                    batch.last_seq = seq;
+                    continue;
+                }
                 let id = record_id(scope.subscription, "checkpoint", seq);
                 let now = moat_store::time_fmt::now();
                 let mut json = serde_json::json!({
