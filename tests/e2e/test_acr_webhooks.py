@@ -161,6 +161,21 @@ def test_deliveries_wait_for_a_receiver_and_go_with_their_registry(server):
                        what="delivery after the receiver came back")
         assert got.json()["target"]["tag"] == "v1"
 
+        # listEvents pages, newest first, through nextLink (POSTed as az does).
+        pings = [arm.request("POST", hook + "/ping", api_version=WEBHOOK_API).json()["id"] for _ in range(2)]
+        wait_for(rx, lambda r: r.json().get("id") == pings[-1], what="second ping")
+        r = arm.request("POST", hook + "/listEvents", api_version=WEBHOOK_API, params={"$top": "1"})
+        ids = []
+        while True:
+            assert r.status_code == 200, r.text
+            page = r.json()
+            assert len(page["value"]) <= 1, page
+            ids += [e["id"] for e in page["value"]]
+            if not page.get("nextLink"):
+                break
+            r = arm.session.post(page["nextLink"], headers={"Authorization": "Bearer " + arm.token}, timeout=60)
+        assert ids[:2] == pings[::-1] and len(ids) == 3 and len(set(ids)) == 3, (ids, pings)
+
     # A deleted registry takes its webhooks (and their queue) with it.
     r = arm.request("DELETE", arm.registry_path("hooksdown"))
     assert r.status_code in (200, 202, 204), r.text

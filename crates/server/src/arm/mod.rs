@@ -117,6 +117,8 @@ pub struct ArmCtx {
     /// The caller's address (socket, or a trusted proxy's forwarding headers), for audit events.
     pub caller_ip: std::net::IpAddr,
     pub correlation_id: String,
+    /// The request's query string (as sent, without `?`): paging tokens of POST actions (`listEvents`).
+    pub query: String,
     /// The request's activity-log record: handlers that change state take it for the store (`change()`).
     pub activity: std::sync::Arc<activity::ActivityScope>,
 }
@@ -239,6 +241,7 @@ async fn handle(
         method: parts.method.clone(),
         caller_ip: crate::edge::ClientAddr::of(&parts.extensions),
         correlation_id: scope.correlation_id().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
         activity: scope.clone(),
     };
     if not_served {

@@ -80,14 +80,7 @@ pub async fn dispatch(
         (&Method::POST, [_, "listevents"]) => {
             require_write(ctx, r, &format!("{TYPE}/listEvents/action"))?;
             let h = find(state, r, rest_original[0]).await?;
-            let value: Vec<Value> = state
-                .meta
-                .webhook_deliveries(&r.id, &h.name, None, EVENTS_PAGE)
-                .await?
-                .iter()
-                .map(service::event_json)
-                .collect();
-            Ok(axum::Json(json!({ "value": value })).into_response())
+            list_events(state, ctx, &reg_id, r, &h).await
         }
         (&Method::POST, [_, "getcallbackconfig"]) => {
             // ACR requires `…/webhooks/getCallbackConfig/action`, which only writing roles hold.
@@ -98,6 +91,56 @@ pub async fn dispatch(
         }
         _ => Err(super::unsupported(ctx)),
     }
+}
+
+/// `listEvents`: the newest deliveries first, a page at a time (`$top`, default 100); `nextLink` carries the
+/// id to go on below (`$skipToken`).
+async fn list_events(
+    state: &AppState,
+    ctx: &ArmCtx,
+    reg_id: &str,
+    r: &Registry,
+    h: &moat_store::meta::WebhookRow,
+) -> ArmResult<Response> {
+    let param = |k: &str| {
+        crate::oci::query_param(&ctx.query, k)
+            .or_else(|| crate::oci::query_param(&ctx.query, &k.replace('$', "%24")))
+    };
+    let bad =
+        |what: &str| ArmError::bad_request("InvalidParameter", format!("{what} is not valid here"));
+    let top = match param("$top") {
+        None => EVENTS_PAGE,
+        Some(t) => t
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| bad("$top"))?,
+    };
+    let before = match param("$skipToken") {
+        None => None,
+        Some(t) => Some(
+            t.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad("$skipToken"))?,
+        ),
+    };
+    let rows = state
+        .meta
+        .webhook_deliveries(&r.id, &h.name, before, top)
+        .await?;
+    let value: Vec<Value> = rows.iter().map(service::event_json).collect();
+    let mut body = json!({ "value": value });
+    if rows.len() as i64 == top {
+        if let Some(last) = rows.last() {
+            body["nextLink"] = format!(
+                "{}{reg_id}/webhooks/{}/listEvents?api-version={}&$top={top}&$skipToken={}",
+                ctx.base_url, h.name, ctx.api_version, last.id
+            )
+            .into();
+        }
+    }
+    Ok(axum::Json(body).into_response())
 }
 
 async fn find(
