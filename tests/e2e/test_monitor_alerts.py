@@ -14,7 +14,7 @@ from receivers import HttpReceiver
 from test_arm_az import Az
 
 REG_WRITE = "Microsoft.ContainerRegistry/registries/write"
-FAST = ["--alert-interval-secs", "1"]
+FAST = ["--alert-interval-secs", "1", "--metrics-interval-ms", "500"]
 
 
 @pytest.fixture
@@ -73,7 +73,6 @@ def setup_registry(server, az, name: str):
     return owner, reg
 
 
-@pytest.mark.skip(reason="needs the metrics aggregation (metric_points), not on main yet")
 def test_metric_alert_fires_once_for_the_identity_over_the_threshold(server, az):
     owner, reg = setup_registry(server, az, "alertreg")
     login = reg["loginServer"]
@@ -235,7 +234,7 @@ def test_refusals_store_nothing(server, az):
 
         # Nothing of it was stored; the valid rule is.
         r = arm.request("PUT", f"{base}/metricAlerts/fine", good, api_version="2018-03-01")
-        assert r.status_code == 201, r.text
+        assert r.status_code == 200, r.text
         names = [x["name"] for x in az("monitor", "metrics", "alert", "list", "-g", "rg1", json_out=True).json]
         assert names == ["fine"], names
         groups = [x["name"] for x in az("monitor", "action-group", "list", "-g", "rg1", json_out=True).json]

@@ -2,15 +2,16 @@
 //! thresholds, activity-log alert rules; how a rule is evaluated; and Azure's common alert schema that a firing
 //! alert posts. Pure: the server stores rules, reads metric points and the activity log, and delivers payloads.
 
+pub mod activity_rule;
 pub mod evaluate;
+pub mod metric_rule;
 pub mod rules;
 pub mod schema;
 
+pub use activity_rule::{parse_activity_log_alert, ActivityLeaf, ActivityLogAlert};
 pub use evaluate::{evaluate_criterion, DimensionKey, PointView};
-pub use rules::{
-    parse_action_group, parse_activity_log_alert, parse_metric_alert, redact_uri, ActionGroup,
-    ActivityLeaf, ActivityLogAlert, MetricAlert, MetricCriterion, RuleAction, WebhookReceiver,
-};
+pub use metric_rule::{parse_metric_alert, DimensionFilter, MetricAlert, MetricCriterion};
+pub use rules::{parse_action_group, redact_uri, ActionGroup, RuleAction, WebhookReceiver};
 
 /// Why a rule or an action group was refused. `code` is the ARM error code, `target` the property at fault.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -144,21 +145,10 @@ pub const WINDOW_SIZES: [i64; 8] = [60, 300, 900, 1800, 3600, 6 * 3600, 12 * 360
 /// The evaluation frequencies Azure accepts.
 pub const FREQUENCIES: [i64; 5] = [60, 300, 900, 1800, 3600];
 
-/// The metrics a rule may name and their dimensions (Moat's metric definitions; see `metric.rs`).
+/// The metrics a rule may name and their dimensions: the registry's metric definitions
+/// (`az monitor metrics list-definitions`).
 pub fn metric_dimensions(metric: &str) -> Option<(&'static str, &'static [&'static str])> {
-    const DEFS: [(&str, &[&str]); 8] = [
-        ("SuccessfulPullCount", &[]),
-        ("TotalPullCount", &[]),
-        ("SuccessfulPushCount", &[]),
-        ("TotalPushCount", &[]),
-        ("StorageUsed", &[]),
-        ("PulledBytes", &["Identity", "Repository"]),
-        ("PushedBytes", &["Identity", "Repository"]),
-        ("DeniedRequestCount", &["Reason", "Operation"]),
-    ];
-    DEFS.iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(metric))
-        .map(|(n, d)| (*n, *d))
+    super::metric::find(metric).map(|d| (d.name, d.dimensions))
 }
 
 /// The namespace of every registry metric.

@@ -2,7 +2,7 @@
 //! Every dimension a criterion names splits the series (Azure monitors each value of a split dimension as its
 //! own time series): `Include ["*"]` takes every value, `Include [a, b]` only those, `Exclude [a]` all but.
 
-use super::rules::{DimensionFilter, MetricCriterion};
+use super::metric_rule::{DimensionFilter, MetricCriterion};
 use std::collections::BTreeMap;
 
 /// A dimension combination: (dimension name as the rule spells it, value), in the rule's order.

@@ -1,7 +1,7 @@
 //! Azure's common alert schema (`azureMonitorCommonAlertSchema`): what a firing or resolved alert posts to an
 //! action group's webhook receivers. Field names and values as Azure Monitor's sample payloads show them.
 
-use super::rules::MetricCriterion;
+use super::metric_rule::MetricCriterion;
 use super::METRIC_NAMESPACE;
 use crate::activity::ActivityEvent;
 use serde_json::{json, Map, Value};

@@ -93,7 +93,7 @@ async fn evaluate(
     // The window ends with the current minute (its points so far count: an alert need not wait a minute).
     let to = (now / 60) * 60 + 60;
     let from = to - rule.window_secs();
-    let points = metric_points(state, &registry, from, to).await?;
+    let points = state.meta.metric_points(&registry, None, from, to).await?;
     let per: Vec<_> = rule
         .criteria
         .iter()
@@ -251,24 +251,4 @@ async fn notify(
         schema::payload(&essentials, context.clone(), &a.web_hook_properties)
     })
     .await
-}
-
-/// A minute point as the metrics store gives it (SHIM: replaced by `moat_store::meta::MetricPoint` and
-/// `MetadataStore::metric_points` once the metrics work lands on main).
-struct ShimPoint {
-    metric: String,
-    dimensions: Vec<(String, String)>,
-    count: i64,
-    total: f64,
-    minimum: f64,
-    maximum: f64,
-}
-
-async fn metric_points(
-    _state: &AppState,
-    _registry: &str,
-    _from: i64,
-    _to: i64,
-) -> anyhow::Result<Vec<ShimPoint>> {
-    Ok(Vec::new())
 }

@@ -266,7 +266,8 @@ pub async fn put(
         .meta
         .put_alert_resource(&row, &ctx.activity.change())
         .await?;
-    let status = if created {
+    // Azure answers a new metric alert with 200 (az treats a 201 there as an error); the others with 201.
+    let status = if created && kind != AlertKind::MetricAlert {
         StatusCode::CREATED
     } else {
         StatusCode::OK
