@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
+mod audit_trail;
 mod gc;
 mod logins;
 mod raw;
@@ -2035,11 +2036,11 @@ async fn main() -> Result<()> {
                         n.trim()
                             .parse::<u32>()
                             .ok()
-                            .filter(|n| (1..=10).contains(n))
+                            .filter(|n| (1..=11).contains(n))
                     })
                     .collect::<Option<Vec<u32>>>()
                     .ok_or_else(|| {
-                        anyhow!("--only {list}: workloads are numbers 1 to 10 ({USAGE})")
+                        anyhow!("--only {list}: workloads are numbers 1 to 11 ({USAGE})")
                     })?;
                 only = Some(ns);
             }
@@ -2498,6 +2499,26 @@ async fn main() -> Result<()> {
                 f.archive_mib, f.export_azure, f.sdk_upload, f.export_azure / f.sdk_upload,
                 f.import_azure, f.sdk_download, f.import_azure / f.sdk_download,
                 f.export_local, f.disk, f.export_local / f.disk
+            );
+        }
+    }
+
+    if wants(11) {
+        let n: u64 = if sizes.quick { 500_000 } else { 10_000_000 };
+        eprintln!("[moat] 11. audit trail: {n} pull events; bytes per event, queries by time and identity, export");
+        let dir = env.base.join("audit-trail");
+        let fig = audit_trail::run(&env.moat_bin, &dir, n).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(f) = note(&mut errors, "moat: audit trail", Ok(fig)) {
+            eprintln!(
+                "  {:.1} B/event (target <= 120); time range {:.1} ms, identity {:.1} ms (target < 200); export {:.0} records/s (target >= 500,000)",
+                f.bytes_per_event, f.query_time_ms, f.query_identity_ms, f.export_per_sec
+            );
+            println!(
+                "{}",
+                serde_json::json!({"workload": "audit_trail", "records": f.records,
+                    "bytes_per_event": f.bytes_per_event, "query_time_ms": f.query_time_ms,
+                    "query_identity_ms": f.query_identity_ms, "export_per_sec": f.export_per_sec})
             );
         }
     }
