@@ -219,7 +219,8 @@ class SyslogReceiver:
                 left = deadline - time.time()
                 if left <= 0:
                     raise AssertionError(f"syslog receiver: condition not met in {timeout}s; got "
-                                         f"{len(self.messages)} message(s); errors: {self.errors[-5:]}")
+                                         f"{len(self.messages)} message(s); errors: {self.errors[-5:]}; last: "
+                                         f"{[m.raw[:300] for m in self.messages[-6:]]}")
                 self._cond.wait(min(left, 0.5))
             return list(self.messages)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
 
-import pytest
-
-from conftest import parse_json_lines
+from conftest import Arm, build_image, make_session, parse_json_lines, sp_create
+from test_arm_az import Az
 from receivers import HttpReceiver
 from syslog_receiver import SyslogReceiver
 
@@ -119,3 +120,163 @@ def test_unusable_sinks_are_refused_saying_why_and_nothing_is_stored(moat, tmp_p
         assert syslog.messages == []
     assert parse_json_lines(moat.moat("monitor", "sink", "list", "-o", "json").stdout) == []
     assert not [a for a in moat.audit(log="activity") if "partnerSinks" in (a.get("operationName") or "")]
+
+
+REPO_CAT = "ContainerRegistryRepositoryEvents"
+LOGIN_CAT = "ContainerRegistryLoginEvents"
+
+
+class Puller(threading.Thread):
+    """Pulls a manifest in a loop until stopped; errors (the server down) are counted, not raised."""
+
+    def __init__(self, server):
+        super().__init__(daemon=True)
+        self.server = server
+        self.stop_flag = threading.Event()
+        self.ok = 0
+        self.errors = 0
+
+    def run(self):
+        c = self.server.client()
+        while not self.stop_flag.is_set():
+            try:
+                r = c.get_manifest("siem/app", "v1")
+                if r.status_code == 200:
+                    self.ok += 1
+                else:
+                    self.errors += 1
+                    c.reset()
+            except Exception:
+                self.errors += 1
+                c.reset()
+                time.sleep(0.2)
+            time.sleep(0.03)
+
+
+def hec_events(http: HttpReceiver) -> list[dict]:
+    out = []
+    for r in list(http.requests):
+        if r.body:
+            out += [json.loads(line) for line in r.body.decode().split("\n")]
+    return out
+
+
+def test_a_setting_ships_the_same_records_to_syslog_http_and_storage_through_outages_and_kill9(
+        moat_factory, azurite, tmp_path):
+    server = moat_factory(extra_args=["--sink-interval-ms", "200"])
+    keyfile = tmp_path / "sa-key"
+    keyfile.write_text(azurite.key + "\n")
+    server.moat("storage-account", "add", "--name", azurite.account, "--blob-endpoint", azurite.endpoint + "/",
+                "--key-file", str(keyfile))
+    server.moat("secret", "set", "--id", KV, "--value", TOKEN)
+    sp = sp_create(server, "siem-owner", "Owner")
+    arm = Arm(server, sp)
+    sub = arm.subscription
+    r = arm.request("GET", f"/subscriptions/{sub}/providers/Microsoft.ContainerRegistry/registries",
+                    api_version="2023-07-01")
+    [reg] = [x for x in r.json()["value"] if x["name"] == "default"]
+    reg_id = reg["id"]
+    sa = f"/subscriptions/{sub}/resourceGroups/st/providers/Microsoft.Storage/storageAccounts/{azurite.account}"
+
+    with SyslogReceiver(tmp_path) as syslog, HttpReceiver() as http:
+        s_id = json.loads(add(server, "--name", "soc-syslog", "--kind", "syslog", "--address", syslog.address,
+                              "--ca-file", str(syslog.ca_file)).stdout)["id"]
+        h_id = json.loads(add(server, "--name", "soc-hec", "--kind", "http", "--url",
+                              http.url + "services/collector", "--token-secret", KV).stdout)["id"]
+        az = Az(server, tmp_path / "azcfg")
+        az.register_and_login(sp)
+        logs = json.dumps([{"category": REPO_CAT, "enabled": True}, {"category": LOGIN_CAT, "enabled": True}])
+        # az insists on a storage account, workspace or event hub beside a partner: the syslog-only setting goes
+        # through the ARM API as azure-mgmt-monitor would send it.
+        r = arm.request("PUT", f"{reg_id}/providers/Microsoft.Insights/diagnosticSettings/to-syslog",
+                        {"properties": {"marketplacePartnerId": s_id, "logs": json.loads(logs)}},
+                        api_version="2021-05-01-preview")
+        assert r.status_code == 200, r.text
+        created = az("monitor", "diagnostic-settings", "create", "--name", "to-hec", "--resource", reg_id,
+                     "--marketplace-partner-id", h_id, "--storage-account", sa, "--logs", logs, json_out=True).json
+        assert created["marketplacePartnerId"].lower() == h_id.lower(), created
+
+        c = server.client()
+        assert c.push_image("siem/app", build_image(n_layers=1, seed="siem"), tag="v1").status_code == 201
+        s = make_session(server.base_url, verify=server.verify)
+        r = s.get(server.base_url + "/oauth2/token", auth=("admin", "wrong-password"), timeout=30,
+                  params=[("service", server.login_server), ("scope", "repository:siem/app:pull")])
+        assert r.status_code == 401, r.text
+        syslog.wait_for(lambda ms: "Push" in {m.json().get("operationName") for m in ms}
+                        and any(m.msg_id == "LoginEvent" and m.severity == 4 for m in ms), timeout=60)
+        http.wait_for(lambda reqs: any(e.get("operationName") == "Push" for e in hec_events_of(reqs)),
+                      timeout=60)
+        first = syslog.messages[0]
+        assert first.sd_id == "moat@32473" and first.sd["recordId"] == first.json()["recordId"], first.raw
+        assert first.app_name == "moat" and first.facility == 16 and first.version == "1"
+        hec = hec_events(http)
+        assert all(e["sourcetype"] in (f"moat:{REPO_CAT}", f"moat:{LOGIN_CAT}") for e in hec), hec[:3]
+        assert all(r.header("Authorization") == f"Splunk {TOKEN}" for r in http.requests)
+
+        # Load, with both collectors gone for a while, then the server killed mid-shipping.
+        puller = Puller(server)
+        puller.start()
+        try:
+            time.sleep(2)
+            syslog.stop()
+            http.stop()
+            time.sleep(20)
+            syslog.start()
+            http.start()
+            time.sleep(3)
+            server.kill9()
+            time.sleep(1)
+            server.start()
+            time.sleep(3)
+        finally:
+            puller.stop_flag.set()
+            puller.join(30)
+        assert puller.ok > 50, (puller.ok, puller.errors)
+
+        pulls = [e for e in server.audit(operation="Pull") if e["Repository"] == "siem/app"]
+        want = len(pulls)
+
+        def pull_ids(records):
+            return {x["recordId"] for x in records if x.get("operationName") == "Pull"}
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            s_ids = pull_ids(m.json() for m in syslog.messages)
+            h_ids = pull_ids(e["event"] for e in hec_events(http))
+            if len(s_ids) >= want and len(h_ids) >= want:
+                break
+            time.sleep(1)
+        assert len(s_ids) == want and len(h_ids) == want, (len(s_ids), len(h_ids), want)
+        assert s_ids == h_ids
+        # HTTP: every record once. Syslog: at least once; a repeat is only a batch resent after a break.
+        h_all = [e["event"]["recordId"] for e in hec_events(http)]
+        assert len(h_all) == len(set(h_all)), f"{len(h_all) - len(set(h_all))} duplicate(s) over HTTP"
+        s_all = syslog.record_ids()
+        assert len(s_all) - len(set(s_all)) < want // 2, (len(s_all), len(set(s_all)))
+        # Per-sink order is the log's.
+        seqs = [int(i.rsplit("/", 1)[1]) for i in dict.fromkeys(h_all)]
+        assert seqs == sorted(seqs)
+        assert all(i.startswith(f"{sub}/audit/") for i in s_ids)
+
+    # The storage archive of the same setting holds the same records.
+    container = f"insights-logs-{REPO_CAT.lower()}"
+    deadline = time.monotonic() + 90
+    while True:
+        archived = set()
+        for b in azurite.list_blobs(container):
+            for line in azurite.get_blob(container, b["name"]).decode().splitlines():
+                x = json.loads(line)
+                if x["operationName"] == "Pull":
+                    archived.add(x["recordId"])
+        if len(archived & h_ids) == want or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert h_ids <= archived, len(h_ids - archived)
+
+
+def hec_events_of(reqs) -> list[dict]:
+    out = []
+    for r in reqs:
+        if r.body:
+            out += [json.loads(line)["event"] for line in r.body.decode().split("\n")]
+    return out
