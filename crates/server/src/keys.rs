@@ -391,7 +391,11 @@ mod tests {
             .unwrap()
             .is_empty());
         let listed = keys.files.list().unwrap();
-        assert_eq!(listed.len(), 6);
+        assert_eq!(
+            listed.len(),
+            Purpose::ALL.len() + 1,
+            "one key per purpose and the retired one"
+        );
         assert!(listed
             .iter()
             .any(|k| k.kid == first.kid && k.status == "retired"));
