@@ -88,7 +88,7 @@ def test_data_dir_is_0700_and_every_file_0600(server):
              if (p.is_dir() and mode(p) != 0o700) or (p.is_file() and mode(p) != 0o600)]
     assert not wrong, wrong
     purposes = sorted(p.name for p in (server.data_dir / "keys").iterdir())
-    assert purposes == ["data-links", "entra-tokens", "registry-tokens", "secrets", "transfer"]
+    assert purposes == ["audit", "data-links", "entra-tokens", "registry-tokens", "secrets", "transfer"]
 
 
 def test_an_unprivileged_user_reads_nothing(server):
