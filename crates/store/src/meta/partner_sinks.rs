@@ -174,9 +174,12 @@ mod tests {
         }
     }
 
+    /// A distinct record each call: event ids are unique in the activity log.
     fn event() -> ActivityEvent {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ActivityEvent::new(
-            "c".into(),
+            format!("c{n}"),
             crate::time_fmt::now(),
             "Moat.Monitor/partnerSinks/write",
             "/x",
