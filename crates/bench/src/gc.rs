@@ -45,11 +45,9 @@ fn blob(tag: u64, i: u64) -> (Vec<u8>, String) {
     (b, d)
 }
 
-/// Pushes blobs `tag`/0.. over `CONNECTIONS` raw connections until `count` are pushed or `stop` is set; counts
-/// each acknowledged push in `done`.
 /// Where pushes go: an address, the `Host` and the `Authorization` line for one repository.
 #[derive(Clone)]
-struct Target {
+pub struct Target {
     addr: std::net::SocketAddr,
     host: String,
     repo: &'static str,
@@ -57,7 +55,7 @@ struct Target {
 }
 
 impl Target {
-    async fn new(reg: &Reg, repo: &'static str) -> Result<Target> {
+    pub async fn new(reg: &Reg, repo: &'static str) -> Result<Target> {
         Ok(Target {
             addr: (reg.ip, reg.port).into(),
             host: reg.host.clone(),
@@ -67,7 +65,9 @@ impl Target {
     }
 }
 
-async fn push(
+/// Pushes blobs `tag`/0.. over `CONNECTIONS` raw connections until `count` are pushed or `stop` is set; counts
+/// each acknowledged push in `done`.
+pub async fn push(
     to: Target,
     tag: u64,
     count: u64,

@@ -9,7 +9,8 @@
 //! between the same two servers, and the latency of a same-server (zero copy) import of a large and a 1 KiB image.
 //! Workload 8 is a login flood against Moat alone (`logins.rs`): peak RSS and the right logins' p99. Workload 9 is
 //! garbage collection of 100,000 blobs, half unreferenced, while 4 KiB pushes run (`gc.rs`): the pushes' rate during
-//! the collection against without it, and the collection's duration.
+//! the collection against without it, and the collection's duration. Workload 10 is ACR Transfer (`transfer.rs`),
+//! 11 the audit trail (`audit_trail.rs`), 12 the monitoring sinks' cost to the data plane (`monitoring.rs`).
 //!
 //! `cargo run --release -p moat-bench -- [--quick]` or `scripts/bench [--quick]`.
 
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 mod audit_trail;
 mod gc;
 mod logins;
+mod monitoring;
 mod raw;
 mod transfer;
 
@@ -2018,7 +2020,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     const USAGE: &str = "usage: moat-bench [--quick] [--only N[,N…]]";
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}\n  --only: run only these workloads (1-10; 5, the physical limits, always runs)\n  env: MOAT_BIN (default target/release/moat), DISTRIBUTION_BIN (default /usr/bin/docker-registry), SKOPEO_BIN (default /usr/bin/skopeo), BENCH_TMPDIR; workload 10: MOAT_AZURITE (default .tools/azurite), BENCH_PYTHON (default .venv-transfer/bin/python)");
+        println!("{USAGE}\n  --only: run only these workloads (1-12; 5, the physical limits, always runs)\n  env: MOAT_BIN (default target/release/moat), DISTRIBUTION_BIN (default /usr/bin/docker-registry), SKOPEO_BIN (default /usr/bin/skopeo), BENCH_TMPDIR; workloads 10 and 12: MOAT_AZURITE (default .tools/azurite), BENCH_PYTHON (default .venv-transfer/bin/python)");
         return Ok(());
     }
     let mut only: Option<Vec<u32>> = None;
@@ -2036,11 +2038,11 @@ async fn main() -> Result<()> {
                         n.trim()
                             .parse::<u32>()
                             .ok()
-                            .filter(|n| (1..=11).contains(n))
+                            .filter(|n| (1..=12).contains(n))
                     })
                     .collect::<Option<Vec<u32>>>()
                     .ok_or_else(|| {
-                        anyhow!("--only {list}: workloads are numbers 1 to 11 ({USAGE})")
+                        anyhow!("--only {list}: workloads are numbers 1 to 12 ({USAGE})")
                     })?;
                 only = Some(ns);
             }
@@ -2523,6 +2525,37 @@ async fn main() -> Result<()> {
         }
     }
 
+    let mut monitor_fig: Option<monitoring::MonitorFig> = None;
+    if wants(12) {
+        eprintln!(
+            "[moat] 12. monitoring: manifest GET and 4 KiB pushes ({} clients, {} s each) with no diagnostic setting vs one to Azurite and one to an HTTP receiver ({} rounds)",
+            sizes.concurrency, sizes.manifest_secs, sizes.rounds
+        );
+        monitor_fig = note(
+            &mut errors,
+            "moat: monitoring sinks under load",
+            tokio::time::timeout(t, monitoring::run(&env, &sizes)).await,
+        );
+        if let Some(f) = monitor_fig {
+            eprintln!(
+                "  manifest GET {:.0}/s with the settings vs {:.0}/s without ({:.3}x); 4 KiB push {:.0}/s vs {:.0}/s ({:.3}x); sink backlog max {}, {} at the end of a load; drained in {:.1} s; {} records at the HTTP receiver",
+                f.get_with, f.get_none, f.get_with / f.get_none,
+                f.push_with, f.push_none, f.push_with / f.push_none,
+                f.backlog_max, f.backlog_end, f.drain_secs, f.http_records,
+            );
+            println!(
+                "{}",
+                serde_json::json!({"workload": "monitoring", "get_none": f.get_none, "get_with": f.get_with,
+                    "push_none": f.push_none, "push_with": f.push_with, "backlog_max": f.backlog_max,
+                    "backlog_end": f.backlog_end, "moat_sink_backlog_end": f.sink_gauge_end,
+                    "drain_secs": f.drain_secs, "http_records": f.http_records,
+                    "requests_with_at_least": f.requests_with,
+                    "cores_get_none": f.cores_get_none.json(), "cores_get_with": f.cores_get_with.json(),
+                    "cores_push_none": f.cores_push_none.json(), "cores_push_with": f.cores_push_with.json()})
+            );
+        }
+    }
+
     // Report
     let ge = |m: Option<f64>, d: Option<f64>, k: f64| match (m, d) {
         (Some(m), Some(d)) if d > 0.0 => Some(m >= k * d),
@@ -2862,6 +2895,42 @@ async fn main() -> Result<()> {
             unit: "MiB/s",
             moat: transfer_fig.map(|f| f.export_local),
             dist: transfer_fig.map(|_| sha_mibs),
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "monitoring_manifest_get_ratio",
+            label: "12 manifest GET, 2 settings / none",
+            unit: "req/s",
+            moat: monitor_fig.map(|f| f.get_with),
+            dist: monitor_fig.map(|f| f.get_none),
+            target: ">= 0.95x".into(),
+            pass: monitor_fig.map(|f| f.get_with >= 0.95 * f.get_none),
+        },
+        Row {
+            metric: "monitoring_push_ratio",
+            label: "12 4 KiB push, 2 settings / none",
+            unit: "blobs/s",
+            moat: monitor_fig.map(|f| f.push_with),
+            dist: monitor_fig.map(|f| f.push_none),
+            target: ">= 0.95x".into(),
+            pass: monitor_fig.map(|f| f.push_with >= 0.95 * f.push_none),
+        },
+        Row {
+            metric: "monitoring_sink_backlog_end",
+            label: "12 sink backlog at load's end",
+            unit: "records",
+            moat: monitor_fig.map(|f| f.backlog_end as f64),
+            dist: None,
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            metric: "monitoring_sink_drain",
+            label: "12 sink backlog drained in",
+            unit: "s",
+            moat: monitor_fig.map(|f| f.drain_secs),
+            dist: None,
             target: "-".into(),
             pass: None,
         },

@@ -23,8 +23,8 @@ pub const REPO: &str = "bench/transfer";
 /// The pipelines' api-version (ACR's newest with the three resources).
 const API: &str = "api-version=2025-06-01-preview";
 /// Azurite's well-known development account (published in Azure's docs; not a secret).
-const ACCOUNT: &str = "devstoreaccount1";
-const ACCOUNT_KEY: &str =
+pub const ACCOUNT: &str = "devstoreaccount1";
+pub const ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 /// What Moat's Azure client uses (`moat_transfer::storage::StorageOptions::default`), given to the SDK too.
 const CONCURRENCY: usize = 4;
@@ -43,13 +43,13 @@ pub struct TransferFig {
 }
 
 /// Azurite, started from the copy scripts/test installs (`.tools/azurite`, or `MOAT_AZURITE`).
-async fn start_azurite(env: &Env) -> Result<Server> {
+pub async fn start_azurite(env: &Env) -> Result<Server> {
     let bin = std::env::var_os("MOAT_AZURITE")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".tools/azurite/node_modules/.bin/azurite-blob"));
     if !bin.exists() {
         bail!(
-            "Azurite not found at {} (workload 10 exports to it): run `bash scripts/test` once (it installs azurite into .tools/azurite) or set MOAT_AZURITE",
+            "Azurite not found at {} (workloads 10 and 12 write to it): run `bash scripts/test` once (it installs azurite into .tools/azurite) or set MOAT_AZURITE",
             bin.display()
         );
     }
