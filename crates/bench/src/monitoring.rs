@@ -47,6 +47,9 @@ pub struct MonitorFig {
     /// settings, and the largest at the end of one (`moat_log_consumer_backlog`).
     pub backlog_max: i64,
     pub backlog_end: i64,
+    /// The largest backlog at the end of a load of the storage account's sink and of the HTTP one.
+    pub backlog_end_storage: i64,
+    pub backlog_end_partner: i64,
     /// `moat_sink_backlog` summed over the sinks at the end of the loaded phase.
     pub sink_gauge_end: i64,
     /// The longest time from the end of a load until every sink had caught up.
@@ -204,6 +207,9 @@ impl Drop for Receiver {
 struct Backlog {
     /// `moat_log_consumer_backlog` of every `sink:` consumer, summed over consumers and logs.
     consumers: i64,
+    /// The same, of the storage account's sink and of the partner (HTTP) sink.
+    storage: i64,
+    partner: i64,
     /// `moat_sink_backlog`, summed.
     gauge: i64,
 }
@@ -233,7 +239,13 @@ fn parse_backlog(text: &str) -> Result<Backlog> {
                 .with_context(|| format!("value of '{line}'"))? as i64)
         };
         if line.starts_with("moat_log_consumer_backlog{") && line.contains("consumer=\"sink:") {
-            b.consumers += value()?;
+            let v = value()?;
+            b.consumers += v;
+            if line.contains(":storage\"") {
+                b.storage += v;
+            } else if line.contains(":partner\"") {
+                b.partner += v;
+            }
         } else if line.starts_with("moat_sink_backlog{") {
             b.gauge += value()?;
         }
@@ -280,6 +292,9 @@ struct Load {
     backlog_max: i64,
     backlog_end: i64,
     sink_gauge_end: i64,
+    /// `backlog_end` of the storage account's sink and of the HTTP one.
+    end_storage: i64,
+    end_partner: i64,
     /// From the load's end until every sink's cursor reached the logs' end (0 without settings).
     drain_secs: f64,
 }
@@ -311,6 +326,8 @@ impl Probe {
             cores,
             backlog_max: seen.max(end.consumers),
             backlog_end: end.consumers,
+            end_storage: end.storage,
+            end_partner: end.partner,
             sink_gauge_end: end.gauge,
             drain_secs: 0.0,
         };
@@ -537,8 +554,8 @@ pub async fn run(env: &Env, sizes: &Sizes) -> Result<MonitorFig> {
             if with {
                 for l in [&get_load, &push_load] {
                     eprintln!(
-                        "    sink backlog: max {} during the load, {} at its end (moat_sink_backlog {}); drained in {:.1} s",
-                        l.backlog_max, l.backlog_end, l.sink_gauge_end, l.drain_secs
+                        "    sink backlog: max {} during the load, {} at its end (Azurite {}, HTTP {}; moat_sink_backlog {}); drained in {:.1} s",
+                        l.backlog_max, l.backlog_end, l.end_storage, l.end_partner, l.sink_gauge_end, l.drain_secs
                     );
                 }
                 eprintln!(
@@ -553,6 +570,8 @@ pub async fn run(env: &Env, sizes: &Sizes) -> Result<MonitorFig> {
                 for l in [&get_load, &push_load] {
                     fig.backlog_max = fig.backlog_max.max(l.backlog_max);
                     fig.backlog_end = fig.backlog_end.max(l.backlog_end);
+                    fig.backlog_end_storage = fig.backlog_end_storage.max(l.end_storage);
+                    fig.backlog_end_partner = fig.backlog_end_partner.max(l.end_partner);
                     fig.sink_gauge_end = fig.sink_gauge_end.max(l.sink_gauge_end);
                     fig.drain_secs = fig.drain_secs.max(l.drain_secs);
                 }
@@ -603,9 +622,13 @@ mod tests {
             moat_sink_backlog{sink=\"sink:a:partner:audit\"} 3\n\
             moat_log_consumer_backlog{consumer=\"sink:a:storage\",log=\"audit\"} 120\n\
             moat_log_consumer_backlog{consumer=\"sink:a:partner\",log=\"activity\"} 5\n\
+            moat_log_consumer_backlog{consumer=\"sink:b:partner\",log=\"audit\"} 2\n\
             moat_log_consumer_backlog{consumer=\"metrics\",log=\"audit\"} 999\n";
         let b = parse_backlog(text).unwrap();
-        assert_eq!((b.consumers, b.gauge), (125, 10));
+        assert_eq!(
+            (b.consumers, b.storage, b.partner, b.gauge),
+            (127, 120, 7, 10)
+        );
         assert!(parse_backlog("moat_sink_backlog{sink=\"s\"} x\n").is_err());
     }
 }
