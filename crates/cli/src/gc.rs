@@ -7,7 +7,6 @@ use anyhow::{bail, Context};
 use moat_server::gc::{GcLine, GcRequest};
 use moat_server::ServeConfig;
 use moat_store::gc::{GcOptions, GcSummary, Removed, StoredIn};
-use moat_store::LocalBlobStore;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -86,8 +85,10 @@ async fn remote(
 
 async fn local(config: &ServeConfig, req: &GcRequest, printer: &Printer) -> anyhow::Result<()> {
     let meta = moat_server::listener::open_store(config).await?;
-    let blobs =
-        LocalBlobStore::open(config.data_dir.join("storage")).context("opening the blob store")?;
+    // No server runs (it would have taken the request): nothing of this host listens that the check must refuse
+    // besides what the operator's rules say.
+    let outbound = moat_outbound::Outbound::new(config.outbound.clone(), Arc::new(Vec::new));
+    let blobs = moat_server::storage::open_blobs(config, outbound)?;
     let day = Duration::from_secs(24 * 3600);
     let opts = GcOptions {
         grace: req.grace_secs.map(Duration::from_secs).unwrap_or(day),
@@ -99,8 +100,7 @@ async fn local(config: &ServeConfig, req: &GcRequest, printer: &Printer) -> anyh
         clock_offset: moat_server::gc::days(req.days_later),
     };
     let summary =
-        moat_server::gc::run_local(meta, Arc::new(blobs), &opts, &mut |r| printer.removed(r))
-            .await?;
+        moat_server::gc::run_local(meta, blobs, &opts, &mut |r| printer.removed(r)).await?;
     printer.summary(&summary);
     Ok(())
 }

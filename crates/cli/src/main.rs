@@ -65,6 +65,11 @@ struct Common {
     /// Metadata database URL (`sqlite://…`); defaults to `<data dir>/moat.db`.
     #[arg(long, env = "MOAT_DATABASE_URL", global = true)]
     database_url: Option<String>,
+    /// Where blob bytes live: `file://<dir>` (default `<data dir>/storage`) or `az://<container>` (Azure Blob
+    /// Storage; account and key from AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY or
+    /// AZURE_STORAGE_ACCOUNT_KEY_FILE, or AZURE_STORAGE_USE_EMULATOR and AZURITE_BLOB_STORAGE_URL).
+    #[arg(long, env = "MOAT_STORAGE_URL", global = true, value_parser = parse_storage_url)]
+    storage_url: Option<moat_store::blobs::object::StorageUrl>,
     /// Serve plain HTTP instead of HTTPS.
     #[arg(long, env = "MOAT_INSECURE_HTTP", global = true)]
     insecure_http: bool,
@@ -222,6 +227,10 @@ enum Output {
     Table,
 }
 
+fn parse_storage_url(s: &str) -> Result<moat_store::blobs::object::StorageUrl, String> {
+    s.parse()
+}
+
 fn config(common: &Common) -> ServeConfig {
     ServeConfig {
         data_dir: common.data_dir.clone(),
@@ -232,6 +241,7 @@ fn config(common: &Common) -> ServeConfig {
         domain: common.domain.clone(),
         region: common.region.clone(),
         database_url: common.database_url.clone(),
+        storage_url: common.storage_url.clone(),
         upload_ttl: Duration::from_secs(24 * 3600),
         gc_grace: Duration::from_secs(24 * 3600),
         gc_interval: Duration::from_secs(3600),

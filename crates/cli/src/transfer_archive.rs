@@ -6,7 +6,6 @@ use super::{emit, Common};
 use anyhow::Context;
 use clap::Subcommand;
 use moat_server::keys::{transfer_signer, KeyFiles, Purpose};
-use moat_store::LocalBlobStore;
 use moat_transfer::archive::{collect_export, write_archive};
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,9 +40,10 @@ pub async fn run(command: TransferArchiveCommand) -> anyhow::Result<()> {
         .with_context(|| format!("no registry named '{registry}' on this server"))?;
     let set = collect_export(&dd.meta, &r.id, &artifacts).await?;
     let data_dir = dd.config.data_dir.clone();
+    let outbound =
+        moat_outbound::Outbound::new(dd.config.outbound.clone(), std::sync::Arc::new(Vec::new));
+    let blobs = moat_server::storage::open_blobs(&dd.config, outbound)?;
     let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let blobs =
-            LocalBlobStore::open(data_dir.join("storage")).context("opening the blob store")?;
         let keys = KeyFiles::new(&data_dir).load(Purpose::Transfer)?;
         let signer = transfer_signer(keys.last().expect("load makes a key"));
         // Written beside the target and renamed into place: a reader never sees half an archive.
@@ -53,7 +53,10 @@ pub async fn run(command: TransferArchiveCommand) -> anyhow::Result<()> {
             std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
         );
         let written = (|| -> anyhow::Result<_> {
-            let summary = write_archive(&set, &blobs, &signer, &mut file, 0, &mut |_, _| Ok(()))?;
+            let summary =
+                write_archive(&set, blobs.as_ref(), &signer, &mut file, 0, &mut |_, _| {
+                    Ok(())
+                })?;
             let file = file.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             std::fs::rename(&tmp, &out)

@@ -18,6 +18,8 @@ pub struct ServeConfig {
     /// data endpoints.
     pub region: moat_model::Location,
     pub database_url: Option<String>,
+    /// `MOAT_STORAGE_URL`: where blob bytes live (see [`crate::storage`]); `None` is `<data dir>/storage`.
+    pub storage_url: Option<moat_store::blobs::object::StorageUrl>,
     /// Upload sessions untouched for this long are removed with their partial bytes.
     pub upload_ttl: Duration,
     /// Garbage collection: how long a queued item waits before it is reviewed (see `moat_store::gc`).

@@ -28,6 +28,7 @@ pub mod registries;
 pub mod secrets;
 pub mod serve_lock;
 pub mod state;
+pub mod storage;
 pub mod tls;
 pub mod token;
 

@@ -23,7 +23,7 @@ use moat_model::{ConnectionStatus, RegistrySettings, Sku};
 
 /// The resource group of the registries made by the server itself or by `moat registry create`.
 pub const DEFAULT_RESOURCE_GROUP: &str = "moat";
-use moat_store::{LocalBlobStore, MetadataStore};
+use moat_store::MetadataStore;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
@@ -166,8 +166,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     crate::monitor::metrics::admin::check(&config)?;
     let meta = open_store(&config).await?;
     bootstrap(&config, &meta).await?;
-    let blobs =
-        LocalBlobStore::open(config.data_dir.join("storage")).context("opening the blob store")?;
+    let listeners: Arc<crate::endpoints::Listeners> = Default::default();
+    let outbound = listeners.outbound(config.outbound.clone());
+    let blobs = crate::storage::open_blobs(&config, outbound.clone())?;
     crate::datadir::check_secret_files(&config.data_dir)?;
     let keys = crate::keys::ServerKeys::load(&config.data_dir)?;
     crate::secrets::secure_database(&meta, &keys).await?;
@@ -189,15 +190,14 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Some(tls::local_ca_config(ca, &names, served_names.clone())?)
     };
     let config = Arc::new(config);
-    let listeners: Arc<crate::endpoints::Listeners> = Default::default();
     let jobs = crate::jobs::Jobs::new(meta.clone(), config.jobs.clone());
     let state = AppState {
-        outbound: listeners.outbound(config.outbound.clone()),
+        outbound,
         config: config.clone(),
         registries: RegistryDirectory::new(meta.clone(), config.clone()),
         audit: AuditLog::start(meta.clone()),
         meta,
-        blobs: Arc::new(blobs),
+        blobs,
         tokens,
         links,
         keys,

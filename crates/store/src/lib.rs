@@ -8,6 +8,9 @@ pub mod meta;
 mod migrate;
 pub mod time_fmt;
 
-pub use blobs::{BlobStore, Hashed, LocalBlobStore, ReceivedBlob, UploadWriter};
+pub use blobs::{
+    BlobStore, Hashed, LocalBlobStore, ObjectBlobStore, ReceivedBlob, StorageUnavailable,
+    UploadState, UploadWriter,
+};
 pub use error::StoreError;
 pub use meta::MetadataStore;

@@ -90,6 +90,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "partner_sinks",
         include_str!("../migrations/0025_partner_sinks.sql"),
     ),
+    (
+        26,
+        "upload_resume",
+        include_str!("../migrations/0026_upload_resume.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

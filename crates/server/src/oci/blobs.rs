@@ -46,39 +46,44 @@ fn range_ask(value: Option<&str>, size: u64) -> RangeAsk {
 /// Bytes read from a blob file per message to the response body.
 const CHUNK: usize = 2 << 20;
 
-/// Streams `[start, start+len)` of a blob from a blocking reader, 1 MiB at a time, with bounded buffering.
-pub fn blob_body(state: &AppState, digest: &Digest, start: u64, len: u64) -> Body {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+/// Streams `[start, start+len)` of a blob from a blocking reader, 1 MiB at a time, with bounded buffering. The
+/// blob is opened first, so that storage that is down gets a 503 rather than a response that breaks off.
+pub async fn blob_body(state: &AppState, digest: &Digest, start: u64, len: u64) -> OciResult<Body> {
     let blobs = state.blobs.clone();
-    let digest = digest.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut reader = match blobs.open_blob(&digest, start, len) {
-            Ok(r) => r,
+    let d = digest.clone();
+    let mut reader = match tokio::task::spawn_blocking(move || blobs.open_blob(&d, start, len))
+        .await
+        .map_err(OciError::internal)?
+    {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(OciError::internal(format!(
+                "{digest} is linked but its bytes are missing: {e}"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || loop {
+        // read_to_end fills spare capacity without zeroing it first: at GB/s a memset per chunk shows.
+        let mut buf = Vec::with_capacity(CHUNK);
+        match (&mut reader).take(CHUNK as u64).read_to_end(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return;
+                }
+            }
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
                 return;
             }
-        };
-        loop {
-            // read_to_end fills spare capacity without zeroing it first: at GB/s a memset per chunk shows.
-            let mut buf = Vec::with_capacity(CHUNK);
-            match (&mut reader).take(CHUNK as u64).read_to_end(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => {
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
         }
     });
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    Ok(Body::from_stream(futures_util::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+    )))
 }
 
 pub async fn get(
@@ -147,7 +152,7 @@ pub async fn serve(
             Some(data) if data.len() as u64 >= start + len => {
                 Body::from(data.slice(start as usize..(start + len) as usize))
             }
-            _ => blob_body(state, &digest, start, len),
+            _ => blob_body(state, &digest, start, len).await?,
         }
     } else {
         Body::empty()

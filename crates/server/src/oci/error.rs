@@ -25,6 +25,9 @@ pub enum Code {
     RangeInvalid,
     /// A failure of the server's own (storage, database): Distribution's `UNKNOWN`, a 500.
     Unknown,
+    /// The blob storage did not answer: Distribution's `UNAVAILABLE`, a 503 with `Retry-After` (it comes back by
+    /// itself, and nothing acknowledged was lost).
+    Unavailable,
 }
 
 /// `405 UNSUPPORTED` for a method the endpoint does not answer.
@@ -55,6 +58,7 @@ impl Code {
             Code::Unsupported => "UNSUPPORTED",
             Code::TooManyRequests => "TOOMANYREQUESTS",
             Code::Unknown => "UNKNOWN",
+            Code::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -71,6 +75,7 @@ impl Code {
             Code::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -155,13 +160,28 @@ impl From<StoreError> for OciError {
                 format!("provided digest {expected} does not match content digest {actual}"),
             ),
             StoreError::NotFound => OciError::new(Code::NameUnknown, "not found"),
+            StoreError::Io(e) => e.into(),
             other => OciError::internal(other),
         }
     }
 }
 
+/// Seconds a client is told to wait when the blob storage is down.
+pub const STORAGE_RETRY_AFTER: u32 = 5;
+
 impl From<std::io::Error> for OciError {
     fn from(e: std::io::Error) -> OciError {
+        if let Some(u) = e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<moat_store::StorageUnavailable>())
+        {
+            tracing::warn!("{u}");
+            return OciError::new(
+                Code::Unavailable,
+                format!("blob storage {} is unavailable: try again shortly", u.store),
+            )
+            .with_header(header::RETRY_AFTER, STORAGE_RETRY_AFTER.to_string());
+        }
         OciError::internal(e)
     }
 }

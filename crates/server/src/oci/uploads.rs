@@ -16,15 +16,15 @@ use moat_model::access::ResourceScope;
 use moat_model::{Action, Digest, Egress, RepositoryName};
 use moat_store::blobs::Unverified;
 use moat_store::meta::{FinishedBlob, UploadRow};
-use moat_store::{Hashed, ReceivedBlob};
-use sha2::Sha256;
+use moat_store::{Hashed, ReceivedBlob, UploadState};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-type HashState = Option<(Sha256, u64)>;
+type HashState = Option<UploadState>;
 
-/// One lock per open session, holding the hasher state of the bytes acknowledged so far. Two requests on one
-/// session never interleave, and the common path (chunks in one process) never rereads what it wrote.
+/// One lock per open session, holding the state of the bytes acknowledged so far (the same state is in the
+/// session's row, for a chunk that arrives at another node). Two requests on one session in this process never
+/// interleave.
 #[derive(Clone, Default)]
 pub struct UploadLocks(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<HashState>>>>>);
 
@@ -130,6 +130,15 @@ async fn session(
     }
 }
 
+/// The state a session's row keeps, when it matches its acknowledged size: what lets a chunk continue on a node
+/// that did not see the earlier ones without reading them again.
+fn row_state(row: &UploadRow) -> HashState {
+    row.resume
+        .as_deref()
+        .and_then(UploadState::decode)
+        .filter(|s| s.size() == row.committed_size as u64)
+}
+
 /// How `append` treats the upload object.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -177,9 +186,10 @@ async fn append(
             w.write(chunk)?;
         }
         if mode == Mode::Chunk {
-            w.sync()?;
+            w.finish_chunk()
+        } else {
+            w.finish()
         }
-        w.finish()
     });
     let mut stream = body.into_data_stream();
     let mut body_error = None;
@@ -197,10 +207,7 @@ async fn append(
         }
     }
     drop(tx);
-    let written = writer
-        .await
-        .map_err(OciError::internal)?
-        .map_err(OciError::internal)?;
+    let written = writer.await.map_err(OciError::internal)??;
     if let Some(e) = body_error {
         // Nothing is acknowledged: the session keeps its committed size, and the next writer cuts these bytes off.
         return Err(OciError::new(
@@ -498,9 +505,11 @@ pub async fn patch(
         }
     };
     let declared = content_length(headers)?;
-    let (hasher, size) = append(state, id, committed, guard.take(), body, Mode::Chunk)
+    let prior = guard.take().or_else(|| row_state(&row));
+    let resume = append(state, id, committed, prior, body, Mode::Chunk)
         .await?
         .resume_state();
+    let size = resume.size();
     if let Some(want) = expected_len.or(declared) {
         if size - committed != want {
             return Err(OciError::new(
@@ -509,8 +518,11 @@ pub async fn patch(
             ));
         }
     }
-    state.meta.set_upload_size(id, size).await?;
-    *guard = Some((hasher, size));
+    state
+        .meta
+        .set_upload_size(id, size, &resume.encode())
+        .await?;
+    *guard = Some(resume);
     accepted(repo, id, size)
 }
 
@@ -547,7 +559,8 @@ pub async fn finish(
         }
     }
     let declared = content_length(headers)?;
-    let hashed = append(state, id, committed, guard.take(), body, Mode::Last).await?;
+    let prior = guard.take().or_else(|| row_state(&row));
+    let hashed = append(state, id, committed, prior, body, Mode::Last).await?;
     if declared.is_some_and(|n| n != hashed.size() - committed) {
         return Err(OciError::new(
             Code::SizeInvalid,
@@ -592,11 +605,22 @@ pub async fn sweep(state: &AppState, orphans: bool) -> Result<usize, moat_store:
     if orphans {
         let live: std::collections::HashSet<String> =
             state.meta.upload_ids().await?.into_iter().collect();
+        let too_old = std::time::SystemTime::now() - state.config.upload_ttl;
         for id in state.blobs.list_uploads()? {
-            if !live.contains(&id) {
-                state.blobs.remove_upload(&id)?;
-                removed += 1;
+            if live.contains(&id) {
+                continue;
             }
+            // In a shared store only age tells a crash's remains from another node's upload in flight.
+            if state.blobs.shared()
+                && state
+                    .blobs
+                    .upload_info(&id)
+                    .map_or(true, |(_, modified)| modified >= too_old)
+            {
+                continue;
+            }
+            state.blobs.remove_upload(&id)?;
+            removed += 1;
         }
     }
     Ok(removed)

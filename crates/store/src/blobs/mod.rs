@@ -2,14 +2,18 @@
 //! and made durable (fsync of file and directory) before the upload is renamed to its digest. The `BlobStore`
 //! trait is what Azure Blob and S3 back-ends implement; `LocalBlobStore` is the embedded default.
 
+mod midstate;
+pub mod object;
 mod received;
 mod writer;
 
+pub use midstate::{Midstate, UploadState};
+pub use object::{ObjectBlobStore, StorageUnavailable};
 pub use received::{Hashed, ReceivedBlob, Unverified};
 pub use writer::UploadWriter;
 
 use moat_model::{Algorithm, Digest};
-use sha2::{Digest as _, Sha256, Sha512};
+use sha2::{Digest as _, Sha512};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -19,13 +23,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// resumable upload); a monolithic upload needs no durable name until its commit renames it.
     fn create_upload(&self, id: &str, durable: bool) -> io::Result<()>;
     /// Opens an upload to append after its first `committed` bytes (those acknowledged so far; anything after
-    /// them is the remains of a chunk that was never acknowledged, and is cut off). `state` is the hasher kept
-    /// from earlier chunks in this process; without it (after a restart) the bytes so far are hashed again, once.
+    /// them is the remains of a chunk that was never acknowledged, and is cut off). `state` is where the upload
+    /// stood after its last acknowledged chunk (kept in its row, so any node has it); without it (a row written
+    /// before there was one) a local file's bytes so far are hashed again, once.
     fn open_upload(
         &self,
         id: &str,
         committed: u64,
-        state: Option<(Sha256, u64)>,
+        state: Option<UploadState>,
     ) -> io::Result<UploadWriter>;
     /// Makes the upload the blob `digest`: durable, then atomically visible under its name.
     fn commit_upload(&self, id: &str, digest: &Digest) -> io::Result<()>;
@@ -51,6 +56,11 @@ pub trait BlobStore: Send + Sync + 'static {
     fn empty_trash(&self, digest: &Digest) -> io::Result<()>;
     /// Digest of an upload's bytes by another algorithm than the sha256 computed while they streamed in.
     fn digest_upload(&self, id: &str, algorithm: Algorithm) -> io::Result<Digest>;
+    /// Whether other servers use the same store (an object store): an upload object no session row owns may then
+    /// be another node's monolithic upload in flight, not the remains of this node's crash.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 pub struct LocalBlobStore {
@@ -106,18 +116,18 @@ impl BlobStore for LocalBlobStore {
         &self,
         id: &str,
         committed: u64,
-        state: Option<(Sha256, u64)>,
+        state: Option<UploadState>,
     ) -> io::Result<UploadWriter> {
         let path = self.upload_path(id);
         let mut file = OpenOptions::new().read(true).append(true).open(&path)?;
         if file.metadata()?.len() != committed {
             file.set_len(committed)?;
         }
-        let (hasher, size) = match state {
-            Some((h, size)) if size == committed => (h, size),
+        let hasher = match state {
+            Some(st) if st.size() == committed => st.hash,
             _ => {
-                // Rehash what is on disk: only after a restart, or if a writer died mid-chunk.
-                let mut h = Sha256::new();
+                // Rehash what is on disk: only for a session whose row has no state (written by an older version).
+                let mut h = Midstate::new();
                 file.seek(SeekFrom::Start(0))?;
                 let mut buf = vec![0u8; 1 << 20];
                 let mut reader = (&file).take(committed);
@@ -128,10 +138,13 @@ impl BlobStore for LocalBlobStore {
                     }
                     h.update(&buf[..n]);
                 }
-                (h, committed)
+                h
             }
         };
-        Ok(UploadWriter::new(file, hasher, size))
+        Ok(UploadWriter::new(
+            Box::new(writer::FileSink::new(file, committed)),
+            hasher,
+        ))
     }
 
     fn commit_upload(&self, id: &str, digest: &Digest) -> io::Result<()> {
@@ -290,7 +303,8 @@ mod tests {
         let mut w = store.open_upload(id, 0, None).unwrap();
         w.write(Bytes::from_static(b"hello ")).unwrap();
         w.sync().unwrap();
-        let (state, size) = w.finish().unwrap().resume_state();
+        let state = w.finish().unwrap().resume_state();
+        let size = state.size();
         // A chunk that was never acknowledged is cut off when the upload is opened at its committed size.
         store
             .open_upload(id, size, None)
@@ -298,7 +312,7 @@ mod tests {
             .write(Bytes::from_static(b"garbage"))
             .unwrap();
         // Continue once with the kept hasher, once as after a restart: both give the same digest.
-        let mut kept = store.open_upload(id, size, Some((state, size))).unwrap();
+        let mut kept = store.open_upload(id, size, Some(state)).unwrap();
         kept.write(Bytes::from_static(b"world")).unwrap();
         let d1 = kept.finish().unwrap().digest().clone();
         let d2 = store

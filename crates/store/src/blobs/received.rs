@@ -6,28 +6,23 @@
 //! other constructor, so a digest a client merely names (in a manifest, a mount, an import) can never stand in
 //! for bytes it has.
 
+use super::midstate::UploadState;
 use super::BlobStore;
 use crate::gc::BlobPins;
 use bytes::Bytes;
 use moat_model::{Algorithm, Digest};
-use sha2::Sha256;
 use std::io;
 
 /// What an upload's bytes hash to, as computed while they were written: returned by
 /// [`UploadWriter::finish`](super::UploadWriter::finish) and by nothing else.
 pub struct Hashed {
     digest: Digest,
-    hasher: Sha256,
-    size: u64,
+    state: UploadState,
 }
 
 impl Hashed {
-    pub(super) fn new(digest: Digest, hasher: Sha256, size: u64) -> Hashed {
-        Hashed {
-            digest,
-            hasher,
-            size,
-        }
+    pub(super) fn new(digest: Digest, state: UploadState) -> Hashed {
+        Hashed { digest, state }
     }
 
     /// The sha256 digest of every byte written.
@@ -36,12 +31,12 @@ impl Hashed {
     }
 
     pub fn size(&self) -> u64 {
-        self.size
+        self.state.size()
     }
 
-    /// The hasher and size to continue the upload with its next chunk.
-    pub fn resume_state(&self) -> (Sha256, u64) {
-        (self.hasher.clone(), self.size)
+    /// The hash and the staged parts to continue the upload with its next chunk (on any node).
+    pub fn resume_state(&self) -> UploadState {
+        self.state.clone()
     }
 }
 
@@ -63,7 +58,7 @@ pub enum Unverified {
 /// ```
 /// nor can the writer's hash be claimed:
 /// ```compile_fail
-/// let _ = moat_store::Hashed::new(moat_model::Digest::sha256_of(b"x"), Default::default(), 1);
+/// let _ = moat_store::Hashed::new(moat_model::Digest::sha256_of(b"x"), Default::default());
 /// ```
 #[derive(Clone, Debug)]
 pub struct ReceivedBlob {
@@ -93,6 +88,7 @@ impl ReceivedBlob {
                 "{expected} is not pinned: its bytes could be collected before they are linked"
             ))));
         }
+        let size = hashed.size();
         let actual = match expected.algorithm() {
             Algorithm::Sha256 => hashed.digest,
             other => store.digest_upload(id, other)?,
@@ -103,7 +99,7 @@ impl ReceivedBlob {
         store.commit_upload(id, expected)?;
         Ok(ReceivedBlob {
             digest: actual,
-            size: hashed.size,
+            size,
             inline: None,
             pin: Some(pins.holder().to_string()),
         })

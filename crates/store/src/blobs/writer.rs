@@ -1,35 +1,38 @@
-//! Writing an upload: each byte hashed once on its way to the file, and large uploads made durable while they
+//! Writing an upload: each byte hashed once on its way to the store, and large uploads made durable while they
 //! stream rather than all at the end.
 
+use super::midstate::{Midstate, UploadState};
 use super::received::Hashed;
 use bytes::Bytes;
 use moat_model::Digest;
-use sha2::{Digest as _, Sha256};
 use std::fs::File;
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-/// Appends to an upload, hashing each byte once on its way to the file. Large uploads hash on a second thread
-/// while this one writes, start the disk's write-back as they go, and are flushed to stable storage by a third
-/// (`Flusher`), so that the fsync that acknowledges them finds little left to do: a push then runs at the lesser of
-/// the hash rate and the disk rate, not their sum.
+/// Where an upload's bytes go: a local file, or blocks staged in an object store.
+pub(crate) trait Sink: Send {
+    fn write(&mut self, chunk: &Bytes) -> io::Result<()>;
+    /// Makes every byte written so far durable (before a 202 acknowledges them).
+    fn sync(&mut self) -> io::Result<()>;
+    /// Ends the writing, durably: the store's ids of the parts, in order, for an object store (empty for a file).
+    /// `last` when the upload is complete (its parts then become one object); otherwise a chunk to acknowledge.
+    fn finish(&mut self, last: bool) -> io::Result<Vec<String>>;
+}
+
+/// Appends to an upload, hashing each byte once on its way to the store. Large uploads hash on a second thread
+/// while this one writes, so that a push runs at the lesser of the hash rate and the store's rate, not their sum.
 pub struct UploadWriter {
-    file: File,
+    sink: Box<dyn Sink>,
     hashing: Hashing,
     size: u64,
-    /// Write-back has been started for every byte before this offset.
-    writeback_from: u64,
-    /// The size the upload was opened at: bytes acknowledged earlier, already durable.
-    durable: u64,
-    flusher: Option<Flusher>,
 }
 
 enum Hashing {
-    Inline(Sha256),
+    Inline(Midstate),
     Parallel {
         chunks: std::sync::mpsc::SyncSender<Bytes>,
-        hasher: JoinHandle<Sha256>,
+        hasher: JoinHandle<Midstate>,
     },
     Taken,
 }
@@ -44,14 +47,11 @@ const FLUSH_EVERY: u64 = 32 << 20;
 const FLUSH_BACKLOG: u64 = 256 << 20;
 
 impl UploadWriter {
-    pub(super) fn new(file: File, hasher: Sha256, size: u64) -> UploadWriter {
+    pub(super) fn new(sink: Box<dyn Sink>, hasher: Midstate) -> UploadWriter {
         UploadWriter {
-            file,
+            sink,
+            size: hasher.len(),
             hashing: Hashing::Inline(hasher),
-            size,
-            writeback_from: size,
-            durable: size,
-            flusher: None,
         }
     }
 
@@ -81,7 +81,83 @@ impl UploadWriter {
             }
             Hashing::Taken => unreachable!("hasher is only taken while switching"),
         }
-        self.file.write_all(&chunk)?;
+        self.sink.write(&chunk)?;
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Makes the bytes written so far durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.sink.sync()
+    }
+
+    /// Ends a chunk that a 202 will acknowledge: its bytes durable, and the state to continue with.
+    pub fn finish_chunk(self) -> io::Result<Hashed> {
+        self.end(false)
+    }
+
+    /// Ends a complete upload (its commit makes it durable under its digest): the digest of everything written.
+    /// This and [`finish_chunk`](Self::finish_chunk) are the only ways to a [`Hashed`], which is what proves bytes
+    /// arrived (see `received.rs`). A store failure while the upload streamed fails it here.
+    pub fn finish(self) -> io::Result<Hashed> {
+        self.end(true)
+    }
+
+    fn end(mut self, last: bool) -> io::Result<Hashed> {
+        let parts = self.sink.finish(last)?;
+        let hasher = match std::mem::replace(&mut self.hashing, Hashing::Taken) {
+            Hashing::Inline(h) => h,
+            Hashing::Parallel { chunks, hasher } => {
+                drop(chunks);
+                hasher
+                    .join()
+                    .map_err(|_| io::Error::other("hasher thread panicked"))?
+            }
+            Hashing::Taken => unreachable!("finish consumes the writer"),
+        };
+        let digest = Digest::from_sha256_bytes(&hasher.finalize());
+        Ok(Hashed::new(
+            digest,
+            UploadState {
+                hash: hasher,
+                parts,
+            },
+        ))
+    }
+}
+
+/// An upload in a local file. The disk's write-back is started as the bytes arrive, and a large upload is
+/// flushed to stable storage by a second thread (`Flusher`), so that the fsync that acknowledges it finds little
+/// left to do.
+pub(crate) struct FileSink {
+    file: File,
+    size: u64,
+    /// Write-back has been started for every byte before this offset.
+    writeback_from: u64,
+    /// The size the upload was opened at: bytes acknowledged earlier, already durable.
+    durable: u64,
+    flusher: Option<Flusher>,
+}
+
+impl FileSink {
+    pub(crate) fn new(file: File, size: u64) -> FileSink {
+        FileSink {
+            file,
+            size,
+            writeback_from: size,
+            durable: size,
+            flusher: None,
+        }
+    }
+}
+
+impl Sink for FileSink {
+    fn write(&mut self, chunk: &Bytes) -> io::Result<()> {
+        self.file.write_all(chunk)?;
         self.size += chunk.len() as u64;
         if self.size - self.writeback_from >= WRITEBACK_WINDOW {
             self.start_writeback();
@@ -96,6 +172,24 @@ impl UploadWriter {
         Ok(())
     }
 
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// A flush that failed while the upload streamed fails it here: the kernel reports a write-back error to one
+    /// fsync only, and that one was the flusher's. The last chunk is made durable by the commit's fsync.
+    fn finish(&mut self, last: bool) -> io::Result<Vec<String>> {
+        if let Some(f) = self.flusher.take() {
+            f.stop()?;
+        }
+        if !last {
+            self.file.sync_data()?;
+        }
+        Ok(Vec::new())
+    }
+}
+
+impl FileSink {
     #[cfg(target_os = "linux")]
     fn start_writeback(&mut self) {
         use std::os::fd::AsRawFd;
@@ -114,36 +208,6 @@ impl UploadWriter {
 
     #[cfg(not(target_os = "linux"))]
     fn start_writeback(&mut self) {}
-
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// fsyncs the bytes written so far: called before any 202/201 that acknowledges them.
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
-    }
-
-    /// The digest of everything written, and the hasher state to continue with: the only way to a [`Hashed`],
-    /// which is what proves bytes arrived (see `received.rs`). A flush that failed while the upload streamed
-    /// fails it here: the kernel reports a write-back error to one fsync only, and that one was the flusher's.
-    pub fn finish(mut self) -> io::Result<Hashed> {
-        if let Some(f) = self.flusher.take() {
-            f.stop()?;
-        }
-        let hasher = match std::mem::replace(&mut self.hashing, Hashing::Taken) {
-            Hashing::Inline(h) => h,
-            Hashing::Parallel { chunks, hasher } => {
-                drop(chunks);
-                hasher
-                    .join()
-                    .map_err(|_| io::Error::other("hasher thread panicked"))?
-            }
-            Hashing::Taken => unreachable!("finish consumes the writer"),
-        };
-        let digest = Digest::from_sha256_bytes(&hasher.clone().finalize());
-        Ok(Hashed::new(digest, hasher, self.size))
-    }
 }
 
 /// Flushes a large upload to stable storage while it is still being written. A disk that takes writes into a

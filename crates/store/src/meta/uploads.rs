@@ -10,6 +10,9 @@ pub struct UploadRow {
     /// Bytes acknowledged (durable) so far.
     pub committed_size: i64,
     pub created_at: String,
+    /// Where the upload stood after its last acknowledged chunk (`UploadState::encode`): its hash midstate and
+    /// staged blocks, so that any node continues it.
+    pub resume: Option<String>,
 }
 
 impl MetadataStore {
@@ -32,30 +35,35 @@ impl MetadataStore {
     }
 
     pub async fn upload(&self, id: &str) -> Result<Option<UploadRow>> {
-        let row: Option<(String, String, String, i64, String)> = sqlx::query_as(
-            "SELECT id, registry_id, repository, committed_size, created_at FROM uploads WHERE id = ?",
+        let row: Option<(String, String, String, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, registry_id, repository, committed_size, created_at, resume FROM uploads WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.writer)
         .await?;
         Ok(row.map(
-            |(id, registry_id, repository, committed_size, created_at)| UploadRow {
+            |(id, registry_id, repository, committed_size, created_at, resume)| UploadRow {
                 id,
                 registry_id,
                 repository,
                 committed_size,
                 created_at,
+                resume,
             },
         ))
     }
 
-    pub async fn set_upload_size(&self, id: &str, size: u64) -> Result<()> {
-        sqlx::query("UPDATE uploads SET committed_size = ?, updated_at = ? WHERE id = ?")
-            .bind(size as i64)
-            .bind(crate::time_fmt::now())
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
+    /// Records an acknowledged chunk: the size and the state to continue from, together.
+    pub async fn set_upload_size(&self, id: &str, size: u64, resume: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE uploads SET committed_size = ?, resume = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(size as i64)
+        .bind(resume)
+        .bind(crate::time_fmt::now())
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 
