@@ -221,6 +221,19 @@ fn object_store_adapter_on_azurite() {
     a.commit_upload(id2, &want).unwrap();
     assert!(a.upload_info(id2).is_err());
 
+    // Node B collects the blob and a push puts the same bytes back under another upload's object: node A,
+    // which remembers where it read them, finds them again.
+    assert_eq!(read_all(&a, &want, 0, 4), data[..4].to_vec());
+    assert!(b.trash_blob(&want).unwrap());
+    b.empty_trash(&want).unwrap();
+    let id4 = "0000aaaa-0004";
+    b.create_upload(id4, false).unwrap();
+    let mut w = b.open_upload(id4, 0, None).unwrap();
+    w.write(Bytes::copy_from_slice(&data)).unwrap();
+    w.finish().unwrap();
+    b.commit_upload(id4, &want).unwrap();
+    assert_eq!(read_all(&a, &want, 5, 4), data[5..9].to_vec());
+
     // Trash, list, restore; then trash and empty for good.
     assert!(a.trash_blob(&want).unwrap());
     assert!(!b.blob_exists(&want));

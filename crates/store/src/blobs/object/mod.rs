@@ -242,7 +242,7 @@ impl Inner {
             }
             other => io::Error::other(StorageUnavailable {
                 store: self.name.clone(),
-                reason: other.to_string(),
+                reason: redact(&other.to_string()),
             }),
         }
     }
@@ -442,27 +442,33 @@ impl BlobStore for ObjectBlobStore {
     }
 
     fn open_blob(&self, digest: &Digest, start: u64, len: u64) -> io::Result<Box<dyn Read + Send>> {
-        let i = self.inner.clone();
-        let d = digest.clone();
-        let id = self.inner.run(async move { i.locate(&d).await })?;
-        let Some(id) = id else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{digest} is not stored"),
-            ));
-        };
         if len == 0 {
             return Ok(Box::new(io::empty()));
         }
-        // The response streams into a small queue that the reader drains: memory stays at a few network
-        // buffers whatever the blob's size, and a slow client slows the download rather than filling memory.
-        // The call returns once the store has answered, so that a store that is down fails the open, not the
-        // middle of a response.
-        let opts = GetOptions {
-            range: Some(GetRange::Bounded(start..start + len)),
-            ..GetOptions::default()
-        };
-        Ok(Box::new(self.stream(data_path(&id), opts)?))
+        // A remembered location may be stale (another node collected the blob and a push put it back under
+        // another upload's object): on a miss it is looked up once more.
+        let mut retried = false;
+        loop {
+            let i = self.inner.clone();
+            let d = digest.clone();
+            let Some(id) = self.inner.run(async move { i.locate(&d).await })? else {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{digest} is not stored"),
+                ));
+            };
+            let opts = GetOptions {
+                range: Some(GetRange::Bounded(start..start + len)),
+                ..GetOptions::default()
+            };
+            match self.stream(data_path(&id), opts) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !retried => {
+                    self.inner.forget(digest);
+                    retried = true;
+                }
+                r => return Ok(Box::new(r?)),
+            }
+        }
     }
 
     /// Asks the store each time: another node may have collected the blob since this one last read it (a
@@ -600,6 +606,28 @@ impl ObjectBlobStore {
     }
 }
 
+/// An error text without credentials: object_store's messages carry the request URL, whose query holds the
+/// signature when the store is reached with a SAS token (secrets are not data, and not log lines either).
+fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("sig=") {
+        let before = rest[..i].chars().last();
+        out.push_str(&rest[..i + 4]);
+        rest = &rest[i + 4..];
+        // Only a query parameter named exactly `sig` (not `xsig=`).
+        if matches!(before, None | Some('?') | Some('&')) {
+            let end = rest
+                .find(|c: char| c == '&' || c == '"' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            out.push_str("REDACTED");
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A blocking reader over a response body that a task on the store's runtime forwards.
 struct StreamReader {
     rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
@@ -617,5 +645,22 @@ impl Read for StreamReader {
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn signatures_never_reach_a_message() {
+        let msg =
+            "Error performing PUT http://h/c/data/x?comp=block&sig=abc%2Bdef%3D&se=2099 in 3ms";
+        let r = redact(msg);
+        assert!(!r.contains("abc"), "{r}");
+        assert!(r.contains("sig=REDACTED&se=2099"), "{r}");
+        assert_eq!(redact("?sig=s3cr3t"), "?sig=REDACTED");
+        assert_eq!(redact("xsig=kept"), "xsig=kept");
+        assert_eq!(redact("no query here"), "no query here");
     }
 }
