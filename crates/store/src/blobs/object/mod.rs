@@ -228,8 +228,18 @@ impl Inner {
         self.rt.spawn(async move {
             let _ = tx.send(fut.await);
         });
-        rx.recv()
-            .expect("the store's runtime runs every task to its end")
+        let wait = move || {
+            rx.recv()
+                .expect("the store's runtime runs every task to its end")
+        };
+        // Called on one of the server's async workers (the collector's few inline calls), the wait hands the
+        // worker's other tasks to another thread first: a store that is slow to answer stalls only this call.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
     }
 
     /// An object_store error as an I/O error: not-found and already-exists keep their kinds; anything else means
