@@ -282,3 +282,64 @@ def test_refusals_store_nothing_and_say_what_to_use(server, azurite, tmp_path):
     assert r.status_code == 200 and r.json()["properties"]["logs"][0]["categoryGroup"] == "audit", r.text
     assert arm.request("DELETE", f"{path}/first").status_code == 200
     assert arm.request("DELETE", f"{path}/first").status_code == 204
+
+
+def test_the_audit_group_archives_management_changes_and_signed_heads_and_goes_with_its_registry(
+        moat_factory, azurite, tmp_path):
+    """categoryGroup `audit` on a registry: its management changes reach `insights-activity-logs` in Azure's
+    storage schema with their caller, its signed chain heads reach `insights-logs-moataudittrail` (the copy outside
+    the server that proves the inside one), and deleting the registry deletes its settings."""
+    server = moat_factory(extra_args=["--sink-interval-ms", "250", "--trail-checkpoint-interval-secs", "1"])
+    register_account(server, azurite, tmp_path)
+    sp = sp_create(server, "diag-audit", "Owner")
+    arm = Arm(server, sp)
+    r = arm.put_registry("audited", {"location": "westeurope", "sku": {"name": "Premium"}})
+    assert r.status_code in (200, 201), r.text
+    reg_id = arm.registry_path("audited")
+    setting = f"{reg_id}/providers/Microsoft.Insights/diagnosticSettings/audit-copy"
+    r = arm.request("PUT", setting, {"properties": {
+        "storageAccountId": storage_id(arm.subscription, azurite.account),
+        "logs": [{"categoryGroup": "audit", "enabled": True}]}}, api_version=MONITOR_API)
+    assert r.status_code == 200, r.text
+
+    # A management change after the setting, and data-plane traffic to move the registry's audit chain.
+    r = arm.patch_registry("audited", {"tags": {"owner": "soc"}})
+    assert r.status_code == 200, r.text
+    c = server.client(host=f"audited.localhost:{server.port}")
+    assert c.push_image("app", build_image(n_layers=1, seed="audited"), tag="v1").status_code == 201
+
+    write = "Microsoft.ContainerRegistry/registries/write"
+    got = wait_archived(azurite, "insights-activity-logs",
+                        lambda recs: any(x["operationName"] == write and "owner" in x["properties"].get("after", "")
+                                         for x in recs))
+    records = [x for recs in got.values() for x in recs]
+    # Azure archives the activity log by subscription, not by resource.
+    for name, recs in got.items():
+        for rec in recs:
+            assert name == expected_blob(f"/subscriptions/{arm.subscription}", rec["time"]), (name, rec)
+    change = next(x for x in records if x["operationName"] == write and "owner" in x["properties"].get("after", ""))
+    assert change["category"] == "Administrative" and change["resultType"] == "Succeeded", change
+    assert change["caller"] == sp["appId"] and change["identity"]["claims"]["appid"] == sp["appId"], change
+    assert change["callerIpAddress"] == "127.0.0.1" and change["resourceId"].lower() == reg_id.lower(), change
+    assert change["recordId"].startswith(f"{arm.subscription}/activity/"), change
+    # Only this registry's changes: the setting is on it, not on the subscription.
+    assert all(x["resourceId"].lower().startswith(reg_id.lower()) for x in records), records
+
+    # Signed chain heads of this registry (and only this one), verifiable with the server's audit key.
+    heads = wait_archived(azurite, "insights-logs-moataudittrail",
+                          lambda recs: any(x["properties"]["chain"] == "audit/audited" for x in recs), timeout=60)
+    heads = [x for recs in heads.values() for x in recs]
+    assert all(x["category"] == "MoatAuditTrail" and x["properties"]["registry"] == "audited" for x in heads), heads
+    head = next(x for x in heads if x["properties"]["chain"] == "audit/audited")["properties"]
+    assert head["signature"] and head["keyId"] and head["lastSeq"] > 0, head
+    assert server.moat("audit", "verify", "--registry", "audited", "-o", "json", check=False).returncode == 0
+
+    # The registry deleted: its setting goes with it (a registry of the same name later starts with none).
+    r = arm.request("DELETE", reg_id)
+    assert r.status_code in (200, 202, 204), r.text
+    r = arm.put_registry("audited", {"location": "westeurope", "sku": {"name": "Premium"}})
+    assert r.status_code in (200, 201), r.text
+    r = arm.request("GET", f"{reg_id}/providers/Microsoft.Insights/diagnosticSettings", api_version=MONITOR_API)
+    assert r.status_code == 200 and r.json()["value"] == [], r.text
+    r = arm.request("GET", setting, api_version=MONITOR_API)
+    assert r.status_code == 404, r.text

@@ -220,7 +220,7 @@ def test_a_setting_ships_the_same_records_to_syslog_http_and_storage_through_out
             time.sleep(2)
             syslog.stop()
             http.stop()
-            time.sleep(20)
+            time.sleep(60)  # the "a minute": the outbox holds what the collectors missed
             syslog.start()
             http.start()
             time.sleep(3)

@@ -1,7 +1,7 @@
 //! An activity-log record as Azure's `EventData` (api-version 2015-04-01): the shape `az monitor activity-log list`
 //! prints and the `Administrative` records a diagnostic setting ships. Azure writes `properties` values as
 //! strings (a policy's `before`/`after` is JSON text inside a string), so this does too: a client that parses
-//! Azure's records parses Moat's.
+//! Azure's records parses Moat's. Sinks ship the flatter storage-account schema ([`archive_record`]).
 
 use crate::activity::{ActivityEvent, ActivityStatus};
 use serde_json::{json, Map, Value};
@@ -64,6 +64,37 @@ pub fn event_data_in(e: &ActivityEvent, subscription_id: &str, tenant_id: &str) 
         },
         "properties": properties(e, subscription_id, tenant_id),
         "relatedEvents": [],
+    })
+}
+
+/// The same record as Azure Monitor writes the activity log to a storage account, an event hub or a partner
+/// (the "schema from storage account and event hubs"): flat common-schema fields — `time`, `operationName` as a
+/// string, `resultType` (the status), `resultSignature` (the sub-status), `callerIpAddress`, `identity` holding
+/// the `authorization` and `claims` — rather than `EventData`'s localized pairs. `recordId` is Moat's, added by
+/// the sink. Activity records carry no location: Azure writes `global`.
+pub fn archive_record(e: &ActivityEvent, subscription_id: &str) -> Value {
+    let mut claims = Map::new();
+    if e.caller != "-" {
+        claims.insert("appid".into(), e.caller.clone().into());
+    }
+    claims.insert("ipaddr".into(), e.caller_ip_address.clone().into());
+    json!({
+        "time": e.time,
+        "resourceId": e.resource_id,
+        "operationName": e.operation_name,
+        "category": e.category,
+        "resultType": e.status.as_str(),
+        "resultSignature": e.sub_status,
+        "callerIpAddress": e.caller_ip_address,
+        "correlationId": e.correlation_id,
+        "caller": e.caller,
+        "identity": {
+            "authorization": {"action": e.operation_name, "scope": e.resource_id},
+            "claims": claims,
+        },
+        "level": e.level,
+        "location": "global",
+        "properties": properties(e, subscription_id, ""),
     })
 }
 
@@ -270,6 +301,28 @@ mod tests {
         );
         e.set_property("userAgent", "az/2".into());
         e
+    }
+
+    #[test]
+    fn a_change_archives_in_azures_storage_schema() {
+        let v = archive_record(&change(), "s1");
+        assert_eq!(v["time"], "2026-12-07T18:53:06.123456Z");
+        assert_eq!(
+            v["operationName"],
+            "Microsoft.ContainerRegistry/registries/write"
+        );
+        assert_eq!(v["category"], "Administrative");
+        assert_eq!(v["resultType"], "Succeeded");
+        assert_eq!(v["resultSignature"], "OK");
+        assert_eq!(v["callerIpAddress"], "10.0.0.9");
+        assert_eq!(v["identity"]["claims"]["appid"], "app-id-1");
+        assert_eq!(v["identity"]["authorization"]["scope"], REG);
+        assert_eq!(v["properties"]["eventCategory"], "Administrative");
+        assert_eq!(v["properties"]["hierarchy"], "s1");
+        // A policy's before/after stays JSON text inside a string, as Azure writes properties.
+        let after: Value =
+            serde_json::from_str(v["properties"]["after"].as_str().unwrap()).unwrap();
+        assert_eq!(after["exportPolicy"]["status"], "disabled");
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub async fn next(
             read = rows.len();
             for (seq, e) in rows {
                 let id = record_id(scope.subscription, "activity", seq);
-                let mut json = activity_json::event_data(&e, scope.subscription);
+                let mut json = activity_json::archive_record(&e, scope.subscription);
                 json["recordId"] = id.clone().into();
                 let r = SinkRecord {
                     id,
@@ -181,10 +181,11 @@ pub async fn next(
             let rows = checkpoints(state, cursor, BATCH_ROWS).await?;
             read = rows.len();
             for (seq, c) in rows {
-                // A chain of another registry is not this setting's to ship.
-                if c["registry"]
+                // Only this registry's chains: another registry's heads, and those of the subscription's own
+                // chain (`activity/-`, changes to no registry), prove records this setting does not ship.
+                if !c["registry"]
                     .as_str()
-                    .is_some_and(|r| !r.eq_ignore_ascii_case(scope.registry))
+                    .is_some_and(|r| r.eq_ignore_ascii_case(scope.registry))
                 {
                     batch.last_seq = seq;
                     continue;
