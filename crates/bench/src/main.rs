@@ -698,10 +698,12 @@ async fn main() -> Result<()> {
         );
         if let Some(f) = monitor_fig {
             eprintln!(
-                "  manifest GET {:.0}/s with the settings vs {:.0}/s without ({:.3}x); 4 KiB push {:.0}/s vs {:.0}/s ({:.3}x); sink backlog max {}, {} at the end of a load; drained in {:.1} s; {} records at the HTTP receiver",
+                "  manifest GET {:.0}/s with the settings vs {:.0}/s without ({:.3}x); 4 KiB push {:.0}/s vs {:.0}/s ({:.3}x); sink backlog max {}, {} at the end of a load; drained in {:.1} s; {} records at the HTTP receiver; moat CPU per GET {:.0} -> {:.0} µs, per push {:.0} -> {:.0} µs",
                 f.get_with, f.get_none, f.get_with / f.get_none,
                 f.push_with, f.push_none, f.push_with / f.push_none,
                 f.backlog_max, f.backlog_end, f.drain_secs, f.http_records,
+                monitoring::cpu_us(f.cores_get_none, f.get_none), monitoring::cpu_us(f.cores_get_with, f.get_with),
+                monitoring::cpu_us(f.cores_push_none, f.push_none), monitoring::cpu_us(f.cores_push_with, f.push_with),
             );
             println!(
                 "{}",
@@ -712,7 +714,11 @@ async fn main() -> Result<()> {
                     "drain_secs": f.drain_secs, "http_records": f.http_records,
                     "requests_with_at_least": f.requests_with,
                     "cores_get_none": f.cores_get_none.json(), "cores_get_with": f.cores_get_with.json(),
-                    "cores_push_none": f.cores_push_none.json(), "cores_push_with": f.cores_push_with.json()})
+                    "cores_push_none": f.cores_push_none.json(), "cores_push_with": f.cores_push_with.json(),
+                    "moat_cpu_us_per_get_none": monitoring::cpu_us(f.cores_get_none, f.get_none),
+                    "moat_cpu_us_per_get_with": monitoring::cpu_us(f.cores_get_with, f.get_with),
+                    "moat_cpu_us_per_push_none": monitoring::cpu_us(f.cores_push_none, f.push_none),
+                    "moat_cpu_us_per_push_with": monitoring::cpu_us(f.cores_push_with, f.push_with)})
             );
         }
     }

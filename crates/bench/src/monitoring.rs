@@ -91,6 +91,17 @@ impl Cores {
     }
 }
 
+/// Microseconds of the server's CPU per request at `rate` requests a second: what a request costs whatever share
+/// of the cores the machine's other work leaves the server (the warm-up of a GET load counts in the CPU time, not
+/// in the rate, so this errs high by the same factor with and without settings).
+pub fn cpu_us(c: Cores, rate: f64) -> f64 {
+    if rate > 0.0 {
+        c.moat / rate * 1e6
+    } else {
+        f64::NAN
+    }
+}
+
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
 fn cpu_secs(pid: &str) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -548,8 +559,12 @@ pub async fn run(env: &Env, sizes: &Sizes) -> Result<MonitorFig> {
                 .load(with, push_rate(&reg, tag, sizes.manifest_secs))
                 .await?;
             eprintln!(
-                "  round {round}/{}, {what}: manifest GET {get:.0}/s (cores: {}), 4 KiB push {push:.0}/s (cores: {})",
-                sizes.rounds, get_load.cores, push_load.cores
+                "  round {round}/{}, {what}: manifest GET {get:.0}/s (cores: {}; {:.0} µs of moat CPU each), 4 KiB push {push:.0}/s (cores: {}; {:.0} µs each)",
+                sizes.rounds,
+                get_load.cores,
+                cpu_us(get_load.cores, get),
+                push_load.cores,
+                cpu_us(push_load.cores, push)
             );
             if with {
                 for l in [&get_load, &push_load] {
