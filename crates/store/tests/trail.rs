@@ -289,7 +289,7 @@ async fn rows_of_an_older_version_are_converted_with_their_seqs() {
     .unwrap();
     for i in [3i64, 7, 12] {
         let e = pull(i, "old");
-        sqlx::query("INSERT INTO audit_events_v1(seq, time_generated, category, operation_name, registry, login_server, result_type, result_description, identity) VALUES (?,?,?,?,?,?,?,?,?)")
+        sqlx::query("INSERT INTO audit_events_v1(seq, time_generated, category, operation_name, registry, login_server, result_type, result_description, identity) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)")
             .bind(i + 100).bind(&e.time_generated).bind(&e.category).bind(&e.operation_name).bind(&e.registry)
             .bind(&e.login_server).bind(&e.result_type).bind(&e.result_description).bind(&e.identity)
             .execute(&pool).await.unwrap();

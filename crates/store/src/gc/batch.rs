@@ -3,13 +3,12 @@
 //! caller's write transaction and judged one by one with `moat_model::gc`'s rules; what they allow is removed in
 //! the same transaction; files are moved to the trash before it commits (see `pins.rs`) and emptied after.
 
-use super::pins::NOW;
 use super::{Removed, StoredIn};
 use crate::blobs::BlobStore;
 use crate::error::Result;
+use crate::meta::{Conn, Dialect};
 use moat_model::gc;
 use moat_model::Digest;
-use sqlx::SqliteConnection;
 use std::collections::{BTreeSet, HashMap};
 
 /// What a batch did.
@@ -24,7 +23,7 @@ pub(crate) struct BatchOutcome {
     pub trashed: Vec<Digest>,
 }
 
-/// `(registry_id, repository, digest)` triples as the JSON array the statements below read with `json_each`.
+/// `(registry_id, repository, digest)` triples as the JSON array the statements below read as a table (see `Dialect::json_triples`).
 fn triples(v: &[(String, String, String)]) -> String {
     serde_json::to_string(v).expect("strings serialise")
 }
@@ -33,13 +32,9 @@ fn list(v: &[String]) -> String {
     serde_json::to_string(v).expect("strings serialise")
 }
 
-const BATCH_TRIPLES: &str =
-    "SELECT json_extract(value, '$[0]') AS registry_id, json_extract(value, '$[1]') AS repository,
-                             json_extract(value, '$[2]') AS digest FROM json_each(?1)";
-
 /// Reviews the links `links` (registry id, repository, digest) and the bytes `blobs` (digests), those still due.
 pub(crate) async fn review(
-    tx: &mut SqliteConnection,
+    tx: &mut Conn,
     store: &dyn BlobStore,
     links: &[(String, String, String)],
     blobs: &[String],
@@ -47,17 +42,21 @@ pub(crate) async fn review(
     names: &mut HashMap<String, String>,
 ) -> Result<BatchOutcome> {
     let mut out = BatchOutcome::default();
+    let dialect = Dialect::of(tx);
+    let sql_now = dialect.now_secs();
+    let batch_triples = dialect.json_triples(1);
+    let strings = dialect.json_strings(1);
     // Links: the due ones leave the queue now (this transaction decides each of them), with their facts.
     let due: Vec<(String, String, String)> = sqlx::query_as(&format!(
-        "DELETE FROM gc_review WHERE kind = 'link' AND (registry_id, repository, digest) IN ({BATCH_TRIPLES})
-         AND queued_at + ?2 <= {NOW} RETURNING registry_id, repository, digest"
+        "DELETE FROM gc_review WHERE kind = 'link' AND (registry_id, repository, digest) IN ({batch_triples})
+         AND queued_at + $2 <= {sql_now} RETURNING registry_id, repository, digest"
     ))
     .bind(triples(links))
     .bind(grace_secs)
     .fetch_all(&mut *tx)
     .await?;
     let facts: Vec<(String, String, String, bool, bool)> = sqlx::query_as(&format!(
-        "WITH d AS ({BATCH_TRIPLES})
+        "WITH d AS ({batch_triples})
          SELECT d.registry_id, d.repository, d.digest,
            EXISTS (SELECT 1 FROM blob_links l WHERE l.registry_id = d.registry_id AND l.repository = d.repository
                    AND l.digest = d.digest),
@@ -81,7 +80,7 @@ pub(crate) async fn review(
     }
     // The delete trigger queues a review of the bytes of each; it is done below, in this batch.
     sqlx::query(&format!(
-        "DELETE FROM blob_links WHERE (registry_id, repository, digest) IN ({BATCH_TRIPLES})"
+        "DELETE FROM blob_links WHERE (registry_id, repository, digest) IN ({batch_triples})"
     ))
     .bind(triples(&garbage))
     .execute(&mut *tx)
@@ -102,7 +101,7 @@ pub(crate) async fn review(
     // if it was the last one, the bytes go now rather than one grace period later).
     let mut candidates: BTreeSet<String> = sqlx::query_scalar(&format!(
         "SELECT digest FROM gc_review WHERE kind = 'blob' AND registry_id = '' AND repository = ''
-         AND digest IN (SELECT value FROM json_each(?1)) AND queued_at + ?2 <= {NOW}"
+         AND digest IN ({strings}) AND queued_at + $2 <= {sql_now}"
     ))
     .bind(list(blobs))
     .bind(grace_secs)
@@ -113,10 +112,10 @@ pub(crate) async fn review(
     candidates.extend(garbage.into_iter().map(|(_, _, d)| d));
     let candidates: Vec<String> = candidates.into_iter().collect();
     let facts: Vec<(String, bool, bool, Option<i64>, bool)> = sqlx::query_as(&format!(
-        "WITH c AS (SELECT value AS digest FROM json_each(?1))
+        "WITH c AS (SELECT value AS digest FROM ({strings}) s)
          SELECT c.digest,
            EXISTS (SELECT 1 FROM blob_links l WHERE l.digest = c.digest),
-           EXISTS (SELECT 1 FROM blob_pins p WHERE p.digest = c.digest AND p.expires_at > {NOW}),
+           EXISTS (SELECT 1 FROM blob_pins p WHERE p.digest = c.digest AND p.expires_at > {sql_now}),
            (SELECT size FROM blobs b WHERE b.digest = c.digest),
            EXISTS (SELECT 1 FROM blob_data d WHERE d.digest = c.digest)
          FROM c"
@@ -138,25 +137,22 @@ pub(crate) async fn review(
         }
     }
     let gone_digests: Vec<String> = gone.iter().map(|(d, _, _)| d.clone()).collect();
-    for sql in [
-        "DELETE FROM blob_data WHERE digest IN (SELECT value FROM json_each(?1))",
-        "DELETE FROM blobs WHERE digest IN (SELECT value FROM json_each(?1))",
-    ] {
-        sqlx::query(sql)
+    for table in ["blob_data", "blobs"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE digest IN ({strings})"))
             .bind(list(&gone_digests))
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query(
+    sqlx::query(&format!(
         "DELETE FROM gc_review WHERE kind = 'blob' AND registry_id = '' AND repository = ''
-         AND digest IN (SELECT value FROM json_each(?1))",
-    )
+         AND digest IN ({strings})"
+    ))
     .bind(list(&ended))
     .execute(&mut *tx)
     .await?;
     sqlx::query(&format!(
-        "UPDATE gc_review SET queued_at = {NOW} WHERE kind = 'blob' AND registry_id = '' AND repository = ''
-         AND digest IN (SELECT value FROM json_each(?1))"
+        "UPDATE gc_review SET queued_at = {sql_now} WHERE kind = 'blob' AND registry_id = '' AND repository = ''
+         AND digest IN ({strings})"
     ))
     .bind(list(&pinned))
     .execute(&mut *tx)

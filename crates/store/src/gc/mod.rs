@@ -219,7 +219,7 @@ impl Collector {
                 };
                 let mut progress = false;
                 for chunk in keys.chunks(BATCH) {
-                    let mut tx = self.meta.writer().begin_with("BEGIN IMMEDIATE").await?;
+                    let mut tx = self.meta.begin_write().await?;
                     // Paced on the time the writer is held, not the wait for it (pushes hold it then).
                     let t0 = Instant::now();
                     let mut removed = Vec::new();
@@ -310,7 +310,7 @@ impl Collector {
             }
             drop(conn);
             for chunk in keys.chunks(BATCH) {
-                let mut tx = self.meta.writer().begin_with("BEGIN IMMEDIATE").await?;
+                let mut tx = self.meta.begin_write().await?;
                 let t0 = Instant::now();
                 let mut removed = Vec::new();
                 for key in chunk {
@@ -334,7 +334,7 @@ impl Collector {
                 }
                 continue;
             }
-            let mut tx = self.meta.writer().begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.meta.begin_write().await?;
             let t0 = Instant::now();
             let mut removed = Vec::new();
             for (item, days) in chunk {
@@ -351,7 +351,7 @@ impl Collector {
     /// are still there (the removal did not commit) go back under their name, the others are emptied.
     async fn recover_trash(&self) -> Result<()> {
         for d in self.blobs.list_trash()? {
-            let row: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
+            let row: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1")
                 .bind(d.as_str())
                 .fetch_optional(self.meta.writer())
                 .await?;
@@ -411,21 +411,22 @@ impl Collector {
                 .filter(|d| !unlinked.contains_key(d)),
         );
         for digest in candidates {
-            let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blob_links WHERE digest = ?")
-                .bind(&digest)
-                .fetch_one(&mut *tx)
-                .await?;
+            let links: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM blob_links WHERE digest = $1")
+                    .bind(&digest)
+                    .fetch_one(&mut *tx)
+                    .await?;
             let going = unlinked.get(&digest).copied().unwrap_or(0) as i64;
             let (_, pinned) = review::bytes_facts(&mut tx, &digest).await?;
             if links > going || pinned {
                 continue;
             }
-            let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
+            let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
                 .bind(&digest)
                 .fetch_optional(&mut *tx)
                 .await?;
             let inline: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM blob_data WHERE digest = ?")
+                sqlx::query_scalar("SELECT 1 FROM blob_data WHERE digest = $1")
                     .bind(&digest)
                     .fetch_optional(&mut *tx)
                     .await?;

@@ -15,9 +15,6 @@ use crate::meta::MetadataStore;
 use moat_model::Digest;
 use std::time::Duration;
 
-/// SQL for "now" in the unix seconds the collector's tables use.
-pub(crate) const NOW: &str = "((julianday('now') - 2440587.5) * 86400.0)";
-
 /// Pins on some digests, held by one upload or import. Only [`MetadataStore::pin_blobs`] makes one.
 #[derive(Debug)]
 pub struct BlobPins {
@@ -52,11 +49,12 @@ impl MetadataStore {
     /// Pins `digests` for `ttl` (a pin left by a crashed process lapses then). Committed before it returns, so the
     /// caller may place bytes once it has the pins.
     pub async fn pin_blobs(&self, digests: &[Digest], ttl: Duration) -> Result<BlobPins> {
+        let sql_now = self.dialect().now_secs();
         let holder = uuid::Uuid::new_v4().to_string();
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         for d in digests {
             sqlx::query(&format!(
-                "INSERT INTO blob_pins(holder, digest, expires_at) VALUES (?, ?, {NOW} + ?)
+                "INSERT INTO blob_pins(holder, digest, expires_at) VALUES ($1, $2, {sql_now} + $3)
                  ON CONFLICT(holder, digest) DO NOTHING"
             ))
             .bind(&holder)
@@ -74,15 +72,18 @@ impl MetadataStore {
 
     /// Removes pins whose holder never finished (a crashed upload).
     pub(crate) async fn drop_expired_pins(&self) -> Result<()> {
-        sqlx::query(&format!("DELETE FROM blob_pins WHERE expires_at <= {NOW}"))
-            .execute(self.writer())
-            .await?;
+        let sql_now = self.dialect().now_secs();
+        sqlx::query(&format!(
+            "DELETE FROM blob_pins WHERE expires_at <= {sql_now}"
+        ))
+        .execute(self.writer())
+        .await?;
         Ok(())
     }
 
     /// Releases whatever of `pins` the link writer has not (a failed or abandoned upload or import).
     pub async fn unpin(&self, pins: &BlobPins) -> Result<()> {
-        sqlx::query("DELETE FROM blob_pins WHERE holder = ?")
+        sqlx::query("DELETE FROM blob_pins WHERE holder = $1")
             .bind(&pins.holder)
             .execute(self.writer())
             .await?;

@@ -6,11 +6,11 @@
 use super::review::{self, Key};
 use super::Removed;
 use crate::error::Result;
+use crate::meta::Conn;
 use moat_model::audit::{AuditEvent, Category};
 use moat_model::gc::Kind;
 use moat_model::retention;
 use moat_model::RegistrySettings;
-use sqlx::SqliteConnection;
 
 /// A registry whose retention policy is enabled.
 pub(crate) struct Target {
@@ -27,7 +27,7 @@ pub(crate) fn epoch(s: &str) -> Option<f64> {
 }
 
 /// Every registry with an enabled policy, read from the stored settings.
-pub(crate) async fn targets(conn: &mut SqliteConnection) -> Result<Vec<Target>> {
+pub(crate) async fn targets(conn: &mut Conn) -> Result<Vec<Target>> {
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, settings FROM registries")
         .fetch_all(conn)
         .await?;
@@ -52,9 +52,9 @@ pub(crate) async fn targets(conn: &mut SqliteConnection) -> Result<Vec<Target>> 
 }
 
 /// When an untagged manifest became untagged: the tag trigger's time, or its push.
-async fn untagged_since(conn: &mut SqliteConnection, key: &Key) -> Result<Option<f64>> {
+async fn untagged_since(conn: &mut Conn, key: &Key) -> Result<Option<f64>> {
     let row: Option<(Option<f64>, String)> = sqlx::query_as(
-        "SELECT untagged_at, created_at FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+        "SELECT untagged_at, created_at FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
     )
     .bind(&key.registry_id)
     .bind(&key.repository)
@@ -65,10 +65,10 @@ async fn untagged_since(conn: &mut SqliteConnection, key: &Key) -> Result<Option
 }
 
 /// The untagged manifests of a registry that no index of their repository lists: the policy's candidates.
-pub(crate) async fn candidates(conn: &mut SqliteConnection, registry_id: &str) -> Result<Vec<Key>> {
+pub(crate) async fn candidates(conn: &mut Conn, registry_id: &str) -> Result<Vec<Key>> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT m.repository, m.digest FROM manifests m
-         WHERE m.registry_id = ?
+         WHERE m.registry_id = $1
            AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.registry_id = m.registry_id
                            AND t.repository = m.repository AND t.digest = m.digest)
            AND NOT EXISTS (SELECT 1 FROM manifest_references r WHERE r.registry_id = m.registry_id
@@ -91,7 +91,7 @@ pub(crate) async fn candidates(conn: &mut SqliteConnection, registry_id: &str) -
 
 /// Judges one candidate with the model's rule, in the caller's transaction. `Some(size)` when it is purged.
 pub(crate) async fn judge(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     target: &Target,
     key: &Key,
     now: f64,
@@ -110,7 +110,7 @@ pub(crate) async fn judge(
 
 /// Purges one candidate if the rule still says so, with its audit event, in the caller's write transaction.
 pub(crate) async fn purge(
-    tx: &mut SqliteConnection,
+    tx: &mut Conn,
     target: &Target,
     key: &Key,
     now: f64,
@@ -118,7 +118,7 @@ pub(crate) async fn purge(
     let Some(size) = judge(tx, target, key, now).await? else {
         return Ok(None);
     };
-    sqlx::query("DELETE FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?")
+    sqlx::query("DELETE FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3")
         .bind(&key.registry_id)
         .bind(&key.repository)
         .bind(&key.digest)

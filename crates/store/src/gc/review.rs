@@ -2,12 +2,11 @@
 //! the review of a queued manifest. The rules themselves are `moat_model::gc`'s; this module only gathers what they
 //! ask and does what they decide.
 
-use super::pins::NOW;
 use super::Removed;
 use crate::error::Result;
+use crate::meta::{Conn, Dialect};
 use moat_model::audit::{AuditEvent, Category};
 use moat_model::gc::{self, Kind, ManifestFacts};
-use sqlx::SqliteConnection;
 
 /// A row of the review queue.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -28,9 +27,10 @@ pub(crate) enum Outcome {
 }
 
 /// The due rows, oldest first.
-pub(crate) async fn due_keys(conn: &mut SqliteConnection, grace_secs: f64) -> Result<Vec<Key>> {
+pub(crate) async fn due_keys(conn: &mut Conn, grace_secs: f64) -> Result<Vec<Key>> {
+    let sql_now = Dialect::of(conn).now_secs();
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(&format!(
-        "SELECT kind, registry_id, repository, digest FROM gc_review WHERE queued_at + ? <= {NOW}
+        "SELECT kind, registry_id, repository, digest FROM gc_review WHERE queued_at + $1 <= {sql_now}
          ORDER BY queued_at"
     ))
     .bind(grace_secs)
@@ -49,10 +49,11 @@ pub(crate) async fn due_keys(conn: &mut SqliteConnection, grace_secs: f64) -> Re
         .collect())
 }
 
-async fn still_due(conn: &mut SqliteConnection, key: &Key, grace_secs: f64) -> Result<bool> {
+async fn still_due(conn: &mut Conn, key: &Key, grace_secs: f64) -> Result<bool> {
+    let sql_now = Dialect::of(conn).now_secs();
     let due: Option<i64> = sqlx::query_scalar(&format!(
-        "SELECT 1 FROM gc_review WHERE kind = ? AND registry_id = ? AND repository = ? AND digest = ?
-         AND queued_at + ? <= {NOW}"
+        "SELECT 1 FROM gc_review WHERE kind = $1 AND registry_id = $2 AND repository = $3 AND digest = $4
+         AND queued_at + $5 <= {sql_now}"
     ))
     .bind(key.kind.as_str())
     .bind(&key.registry_id)
@@ -64,9 +65,9 @@ async fn still_due(conn: &mut SqliteConnection, key: &Key, grace_secs: f64) -> R
     Ok(due.is_some())
 }
 
-async fn dequeue(conn: &mut SqliteConnection, kind: Kind, key: &Key) -> Result<()> {
+async fn dequeue(conn: &mut Conn, kind: Kind, key: &Key) -> Result<()> {
     sqlx::query(
-        "DELETE FROM gc_review WHERE kind = ? AND registry_id = ? AND repository = ? AND digest = ?",
+        "DELETE FROM gc_review WHERE kind = $1 AND registry_id = $2 AND repository = $3 AND digest = $4",
     )
     .bind(kind.as_str())
     .bind(&key.registry_id)
@@ -77,7 +78,7 @@ async fn dequeue(conn: &mut SqliteConnection, kind: Kind, key: &Key) -> Result<(
     Ok(())
 }
 
-async fn exists(conn: &mut SqliteConnection, sql: &str, binds: &[&str]) -> Result<bool> {
+async fn exists(conn: &mut Conn, sql: &str, binds: &[&str]) -> Result<bool> {
     let mut q = sqlx::query_scalar::<_, i64>(sql);
     for b in binds {
         q = q.bind(*b);
@@ -86,7 +87,7 @@ async fn exists(conn: &mut SqliteConnection, sql: &str, binds: &[&str]) -> Resul
 }
 
 /// For a link: `None` when it is gone, else whether a manifest of its repository references the blob.
-pub(crate) async fn link_facts(conn: &mut SqliteConnection, key: &Key) -> Result<Option<bool>> {
+pub(crate) async fn link_facts(conn: &mut Conn, key: &Key) -> Result<Option<bool>> {
     let k = [
         key.registry_id.as_str(),
         key.repository.as_str(),
@@ -94,7 +95,7 @@ pub(crate) async fn link_facts(conn: &mut SqliteConnection, key: &Key) -> Result
     ];
     if !exists(
         conn,
-        "SELECT 1 FROM blob_links WHERE registry_id = ? AND repository = ? AND digest = ?",
+        "SELECT 1 FROM blob_links WHERE registry_id = $1 AND repository = $2 AND digest = $3",
         &k,
     )
     .await?
@@ -105,10 +106,10 @@ pub(crate) async fn link_facts(conn: &mut SqliteConnection, key: &Key) -> Result
         exists(
             conn,
             // A soft-deleted manifest's references hold its links until it is purged or restored.
-            "SELECT 1 FROM manifest_references WHERE registry_id = ? AND repository = ? AND child = ?
+            "SELECT 1 FROM manifest_references WHERE registry_id = $1 AND repository = $2 AND child = $3
              AND kind = 'blob'
-             UNION ALL SELECT 1 FROM deleted_manifest_references WHERE registry_id = ?1 AND repository = ?2
-             AND child = ?3 AND kind = 'blob' LIMIT 1",
+             UNION ALL SELECT 1 FROM deleted_manifest_references WHERE registry_id = $1 AND repository = $2
+             AND child = $3 AND kind = 'blob' LIMIT 1",
             &k,
         )
         .await?,
@@ -116,16 +117,17 @@ pub(crate) async fn link_facts(conn: &mut SqliteConnection, key: &Key) -> Result
 }
 
 /// For a blob's bytes: (linked by any repository, pinned by an upload or import).
-pub(crate) async fn bytes_facts(conn: &mut SqliteConnection, digest: &str) -> Result<(bool, bool)> {
+pub(crate) async fn bytes_facts(conn: &mut Conn, digest: &str) -> Result<(bool, bool)> {
+    let sql_now = Dialect::of(conn).now_secs();
     let linked = exists(
         conn,
-        "SELECT 1 FROM blob_links WHERE digest = ? LIMIT 1",
+        "SELECT 1 FROM blob_links WHERE digest = $1 LIMIT 1",
         &[digest],
     )
     .await?;
     let pinned = exists(
         conn,
-        &format!("SELECT 1 FROM blob_pins WHERE digest = ? AND expires_at > {NOW} LIMIT 1"),
+        &format!("SELECT 1 FROM blob_pins WHERE digest = $1 AND expires_at > {sql_now} LIMIT 1"),
         &[digest],
     )
     .await?;
@@ -134,7 +136,7 @@ pub(crate) async fn bytes_facts(conn: &mut SqliteConnection, digest: &str) -> Re
 
 /// For a manifest: `None` when it is gone, else its facts and size.
 pub(crate) async fn manifest_facts(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     key: &Key,
 ) -> Result<Option<(ManifestFacts, i64)>> {
     let k = [
@@ -143,7 +145,7 @@ pub(crate) async fn manifest_facts(
         key.digest.as_str(),
     ];
     let row: Option<(Option<String>, i64)> = sqlx::query_as(
-        "SELECT subject, size FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+        "SELECT subject, size FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
     )
     .bind(k[0])
     .bind(k[1])
@@ -155,16 +157,16 @@ pub(crate) async fn manifest_facts(
     };
     let tagged = exists(
         conn,
-        "SELECT 1 FROM tags WHERE registry_id = ? AND repository = ? AND digest = ? LIMIT 1",
+        "SELECT 1 FROM tags WHERE registry_id = $1 AND repository = $2 AND digest = $3 LIMIT 1",
         &k,
     )
     .await?;
     let listed = exists(
         conn,
-        "SELECT 1 FROM manifest_references WHERE registry_id = ? AND repository = ? AND child = ?
+        "SELECT 1 FROM manifest_references WHERE registry_id = $1 AND repository = $2 AND child = $3
          AND kind = 'manifest'
-         UNION ALL SELECT 1 FROM deleted_manifest_references WHERE registry_id = ?1 AND repository = ?2
-         AND child = ?3 AND kind = 'manifest' LIMIT 1",
+         UNION ALL SELECT 1 FROM deleted_manifest_references WHERE registry_id = $1 AND repository = $2
+         AND child = $3 AND kind = 'manifest' LIMIT 1",
         &k,
     )
     .await?;
@@ -172,7 +174,7 @@ pub(crate) async fn manifest_facts(
         Some(s) => Some(
             exists(
                 conn,
-                "SELECT 1 FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+                "SELECT 1 FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
                 &[k[0], k[1], &s],
             )
             .await?,
@@ -190,12 +192,9 @@ pub(crate) async fn manifest_facts(
 }
 
 /// The registry's name, for what is reported and audited.
-pub(crate) async fn registry_name(
-    conn: &mut SqliteConnection,
-    registry_id: &str,
-) -> Result<(String, String)> {
+pub(crate) async fn registry_name(conn: &mut Conn, registry_id: &str) -> Result<(String, String)> {
     let row: Option<(String, String)> =
-        sqlx::query_as("SELECT name, login_server FROM registries WHERE id = ?")
+        sqlx::query_as("SELECT name, login_server FROM registries WHERE id = $1")
             .bind(registry_id)
             .fetch_optional(conn)
             .await?;
@@ -204,11 +203,7 @@ pub(crate) async fn registry_name(
 
 /// Reviews a queued manifest and removes it if the rules say so, in the caller's write transaction (links and
 /// bytes are reviewed in batches, `batch.rs`; manifests come rarely and one at a time).
-pub(crate) async fn apply_manifest(
-    tx: &mut SqliteConnection,
-    key: &Key,
-    grace_secs: f64,
-) -> Result<Outcome> {
+pub(crate) async fn apply_manifest(tx: &mut Conn, key: &Key, grace_secs: f64) -> Result<Outcome> {
     if !still_due(tx, key, grace_secs).await? {
         return Ok(Outcome::NotDue);
     }
@@ -221,7 +216,7 @@ pub(crate) async fn apply_manifest(
         return Ok(Outcome::Needed);
     }
     // The delete trigger queues what it referenced and its referrers for review.
-    sqlx::query("DELETE FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?")
+    sqlx::query("DELETE FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3")
         .bind(&key.registry_id)
         .bind(&key.repository)
         .bind(&key.digest)

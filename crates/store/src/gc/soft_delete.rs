@@ -7,10 +7,10 @@ use super::retention::purge_event;
 use super::review::{self, Key};
 use super::Removed;
 use crate::error::Result;
+use crate::meta::Conn;
 use moat_model::gc::Kind;
 use moat_model::retention::{soft_delete_expired, DAY_SECS};
 use moat_model::RegistrySettings;
-use sqlx::SqliteConnection;
 
 /// A kept item whose time may be up.
 pub(crate) enum Item {
@@ -19,7 +19,7 @@ pub(crate) enum Item {
 }
 
 /// Every kept manifest and tag that has expired at `now`, with its registry's current retention days.
-pub(crate) async fn expired(conn: &mut SqliteConnection, now: f64) -> Result<Vec<(Item, i64)>> {
+pub(crate) async fn expired(conn: &mut Conn, now: f64) -> Result<Vec<(Item, i64)>> {
     let registries: Vec<(String, String)> = sqlx::query_as("SELECT id, settings FROM registries")
         .fetch_all(&mut *conn)
         .await?;
@@ -31,7 +31,7 @@ pub(crate) async fn expired(conn: &mut SqliteConnection, now: f64) -> Result<Vec
         let days = s.policies.soft_delete.retention_days;
         let cutoff = now - days as f64 * DAY_SECS;
         let manifests: Vec<(String, String)> = sqlx::query_as(
-            "SELECT repository, digest FROM deleted_manifests WHERE registry_id = ? AND deleted_at <= ?",
+            "SELECT repository, digest FROM deleted_manifests WHERE registry_id = $1 AND deleted_at <= $2",
         )
         .bind(&registry_id)
         .bind(cutoff)
@@ -47,7 +47,7 @@ pub(crate) async fn expired(conn: &mut SqliteConnection, now: f64) -> Result<Vec
             out.push((Item::Manifest(key(repository, digest)), days));
         }
         let tags: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT repository, tag, digest FROM deleted_tags WHERE registry_id = ? AND deleted_at <= ?",
+            "SELECT repository, tag, digest FROM deleted_tags WHERE registry_id = $1 AND deleted_at <= $2",
         )
         .bind(&registry_id)
         .bind(cutoff)
@@ -62,7 +62,7 @@ pub(crate) async fn expired(conn: &mut SqliteConnection, now: f64) -> Result<Vec
 
 /// Purges one kept item if its time is still up (a restore in the meantime removed it), with its audit event.
 pub(crate) async fn purge(
-    tx: &mut SqliteConnection,
+    tx: &mut Conn,
     item: &Item,
     days: i64,
     now: f64,
@@ -74,7 +74,7 @@ pub(crate) async fn purge(
     };
     let row: Option<(f64, i64)> = match tag {
         None => sqlx::query_as(
-            "SELECT deleted_at, size FROM deleted_manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+            "SELECT deleted_at, size FROM deleted_manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
         )
         .bind(&key.registry_id)
         .bind(&key.repository)
@@ -82,8 +82,8 @@ pub(crate) async fn purge(
         .fetch_optional(&mut *tx)
         .await?,
         Some(t) => sqlx::query_as(
-            "SELECT deleted_at, 0 FROM deleted_tags WHERE registry_id = ? AND repository = ? AND digest = ?
-             AND tag = ?",
+            "SELECT deleted_at, 0 FROM deleted_tags WHERE registry_id = $1 AND repository = $2 AND digest = $3
+             AND tag = $4",
         )
         .bind(&key.registry_id)
         .bind(&key.repository)
@@ -119,7 +119,7 @@ pub(crate) async fn purge(
     match tag {
         None => {
             sqlx::query(
-                "DELETE FROM deleted_manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+                "DELETE FROM deleted_manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
             )
             .bind(&key.registry_id)
             .bind(&key.repository)
@@ -129,7 +129,7 @@ pub(crate) async fn purge(
         }
         Some(t) => {
             sqlx::query(
-                "DELETE FROM deleted_tags WHERE registry_id = ? AND repository = ? AND digest = ? AND tag = ?",
+                "DELETE FROM deleted_tags WHERE registry_id = $1 AND repository = $2 AND digest = $3 AND tag = $4",
             )
             .bind(&key.registry_id)
             .bind(&key.repository)

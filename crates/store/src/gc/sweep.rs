@@ -1,6 +1,5 @@
 //! The parts of a run that look at storage rather than the queue: abandoned uploads, and files no row knows.
 
-use super::pins::NOW;
 use super::{GcOptions, Removed};
 use crate::blobs::BlobStore;
 use crate::error::Result;
@@ -20,7 +19,7 @@ pub(crate) async fn uploads(
     let cutoff = time::OffsetDateTime::now_utc() - opts.upload_ttl;
     let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
         "SELECT u.id, COALESCE(r.name, u.registry_id), u.repository, u.committed_size
-         FROM uploads u LEFT JOIN registries r ON r.id = u.registry_id WHERE u.updated_at < ? ORDER BY u.id",
+         FROM uploads u LEFT JOIN registries r ON r.id = u.registry_id WHERE u.updated_at < $1 ORDER BY u.id",
     )
     .bind(crate::time_fmt::format(cutoff))
     .fetch_all(meta.reader())
@@ -31,7 +30,7 @@ pub(crate) async fn uploads(
             continue;
         }
         if !opts.dry_run {
-            let gone = sqlx::query("DELETE FROM uploads WHERE id = ? AND updated_at < ?")
+            let gone = sqlx::query("DELETE FROM uploads WHERE id = $1 AND updated_at < $2")
                 .bind(&id)
                 .bind(crate::time_fmt::format(cutoff))
                 .execute(meta.writer())
@@ -83,20 +82,21 @@ pub(crate) async fn orphan_files(
     blobs: &dyn BlobStore,
     opts: &GcOptions,
 ) -> Result<Vec<Removed>> {
+    let sql_now = meta.dialect().now_secs();
     let files = blobs.list_blobs()?;
     let mut out = Vec::new();
     let mut pacer = super::Pacer::new(meta, opts.share);
     for chunk in files.chunks(256) {
-        let mut tx = meta.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = meta.begin_write().await?;
         let t0 = std::time::Instant::now();
         let mut removed = Vec::new();
         for (digest, size) in chunk {
-            let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
+            let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1")
                 .bind(digest.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
             let pinned: Option<i64> = sqlx::query_scalar(&format!(
-                "SELECT 1 FROM blob_pins WHERE digest = ? AND expires_at > {NOW} LIMIT 1"
+                "SELECT 1 FROM blob_pins WHERE digest = $1 AND expires_at > {sql_now} LIMIT 1"
             ))
             .bind(digest.as_str())
             .fetch_optional(&mut *tx)

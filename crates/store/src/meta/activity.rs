@@ -6,10 +6,11 @@ use super::audit::{conditions, order_and_limit};
 use super::trail;
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
+use crate::meta::Conn;
+use crate::meta::DbRow;
 use moat_model::activity::{ActivityEvent, ActivityStatus};
 use moat_model::trail::{chain_name, AuditCanonical, ACTIVITY_LOG};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 /// What `moat audit --log activity` asks for. Times are in the stored form (see `time_fmt`). Text filters match
 /// in any case.
@@ -68,10 +69,7 @@ pub(crate) struct ActivityColumns<'a> {
 
 /// Writes `event` (bounded and escaped) on `conn`: the transaction of the change it records. The record is
 /// chained to its registry's activity chain (or the chain of records of no registry) in that transaction.
-pub(crate) async fn insert_activity(
-    conn: &mut SqliteConnection,
-    event: &ActivityEvent,
-) -> Result<()> {
+pub(crate) async fn insert_activity(conn: &mut Conn, event: &ActivityEvent) -> Result<()> {
     let e = event.sanitized();
     let properties = e.properties.to_string();
     let cols = ActivityColumns {
@@ -90,11 +88,9 @@ pub(crate) async fn insert_activity(
         correlation_id: &e.correlation_id,
         properties: &properties,
     };
-    let last: i64 = sqlx::query_scalar(
-        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'activity_events'), 0)",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let last: i64 = sqlx::query_scalar(&super::Dialect::of(conn).last_seq("activity_events"))
+        .fetch_one(&mut *conn)
+        .await?;
     let seq = last + 1;
     let chain = chain_name(ACTIVITY_LOG, cols.registry);
     let mut head = trail::head(conn, &chain).await?;
@@ -103,7 +99,7 @@ pub(crate) async fn insert_activity(
         "INSERT INTO activity_events(seq, event_data_id, time, category, operation_name, resource_id, registry,
             caller, caller_ip_address, status, sub_status, http_status_code, level, correlation_id, properties,
             link)
-         VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
     )
     .bind(seq)
     .bind(cols.event_data_id)
@@ -127,7 +123,7 @@ pub(crate) async fn insert_activity(
     Ok(())
 }
 
-fn from_row(r: SqliteRow) -> Result<ActivityEvent> {
+fn from_row(r: DbRow) -> Result<ActivityEvent> {
     let status: String = r.get("status");
     let properties: String = r.get("properties");
     let code: i64 = r.get("http_status_code");
@@ -154,7 +150,7 @@ fn from_row(r: SqliteRow) -> Result<ActivityEvent> {
 impl MetadataStore {
     /// Records activity events that come with no change of their own (refusals) in one commit.
     pub async fn record_activity_batch(&self, events: &[ActivityEvent]) -> Result<()> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         for e in events {
             insert_activity(&mut tx, e).await?;
         }
@@ -172,7 +168,7 @@ impl MetadataStore {
     pub async fn activity_recorded(&self, event_data_ids: &[String]) -> Result<bool> {
         for id in event_data_ids {
             let found: Option<i64> =
-                sqlx::query_scalar("SELECT seq FROM activity_events WHERE event_data_id = ?")
+                sqlx::query_scalar("SELECT seq FROM activity_events WHERE event_data_id = $1")
                     .bind(id)
                     .fetch_optional(&self.reader)
                     .await?;
@@ -208,6 +204,7 @@ impl MetadataStore {
             ],
         );
         order_and_limit(&mut sql, f.after_seq, f.newest_first);
+        let sql = super::dialect::numbered(&sql);
         let mut q = sqlx::query(&sql);
         for b in binds {
             q = q.bind(b);
@@ -225,11 +222,11 @@ impl MetadataStore {
 
     /// The sequence number of the last record written (0 when there is none).
     pub async fn activity_max_seq(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'activity_events'), 0)",
+        Ok(
+            sqlx::query_scalar(&self.dialect.last_seq("activity_events"))
+                .fetch_one(&self.reader)
+                .await?,
         )
-        .fetch_one(&self.reader)
-        .await?)
     }
 
     /// The operation names the activity log holds.

@@ -8,9 +8,9 @@ use super::activity::insert_activity;
 use super::consumers::set_consumer_seq_on;
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
+use crate::meta::DbRow;
 use moat_model::activity::ActivityEvent;
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 /// A stored action group or rule.
@@ -34,12 +34,12 @@ pub struct AlertResourceRow {
     pub updated_by: String,
 }
 
-fn json_col(row: &SqliteRow, col: &str) -> Result<Value> {
+fn json_col(row: &DbRow, col: &str) -> Result<Value> {
     let s: String = row.get(col);
     serde_json::from_str(&s).map_err(|e| StoreError::Invalid(format!("stored alert {col}: {e}")))
 }
 
-fn resource_from_row(row: SqliteRow) -> Result<AlertResourceRow> {
+fn resource_from_row(row: DbRow) -> Result<AlertResourceRow> {
     Ok(AlertResourceRow {
         kind: row.get("kind"),
         resource_group: row.get("rg_key"),
@@ -97,7 +97,7 @@ fn now_ms() -> i64 {
 }
 
 async fn insert_notifications(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut crate::meta::Conn,
     items: &[NewNotification],
 ) -> Result<()> {
     let now = crate::time_fmt::now();
@@ -105,7 +105,7 @@ async fn insert_notifications(
     for n in items {
         sqlx::query(
             "INSERT INTO alert_notifications(rule_id, action_group_id, receiver, payload, next_try, created)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&n.rule_id)
         .bind(&n.action_group_id)
@@ -128,9 +128,9 @@ impl MetadataStore {
         r: &AlertResourceRow,
         activity: &ActivityEvent,
     ) -> Result<bool> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let exists: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM alert_resources WHERE kind = ? AND rg_key = ? AND name_key = ?",
+            "SELECT 1 FROM alert_resources WHERE kind = $1 AND rg_key = $2 AND name_key = $3",
         )
         .bind(&r.kind)
         .bind(r.resource_group.to_ascii_lowercase())
@@ -139,8 +139,8 @@ impl MetadataStore {
         .await?;
         if exists.is_some() {
             sqlx::query(
-                "UPDATE alert_resources SET location = ?, tags = ?, properties = ?, secrets = ?, updated_at = ?,
-                 updated_by = ? WHERE kind = ? AND rg_key = ? AND name_key = ?",
+                "UPDATE alert_resources SET location = $1, tags = $2, properties = $3, secrets = $4, updated_at = $5,
+                 updated_by = $6 WHERE kind = $7 AND rg_key = $8 AND name_key = $9",
             )
             .bind(&r.location)
             .bind(r.tags.to_string())
@@ -157,7 +157,7 @@ impl MetadataStore {
             sqlx::query(
                 "INSERT INTO alert_resources(kind, rg_key, name_key, id, name, location, tags, properties, secrets,
                  from_seq, created_at, created_by, updated_at, updated_by)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(&r.kind)
             .bind(r.resource_group.to_ascii_lowercase())
@@ -187,14 +187,16 @@ impl MetadataStore {
         rg: &str,
         name: &str,
     ) -> Result<Option<AlertResourceRow>> {
-        sqlx::query("SELECT * FROM alert_resources WHERE kind = ? AND rg_key = ? AND name_key = ?")
-            .bind(kind)
-            .bind(rg.to_ascii_lowercase())
-            .bind(name.to_ascii_lowercase())
-            .fetch_optional(self.reader())
-            .await?
-            .map(resource_from_row)
-            .transpose()
+        sqlx::query(
+            "SELECT * FROM alert_resources WHERE kind = $1 AND rg_key = $2 AND name_key = $3",
+        )
+        .bind(kind)
+        .bind(rg.to_ascii_lowercase())
+        .bind(name.to_ascii_lowercase())
+        .fetch_optional(self.reader())
+        .await?
+        .map(resource_from_row)
+        .transpose()
     }
 
     /// A resource by its id in any case.
@@ -203,7 +205,7 @@ impl MetadataStore {
         kind: &str,
         id: &str,
     ) -> Result<Option<AlertResourceRow>> {
-        sqlx::query("SELECT * FROM alert_resources WHERE kind = ? AND lower(id) = ?")
+        sqlx::query("SELECT * FROM alert_resources WHERE kind = $1 AND lower(id) = $2")
             .bind(kind)
             .bind(id.trim_end_matches('/').to_ascii_lowercase())
             .fetch_optional(self.reader())
@@ -220,14 +222,14 @@ impl MetadataStore {
     ) -> Result<Vec<AlertResourceRow>> {
         let rows = match rg {
             Some(rg) => {
-                sqlx::query("SELECT * FROM alert_resources WHERE kind = ? AND rg_key = ? ORDER BY rg_key, name_key")
+                sqlx::query("SELECT * FROM alert_resources WHERE kind = $1 AND rg_key = $2 ORDER BY rg_key, name_key")
                     .bind(kind)
                     .bind(rg.to_ascii_lowercase())
                     .fetch_all(self.reader())
                     .await?
             }
             None => {
-                sqlx::query("SELECT * FROM alert_resources WHERE kind = ? ORDER BY rg_key, name_key")
+                sqlx::query("SELECT * FROM alert_resources WHERE kind = $1 ORDER BY rg_key, name_key")
                     .bind(kind)
                     .fetch_all(self.reader())
                     .await?
@@ -244,9 +246,9 @@ impl MetadataStore {
         name: &str,
         activity: &ActivityEvent,
     ) -> Result<bool> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: Option<String> = sqlx::query_scalar(
-            "DELETE FROM alert_resources WHERE kind = ? AND rg_key = ? AND name_key = ? RETURNING id",
+            "DELETE FROM alert_resources WHERE kind = $1 AND rg_key = $2 AND name_key = $3 RETURNING id",
         )
         .bind(kind)
         .bind(rg.to_ascii_lowercase())
@@ -256,7 +258,7 @@ impl MetadataStore {
         let Some(id) = id else {
             return Ok(false);
         };
-        sqlx::query("DELETE FROM alert_states WHERE rule_key = ?")
+        sqlx::query("DELETE FROM alert_states WHERE rule_key = $1")
             .bind(id.to_ascii_lowercase())
             .execute(&mut *tx)
             .await?;
@@ -280,7 +282,7 @@ impl MetadataStore {
     /// Every stored state of a metric rule (`rule_key`: its lower-case id).
     pub async fn alert_states(&self, rule_key: &str) -> Result<Vec<AlertStateRow>> {
         let rows = sqlx::query(
-            "SELECT dims, condition, alert_id, fired_at, resolved_at FROM alert_states WHERE rule_key = ? ORDER BY dims",
+            "SELECT dims, condition, alert_id, fired_at, resolved_at FROM alert_states WHERE rule_key = $1 ORDER BY dims",
         )
         .bind(rule_key)
         .fetch_all(self.reader())
@@ -304,12 +306,12 @@ impl MetadataStore {
         states: &[AlertStateRow],
         notifications: &[NewNotification],
     ) -> Result<()> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let now = crate::time_fmt::now();
         for s in states {
             sqlx::query(
                 "INSERT INTO alert_states(rule_key, dims, condition, alert_id, fired_at, resolved_at, updated)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT(rule_key, dims) DO UPDATE SET condition = excluded.condition,
                    alert_id = excluded.alert_id, fired_at = excluded.fired_at,
                    resolved_at = excluded.resolved_at, updated = excluded.updated",
@@ -336,7 +338,7 @@ impl MetadataStore {
         seq: i64,
         notifications: &[NewNotification],
     ) -> Result<()> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         insert_notifications(&mut tx, notifications).await?;
         set_consumer_seq_on(&mut tx, consumer, "activity", None, seq).await?;
         tx.commit().await?;
@@ -347,7 +349,7 @@ impl MetadataStore {
     pub async fn due_alert_notifications(&self, limit: i64) -> Result<Vec<NotificationRow>> {
         let rows = sqlx::query(
             "SELECT id, rule_id, action_group_id, receiver, payload, attempts, state, last_error
-             FROM alert_notifications WHERE state = 'pending' AND next_try <= ? ORDER BY id LIMIT ?",
+             FROM alert_notifications WHERE state = 'pending' AND next_try <= $1 ORDER BY id LIMIT $2",
         )
         .bind(now_ms())
         .bind(limit)
@@ -360,7 +362,7 @@ impl MetadataStore {
     pub async fn alert_notifications(&self, rule_id: Option<&str>) -> Result<Vec<NotificationRow>> {
         let rows = sqlx::query(
             "SELECT id, rule_id, action_group_id, receiver, payload, attempts, state, last_error
-             FROM alert_notifications WHERE ? IS NULL OR lower(rule_id) = lower(?) ORDER BY id",
+             FROM alert_notifications WHERE $1 IS NULL OR lower(rule_id) = lower($2) ORDER BY id",
         )
         .bind(rule_id)
         .bind(rule_id)
@@ -377,8 +379,8 @@ impl MetadataStore {
         error: Option<&str>,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE alert_notifications SET state = ?, attempts = attempts + 1, last_error = COALESCE(?, last_error),
-             delivered_at = ? WHERE id = ?",
+            "UPDATE alert_notifications SET state = $1, attempts = attempts + 1, last_error = COALESCE($2, last_error),
+             delivered_at = $3 WHERE id = $4",
         )
         .bind(state)
         .bind(error)
@@ -397,7 +399,7 @@ impl MetadataStore {
         error: &str,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE alert_notifications SET attempts = attempts + 1, last_error = ?, next_try = ? WHERE id = ?",
+            "UPDATE alert_notifications SET attempts = attempts + 1, last_error = $1, next_try = $2 WHERE id = $3",
         )
         .bind(error)
         .bind(now_ms() + delay_ms)
@@ -417,7 +419,7 @@ impl MetadataStore {
     }
 }
 
-fn notification_from_row(r: SqliteRow) -> NotificationRow {
+fn notification_from_row(r: DbRow) -> NotificationRow {
     NotificationRow {
         id: r.get(0),
         rule_id: r.get(1),

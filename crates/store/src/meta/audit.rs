@@ -6,10 +6,10 @@
 use super::trail::{intern, map_times, Dictionary};
 use super::MetadataStore;
 use crate::error::Result;
+use crate::meta::Conn;
 use moat_model::audit::AuditEvent;
 use moat_model::trail::codec::{micros_of, put_opt_i, put_u, uuid_bytes};
 use moat_model::trail::{chain_name, AuditCanonical, ChainState, TimeValue, AUDIT_LOG};
-use sqlx::SqliteConnection;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -43,10 +43,14 @@ pub(crate) fn conditions<'a>(
     for (col, op, v) in filters {
         if let Some(v) = v {
             let (op, collate) = match *op {
-                "~" => ("=", " COLLATE NOCASE"),
-                op => (op, ""),
+                "~" => ("=", true),
+                op => (op, false),
             };
-            sql.push_str(&format!(" AND {col} {op} ?{collate}"));
+            if collate {
+                sql.push_str(&format!(" AND lower({col}) = lower(?)"));
+            } else {
+                sql.push_str(&format!(" AND {col} {op} ?"));
+            }
             binds.push(v);
         }
     }
@@ -172,7 +176,7 @@ const ROWS_PER_STATEMENT: usize = 100;
 /// the writer's cache of committed ids; the pairs this call took from the database are returned so that the
 /// caller can [`Dictionary::learn`] them once its transaction has committed.
 pub(crate) async fn insert_events(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     events: &[AuditEvent],
     dict: Option<&Dictionary>,
 ) -> Result<Vec<(Arc<str>, i64)>> {
@@ -182,7 +186,7 @@ pub(crate) async fn insert_events(
 /// [`insert_events`] at given sequence numbers (ascending, after every existing row of their chains): the
 /// conversion of rows written before the trail keeps their seqs.
 pub(crate) async fn insert_events_at(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     events: &[AuditEvent],
     dict: Option<&Dictionary>,
     seqs: Option<&[i64]>,
@@ -194,11 +198,9 @@ pub(crate) async fn insert_events_at(
     let events: Vec<AuditEvent> = events.iter().map(AuditEvent::sanitized).collect();
     let all: Vec<&str> = events.iter().flat_map(strings).collect();
     let (ids, fresh) = intern(conn, dict, &all).await?;
-    let last: i64 = sqlx::query_scalar(
-        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_records'), 0)",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let last: i64 = sqlx::query_scalar(&super::Dialect::of(conn).last_seq("audit_records"))
+        .fetch_one(&mut *conn)
+        .await?;
     let mut heads: HashMap<String, (ChainState, String)> = HashMap::new();
     let mut canon = AuditCanonical::default();
     let mut rows: Vec<NewRow<'_>> = Vec::with_capacity(events.len());
@@ -226,7 +228,7 @@ pub(crate) async fn insert_events_at(
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql =
             String::from("INSERT INTO audit_records(seq, t, reg, ident, f, link) VALUES ");
-        sql.push_str(&vec!["(?,?,?,?,?,?)"; chunk.len()].join(","));
+        sql.push_str(&super::dialect::value_rows(chunk.len(), 6));
         let mut q = sqlx::query(&sql);
         for (seq, time, reg, ident, f, link) in chunk {
             q = q.bind(seq);
@@ -255,7 +257,7 @@ pub(crate) async fn insert_events_at(
     ops.sort_unstable();
     ops.dedup();
     for op in ops {
-        sqlx::query("INSERT INTO audit_operations(id) VALUES (?) ON CONFLICT(id) DO NOTHING")
+        sqlx::query("INSERT INTO audit_operations(id) VALUES ($1) ON CONFLICT(id) DO NOTHING")
             .bind(op)
             .execute(&mut *conn)
             .await?;
@@ -264,7 +266,7 @@ pub(crate) async fn insert_events_at(
 }
 
 /// Writes one event in the caller's transaction (a change's own record).
-pub(crate) async fn insert_event(conn: &mut SqliteConnection, e: &AuditEvent) -> Result<()> {
+pub(crate) async fn insert_event(conn: &mut Conn, e: &AuditEvent) -> Result<()> {
     insert_events(conn, std::slice::from_ref(e), None).await?;
     Ok(())
 }
@@ -277,7 +279,7 @@ impl MetadataStore {
 
     /// Records many change-less events in one commit.
     pub async fn record_batch(&self, events: &[AuditEvent]) -> Result<()> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let fresh = insert_events(&mut tx, events, Some(&self.dictionary)).await?;
         tx.commit().await?;
         self.dictionary.learn(fresh);

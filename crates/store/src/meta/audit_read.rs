@@ -121,7 +121,7 @@ pub(crate) struct RawRow {
     pub f: Vec<u8>,
 }
 
-pub(crate) fn raw_row(r: &sqlx::sqlite::SqliteRow) -> RawRow {
+pub(crate) fn raw_row(r: &crate::meta::DbRow) -> RawRow {
     let time = match r.try_get::<i64, _>(1) {
         Ok(us) => StoredTime::Micros(us),
         Err(_) => StoredTime::Text(r.try_get::<String, _>(1).unwrap_or_default()),
@@ -169,7 +169,7 @@ impl<'s> Resolver<'s> {
         for chunk in missing.chunks(500) {
             let sql = format!(
                 "SELECT id, s FROM trail_strings WHERE id IN ({})",
-                vec!["?"; chunk.len()].join(",")
+                super::dialect::param_list(1, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for id in chunk {
@@ -252,12 +252,13 @@ fn bad_time(s: &str) -> StoreError {
 
 impl MetadataStore {
     async fn ids_nocase(&self, s: &str) -> Result<Vec<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM trail_strings WHERE s = ? COLLATE NOCASE")
-                .bind(s)
-                .fetch_all(self.reader())
-                .await?,
-        )
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT id FROM trail_strings WHERE {}",
+            self.dialect().eq_nocase("s", 1)
+        ))
+        .bind(s)
+        .fetch_all(self.reader())
+        .await?)
     }
 
     async fn resolve_filter(&self, f: &AuditFilter) -> Result<Option<Resolved>> {
@@ -265,7 +266,7 @@ impl MetadataStore {
             None => None,
             Some(r) => {
                 let id: Option<i64> =
-                    sqlx::query_scalar("SELECT id FROM trail_strings WHERE s = ?")
+                    sqlx::query_scalar("SELECT id FROM trail_strings WHERE s = $1")
                         .bind(r)
                         .fetch_optional(self.reader())
                         .await?;
@@ -303,7 +304,7 @@ impl MetadataStore {
         let (mut lo, mut hi) = (f.after_seq.unwrap_or(0) + 1, i64::MAX);
         if since.is_some() || until.is_some() {
             let r = sqlx::query(
-                "SELECT MIN(first_seq), MAX(last_seq) FROM audit_time_map WHERE max_t >= ? AND min_t < ?",
+                "SELECT MIN(first_seq), MAX(last_seq) FROM audit_time_map WHERE max_t >= $1 AND min_t < $2",
             )
             .bind(since.unwrap_or(i64::MIN))
             .bind(until.unwrap_or(i64::MAX))
@@ -358,6 +359,7 @@ impl MetadataStore {
         } else {
             " ORDER BY seq LIMIT ?"
         });
+        let sql = super::dialect::numbered(&sql);
         let (mut lo, mut hi) = (r.lo, r.hi);
         let mut resolver = Resolver::new(self);
         while lo <= hi && left > 0 {
@@ -471,11 +473,11 @@ impl MetadataStore {
 
     /// The sequence number of the last event written (0 when there is none).
     pub async fn audit_max_seq(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_records'), 0)",
+        Ok(
+            sqlx::query_scalar(&self.dialect().last_seq("audit_records"))
+                .fetch_one(self.reader())
+                .await?,
         )
-        .fetch_one(self.reader())
-        .await?)
     }
 
     /// The operation names the data-plane log holds (names recorded by earlier versions included).
@@ -490,9 +492,9 @@ impl MetadataStore {
     /// Whether either log holds a row of `registry` (a registry deleted since still has its trail).
     pub async fn logs_mention_registry(&self, registry: &str) -> Result<bool> {
         let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 WHERE EXISTS (SELECT 1 FROM activity_events WHERE registry = ?1)
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM activity_events WHERE registry = $1)
                 OR EXISTS (SELECT 1 FROM audit_records WHERE reg =
-                    (SELECT id FROM trail_strings WHERE s = ?1))",
+                    (SELECT id FROM trail_strings WHERE s = $1))",
         )
         .bind(registry.to_ascii_lowercase())
         .fetch_optional(self.reader())

@@ -23,7 +23,7 @@ impl MetadataStore {
     /// Where `consumer` stands on `log` (0 when it has never read it).
     pub async fn consumer_seq(&self, consumer: &str, log: &str) -> Result<i64> {
         let seq: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM log_consumers WHERE consumer = ? AND log = ?")
+            sqlx::query_scalar("SELECT seq FROM log_consumers WHERE consumer = $1 AND log = $2")
                 .bind(consumer)
                 .bind(log)
                 .fetch_optional(self.reader())
@@ -46,7 +46,7 @@ impl MetadataStore {
 
     /// Forgets a consumer on every log (its setting, webhook or rule was deleted): retention no longer waits for it.
     pub async fn delete_consumer(&self, consumer: &str) -> Result<()> {
-        sqlx::query("DELETE FROM log_consumers WHERE consumer = ?")
+        sqlx::query("DELETE FROM log_consumers WHERE consumer = $1")
             .bind(consumer)
             .execute(self.writer())
             .await?;
@@ -56,7 +56,7 @@ impl MetadataStore {
     /// Every consumer of `log`, for backlogs (the log's last seq minus each cursor) and retention.
     pub async fn consumers(&self, log: &str) -> Result<Vec<ConsumerCursor>> {
         let rows = sqlx::query(
-            "SELECT consumer, log, registry, seq, updated FROM log_consumers WHERE log = ? ORDER BY consumer",
+            "SELECT consumer, log, registry, seq, updated FROM log_consumers WHERE log = $1 ORDER BY consumer",
         )
         .bind(log)
         .fetch_all(self.reader())
@@ -77,7 +77,7 @@ impl MetadataStore {
     /// those of every registry); `None` when no consumer does. Retention keeps every record above it.
     pub async fn min_consumer_seq(&self, log: &str, registry: &str) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(seq) FROM log_consumers WHERE log = ? AND (registry IS NULL OR registry = ?)",
+            "SELECT MIN(seq) FROM log_consumers WHERE log = $1 AND (registry IS NULL OR registry = $2)",
         )
         .bind(log)
         .bind(registry.to_ascii_lowercase())
@@ -89,15 +89,15 @@ impl MetadataStore {
 /// [`MetadataStore::set_consumer_seq`] on a connection or transaction of the caller (an aggregator moves its
 /// cursor in the transaction that stores what it took, so that it takes each record exactly once).
 pub async fn set_consumer_seq_on(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut crate::meta::Conn,
     consumer: &str,
     log: &str,
     registry: Option<&str>,
     seq: i64,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO log_consumers(consumer, log, registry, seq, updated) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT(consumer, log) DO UPDATE SET seq = MAX(seq, excluded.seq), registry = excluded.registry,
+        "INSERT INTO log_consumers(consumer, log, registry, seq, updated) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT(consumer, log) DO UPDATE SET seq = CASE WHEN seq >= excluded.seq THEN seq ELSE excluded.seq END, registry = excluded.registry,
              updated = excluded.updated",
     )
     .bind(consumer)

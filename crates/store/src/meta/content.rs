@@ -6,9 +6,9 @@ use super::links::{link, same_registry, Proven};
 use super::MetadataStore;
 use crate::blobs::ReceivedBlob;
 use crate::error::{Result, StoreError};
+use crate::meta::Conn;
 use moat_model::audit::AuditEvent;
 use moat_model::{Digest, Permit, Reference, RepositoryName, Tag};
-use sqlx::SqliteConnection;
 
 /// A manifest about to be stored.
 #[derive(Clone, Debug)]
@@ -74,12 +74,12 @@ pub struct ReferrerRow {
 }
 
 pub(crate) async fn ensure_repository(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     registry_id: &str,
     repo: &RepositoryName,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT OR IGNORE INTO repositories(registry_id, name, created_at) VALUES (?, ?, ?)",
+        "INSERT INTO repositories(registry_id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
     )
     .bind(registry_id)
     .bind(repo.as_str())
@@ -90,14 +90,14 @@ pub(crate) async fn ensure_repository(
 }
 
 pub(crate) async fn is_linked(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     registry_id: &str,
     repo: &str,
     digest: &str,
 ) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar(
         "SELECT b.size FROM blob_links l JOIN blobs b ON b.digest = l.digest
-         WHERE l.registry_id = ? AND l.repository = ? AND l.digest = ?",
+         WHERE l.registry_id = $1 AND l.repository = $2 AND l.digest = $3",
     )
     .bind(registry_id)
     .bind(repo)
@@ -108,15 +108,15 @@ pub(crate) async fn is_linked(
 
 /// Stores a manifest in a repository (a no-op when it is there already).
 pub(crate) async fn insert_manifest(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     registry_id: &str,
     repo: &RepositoryName,
     m: &ManifestRecord,
     now: &str,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT OR IGNORE INTO manifests(registry_id, repository, digest, media_type, artifact_type, subject,
-         annotations, size, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO manifests(registry_id, repository, digest, media_type, artifact_type, subject,
+         annotations, size, body, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
     )
     .bind(registry_id)
     .bind(repo.as_str())
@@ -135,7 +135,7 @@ pub(crate) async fn insert_manifest(
         .chain(m.required_manifests.iter().map(|d| ("manifest", d)));
     for (kind, child) in references {
         sqlx::query(
-            "INSERT INTO manifest_references(registry_id, repository, manifest, kind, child) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO manifest_references(registry_id, repository, manifest, kind, child) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT DO NOTHING",
         )
         .bind(registry_id)
@@ -151,7 +151,7 @@ pub(crate) async fn insert_manifest(
 
 /// Points a tag at a manifest, creating or moving it.
 pub(crate) async fn set_tag(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     registry_id: &str,
     repo: &RepositoryName,
     tag: &Tag,
@@ -159,7 +159,7 @@ pub(crate) async fn set_tag(
     now: &str,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO tags(registry_id, repository, tag, digest, updated_at) VALUES (?, ?, ?, ?, ?)
+        "INSERT INTO tags(registry_id, repository, tag, digest, updated_at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT(registry_id, repository, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
     )
     .bind(registry_id)
@@ -223,7 +223,7 @@ impl MetadataStore {
     ) -> Result<Option<bytes::Bytes>> {
         let data: Option<Vec<u8>> = sqlx::query_scalar(
             "SELECT d.data FROM blob_links l JOIN blob_data d ON d.digest = l.digest
-             WHERE l.registry_id = ? AND l.repository = ? AND l.digest = ?",
+             WHERE l.registry_id = $1 AND l.repository = $2 AND l.digest = $3",
         )
         .bind(registry_id)
         .bind(repo.as_str())
@@ -245,7 +245,7 @@ impl MetadataStore {
         event: &AuditEvent,
     ) -> Result<Option<i64>> {
         same_registry(permit)?;
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let Some(proof) = Proven::by_permit(&mut tx, permit, digest).await? else {
             return Ok(None);
         };
@@ -275,7 +275,8 @@ impl MetadataStore {
         digest: &Digest,
         event: &AuditEvent,
     ) -> Result<bool> {
-        let sql = "DELETE FROM blob_links WHERE registry_id = ? AND repository = ? AND digest = ?";
+        let sql =
+            "DELETE FROM blob_links WHERE registry_id = $1 AND repository = $2 AND digest = $3";
         self.delete_recorded(
             registry_id,
             repo,
@@ -297,7 +298,7 @@ impl MetadataStore {
         tag: Option<&Tag>,
         event: &AuditEvent,
     ) -> Result<()> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         for d in &m.required_blobs {
             if is_linked(&mut tx, registry_id, repo.as_str(), d.as_str())
                 .await?
@@ -308,7 +309,7 @@ impl MetadataStore {
         }
         for d in &m.required_manifests {
             let found: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+                "SELECT 1 FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
             )
             .bind(registry_id)
             .bind(repo.as_str())
@@ -338,7 +339,7 @@ impl MetadataStore {
     ) -> Result<Option<StoredManifest>> {
         let row: Option<(String, String, Vec<u8>)> = match reference {
             Reference::Digest(d) => {
-                sqlx::query_as("SELECT digest, media_type, body FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?")
+                sqlx::query_as("SELECT digest, media_type, body FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3")
                     .bind(registry_id)
                     .bind(repo.as_str())
                     .bind(d.as_str())
@@ -349,7 +350,7 @@ impl MetadataStore {
                 sqlx::query_as(
                     "SELECT m.digest, m.media_type, m.body FROM tags t JOIN manifests m
                      ON m.registry_id = t.registry_id AND m.repository = t.repository AND m.digest = t.digest
-                     WHERE t.registry_id = ? AND t.repository = ? AND t.tag = ?",
+                     WHERE t.registry_id = $1 AND t.repository = $2 AND t.tag = $3",
                 )
                 .bind(registry_id)
                 .bind(repo.as_str())
@@ -374,8 +375,8 @@ impl MetadataStore {
         event: &AuditEvent,
     ) -> Result<bool> {
         let sql = [
-            "DELETE FROM tags WHERE registry_id = ? AND repository = ? AND digest = ?",
-            "DELETE FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+            "DELETE FROM tags WHERE registry_id = $1 AND repository = $2 AND digest = $3",
+            "DELETE FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
         ];
         self.delete_recorded(
             registry_id,
@@ -395,7 +396,7 @@ impl MetadataStore {
         tag: &Tag,
         event: &AuditEvent,
     ) -> Result<bool> {
-        let sql = "DELETE FROM tags WHERE registry_id = ? AND repository = ? AND tag = ?";
+        let sql = "DELETE FROM tags WHERE registry_id = $1 AND repository = $2 AND tag = $3";
         self.delete_recorded(registry_id, repo, tag.as_str(), &[sql], event, Kept::Tag)
             .await
     }
@@ -411,7 +412,7 @@ impl MetadataStore {
         event: &AuditEvent,
         kept: Kept,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if super::soft_delete::enabled(&mut tx, registry_id).await? {
             match kept {
                 Kept::Manifest => {
@@ -448,7 +449,7 @@ impl MetadataStore {
         repo: &RepositoryName,
     ) -> Result<bool> {
         let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM repositories WHERE registry_id = ? AND name = ?")
+            sqlx::query_scalar("SELECT 1 FROM repositories WHERE registry_id = $1 AND name = $2")
                 .bind(registry_id)
                 .bind(repo.as_str())
                 .fetch_optional(&self.reader)
@@ -465,7 +466,7 @@ impl MetadataStore {
         last: Option<&str>,
     ) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT tag FROM tags WHERE registry_id = ? AND repository = ? AND tag > ? ORDER BY tag LIMIT ?",
+            "SELECT tag FROM tags WHERE registry_id = $1 AND repository = $2 AND tag > $3 ORDER BY tag LIMIT $4",
         )
         .bind(registry_id)
         .bind(repo.as_str())
@@ -483,9 +484,9 @@ impl MetadataStore {
         last: Option<&str>,
     ) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT r.name FROM repositories r WHERE r.registry_id = ? AND r.name > ?
+            "SELECT r.name FROM repositories r WHERE r.registry_id = $1 AND r.name > $2
              AND EXISTS (SELECT 1 FROM manifests m WHERE m.registry_id = r.registry_id AND m.repository = r.name)
-             ORDER BY r.name LIMIT ?",
+             ORDER BY r.name LIMIT $3",
         )
         .bind(registry_id)
         .bind(last.unwrap_or(""))
@@ -503,7 +504,7 @@ impl MetadataStore {
         type Row = (String, String, Option<String>, i64, Option<String>);
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT digest, media_type, artifact_type, size, annotations FROM manifests
-             WHERE registry_id = ? AND repository = ? AND subject = ? ORDER BY created_at, digest",
+             WHERE registry_id = $1 AND repository = $2 AND subject = $3 ORDER BY created_at, digest",
         )
         .bind(registry_id)
         .bind(repo.as_str())

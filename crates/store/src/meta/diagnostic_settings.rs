@@ -20,7 +20,7 @@ pub struct DiagnosticSettingRow {
     pub updated: String,
 }
 
-fn row(r: sqlx::sqlite::SqliteRow) -> DiagnosticSettingRow {
+fn row(r: crate::meta::DbRow) -> DiagnosticSettingRow {
     let body: String = r.get("body");
     DiagnosticSettingRow {
         key: r.get("key"),
@@ -41,7 +41,7 @@ impl MetadataStore {
         registry_id: &str,
     ) -> Result<Vec<DiagnosticSettingRow>> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM diagnostic_settings WHERE registry_id = ? ORDER BY name_lower"
+            "SELECT {COLUMNS} FROM diagnostic_settings WHERE registry_id = $1 ORDER BY name_lower"
         ))
         .bind(registry_id)
         .fetch_all(self.reader())
@@ -65,7 +65,7 @@ impl MetadataStore {
         name: &str,
     ) -> Result<Option<DiagnosticSettingRow>> {
         let r = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM diagnostic_settings WHERE registry_id = ? AND name_lower = ?"
+            "SELECT {COLUMNS} FROM diagnostic_settings WHERE registry_id = $1 AND name_lower = $2"
         ))
         .bind(registry_id)
         .bind(name.to_ascii_lowercase())
@@ -83,10 +83,10 @@ impl MetadataStore {
         body: &serde_json::Value,
         activity: &ActivityEvent,
     ) -> Result<(DiagnosticSettingRow, bool)> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let now = crate::time_fmt::now();
         let existing: Option<String> = sqlx::query_scalar(
-            "SELECT key FROM diagnostic_settings WHERE registry_id = ? AND name_lower = ?",
+            "SELECT key FROM diagnostic_settings WHERE registry_id = $1 AND name_lower = $2",
         )
         .bind(registry_id)
         .bind(name.to_ascii_lowercase())
@@ -95,17 +95,19 @@ impl MetadataStore {
         let created = existing.is_none();
         match existing {
             Some(key) => {
-                sqlx::query("UPDATE diagnostic_settings SET body = ?, updated = ? WHERE key = ?")
-                    .bind(body.to_string())
-                    .bind(&now)
-                    .bind(&key)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE diagnostic_settings SET body = $1, updated = $2 WHERE key = $3",
+                )
+                .bind(body.to_string())
+                .bind(&now)
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
             }
             None => {
                 sqlx::query(
                     "INSERT INTO diagnostic_settings(key, registry_id, name, name_lower, body, created, updated)
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(uuid::Uuid::new_v4().simple().to_string())
                 .bind(registry_id)
@@ -120,7 +122,7 @@ impl MetadataStore {
         }
         insert_activity(&mut tx, activity).await?;
         let r = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM diagnostic_settings WHERE registry_id = ? AND name_lower = ?"
+            "SELECT {COLUMNS} FROM diagnostic_settings WHERE registry_id = $1 AND name_lower = $2"
         ))
         .bind(registry_id)
         .bind(name.to_ascii_lowercase())
@@ -137,9 +139,9 @@ impl MetadataStore {
         name: &str,
         activity: &ActivityEvent,
     ) -> Result<bool> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let key: Option<String> = sqlx::query_scalar(
-            "DELETE FROM diagnostic_settings WHERE registry_id = ? AND name_lower = ? RETURNING key",
+            "DELETE FROM diagnostic_settings WHERE registry_id = $1 AND name_lower = $2 RETURNING key",
         )
         .bind(registry_id)
         .bind(name.to_ascii_lowercase())
@@ -156,7 +158,7 @@ impl MetadataStore {
 
     /// Forgets the cursors of sinks whose setting is gone (its registry was deleted): retention stops waiting.
     pub async fn forget_orphan_sinks(&self) -> Result<u64> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut n = 0;
         for table in ["log_consumers", "sink_metric_cursors"] {
             n += sqlx::query(&format!(
@@ -174,7 +176,7 @@ impl MetadataStore {
     /// The last metric minute (unix seconds) a sink archived; `None` before its first.
     pub async fn sink_metric_minute(&self, consumer: &str) -> Result<Option<i64>> {
         Ok(
-            sqlx::query_scalar("SELECT minute FROM sink_metric_cursors WHERE consumer = ?")
+            sqlx::query_scalar("SELECT minute FROM sink_metric_cursors WHERE consumer = $1")
                 .bind(consumer)
                 .fetch_optional(self.reader())
                 .await?,
@@ -184,8 +186,8 @@ impl MetadataStore {
     /// Moves a sink's metric cursor forward (never back).
     pub async fn set_sink_metric_minute(&self, consumer: &str, minute: i64) -> Result<()> {
         sqlx::query(
-            "INSERT INTO sink_metric_cursors(consumer, minute) VALUES (?, ?)
-             ON CONFLICT(consumer) DO UPDATE SET minute = MAX(minute, excluded.minute)",
+            "INSERT INTO sink_metric_cursors(consumer, minute) VALUES ($1, $2)
+             ON CONFLICT(consumer) DO UPDATE SET minute = CASE WHEN minute >= excluded.minute THEN minute ELSE excluded.minute END",
         )
         .bind(consumer)
         .bind(minute)
@@ -195,10 +197,10 @@ impl MetadataStore {
     }
 }
 
-async fn forget_sinks(conn: &mut sqlx::SqliteConnection, key: &str) -> Result<()> {
+async fn forget_sinks(conn: &mut crate::meta::Conn, key: &str) -> Result<()> {
     let pattern = format!("sink:{key}:%");
     for table in ["log_consumers", "sink_metric_cursors"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE consumer LIKE ?"))
+        sqlx::query(&format!("DELETE FROM {table} WHERE consumer LIKE $1"))
             .bind(&pattern)
             .execute(&mut *conn)
             .await?;

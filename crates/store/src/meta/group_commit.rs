@@ -7,9 +7,9 @@ use super::links::{link, Proven};
 use super::trail::Dictionary;
 use crate::blobs::ReceivedBlob;
 use crate::error::{Result, StoreError};
+use crate::meta::{begin_write, Dialect, Pool};
 use moat_model::audit::AuditEvent;
 use moat_model::RepositoryName;
-use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) struct PendingBlob {
@@ -26,7 +26,8 @@ pub(crate) struct PendingBlob {
 const MAX_BATCH: usize = 256;
 
 pub(crate) fn start(
-    writer: SqlitePool,
+    writer: Pool,
+    dialect: Dialect,
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
     dictionary: std::sync::Arc<Dictionary>,
 ) -> mpsc::UnboundedSender<PendingBlob> {
@@ -40,7 +41,7 @@ pub(crate) fn start(
                     Err(_) => break,
                 }
             }
-            let result = write(&writer, &batch, &dictionary).await;
+            let result = write(&writer, dialect, &batch, &dictionary).await;
             commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             for p in batch {
                 let _ = p.done.send(match &result {
@@ -53,11 +54,16 @@ pub(crate) fn start(
     tx
 }
 
-async fn write(writer: &SqlitePool, batch: &[PendingBlob], dictionary: &Dictionary) -> Result<()> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+async fn write(
+    writer: &Pool,
+    dialect: Dialect,
+    batch: &[PendingBlob],
+    dictionary: &Dictionary,
+) -> Result<()> {
+    let mut tx = begin_write(writer, dialect).await?;
     for p in batch {
         link(&mut tx, &Proven::received(&p.registry_id, &p.blob), &p.repo).await?;
-        sqlx::query("DELETE FROM uploads WHERE id = ?")
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(&p.upload_id)
             .execute(&mut *tx)
             .await?;

@@ -9,9 +9,9 @@ use super::links::{link, Proven};
 use super::MetadataStore;
 use crate::blobs::ReceivedBlob;
 use crate::error::StoreError;
+use crate::meta::Conn;
 use moat_model::audit::AuditEvent;
 use moat_model::{Digest, Permit, Registry, RepositoryName, Tag};
-use sqlx::SqliteConnection;
 
 /// What one import writes into the target registry.
 #[derive(Clone, Debug)]
@@ -68,7 +68,7 @@ impl MetadataStore {
     where
         F: FnOnce(&Registry) -> Result<Permit, E>,
     {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let registry = super::registries::load(
             &mut tx,
             super::registries::RegistryKey::Id(source_registry_id),
@@ -93,7 +93,7 @@ impl MetadataStore {
         }
         for m in write.manifests {
             let held: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+                "SELECT 1 FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
             )
             .bind(permit.source_registry_id())
             .bind(permit.source_repository().as_str())
@@ -117,7 +117,7 @@ impl MetadataStore {
         write: &ImportWrite<'_>,
         received: &[ReceivedBlob],
     ) -> Result<(), ImportWriteError<E>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut proofs = Vec::with_capacity(write.blobs.len());
         for (digest, _) in write.blobs {
             let proof = match received.iter().find(|b| b.digest() == digest) {
@@ -145,7 +145,7 @@ impl MetadataStore {
         received: &[ReceivedBlob],
         continue_on_errors: bool,
     ) -> Result<Vec<Result<(), ImportWriteError<String>>>, ImportWriteError<String>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut outcomes = Vec::with_capacity(writes.len());
         for write in writes {
             sqlx::query("SAVEPOINT artifact").execute(&mut *tx).await?;
@@ -188,7 +188,7 @@ impl MetadataStore {
 /// Writes the image into the target once every blob has its proof: the tags checked under `NoForce`, every blob
 /// linked, every manifest stored, the tags set and the events recorded, in the caller's transaction.
 async fn write_image<E>(
-    tx: &mut SqliteConnection,
+    tx: &mut Conn,
     write: &ImportWrite<'_>,
     proofs: &[Proven<'_>],
 ) -> Result<(), ImportWriteError<E>> {
@@ -196,7 +196,7 @@ async fn write_image<E>(
         for (repo, tag) in write.targets {
             let Some(tag) = tag else { continue };
             let exists: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM tags WHERE registry_id = ? AND repository = ? AND tag = ?",
+                "SELECT 1 FROM tags WHERE registry_id = $1 AND repository = $2 AND tag = $3",
             )
             .bind(write.target_registry_id)
             .bind(repo.as_str())

@@ -9,11 +9,12 @@
 
 use crate::error::{Result, StoreError};
 use crate::gc::BlobPins;
+use crate::meta::Conn;
 use crate::meta::MetadataStore;
 use crate::ReceivedBlob;
 use moat_model::Digest;
 use serde_json::Value;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where a job is. Cancelled and abandoned jobs are `Failed` with a message that says so.
@@ -100,7 +101,7 @@ fn parse_json(s: Option<String>) -> Option<Value> {
 const COLUMNS: &str = "id, kind, registry_id, state, payload, checkpoint, progress, result, error, attempts, \
                        cancel_requested, lease_owner, created_at, started_at, finished_at, updated_at";
 
-fn record(row: &sqlx::sqlite::SqliteRow) -> Result<JobRecord> {
+fn record(row: &crate::meta::DbRow) -> Result<JobRecord> {
     let state: String = row.try_get("state")?;
     Ok(JobRecord {
         id: row.try_get("id")?,
@@ -125,7 +126,7 @@ fn record(row: &sqlx::sqlite::SqliteRow) -> Result<JobRecord> {
 /// Records a queued job inside the caller's transaction (a row that names the job, such as a pipeline run, and
 /// the job then appear together or not at all). Returns the job's id.
 pub async fn insert_job(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     kind: &str,
     registry_id: &str,
     payload: &Value,
@@ -135,7 +136,7 @@ pub async fn insert_job(
 
 /// [`insert_job`] for a job not to be claimed before `not_before` (unix seconds).
 pub async fn insert_job_at(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     kind: &str,
     registry_id: &str,
     payload: &Value,
@@ -176,7 +177,7 @@ impl MetadataStore {
         payload: &Value,
         not_before: Option<f64>,
     ) -> Result<String> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let id = insert_job_at(
             &mut tx,
             kind,
@@ -244,15 +245,16 @@ impl MetadataStore {
             return Ok((None, abandoned));
         }
         let kinds_json = json_text(&Value::from(kinds.to_vec()));
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let now = unix_now();
         loop {
-            let candidate: Option<(String, String, i64, i64)> = sqlx::query_as(
+            let candidate: Option<(String, String, i64, i64)> = sqlx::query_as(&format!(
                 "SELECT id, state, attempts, cancel_requested FROM jobs
-                 WHERE kind IN (SELECT value FROM json_each($1))
+                 WHERE kind IN ({})
                    AND ((state = 'queued' AND not_before <= $2) OR (state = 'running' AND lease_until <= $2))
                  ORDER BY not_before, created_at LIMIT 1",
-            )
+                self.dialect().json_strings(1)
+            ))
             .bind(&kinds_json)
             .bind(now)
             .fetch_optional(&mut *tx)
@@ -377,7 +379,7 @@ impl MetadataStore {
             Ok(v) => ("succeeded", Some(json_text(v)), None),
             Err(e) => ("failed", None, Some(e)),
         };
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let stamp = crate::time_fmt::now();
         let done = sqlx::query(
             "UPDATE jobs SET state = $3, result = $4, error = $5, lease_owner = NULL, lease_until = NULL,
@@ -402,7 +404,7 @@ impl MetadataStore {
     /// Asks job `id` to stop: a queued job fails at once, a running one stops at its next checkpoint or renewal.
     /// False if there is no such job or it has ended.
     pub async fn cancel_job(&self, id: &str) -> Result<bool> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let stamp = crate::time_fmt::now();
         let queued = sqlx::query(
             "UPDATE jobs SET state = 'failed', cancel_requested = 1, error = 'the job was cancelled before it started',
@@ -439,7 +441,7 @@ impl MetadataStore {
     /// against them (only a crash is).
     pub async fn release_job_leases(&self, owner: &str) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE jobs SET lease_until = 0, lease_owner = NULL, attempts = MAX(attempts - 1, 0)
+            "UPDATE jobs SET lease_until = 0, lease_owner = NULL, attempts = CASE WHEN attempts - 1 >= 0 THEN attempts - 1 ELSE 0 END
              WHERE state = 'running' AND lease_owner = $1",
         )
         .bind(owner)
@@ -457,7 +459,7 @@ impl MetadataStore {
         ttl: Duration,
     ) -> Result<BlobPins> {
         let holder = job_pin_holder(id);
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         let until = unix_now() + ttl.as_secs_f64();
         for d in digests {
             sqlx::query(
@@ -525,7 +527,7 @@ fn job_pin_holder(id: &str) -> String {
 
 /// A job that ended lets go of what it pinned and its received-blob records (what it linked is linked: the
 /// link writer removed those pins already).
-async fn release_job_pins(conn: &mut SqliteConnection, id: &str) -> Result<()> {
+async fn release_job_pins(conn: &mut Conn, id: &str) -> Result<()> {
     sqlx::query("DELETE FROM blob_pins WHERE holder = $1")
         .bind(job_pin_holder(id))
         .execute(&mut *conn)

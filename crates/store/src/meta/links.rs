@@ -18,8 +18,8 @@
 use super::content::ensure_repository;
 use crate::blobs::ReceivedBlob;
 use crate::error::{Result, StoreError};
+use crate::meta::Conn;
 use moat_model::{Digest, Permit, RepositoryName};
-use sqlx::SqliteConnection;
 
 /// A blob that may be linked into the repositories of `registry_id`.
 pub(crate) struct Proven<'a> {
@@ -47,13 +47,13 @@ impl<'a> Proven<'a> {
 
     /// (b) `digest` linked in some repository of `registry_id`, checked in the caller's transaction.
     pub(crate) async fn in_registry(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         registry_id: &'a str,
         digest: &'a Digest,
     ) -> Result<Option<Proven<'a>>> {
         let size: Option<i64> = sqlx::query_scalar(
             "SELECT b.size FROM blob_links l JOIN blobs b ON b.digest = l.digest
-             WHERE l.registry_id = ? AND l.digest = ? LIMIT 1",
+             WHERE l.registry_id = $1 AND l.digest = $2 LIMIT 1",
         )
         .bind(registry_id)
         .bind(digest.as_str())
@@ -70,7 +70,7 @@ impl<'a> Proven<'a> {
     /// (b, c) `digest` held in the permit's source repository, for the permit's target registry. `None` when the
     /// source does not hold it.
     pub(crate) async fn by_permit(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         permit: &'a Permit,
         digest: &'a Digest,
     ) -> Result<Option<Proven<'a>>> {
@@ -91,28 +91,26 @@ impl<'a> Proven<'a> {
 }
 
 /// Links a proven blob into `repo` of the registry its proof is for.
-pub(crate) async fn link(
-    conn: &mut SqliteConnection,
-    proof: &Proven<'_>,
-    repo: &RepositoryName,
-) -> Result<()> {
+pub(crate) async fn link(conn: &mut Conn, proof: &Proven<'_>, repo: &RepositoryName) -> Result<()> {
     if let Some(blob) = proof.received {
-        sqlx::query("INSERT OR IGNORE INTO blobs(digest, size, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO blobs(digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(blob.digest().as_str())
             .bind(blob.size() as i64)
             .bind(crate::time_fmt::now())
             .execute(&mut *conn)
             .await?;
         if let Some(data) = blob.inline() {
-            sqlx::query("INSERT OR IGNORE INTO blob_data(digest, data) VALUES (?, ?)")
-                .bind(blob.digest().as_str())
-                .bind(data.as_ref())
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "INSERT INTO blob_data(digest, data) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(blob.digest().as_str())
+            .bind(data.as_ref())
+            .execute(&mut *conn)
+            .await?;
         }
         // The bytes are linked in this transaction: the pin that held them against the collector has done its job.
         if let Some(holder) = blob.pin() {
-            sqlx::query("DELETE FROM blob_pins WHERE holder = ? AND digest = ?")
+            sqlx::query("DELETE FROM blob_pins WHERE holder = $1 AND digest = $2")
                 .bind(holder)
                 .bind(blob.digest().as_str())
                 .execute(&mut *conn)
@@ -120,7 +118,7 @@ pub(crate) async fn link(
         }
     }
     ensure_repository(&mut *conn, proof.registry_id, repo).await?;
-    sqlx::query("INSERT OR IGNORE INTO blob_links(registry_id, repository, digest, created_at) VALUES (?, ?, ?, ?)")
+    sqlx::query("INSERT INTO blob_links(registry_id, repository, digest, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
         .bind(proof.registry_id)
         .bind(repo.as_str())
         .bind(proof.digest.as_str())

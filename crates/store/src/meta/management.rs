@@ -39,7 +39,7 @@ impl MetadataStore {
     /// Creates the resource group if it does not exist; returns its location.
     pub async fn ensure_resource_group(&self, name: &str, location: &str) -> Result<String> {
         sqlx::query(
-            "INSERT OR IGNORE INTO resource_groups(name, location, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO resource_groups(name, location, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
         .bind(name)
         .bind(location)
@@ -47,7 +47,7 @@ impl MetadataStore {
         .execute(&self.writer)
         .await?;
         Ok(
-            sqlx::query_scalar("SELECT location FROM resource_groups WHERE name = ?")
+            sqlx::query_scalar("SELECT location FROM resource_groups WHERE name = $1")
                 .bind(name)
                 .fetch_one(&self.writer)
                 .await?,
@@ -56,7 +56,7 @@ impl MetadataStore {
 
     pub async fn resource_group(&self, name: &str) -> Result<Option<(String, String)>> {
         Ok(
-            sqlx::query_as("SELECT name, location FROM resource_groups WHERE name = ?")
+            sqlx::query_as("SELECT name, location FROM resource_groups WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.reader)
                 .await?,
@@ -78,9 +78,9 @@ impl MetadataStore {
         registry_id: &str,
         fresh: &[(&str, String)],
     ) -> Result<Vec<(String, String)>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         for (name, value) in fresh {
-            sqlx::query("INSERT OR IGNORE INTO registry_credentials(registry_id, name, value) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO registry_credentials(registry_id, name, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                 .bind(registry_id)
                 .bind(name)
                 .bind(value)
@@ -88,7 +88,7 @@ impl MetadataStore {
                 .await?;
         }
         let rows = sqlx::query_as(
-            "SELECT name, value FROM registry_credentials WHERE registry_id = ? ORDER BY name",
+            "SELECT name, value FROM registry_credentials WHERE registry_id = $1 ORDER BY name",
         )
         .bind(registry_id)
         .fetch_all(&mut *tx)
@@ -104,9 +104,9 @@ impl MetadataStore {
         value: &str,
         activity: &ActivityEvent,
     ) -> Result<()> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO registry_credentials(registry_id, name, value) VALUES (?, ?, ?)
+            "INSERT INTO registry_credentials(registry_id, name, value) VALUES ($1, $2, $3)
              ON CONFLICT(registry_id, name) DO UPDATE SET value = excluded.value",
         )
         .bind(registry_id)
@@ -137,7 +137,7 @@ impl MetadataStore {
         new: &str,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE registry_credentials SET value = ? WHERE registry_id = ? AND name = ? AND value = ?",
+            "UPDATE registry_credentials SET value = $1 WHERE registry_id = $2 AND name = $3 AND value = $4",
         )
         .bind(new)
         .bind(registry_id)
@@ -151,11 +151,11 @@ impl MetadataStore {
     /// Facts the export policy needs that live outside the registry's settings, read in the caller's transaction.
     pub(crate) async fn policy_facts(
         &self,
-        conn: &mut sqlx::SqliteConnection,
+        conn: &mut crate::meta::Conn,
         registry_id: &str,
     ) -> Result<PolicyFacts> {
         let approved: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM private_endpoints WHERE registry_id = ? AND status = 'Approved'",
+            "SELECT COUNT(*) FROM private_endpoints WHERE registry_id = $1 AND status = 'Approved'",
         )
         .bind(registry_id)
         .fetch_one(&mut *conn)
@@ -186,10 +186,9 @@ impl MetadataStore {
     {
         let db = |e: sqlx::Error| E::from(UpdateError::from(e));
         let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
+            .begin_write()
             .await
-            .map_err(db)?;
+            .map_err(|e| E::from(UpdateError::Store(e)))?;
         let current = super::registries::load(&mut tx, super::registries::RegistryKey::Name(name))
             .await
             .map_err(|e| E::from(UpdateError::Store(e)))?;
@@ -226,7 +225,7 @@ impl MetadataStore {
         }
         let registry = match current {
             Some(mut c) => {
-                sqlx::query("UPDATE registries SET settings = ? WHERE id = ?")
+                sqlx::query("UPDATE registries SET settings = $1 WHERE id = $2")
                     .bind(settings_json(&settings))
                     .bind(&c.id)
                     .execute(&mut *tx)
@@ -240,7 +239,7 @@ impl MetadataStore {
                 let created_at = crate::time_fmt::now();
                 let r = sqlx::query(
                     "INSERT INTO registries(id, name, login_server, resource_group, is_default, created_at, settings)
-                     VALUES (?, ?, ?, ?, 0, ?, ?)",
+                     VALUES ($1, $2, $3, $4, 0, $5, $6)",
                 )
                 .bind(&id)
                 .bind(name)
@@ -258,7 +257,7 @@ impl MetadataStore {
                     }
                 }
                 r.map_err(db)?;
-                sqlx::query("INSERT OR IGNORE INTO resource_groups(name, location, created_at) VALUES (?, ?, ?)")
+                sqlx::query("INSERT INTO resource_groups(name, location, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                     .bind(resource_group)
                     .bind(settings.location.as_str())
                     .bind(&created_at)
@@ -284,9 +283,9 @@ impl MetadataStore {
 
     /// Deletes a registry with everything in it (its blob links, manifests, tags; stored bytes are left to GC).
     pub async fn delete_registry(&self, name: &str, activity: &ActivityEvent) -> Result<bool> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let Some((id, rg)): Option<(String, String)> = sqlx::query_as(
-            "SELECT id, resource_group FROM registries WHERE name = ? AND is_default = 0",
+            "SELECT id, resource_group FROM registries WHERE name = $1 AND is_default = 0",
         )
         .bind(name)
         .fetch_optional(&mut *tx)
@@ -304,12 +303,12 @@ impl MetadataStore {
             "uploads",
             "private_endpoints",
         ] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE registry_id = ?"))
+            sqlx::query(&format!("DELETE FROM {table} WHERE registry_id = $1"))
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("DELETE FROM registries WHERE id = ?")
+        sqlx::query("DELETE FROM registries WHERE id = $1")
             .bind(&id)
             .execute(&mut *tx)
             .await?;
@@ -331,9 +330,9 @@ impl MetadataStore {
     pub async fn registry_size(&self, registry_id: &str) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE digest IN
-                        (SELECT digest FROM blob_links WHERE registry_id = ?1))
+                        (SELECT digest FROM blob_links WHERE registry_id = $1))
                   + (SELECT COALESCE(SUM(size), 0) FROM
-                        (SELECT digest, MAX(size) AS size FROM manifests WHERE registry_id = ?1 GROUP BY digest))",
+                        (SELECT digest, MAX(size) AS size FROM manifests WHERE registry_id = $1 GROUP BY digest))",
         )
         .bind(registry_id)
         .fetch_one(&self.reader)

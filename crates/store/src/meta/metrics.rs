@@ -58,13 +58,13 @@ fn dims_of(text: &str) -> Vec<(String, String)> {
 }
 
 async fn series_id(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut crate::meta::Conn,
     registry: &str,
     metric: &str,
     dims: &str,
 ) -> Result<i64> {
     if let Some(id) = sqlx::query_scalar(
-        "SELECT id FROM metric_series WHERE registry = ? AND metric = ? AND dimensions = ?",
+        "SELECT id FROM metric_series WHERE registry = $1 AND metric = $2 AND dimensions = $3",
     )
     .bind(registry)
     .bind(metric)
@@ -75,7 +75,7 @@ async fn series_id(
         return Ok(id);
     }
     Ok(sqlx::query_scalar(
-        "INSERT INTO metric_series(registry, metric, dimensions) VALUES (?, ?, ?) RETURNING id",
+        "INSERT INTO metric_series(registry, metric, dimensions) VALUES ($1, $2, $3) RETURNING id",
     )
     .bind(registry)
     .bind(metric)
@@ -92,7 +92,7 @@ pub enum PointWrite {
 }
 
 async fn write_point(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut crate::meta::Conn,
     registry: &str,
     p: &MetricPoint,
     how: PointWrite,
@@ -100,13 +100,13 @@ async fn write_point(
     let series = series_id(conn, registry, &p.metric, &dims_json(&p.dimensions)).await?;
     let sql = match how {
         PointWrite::Add => {
-            "INSERT INTO metric_points(series, minute, count, total, minimum, maximum) VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO metric_points(series, minute, count, total, minimum, maximum) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT(series, minute) DO UPDATE SET count = count + excluded.count,
-                 total = total + excluded.total, minimum = MIN(minimum, excluded.minimum),
-                 maximum = MAX(maximum, excluded.maximum)"
+                 total = total + excluded.total, minimum = CASE WHEN minimum <= excluded.minimum THEN minimum ELSE excluded.minimum END,
+                 maximum = CASE WHEN maximum >= excluded.maximum THEN maximum ELSE excluded.maximum END"
         }
         PointWrite::Replace => {
-            "INSERT INTO metric_points(series, minute, count, total, minimum, maximum) VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO metric_points(series, minute, count, total, minimum, maximum) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT(series, minute) DO UPDATE SET count = excluded.count, total = excluded.total,
                  minimum = excluded.minimum, maximum = excluded.maximum"
         }
@@ -134,7 +134,7 @@ impl MetadataStore {
         seq: i64,
         points: &[(String, MetricPoint)],
     ) -> Result<()> {
-        let mut tx = self.writer().begin().await?;
+        let mut tx = self.begin_write().await?;
         for (registry, p) in points {
             write_point(&mut tx, &registry.to_ascii_lowercase(), p, PointWrite::Add).await?;
         }
@@ -167,7 +167,7 @@ impl MetadataStore {
         let rows = sqlx::query(
             "SELECT s.metric, s.dimensions, p.minute, p.count, p.total, p.minimum, p.maximum
              FROM metric_points p JOIN metric_series s ON s.id = p.series
-             WHERE s.registry = ?1 AND (?2 IS NULL OR s.metric = ?2) AND p.minute >= ?3 AND p.minute < ?4
+             WHERE s.registry = $1 AND ($2 IS NULL OR s.metric = $2) AND p.minute >= $3 AND p.minute < $4
              ORDER BY s.metric, s.id, p.minute",
         )
         .bind(registry.to_ascii_lowercase())
@@ -207,8 +207,8 @@ impl MetadataStore {
     /// Deletes points older than `before_minute` and the series left without points (retention: 93 days).
     /// Returns the number of points deleted.
     pub async fn prune_metric_points(&self, before_minute: i64) -> Result<u64> {
-        let mut tx = self.writer().begin().await?;
-        let n = sqlx::query("DELETE FROM metric_points WHERE minute < ?")
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("DELETE FROM metric_points WHERE minute < $1")
             .bind(before_minute)
             .execute(&mut *tx)
             .await?

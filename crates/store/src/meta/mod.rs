@@ -10,6 +10,7 @@ mod audit_read;
 pub mod consumers;
 mod content;
 mod diagnostic_settings;
+pub mod dialect;
 mod group_commit;
 mod import;
 pub mod jobs;
@@ -59,17 +60,41 @@ pub use webhooks::{DeliveryRow, NewDelivery, WebhookRow, WEBHOOK_CONSUMER};
 
 use crate::error::Result;
 use crate::migrate::migrator;
+pub use dialect::Dialect;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+
+/// The database driver the store runs on; the rest of the store names only these aliases.
+pub(crate) type Db = sqlx::Sqlite;
+pub(crate) type Pool = sqlx::Pool<Db>;
+pub(crate) type Conn = <Db as sqlx::Database>::Connection;
+pub(crate) type DbRow = <Db as sqlx::Database>::Row;
+pub(crate) type DbArguments<'q> = <Db as sqlx::Database>::Arguments<'q>;
+/// A write transaction opened by [`begin_write`].
+pub(crate) type WriteTx = sqlx::Transaction<'static, Db>;
+
+/// Opens a check-and-write transaction: the one seam every multi-statement write goes through.
+///
+/// Isolation (phase one, the same for every rule): write transactions are serialized. On SQLite this is
+/// `BEGIN IMMEDIATE` on the single writer connection, so each transaction holds the database's write lock
+/// from its first statement and every check it makes sees every committed write. Finer-grained locking
+/// (per registry, per repository) can come later without changing a caller, because callers only ask here.
+/// Single-statement autocommit writes do not need this seam.
+pub(crate) async fn begin_write(writer: &Pool, dialect: Dialect) -> Result<WriteTx> {
+    match dialect {
+        Dialect::Sqlite => Ok(writer.begin_with("BEGIN IMMEDIATE").await?),
+    }
+}
 use std::str::FromStr;
 use std::time::Duration;
 
 #[derive(Clone)]
 pub struct MetadataStore {
     /// The single writer connection (see the module comment).
-    writer: SqlitePool,
+    writer: Pool,
     /// Readers run in parallel with the writer thanks to WAL.
-    reader: SqlitePool,
+    reader: Pool,
+    /// Which SQL dialect the database speaks (the few texts that differ are in [`dialect`]).
+    dialect: Dialect,
     /// Finished uploads waiting for the next group commit.
     blob_commits: tokio::sync::mpsc::UnboundedSender<group_commit::PendingBlob>,
     /// Group commits so far: the collector yields the writer only while pushes are using it.
@@ -107,18 +132,21 @@ impl MetadataStore {
             .connect_with(options.clone())
             .await?;
         migrator().run(&writer).await?;
+        let dialect = Dialect::Sqlite;
         // Rows written before the trail was chained (and the old audit table) are converted once, here.
-        trail_convert::run(&writer).await?;
+        trail_convert::run(&writer, dialect).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options.read_only(true))
             .await?;
         let pushes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let dictionary = std::sync::Arc::new(trail::Dictionary::default());
-        let blob_commits = group_commit::start(writer.clone(), pushes.clone(), dictionary.clone());
+        let blob_commits =
+            group_commit::start(writer.clone(), dialect, pushes.clone(), dictionary.clone());
         Ok(MetadataStore {
             writer,
             reader,
+            dialect,
             blob_commits,
             pushes,
             dictionary,
@@ -129,7 +157,7 @@ impl MetadataStore {
     /// (`/readyz`: a node sharing a database that another version has not finished migrating is not ready).
     pub async fn ready(&self) -> Result<bool> {
         let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = true")
                 .fetch_all(&self.reader)
                 .await?;
         Ok(migrator().iter().all(|m| applied.contains(&m.version)))
@@ -137,7 +165,7 @@ impl MetadataStore {
 
     pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
         Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
                 .bind(key)
                 .fetch_optional(&self.reader)
                 .await?,
@@ -147,13 +175,13 @@ impl MetadataStore {
     /// Sets `key` only if it has no value yet, and returns the value that holds afterwards: first start
     /// generates secrets this way without racing a second process.
     pub async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT OR IGNORE INTO settings(key, value) VALUES (?, ?)")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO settings(key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(key)
             .bind(value)
             .execute(&mut *tx)
             .await?;
-        let v: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+        let v: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
             .bind(key)
             .fetch_one(&mut *tx)
             .await?;
@@ -163,7 +191,7 @@ impl MetadataStore {
 
     /// Removes a setting; true if it was there (an upgrade moving a secret out of the database).
     pub async fn delete_setting(&self, key: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM settings WHERE key = ?")
+        let done = sqlx::query("DELETE FROM settings WHERE key = $1")
             .bind(key)
             .execute(&self.writer)
             .await?;
@@ -172,7 +200,7 @@ impl MetadataStore {
 
     pub async fn identity_password_hash(&self, name: &str) -> Result<Option<String>> {
         Ok(
-            sqlx::query_scalar("SELECT password_hash FROM identities WHERE name = ?")
+            sqlx::query_scalar("SELECT password_hash FROM identities WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.reader)
                 .await?,
@@ -182,7 +210,7 @@ impl MetadataStore {
     /// Creates the identity if absent; returns whether it was created.
     pub async fn create_identity(&self, name: &str, password_hash: &str) -> Result<bool> {
         let r = sqlx::query(
-            "INSERT OR IGNORE INTO identities(name, password_hash, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO identities(name, password_hash, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
         .bind(name)
         .bind(password_hash)
@@ -193,7 +221,7 @@ impl MetadataStore {
     }
 
     pub async fn set_identity_password(&self, name: &str, password_hash: &str) -> Result<()> {
-        sqlx::query("UPDATE identities SET password_hash = ? WHERE name = ?")
+        sqlx::query("UPDATE identities SET password_hash = $1 WHERE name = $2")
             .bind(password_hash)
             .bind(name)
             .execute(&self.writer)
@@ -201,12 +229,21 @@ impl MetadataStore {
         Ok(())
     }
 
-    pub(crate) fn writer(&self) -> &SqlitePool {
+    pub(crate) fn writer(&self) -> &Pool {
         &self.writer
     }
 
-    pub(crate) fn reader(&self) -> &SqlitePool {
+    pub(crate) fn reader(&self) -> &Pool {
         &self.reader
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Opens a check-and-write transaction (see [`begin_write`]).
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
+        begin_write(&self.writer, self.dialect).await
     }
 
     /// How many group commits of pushed blobs this process has made (a measure of push activity).

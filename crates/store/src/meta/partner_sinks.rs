@@ -6,8 +6,8 @@
 use super::activity::insert_activity;
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
+use crate::meta::DbRow;
 use moat_model::activity::ActivityEvent;
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 /// One registered sink.
@@ -29,7 +29,7 @@ pub struct PartnerSinkRow {
 
 const COLUMNS: &str = "id, name, kind, config, created, sealed";
 
-fn sink_row(r: SqliteRow) -> PartnerSinkRow {
+fn sink_row(r: DbRow) -> PartnerSinkRow {
     let config: String = r.get(3);
     PartnerSinkRow {
         id: r.get(0),
@@ -50,10 +50,10 @@ impl MetadataStore {
         row: &PartnerSinkRow,
         activity: &ActivityEvent,
     ) -> Result<PartnerSinkRow> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let config = row.config.to_string();
         let updated = sqlx::query(
-            "UPDATE partner_sinks SET kind = ?, config = ?, sealed = ? WHERE lower(id) = lower(?)",
+            "UPDATE partner_sinks SET kind = $1, config = $2, sealed = $3 WHERE lower(id) = lower($4)",
         )
         .bind(&row.kind)
         .bind(&config)
@@ -63,7 +63,7 @@ impl MetadataStore {
         .await?;
         if updated.rows_affected() == 0 {
             let r = sqlx::query(
-                "INSERT INTO partner_sinks(id, name, kind, config, sealed, created) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO partner_sinks(id, name, kind, config, sealed, created) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&row.id)
             .bind(&row.name)
@@ -87,7 +87,7 @@ impl MetadataStore {
         }
         insert_activity(&mut tx, activity).await?;
         let stored = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM partner_sinks WHERE lower(id) = lower(?)"
+            "SELECT {COLUMNS} FROM partner_sinks WHERE lower(id) = lower($1)"
         ))
         .bind(&row.id)
         .fetch_one(&mut *tx)
@@ -99,7 +99,7 @@ impl MetadataStore {
     /// The sink with this id (compared case-insensitively, as ARM compares resource ids).
     pub async fn partner_sink(&self, id: &str) -> Result<Option<PartnerSinkRow>> {
         Ok(sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM partner_sinks WHERE lower(id) = lower(?)"
+            "SELECT {COLUMNS} FROM partner_sinks WHERE lower(id) = lower($1)"
         ))
         .bind(id)
         .fetch_optional(self.reader())
@@ -110,7 +110,7 @@ impl MetadataStore {
     /// The sink named `name` (case-insensitive).
     pub async fn partner_sink_named(&self, name: &str) -> Result<Option<PartnerSinkRow>> {
         Ok(sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM partner_sinks WHERE lower(name) = lower(?)"
+            "SELECT {COLUMNS} FROM partner_sinks WHERE lower(name) = lower($1)"
         ))
         .bind(name)
         .fetch_optional(self.reader())
@@ -132,8 +132,8 @@ impl MetadataStore {
     /// Forgets a sink; `false` if there was none. Settings naming it stop delivering there (their loop finds no
     /// sink and keeps the records, as for an unreachable one).
     pub async fn delete_partner_sink(&self, id: &str, activity: &ActivityEvent) -> Result<bool> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query("DELETE FROM partner_sinks WHERE lower(id) = lower(?)")
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM partner_sinks WHERE lower(id) = lower($1)")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -148,7 +148,7 @@ impl MetadataStore {
     /// Replaces a sink's sealed secrets only if they still are `old` (a rotation of the secrets key).
     pub async fn reseal_partner_sink(&self, id: &str, old: &str, new: &str) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE partner_sinks SET sealed = ? WHERE lower(id) = lower(?) AND sealed = ?",
+            "UPDATE partner_sinks SET sealed = $1 WHERE lower(id) = lower($2) AND sealed = $3",
         )
         .bind(new)
         .bind(id)

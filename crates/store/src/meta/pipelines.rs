@@ -5,15 +5,17 @@
 //! out, so neither can exist without the other.
 
 use super::activity::insert_activity;
+use super::dialect::numbered;
 use super::registries::{load, RegistryKey};
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
+use crate::meta::Conn;
+use crate::meta::DbRow;
 use moat_model::activity::ActivityEvent;
 use moat_model::transfer::{Pipeline, PipelineKind, RunRequest};
 use moat_model::Registry;
 use serde_json::{json, Value};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 /// The job kind that carries out a pipeline run (the `runs` side registers its handler).
 pub const RUN_JOB_KIND: &str = "pipeline-run";
@@ -37,7 +39,7 @@ pub struct PipelineRow {
     pub updated_by: String,
 }
 
-fn pipeline_from_row(row: SqliteRow) -> Result<PipelineRow> {
+fn pipeline_from_row(row: DbRow) -> Result<PipelineRow> {
     let body: String = row.get(2);
     Ok(PipelineRow {
         registry_id: row.get(0),
@@ -80,7 +82,7 @@ const RUN_COLUMNS: &str =
     "registry_id, name, pipeline_kind, pipeline_name, request, force_update_tag, job_id,
      provisioning_state, response, created_at, created_by, updated_at, updated_by";
 
-fn run_from_row(row: SqliteRow) -> Result<PipelineRunRow> {
+fn run_from_row(row: DbRow) -> Result<PipelineRunRow> {
     let kind: String = row.get(2);
     let request: String = row.get(4);
     let response: String = row.get(8);
@@ -156,20 +158,16 @@ impl From<sqlx::Error> for RunWriteError {
 }
 
 /// Records the job of a run in the caller's transaction.
-async fn submit_run_job(
-    conn: &mut SqliteConnection,
-    registry_id: &str,
-    run: &str,
-) -> Result<Option<String>> {
+async fn submit_run_job(conn: &mut Conn, registry_id: &str, run: &str) -> Result<Option<String>> {
     let payload = json!({"registry_id": registry_id, "run": run});
     super::jobs::insert_job(conn, RUN_JOB_KIND, registry_id, &payload)
         .await
         .map(Some)
 }
 
-async fn registry_exists(conn: &mut SqliteConnection, registry_id: &str) -> Result<bool> {
+async fn registry_exists(conn: &mut Conn, registry_id: &str) -> Result<bool> {
     Ok(
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM registries WHERE id = ?")
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM registries WHERE id = $1")
             .bind(registry_id)
             .fetch_one(conn)
             .await?
@@ -178,11 +176,8 @@ async fn registry_exists(conn: &mut SqliteConnection, registry_id: &str) -> Resu
 }
 
 /// How many export pipelines a registry has, in the caller's transaction (a policy fact).
-pub(crate) async fn count_export_pipelines(
-    conn: &mut SqliteConnection,
-    registry_id: &str,
-) -> Result<usize> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM export_pipelines WHERE registry_id = ?")
+pub(crate) async fn count_export_pipelines(conn: &mut Conn, registry_id: &str) -> Result<usize> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM export_pipelines WHERE registry_id = $1")
         .bind(registry_id)
         .fetch_one(conn)
         .await?;
@@ -191,18 +186,15 @@ pub(crate) async fn count_export_pipelines(
 
 /// Removes a registry's pipelines and runs (with the registry, in its deletion's transaction); returns the jobs of
 /// its runs, which the caller cancels.
-pub(crate) async fn delete_for_registry(
-    conn: &mut SqliteConnection,
-    registry_id: &str,
-) -> Result<Vec<String>> {
+pub(crate) async fn delete_for_registry(conn: &mut Conn, registry_id: &str) -> Result<Vec<String>> {
     let jobs: Vec<String> = sqlx::query_scalar(
-        "SELECT job_id FROM pipeline_runs WHERE registry_id = ? AND job_id IS NOT NULL",
+        "SELECT job_id FROM pipeline_runs WHERE registry_id = $1 AND job_id IS NOT NULL",
     )
     .bind(registry_id)
     .fetch_all(&mut *conn)
     .await?;
     for t in ["export_pipelines", "import_pipelines", "pipeline_runs"] {
-        sqlx::query(&format!("DELETE FROM {t} WHERE registry_id = ?"))
+        sqlx::query(&format!("DELETE FROM {t} WHERE registry_id = $1"))
             .bind(registry_id)
             .execute(&mut *conn)
             .await?;
@@ -225,13 +217,13 @@ impl MetadataStore {
         gate: impl FnOnce(&Registry) -> Result<(), E>,
     ) -> Result<(PipelineRow, bool), PipelineWriteError<E>> {
         let t = table(pipeline.kind);
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let registry = load(&mut tx, RegistryKey::Id(registry_id))
             .await?
             .ok_or(PipelineWriteError::RegistryGone)?;
         gate(&registry).map_err(PipelineWriteError::Refused)?;
         let existing = sqlx::query(&format!(
-            "SELECT {PIPELINE_COLUMNS} FROM {t} WHERE registry_id = ? AND name = ?"
+            "SELECT {PIPELINE_COLUMNS} FROM {t} WHERE registry_id = $1 AND name = $2"
         ))
         .bind(registry_id)
         .bind(name)
@@ -263,10 +255,10 @@ impl MetadataStore {
             i64::from(pipeline.trigger == Some(moat_model::transfer::TriggerStatus::Enabled));
         let (row, created) = match existing {
             Some(e) => {
-                sqlx::query(&format!(
+                sqlx::query(&numbered(&format!(
                     "UPDATE {t} SET body = ?, updated_at = ?, updated_by = ?{} WHERE registry_id = ? AND name = ?",
                     if pipeline.kind == PipelineKind::Import { ", trigger_enabled = ?" } else { "" }
-                ))
+                )))
                 .bind(&body)
                 .bind(&now)
                 .bind(caller)
@@ -290,9 +282,9 @@ impl MetadataStore {
                     PIPELINE_COLUMNS.to_string()
                 };
                 let marks = if pipeline.kind == PipelineKind::Import {
-                    "?, ?, ?, ?, ?, ?, ?, ?"
+                    "$1, $2, $3, $4, $5, $6, $7, $8"
                 } else {
-                    "?, ?, ?, ?, ?, ?, ?"
+                    "$1, $2, $3, $4, $5, $6, $7"
                 };
                 sqlx::query(&format!("INSERT INTO {t}({columns}) VALUES ({marks})"))
                     .bind(registry_id)
@@ -336,7 +328,7 @@ impl MetadataStore {
         name: &str,
     ) -> Result<Option<PipelineRow>> {
         sqlx::query(&format!(
-            "SELECT {PIPELINE_COLUMNS} FROM {} WHERE registry_id = ? AND name = ?",
+            "SELECT {PIPELINE_COLUMNS} FROM {} WHERE registry_id = $1 AND name = $2",
             table(kind)
         ))
         .bind(registry_id)
@@ -370,7 +362,7 @@ impl MetadataStore {
         kind: PipelineKind,
     ) -> Result<Vec<PipelineRow>> {
         sqlx::query(&format!(
-            "SELECT {PIPELINE_COLUMNS} FROM {} WHERE registry_id = ? ORDER BY name",
+            "SELECT {PIPELINE_COLUMNS} FROM {} WHERE registry_id = $1 ORDER BY name",
             table(kind)
         ))
         .bind(registry_id)
@@ -401,9 +393,9 @@ impl MetadataStore {
         name: &str,
         activity: &ActivityEvent,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(&format!(
-            "DELETE FROM {} WHERE registry_id = ? AND name = ?",
+            "DELETE FROM {} WHERE registry_id = $1 AND name = $2",
             table(kind)
         ))
         .bind(registry_id)
@@ -424,7 +416,7 @@ impl MetadataStore {
         name: &str,
     ) -> Result<Option<PipelineRunRow>> {
         sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE registry_id = ? AND name = ?"
+            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE registry_id = $1 AND name = $2"
         ))
         .bind(registry_id)
         .bind(name)
@@ -436,7 +428,7 @@ impl MetadataStore {
 
     pub async fn pipeline_runs(&self, registry_id: &str) -> Result<Vec<PipelineRunRow>> {
         sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE registry_id = ? ORDER BY created_at, name"
+            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE registry_id = $1 ORDER BY created_at, name"
         ))
         .bind(registry_id)
         .fetch_all(&self.reader)
@@ -461,12 +453,12 @@ impl MetadataStore {
         caller: &str,
         activity: &ActivityEvent,
     ) -> Result<(PipelineRunRow, RunPut), RunWriteError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if !registry_exists(&mut tx, registry_id).await? {
             return Err(RunWriteError::RegistryGone);
         }
         let existing = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE registry_id = ? AND name = ?"
+            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE registry_id = $1 AND name = $2"
         ))
         .bind(registry_id)
         .bind(name)
@@ -491,9 +483,9 @@ impl MetadataStore {
         let (row, put) = match existing {
             Some(e) => {
                 sqlx::query(
-                    "UPDATE pipeline_runs SET pipeline_kind = ?, pipeline_name = ?, request = ?, force_update_tag = ?,
-                         job_id = ?, provisioning_state = 'Creating', response = ?, updated_at = ?, updated_by = ?
-                     WHERE registry_id = ? AND name = ?",
+                    "UPDATE pipeline_runs SET pipeline_kind = $1, pipeline_name = $2, request = $3, force_update_tag = $4,
+                         job_id = $5, provisioning_state = 'Creating', response = $6, updated_at = $7, updated_by = $8
+                     WHERE registry_id = $9 AND name = $10",
                 )
                 .bind(kind_text)
                 .bind(pipeline_name)
@@ -525,7 +517,7 @@ impl MetadataStore {
             }
             None => {
                 sqlx::query(&format!(
-                    "INSERT INTO pipeline_runs({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'Creating', ?, ?, ?, ?, ?)"
+                    "INSERT INTO pipeline_runs({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 'Creating', $8, $9, $10, $11, $12)"
                 ))
                 .bind(registry_id)
                 .bind(name)
@@ -580,7 +572,7 @@ impl MetadataStore {
         response: &Value,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE pipeline_runs SET provisioning_state = ?, response = ? WHERE registry_id = ? AND name = ?",
+            "UPDATE pipeline_runs SET provisioning_state = $1, response = $2 WHERE registry_id = $3 AND name = $4",
         )
         .bind(provisioning_state)
         .bind(response.to_string())
@@ -598,9 +590,9 @@ impl MetadataStore {
         name: &str,
         activity: &ActivityEvent,
     ) -> Result<Option<Option<String>>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let job: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT job_id FROM pipeline_runs WHERE registry_id = ? AND name = ?",
+            "SELECT job_id FROM pipeline_runs WHERE registry_id = $1 AND name = $2",
         )
         .bind(registry_id)
         .bind(name)
@@ -609,7 +601,7 @@ impl MetadataStore {
         if job.is_none() {
             return Ok(None);
         }
-        sqlx::query("DELETE FROM pipeline_runs WHERE registry_id = ? AND name = ?")
+        sqlx::query("DELETE FROM pipeline_runs WHERE registry_id = $1 AND name = $2")
             .bind(registry_id)
             .bind(name)
             .execute(&mut *tx)
@@ -629,7 +621,7 @@ impl MetadataStore {
         started: &Value,
         gate: impl FnOnce(&Registry) -> Result<(), String>,
     ) -> Result<Result<(), String>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let Some(registry) = load(&mut tx, RegistryKey::Id(registry_id)).await? else {
             return Ok(Err("the registry was deleted".into()));
         };
@@ -637,7 +629,7 @@ impl MetadataStore {
             return Ok(Err(why));
         }
         let done = sqlx::query(
-            "UPDATE pipeline_runs SET provisioning_state = 'Creating', response = ? WHERE registry_id = ? AND name = ?",
+            "UPDATE pipeline_runs SET provisioning_state = 'Creating', response = $1 WHERE registry_id = $2 AND name = $3",
         )
         .bind(started.to_string())
         .bind(registry_id)
@@ -658,7 +650,7 @@ trait BindIfImport<'q> {
 }
 
 impl<'q> BindIfImport<'q>
-    for sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>
+    for sqlx::query::Query<'q, crate::meta::Db, crate::meta::DbArguments<'q>>
 {
     fn bind_if_import(self, kind: PipelineKind, v: i64) -> Self {
         if kind == PipelineKind::Import {

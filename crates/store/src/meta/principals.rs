@@ -5,8 +5,8 @@
 use super::activity::insert_activity;
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
+use crate::meta::DbRow;
 use moat_model::activity::ActivityEvent;
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 #[derive(Clone, Debug)]
@@ -24,7 +24,7 @@ pub struct ServicePrincipal {
 const COLUMNS: &str =
     "app_id, display_name, secret_hash, credential_generation, created_at, credential_changed_at";
 
-fn from_row(r: SqliteRow) -> ServicePrincipal {
+fn from_row(r: DbRow) -> ServicePrincipal {
     ServicePrincipal {
         app_id: r.get(0),
         display_name: r.get(1),
@@ -45,8 +45,8 @@ impl MetadataStore {
     ) -> Result<ServicePrincipal> {
         let app_id = uuid::Uuid::new_v4().to_string();
         let created_at = crate::time_fmt::now();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let r = sqlx::query("INSERT INTO service_principals(app_id, display_name, secret_hash, created_at) VALUES (?, ?, ?, ?)")
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query("INSERT INTO service_principals(app_id, display_name, secret_hash, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&app_id)
             .bind(display_name)
             .bind(secret_hash)
@@ -74,7 +74,7 @@ impl MetadataStore {
     }
 
     pub async fn service_principal(&self, app_id: &str) -> Result<Option<ServicePrincipal>> {
-        let q = format!("SELECT {COLUMNS} FROM service_principals WHERE app_id = ?");
+        let q = format!("SELECT {COLUMNS} FROM service_principals WHERE app_id = $1");
         Ok(sqlx::query(&q)
             .bind(app_id)
             .fetch_optional(&self.reader)
@@ -85,7 +85,7 @@ impl MetadataStore {
     /// A principal by its display name (unique), in any case.
     pub async fn service_principal_named(&self, name: &str) -> Result<Option<ServicePrincipal>> {
         let q = format!(
-            "SELECT {COLUMNS} FROM service_principals WHERE display_name = ? COLLATE NOCASE ORDER BY display_name LIMIT 1"
+            "SELECT {COLUMNS} FROM service_principals WHERE lower(display_name) = lower($1) ORDER BY display_name LIMIT 1"
         );
         Ok(sqlx::query(&q)
             .bind(name)
@@ -108,7 +108,7 @@ impl MetadataStore {
     /// The credential generation of a principal that exists (checked on every use of its tokens: one indexed read).
     pub async fn principal_generation(&self, app_id: &str) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT credential_generation FROM service_principals WHERE app_id = ?",
+            "SELECT credential_generation FROM service_principals WHERE app_id = $1",
         )
         .bind(app_id)
         .fetch_optional(&self.reader)
@@ -123,10 +123,10 @@ impl MetadataStore {
         secret_hash: &str,
         activity: &ActivityEvent,
     ) -> Result<Option<ServicePrincipal>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
-            "UPDATE service_principals SET secret_hash = ?, credential_generation = credential_generation + 1,
-                credential_changed_at = ? WHERE app_id = ?",
+            "UPDATE service_principals SET secret_hash = $1, credential_generation = credential_generation + 1,
+                credential_changed_at = $2 WHERE app_id = $3",
         )
         .bind(secret_hash)
         .bind(crate::time_fmt::now())
@@ -136,7 +136,7 @@ impl MetadataStore {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        let q = format!("SELECT {COLUMNS} FROM service_principals WHERE app_id = ?");
+        let q = format!("SELECT {COLUMNS} FROM service_principals WHERE app_id = $1");
         let sp = from_row(sqlx::query(&q).bind(app_id).fetch_one(&mut *tx).await?);
         let mut activity = activity.clone();
         activity.set_property("credentialGeneration", sp.generation.into());
@@ -152,16 +152,16 @@ impl MetadataStore {
         app_id: &str,
         activity: &ActivityEvent,
     ) -> Result<Option<Vec<super::RoleAssignmentRow>>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let removed = super::role_assignments::of_principal(&mut tx, app_id).await?;
-        let done = sqlx::query("DELETE FROM service_principals WHERE app_id = ?")
+        let done = sqlx::query("DELETE FROM service_principals WHERE app_id = $1")
             .bind(app_id)
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        sqlx::query("DELETE FROM role_assignments WHERE principal_id = ?")
+        sqlx::query("DELETE FROM role_assignments WHERE principal_id = $1")
             .bind(app_id)
             .execute(&mut *tx)
             .await?;

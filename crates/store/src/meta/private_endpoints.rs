@@ -5,17 +5,17 @@ use super::activity::insert_activity;
 use super::management::UpdateError;
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
+use crate::meta::DbRow;
 use moat_model::activity::ActivityEvent;
 use moat_model::private_endpoint::{
     ConnectionStatus, PrivateEndpoint, MAX_PRIVATE_ENDPOINTS_PER_REGISTRY,
 };
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 const COLUMNS: &str =
     "id, name, resource_group, registry_id, connection_name, address, status, description, created_at";
 
-fn from_row(row: SqliteRow) -> Result<PrivateEndpoint> {
+fn from_row(row: DbRow) -> Result<PrivateEndpoint> {
     let address: String = row.get(5);
     let status: String = row.get(6);
     Ok(PrivateEndpoint {
@@ -88,10 +88,10 @@ impl MetadataStore {
             created_at: crate::time_fmt::now(),
         };
         // The registry must still exist when the row is written: a delete racing the create wins or loses whole.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         // Counted in the writing transaction, so concurrent creates cannot together pass the bound.
         let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM private_endpoints WHERE registry_id = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM private_endpoints WHERE registry_id = $1")
                 .bind(&pe.registry_id)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -102,8 +102,8 @@ impl MetadataStore {
             )));
         }
         let r = sqlx::query(&format!(
-            "INSERT INTO private_endpoints({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
-             WHERE EXISTS (SELECT 1 FROM registries WHERE id = ?)"
+            "INSERT INTO private_endpoints({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+             WHERE EXISTS (SELECT 1 FROM registries WHERE id = $10)"
         ))
         .bind(&pe.id)
         .bind(&pe.name)
@@ -155,7 +155,7 @@ impl MetadataStore {
         registry_id: &str,
     ) -> Result<Vec<PrivateEndpoint>> {
         sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM private_endpoints WHERE registry_id = ? AND status <> 'Disconnected' ORDER BY created_at, name"
+            "SELECT {COLUMNS} FROM private_endpoints WHERE registry_id = $1 AND status <> 'Disconnected' ORDER BY created_at, name"
         ))
         .bind(registry_id)
         .fetch_all(&self.reader)
@@ -171,7 +171,7 @@ impl MetadataStore {
         name: &str,
     ) -> Result<Option<PrivateEndpoint>> {
         sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM private_endpoints WHERE resource_group = ? COLLATE NOCASE AND name = ?"
+            "SELECT {COLUMNS} FROM private_endpoints WHERE lower(resource_group) = lower($1) AND name = $2"
         ))
         .bind(resource_group)
         .bind(name)
@@ -198,10 +198,9 @@ impl MetadataStore {
         let db = |e: sqlx::Error| E::from(UpdateError::from(e));
         let store = |e: StoreError| E::from(UpdateError::Store(e));
         let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
+            .begin_write()
             .await
-            .map_err(db)?;
+            .map_err(|e| E::from(UpdateError::Store(e)))?;
         let (clause, a, b) = selector.clause();
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM private_endpoints WHERE {clause}"
@@ -241,7 +240,7 @@ impl MetadataStore {
         }
         let result = match what {
             EndpointChange::Delete => {
-                sqlx::query("DELETE FROM private_endpoints WHERE id = ?")
+                sqlx::query("DELETE FROM private_endpoints WHERE id = $1")
                     .bind(&pe.id)
                     .execute(&mut *tx)
                     .await
@@ -263,7 +262,7 @@ impl MetadataStore {
             }
         };
         if let Some(pe) = &result {
-            sqlx::query("UPDATE private_endpoints SET status = ?, description = ? WHERE id = ?")
+            sqlx::query("UPDATE private_endpoints SET status = $1, description = $2 WHERE id = $3")
                 .bind(pe.status.as_str())
                 .bind(&pe.description)
                 .bind(&pe.id)
@@ -302,7 +301,7 @@ impl<'a> EndpointSelector<'a> {
                 resource_group,
                 name,
             } => (
-                "resource_group = ? COLLATE NOCASE AND name = ?",
+                "lower(resource_group) = lower($1) AND name = $2",
                 resource_group,
                 name,
             ),
@@ -311,7 +310,7 @@ impl<'a> EndpointSelector<'a> {
                 registry_id,
                 connection_name,
             } => (
-                "registry_id = ? AND connection_name = ? AND status <> 'Disconnected'",
+                "registry_id = $1 AND connection_name = $2 AND status <> 'Disconnected'",
                 registry_id,
                 connection_name,
             ),

@@ -1,13 +1,13 @@
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
+use crate::meta::DbRow;
 use moat_model::activity::ActivityEvent;
 use moat_model::{Registry, RegistrySettings};
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 const COLUMNS: &str = "id, name, login_server, resource_group, created_at, settings";
 
-pub(crate) fn from_row(row: SqliteRow) -> Result<Registry> {
+pub(crate) fn from_row(row: DbRow) -> Result<Registry> {
     let settings: String = row.get(5);
     Ok(Registry {
         id: row.get(0),
@@ -26,7 +26,7 @@ pub(crate) fn from_row(row: SqliteRow) -> Result<Registry> {
 
 /// A registry read inside the caller's transaction, by name or by id: what a policy check must see.
 pub(crate) async fn load(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut crate::meta::Conn,
     by: RegistryKey<'_>,
 ) -> Result<Option<Registry>> {
     let (column, value) = match by {
@@ -34,7 +34,7 @@ pub(crate) async fn load(
         RegistryKey::Id(i) => ("id", i),
     };
     sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM registries WHERE {column} = ?"
+        "SELECT {COLUMNS} FROM registries WHERE {column} = $1"
     ))
     .bind(value)
     .fetch_optional(conn)
@@ -65,10 +65,10 @@ impl MetadataStore {
     ) -> Result<Registry> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let created_at = crate::time_fmt::now();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let r = sqlx::query(
             "INSERT INTO registries(id, name, login_server, resource_group, is_default, created_at, settings)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&id)
         .bind(name)
@@ -137,7 +137,7 @@ impl MetadataStore {
         &self,
         login_server: impl Fn(&Registry, bool) -> String,
     ) -> Result<usize> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let q = format!("SELECT {COLUMNS}, is_default FROM registries ORDER BY name");
         let rows = sqlx::query(&q).fetch_all(&mut *tx).await?;
         let mut changed = 0;
@@ -146,7 +146,7 @@ impl MetadataStore {
             let r = from_row(row)?;
             let want = login_server(&r, is_default);
             if want != r.login_server {
-                let done = sqlx::query("UPDATE registries SET login_server = ? WHERE id = ?")
+                let done = sqlx::query("UPDATE registries SET login_server = $1 WHERE id = $2")
                     .bind(&want)
                     .bind(&r.id)
                     .execute(&mut *tx)

@@ -54,7 +54,7 @@ impl MetadataStore {
                (SELECT COUNT(*) FROM tags t WHERE t.registry_id = r.registry_id AND t.repository = r.name),
                (SELECT MAX(created_at) FROM manifests m WHERE m.registry_id = r.registry_id AND m.repository = r.name),
                (SELECT MAX(updated_at) FROM tags t WHERE t.registry_id = r.registry_id AND t.repository = r.name)
-             FROM repositories r WHERE r.registry_id = ? AND r.name = ?",
+             FROM repositories r WHERE r.registry_id = $1 AND r.name = $2",
         )
         .bind(registry_id)
         .bind(repo.as_str())
@@ -85,8 +85,8 @@ impl MetadataStore {
         only: Option<&str>,
     ) -> Result<Vec<TagRow>> {
         let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT tag, digest, updated_at FROM tags WHERE registry_id = ? AND repository = ?
-             AND (?3 IS NULL OR tag = ?3) ORDER BY tag",
+            "SELECT tag, digest, updated_at FROM tags WHERE registry_id = $1 AND repository = $2
+             AND ($3 IS NULL OR tag = $3) ORDER BY tag",
         )
         .bind(registry_id)
         .bind(repo.as_str())
@@ -112,7 +112,7 @@ impl MetadataStore {
     ) -> Result<Vec<ManifestRow>> {
         let rows: Vec<(String, String, i64, String, Vec<u8>)> = sqlx::query_as(
             "SELECT digest, media_type, size, created_at, body FROM manifests
-             WHERE registry_id = ? AND repository = ? AND (?3 IS NULL OR digest = ?3) ORDER BY digest",
+             WHERE registry_id = $1 AND repository = $2 AND ($3 IS NULL OR digest = $3) ORDER BY digest",
         )
         .bind(registry_id)
         .bind(repo.as_str())
@@ -139,9 +139,9 @@ impl MetadataStore {
         repo: &RepositoryName,
         event: &AuditEvent,
     ) -> Result<Option<DeletedRepository>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let manifests: Vec<String> = sqlx::query_scalar(
-            "SELECT digest FROM manifests WHERE registry_id = ? AND repository = ? ORDER BY digest",
+            "SELECT digest FROM manifests WHERE registry_id = $1 AND repository = $2 ORDER BY digest",
         )
         .bind(registry_id)
         .bind(repo.as_str())
@@ -151,7 +151,7 @@ impl MetadataStore {
             return Ok(None);
         }
         let tags: Vec<String> = sqlx::query_scalar(
-            "SELECT tag FROM tags WHERE registry_id = ? AND repository = ? ORDER BY tag",
+            "SELECT tag FROM tags WHERE registry_id = $1 AND repository = $2 ORDER BY tag",
         )
         .bind(registry_id)
         .bind(repo.as_str())
@@ -165,15 +165,15 @@ impl MetadataStore {
         }
         let statements: &[&str] = if soft {
             &[
-                "DELETE FROM tags WHERE registry_id = ? AND repository = ?",
-                "DELETE FROM manifests WHERE registry_id = ? AND repository = ?",
+                "DELETE FROM tags WHERE registry_id = $1 AND repository = $2",
+                "DELETE FROM manifests WHERE registry_id = $1 AND repository = $2",
             ]
         } else {
             &[
-                "DELETE FROM tags WHERE registry_id = ? AND repository = ?",
-                "DELETE FROM manifests WHERE registry_id = ? AND repository = ?",
-                "DELETE FROM blob_links WHERE registry_id = ? AND repository = ?",
-                "DELETE FROM repositories WHERE registry_id = ? AND name = ?",
+                "DELETE FROM tags WHERE registry_id = $1 AND repository = $2",
+                "DELETE FROM manifests WHERE registry_id = $1 AND repository = $2",
+                "DELETE FROM blob_links WHERE registry_id = $1 AND repository = $2",
+                "DELETE FROM repositories WHERE registry_id = $1 AND name = $2",
             ]
         };
         for sql in statements {

@@ -5,10 +5,11 @@
 use super::activity::insert_activity;
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
+use crate::meta::Conn;
+use crate::meta::DbRow;
 use moat_model::activity::ActivityEvent;
 use moat_model::rbac::{Role, RoleScope};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleAssignmentRow {
@@ -64,7 +65,7 @@ impl From<sqlx::Error> for AssignError {
 
 const COLUMNS: &str = "id, principal_id, role, scope, created_at, created_by";
 
-fn from_row(r: SqliteRow) -> RoleAssignmentRow {
+fn from_row(r: DbRow) -> RoleAssignmentRow {
     RoleAssignmentRow {
         id: r.get(0),
         principal_id: r.get(1),
@@ -77,10 +78,10 @@ fn from_row(r: SqliteRow) -> RoleAssignmentRow {
 
 /// A principal's assignments, read in the caller's transaction.
 pub(crate) async fn of_principal(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     principal_id: &str,
 ) -> Result<Vec<RoleAssignmentRow>> {
-    let q = format!("SELECT {COLUMNS} FROM role_assignments WHERE principal_id = ? ORDER BY id");
+    let q = format!("SELECT {COLUMNS} FROM role_assignments WHERE principal_id = $1 ORDER BY id");
     Ok(sqlx::query(&q)
         .bind(principal_id)
         .fetch_all(conn)
@@ -107,7 +108,7 @@ fn is_registry_scope(scope: &str, resource_group: &str, name: &str) -> bool {
 /// Deletes the assignments at a registry's scope (the registry is being deleted in this transaction); returns
 /// how many there were.
 pub(crate) async fn delete_at_registry(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     resource_group: &str,
     name: &str,
 ) -> Result<u64> {
@@ -117,7 +118,7 @@ pub(crate) async fn delete_at_registry(
     let mut removed = 0;
     for (id, scope) in rows {
         if is_registry_scope(&scope, resource_group, name) {
-            sqlx::query("DELETE FROM role_assignments WHERE id = ?")
+            sqlx::query("DELETE FROM role_assignments WHERE id = $1")
                 .bind(&id)
                 .execute(&mut *conn)
                 .await?;
@@ -137,9 +138,9 @@ impl MetadataStore {
         new: &NewRoleAssignment<'_>,
         activity: impl FnOnce(&RoleAssignmentRow) -> ActivityEvent,
     ) -> Result<(RoleAssignmentRow, bool), AssignError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let principal: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM service_principals WHERE app_id = ?")
+            sqlx::query_scalar("SELECT 1 FROM service_principals WHERE app_id = $1")
                 .bind(new.principal_id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -152,7 +153,7 @@ impl MetadataStore {
         } = new.scope
         {
             let found: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM registries WHERE name = ? COLLATE NOCASE AND resource_group = ? COLLATE NOCASE",
+                "SELECT 1 FROM registries WHERE lower(name) = lower($1) AND lower(resource_group) = lower($2)",
             )
             .bind(name)
             .bind(resource_group)
@@ -166,7 +167,7 @@ impl MetadataStore {
             }
         }
         let q = format!(
-            "SELECT {COLUMNS} FROM role_assignments WHERE principal_id = ? AND role = ? AND scope = ? COLLATE NOCASE"
+            "SELECT {COLUMNS} FROM role_assignments WHERE principal_id = $1 AND role = $2 AND lower(scope) = lower($3)"
         );
         let same = sqlx::query(&q)
             .bind(new.principal_id)
@@ -178,7 +179,7 @@ impl MetadataStore {
         let named = match new.id {
             Some(id) => {
                 let q =
-                    format!("SELECT {COLUMNS} FROM role_assignments WHERE id = ? COLLATE NOCASE");
+                    format!("SELECT {COLUMNS} FROM role_assignments WHERE lower(id) = lower($1)");
                 sqlx::query(&q)
                     .bind(id)
                     .fetch_optional(&mut *tx)
@@ -205,7 +206,7 @@ impl MetadataStore {
             created_by: new.created_by.map(str::to_string),
         };
         sqlx::query(
-            "INSERT INTO role_assignments(id, principal_id, role, scope, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO role_assignments(id, principal_id, role, scope, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&row.id)
         .bind(&row.principal_id)
@@ -242,7 +243,7 @@ impl MetadataStore {
     }
 
     pub async fn role_assignment(&self, id: &str) -> Result<Option<RoleAssignmentRow>> {
-        let q = format!("SELECT {COLUMNS} FROM role_assignments WHERE id = ? COLLATE NOCASE");
+        let q = format!("SELECT {COLUMNS} FROM role_assignments WHERE lower(id) = lower($1)");
         Ok(sqlx::query(&q)
             .bind(id)
             .fetch_optional(&self.reader)
@@ -256,8 +257,8 @@ impl MetadataStore {
         id: &str,
         activity: &ActivityEvent,
     ) -> Result<Option<RoleAssignmentRow>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let q = format!("SELECT {COLUMNS} FROM role_assignments WHERE id = ? COLLATE NOCASE");
+        let mut tx = self.begin_write().await?;
+        let q = format!("SELECT {COLUMNS} FROM role_assignments WHERE lower(id) = lower($1)");
         let Some(row) = sqlx::query(&q)
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -266,7 +267,7 @@ impl MetadataStore {
         else {
             return Ok(None);
         };
-        sqlx::query("DELETE FROM role_assignments WHERE id = ?")
+        sqlx::query("DELETE FROM role_assignments WHERE id = $1")
             .bind(&row.id)
             .execute(&mut *tx)
             .await?;

@@ -6,8 +6,8 @@
 use super::activity::insert_activity;
 use super::MetadataStore;
 use crate::error::Result;
+use crate::meta::DbRow;
 use moat_model::activity::ActivityEvent;
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 /// One version of a secret. `value` is sealed.
@@ -36,7 +36,7 @@ pub struct StorageAccountRow {
 const SECRET_COLUMNS: &str = "s.vault, s.name, s.version, s.value, s.content_type, s.created_at, \
     (SELECT MIN(f.created_at) FROM secrets f WHERE f.vault = s.vault AND f.name = s.name)";
 
-fn secret_row(r: SqliteRow) -> SecretRow {
+fn secret_row(r: DbRow) -> SecretRow {
     SecretRow {
         vault: r.get(0),
         name: r.get(1),
@@ -48,7 +48,7 @@ fn secret_row(r: SqliteRow) -> SecretRow {
     }
 }
 
-fn account_row(r: SqliteRow) -> StorageAccountRow {
+fn account_row(r: DbRow) -> StorageAccountRow {
     StorageAccountRow {
         account: r.get(0),
         blob_endpoint: r.get(1),
@@ -69,8 +69,8 @@ impl MetadataStore {
         content_type: Option<&str>,
         activity: &ActivityEvent,
     ) -> Result<SecretRow> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT INTO secrets(vault, name, version, value, content_type, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO secrets(vault, name, version, value, content_type, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(vault)
             .bind(name)
             .bind(version)
@@ -81,7 +81,7 @@ impl MetadataStore {
             .await?;
         insert_activity(&mut tx, activity).await?;
         let q = format!(
-            "SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.vault = ? AND s.name = ? AND s.version = ?"
+            "SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.vault = $1 AND s.name = $2 AND s.version = $3"
         );
         let row = sqlx::query(&q)
             .bind(vault)
@@ -101,7 +101,7 @@ impl MetadataStore {
         version: Option<&str>,
     ) -> Result<Option<SecretRow>> {
         let q = format!(
-            "SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.vault = ? AND s.name = ? AND (? IS NULL OR s.version = ?)
+            "SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.vault = $1 AND s.name = $2 AND ($3 IS NULL OR s.version = $4)
              ORDER BY s.seq DESC LIMIT 1"
         );
         Ok(sqlx::query(&q)
@@ -118,7 +118,7 @@ impl MetadataStore {
     pub async fn secrets(&self, vault: Option<&str>) -> Result<Vec<SecretRow>> {
         let q = format!(
             "SELECT {SECRET_COLUMNS} FROM secrets s
-             WHERE (? IS NULL OR s.vault = ?)
+             WHERE ($1 IS NULL OR s.vault = $2)
                AND s.seq = (SELECT MAX(l.seq) FROM secrets l WHERE l.vault = s.vault AND l.name = s.name)
              ORDER BY s.vault, s.name"
         );
@@ -139,8 +139,8 @@ impl MetadataStore {
         name: &str,
         activity: &ActivityEvent,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query("DELETE FROM secrets WHERE vault = ? AND name = ?")
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM secrets WHERE vault = $1 AND name = $2")
             .bind(vault)
             .bind(name)
             .execute(&mut *tx)
@@ -172,7 +172,7 @@ impl MetadataStore {
         new: &str,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE secrets SET value = ? WHERE vault = ? AND name = ? AND version = ? AND value = ?",
+            "UPDATE secrets SET value = $1 WHERE vault = $2 AND name = $3 AND version = $4 AND value = $5",
         )
         .bind(new)
         .bind(vault)
@@ -193,9 +193,9 @@ impl MetadataStore {
         activity: &ActivityEvent,
     ) -> Result<StorageAccountRow> {
         let now = crate::time_fmt::now();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO storage_accounts(account, blob_endpoint, key, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO storage_accounts(account, blob_endpoint, key, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT(account) DO UPDATE SET blob_endpoint = excluded.blob_endpoint, key = excluded.key,
                  updated_at = excluded.updated_at",
         )
@@ -207,7 +207,7 @@ impl MetadataStore {
         .execute(&mut *tx)
         .await?;
         insert_activity(&mut tx, activity).await?;
-        let row = sqlx::query("SELECT account, blob_endpoint, key, created_at, updated_at FROM storage_accounts WHERE account = ?")
+        let row = sqlx::query("SELECT account, blob_endpoint, key, created_at, updated_at FROM storage_accounts WHERE account = $1")
             .bind(account)
             .fetch_one(&mut *tx)
             .await?;
@@ -216,7 +216,7 @@ impl MetadataStore {
     }
 
     pub async fn storage_account(&self, account: &str) -> Result<Option<StorageAccountRow>> {
-        Ok(sqlx::query("SELECT account, blob_endpoint, key, created_at, updated_at FROM storage_accounts WHERE account = ?")
+        Ok(sqlx::query("SELECT account, blob_endpoint, key, created_at, updated_at FROM storage_accounts WHERE account = $1")
             .bind(account)
             .fetch_optional(&self.reader)
             .await?
@@ -237,8 +237,8 @@ impl MetadataStore {
         account: &str,
         activity: &ActivityEvent,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query("DELETE FROM storage_accounts WHERE account = ?")
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM storage_accounts WHERE account = $1")
             .bind(account)
             .execute(&mut *tx)
             .await?;
@@ -257,12 +257,13 @@ impl MetadataStore {
         old: &str,
         new: &str,
     ) -> Result<bool> {
-        let done = sqlx::query("UPDATE storage_accounts SET key = ? WHERE account = ? AND key = ?")
-            .bind(new)
-            .bind(account)
-            .bind(old)
-            .execute(&self.writer)
-            .await?;
+        let done =
+            sqlx::query("UPDATE storage_accounts SET key = $1 WHERE account = $2 AND key = $3")
+                .bind(new)
+                .bind(account)
+                .bind(old)
+                .execute(&self.writer)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -6,17 +6,15 @@ use super::audit::insert_event;
 use super::content::set_tag;
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
+use crate::meta::Conn;
 use moat_model::audit::AuditEvent;
 use moat_model::retention::{tag_restore, TagRestore};
 use moat_model::{Digest, RegistrySettings, RepositoryName, Tag};
-use sqlx::SqliteConnection;
-
-const NOW: &str = "((julianday('now') - 2440587.5) * 86400.0)";
 
 /// Whether the registry keeps what is deleted, read in the deleting transaction.
-pub(crate) async fn enabled(conn: &mut SqliteConnection, registry_id: &str) -> Result<bool> {
+pub(crate) async fn enabled(conn: &mut Conn, registry_id: &str) -> Result<bool> {
     let settings: Option<String> =
-        sqlx::query_scalar("SELECT settings FROM registries WHERE id = ?")
+        sqlx::query_scalar("SELECT settings FROM registries WHERE id = $1")
             .bind(registry_id)
             .fetch_optional(conn)
             .await?;
@@ -28,16 +26,17 @@ pub(crate) async fn enabled(conn: &mut SqliteConnection, registry_id: &str) -> R
 /// Keeps the manifests and tags a delete is about to remove: those of the repository where `filter` (a SQL
 /// condition on the alias `x`, binding nothing) holds.
 async fn keep(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     registry_id: &str,
     repo: &str,
     manifests: Option<&str>,
     tag: Option<&str>,
 ) -> Result<()> {
+    let sql_now = super::Dialect::of(conn).now_secs();
     // manifests: None = every manifest of the repository (a repository delete), Some(d) = that one; the tags
     // kept are the manifest's (or every one), or the single tag `tag`.
     let m_filter = if manifests.is_some() {
-        "AND m.digest = ?3"
+        "AND m.digest = $3"
     } else {
         ""
     };
@@ -46,8 +45,8 @@ async fn keep(
             "INSERT INTO deleted_manifests(registry_id, repository, digest, media_type, artifact_type, subject,
                  annotations, size, body, created_at, deleted_at)
              SELECT m.registry_id, m.repository, m.digest, m.media_type, m.artifact_type, m.subject, m.annotations,
-                 m.size, m.body, m.created_at, {NOW}
-             FROM manifests m WHERE m.registry_id = ?1 AND m.repository = ?2 {m_filter}
+                 m.size, m.body, m.created_at, {sql_now}
+             FROM manifests m WHERE m.registry_id = $1 AND m.repository = $2 {m_filter}
              ON CONFLICT(registry_id, repository, digest) DO UPDATE SET deleted_at = excluded.deleted_at"
         ))
         .bind(registry_id)
@@ -56,14 +55,14 @@ async fn keep(
         .execute(&mut *conn)
         .await?;
         let r_filter = if manifests.is_some() {
-            "AND r.manifest = ?3"
+            "AND r.manifest = $3"
         } else {
             ""
         };
         sqlx::query(&format!(
-            "INSERT OR IGNORE INTO deleted_manifest_references(registry_id, repository, manifest, kind, child)
+            "INSERT INTO deleted_manifest_references(registry_id, repository, manifest, kind, child)
              SELECT r.registry_id, r.repository, r.manifest, r.kind, r.child FROM manifest_references r
-             WHERE r.registry_id = ?1 AND r.repository = ?2 {r_filter}"
+             WHERE r.registry_id = $1 AND r.repository = $2 {r_filter} ON CONFLICT DO NOTHING"
         ))
         .bind(registry_id)
         .bind(repo)
@@ -72,14 +71,14 @@ async fn keep(
         .await?;
     }
     let (t_filter, key) = match (tag, manifests) {
-        (Some(t), _) => ("AND t.tag = ?3", t),
-        (None, Some(d)) => ("AND t.digest = ?3", d),
+        (Some(t), _) => ("AND t.tag = $3", t),
+        (None, Some(d)) => ("AND t.digest = $3", d),
         (None, None) => ("", ""),
     };
     sqlx::query(&format!(
         "INSERT INTO deleted_tags(registry_id, repository, tag, digest, deleted_at)
-         SELECT t.registry_id, t.repository, t.tag, t.digest, {NOW} FROM tags t
-         WHERE t.registry_id = ?1 AND t.repository = ?2 {t_filter}
+         SELECT t.registry_id, t.repository, t.tag, t.digest, {sql_now} FROM tags t
+         WHERE t.registry_id = $1 AND t.repository = $2 {t_filter}
          ON CONFLICT(registry_id, repository, tag, digest) DO UPDATE SET deleted_at = excluded.deleted_at"
     ))
     .bind(registry_id)
@@ -91,7 +90,7 @@ async fn keep(
 }
 
 pub(crate) async fn keep_manifest(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     registry_id: &str,
     repo: &str,
     digest: &str,
@@ -100,7 +99,7 @@ pub(crate) async fn keep_manifest(
 }
 
 pub(crate) async fn keep_tag(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     registry_id: &str,
     repo: &str,
     tag: &str,
@@ -108,11 +107,7 @@ pub(crate) async fn keep_tag(
     keep(conn, registry_id, repo, None, Some(tag)).await
 }
 
-pub(crate) async fn keep_repository(
-    conn: &mut SqliteConnection,
-    registry_id: &str,
-    repo: &str,
-) -> Result<()> {
+pub(crate) async fn keep_repository(conn: &mut Conn, registry_id: &str, repo: &str) -> Result<()> {
     keep(conn, registry_id, repo, None, None).await
 }
 
@@ -157,8 +152,8 @@ impl MetadataStore {
     /// Repositories with a kept manifest or tag, by name.
     pub async fn deleted_repositories(&self, registry_id: &str) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT repository FROM deleted_manifests WHERE registry_id = ?1
-             UNION SELECT repository FROM deleted_tags WHERE registry_id = ?1 ORDER BY 1",
+            "SELECT repository FROM deleted_manifests WHERE registry_id = $1
+             UNION SELECT repository FROM deleted_tags WHERE registry_id = $1 ORDER BY 1",
         )
         .bind(registry_id)
         .fetch_all(self.reader())
@@ -173,7 +168,7 @@ impl MetadataStore {
     ) -> Result<Vec<DeletedManifestRow>> {
         let rows: Vec<(String, String, i64, String, f64)> = sqlx::query_as(
             "SELECT digest, media_type, size, created_at, deleted_at FROM deleted_manifests
-             WHERE registry_id = ? AND repository = ? ORDER BY deleted_at, digest",
+             WHERE registry_id = $1 AND repository = $2 ORDER BY deleted_at, digest",
         )
         .bind(registry_id)
         .bind(repo.as_str())
@@ -200,7 +195,7 @@ impl MetadataStore {
         repo: &RepositoryName,
     ) -> Result<Vec<DeletedTagRow>> {
         let rows: Vec<(String, String, f64)> = sqlx::query_as(
-            "SELECT tag, digest, deleted_at FROM deleted_tags WHERE registry_id = ? AND repository = ?
+            "SELECT tag, digest, deleted_at FROM deleted_tags WHERE registry_id = $1 AND repository = $2
              ORDER BY deleted_at, tag",
         )
         .bind(registry_id)
@@ -228,10 +223,10 @@ impl MetadataStore {
         force: bool,
         event: &AuditEvent,
     ) -> Result<(), RestoreError> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let key = (registry_id, repo.as_str(), digest.as_str());
         let live: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+            "SELECT 1 FROM manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
         )
         .bind(key.0)
         .bind(key.1)
@@ -239,7 +234,7 @@ impl MetadataStore {
         .fetch_optional(&mut *tx)
         .await?;
         let kept: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM deleted_manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+            "SELECT 1 FROM deleted_manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
         )
         .bind(key.0)
         .bind(key.1)
@@ -249,7 +244,7 @@ impl MetadataStore {
         let tag_kept: Option<i64> = match tag {
             Some(t) => {
                 sqlx::query_scalar(
-                    "SELECT 1 FROM deleted_tags WHERE registry_id = ? AND repository = ? AND digest = ? AND tag = ?",
+                    "SELECT 1 FROM deleted_tags WHERE registry_id = $1 AND repository = $2 AND digest = $3 AND tag = $4",
                 )
                 .bind(key.0)
                 .bind(key.1)
@@ -265,7 +260,7 @@ impl MetadataStore {
         }
         if let Some(t) = tag {
             let current: Option<String> = sqlx::query_scalar(
-                "SELECT digest FROM tags WHERE registry_id = ? AND repository = ? AND tag = ?",
+                "SELECT digest FROM tags WHERE registry_id = $1 AND repository = $2 AND tag = $3",
             )
             .bind(key.0)
             .bind(key.1)
@@ -284,7 +279,7 @@ impl MetadataStore {
             // Every blob it references must still be linked here (the kept references held the links).
             let missing: Option<String> = sqlx::query_scalar(
                 "SELECT r.child FROM deleted_manifest_references r
-                 WHERE r.registry_id = ?1 AND r.repository = ?2 AND r.manifest = ?3 AND r.kind = 'blob'
+                 WHERE r.registry_id = $1 AND r.repository = $2 AND r.manifest = $3 AND r.kind = 'blob'
                    AND NOT EXISTS (SELECT 1 FROM blob_links l WHERE l.registry_id = r.registry_id
                                    AND l.repository = r.repository AND l.digest = r.child)
                  LIMIT 1",
@@ -298,7 +293,7 @@ impl MetadataStore {
                 return Err(RestoreError::Incomplete(digest.to_string()));
             }
             sqlx::query(
-                "INSERT OR IGNORE INTO repositories(registry_id, name, created_at) VALUES (?, ?, ?)",
+                "INSERT INTO repositories(registry_id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             )
             .bind(key.0)
             .bind(key.1)
@@ -310,7 +305,7 @@ impl MetadataStore {
                      annotations, size, body, created_at)
                  SELECT registry_id, repository, digest, media_type, artifact_type, subject, annotations, size,
                      body, created_at
-                 FROM deleted_manifests WHERE registry_id = ?1 AND repository = ?2 AND digest = ?3",
+                 FROM deleted_manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
             )
             .bind(key.0)
             .bind(key.1)
@@ -318,9 +313,9 @@ impl MetadataStore {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "INSERT OR IGNORE INTO manifest_references(registry_id, repository, manifest, kind, child)
+                "INSERT INTO manifest_references(registry_id, repository, manifest, kind, child)
                  SELECT registry_id, repository, manifest, kind, child FROM deleted_manifest_references
-                 WHERE registry_id = ?1 AND repository = ?2 AND manifest = ?3",
+                 WHERE registry_id = $1 AND repository = $2 AND manifest = $3 ON CONFLICT DO NOTHING",
             )
             .bind(key.0)
             .bind(key.1)
@@ -329,7 +324,7 @@ impl MetadataStore {
             .await?;
         }
         sqlx::query(
-            "DELETE FROM deleted_manifests WHERE registry_id = ? AND repository = ? AND digest = ?",
+            "DELETE FROM deleted_manifests WHERE registry_id = $1 AND repository = $2 AND digest = $3",
         )
         .bind(key.0)
         .bind(key.1)
@@ -347,7 +342,7 @@ impl MetadataStore {
             )
             .await?;
             sqlx::query(
-                "DELETE FROM deleted_tags WHERE registry_id = ? AND repository = ? AND tag = ? AND digest = ?",
+                "DELETE FROM deleted_tags WHERE registry_id = $1 AND repository = $2 AND tag = $3 AND digest = $4",
             )
             .bind(key.0)
             .bind(key.1)

@@ -3,8 +3,9 @@
 
 use super::MetadataStore;
 use crate::error::Result;
+use crate::meta::Conn;
 use moat_model::trail::{ChainState, Checkpoint, CheckpointKind};
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -48,7 +49,7 @@ impl Dictionary {
 /// Resolves `strings` to ids on `conn` (inserting the missing ones), using `dict` for the ones known committed.
 /// Returns every id, and the pairs that came from the database (to [`Dictionary::learn`] once committed).
 pub(crate) async fn intern(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     dict: Option<&Dictionary>,
     strings: &[&str],
 ) -> Result<(HashMap<String, i64>, Vec<(Arc<str>, i64)>)> {
@@ -73,7 +74,7 @@ pub(crate) async fn intern(
     // SQLite takes at most 32766 parameters; 500 at a time keeps statements small.
     for chunk in missing.chunks(500) {
         let mut sql = String::from("INSERT INTO trail_strings(s) VALUES ");
-        sql.push_str(&vec!["(?)"; chunk.len()].join(","));
+        sql.push_str(&super::dialect::value_rows(chunk.len(), 1));
         sql.push_str(" ON CONFLICT(s) DO NOTHING");
         let mut q = sqlx::query(&sql);
         for s in chunk {
@@ -81,7 +82,7 @@ pub(crate) async fn intern(
         }
         q.execute(&mut *conn).await?;
         let mut sql = String::from("SELECT id, s FROM trail_strings WHERE s IN (");
-        sql.push_str(&vec!["?"; chunk.len()].join(","));
+        sql.push_str(&super::dialect::param_list(1, chunk.len()));
         sql.push(')');
         let mut q = sqlx::query(&sql);
         for s in chunk {
@@ -98,8 +99,8 @@ pub(crate) async fn intern(
 }
 
 /// A chain's head as stored (default: a chain with no record yet).
-pub(crate) async fn head(conn: &mut SqliteConnection, chain: &str) -> Result<ChainState> {
-    let row = sqlx::query("SELECT last_seq, count, state FROM trail_heads WHERE chain = ?")
+pub(crate) async fn head(conn: &mut Conn, chain: &str) -> Result<ChainState> {
+    let row = sqlx::query("SELECT last_seq, count, state FROM trail_heads WHERE chain = $1")
         .bind(chain)
         .fetch_optional(&mut *conn)
         .await?;
@@ -114,14 +115,14 @@ pub(crate) async fn head(conn: &mut SqliteConnection, chain: &str) -> Result<Cha
 }
 
 pub(crate) async fn set_head(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     chain: &str,
     log: &str,
     registry: Option<&str>,
     c: &ChainState,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO trail_heads(chain, log, registry, last_seq, count, state) VALUES (?,?,?,?,?,?)
+        "INSERT INTO trail_heads(chain, log, registry, last_seq, count, state) VALUES ($1,$2,$3,$4,$5,$6)
          ON CONFLICT(chain) DO UPDATE SET last_seq = excluded.last_seq, count = excluded.count,
              state = excluded.state",
     )
@@ -138,7 +139,7 @@ pub(crate) async fn set_head(
 
 /// Extends the time map by the records `first_seq..=last_seq` whose parseable times span `min_t..=max_t`.
 pub(crate) async fn map_times(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     first_seq: i64,
     last_seq: i64,
     min_t: i64,
@@ -154,8 +155,8 @@ pub(crate) async fn map_times(
         let (first, records): (i64, i64) = (r.get(0), r.get(1));
         if records + n <= MAP_RUN {
             sqlx::query(
-                "UPDATE audit_time_map SET last_seq = ?, records = records + ?, min_t = MIN(min_t, ?),
-                     max_t = MAX(max_t, ?) WHERE first_seq = ?",
+                "UPDATE audit_time_map SET last_seq = $1, records = records + $2, min_t = CASE WHEN min_t <= $3 THEN min_t ELSE $3 END,
+                     max_t = CASE WHEN max_t >= $4 THEN max_t ELSE $4 END WHERE first_seq = $5",
             )
             .bind(last_seq)
             .bind(n)
@@ -168,7 +169,7 @@ pub(crate) async fn map_times(
         }
     }
     sqlx::query(
-        "INSERT INTO audit_time_map(first_seq, last_seq, records, min_t, max_t) VALUES (?,?,?,?,?)",
+        "INSERT INTO audit_time_map(first_seq, last_seq, records, min_t, max_t) VALUES ($1,$2,$3,$4,$5)",
     )
     .bind(first_seq)
     .bind(last_seq)
@@ -189,7 +190,7 @@ pub struct TrailHead {
     pub head: ChainState,
 }
 
-fn checkpoint_from(r: &sqlx::sqlite::SqliteRow) -> Checkpoint {
+fn checkpoint_from(r: &crate::meta::DbRow) -> Checkpoint {
     Checkpoint {
         chain: r.get("chain"),
         log: r.get("log"),
@@ -205,10 +206,10 @@ fn checkpoint_from(r: &sqlx::sqlite::SqliteRow) -> Checkpoint {
     }
 }
 
-pub(crate) async fn insert_checkpoint(conn: &mut SqliteConnection, c: &Checkpoint) -> Result<i64> {
+pub(crate) async fn insert_checkpoint(conn: &mut Conn, c: &Checkpoint) -> Result<i64> {
     let seq: i64 = sqlx::query_scalar(
         "INSERT INTO trail_checkpoints(chain, log, registry, last_seq, count, state, time, kind, key_id, signature)
-         VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING seq",
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING seq",
     )
     .bind(&c.chain)
     .bind(&c.log)
@@ -233,7 +234,7 @@ impl MetadataStore {
         limit: i64,
     ) -> Result<Vec<(i64, Checkpoint)>> {
         let rows =
-            sqlx::query("SELECT * FROM trail_checkpoints WHERE seq > ? ORDER BY seq LIMIT ?")
+            sqlx::query("SELECT * FROM trail_checkpoints WHERE seq > $1 ORDER BY seq LIMIT $2")
                 .bind(after_seq)
                 .bind(limit)
                 .fetch_all(self.reader())
@@ -304,7 +305,7 @@ impl MetadataStore {
 
     /// Stores checkpoints (signed by the caller) in one transaction; returns their seqs.
     pub async fn record_checkpoints(&self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut seqs = Vec::new();
         for c in checkpoints {
             seqs.push(insert_checkpoint(&mut tx, c).await?);

@@ -6,35 +6,36 @@ use super::activity::{canonical, ActivityColumns};
 use super::audit::insert_events_at;
 use super::trail;
 use crate::error::Result;
+use crate::meta::{begin_write, Dialect, Pool};
 use moat_model::audit::AuditEvent;
 use moat_model::trail::{chain_name, AuditCanonical, ACTIVITY_LOG};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
 
 const BATCH: i64 = 5000;
 
-pub(crate) async fn run(writer: &SqlitePool) -> Result<()> {
-    let legacy: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_events_v1'",
-    )
-    .fetch_optional(writer)
-    .await?;
+pub(crate) async fn run(writer: &Pool, dialect: Dialect) -> Result<()> {
+    let legacy: Option<i64> = sqlx::query_scalar(dialect.table_exists())
+        .bind("audit_events_v1")
+        .fetch_optional(writer)
+        .await?;
     if legacy.is_some() {
-        convert_audit(writer).await?;
+        convert_audit(writer, dialect).await?;
     }
-    chain_activity(writer).await
+    chain_activity(writer, dialect).await
 }
 
-async fn convert_audit(writer: &SqlitePool) -> Result<()> {
+async fn convert_audit(writer: &Pool, dialect: Dialect) -> Result<()> {
     loop {
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = begin_write(writer, dialect).await?;
         let done: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_records")
             .fetch_one(&mut *tx)
             .await?;
-        let rows = sqlx::query("SELECT * FROM audit_events_v1 WHERE seq > ? ORDER BY seq LIMIT ?")
-            .bind(done)
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM audit_events_v1 WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(done)
+                .bind(BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
         if rows.is_empty() {
             sqlx::query("DROP TABLE audit_events_v1")
                 .execute(&mut *tx)
@@ -71,13 +72,13 @@ async fn convert_audit(writer: &SqlitePool) -> Result<()> {
     }
 }
 
-async fn chain_activity(writer: &SqlitePool) -> Result<()> {
+async fn chain_activity(writer: &Pool, dialect: Dialect) -> Result<()> {
     loop {
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = begin_write(writer, dialect).await?;
         let rows = sqlx::query(
             "SELECT seq, event_data_id, time, category, operation_name, resource_id, registry, caller,
                 caller_ip_address, status, sub_status, http_status_code, level, correlation_id, properties
-             FROM activity_events WHERE link IS NULL ORDER BY seq LIMIT ?",
+             FROM activity_events WHERE link IS NULL ORDER BY seq LIMIT $1",
         )
         .bind(BATCH)
         .fetch_all(&mut *tx)
@@ -93,7 +94,7 @@ async fn chain_activity(writer: &SqlitePool) -> Result<()> {
             let chain = chain_name(ACTIVITY_LOG, cols.registry);
             let mut head = trail::head(&mut tx, &chain).await?;
             let link = head.append(seq, canonical(&mut canon, &cols));
-            sqlx::query("UPDATE activity_events SET link = ? WHERE seq = ?")
+            sqlx::query("UPDATE activity_events SET link = $1 WHERE seq = $2")
                 .bind(link)
                 .bind(seq)
                 .execute(&mut *tx)
@@ -105,7 +106,7 @@ async fn chain_activity(writer: &SqlitePool) -> Result<()> {
 }
 
 /// The columns of an activity row read with the names above.
-pub(crate) fn columns(r: &sqlx::sqlite::SqliteRow) -> ActivityColumns<'_> {
+pub(crate) fn columns(r: &crate::meta::DbRow) -> ActivityColumns<'_> {
     ActivityColumns {
         event_data_id: r.get("event_data_id"),
         time: r.get("time"),

@@ -32,14 +32,14 @@ impl MetadataStore {
             // Whole runs of the time map that end before the cutoff (records are in about time order).
             let us = moat_model::trail::codec::micros_of(cutoff).unwrap_or(0);
             return Ok(sqlx::query_scalar(
-                "SELECT COALESCE(MAX(last_seq), 0) FROM audit_time_map WHERE max_t < ?",
+                "SELECT COALESCE(MAX(last_seq), 0) FROM audit_time_map WHERE max_t < $1",
             )
             .bind(us)
             .fetch_one(self.reader())
             .await?);
         }
         let newer: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(seq) FROM activity_events WHERE registry IS ? AND time >= ?",
+            "SELECT MIN(seq) FROM activity_events WHERE registry IS $1 AND time >= $2",
         )
         .bind(registry)
         .bind(cutoff)
@@ -89,16 +89,16 @@ impl MetadataStore {
 
     /// Stores the signed prune checkpoint `c`, then removes the chain's records up to `c.last_seq`.
     pub async fn prune_trail(&self, c: &Checkpoint) -> Result<PruneReport> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         insert_checkpoint(&mut tx, c).await?;
         tx.commit().await?;
         let mut removed = 0u64;
         loop {
-            let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.begin_write().await?;
             let done = if c.log == AUDIT_LOG {
                 sqlx::query(
                     "DELETE FROM audit_records WHERE seq IN (SELECT seq FROM audit_records
-                         WHERE reg = (SELECT id FROM trail_strings WHERE s = ?) AND seq <= ? ORDER BY seq LIMIT ?)",
+                         WHERE reg = (SELECT id FROM trail_strings WHERE s = $1) AND seq <= $2 ORDER BY seq LIMIT $3)",
                 )
                 .bind(c.registry.as_deref().unwrap_or(""))
                 .bind(c.last_seq)
@@ -108,7 +108,7 @@ impl MetadataStore {
             } else {
                 sqlx::query(
                     "DELETE FROM activity_events WHERE seq IN (SELECT seq FROM activity_events
-                         WHERE registry IS ? AND seq <= ? ORDER BY seq LIMIT ?)",
+                         WHERE registry IS $1 AND seq <= $2 ORDER BY seq LIMIT $3)",
                 )
                 .bind(c.registry.as_deref())
                 .bind(c.last_seq)

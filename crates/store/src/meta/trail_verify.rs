@@ -269,7 +269,7 @@ impl MetadataStore {
         let reg: Option<i64> = match registry {
             None => None,
             Some(r) => {
-                let id = sqlx::query_scalar("SELECT id FROM trail_strings WHERE s = ?")
+                let id = sqlx::query_scalar("SELECT id FROM trail_strings WHERE s = $1")
                     .bind(r)
                     .fetch_optional(self.reader())
                     .await?;
@@ -280,8 +280,8 @@ impl MetadataStore {
             }
         };
         let sql = format!(
-            "SELECT seq, t, reg, ident, f, link FROM audit_records WHERE seq > ? AND seq <= ? {} ORDER BY seq LIMIT 8192",
-            if reg.is_some() { "AND reg = ?" } else { "" }
+            "SELECT seq, t, reg, ident, f, link FROM audit_records WHERE seq > $1 AND seq <= $2 {} ORDER BY seq LIMIT 8192",
+            if reg.is_some() { "AND reg = $3" } else { "" }
         );
         let mut after = 0i64;
         let mut resolver = Resolver::new(self);
@@ -329,8 +329,8 @@ impl MetadataStore {
         let sql = format!(
             "SELECT seq, event_data_id, time, category, operation_name, resource_id, registry, caller,
                 caller_ip_address, status, sub_status, http_status_code, level, correlation_id, properties, link
-             FROM activity_events WHERE seq > ? AND seq <= ? {} ORDER BY seq LIMIT 8192",
-            if registry.is_some() { "AND registry IS ?" } else { "" }
+             FROM activity_events WHERE seq > $1 AND seq <= $2 {} ORDER BY seq LIMIT 8192",
+            if registry.is_some() { "AND registry = $3" } else { "" }
         );
         let mut after = 0i64;
         let mut canon = AuditCanonical::default();

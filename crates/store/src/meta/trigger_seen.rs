@@ -14,7 +14,7 @@ impl MetadataStore {
         etag: &str,
     ) -> Result<bool> {
         let row: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM trigger_seen WHERE registry_id = ? AND pipeline = ? AND blob_name = ? AND etag = ?",
+            "SELECT 1 FROM trigger_seen WHERE registry_id = $1 AND pipeline = $2 AND blob_name = $3 AND etag = $4",
         )
         .bind(registry_id)
         .bind(pipeline)
@@ -37,7 +37,7 @@ impl MetadataStore {
     ) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO trigger_seen(registry_id, pipeline, blob_name, etag, run_name, seen_at)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(registry_id)
         .bind(pipeline)

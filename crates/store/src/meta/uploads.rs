@@ -23,7 +23,7 @@ impl MetadataStore {
         repo: &RepositoryName,
     ) -> Result<()> {
         let now = crate::time_fmt::now();
-        sqlx::query("INSERT INTO uploads(id, registry_id, repository, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO uploads(id, registry_id, repository, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(id)
             .bind(registry_id)
             .bind(repo.as_str())
@@ -36,7 +36,7 @@ impl MetadataStore {
 
     pub async fn upload(&self, id: &str) -> Result<Option<UploadRow>> {
         let row: Option<(String, String, String, i64, String, Option<String>)> = sqlx::query_as(
-            "SELECT id, registry_id, repository, committed_size, created_at, resume FROM uploads WHERE id = ?",
+            "SELECT id, registry_id, repository, committed_size, created_at, resume FROM uploads WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.writer)
@@ -56,7 +56,7 @@ impl MetadataStore {
     /// Records an acknowledged chunk: the size and the state to continue from, together.
     pub async fn set_upload_size(&self, id: &str, size: u64, resume: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE uploads SET committed_size = ?, resume = ?, updated_at = ? WHERE id = ?",
+            "UPDATE uploads SET committed_size = $1, resume = $2, updated_at = $3 WHERE id = $4",
         )
         .bind(size as i64)
         .bind(resume)
@@ -68,7 +68,7 @@ impl MetadataStore {
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM uploads WHERE id = ?")
+        let r = sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id)
             .execute(&self.writer)
             .await?;
@@ -78,7 +78,7 @@ impl MetadataStore {
     /// Sessions last touched before `before` (stored time form).
     pub async fn stale_uploads(&self, before: &str) -> Result<Vec<String>> {
         Ok(
-            sqlx::query_scalar("SELECT id FROM uploads WHERE updated_at < ?")
+            sqlx::query_scalar("SELECT id FROM uploads WHERE updated_at < $1")
                 .bind(before)
                 .fetch_all(&self.writer)
                 .await?,

@@ -6,9 +6,9 @@ use super::activity::insert_activity;
 use super::consumers::set_consumer_seq_on;
 use super::MetadataStore;
 use crate::error::{Result, StoreError};
+use crate::meta::DbRow;
 use moat_model::activity::ActivityEvent;
 use serde_json::{json, Value};
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 /// The consumer (of the audit log) that queues webhook deliveries.
@@ -79,13 +79,13 @@ const DELIVERY_COLUMNS: &str =
     "id, registry_id, webhook, event_id, action, payload, created_at, attempts, \
     next_try, state, request, response";
 
-fn json_col(r: &SqliteRow, col: &str) -> Result<Value> {
+fn json_col(r: &DbRow, col: &str) -> Result<Value> {
     let text: String = r.get(col);
     serde_json::from_str(&text)
         .map_err(|e| StoreError::Invalid(format!("stored webhook {col}: {e}")))
 }
 
-fn opt_json_col(r: &SqliteRow, col: &str) -> Result<Option<Value>> {
+fn opt_json_col(r: &DbRow, col: &str) -> Result<Option<Value>> {
     let text: Option<String> = r.get(col);
     text.map(|t| {
         serde_json::from_str(&t)
@@ -104,7 +104,7 @@ fn strings(v: Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn from_row(r: SqliteRow) -> Result<WebhookRow> {
+fn from_row(r: DbRow) -> Result<WebhookRow> {
     Ok(WebhookRow {
         registry_id: r.get("registry_id"),
         name: r.get("name"),
@@ -121,7 +121,7 @@ fn from_row(r: SqliteRow) -> Result<WebhookRow> {
     })
 }
 
-fn delivery_from_row(r: SqliteRow) -> Result<DeliveryRow> {
+fn delivery_from_row(r: DbRow) -> Result<DeliveryRow> {
     Ok(DeliveryRow {
         id: r.get("id"),
         registry_id: r.get("registry_id"),
@@ -148,8 +148,8 @@ impl MetadataStore {
         limit: usize,
         activity: &ActivityEvent,
     ) -> Result<(WebhookRow, bool)> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM registries WHERE id = ?")
+        let mut tx = self.begin_write().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM registries WHERE id = $1")
             .bind(&row.registry_id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -157,7 +157,7 @@ impl MetadataStore {
             return Err(StoreError::NotFound);
         }
         let existing = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM webhooks WHERE registry_id = ? AND name = ? COLLATE NOCASE"
+            "SELECT {COLUMNS} FROM webhooks WHERE registry_id = $1 AND lower(name) = lower($2)"
         ))
         .bind(&row.registry_id)
         .bind(&row.name)
@@ -181,7 +181,7 @@ impl MetadataStore {
             }
             None => {
                 let count: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE registry_id = ?")
+                    sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE registry_id = $1")
                         .bind(&row.registry_id)
                         .fetch_one(&mut *tx)
                         .await?;
@@ -198,7 +198,7 @@ impl MetadataStore {
             }
         }
         sqlx::query(&format!(
-            "INSERT INTO webhooks({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+            "INSERT INTO webhooks({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)
              ON CONFLICT(registry_id, name) DO UPDATE SET location = excluded.location, tags = excluded.tags,
                 enabled = excluded.enabled, scope = excluded.scope, actions = excluded.actions,
                 service_uri_sealed = excluded.service_uri_sealed,
@@ -230,7 +230,7 @@ impl MetadataStore {
 
     pub async fn webhook(&self, registry_id: &str, name: &str) -> Result<Option<WebhookRow>> {
         sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM webhooks WHERE registry_id = ? AND name = ? COLLATE NOCASE"
+            "SELECT {COLUMNS} FROM webhooks WHERE registry_id = $1 AND lower(name) = lower($2)"
         ))
         .bind(registry_id)
         .bind(name)
@@ -242,7 +242,7 @@ impl MetadataStore {
 
     pub async fn webhooks(&self, registry_id: &str) -> Result<Vec<WebhookRow>> {
         sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM webhooks WHERE registry_id = ? ORDER BY name"
+            "SELECT {COLUMNS} FROM webhooks WHERE registry_id = $1 ORDER BY name"
         ))
         .bind(registry_id)
         .fetch_all(self.reader())
@@ -280,9 +280,9 @@ impl MetadataStore {
         name: &str,
         activity: &ActivityEvent,
     ) -> Result<bool> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let existing = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM webhooks WHERE registry_id = ? AND name = ? COLLATE NOCASE"
+            "SELECT {COLUMNS} FROM webhooks WHERE registry_id = $1 AND lower(name) = lower($2)"
         ))
         .bind(registry_id)
         .bind(name)
@@ -293,12 +293,12 @@ impl MetadataStore {
         let Some(old) = existing else {
             return Ok(false);
         };
-        sqlx::query("DELETE FROM webhook_deliveries WHERE registry_id = ? AND webhook = ?")
+        sqlx::query("DELETE FROM webhook_deliveries WHERE registry_id = $1 AND webhook = $2")
             .bind(registry_id)
             .bind(&old.name)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM webhooks WHERE registry_id = ? AND name = ?")
+        sqlx::query("DELETE FROM webhooks WHERE registry_id = $1 AND name = $2")
             .bind(registry_id)
             .bind(&old.name)
             .execute(&mut *tx)
@@ -321,12 +321,12 @@ impl MetadataStore {
         cursor: Option<i64>,
         now: &str,
     ) -> Result<Vec<i64>> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut ids = Vec::new();
         for d in deliveries {
             let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO webhook_deliveries(registry_id, webhook, event_id, action, payload, created_at, next_try)
-                 SELECT ?, name, ?, ?, ?, ?, ? FROM webhooks WHERE registry_id = ? AND name = ?
+                 SELECT $1, name, $2, $3, $4, $5, $6 FROM webhooks WHERE registry_id = $7 AND name = $8
                  RETURNING id",
             )
             .bind(&d.registry_id)
@@ -351,8 +351,8 @@ impl MetadataStore {
     /// Deliveries due at `now` (oldest first, per webhook in queue order), at most `limit`.
     pub async fn due_webhook_deliveries(&self, now: &str, limit: i64) -> Result<Vec<DeliveryRow>> {
         sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE next_try IS NOT NULL AND next_try <= ?
-             ORDER BY id LIMIT ?"
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE next_try IS NOT NULL AND next_try <= $1
+             ORDER BY id LIMIT $2"
         ))
         .bind(now)
         .bind(limit)
@@ -373,8 +373,8 @@ impl MetadataStore {
         response: &Value,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_try = ?, state = ?, request = ?,
-                response = ? WHERE id = ?",
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_try = $1, state = $2, request = $3,
+                response = $4 WHERE id = $5",
         )
         .bind(next_try)
         .bind(state)
@@ -395,8 +395,8 @@ impl MetadataStore {
         limit: i64,
     ) -> Result<Vec<DeliveryRow>> {
         sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE registry_id = ? AND webhook = ? AND id < ?
-             ORDER BY id DESC LIMIT ?"
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE registry_id = $1 AND webhook = $2 AND id < $3
+             ORDER BY id DESC LIMIT $4"
         ))
         .bind(registry_id)
         .bind(webhook)
