@@ -6,6 +6,15 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database cannot be reached (named in the message, without its password).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database holds migrations this binary does not know: a newer version of Moat has upgraded it.
+    #[error(
+        "the database schema is at version {database}, newer than this binary's {binary}: \
+         run the newer Moat (or restore a backup made before the upgrade)"
+    )]
+    SchemaTooNew { database: i64, binary: i64 },
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("not found")]

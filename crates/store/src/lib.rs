@@ -6,6 +6,8 @@ pub mod error;
 pub mod gc;
 pub mod meta;
 mod migrate;
+#[doc(hidden)]
+pub mod testing;
 pub mod time_fmt;
 
 pub use blobs::{

@@ -5,10 +5,10 @@ use moat_model::{RegistrySettings, Sku};
 use moat_store::meta::{ActivityFilter, UpdateError};
 use moat_store::MetadataStore;
 
-async fn store() -> (tempfile::TempDir, MetadataStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("m.db").display());
-    (dir, MetadataStore::open(&url).await.unwrap())
+async fn store() -> (moat_store::testing::TestDb, MetadataStore) {
+    let db = moat_store::testing::test_db().await;
+    let meta = db.open().await;
+    (db, meta)
 }
 
 fn record(corr: &str) -> ActivityEvent {

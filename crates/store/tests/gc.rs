@@ -30,10 +30,10 @@ fn repo(s: &str) -> RepositoryName {
 }
 
 struct Env {
-    _dir: tempfile::TempDir,
+    _db: moat_store::testing::TestDb,
     meta: MetadataStore,
     blobs: Arc<LocalBlobStore>,
-    check: sqlx::SqlitePool,
+    check: sqlx::AnyPool,
     registry: String,
 }
 
@@ -46,22 +46,17 @@ async fn env() -> Env {
 }
 
 async fn env_with(settings: RegistrySettings) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("m.db");
-    let meta = MetadataStore::open(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    let blobs = Arc::new(LocalBlobStore::open(dir.path().join("storage")).unwrap());
+    let db = moat_store::testing::test_db().await;
+    let meta = db.open().await;
+    let blobs = Arc::new(LocalBlobStore::open(db.dir().join("storage")).unwrap());
     let registry = meta
         .create_registry("reg", "reg.test", "rg", &settings, true, None)
         .await
         .unwrap()
         .id;
-    let check = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
-        .await
-        .unwrap();
+    let check = moat_store::testing::raw_pool(&db.url).await;
     Env {
-        _dir: dir,
+        _db: db,
         meta,
         blobs,
         check,
@@ -177,17 +172,18 @@ impl Env {
 
     /// Every stored manifest's blobs are linked in its repository and their bytes are stored (a row, or a file).
     async fn no_manifest_lacks_its_bytes(&self) {
-        let rows: Vec<(String, bool, bool)> = sqlx::query_as(
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT r.child,
-               EXISTS (SELECT 1 FROM blob_links l WHERE l.registry_id = r.registry_id
-                       AND l.repository = r.repository AND l.digest = r.child),
-               EXISTS (SELECT 1 FROM blob_data d WHERE d.digest = r.child)
+               CASE WHEN EXISTS (SELECT 1 FROM blob_links l WHERE l.registry_id = r.registry_id
+                       AND l.repository = r.repository AND l.digest = r.child) THEN 1 ELSE 0 END,
+               CASE WHEN EXISTS (SELECT 1 FROM blob_data d WHERE d.digest = r.child) THEN 1 ELSE 0 END
              FROM manifest_references r WHERE r.kind = 'blob'",
         )
         .fetch_all(&self.check)
         .await
         .unwrap();
         for (digest, linked, in_database) in rows {
+            let (linked, in_database) = (linked != 0, in_database != 0);
             let file = self.blobs.blob_exists(&digest.parse().unwrap());
             assert!(
                 linked && (in_database || file),
@@ -318,14 +314,7 @@ async fn a_file_no_row_knows_is_swept_unless_pinned() {
     let (removed, _) = e.run(0).await;
     assert!(removed.is_empty(), "a pinned file was swept: {removed:?}");
     sqlx::query("UPDATE blob_pins SET expires_at = 0")
-        .execute(
-            &sqlx::SqlitePool::connect(&format!(
-                "sqlite://{}",
-                e._dir.path().join("m.db").display()
-            ))
-            .await
-            .unwrap(),
-        )
+        .execute(&e.check)
         .await
         .unwrap();
     let (removed, s) = e.run(0).await;

@@ -6,13 +6,10 @@ use moat_store::MetadataStore;
 use serde_json::json;
 use std::time::Duration;
 
-async fn store() -> (tempfile::TempDir, MetadataStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("m.db");
-    let meta = MetadataStore::open(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    (dir, meta)
+async fn store() -> (moat_store::testing::TestDb, MetadataStore) {
+    let db = moat_store::testing::test_db().await;
+    let meta = db.open().await;
+    (db, meta)
 }
 
 fn kinds(k: &[&str]) -> Vec<String> {

@@ -22,10 +22,10 @@ fn event(op: &str) -> AuditEvent {
     }
 }
 
-async fn store() -> (tempfile::TempDir, MetadataStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("m.db").display());
-    (dir, MetadataStore::open(&url).await.unwrap())
+async fn store() -> (moat_store::testing::TestDb, MetadataStore) {
+    let db = moat_store::testing::test_db().await;
+    let meta = db.open().await;
+    (db, meta)
 }
 
 fn repo(s: &str) -> RepositoryName {

@@ -163,9 +163,8 @@ fn write<'a>(
 }
 
 async fn run(ops: Vec<Op>) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("m.db").display());
-    let meta = MetadataStore::open(&url).await.unwrap();
+    let db = moat_store::testing::test_db().await;
+    let meta = db.open().await;
     let mut regs = Vec::new();
     for i in 0..REGISTRIES {
         let mut settings =
@@ -359,9 +358,8 @@ proptest! {
 /// deleted from its repository.
 #[tokio::test]
 async fn a_digest_held_elsewhere_proves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("m.db").display());
-    let meta = MetadataStore::open(&url).await.unwrap();
+    let db = moat_store::testing::test_db().await;
+    let meta = db.open().await;
     let mut protected =
         RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap());
     protected.policies.export = PolicyStatus::Disabled;

@@ -4,6 +4,7 @@
 use moat_model::activity::ActivityEvent;
 use moat_model::audit::AuditEvent;
 use moat_store::meta::AuditFilter;
+use moat_store::testing::{test_db, TestDb};
 use moat_store::MetadataStore;
 use sqlx::sqlite::SqlitePoolOptions;
 
@@ -30,24 +31,30 @@ fn pull(i: i64, registry: &str) -> AuditEvent {
     }
 }
 
-async fn open(dir: &tempfile::TempDir) -> (MetadataStore, String) {
-    let url = format!("sqlite://{}/moat.db", dir.path().display());
-    (MetadataStore::open(&url).await.unwrap(), url)
+async fn open(db: &TestDb) -> (MetadataStore, String) {
+    (db.open().await, db.url.clone())
 }
 
+/// Runs `sql` behind the store's back (a tampering operator).
 async fn raw(url: &str, sql: &str) {
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap();
-    sqlx::query(sql).execute(&pool).await.unwrap();
-    pool.close().await;
+    moat_store::testing::raw_execute(url, sql).await.unwrap();
+}
+
+/// Moves record `seq`'s stored time by `delta` microseconds (PostgreSQL keeps `t` as text).
+async fn shift_time(url: &str, seq: i64, delta: i64) {
+    let sql = if url.starts_with("postgres") {
+        format!(
+            "UPDATE audit_records SET t = (CAST(t AS BIGINT) + {delta})::text WHERE seq = {seq}"
+        )
+    } else {
+        format!("UPDATE audit_records SET t = t + {delta} WHERE seq = {seq}")
+    };
+    raw(url, &sql).await;
 }
 
 #[tokio::test]
 async fn records_read_back_exactly_and_filters_match() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_db().await;
     let (meta, _) = open(&dir).await;
     let mut events: Vec<AuditEvent> = (0..3000).map(|i| pull(i, "prod")).collect();
     events[5].correlation_id = Some("Not-A-UUID".into());
@@ -138,7 +145,7 @@ async fn records_read_back_exactly_and_filters_match() {
 
 #[tokio::test]
 async fn verification_names_the_edited_deleted_and_swapped_records() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_db().await;
     let (meta, url) = open(&dir).await;
     let events: Vec<AuditEvent> = (0..50).map(|i| pull(i, "prod")).collect();
     meta.record_batch(&events).await.unwrap();
@@ -156,13 +163,13 @@ async fn verification_names_the_edited_deleted_and_swapped_records() {
     drop(meta);
 
     // An edited record (its time moved).
-    raw(&url, "UPDATE audit_records SET t = t + 1 WHERE seq = 20").await;
+    shift_time(&url, 20, 1).await;
     let meta = MetadataStore::open(&url).await.unwrap();
     let r = meta.verify_trail(None).await.unwrap();
     assert_eq!(r.problems[0].seq, 20, "{:?}", r.problems);
     assert!(meta.verify_trail(Some("prod")).await.unwrap().problems[0].seq == 20);
     drop(meta);
-    raw(&url, "UPDATE audit_records SET t = t - 1 WHERE seq = 20").await;
+    shift_time(&url, 20, -1).await;
 
     // A deleted one.
     raw(&url, "DELETE FROM audit_records WHERE seq = 30").await;
@@ -173,7 +180,7 @@ async fn verification_names_the_edited_deleted_and_swapped_records() {
     drop(meta);
 
     // Two swapped (fresh store).
-    let dir2 = tempfile::tempdir().unwrap();
+    let dir2 = test_db().await;
     let (meta, url) = open(&dir2).await;
     meta.record_batch(&events).await.unwrap();
     drop(meta);
@@ -186,7 +193,7 @@ async fn verification_names_the_edited_deleted_and_swapped_records() {
     drop(meta);
 
     // An edited dictionary string breaks the records that use it.
-    let dir3 = tempfile::tempdir().unwrap();
+    let dir3 = test_db().await;
     let (meta, url) = open(&dir3).await;
     meta.record_batch(&events).await.unwrap();
     drop(meta);
@@ -201,7 +208,7 @@ async fn verification_names_the_edited_deleted_and_swapped_records() {
     drop(meta);
 
     // An edited activity record; a truncated log (head says more).
-    let dir4 = tempfile::tempdir().unwrap();
+    let dir4 = test_db().await;
     let (meta, url) = open(&dir4).await;
     meta.record_batch(&events).await.unwrap();
     meta.record_activity(&a).await.unwrap();
@@ -217,7 +224,7 @@ async fn verification_names_the_edited_deleted_and_swapped_records() {
 
 #[tokio::test]
 async fn pruning_keeps_the_chain_verifiable() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_db().await;
     let (meta, _) = open(&dir).await;
     let mut events: Vec<AuditEvent> = Vec::new();
     for i in 0..40 {

@@ -26,9 +26,8 @@ fn manifest(layer: &Digest, size: usize, salt: &str) -> ManifestRecord {
 
 #[tokio::test]
 async fn artifacts_are_written_whole_in_one_transaction() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("m.db").display());
-    let meta = MetadataStore::open(&url).await.unwrap();
+    let db = moat_store::testing::test_db().await;
+    let meta = db.open().await;
     let settings =
         RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap());
     let reg = meta

@@ -55,16 +55,17 @@ pub(crate) async fn review(
     .bind(grace_secs)
     .fetch_all(&mut *tx)
     .await?;
-    let facts: Vec<(String, String, String, bool, bool)> = sqlx::query_as(&format!(
+    // Flags come back as 0/1 integers (CASE), the one boolean form both dialects return alike.
+    let facts: Vec<(String, String, String, i64, i64)> = sqlx::query_as(&format!(
         "WITH d AS ({batch_triples})
          SELECT d.registry_id, d.repository, d.digest,
-           EXISTS (SELECT 1 FROM blob_links l WHERE l.registry_id = d.registry_id AND l.repository = d.repository
-                   AND l.digest = d.digest),
-           EXISTS (SELECT 1 FROM manifest_references r WHERE r.registry_id = d.registry_id
+           CASE WHEN EXISTS (SELECT 1 FROM blob_links l WHERE l.registry_id = d.registry_id
+                   AND l.repository = d.repository AND l.digest = d.digest) THEN 1 ELSE 0 END,
+           CASE WHEN EXISTS (SELECT 1 FROM manifest_references r WHERE r.registry_id = d.registry_id
                    AND r.repository = d.repository AND r.child = d.digest AND r.kind = 'blob')
            -- A soft-deleted manifest's references hold its links until it is purged or restored.
            OR EXISTS (SELECT 1 FROM deleted_manifest_references r WHERE r.registry_id = d.registry_id
-                   AND r.repository = d.repository AND r.child = d.digest AND r.kind = 'blob')
+                   AND r.repository = d.repository AND r.child = d.digest AND r.kind = 'blob') THEN 1 ELSE 0 END
          FROM d"
     ))
     .bind(triples(&due))
@@ -72,6 +73,7 @@ pub(crate) async fn review(
     .await?;
     let mut garbage = Vec::new();
     for (registry_id, repository, digest, linked, referenced) in facts {
+        let (linked, referenced) = (linked != 0, referenced != 0);
         if linked && gc::link_is_garbage(referenced) {
             garbage.push((registry_id, repository, digest));
         } else {
@@ -111,13 +113,14 @@ pub(crate) async fn review(
     .collect();
     candidates.extend(garbage.into_iter().map(|(_, _, d)| d));
     let candidates: Vec<String> = candidates.into_iter().collect();
-    let facts: Vec<(String, bool, bool, Option<i64>, bool)> = sqlx::query_as(&format!(
+    let facts: Vec<(String, i64, i64, Option<i64>, i64)> = sqlx::query_as(&format!(
         "WITH c AS (SELECT value AS digest FROM ({strings}) s)
          SELECT c.digest,
-           EXISTS (SELECT 1 FROM blob_links l WHERE l.digest = c.digest),
-           EXISTS (SELECT 1 FROM blob_pins p WHERE p.digest = c.digest AND p.expires_at > {sql_now}),
+           CASE WHEN EXISTS (SELECT 1 FROM blob_links l WHERE l.digest = c.digest) THEN 1 ELSE 0 END,
+           CASE WHEN EXISTS (SELECT 1 FROM blob_pins p WHERE p.digest = c.digest AND p.expires_at > {sql_now})
+                THEN 1 ELSE 0 END,
            (SELECT size FROM blobs b WHERE b.digest = c.digest),
-           EXISTS (SELECT 1 FROM blob_data d WHERE d.digest = c.digest)
+           CASE WHEN EXISTS (SELECT 1 FROM blob_data d WHERE d.digest = c.digest) THEN 1 ELSE 0 END
          FROM c"
     ))
     .bind(list(&candidates))
@@ -125,6 +128,7 @@ pub(crate) async fn review(
     .await?;
     let (mut gone, mut ended, mut pinned) = (Vec::new(), Vec::new(), Vec::new());
     for (digest, linked, is_pinned, size, in_database) in facts {
+        let (linked, is_pinned, in_database) = (linked != 0, is_pinned != 0, in_database != 0);
         if gc::bytes_are_garbage(linked, is_pinned) {
             gone.push((digest.clone(), size, in_database));
             ended.push(digest);

@@ -209,7 +209,7 @@ impl MetadataStore {
         for b in binds {
             q = q.bind(b);
         }
-        q.bind(f.limit.unwrap_or(-1))
+        q.bind(f.limit.filter(|n| *n >= 0).unwrap_or(i64::MAX))
             .fetch_all(&self.reader)
             .await?
             .into_iter()

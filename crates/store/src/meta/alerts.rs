@@ -471,10 +471,8 @@ mod tests {
 
     #[tokio::test]
     async fn rules_states_and_notifications_survive_as_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = MetadataStore::open(&format!("sqlite://{}/m.db", dir.path().display()))
-            .await
-            .unwrap();
+        let db = crate::testing::test_db().await;
+        let meta = db.open().await;
         assert!(meta.put_alert_resource(&row("Big"), &ev()).await.unwrap());
         let mut changed = row("BIG");
         changed.id = "/other".into();

@@ -225,6 +225,7 @@ pub(crate) async fn insert_events_at(
         let ident = e.identity.as_deref().and_then(|s| ids.get(s).copied());
         rows.push((seq, time, reg, ident, f, link));
     }
+    let dialect = super::Dialect::of(conn);
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql =
             String::from("INSERT INTO audit_records(seq, t, reg, ident, f, link) VALUES ");
@@ -232,9 +233,12 @@ pub(crate) async fn insert_events_at(
         let mut q = sqlx::query(&sql);
         for (seq, time, reg, ident, f, link) in chunk {
             q = q.bind(seq);
-            q = match time {
-                TimeValue::Micros(us) => q.bind(*us),
-                TimeValue::Text(s) => q.bind(*s),
+            q = match (time, dialect) {
+                (TimeValue::Micros(us), super::Dialect::Sqlite) => q.bind(*us),
+                (TimeValue::Text(s), super::Dialect::Sqlite) => q.bind(*s),
+                // PostgreSQL's column is text (it has no column of either type): see `raw_row`.
+                (TimeValue::Micros(us), super::Dialect::Postgres) => q.bind(us.to_string()),
+                (TimeValue::Text(s), super::Dialect::Postgres) => q.bind(format!("t:{s}")),
             };
             q = q.bind(reg).bind(ident).bind(f.as_slice()).bind(link);
         }

@@ -121,10 +121,22 @@ pub(crate) struct RawRow {
     pub f: Vec<u8>,
 }
 
-pub(crate) fn raw_row(r: &crate::meta::DbRow) -> RawRow {
-    let time = match r.try_get::<i64, _>(1) {
-        Ok(us) => StoredTime::Micros(us),
-        Err(_) => StoredTime::Text(r.try_get::<String, _>(1).unwrap_or_default()),
+/// A record as stored. SQLite's `t` holds an integer (microseconds) or the text of a time that did not parse;
+/// PostgreSQL's is text: the microseconds' digits, or `t:` and the unparsed text.
+pub(crate) fn raw_row(r: &crate::meta::DbRow, dialect: crate::meta::Dialect) -> RawRow {
+    let time = match dialect {
+        crate::meta::Dialect::Sqlite => match r.try_get::<i64, _>(1) {
+            Ok(us) => StoredTime::Micros(us),
+            Err(_) => StoredTime::Text(r.try_get::<String, _>(1).unwrap_or_default()),
+        },
+        crate::meta::Dialect::Postgres => {
+            let s = r.try_get::<String, _>(1).unwrap_or_default();
+            match (s.strip_prefix("t:"), s.parse::<i64>()) {
+                (Some(text), _) => StoredTime::Text(text.to_string()),
+                (None, Ok(us)) => StoredTime::Micros(us),
+                (None, Err(_)) => StoredTime::Text(s),
+            }
+        }
     };
     RawRow {
         seq: r.get(0),
@@ -374,7 +386,7 @@ impl MetadataStore {
             let full = page.len() as i64 == PAGE;
             let mut rows = Vec::with_capacity(page.len());
             for row in &page {
-                let raw = raw_row(row);
+                let raw = raw_row(row, self.dialect());
                 if f.newest_first {
                     hi = raw.seq - 1;
                 } else {

@@ -97,7 +97,7 @@ pub async fn set_consumer_seq_on(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO log_consumers(consumer, log, registry, seq, updated) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT(consumer, log) DO UPDATE SET seq = CASE WHEN seq >= excluded.seq THEN seq ELSE excluded.seq END, registry = excluded.registry,
+         ON CONFLICT(consumer, log) DO UPDATE SET seq = CASE WHEN log_consumers.seq >= excluded.seq THEN log_consumers.seq ELSE excluded.seq END, registry = excluded.registry,
              updated = excluded.updated",
     )
     .bind(consumer)
@@ -116,10 +116,8 @@ mod tests {
 
     #[tokio::test]
     async fn cursors_only_move_forward_and_bound_retention_per_registry() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = MetadataStore::open(&format!("sqlite://{}/m.db", dir.path().display()))
-            .await
-            .unwrap();
+        let db = crate::testing::test_db().await;
+        let meta = db.open().await;
         assert_eq!(meta.consumer_seq("sink:a", "audit").await.unwrap(), 0);
         assert_eq!(meta.min_consumer_seq("audit", "app").await.unwrap(), None);
         meta.set_consumer_seq("sink:a", "audit", Some("App"), 10)

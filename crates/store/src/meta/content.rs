@@ -471,7 +471,7 @@ impl MetadataStore {
         .bind(registry_id)
         .bind(repo.as_str())
         .bind(last.unwrap_or(""))
-        .bind(n.unwrap_or(-1))
+        .bind(n.filter(|n| *n >= 0).unwrap_or(i64::MAX))
         .fetch_all(&self.reader)
         .await?)
     }
@@ -490,7 +490,7 @@ impl MetadataStore {
         )
         .bind(registry_id)
         .bind(last.unwrap_or(""))
-        .bind(n.unwrap_or(-1))
+        .bind(n.filter(|n| *n >= 0).unwrap_or(i64::MAX))
         .fetch_all(&self.reader)
         .await?)
     }

@@ -187,7 +187,7 @@ impl MetadataStore {
     pub async fn set_sink_metric_minute(&self, consumer: &str, minute: i64) -> Result<()> {
         sqlx::query(
             "INSERT INTO sink_metric_cursors(consumer, minute) VALUES ($1, $2)
-             ON CONFLICT(consumer) DO UPDATE SET minute = CASE WHEN minute >= excluded.minute THEN minute ELSE excluded.minute END",
+             ON CONFLICT(consumer) DO UPDATE SET minute = CASE WHEN sink_metric_cursors.minute >= excluded.minute THEN sink_metric_cursors.minute ELSE excluded.minute END",
         )
         .bind(consumer)
         .bind(minute)
@@ -214,10 +214,8 @@ mod tests {
 
     #[tokio::test]
     async fn settings_keep_their_key_when_replaced_and_take_their_cursors_when_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = MetadataStore::open(&format!("sqlite://{}/m.db", dir.path().display()))
-            .await
-            .unwrap();
+        let db = crate::testing::test_db().await;
+        let meta = db.open().await;
         let settings = moat_model::registry::RegistrySettings::new(
             moat_model::registry::Sku::Premium,
             moat_model::Location::parse("local").unwrap(),

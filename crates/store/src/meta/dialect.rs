@@ -6,18 +6,24 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
+    Postgres,
 }
 
 impl Dialect {
     /// The dialect a connection speaks (for code that has a connection but not the store).
-    pub(crate) fn of(_conn: &super::Conn) -> Dialect {
-        Dialect::Sqlite
+    pub(crate) fn of(conn: &super::Conn) -> Dialect {
+        if conn.backend_name() == "PostgreSQL" {
+            Dialect::Postgres
+        } else {
+            Dialect::Sqlite
+        }
     }
 
     /// The current time in unix seconds (a REAL), the unit the collector's and soft delete's tables keep.
     pub(crate) fn now_secs(self) -> &'static str {
         match self {
             Dialect::Sqlite => "((julianday('now') - 2440587.5) * 86400.0)",
+            Dialect::Postgres => "(extract(epoch from clock_timestamp())::double precision)",
         }
     }
 
@@ -25,6 +31,9 @@ impl Dialect {
     pub(crate) fn json_strings(self, n: usize) -> String {
         match self {
             Dialect::Sqlite => format!("SELECT value FROM json_each(${n})"),
+            Dialect::Postgres => {
+                format!("SELECT value FROM jsonb_array_elements_text(${n}::jsonb)")
+            }
         }
     }
 
@@ -35,6 +44,10 @@ impl Dialect {
                 "SELECT json_extract(value, '$[0]') AS registry_id, json_extract(value, '$[1]') AS repository,
                         json_extract(value, '$[2]') AS digest FROM json_each(${n})"
             ),
+            Dialect::Postgres => format!(
+                "SELECT value->>0 AS registry_id, value->>1 AS repository, value->>2 AS digest
+                 FROM jsonb_array_elements(${n}::jsonb)"
+            ),
         }
     }
 
@@ -43,6 +56,7 @@ impl Dialect {
     pub(crate) fn eq_nocase(self, col: &str, n: usize) -> String {
         match self {
             Dialect::Sqlite => format!("{col} = ${n} COLLATE NOCASE"),
+            Dialect::Postgres => format!("lower({col}) = lower(${n})"),
         }
     }
 
@@ -53,6 +67,19 @@ impl Dialect {
             Dialect::Sqlite => format!(
                 "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '{table}'), 0)"
             ),
+            // PostgreSQL: the logs take explicit seqs, so an identity's sequence does not move. The newest row,
+            // or the newest chain head of the log where pruning has removed every row (heads are never pruned).
+            Dialect::Postgres => {
+                let log = if table == "activity_events" {
+                    "activity"
+                } else {
+                    "audit"
+                };
+                format!(
+                    "SELECT GREATEST((SELECT COALESCE(MAX(seq), 0) FROM {table}),
+                        (SELECT COALESCE(MAX(last_seq), 0) FROM trail_heads WHERE log = '{log}'))"
+                )
+            }
         }
     }
 
@@ -60,6 +87,9 @@ impl Dialect {
     pub(crate) fn table_exists(self) -> &'static str {
         match self {
             Dialect::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
+            Dialect::Postgres => {
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1"
+            }
         }
     }
 }

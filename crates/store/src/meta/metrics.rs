@@ -101,9 +101,10 @@ async fn write_point(
     let sql = match how {
         PointWrite::Add => {
             "INSERT INTO metric_points(series, minute, count, total, minimum, maximum) VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT(series, minute) DO UPDATE SET count = count + excluded.count,
-                 total = total + excluded.total, minimum = CASE WHEN minimum <= excluded.minimum THEN minimum ELSE excluded.minimum END,
-                 maximum = CASE WHEN maximum >= excluded.maximum THEN maximum ELSE excluded.maximum END"
+             ON CONFLICT(series, minute) DO UPDATE SET count = metric_points.count + excluded.count,
+                 total = metric_points.total + excluded.total,
+                 minimum = CASE WHEN metric_points.minimum <= excluded.minimum THEN metric_points.minimum ELSE excluded.minimum END,
+                 maximum = CASE WHEN metric_points.maximum >= excluded.maximum THEN metric_points.maximum ELSE excluded.maximum END"
         }
         PointWrite::Replace => {
             "INSERT INTO metric_points(series, minute, count, total, minimum, maximum) VALUES ($1, $2, $3, $4, $5, $6)
@@ -239,10 +240,8 @@ mod tests {
 
     #[tokio::test]
     async fn folds_add_per_series_and_minute_and_move_the_cursor_with_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = MetadataStore::open(&format!("sqlite://{}/m.db", dir.path().display()))
-            .await
-            .unwrap();
+        let db = crate::testing::test_db().await;
+        let meta = db.open().await;
         let a = MetricPoint::sample(
             "PulledBytes",
             dims(&[("Repository", "r"), ("Identity", "alice")]),

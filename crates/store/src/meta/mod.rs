@@ -7,6 +7,7 @@ pub mod alerts;
 pub(crate) mod audit;
 mod audit_json;
 mod audit_read;
+mod connect;
 pub mod consumers;
 mod content;
 mod diagnostic_settings;
@@ -60,11 +61,14 @@ pub use webhooks::{DeliveryRow, NewDelivery, WebhookRow, WEBHOOK_CONSUMER};
 
 use crate::error::Result;
 use crate::migrate::migrator;
+pub use connect::redacted as redacted_url;
 pub use dialect::Dialect;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqliteConnectOptions;
+use std::str::FromStr;
 
-/// The database driver the store runs on; the rest of the store names only these aliases.
-pub(crate) type Db = sqlx::Sqlite;
+/// The database driver the store runs on (`Any`: SQLite or PostgreSQL, chosen by the URL); the rest of the
+/// store names only these aliases.
+pub(crate) type Db = sqlx::Any;
 pub(crate) type Pool = sqlx::Pool<Db>;
 pub(crate) type Conn = <Db as sqlx::Database>::Connection;
 pub(crate) type DbRow = <Db as sqlx::Database>::Row;
@@ -74,18 +78,34 @@ pub(crate) type WriteTx = sqlx::Transaction<'static, Db>;
 
 /// Opens a check-and-write transaction: the one seam every multi-statement write goes through.
 ///
-/// Isolation (phase one, the same for every rule): write transactions are serialized. On SQLite this is
-/// `BEGIN IMMEDIATE` on the single writer connection, so each transaction holds the database's write lock
-/// from its first statement and every check it makes sees every committed write. Finer-grained locking
-/// (per registry, per repository) can come later without changing a caller, because callers only ask here.
-/// Single-statement autocommit writes do not need this seam.
+/// Isolation (phase one, the same for every rule: export policy and endpoint checks, links, tags, quotas,
+/// role assignments, jobs, the trail's chain heads): write transactions are serialized.
+/// - SQLite: `BEGIN IMMEDIATE` on the single writer connection, so each transaction holds the database's
+///   write lock from its first statement and every check it makes sees every committed write.
+/// - PostgreSQL: `BEGIN` (READ COMMITTED) and then `pg_advisory_xact_lock` on one fixed key, held to commit or
+///   rollback. Every check-and-write transaction of every node queues on that one lock exactly as SQLite's
+///   writers queue on its one connection, and because READ COMMITTED takes each statement's snapshot when the
+///   statement starts — after the lock is held — every check sees every write committed before it.
+///
+/// Finer keys (per registry, per repository) can come later without changing a caller, because callers only
+/// ask here. Single-statement autocommit writes need no lock.
 pub(crate) async fn begin_write(writer: &Pool, dialect: Dialect) -> Result<WriteTx> {
     match dialect {
         Dialect::Sqlite => Ok(writer.begin_with("BEGIN IMMEDIATE").await?),
+        Dialect::Postgres => {
+            let mut tx = writer.begin().await?;
+            // The function returns `void`, which the Any driver cannot decode: select a constant beside it.
+            sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+                .bind(WRITE_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+            Ok(tx)
+        }
     }
 }
-use std::str::FromStr;
-use std::time::Duration;
+
+/// The advisory lock key of write transactions: the bytes of "moat-wri" (one fixed key; see [`begin_write`]).
+const WRITE_LOCK_KEY: i64 = 0x6d6f_6174_2d77_7269;
 
 #[derive(Clone)]
 pub struct MetadataStore {
@@ -104,7 +124,9 @@ pub struct MetadataStore {
 }
 
 impl MetadataStore {
-    /// Opens (creating if needed) the database at a `sqlite://` URL and brings its schema up to date.
+    /// Opens (creating if needed) the database at a `sqlite://` or `postgres://` URL and brings its schema up to
+    /// date. Several nodes opening one PostgreSQL database together run each migration once (sqlx's migrator
+    /// holds an advisory lock while it migrates).
     pub async fn open(url: &str) -> Result<MetadataStore> {
         Self::open_with(url, true).await
     }
@@ -114,31 +136,25 @@ impl MetadataStore {
         Self::open_with(url, false).await
     }
 
-    /// Whether the database file a `sqlite://` URL names exists.
+    /// Whether the database a URL names exists: a `sqlite://` file, or any `postgres://` database (its server
+    /// decides when the store connects).
     pub fn database_exists(url: &str) -> Result<bool> {
-        let options = SqliteConnectOptions::from_str(url)?;
-        Ok(options.get_filename().exists())
+        match connect::dialect_of(url)? {
+            Dialect::Sqlite => Ok(SqliteConnectOptions::from_str(url)?.get_filename().exists()),
+            Dialect::Postgres => Ok(true),
+        }
     }
 
     async fn open_with(url: &str, create: bool) -> Result<MetadataStore> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        migrator().run(&writer).await?;
-        let dialect = Dialect::Sqlite;
+        let connect::Pools {
+            writer,
+            reader,
+            dialect,
+        } = connect::open(url, create).await?;
+        refuse_newer_schema(&writer, dialect).await?;
+        migrator(dialect).run(&writer).await?;
         // Rows written before the trail was chained (and the old audit table) are converted once, here.
         trail_convert::run(&writer, dialect).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options.read_only(true))
-            .await?;
         let pushes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let dictionary = std::sync::Arc::new(trail::Dictionary::default());
         let blob_commits =
@@ -160,7 +176,9 @@ impl MetadataStore {
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = true")
                 .fetch_all(&self.reader)
                 .await?;
-        Ok(migrator().iter().all(|m| applied.contains(&m.version)))
+        Ok(migrator(self.dialect)
+            .iter()
+            .all(|m| applied.contains(&m.version)))
     }
 
     pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
@@ -251,10 +269,44 @@ impl MetadataStore {
         self.pushes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The URL-independent name of the database kind, for messages and metrics.
+    pub fn backend(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
     /// How many distinct blobs the store holds (tests check that a mount copies nothing).
     pub async fn blob_count(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM blobs")
             .fetch_one(&self.reader)
             .await?)
+    }
+}
+
+/// Refuses a database that a newer Moat has migrated past what this binary knows, naming both versions
+/// (rather than sqlx's "previously applied but missing" or a query failing later on an unknown column).
+async fn refuse_newer_schema(writer: &Pool, dialect: Dialect) -> Result<()> {
+    let table: Option<i64> = sqlx::query_scalar(dialect.table_exists())
+        .bind("_sqlx_migrations")
+        .fetch_optional(writer)
+        .await?;
+    if table.is_none() {
+        return Ok(());
+    }
+    let database: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(writer)
+        .await?;
+    let binary = migrator(dialect)
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0);
+    match database {
+        Some(database) if database > binary => {
+            Err(crate::error::StoreError::SchemaTooNew { database, binary })
+        }
+        _ => Ok(()),
     }
 }

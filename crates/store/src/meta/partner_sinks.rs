@@ -191,10 +191,8 @@ mod tests {
 
     #[tokio::test]
     async fn rows_are_found_by_id_in_any_case_replaced_and_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = MetadataStore::open(&format!("sqlite://{}/m.db", dir.path().display()))
-            .await
-            .unwrap();
+        let db = crate::testing::test_db().await;
+        let meta = db.open().await;
         let id = "/subscriptions/s/resourceGroups/moat/providers/Moat.Monitor/partnerSinks/siem";
         meta.set_partner_sink(&row(id, "siem"), &event())
             .await

@@ -74,7 +74,7 @@ impl MetadataStore {
         .bind(name)
         .bind(login_server)
         .bind(resource_group)
-        .bind(is_default)
+        .bind(i64::from(is_default))
         .bind(&created_at)
         .bind(settings_json(settings))
         .execute(&mut *tx)
@@ -142,7 +142,7 @@ impl MetadataStore {
         let rows = sqlx::query(&q).fetch_all(&mut *tx).await?;
         let mut changed = 0;
         for row in rows {
-            let is_default: bool = row.get(6);
+            let is_default = row.get::<i64, _>(6) != 0;
             let r = from_row(row)?;
             let want = login_server(&r, is_default);
             if want != r.login_server {

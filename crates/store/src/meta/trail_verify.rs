@@ -296,7 +296,7 @@ impl MetadataStore {
             after = last.get(0);
             let mut rows = Vec::with_capacity(page.len());
             for r in &page {
-                let raw = raw_row(r);
+                let raw = raw_row(r, self.dialect());
                 let link: Option<i64> = r.get(5);
                 // An unreadable row cannot chain: decode it as empty fields so that its link fails.
                 let p = Packed::decode(&raw.f).unwrap_or_default();

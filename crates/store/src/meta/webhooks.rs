@@ -451,10 +451,8 @@ mod tests {
 
     #[tokio::test]
     async fn webhooks_are_limited_keep_secrets_and_go_with_their_registry() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = MetadataStore::open(&format!("sqlite://{}/m.db", dir.path().display()))
-            .await
-            .unwrap();
+        let db = crate::testing::test_db().await;
+        let meta = db.open().await;
         let reg = meta
             .create_registry(
                 "app",
