@@ -62,7 +62,8 @@ struct Common {
     /// (`West Europe` is taken as `westeurope`).
     #[arg(long, env = "MOAT_REGION", default_value = "local", global = true, value_parser = moat_model::Location::parse)]
     region: moat_model::Location,
-    /// Metadata database URL (`sqlite://…`); defaults to `<data dir>/moat.db`.
+    /// Metadata database URL: `sqlite://…` (default `<data dir>/moat.db`) or `postgres://user@host:port/db` (several
+    /// nodes on one database).
     #[arg(long, env = "MOAT_DATABASE_URL", global = true)]
     database_url: Option<String>,
     /// Where blob bytes live: `file://<dir>` (default `<data dir>/storage`) or `az://<container>` (Azure Blob

@@ -170,3 +170,48 @@ pub fn migrator(dialect: Dialect) -> Migrator {
         ..Migrator::DEFAULT
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SQLite migrations are the files earlier versions applied, byte for byte: sqlx refuses a database
+    /// whose applied migration's checksum differs, so an edit here would lock every existing moat-data out.
+    #[test]
+    fn sqlite_migrations_keep_the_checksums_existing_databases_hold() {
+        const SHIPPED: &[&str] = &[
+            "e75d203f0feb822a",
+            "63d7374af056e689",
+            "480c1d29362fd885",
+            "c1387c1421a4b1ba",
+            "4ef16aee9fc84907",
+            "90b31a6183869485",
+            "7394280c7464b3a7",
+            "1f708c35f69307d4",
+            "5b457e54c3b1ee59",
+            "f1a441345c2224b1",
+            "20ebcddcb43dd690",
+            "a5a7f488ed0c8f24",
+            "daa7223bcd341f1d",
+            "013b91fe61087ba5",
+            "5d833cfda4c085ae",
+            "14256c5365198ff6",
+            "73375fd48212104d",
+            "771d51785a91e846",
+            "fab1d959d5e569b7",
+            "4584f5dec05822a9",
+            "80f2fd39872e7b9c",
+            "2d37005391f9a992",
+            "0d117ced7e963e0c",
+        ];
+        let m = migrator(Dialect::Sqlite);
+        let got: Vec<String> = m.iter().map(|m| hex::encode(&m.checksum[..8])).collect();
+        assert_eq!(&got[..SHIPPED.len()], SHIPPED);
+    }
+
+    #[test]
+    fn both_dialects_have_the_same_versions() {
+        let v = |d| migrator(d).iter().map(|m| m.version).collect::<Vec<_>>();
+        assert_eq!(v(Dialect::Sqlite), v(Dialect::Postgres));
+    }
+}

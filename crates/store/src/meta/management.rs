@@ -329,10 +329,11 @@ impl MetadataStore {
     /// more (waiting for the collector) are not counted; a blob shared with another registry counts in both.
     pub async fn registry_size(&self, registry_id: &str) -> Result<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE digest IN
+            "SELECT CAST((SELECT COALESCE(SUM(size), 0) FROM blobs WHERE digest IN
                         (SELECT digest FROM blob_links WHERE registry_id = $1))
                   + (SELECT COALESCE(SUM(size), 0) FROM
-                        (SELECT digest, MAX(size) AS size FROM manifests WHERE registry_id = $1 GROUP BY digest))",
+                        (SELECT digest, MAX(size) AS size FROM manifests WHERE registry_id = $1 GROUP BY digest) m)
+                  AS BIGINT)",
         )
         .bind(registry_id)
         .fetch_one(&self.reader)

@@ -310,3 +310,32 @@ async fn refuse_newer_schema(writer: &Pool, dialect: Dialect) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// The seam's promise: while one store's write transaction is open, another store's (another node's) waits,
+    /// and goes ahead once the first commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_transaction_waits_for_another_stores() {
+        let db = crate::testing::test_db().await;
+        let (a, b) = (db.open().await, db.open().await);
+        let held = a.begin_write().await.unwrap();
+        let waiting = tokio::spawn(async move {
+            let mut tx = b.begin_write().await.unwrap();
+            sqlx::query("UPDATE settings SET value = value WHERE key = 'none'")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished(), "two write transactions ran at once");
+        held.commit().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the second transaction went ahead once the first committed")
+            .unwrap();
+    }
+}

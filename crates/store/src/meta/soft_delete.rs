@@ -51,7 +51,7 @@ async fn keep(
         ))
         .bind(registry_id)
         .bind(repo)
-        .bind(manifests.unwrap_or(""))
+        .bind_some(manifests)
         .execute(&mut *conn)
         .await?;
         let r_filter = if manifests.is_some() {
@@ -66,14 +66,14 @@ async fn keep(
         ))
         .bind(registry_id)
         .bind(repo)
-        .bind(manifests.unwrap_or(""))
+        .bind_some(manifests)
         .execute(&mut *conn)
         .await?;
     }
     let (t_filter, key) = match (tag, manifests) {
-        (Some(t), _) => ("AND t.tag = $3", t),
-        (None, Some(d)) => ("AND t.digest = $3", d),
-        (None, None) => ("", ""),
+        (Some(t), _) => ("AND t.tag = $3", Some(t)),
+        (None, Some(d)) => ("AND t.digest = $3", Some(d)),
+        (None, None) => ("", None),
     };
     sqlx::query(&format!(
         "INSERT INTO deleted_tags(registry_id, repository, tag, digest, deleted_at)
@@ -83,7 +83,7 @@ async fn keep(
     ))
     .bind(registry_id)
     .bind(repo)
-    .bind(key)
+    .bind_some(key)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -354,5 +354,19 @@ impl MetadataStore {
         insert_event(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Binds the optional last parameter only where the statement has it (PostgreSQL refuses extra parameters).
+trait BindSome<'q> {
+    fn bind_some(self, v: Option<&'q str>) -> Self;
+}
+
+impl<'q> BindSome<'q> for sqlx::query::Query<'q, crate::meta::Db, crate::meta::DbArguments<'q>> {
+    fn bind_some(self, v: Option<&'q str>) -> Self {
+        match v {
+            Some(v) => self.bind(v),
+            None => self,
+        }
     }
 }

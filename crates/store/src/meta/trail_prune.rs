@@ -39,7 +39,7 @@ impl MetadataStore {
             .await?);
         }
         let newer: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(seq) FROM activity_events WHERE registry IS $1 AND time >= $2",
+            "SELECT MIN(seq) FROM activity_events WHERE registry IS NOT DISTINCT FROM $1 AND time >= $2",
         )
         .bind(registry)
         .bind(cutoff)
@@ -108,7 +108,7 @@ impl MetadataStore {
             } else {
                 sqlx::query(
                     "DELETE FROM activity_events WHERE seq IN (SELECT seq FROM activity_events
-                         WHERE registry IS $1 AND seq <= $2 ORDER BY seq LIMIT $3)",
+                         WHERE registry IS NOT DISTINCT FROM $1 AND seq <= $2 ORDER BY seq LIMIT $3)",
                 )
                 .bind(c.registry.as_deref())
                 .bind(c.last_seq)
