@@ -17,7 +17,7 @@ use moat_model::{
     Sku,
 };
 use moat_store::meta::{FinishedBlob, ImportWrite, ImportWriteError};
-use moat_store::{MetadataStore, ReceivedBlob};
+use moat_store::ReceivedBlob;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -61,7 +61,7 @@ async fn a_database_newer_than_the_binary_is_refused_naming_both_versions() {
             },
         ) => {
             let msg = e.to_string();
-            assert!(binary >= 25 && binary < 9999, "{msg}");
+            assert!((25..9999).contains(&binary), "{msg}");
             assert!(
                 msg.contains("9999") && msg.contains(&binary.to_string()),
                 "{msg}"

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use moat_model::{Digest, Reference, RegistrySettings, RepositoryName, Sku, Tag};
 use moat_store::meta::{ImportWrite, ImportWriteError, ManifestRecord};
-use moat_store::{MetadataStore, ReceivedBlob};
+use moat_store::ReceivedBlob;
 
 fn manifest(layer: &Digest, size: usize, salt: &str) -> ManifestRecord {
     let body = format!(

@@ -112,7 +112,6 @@ pub async fn set_consumer_seq_on(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[tokio::test]
     async fn cursors_only_move_forward_and_bound_retention_per_registry() {
