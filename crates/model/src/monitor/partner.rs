@@ -365,6 +365,23 @@ pub fn hec_event(category: &str, time: &str, json: &serde_json::Value) -> serde_
     e
 }
 
+/// [`hec_event`]'s text, byte for byte, from the record's text already serialized (`text` is `json`'s
+/// `to_string()`): the delivery path, which does not copy the record's tree to wrap it.
+pub fn hec_line(category: &str, time: &str, text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + category.len() + 80);
+    // serde_json's maps are sorted by key: event, source, sourcetype, time.
+    out.extend_from_slice(b"{\"event\":");
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b",\"source\":\"moat\",\"sourcetype\":");
+    serde_json::to_writer(&mut out, &format!("moat:{category}")).expect("writing to a Vec");
+    if let Some(t) = epoch_seconds(time) {
+        out.extend_from_slice(b",\"time\":");
+        serde_json::to_writer(&mut out, &serde_json::json!(t)).expect("writing to a Vec");
+    }
+    out.push(b'}');
+    out
+}
+
 /// Seconds since 1970 of an RFC 3339 time (`2026-12-07T18:53:06.123456Z`, or with a numeric offset), with the
 /// fraction; `None` if it is not one.
 pub fn epoch_seconds(t: &str) -> Option<f64> {
@@ -549,6 +566,26 @@ mod tests {
             ),
             "{plain}"
         );
+    }
+
+    #[test]
+    fn hec_lines_are_the_events_text() {
+        let json = serde_json::json!({"recordId": "s/audit/7", "resultType": "Failed", "x": "é\"\n", "n": 1.5});
+        for (cat, time) in [
+            (
+                "ContainerRegistryLoginEvents",
+                "2026-12-07T18:53:06.123456Z",
+            ),
+            ("Weird \"cat\"", "1970-01-01T00:00:10Z"),
+            ("AllMetrics", "not a time"),
+        ] {
+            let want = serde_json::to_vec(&hec_event(cat, time, &json)).unwrap();
+            let got = hec_line(cat, time, &json.to_string());
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+        }
     }
 
     #[test]

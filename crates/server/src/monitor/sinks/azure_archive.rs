@@ -120,7 +120,7 @@ impl AzureArchive {
             let mut done = start;
             let mut failed = None;
             for r in group.iter().skip(start) {
-                let mut line = r.json.to_string().into_bytes();
+                let mut line = r.text.clone().into_bytes();
                 line.push(b'\n');
                 if !lines.is_empty() && lines.len() + line.len() > MAX_APPEND {
                     match self.containers[container].append(blob, at, &lines) {
@@ -178,10 +178,7 @@ fn already_there(
     len: u64,
     group: &[&SinkRecord],
 ) -> Result<usize, StorageError> {
-    let group_bytes: u64 = group
-        .iter()
-        .map(|r| r.json.to_string().len() as u64 + 1)
-        .sum();
+    let group_bytes: u64 = group.iter().map(|r| r.text.len() as u64 + 1).sum();
     let from = len.saturating_sub(group_bytes + (1 << 20));
     let tail = c.read_from(blob, from)?;
     let mut ids = HashSet::new();

@@ -103,21 +103,17 @@ pub async fn ship(
                     minute,
                 );
                 let time = rfc3339(minute);
-                SinkRecord {
-                    json: metric_record(
-                        scope.resource.id,
-                        &metric,
-                        &time,
-                        count,
-                        total,
-                        min,
-                        max,
-                        &id,
-                    ),
-                    id,
-                    category: ALL_METRICS.into(),
-                    time,
-                }
+                let json = metric_record(
+                    scope.resource.id,
+                    &metric,
+                    &time,
+                    count,
+                    total,
+                    min,
+                    max,
+                    &id,
+                );
+                SinkRecord::new(id, ALL_METRICS.into(), time, json)
             })
             .collect();
         if !records.is_empty() {

@@ -161,15 +161,21 @@ async fn run(
         Ok(c) => c,
         Err(e) => return (None, Err(SinkError::Misconfigured(format!("{e:#}")))),
     };
+    let categories = ctx.setting.categories();
     let mut sink = match sink {
         Some(s) => s,
         None => match destinations::open(state, &ctx, dest).await {
             Ok(s) => s,
-            Err(e) => return (None, Err(e)),
+            Err(e) => {
+                // Nothing moves while the destination cannot be opened: the gauge still says what waits.
+                for log in records::logs_of(&categories) {
+                    report_backlog(state, consumer, log).await;
+                }
+                return (None, Err(e));
+            }
         },
     };
     let started = Instant::now();
-    let categories = ctx.setting.categories();
     let scope = records::Scope {
         subscription: &ctx.subscription,
         registry: &ctx.registry_name,
@@ -193,7 +199,10 @@ async fn run(
             };
             let batch = match records::next(state, &scope, log, cursor).await {
                 Ok(b) => b,
-                Err(e) => return (Some(sink), Err(unavailable(e))),
+                Err(e) => {
+                    note_backlog(consumer, log, end, cursor);
+                    return (Some(sink), Err(unavailable(e)));
+                }
             };
             let target = if batch.exhausted {
                 batch.last_seq.max(end)
@@ -221,9 +230,13 @@ async fn run(
                     .set_consumer_seq(consumer, log, Some(&ctx.registry_name), seq)
                     .await
                 {
+                    note_backlog(consumer, log, end, cursor);
                     return (Some(sink), Err(unavailable(e)));
                 }
             }
+            // Every pass, not only once caught up: a sink that keeps failing or keeps running out of its budget
+            // is the one whose backlog matters.
+            note_backlog(consumer, log, end, moved.unwrap_or(cursor));
             if let Err(e) = result {
                 return (Some(sink), Err(e));
             }
@@ -278,6 +291,14 @@ async fn report_backlog(state: &AppState, consumer: &str, log: &str) {
     }
 }
 
+/// Sets the gauge from what a pass knows: the log's end it read and the cursor it left.
+fn note_backlog(consumer: &str, log: &str, end: i64, cursor: i64) {
+    crate::monitor::metrics::prom::set_sink_backlog(
+        &format!("{consumer}:{log}"),
+        (end - cursor).max(0),
+    );
+}
+
 /// Every sink's backlog per log (log's last seq minus cursor), for `/metrics` and the bench.
 pub async fn backlogs(state: &AppState) -> anyhow::Result<Vec<(String, String, i64)>> {
     let mut out = vec![];
@@ -290,4 +311,38 @@ pub async fn backlogs(state: &AppState) -> anyhow::Result<Vec<(String, String, i
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauge(sink: &str) -> Option<String> {
+        let text = crate::monitor::metrics::prom::render();
+        let prefix = format!("moat_sink_backlog{{sink=\"{sink}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+    }
+
+    #[test]
+    fn every_pass_sets_the_backlog_even_one_that_does_not_catch_up() {
+        let consumer = "sink:test-backlog:storage";
+        // A pass that caught up.
+        note_backlog(consumer, "audit", 100, 100);
+        assert_eq!(gauge(&format!("{consumer}:audit")).as_deref(), Some("0"));
+        // Later passes that stop on their budget or on a failing destination: the gauge follows the log's end.
+        note_backlog(consumer, "audit", 59_721, 100);
+        assert_eq!(
+            gauge(&format!("{consumer}:audit")).as_deref(),
+            Some("59621")
+        );
+        note_backlog(consumer, "audit", 70_000, 600);
+        assert_eq!(
+            gauge(&format!("{consumer}:audit")).as_deref(),
+            Some("69400")
+        );
+        // A cursor past the end read before the batch (rows written meanwhile) is no negative backlog.
+        note_backlog(consumer, "audit", 10, 12);
+        assert_eq!(gauge(&format!("{consumer}:audit")).as_deref(), Some("0"));
+    }
 }

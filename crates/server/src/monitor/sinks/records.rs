@@ -34,7 +34,7 @@ pub struct Batch {
 }
 
 fn push(batch: &mut Batch, bytes: &mut usize, seq: i64, r: SinkRecord) -> bool {
-    let n = r.json.to_string().len() + 1;
+    let n = r.text.len() + 1;
     if !batch.records.is_empty() && *bytes + n > BATCH_BYTES {
         return false;
     }
@@ -138,12 +138,7 @@ pub async fn next(
                 }
                 let id = record_id(scope.subscription, "audit", seq);
                 let json = resource_log::audit_record(&e, &scope.resource, &id);
-                let r = SinkRecord {
-                    id,
-                    category: e.category.clone(),
-                    time: e.time_generated.clone(),
-                    json,
-                };
+                let r = SinkRecord::new(id, e.category.clone(), e.time_generated.clone(), json);
                 if !push(&mut batch, &mut bytes, seq, r) {
                     cut = true;
                     break;
@@ -165,12 +160,7 @@ pub async fn next(
                 let id = record_id(scope.subscription, "activity", seq);
                 let mut json = activity_json::archive_record(&e, scope.subscription);
                 json["recordId"] = id.clone().into();
-                let r = SinkRecord {
-                    id,
-                    category: ADMINISTRATIVE.into(),
-                    time: e.time.clone(),
-                    json,
-                };
+                let r = SinkRecord::new(id, ADMINISTRATIVE.into(), e.time.clone(), json);
                 if !push(&mut batch, &mut bytes, seq, r) {
                     cut = true;
                     break;
@@ -204,12 +194,7 @@ pub async fn next(
                     .map(str::to_string)
                     .unwrap_or(now);
                 json["time"] = time.clone().into();
-                let r = SinkRecord {
-                    id,
-                    category: AUDIT_TRAIL.into(),
-                    time,
-                    json,
-                };
+                let r = SinkRecord::new(id, AUDIT_TRAIL.into(), time, json);
                 if !push(&mut batch, &mut bytes, seq, r) {
                     cut = true;
                     break;

@@ -14,6 +14,21 @@ pub struct SinkRecord {
     pub time: String,
     /// The record in its schema (resource-log common schema, Azure activity log, …), `recordId` included.
     pub json: serde_json::Value,
+    /// `json` serialized, once: the batch's byte bound and every destination's line use this text.
+    pub text: String,
+}
+
+impl SinkRecord {
+    pub fn new(id: String, category: String, time: String, json: serde_json::Value) -> SinkRecord {
+        let text = json.to_string();
+        SinkRecord {
+            id,
+            category,
+            time,
+            json,
+            text,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

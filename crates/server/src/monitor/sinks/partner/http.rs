@@ -5,7 +5,7 @@
 
 use super::super::sink::{SinkError, SinkRecord};
 use crate::monitor::http_post::{post_blocking, PostError};
-use moat_model::monitor::partner::hec_event;
+use moat_model::monitor::partner::hec_line;
 
 /// Bodies above this are split into several POSTs (HEC's default `max_content_length` is 1 MB).
 const MAX_BODY: usize = 512 * 1024;
@@ -79,8 +79,7 @@ impl HttpSink {
         let mut body = Vec::new();
         let mut in_body = 0;
         for (i, r) in records.iter().enumerate() {
-            let line = serde_json::to_vec(&hec_event(&r.category, &r.time, &r.json))
-                .expect("JSON serializes");
+            let line = hec_line(&r.category, &r.time, &r.text);
             if !body.is_empty() && body.len() + line.len() + 1 > MAX_BODY {
                 self.send(&body, delivered)?;
                 delivered += in_body;
@@ -119,12 +118,12 @@ mod tests {
     use std::net::TcpListener;
 
     fn record(n: i64, pad: usize) -> SinkRecord {
-        SinkRecord {
-            id: format!("s/audit/{n}"),
-            category: "ContainerRegistryRepositoryEvents".into(),
-            time: "1970-01-01T00:00:10Z".into(),
-            json: serde_json::json!({"recordId": format!("s/audit/{n}"), "pad": "x".repeat(pad)}),
-        }
+        SinkRecord::new(
+            format!("s/audit/{n}"),
+            "ContainerRegistryRepositoryEvents".into(),
+            "1970-01-01T00:00:10Z".into(),
+            serde_json::json!({"recordId": format!("s/audit/{n}"), "pad": "x".repeat(pad)}),
+        )
     }
 
     /// Answers each request with the next status; returns the requests' heads and bodies.

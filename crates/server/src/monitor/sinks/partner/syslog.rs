@@ -262,12 +262,12 @@ mod tests {
     }
 
     fn record(n: i64) -> SinkRecord {
-        SinkRecord {
-            id: format!("s/audit/{n}"),
-            category: "ContainerRegistryLoginEvents".into(),
-            time: "2026-12-07T18:53:06.000000Z".into(),
-            json: serde_json::json!({"recordId": format!("s/audit/{n}")}),
-        }
+        SinkRecord::new(
+            format!("s/audit/{n}"),
+            "ContainerRegistryLoginEvents".into(),
+            "2026-12-07T18:53:06.000000Z".into(),
+            serde_json::json!({"recordId": format!("s/audit/{n}")}),
+        )
     }
 
     fn sink(port: u16, ca: &str) -> SyslogSink {
