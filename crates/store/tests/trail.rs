@@ -61,6 +61,9 @@ async fn records_read_back_exactly_and_filters_match() {
     events[6].time_generated = "2026-12-07T08:00:00Z".into();
     events[7].identity = None;
     events[7].size = Some(-5);
+    events[8].user_agent = Some("a \"quoted\" \\ agent ü </>".into());
+    events[9].tag = None;
+    events[9].duration_ms = None;
     meta.record_batch(&events).await.unwrap();
     meta.record(&pull(3000, "other")).await.unwrap();
     let all = meta.audit_rows(&AuditFilter::default()).await.unwrap();
@@ -78,6 +81,11 @@ async fn records_read_back_exactly_and_filters_match() {
     let lines: Vec<&str> = std::str::from_utf8(&out).unwrap().lines().collect();
     assert_eq!(lines[7], serde_json::to_string(&events[7]).unwrap());
     assert_eq!(lines[5], serde_json::to_string(&events[5]).unwrap());
+    // Every line, not a sample: the export writes strings from per-id JSON text, times and uuids unescaped.
+    assert_eq!(lines.len(), all.len());
+    for (line, (_, e)) in lines.iter().zip(&all) {
+        assert_eq!(*line, serde_json::to_string(e).unwrap());
+    }
     let by = |f: AuditFilter| {
         let meta = meta.clone();
         async move { meta.audit_rows(&f).await.unwrap() }

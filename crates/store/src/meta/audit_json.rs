@@ -21,69 +21,86 @@ fn string(buf: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
+/// A string that has nothing JSON escapes (a time or uuid this code formatted).
+fn plain(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    buf.extend_from_slice(s.as_bytes());
+    buf.push(b'"');
+}
+
 fn int(buf: &mut Vec<u8>, v: Option<i64>) {
     match v {
         Some(v) => {
-            let mut b = itoa_buf(v);
-            buf.append(&mut b);
+            use std::io::Write;
+            write!(buf, "{v}").expect("writing to a Vec");
         }
         None => buf.extend_from_slice(b"null"),
     }
 }
 
-fn itoa_buf(v: i64) -> Vec<u8> {
-    v.to_string().into_bytes()
+/// A dictionary string (or null) from its JSON text made once per id.
+fn id(buf: &mut Vec<u8>, res: &Resolver<'_>, id: i64) {
+    buf.extend_from_slice(res.get_json(id));
+}
+
+/// A string the record requires: an id of 0 (none) reads as empty text, as the event's field does.
+fn req(buf: &mut Vec<u8>, res: &Resolver<'_>, i: i64) {
+    if i == 0 {
+        buf.extend_from_slice(b"\"\"");
+    } else {
+        id(buf, res, i);
+    }
 }
 
 /// Appends one JSON line (with its newline).
 pub(crate) fn write_json(buf: &mut Vec<u8>, res: &Resolver<'_>, r: &RawRow, p: &Packed) {
-    let req = |id| Some(res.get(id).unwrap_or(""));
     buf.push(b'{');
     key(buf, true, "TimeGenerated");
     match &r.time {
         StoredTime::Micros(us) => {
+            // Digits and `-:.TZ`: nothing to escape.
             let mut t = String::with_capacity(27);
             push_time(&mut t, *us);
-            string(buf, Some(&t));
+            plain(buf, &t);
         }
         StoredTime::Text(t) => string(buf, Some(t)),
     }
     key(buf, false, "Category");
-    string(buf, req(p.category));
+    req(buf, res, p.category);
     key(buf, false, "OperationName");
-    string(buf, req(p.operation));
+    req(buf, res, p.operation);
     key(buf, false, "Registry");
-    string(buf, req(r.reg));
+    req(buf, res, r.reg);
     key(buf, false, "LoginServer");
-    string(buf, req(p.login_server));
+    req(buf, res, p.login_server);
     key(buf, false, "Repository");
-    string(buf, res.get(p.repository));
+    id(buf, res, p.repository);
     key(buf, false, "Tag");
-    string(buf, res.get(p.tag));
+    id(buf, res, p.tag);
     key(buf, false, "Digest");
-    string(buf, res.get(p.digest));
+    id(buf, res, p.digest);
     key(buf, false, "MediaType");
-    string(buf, res.get(p.media_type));
+    id(buf, res, p.media_type);
     key(buf, false, "Size");
     int(buf, p.size);
     key(buf, false, "Identity");
-    string(buf, r.ident.and_then(|i| res.get(i)));
+    id(buf, res, r.ident.unwrap_or(0));
     key(buf, false, "CallerIpAddress");
-    string(buf, res.get(p.ip));
+    id(buf, res, p.ip);
     key(buf, false, "UserAgent");
-    string(buf, res.get(p.user_agent));
+    id(buf, res, p.user_agent);
     key(buf, false, "DurationMs");
     int(buf, p.duration_ms);
     key(buf, false, "ResultType");
-    string(buf, req(p.result_type));
+    req(buf, res, p.result_type);
     key(buf, false, "ResultDescription");
-    string(buf, req(p.result_description));
+    req(buf, res, p.result_description);
     key(buf, false, "CorrelationId");
     match p.correlation_uuid {
-        Some(b) => string(buf, Some(&uuid_text(&b))),
-        None => string(buf, res.get(p.correlation_id)),
+        Some(b) => plain(buf, &uuid_text(&b)),
+        None => id(buf, res, p.correlation_id),
     }
     key(buf, false, "Endpoint");
-    string(buf, res.get(p.endpoint));
+    id(buf, res, p.endpoint);
     buf.extend_from_slice(b"}\n");
 }

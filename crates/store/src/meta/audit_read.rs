@@ -150,14 +150,51 @@ pub(crate) fn raw_row(r: &crate::meta::DbRow, dialect: crate::meta::Dialect) -> 
 /// Id → string for the rows being read: this scan's own map, filled from the store's cache or the database.
 pub(crate) struct Resolver<'s> {
     store: &'s MetadataStore,
-    local: HashMap<i64, Arc<str>>,
+    /// Indexed by id (the dictionary's ids count up from 1, so a vector beats hashing a dozen ids a row), each
+    /// string with its JSON text (quoted, escaped), made once per id rather than once per record exported.
+    local: Vec<Option<Known>>,
+    /// Ids too large to index (none in practice).
+    far: HashMap<i64, Known>,
 }
+
+struct Known {
+    s: Arc<str>,
+    json: Box<[u8]>,
+}
+
+/// Ids below this are kept in the vector.
+const DENSE: i64 = 1 << 24;
 
 impl<'s> Resolver<'s> {
     pub(crate) fn new(store: &'s MetadataStore) -> Self {
         Resolver {
             store,
-            local: HashMap::new(),
+            local: Vec::new(),
+            far: HashMap::new(),
+        }
+    }
+
+    fn known(&self, id: i64) -> Option<&Known> {
+        if (0..DENSE).contains(&id) {
+            self.local.get(id as usize).and_then(Option::as_ref)
+        } else {
+            self.far.get(&id)
+        }
+    }
+
+    fn insert(&mut self, id: i64, s: Arc<str>) {
+        let json = serde_json::to_vec(&*s)
+            .expect("a string serializes")
+            .into_boxed_slice();
+        let k = Known { s, json };
+        if (0..DENSE).contains(&id) {
+            let i = id as usize;
+            if self.local.len() <= i {
+                self.local.resize_with(i + 1, || None);
+            }
+            self.local[i] = Some(k);
+        } else {
+            self.far.insert(id, k);
         }
     }
 
@@ -166,11 +203,9 @@ impl<'s> Resolver<'s> {
         let mut missing: Vec<i64> = Vec::new();
         for (r, p) in rows {
             for id in p.ids().into_iter().chain([r.reg]).chain(r.ident) {
-                if id != 0 && !self.local.contains_key(&id) {
+                if id != 0 && self.known(id).is_none() {
                     match self.store.dictionary.string(id) {
-                        Some(s) => {
-                            self.local.insert(id, s);
-                        }
+                        Some(s) => self.insert(id, s),
                         None => missing.push(id),
                     }
                 }
@@ -191,7 +226,7 @@ impl<'s> Resolver<'s> {
             for r in q.fetch_all(self.store.reader()).await? {
                 let (id, s): (i64, String) = (r.get(0), r.get(1));
                 let s: Arc<str> = Arc::from(s);
-                self.local.insert(id, s.clone());
+                self.insert(id, s.clone());
                 learned.push((s, id));
             }
             self.store.dictionary.learn(learned);
@@ -204,7 +239,16 @@ impl<'s> Resolver<'s> {
             None
         } else {
             // A dangling id reads as empty text: verification reports the record, readers still see the rest.
-            Some(self.local.get(&id).map(|s| &**s).unwrap_or(""))
+            Some(self.known(id).map(|k| &*k.s).unwrap_or(""))
+        }
+    }
+
+    /// [`Self::get`] as JSON text: `null`, or the string quoted and escaped as serde_json writes it.
+    pub(crate) fn get_json(&self, id: i64) -> &[u8] {
+        if id == 0 {
+            b"null"
+        } else {
+            self.known(id).map(|k| &*k.json).unwrap_or(b"\"\"")
         }
     }
 
