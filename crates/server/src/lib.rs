@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod acr;
 pub mod arm;
 pub mod audit_log;
+pub mod change_watch;
 pub mod config;
 pub mod connection;
 pub mod context;

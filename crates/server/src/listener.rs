@@ -212,6 +212,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         tracing::info!("removed {removed} abandoned upload(s)");
     }
     crate::gc::spawn_background(&state);
+    crate::change_watch::spawn(&state);
     crate::gc::serve_admin_socket(&state).await?;
     crate::jobs::start(&state).await?;
     crate::monitor::start(&state);

@@ -146,6 +146,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0026_upload_resume.sql"),
         include_str!("../migrations/postgres/0026_upload_resume.sql"),
     ),
+    (
+        27,
+        "change_epochs",
+        include_str!("../migrations/sqlite/0027_change_epochs.sql"),
+        include_str!("../migrations/postgres/0027_change_epochs.sql"),
+    ),
 ];
 
 pub fn migrator(dialect: Dialect) -> Migrator {

@@ -240,3 +240,66 @@ async fn concurrent_blob_commits_all_land() {
     let events = meta.audit_events(&AuditFilter::default()).await.unwrap();
     assert_eq!(events.len(), 64);
 }
+
+/// Other nodes follow changes through the epochs the triggers bump in the change's own transaction: a push and a
+/// tag delete move `manifests`, a registry change moves `registries`, a read moves nothing.
+#[tokio::test]
+async fn changes_move_the_epochs_other_nodes_follow() {
+    use moat_store::meta::change_epochs::{MANIFESTS, REGISTRIES};
+    let (_d, meta) = store().await;
+    let epoch = |all: Vec<(String, i64)>, scope: &str| {
+        all.into_iter()
+            .find(|(s, _)| s == scope)
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| panic!("no epoch {scope}"))
+    };
+    let e0 = meta.change_epochs().await.unwrap();
+    let r = meta
+        .create_registry(
+            "regepoch",
+            "epoch",
+            "rg",
+            &RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap()),
+            true,
+            None,
+        )
+        .await
+        .unwrap();
+    let e1 = meta.change_epochs().await.unwrap();
+    assert!(epoch(e1.clone(), REGISTRIES) > epoch(e0.clone(), REGISTRIES));
+    assert_eq!(epoch(e1.clone(), MANIFESTS), epoch(e0, MANIFESTS));
+
+    let body = b"{\"epoch\":1}".to_vec();
+    let m = ManifestRecord {
+        digest: Digest::sha256_of(&body),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        artifact_type: None,
+        subject: None,
+        annotations: None,
+        body,
+        required_blobs: vec![],
+        required_manifests: vec![],
+    };
+    let tag: moat_model::Tag = "v1".parse().unwrap();
+    meta.put_manifest(&r.id, &repo("a"), &m, Some(&tag), &event("Push"))
+        .await
+        .unwrap();
+    let e2 = meta.change_epochs().await.unwrap();
+    assert!(epoch(e2.clone(), MANIFESTS) > epoch(e1.clone(), MANIFESTS));
+    meta.manifest(&r.id, &repo("a"), &Reference::Tag(tag.clone()))
+        .await
+        .unwrap()
+        .expect("pushed");
+    assert_eq!(
+        meta.change_epochs().await.unwrap(),
+        e2,
+        "a read moves nothing"
+    );
+
+    assert!(meta
+        .delete_tag(&r.id, &repo("a"), &tag, &event("Untag"))
+        .await
+        .unwrap());
+    let e3 = meta.change_epochs().await.unwrap();
+    assert!(epoch(e3, MANIFESTS) > epoch(e2, MANIFESTS));
+}

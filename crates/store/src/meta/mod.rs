@@ -7,6 +7,7 @@ pub mod alerts;
 pub(crate) mod audit;
 mod audit_json;
 mod audit_read;
+pub mod change_epochs;
 mod connect;
 pub mod consumers;
 mod content;
