@@ -55,6 +55,11 @@ struct Common {
         global = true
     )]
     listen: SocketAddr,
+    /// `host:port` clients use for this server when that is not --listen: several nodes behind one name (each
+    /// with its own --listen) give the same, which becomes the `default` registry's login server and the port of
+    /// the others'.
+    #[arg(long, env = "MOAT_PUBLIC_ADDRESS", global = true, value_parser = moat_server::config::parse_public_address)]
+    public_address: Option<String>,
     /// Domain under which registries other than `default` are served (`<name>.<domain>`).
     #[arg(long, env = "MOAT_DOMAIN", default_value = "localhost", global = true, value_parser = moat_model::DnsDomain::parse)]
     domain: moat_model::DnsDomain,
@@ -236,6 +241,7 @@ fn config(common: &Common) -> ServeConfig {
     ServeConfig {
         data_dir: common.data_dir.clone(),
         listen: common.listen,
+        public_address: common.public_address.clone(),
         insecure_http: common.insecure_http,
         tls_cert: None,
         tls_key: None,

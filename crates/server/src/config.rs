@@ -7,6 +7,9 @@ use std::time::Duration;
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// `host:port` clients use for this server when it is not `listen` (several nodes behind one name): the
+    /// `default` registry's login server, and the port of every other registry's (`--public-address`).
+    pub public_address: Option<String>,
     /// Plain HTTP instead of TLS (data plane only; the Azure clients refuse it).
     pub insecure_http: bool,
     /// The operator's own certificate and key (PEM) instead of the local CA's leaves.
@@ -247,9 +250,27 @@ impl ServeConfig {
         login_server_for(
             registry,
             &self.domain,
-            self.listen.port(),
+            self.public_port(),
             self.insecure_http,
         )
+    }
+
+    /// The `default` registry's login server: the public address, else the listen address. Every node of a
+    /// deployment must give the same, or each start would restamp the login servers (and so the tokens'
+    /// audience) to its own.
+    pub fn default_login_server(&self) -> String {
+        self.public_address
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// The port clients reach the server on.
+    pub fn public_port(&self) -> u16 {
+        self.public_address
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(self.listen.port())
     }
 }
 
@@ -260,7 +281,7 @@ impl ServeConfig {
     /// name, which then has no data endpoint (its blobs are served by the login server).
     pub fn data_endpoint_host(&self, r: &moat_model::Registry) -> Option<String> {
         let host = r.data_endpoint_host(&self.domain)?;
-        Some(with_port(host, self.listen.port(), self.insecure_http))
+        Some(with_port(host, self.public_port(), self.insecure_http))
     }
 }
 
@@ -273,6 +294,28 @@ fn with_port(host: String, port: u16, insecure_http: bool) -> String {
     }
 }
 
+/// Checks a `--public-address`: `host:port`, the host a DNS name or an IP address.
+pub fn parse_public_address(s: &str) -> Result<String, String> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| {
+        format!("'{s}' has no port: give host:port, e.g. registry.example.com:443")
+    })?;
+    port.parse::<u16>()
+        .map_err(|_| format!("'{port}' is not a port number (in '{s}')"))?;
+    let host_ok = host.parse::<std::net::IpAddr>().is_ok()
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok()
+        || moat_model::DnsDomain::parse(host).is_ok();
+    if !host_ok {
+        return Err(format!(
+            "'{host}' is neither a host name nor an IP address (in '{s}')"
+        ));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
 pub fn login_server_for(registry: &str, domain: &str, port: u16, insecure_http: bool) -> String {
     with_port(format!("{registry}.{domain}"), port, insecure_http)
 }
@@ -280,6 +323,23 @@ pub fn login_server_for(registry: &str, domain: &str, port: u16, insecure_http: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_public_address_is_host_and_port() {
+        assert_eq!(
+            parse_public_address("Registry.Example.com:443").unwrap(),
+            "registry.example.com:443"
+        );
+        assert!(parse_public_address("127.0.0.1:5001").is_ok());
+        for bad in [
+            "registry.example.com",
+            "host:99999",
+            "bad host:5000",
+            ":5000",
+        ] {
+            assert!(parse_public_address(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn config_file_parses_and_refuses_unknown_keys() {

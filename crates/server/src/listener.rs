@@ -76,7 +76,7 @@ pub async fn bootstrap(config: &ServeConfig, meta: &MetadataStore) -> anyhow::Re
         }
         _ => {}
     }
-    let login_server = config.listen.to_string();
+    let login_server = config.default_login_server();
     if meta.default_registry().await?.is_none() {
         let settings = RegistrySettings::new(Sku::Premium, config.region.clone());
         let sub = cloud_ids(meta).await?.subscription_id;

@@ -40,6 +40,14 @@ pub struct HostMatch {
 
 const MAX_AGE: Duration = Duration::from_secs(1);
 
+/// `host[:port]` without its port, lower-cased.
+fn host_name(h: &str) -> String {
+    h.rsplit_once(':')
+        .filter(|(_, p)| p.parse::<u16>().is_ok())
+        .map_or(h, |(n, _)| n)
+        .to_ascii_lowercase()
+}
+
 impl RegistryDirectory {
     pub fn new(meta: MetadataStore, config: Arc<ServeConfig>) -> RegistryDirectory {
         RegistryDirectory {
@@ -122,6 +130,26 @@ impl RegistryDirectory {
                 data_endpoint: true,
             }));
         }
+        // The name without the port: a registry's login server carries the port of the node that created it,
+        // and the same registry is asked for on another node's port (several nodes on one host, a proxy).
+        // Falling through to the default registry would put a push meant for this one into another.
+        let name = host_name(&host);
+        if let Some(r) = snap
+            .registries
+            .iter()
+            .find(|r| host_name(&r.login_server) == name)
+        {
+            return Ok(Some(HostMatch {
+                registry: r.clone(),
+                data_endpoint: false,
+            }));
+        }
+        if let Some((_, &i)) = snap.data_hosts.iter().find(|(h, _)| host_name(h) == name) {
+            return Ok(Some(HostMatch {
+                registry: snap.registries[i].clone(),
+                data_endpoint: true,
+            }));
+        }
         Ok(snap
             .registries
             .iter()
@@ -138,23 +166,17 @@ impl RegistryDirectory {
         self.fresh().await?;
         let snap = self.cache.read().expect("lock");
         let name = name.to_ascii_lowercase();
-        let host_of = |h: &str| -> String {
-            h.rsplit_once(':')
-                .filter(|(_, p)| p.parse::<u16>().is_ok())
-                .map_or(h, |(n, _)| n)
-                .to_ascii_lowercase()
-        };
         if let Some(r) = snap
             .registries
             .iter()
-            .find(|r| host_of(&r.login_server) == name)
+            .find(|r| host_name(&r.login_server) == name)
         {
             return Ok(Some(r.clone()));
         }
         Ok(snap
             .data_hosts
             .iter()
-            .find(|(h, _)| host_of(h) == name)
+            .find(|(h, _)| host_name(h) == name)
             .map(|(_, &i)| snap.registries[i].clone()))
     }
 
