@@ -21,26 +21,14 @@ import pytest
 import requests
 
 from conftest import Arm, build_image, free_port, read_oci_layout_manifest, require_tool, run, sha256, sp_create, write_oci_layout
+from test_postgres import pg_url  # noqa: F401  (fixture: a fresh database on the test cluster, FAILS without one)
 
-PG_ENV = "MOAT_TEST_POSTGRES_URL"
 OCTET = {"Content-Type": "application/octet-stream"}
 
 
-def psql(url: str, sql: str) -> str:
-    return run([require_tool("psql"), url, "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql]).stdout.strip()
-
-
 @pytest.fixture
-def cluster(moat_factory, azurite):
-    server = os.environ.get(PG_ENV)
-    if not server:
-        pytest.fail(f"this test needs PostgreSQL: run it through scripts/test, which starts a throwaway cluster "
-                    f"and sets {PG_ENV}")
-    name = "multi_" + secrets.token_hex(6)
-    psql(server, f"CREATE DATABASE {name}")
-    base, _, query = server.partition("?")
-    root = base.rsplit("/", 1)[0] if base.count("/") > 2 else base
-    db_url = f"{root}/{name}" + (f"?{query}" if query else "")
+def cluster(moat_factory, azurite, pg_url):
+    db_url = pg_url
     container = f"multi{secrets.randbelow(10**9)}"
     azurite.create_container(container)
     env = {"MOAT_DATABASE_URL": db_url, "MOAT_STORAGE_URL": f"az://{container}",
