@@ -6,6 +6,7 @@ land on any node.
   mid-upload.
 - A tag moved through A is served by B and C (their manifest caches follow the change epochs), and a policy
   change made through A (public network access disabled) is enforced by C within one second.
+- A remote import accepted by A, which is then killed, is finished by another node once A's job lease runs out.
 
 Each node has its own data directory holding a copy of the first node's keys (the recipe in the README's
 "Running several nodes"): tokens, sealed secrets and the audit key are the same on every node.
@@ -22,6 +23,7 @@ import requests
 
 from conftest import Arm, build_image, free_port, read_oci_layout_manifest, require_tool, run, sha256, sp_create, write_oci_layout
 from test_postgres import pg_url  # noqa: F401  (fixture: a fresh database on the test cluster, FAILS without one)
+from test_import import fake_registry  # noqa: F401,E402  (fixture: a slow source registry)
 
 OCTET = {"Content-Type": "application/octet-stream"}
 
@@ -150,3 +152,36 @@ def test_a_tag_moved_and_a_policy_changed_on_one_node_hold_on_the_others(cluster
         time.sleep(0.05)
     assert r.json()["errors"][0]["code"] == "DENIED", r.text
     assert requests.get(f"{b.base_url}/v2/", timeout=10).status_code == 403
+
+
+def test_an_import_whose_node_dies_is_finished_by_another(cluster, fake_registry):
+    """A remote importImage accepted by A; A is killed with SIGKILL while the largest layer downloads. Its job's
+    lease runs out and another node claims the job and finishes it: the operation's Location answers on B."""
+    a, b, c = cluster
+    img = build_image(6, layer_size=2 * 1024 * 1024, seed="multi-import")
+    fake = fake_registry(img, mode="slow")
+    fake.slow_step = 0.6  # the largest layer takes ~12 s: A dies while it downloads
+    sp = sp_create(a, "multi-importer", "Owner")
+    arm_a = Arm(a, sp)
+    r = arm_a.request("POST", arm_a.registry_path("default", "moat") + "/importImage", {
+        "source": {"registryUri": f"http://{fake.host}", "sourceImage": "fake/app:1"},
+        "targetTags": ["imported/app:1"]})
+    assert r.status_code == 202, r.text
+    path = "/" + r.headers["Location"].split("/", 3)[3]
+    deadline = time.monotonic() + 60
+    while fake.victim not in {p.split("/blobs/", 1)[1].split("?")[0] for m, p, _ in fake.seen if "/blobs/" in p}:
+        assert time.monotonic() < deadline, "the import never asked for its largest layer"
+        time.sleep(0.05)
+    a.kill9()
+
+    arm_b = Arm(b, sp)
+    deadline = time.monotonic() + 120  # the dead node's lease (30 s) runs out first
+    while True:
+        p = arm_b.session.get(b.base_url + path, headers={"Authorization": "Bearer " + arm_b.token}, timeout=30)
+        if p.status_code != 202:
+            break
+        assert time.monotonic() < deadline, f"no node finished the import: {p.text[:300]}"
+        time.sleep(0.5)
+    assert p.status_code == 200 and p.json()["status"] == "Succeeded", f"{p.status_code} {p.text[:300]}"
+    got = c.client().get_manifest("imported/app", "1")
+    assert got.status_code == 200 and got.headers["Docker-Content-Digest"] == img.manifest_digest
