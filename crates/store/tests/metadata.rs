@@ -28,6 +28,25 @@ async fn store() -> (moat_store::testing::TestDb, MetadataStore) {
     (db, meta)
 }
 
+/// A Premium registry in resource group `rg` (`default`: whether it is the server's default registry).
+async fn premium_registry(
+    meta: &MetadataStore,
+    name: &str,
+    login_server: &str,
+    default: bool,
+) -> moat_model::Registry {
+    meta.create_registry(
+        name,
+        login_server,
+        "rg",
+        &RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap()),
+        default,
+        None,
+    )
+    .await
+    .unwrap()
+}
+
 fn repo(s: &str) -> RepositoryName {
     s.parse().unwrap()
 }
@@ -35,28 +54,8 @@ fn repo(s: &str) -> RepositoryName {
 #[tokio::test]
 async fn blobs_are_visible_only_where_linked() {
     let (_d, meta) = store().await;
-    let r1 = meta
-        .create_registry(
-            "regone",
-            "one",
-            "rg",
-            &RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap()),
-            true,
-            None,
-        )
-        .await
-        .unwrap();
-    let r2 = meta
-        .create_registry(
-            "regtwo",
-            "two",
-            "rg",
-            &RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap()),
-            false,
-            None,
-        )
-        .await
-        .unwrap();
+    let r1 = premium_registry(&meta, "regone", "one", true).await;
+    let r2 = premium_registry(&meta, "regtwo", "two", false).await;
     let d = Digest::sha256_of(b"layer");
     meta.commit_blob(
         FinishedBlob {
@@ -114,17 +113,7 @@ async fn blobs_are_visible_only_where_linked() {
 #[tokio::test]
 async fn manifest_needs_its_blobs_and_failed_push_leaves_no_trace() {
     let (_d, meta) = store().await;
-    let r = meta
-        .create_registry(
-            "regone",
-            "one",
-            "rg",
-            &RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap()),
-            true,
-            None,
-        )
-        .await
-        .unwrap();
+    let r = premium_registry(&meta, "regone", "one", true).await;
     let layer = Digest::sha256_of(b"layer");
     let body = b"{}".to_vec();
     let m = ManifestRecord {
@@ -201,17 +190,7 @@ async fn manifest_needs_its_blobs_and_failed_push_leaves_no_trace() {
 #[tokio::test]
 async fn concurrent_blob_commits_all_land() {
     let (_d, meta) = store().await;
-    let r = meta
-        .create_registry(
-            "regone",
-            "one",
-            "rg",
-            &RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap()),
-            true,
-            None,
-        )
-        .await
-        .unwrap();
+    let r = premium_registry(&meta, "regone", "one", true).await;
     let mut tasks = Vec::new();
     for i in 0..64 {
         let (meta, rid) = (meta.clone(), r.id.clone());
@@ -254,17 +233,7 @@ async fn changes_move_the_epochs_other_nodes_follow() {
             .unwrap_or_else(|| panic!("no epoch {scope}"))
     };
     let e0 = meta.change_epochs().await.unwrap();
-    let r = meta
-        .create_registry(
-            "regepoch",
-            "epoch",
-            "rg",
-            &RegistrySettings::new(Sku::Premium, moat_model::Location::parse("local").unwrap()),
-            true,
-            None,
-        )
-        .await
-        .unwrap();
+    let r = premium_registry(&meta, "regepoch", "epoch", true).await;
     let e1 = meta.change_epochs().await.unwrap();
     assert!(epoch(e1.clone(), REGISTRIES) > epoch(e0.clone(), REGISTRIES));
     assert_eq!(epoch(e1.clone(), MANIFESTS), epoch(e0, MANIFESTS));
